@@ -1,0 +1,1 @@
+//! vtp-core (skeleton under construction)
