@@ -1,5 +1,92 @@
-//! Sans-IO core of the VOEvent Transport Protocol: framing, messages and the VTP role machines.
+//! Sans-IO core of the VOEvent Transport Protocol (VTP): framing, messages, and every VTP role
+//! (author, broker, subscriber) as one deterministic state machine.
+//!
+//! This crate performs no IO. It never opens a socket, spawns a thread, reads a clock or a file,
+//! or draws OS randomness. It consumes bytes and instants and produces [`Action`]s (bytes to
+//! write, connections to open or close, records to persist, events to hand to handlers) and
+//! [`Event`]s (news for logs and applications). That makes it:
+//!
+//! - **testable at the speed of light**: drive it with virtual time, assert on actions;
+//! - **embeddable**: any event loop (tokio, smol, mio, a plain blocking loop, a simulator) can
+//!   drive it, see `examples/blocking.rs`;
+//! - **small**: no runtime in its dependency tree, suitable for minimal embedded Linux.
+//!
+//! # The driving contract
+//!
+//! One owner holds the [`Node`] (it is never shared between threads). For every input:
+//!
+//! 1. call the `handle_*` method (or a command: [`Node::submit`], [`Node::shutdown`]) with `now`;
+//! 2. drain [`Node::poll_action`] until `None`, performing each action **in order** (a nak and
+//!    the close after it must reach the socket in that order): write the frame of every action
+//!    that has one ([`Action::frame`]), close on [`Action::Close`] *after* the bytes queued
+//!    before it have been written, dial on [`Action::Connect`], hand [`Action::Persist`] /
+//!    [`Action::Forget`] / [`Action::Expire`] to the store and [`Action::Deliver`] to handlers;
+//! 3. drain [`Node::poll_event`] (logging, metrics, the application);
+//! 4. read [`Node::poll_timeout`] and call [`Node::handle_timeout`] when it passes.
+//!
+//! When a connection ends for any reason the node did not ask for (EOF, IO error, failed
+//! connect, outbox overflow), report it with [`Node::handle_closed`]. The per-connection send
+//! queue with partial-write handling is [`outbox::Outbox`], shared by every driver.
+//!
+//! # Time
+//!
+//! `now: Instant` is the last argument of every input; it must never go backwards (checked by
+//! a debug assertion). Wall-clock time (for `TimeStamp`s and seen-index records) is derived from
+//! one anchor given to [`Node::new`]: `unix_now` at `now`. A simulator moves both clocks by
+//! advancing `now` alone. `poll_timeout` returns the last `now` while output is pending ("wake
+//! me now"), the earliest deadline otherwise, and `None` when nothing is scheduled; every
+//! deadline is re-armed or removed when it fires, so a driver that honours it never spins.
+//!
+//! # Limits
+//!
+//! Every peer-controlled quantity is bounded, each bound in [`config::Limits`]:
+//! frame payloads (1 MiB, checked on the prefix before any allocation, with a "little-endian
+//! prefix?" hint), XML depth, attributes and text sizes ([`message::ParseLimits`]), connections,
+//! seen-index entries, filters per subscriber and filter length. Send queues are bounded by
+//! [`outbox::OutboxLimits`]; a subscriber whose queue overflows is dropped by the driver and
+//! reported to the node as [`CloseReason::OutboxFull`]. Timings (20 s author deadline, 60 s
+//! iamalive, 120 s subscriber silence, 30-day retention...) are in [`config::Timing`].
+//!
+//! # Errors and panics
+//!
+//! - **Peer faults are inputs, not errors**: a bad frame from a peer never makes a `handle_*`
+//!   method fail. The node answers with a nak and a reason, closes, or ignores and logs (an
+//!   [`Event::ProtocolViolation`]), as the role prescribes, and keeps serving everyone else.
+//! - **Caller mistakes** that types cannot prevent return typed errors ([`ConfigError`],
+//!   [`SubmitError`]).
+//! - **Bugs** are caught by debug assertions. No input from the network can make the core
+//!   panic; the property tests and fuzz targets check exactly that.
+//!
+//! # Protocol decisions
+//!
+//! Where Comet and VTP 2.0 differ, [`config::Policy`] has a switch, VTP 2.0 being the default:
+//! duplicates are acked and not relayed ([`config::DuplicateReply`]), a subscriber's nak drops
+//! only that event ([`config::SubscriberNak`]). Events are identified by the SHA-256 of their
+//! `VOEvent` element bytes (VTP 2.0 §8), so a 1.1 and a 2.0 copy of one GCN notice are two
+//! events while byte-identical copies from two upstreams are forwarded once.
+//! Every other decision of PROTOCOL.md §7.1 is documented where it is implemented.
+
 #![warn(missing_docs)]
 
+pub mod backoff;
+pub mod config;
+pub mod filter;
 pub mod frame;
+pub mod ivoid;
+pub mod message;
+pub mod node;
 pub mod outbox;
+pub mod output;
+pub mod seen;
+pub mod time;
+pub mod whitelist;
+
+mod timer;
+
+#[cfg(test)]
+mod testutil;
+
+pub use config::Config;
+pub use node::{ConfigError, Node, SubmitError};
+pub use output::{Action, CloseReason, ConnId, ConnRole, Delivery, Event, ListenerRole, Peer, Source};
+pub use seen::{EventKey, SeenRecord};

@@ -1,0 +1,204 @@
+//! Node configuration: identity, timings, limits and policy switches.
+//!
+//! Every timing and limit of DESIGN §6 is a field here, with Comet's value (or our recommended
+//! one, PROTOCOL §7.1) as the default. Where Comet and VTP 2.0 disagree, a [`Policy`] switch
+//! offers both, VTP 2.0 being the default.
+
+use std::time::Duration;
+
+use crate::backoff::BackoffConfig;
+use crate::frame::FRAME_LEN_MAX_DEFAULT;
+use crate::message::ParseLimits;
+use crate::whitelist::Whitelist;
+
+/// Everything a [`Node`](crate::node::Node) needs to know at construction.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct Config {
+    /// This node's IVOA identifier (`--local-ivo`): the `Response` of its receipts and the
+    /// `Origin` of its iamalive and authenticate messages. Required to receive or broadcast.
+    pub local_ivo: Option<String>,
+    /// Product string put in test events, e.g. `"vtp 0.1.0"`.
+    pub product: String,
+    /// Timings.
+    pub timing: Timing,
+    /// Bounds on peer input and on state.
+    pub limits: Limits,
+    /// Choices where implementations differ.
+    pub policy: Policy,
+    /// Peers allowed to submit events (`--author-whitelist`).
+    pub author_whitelist: Whitelist,
+    /// Peers allowed to subscribe (`--subscriber-whitelist`).
+    pub subscriber_whitelist: Whitelist,
+    /// Filters this node sends upstream in its authenticate replies (`--filter`).
+    pub filters: Vec<String>,
+    /// Upstream brokers to subscribe to. Each upstream is one subscription; its endpoints are
+    /// tried in turn (failover), one connection at a time.
+    pub upstreams: Vec<Upstream>,
+}
+
+impl Config {
+    /// Defaults with the given local IVOID (or none, for a plain subscriber or author).
+    pub fn new(local_ivo: Option<String>) -> Self {
+        Self {
+            local_ivo,
+            product: concat!("vtp ", env!("CARGO_PKG_VERSION")).to_owned(),
+            timing: Timing::default(),
+            limits: Limits::default(),
+            policy: Policy::default(),
+            author_whitelist: Whitelist::allow_all(),
+            subscriber_whitelist: Whitelist::allow_all(),
+            filters: Vec::new(),
+            upstreams: Vec::new(),
+        }
+    }
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self::new(None)
+    }
+}
+
+/// One upstream subscription: endpoints tried in order, one connection at a time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Upstream {
+    /// Endpoints as the runtime understands them (`host:port`, `[v6]:port`, `unix:/path`).
+    /// Never empty.
+    pub endpoints: Vec<String>,
+}
+
+/// Timings (defaults from Comet; PROTOCOL §6).
+#[derive(Debug, Clone, Copy, PartialEq)]
+#[non_exhaustive]
+pub struct Timing {
+    /// An author connection is closed this long after accept, reply or not (20 s).
+    pub intake_deadline: Duration,
+    /// Broker: period of the iamalive tick to subscribers (60 s; VTP 2.0 requires ≤ 90 s).
+    pub iamalive_period: Duration,
+    /// Subscriber: drop the connection after this long without a valid frame (120 s).
+    pub subscriber_silence: Duration,
+    /// Author: how long to wait for the receipt, counted from the connect attempt (20 s).
+    pub receipt_timeout: Duration,
+    /// Broker: interval of test events to subscribers; `None` disables (3600 s; first at start).
+    pub test_event_interval: Option<Duration>,
+    /// Seen-index retention (30 days).
+    pub seen_retention: Duration,
+    /// Seen-index pruning period (6 h; first at start).
+    pub prune_interval: Duration,
+    /// Reconnect back-off of subscriptions.
+    pub backoff: BackoffConfig,
+}
+
+impl Default for Timing {
+    fn default() -> Self {
+        Self {
+            intake_deadline: Duration::from_secs(20),
+            iamalive_period: Duration::from_secs(60),
+            subscriber_silence: Duration::from_secs(120),
+            receipt_timeout: Duration::from_secs(20),
+            test_event_interval: Some(Duration::from_secs(3600)),
+            seen_retention: Duration::from_secs(30 * 24 * 3600),
+            prune_interval: Duration::from_secs(6 * 3600),
+            backoff: BackoffConfig::default(),
+        }
+    }
+}
+
+/// Bounds on everything a peer can make the node hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Limits {
+    /// Largest frame payload accepted (1 MiB). Checked on the prefix, before allocating.
+    pub frame_len_max: u32,
+    /// XML parser bounds.
+    pub parse: ParseLimits,
+    /// Close a feed at the iamalive tick when this many iamalives are unanswered (1).
+    pub iamalive_missed_max: u32,
+    /// Close a feed at the iamalive tick when this many events are unacknowledged (10).
+    pub outstanding_acks_max: u32,
+    /// Most connections accepted at once (authors + subscribers); beyond, accepts are refused.
+    pub connections_max: usize,
+    /// Most entries in the seen-index; the oldest is evicted beyond.
+    pub seen_entries_max: usize,
+    /// Most filters one subscriber may send; extra ones are dropped (logged).
+    pub filters_per_feed_max: usize,
+    /// Longest filter expression accepted, in bytes.
+    pub filter_len_max: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            frame_len_max: FRAME_LEN_MAX_DEFAULT,
+            parse: ParseLimits::default(),
+            iamalive_missed_max: 1,
+            outstanding_acks_max: 10,
+            connections_max: 20_000,
+            seen_entries_max: 500_000,
+            filters_per_feed_max: 32,
+            filter_len_max: 4096,
+        }
+    }
+}
+
+/// Choices where Comet and VTP 2.0 differ, and other policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Policy {
+    /// How the receiver answers an author's duplicate.
+    pub duplicate_reply: DuplicateReply,
+    /// What a broker does when a subscriber naks an event.
+    pub subscriber_nak: SubscriberNak,
+    /// Which VOEvent versions the receiver accepts from authors.
+    pub accept_versions: AcceptVersions,
+    /// What a feed receives when every filter it sent was refused.
+    pub invalid_filters: InvalidFilters,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Self {
+            duplicate_reply: DuplicateReply::Ack,
+            subscriber_nak: SubscriberNak::Keep,
+            accept_versions: AcceptVersions::V2_0,
+            invalid_filters: InvalidFilters::SendNothing,
+        }
+    }
+}
+
+/// Receiver's answer to a duplicate submission (PROTOCOL §7.1 item 6).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DuplicateReply {
+    /// VTP 2.0 §6.3: a nak is not appropriate for a duplicate; ack it and do not relay it.
+    Ack,
+    /// Comet: nak with `Event rejected: Previously seen by this broker`.
+    Nak,
+}
+
+/// Broker's reaction to a nak from a subscriber (PROTOCOL §7.1 item 7).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SubscriberNak {
+    /// VTP 2.0 §6.3, §7.3: do not redeliver that event; keep the connection (counted, logged).
+    Keep,
+    /// Comet: close the connection.
+    Disconnect,
+}
+
+/// VOEvent versions the receiver accepts from authors (PROTOCOL §7.1 item 4).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AcceptVersions {
+    /// Only the VOEvent 2.0 namespace, like Comet's 2.0-only schema check.
+    V2_0,
+    /// 2.0, 1.1 and no namespace.
+    Any,
+}
+
+/// Delivery to a subscriber whose filters were all refused (PROTOCOL §7.1 item 11).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InvalidFilters {
+    /// Send it nothing but keep-alives (logged): it asked for a subset and we cannot compute it.
+    SendNothing,
+    /// Comet: an empty filter set means everything.
+    SendEverything,
+}

@@ -1,0 +1,388 @@
+//! What the node asks of its driver ([`Action`]) and tells its application ([`Event`]).
+
+use std::fmt;
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use crate::seen::{EventKey, SeenRecord};
+
+/// Opaque handle of one connection, minted by the node and never reused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ConnId(pub(crate) u64);
+
+impl ConnId {
+    /// The raw number, for logs and for drivers that key tables by it.
+    pub fn get(self) -> u64 {
+        self.0
+    }
+}
+
+impl fmt::Display for ConnId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "#{}", self.0)
+    }
+}
+
+/// Which listener a connection was accepted on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ListenerRole {
+    /// Authors submit events here (`--receive`, port 8098).
+    Receive,
+    /// Subscribers connect here (`--broadcast`, port 8099).
+    Broadcast,
+}
+
+/// The far end of an accepted connection, for the whitelist.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Peer {
+    /// A TCP peer.
+    Ip(IpAddr),
+    /// A Unix-domain socket peer: not subject to IP whitelists (logged).
+    Local,
+}
+
+/// What a connection is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConnRole {
+    /// Broker side of an author (intake).
+    Intake,
+    /// Broker side of a subscriber (feed).
+    Feed,
+    /// This node subscribing to an upstream broker.
+    Subscription,
+    /// This node submitting one event as an author.
+    Submission,
+}
+
+/// Why the node closes (or saw the close of) a connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum CloseReason {
+    /// The exchange is complete (receipt sent or received).
+    Done,
+    /// An author connection reached its deadline without a complete exchange.
+    IntakeDeadline,
+    /// A subscriber left an iamalive unanswered until the next tick.
+    IamaliveUnanswered,
+    /// A subscriber has too many unacknowledged events at the tick.
+    OutstandingAcks(u32),
+    /// A subscriber nak'd an event and the policy is to disconnect.
+    SubscriberNak,
+    /// Our upstream sent nothing valid for too long.
+    UpstreamSilent,
+    /// An author waited too long for its receipt.
+    ReceiptTimeout,
+    /// The peer violated framing (e.g. oversize prefix) and the stream cannot continue.
+    FramingError(String),
+    /// The peer's outbox overflowed: it is not reading.
+    OutboxFull,
+    /// The peer closed the connection or an IO error occurred.
+    PeerClosed,
+    /// The node is shutting down.
+    Shutdown,
+}
+
+impl fmt::Display for CloseReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Done => f.write_str("exchange complete"),
+            Self::IntakeDeadline => f.write_str("author connection deadline reached"),
+            Self::IamaliveUnanswered => f.write_str("iamalive left unanswered"),
+            Self::OutstandingAcks(n) => write!(f, "{n} events unacknowledged"),
+            Self::SubscriberNak => f.write_str("subscriber nak'd an event (disconnect policy)"),
+            Self::UpstreamSilent => f.write_str("upstream silent for too long"),
+            Self::ReceiptTimeout => f.write_str("no receipt before the deadline"),
+            Self::FramingError(e) => write!(f, "framing error: {e}"),
+            Self::OutboxFull => f.write_str("send queue full: peer is not reading"),
+            Self::PeerClosed => f.write_str("closed by peer"),
+            Self::Shutdown => f.write_str("shutting down"),
+        }
+    }
+}
+
+/// Where an accepted event came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    /// Submitted by an author on an intake connection.
+    Author(ConnId),
+    /// Received from an upstream broker.
+    Upstream(ConnId),
+}
+
+/// An accepted event handed to the application's handlers (print, save, cmd, callbacks).
+#[derive(Clone, PartialEq, Eq)]
+pub struct Delivery {
+    /// The event's `ivorn`.
+    pub ivorn: Arc<str>,
+    /// The event's identity.
+    pub key: EventKey,
+    /// The raw payload exactly as received (no framing prefix).
+    pub payload: Bytes,
+    /// Where it came from.
+    pub source: Source,
+}
+
+impl fmt::Debug for Delivery {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Delivery")
+            .field("ivorn", &self.ivorn)
+            .field("key", &self.key)
+            .field("payload_len", &self.payload.len())
+            .field("source", &self.source)
+            .finish()
+    }
+}
+
+/// A side effect the driver must perform, in queue order.
+///
+/// Every variant that carries a `frame` asks the driver to write those bytes (already framed
+/// with the length prefix) to `conn`. The order matters: a `Nak` followed by a `Close` for the
+/// same connection must reach the socket in that order.
+#[derive(Clone, PartialEq, Eq)]
+#[must_use]
+#[non_exhaustive]
+pub enum Action {
+    /// Send an ack receipt.
+    Ack {
+        /// Connection.
+        conn: ConnId,
+        /// Framed Transport message.
+        frame: Bytes,
+    },
+    /// Send a nak receipt.
+    Nak {
+        /// Connection.
+        conn: ConnId,
+        /// Framed Transport message.
+        frame: Bytes,
+    },
+    /// Send an iamalive (a broker's request or a subscriber's reply).
+    IamAlive {
+        /// Connection.
+        conn: ConnId,
+        /// Framed Transport message.
+        frame: Bytes,
+    },
+    /// Send an authenticate (a broker's request or a subscriber's reply with filters).
+    Authenticate {
+        /// Connection.
+        conn: ConnId,
+        /// Framed Transport message.
+        frame: Bytes,
+    },
+    /// Forward an event to a subscriber: the author's bytes, framed once and shared.
+    Forward {
+        /// Connection.
+        conn: ConnId,
+        /// Framed VOEvent, shared by every feed.
+        frame: Bytes,
+    },
+    /// Submit an event to a broker (author role).
+    Submit {
+        /// Connection.
+        conn: ConnId,
+        /// Framed VOEvent.
+        frame: Bytes,
+    },
+    /// An event was a duplicate: nothing to send; for logs and metrics.
+    DropDuplicate {
+        /// Connection it arrived on.
+        conn: ConnId,
+        /// Its identity.
+        key: EventKey,
+    },
+    /// Close the connection after everything queued before this action has been written.
+    Close {
+        /// Connection.
+        conn: ConnId,
+        /// Why.
+        reason: CloseReason,
+    },
+    /// Open an outgoing connection to `endpoint` and report it with `handle_connected` or
+    /// `handle_closed`.
+    Connect {
+        /// Handle for the new connection.
+        conn: ConnId,
+        /// Endpoint as configured (`host:port`, `[v6]:port`, `unix:/path`).
+        endpoint: Arc<str>,
+    },
+    /// Record a seen-index entry in the durable store.
+    Persist(SeenRecord),
+    /// Remove one entry from the store (evicted from the bounded index).
+    Forget(EventKey),
+    /// Remove every store entry seen at or before this UNIX second (expiry).
+    Expire {
+        /// Cut-off, inclusive.
+        before_unix_secs: u64,
+    },
+    /// Run the event handlers on an accepted event.
+    Deliver(Delivery),
+}
+
+impl Action {
+    /// The connection and bytes to write, for every action that writes.
+    pub fn frame(&self) -> Option<(ConnId, &Bytes)> {
+        match self {
+            Self::Ack { conn, frame }
+            | Self::Nak { conn, frame }
+            | Self::IamAlive { conn, frame }
+            | Self::Authenticate { conn, frame }
+            | Self::Forward { conn, frame }
+            | Self::Submit { conn, frame } => Some((*conn, frame)),
+            Self::DropDuplicate { .. }
+            | Self::Close { .. }
+            | Self::Connect { .. }
+            | Self::Persist(_)
+            | Self::Forget(_)
+            | Self::Expire { .. }
+            | Self::Deliver(_) => None,
+        }
+    }
+}
+
+impl fmt::Debug for Action {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let named = |f: &mut fmt::Formatter<'_>, name: &str, conn: &ConnId, frame: &Bytes| {
+            write!(f, "{name} {{ conn: {conn}, frame: {} bytes }}", frame.len())
+        };
+        match self {
+            Self::Ack { conn, frame } => named(f, "Ack", conn, frame),
+            Self::Nak { conn, frame } => named(f, "Nak", conn, frame),
+            Self::IamAlive { conn, frame } => named(f, "IamAlive", conn, frame),
+            Self::Authenticate { conn, frame } => named(f, "Authenticate", conn, frame),
+            Self::Forward { conn, frame } => named(f, "Forward", conn, frame),
+            Self::Submit { conn, frame } => named(f, "Submit", conn, frame),
+            Self::DropDuplicate { conn, key } => {
+                write!(f, "DropDuplicate {{ conn: {conn}, key: {key:?} }}")
+            }
+            Self::Close { conn, reason } => write!(f, "Close {{ conn: {conn}, reason: {reason} }}"),
+            Self::Connect { conn, endpoint } => {
+                write!(f, "Connect {{ conn: {conn}, endpoint: {endpoint} }}")
+            }
+            Self::Persist(r) => write!(f, "Persist({r:?})"),
+            Self::Forget(k) => write!(f, "Forget({k:?})"),
+            Self::Expire { before_unix_secs } => write!(f, "Expire({before_unix_secs})"),
+            Self::Deliver(d) => write!(f, "Deliver({d:?})"),
+        }
+    }
+}
+
+/// Application news, for logs, metrics and embedding programs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[must_use]
+#[non_exhaustive]
+pub enum Event {
+    /// A connection was accepted or established.
+    PeerUp {
+        /// Connection.
+        conn: ConnId,
+        /// What it is for.
+        role: ConnRole,
+    },
+    /// A connection ended (closed by us or the peer).
+    PeerDown {
+        /// Connection.
+        conn: ConnId,
+        /// What it was for.
+        role: ConnRole,
+        /// Why.
+        reason: CloseReason,
+    },
+    /// An accept was refused before anything was sent.
+    Refused {
+        /// Which listener.
+        listener: ListenerRole,
+        /// Who.
+        peer: Peer,
+        /// Why (whitelist, connection limit, role not enabled).
+        reason: String,
+    },
+    /// A Unix-socket peer was accepted without a whitelist check.
+    UnixPeerNotWhitelisted {
+        /// Connection.
+        conn: ConnId,
+    },
+    /// A new event was accepted (and will be forwarded and delivered).
+    Accepted {
+        /// Connection it arrived on.
+        conn: ConnId,
+        /// Its `ivorn`.
+        ivorn: Arc<str>,
+        /// Its identity.
+        key: EventKey,
+    },
+    /// An author's event was refused with a nak.
+    Rejected {
+        /// Connection.
+        conn: ConnId,
+        /// The nak reason.
+        reason: String,
+    },
+    /// An event was a duplicate and was not relayed.
+    Duplicate {
+        /// Connection.
+        conn: ConnId,
+        /// Its identity.
+        key: EventKey,
+    },
+    /// A subscriber set its filters (authenticate reply).
+    FiltersSet {
+        /// Connection.
+        conn: ConnId,
+        /// Filters accepted.
+        accepted: usize,
+        /// Filters refused, each with its reason.
+        refused: Vec<(String, String)>,
+    },
+    /// A subscriber nak'd an event we sent.
+    SubscriberNak {
+        /// Connection.
+        conn: ConnId,
+        /// The nak's `Origin` (the event's ivorn).
+        origin: String,
+        /// The nak's `Result`, if any.
+        reason: Option<String>,
+    },
+    /// The peer sent something we ignored or refused (bad XML, wrong message for the role...).
+    ProtocolViolation {
+        /// Connection.
+        conn: ConnId,
+        /// What was wrong.
+        detail: String,
+    },
+    /// Author role: the broker acknowledged our event.
+    SubmissionAcked {
+        /// Connection.
+        conn: ConnId,
+    },
+    /// Author role: the broker refused our event.
+    SubmissionNaked {
+        /// Connection.
+        conn: ConnId,
+        /// The broker's reason (`Meta/Result`), if any.
+        reason: Option<String>,
+    },
+    /// Author role: no receipt (timeout, connect failure or early close).
+    SubmissionFailed {
+        /// Connection.
+        conn: ConnId,
+        /// What happened.
+        reason: CloseReason,
+    },
+    /// A subscription will retry after a delay.
+    Reconnecting {
+        /// Index of the upstream in the configuration.
+        upstream: usize,
+        /// Endpoint that will be tried.
+        endpoint: Arc<str>,
+        /// Delay.
+        delay: std::time::Duration,
+    },
+    /// Entries were removed from the seen-index by expiry.
+    Pruned {
+        /// How many.
+        removed: usize,
+    },
+}
