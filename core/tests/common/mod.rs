@@ -1,0 +1,188 @@
+//! Test harness: one node driven with virtual time, outputs collected for assertions.
+#![allow(dead_code)]
+
+use std::ops::Range;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use vtp_core::filter::{FilterEngine, FilterError, FilterId};
+use vtp_core::message::{self, Message, Transport};
+use vtp_core::{Action, Config, ConnId, Event, ListenerRole, Node, Peer};
+
+pub const LOCAL: &str = "ivo://example.org/broker";
+/// Wall-clock anchor: 2024-05-01T12:00:00Z.
+pub const UNIX0: u64 = 1_714_564_800;
+
+/// The origin of virtual time. An `Instant` can only be obtained from the clock; every other
+/// instant in the tests is this one plus a duration.
+#[allow(clippy::disallowed_methods)]
+pub fn origin() -> Instant {
+    Instant::now()
+}
+
+pub fn event_xml(ivorn: &str) -> Vec<u8> {
+    format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n\
+         <voe:VOEvent xmlns:voe=\"http://www.ivoa.net/xml/VOEvent/v2.0\"\n \
+         ivorn=\"{ivorn}\" role=\"observation\" version=\"2.0\">\n  \
+         <Who><AuthorIVORN>ivo://example.org/survey</AuthorIVORN></Who>\n\
+         </voe:VOEvent>\n"
+    )
+    .into_bytes()
+}
+
+pub fn framed(payload: &[u8]) -> Bytes {
+    vtp_core::frame::encode(payload).expect("test payload fits a frame")
+}
+
+/// Parses a framed Transport message.
+pub fn transport(frame: &Bytes) -> Transport<'_> {
+    match message::parse(&frame[4..], &Default::default()).expect("our own output parses") {
+        Message::Transport(t) => t,
+        other => panic!("expected Transport, got {other:?}"),
+    }
+}
+
+/// A filter engine for tests: `has:TEXT` passes when the event payload contains TEXT.
+#[derive(Debug, Default)]
+pub struct SubstringEngine {
+    exprs: Vec<Option<String>>,
+    pub evaluations: Arc<AtomicUsize>,
+}
+
+impl FilterEngine for SubstringEngine {
+    fn compile(&mut self, expr: &str) -> Result<FilterId, FilterError> {
+        let Some(text) = expr.strip_prefix("has:") else {
+            return Err(FilterError {
+                reason: format!("syntax error in {expr:?}"),
+            });
+        };
+        self.exprs.push(Some(text.to_owned()));
+        Ok(FilterId(self.exprs.len() as u32 - 1))
+    }
+    fn release(&mut self, id: FilterId) {
+        self.exprs[id.0 as usize] = None;
+    }
+    fn evaluate(&mut self, payload: &[u8], _el: Range<usize>, ids: &[FilterId], out: &mut Vec<bool>) {
+        for id in ids {
+            self.evaluations.fetch_add(1, Ordering::Relaxed);
+            let text = self.exprs[id.0 as usize].as_deref().expect("live filter");
+            out.push(payload.windows(text.len()).any(|w| w == text.as_bytes()));
+        }
+    }
+}
+
+pub struct Harness {
+    pub node: Node,
+    pub t0: Instant,
+    pub now: Instant,
+    pub actions: Vec<Action>,
+    pub events: Vec<Event>,
+}
+
+impl Harness {
+    pub fn new(config: Config) -> Self {
+        Self::with_engine(config, Box::new(SubstringEngine::default()))
+    }
+
+    pub fn with_engine(config: Config, engine: Box<dyn FilterEngine + Send>) -> Self {
+        let t0 = origin();
+        let node = Node::new(config, engine, 42, t0, Duration::from_secs(UNIX0)).expect("config");
+        let mut h = Self { node, t0, now: t0, actions: Vec::new(), events: Vec::new() };
+        h.drain();
+        h
+    }
+
+    pub fn broker() -> Self {
+        let mut c = Config::new(Some(LOCAL.into()));
+        c.timing.test_event_interval = None;
+        Self::new(c)
+    }
+
+    /// Collects every pending output into `actions` / `events` (appending).
+    pub fn drain(&mut self) {
+        while let Some(a) = self.node.poll_action() {
+            self.actions.push(a);
+        }
+        while let Some(e) = self.node.poll_event() {
+            self.events.push(e);
+        }
+    }
+
+    /// Returns and clears the collected actions.
+    pub fn take(&mut self) -> Vec<Action> {
+        self.drain();
+        self.events.clear();
+        std::mem::take(&mut self.actions)
+    }
+
+    pub fn accept(&mut self, role: ListenerRole) -> ConnId {
+        let c = self
+            .node
+            .handle_accept(role, Peer::Ip("127.0.0.1".parse().unwrap()), self.now)
+            .expect("accepted");
+        self.drain();
+        c
+    }
+
+    pub fn input(&mut self, conn: ConnId, bytes: &[u8]) {
+        self.node.handle_input(conn, bytes, self.now);
+        self.drain();
+    }
+
+    /// Advances virtual time to `t0 + secs`, firing every timer on the way, in order.
+    pub fn run_until(&mut self, secs: f64) {
+        let target = self.t0 + Duration::from_secs_f64(secs);
+        loop {
+            self.drain();
+            match self.node.poll_timeout() {
+                Some(t) if t <= target => {
+                    let t = t.max(self.now);
+                    self.now = t;
+                    self.node.handle_timeout(t);
+                }
+                _ => break,
+            }
+        }
+        self.now = target;
+        self.node.handle_timeout(target);
+        self.drain();
+    }
+
+    pub fn elapsed(&self) -> f64 {
+        (self.now - self.t0).as_secs_f64()
+    }
+}
+
+/// Frames written to `conn`, in order.
+pub fn frames_to(actions: &[Action], conn: ConnId) -> Vec<Bytes> {
+    actions
+        .iter()
+        .filter_map(|a| a.frame())
+        .filter(|(c, _)| *c == conn)
+        .map(|(_, f)| f.clone())
+        .collect()
+}
+
+pub fn closed(actions: &[Action], conn: ConnId) -> Option<&vtp_core::CloseReason> {
+    actions.iter().find_map(|a| match a {
+        Action::Close { conn: c, reason } if *c == conn => Some(reason),
+        _ => None,
+    })
+}
+
+pub fn forwards(actions: &[Action]) -> Vec<ConnId> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Forward { conn, .. } => Some(*conn),
+            _ => None,
+        })
+        .collect()
+}
+
+pub fn deliveries(actions: &[Action]) -> usize {
+    actions.iter().filter(|a| matches!(a, Action::Deliver(_))).count()
+}
