@@ -1,1 +1,4 @@
-//! vtp-core (skeleton under construction)
+//! vtp-core: the sans-IO core of the VOEvent Transport Protocol (no sockets, threads or clocks).
+#![warn(missing_docs)]
+
+pub mod ivoid;
