@@ -2,4 +2,5 @@
 #![warn(missing_docs)]
 
 pub mod ivoid;
+pub mod time;
 pub mod whitelist;
