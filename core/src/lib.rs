@@ -70,6 +70,7 @@
 
 pub mod backoff;
 pub mod config;
+pub mod driver;
 pub mod filter;
 pub mod frame;
 pub mod ivoid;

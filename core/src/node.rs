@@ -580,6 +580,11 @@ impl Node {
         self.filters.by_id.len()
     }
 
+    /// The latest `now` the node was given.
+    pub fn last_now(&self) -> Instant {
+        self.last_now
+    }
+
     /// The configuration the node runs with.
     pub fn config(&self) -> &Config {
         &self.config
@@ -723,10 +728,10 @@ impl Node {
     fn check_submission(&self, ev: &VoEvent<'_>) -> Result<(), String> {
         match ivoid::check_event_ivorn(&ev.ivorn) {
             Ok(_) => {}
-            Err(EventIdError::NoLocalId) => {
-                return Err("Event rejected: No per-event local ID".into());
+            Err(EventIdError::Invalid(e)) => {
+                return Err(format!("Event rejected: Invalid IVOID: {} ({e})", ev.ivorn));
             }
-            Err(e) => return Err(format!("Event rejected: Invalid IVOID: {} ({e})", ev.ivorn)),
+            Err(e) => return Err(format!("Event rejected: {}", e.nak_reason(&ev.ivorn))),
         }
         if self.config.policy.accept_versions == AcceptVersions::V2_0
             && ev.namespace != VoEventNamespace::V2_0

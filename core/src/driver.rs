@@ -1,0 +1,314 @@
+//! The driving logic every runtime shares: outboxes, action dispatch order, effects.
+//!
+//! A runtime adapter (tokio, smol, mio, a simulator, your own loop) moves bytes and timers; a
+//! [`Driver`] decides what to do with the node's actions, once for all of them:
+//!
+//! - frames go into a bounded per-connection [`Outbox`]; one that overflows means the peer is
+//!   not reading: the connection is dropped and the node told ([`CloseReason::OutboxFull`]);
+//! - [`Action::Close`] is performed only after everything queued before it was written;
+//! - [`Action::Connect`] becomes a dial request ([`Driver::pop_dial`]);
+//! - store records and deliveries go to the [`Effects`] the runtime was given;
+//! - events go to [`Effects::event`] (logging, metrics, the embedding application).
+//!
+//! The adapter's loop is then: call an input method, then for each connection returned by
+//! [`Driver::pop_ready`] call [`Driver::flush`] with a non-blocking writer; dial what
+//! [`Driver::pop_dial`] returns; sleep until [`Driver::poll_timeout`].
+
+use std::collections::{HashMap, VecDeque};
+use std::io;
+use std::sync::Arc;
+use std::time::Instant;
+
+use crate::node::{Node, SubmitError};
+use crate::outbox::{Outbox, OutboxLimits};
+use crate::output::{Action, CloseReason, ConnId, Delivery, Event, ListenerRole, Peer};
+use crate::seen::{EventKey, SeenRecord};
+
+/// A durable-store operation (from [`Action::Persist`], [`Action::Forget`], [`Action::Expire`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum StoreOp {
+    /// Record an entry.
+    Persist(SeenRecord),
+    /// Remove an entry.
+    Forget(EventKey),
+    /// Remove entries seen at or before this UNIX second.
+    Expire {
+        /// Cut-off, inclusive.
+        before_unix_secs: u64,
+    },
+}
+
+/// The non-transport side effects a driver hands out. Implementations must not block: queue
+/// the work for another thread.
+pub trait Effects {
+    /// Persist, forget or expire seen-index records.
+    fn store(&mut self, op: StoreOp);
+    /// Run the event handlers on an accepted event.
+    fn deliver(&mut self, delivery: Delivery);
+    /// An event was dropped as a duplicate (for metrics and logs).
+    fn duplicate(&mut self, _conn: ConnId, _key: EventKey) {}
+    /// Application news.
+    fn event(&mut self, event: Event);
+}
+
+/// What a [`Driver::flush`] left the connection in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[must_use]
+pub enum Flush {
+    /// Everything queued was written; nothing to do until new data is queued.
+    Idle,
+    /// The writer would block: call `flush` again when the socket is writable.
+    Pending,
+    /// Close the socket now (everything before the close was written, or writing failed, or
+    /// the peer was dropped). The connection is forgotten by the driver.
+    Close(CloseReason),
+}
+
+#[derive(Debug)]
+struct Conn {
+    outbox: Outbox,
+    close: Option<CloseReason>,
+    ready: bool,
+}
+
+/// A node plus the per-connection send state every runtime needs.
+#[derive(Debug)]
+pub struct Driver {
+    node: Node,
+    conns: HashMap<ConnId, Conn>,
+    ready: VecDeque<ConnId>,
+    dials: VecDeque<(ConnId, Arc<str>)>,
+    outbox_limits: OutboxLimits,
+}
+
+impl Driver {
+    /// Wraps a node; each connection gets an outbox with `outbox_limits`.
+    pub fn new(node: Node, outbox_limits: OutboxLimits) -> Self {
+        Self {
+            node,
+            conns: HashMap::new(),
+            ready: VecDeque::new(),
+            dials: VecDeque::new(),
+            outbox_limits,
+        }
+    }
+
+    /// The node, for queries.
+    pub fn node(&self) -> &Node {
+        &self.node
+    }
+
+    /// Runs any input or command on the node, then dispatches its output. Use this for inputs
+    /// without a dedicated method, e.g. `driver.with_node(fx, |n| n.restore_seen(recs, now))`.
+    pub fn with_node<R>(&mut self, fx: &mut impl Effects, f: impl FnOnce(&mut Node) -> R) -> R {
+        let r = f(&mut self.node);
+        self.dispatch(fx);
+        r
+    }
+
+    /// A listener accepted `peer`. `None`: refused, close the socket without writing.
+    #[must_use]
+    pub fn accept(
+        &mut self,
+        listener: ListenerRole,
+        peer: Peer,
+        now: Instant,
+        fx: &mut impl Effects,
+    ) -> Option<ConnId> {
+        let conn = self.node.handle_accept(listener, peer, now);
+        if let Some(c) = conn {
+            self.conns.insert(c, self.new_conn());
+        }
+        self.dispatch(fx);
+        conn
+    }
+
+    /// A dial requested through [`Driver::pop_dial`] succeeded.
+    pub fn connected(&mut self, conn: ConnId, now: Instant, fx: &mut impl Effects) {
+        self.node.handle_connected(conn, now);
+        self.dispatch(fx);
+    }
+
+    /// Bytes read from `conn`.
+    pub fn input(&mut self, conn: ConnId, bytes: &[u8], now: Instant, fx: &mut impl Effects) {
+        self.node.handle_input(conn, bytes, now);
+        self.dispatch(fx);
+    }
+
+    /// `conn` ended (EOF, read error, failed dial). The driver forgets it.
+    pub fn closed(
+        &mut self,
+        conn: ConnId,
+        reason: CloseReason,
+        now: Instant,
+        fx: &mut impl Effects,
+    ) {
+        self.conns.remove(&conn);
+        self.node.handle_closed(conn, reason, now);
+        self.dispatch(fx);
+    }
+
+    /// The deadline from [`Driver::poll_timeout`] passed.
+    pub fn timeout(&mut self, now: Instant, fx: &mut impl Effects) {
+        self.node.handle_timeout(now);
+        self.dispatch(fx);
+    }
+
+    /// Submits one event as an author (see [`Node::submit`]).
+    ///
+    /// # Errors
+    ///
+    /// As [`Node::submit`].
+    pub fn submit(
+        &mut self,
+        endpoint: &str,
+        payload: &[u8],
+        now: Instant,
+        fx: &mut impl Effects,
+    ) -> Result<ConnId, SubmitError> {
+        let r = self.node.submit(endpoint, payload, now);
+        self.dispatch(fx);
+        r
+    }
+
+    /// Closes everything (see [`Node::shutdown`]); flush the ready connections afterwards.
+    pub fn shutdown(&mut self, now: Instant, fx: &mut impl Effects) {
+        self.node.shutdown(now);
+        self.dispatch(fx);
+    }
+
+    /// When to call [`Driver::timeout`].
+    #[must_use]
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.node.poll_timeout()
+    }
+
+    /// A connection with data to write or a close to perform: call [`Driver::flush`] for it.
+    pub fn pop_ready(&mut self) -> Option<ConnId> {
+        while let Some(conn) = self.ready.pop_front() {
+            if let Some(c) = self.conns.get_mut(&conn) {
+                c.ready = false;
+                return Some(conn);
+            }
+        }
+        None
+    }
+
+    /// An outgoing connection to open: report it with [`Driver::connected`] or
+    /// [`Driver::closed`].
+    pub fn pop_dial(&mut self) -> Option<(ConnId, Arc<str>)> {
+        self.dials.pop_front()
+    }
+
+    /// True if the driver still holds state for `conn`.
+    pub fn is_open(&self, conn: ConnId) -> bool {
+        self.conns.contains_key(&conn)
+    }
+
+    /// Bytes queued for `conn` and not yet written.
+    pub fn queued_bytes(&self, conn: ConnId) -> usize {
+        self.conns.get(&conn).map_or(0, |c| c.outbox.queued_bytes())
+    }
+
+    /// Writes what is queued for `conn` into `w`, a non-blocking writer that returns
+    /// `WouldBlock` when full.
+    pub fn flush<W: io::Write>(
+        &mut self,
+        conn: ConnId,
+        w: &mut W,
+        now: Instant,
+        fx: &mut impl Effects,
+    ) -> Flush {
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return Flush::Close(CloseReason::Done);
+        };
+        match c.outbox.write_to(w) {
+            Ok(true) => match c.close.take() {
+                Some(reason) => {
+                    self.conns.remove(&conn);
+                    Flush::Close(reason)
+                }
+                None => Flush::Idle,
+            },
+            Ok(false) => Flush::Pending,
+            Err(_) => {
+                let close = c.close.take();
+                self.conns.remove(&conn);
+                // If the node already closed it, it ignores this report.
+                self.node.handle_closed(conn, CloseReason::PeerClosed, now);
+                self.dispatch(fx);
+                Flush::Close(close.unwrap_or(CloseReason::PeerClosed))
+            }
+        }
+    }
+
+    fn new_conn(&self) -> Conn {
+        Conn {
+            outbox: Outbox::new(self.outbox_limits),
+            close: None,
+            ready: false,
+        }
+    }
+
+    fn mark_ready(&mut self, conn: ConnId) {
+        if let Some(c) = self.conns.get_mut(&conn) {
+            if !c.ready {
+                c.ready = true;
+                self.ready.push_back(conn);
+            }
+        }
+    }
+
+    fn dispatch(&mut self, fx: &mut impl Effects) {
+        // `perform` may report an overflow back to the node, which queues more actions: the
+        // loop drains those too before the events.
+        while let Some(action) = self.node.poll_action() {
+            self.perform(action, fx);
+        }
+        while let Some(event) = self.node.poll_event() {
+            fx.event(event);
+        }
+    }
+
+    fn perform(&mut self, action: Action, fx: &mut impl Effects) {
+        if let Some((conn, frame)) = action.frame() {
+            let frame = frame.clone();
+            let Some(c) = self.conns.get_mut(&conn) else {
+                return;
+            };
+            if c.close.is_some() {
+                return;
+            }
+            if c.outbox.push(frame).is_err() {
+                c.outbox.clear();
+                c.close = Some(CloseReason::OutboxFull);
+                let now = self.node.last_now();
+                self.node.handle_closed(conn, CloseReason::OutboxFull, now);
+            }
+            self.mark_ready(conn);
+            return;
+        }
+        match action {
+            Action::Close { conn, reason } => {
+                if let Some(c) = self.conns.get_mut(&conn) {
+                    c.close.get_or_insert(reason);
+                }
+                self.mark_ready(conn);
+            }
+            Action::Connect { conn, endpoint } => {
+                self.conns.insert(conn, self.new_conn());
+                self.dials.push_back((conn, endpoint));
+            }
+            Action::Persist(r) => fx.store(StoreOp::Persist(r)),
+            Action::Forget(k) => fx.store(StoreOp::Forget(k)),
+            Action::Expire { before_unix_secs } => {
+                fx.store(StoreOp::Expire { before_unix_secs });
+            }
+            Action::Deliver(d) => fx.deliver(d),
+            Action::DropDuplicate { conn, key } => fx.duplicate(conn, key),
+            // Frame-carrying variants were handled above.
+            _ => {}
+        }
+    }
+}

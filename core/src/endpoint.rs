@@ -1,0 +1,286 @@
+//! Endpoint strings, as Comet's command lines write them.
+//!
+//! Listening (`--receive`, `--broadcast`), in every form Comet's two generations accept:
+//!
+//! | form | meaning |
+//! |---|---|
+//! | `8098` | port 8098 on every interface (IPv4 and IPv6) |
+//! | `127.0.0.1:8098`, `[::1]:8098`, `localhost:8098` | port on one address or host |
+//! | `tcp:8098`, `tcp:8098:interface=127.0.0.1`, `tcp:port=8098:interface=::1` | Twisted's endpoint syntax |
+//! | `unix:/run/vtp.sock`, `unix:path=/run/vtp.sock` | a Unix-domain socket |
+//!
+//! Dialling (`--subscribe`, `--remote`, `vtp listen`, `vtp send`): `HOST`, `HOST:PORT`,
+//! `[V6]:PORT`, `tcp:HOST:PORT` or `unix:PATH`; the port defaults per use (8099 to subscribe,
+//! 8098 to submit). Host names are resolved by the runtime, not here.
+
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::path::PathBuf;
+
+/// Where to listen.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ListenAddr {
+    /// A TCP port on every interface, IPv4 and IPv6.
+    AnyTcp(u16),
+    /// A TCP port on one address or host name.
+    Tcp {
+        /// Address or host name.
+        host: String,
+        /// Port.
+        port: u16,
+    },
+    /// A Unix-domain socket path.
+    Unix(PathBuf),
+}
+
+/// Where to connect.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum DialAddr {
+    /// A TCP host (name or address) and port.
+    Tcp {
+        /// Address or host name.
+        host: String,
+        /// Port.
+        port: u16,
+    },
+    /// A Unix-domain socket path.
+    Unix(PathBuf),
+}
+
+/// A malformed endpoint string.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid endpoint {input:?}: {reason}")]
+pub struct EndpointError {
+    /// The string given.
+    pub input: String,
+    /// What is wrong, and what to write instead.
+    pub reason: String,
+}
+
+fn err(input: &str, reason: &str) -> EndpointError {
+    EndpointError {
+        input: input.to_owned(),
+        reason: reason.to_owned(),
+    }
+}
+
+fn port(input: &str, s: &str) -> Result<u16, EndpointError> {
+    s.parse::<u16>()
+        .map_err(|_| err(input, "the port must be a number from 0 to 65535"))
+}
+
+/// Splits `HOST:PORT` / `[V6]:PORT` / `HOST`; a bare IPv6 address is a host without port.
+fn split_host_port<'a>(
+    input: &str,
+    s: &'a str,
+) -> Result<(&'a str, Option<u16>), EndpointError> {
+    if let Some(rest) = s.strip_prefix('[') {
+        let Some((host, after)) = rest.split_once(']') else {
+            return Err(err(input, "missing `]` after the IPv6 address"));
+        };
+        return match after {
+            "" => Ok((host, None)),
+            _ => match after.strip_prefix(':') {
+                Some(p) => Ok((host, Some(port(input, p)?))),
+                None => Err(err(input, "expected `:PORT` after `]`")),
+            },
+        };
+    }
+    if s.parse::<Ipv6Addr>().is_ok() {
+        return Ok((s, None));
+    }
+    match s.rsplit_once(':') {
+        Some((host, p)) => Ok((host, Some(port(input, p)?))),
+        None => Ok((s, None)),
+    }
+}
+
+impl ListenAddr {
+    /// Parses a listening endpoint.
+    ///
+    /// # Errors
+    ///
+    /// [`EndpointError`] naming the string and the problem.
+    pub fn parse(input: &str) -> Result<Self, EndpointError> {
+        let s = input.trim();
+        if s.is_empty() {
+            return Err(err(input, "empty; give a PORT, HOST:PORT or unix:PATH"));
+        }
+        if let Some(path) = s.strip_prefix("unix:") {
+            let path = path.strip_prefix("path=").unwrap_or(path);
+            let path = path.split(':').next().unwrap_or(path);
+            if path.is_empty() {
+                return Err(err(input, "unix: needs a socket path, e.g. unix:/run/vtp.sock"));
+            }
+            return Ok(Self::Unix(PathBuf::from(path)));
+        }
+        if let Some(rest) = s.strip_prefix("tcp:") {
+            return Self::parse_twisted_tcp(input, rest);
+        }
+        if s.bytes().all(|b| b.is_ascii_digit()) {
+            return Ok(Self::AnyTcp(port(input, s)?));
+        }
+        match split_host_port(input, s)? {
+            (host, Some(port)) if !host.is_empty() => Ok(Self::Tcp {
+                host: host.to_owned(),
+                port,
+            }),
+            _ => Err(err(
+                input,
+                "expected PORT, HOST:PORT, [IPV6]:PORT, tcp:PORT[:interface=ADDR] or unix:PATH",
+            )),
+        }
+    }
+
+    fn parse_twisted_tcp(input: &str, rest: &str) -> Result<Self, EndpointError> {
+        let mut port_num = None;
+        let mut interface: Option<String> = None;
+        // `interface=` may hold an IPv6 address with colons: it takes the rest of the string.
+        let mut rest = rest;
+        while !rest.is_empty() {
+            if let Some(v) = rest.strip_prefix("interface=") {
+                interface = Some(v.to_owned());
+                break;
+            }
+            let (field, tail) = rest.split_once(':').unwrap_or((rest, ""));
+            rest = tail;
+            if let Some(v) = field.strip_prefix("port=") {
+                port_num = Some(port(input, v)?);
+            } else if let Some(v) = field.strip_prefix("backlog=") {
+                v.parse::<u32>()
+                    .map_err(|_| err(input, "backlog must be a number"))?;
+            } else if port_num.is_none() && field.bytes().all(|b| b.is_ascii_digit()) {
+                port_num = Some(port(input, field)?);
+            } else {
+                return Err(err(
+                    input,
+                    "expected tcp:PORT, tcp:PORT:interface=ADDR or tcp:port=PORT",
+                ));
+            }
+        }
+        let Some(port) = port_num else {
+            return Err(err(input, "tcp: needs a port, e.g. tcp:8098"));
+        };
+        Ok(match interface {
+            None => Self::AnyTcp(port),
+            Some(i) if i.is_empty() => Self::AnyTcp(port),
+            Some(host) => Self::Tcp {
+                host: host.trim_matches(['[', ']']).to_owned(),
+                port,
+            },
+        })
+    }
+
+    /// The IPv4 and IPv6 wildcard addresses, for [`ListenAddr::AnyTcp`].
+    pub fn wildcards() -> [IpAddr; 2] {
+        [
+            IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            IpAddr::V6(Ipv6Addr::UNSPECIFIED),
+        ]
+    }
+}
+
+impl fmt::Display for ListenAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::AnyTcp(p) => write!(f, "tcp:{p}"),
+            Self::Tcp { host, port } if host.contains(':') => write!(f, "[{host}]:{port}"),
+            Self::Tcp { host, port } => write!(f, "{host}:{port}"),
+            Self::Unix(p) => write!(f, "unix:{}", p.display()),
+        }
+    }
+}
+
+impl DialAddr {
+    /// Parses a dialling endpoint; `default_port` applies when none is given.
+    ///
+    /// # Errors
+    ///
+    /// [`EndpointError`] naming the string and the problem.
+    pub fn parse(input: &str, default_port: u16) -> Result<Self, EndpointError> {
+        let s = input.trim();
+        if let Some(path) = s.strip_prefix("unix:") {
+            let path = path.strip_prefix("path=").unwrap_or(path);
+            if path.is_empty() {
+                return Err(err(input, "unix: needs a socket path"));
+            }
+            return Ok(Self::Unix(PathBuf::from(path)));
+        }
+        let s = s.strip_prefix("tcp:").unwrap_or(s);
+        let (host, port) = split_host_port(input, s)?;
+        if host.is_empty() {
+            return Err(err(input, "expected HOST, HOST:PORT or [IPV6]:PORT"));
+        }
+        if host.bytes().any(|b| b.is_ascii_whitespace() || b == b'/') {
+            return Err(err(input, "a host name cannot contain spaces or `/`"));
+        }
+        Ok(Self::Tcp {
+            host: host.to_owned(),
+            port: port.unwrap_or(default_port),
+        })
+    }
+}
+
+impl fmt::Display for DialAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Tcp { host, port } if host.contains(':') => write!(f, "[{host}]:{port}"),
+            Self::Tcp { host, port } => write!(f, "{host}:{port}"),
+            Self::Unix(p) => write!(f, "unix:{}", p.display()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tcp(host: &str, port: u16) -> ListenAddr {
+        ListenAddr::Tcp {
+            host: host.into(),
+            port,
+        }
+    }
+
+    #[test]
+    fn listen_forms() {
+        let ok = [
+            ("8098", ListenAddr::AnyTcp(8098)),
+            ("tcp:8098", ListenAddr::AnyTcp(8098)),
+            ("tcp:port=8099", ListenAddr::AnyTcp(8099)),
+            ("tcp:8098:interface=127.0.0.1", tcp("127.0.0.1", 8098)),
+            ("tcp:8098:interface=::1", tcp("::1", 8098)),
+            ("127.0.0.1:0", tcp("127.0.0.1", 0)),
+            ("[::1]:8099", tcp("::1", 8099)),
+            ("localhost:8099", tcp("localhost", 8099)),
+            ("unix:/tmp/x.sock", ListenAddr::Unix("/tmp/x.sock".into())),
+            ("unix:path=/tmp/y.sock", ListenAddr::Unix("/tmp/y.sock".into())),
+        ];
+        for (s, want) in ok {
+            assert_eq!(ListenAddr::parse(s).as_ref(), Ok(&want), "{s}");
+        }
+        for bad in ["", "99999", "tcp:", "tcp:x", "host", "[::1", "unix:", ":80", "1.2.3.4:x"] {
+            let e = ListenAddr::parse(bad).expect_err(bad);
+            assert!(e.to_string().contains("invalid endpoint"), "{e}");
+        }
+    }
+
+    #[test]
+    fn dial_forms() {
+        let d = |s| DialAddr::parse(s, 8099);
+        let t = |h: &str, p| DialAddr::Tcp {
+            host: h.into(),
+            port: p,
+        };
+        assert_eq!(d("example.org"), Ok(t("example.org", 8099)));
+        assert_eq!(d("example.org:5000"), Ok(t("example.org", 5000)));
+        assert_eq!(d("[::1]:8098"), Ok(t("::1", 8098)));
+        assert_eq!(d("::1"), Ok(t("::1", 8099)));
+        assert_eq!(d("tcp:127.0.0.1:1"), Ok(t("127.0.0.1", 1)));
+        assert_eq!(d("unix:/x"), Ok(DialAddr::Unix("/x".into())));
+        assert!(d("").is_err() && d("a b").is_err() && d("h:99999").is_err());
+        assert_eq!(t("::1", 5).to_string(), "[::1]:5");
+    }
+}
