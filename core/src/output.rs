@@ -80,6 +80,8 @@ pub enum CloseReason {
     OutboxFull,
     /// The peer closed the connection or an IO error occurred.
     PeerClosed,
+    /// An outgoing connection could not be established.
+    ConnectFailed(String),
     /// The node is shutting down.
     Shutdown,
 }
@@ -97,6 +99,7 @@ impl fmt::Display for CloseReason {
             Self::FramingError(e) => write!(f, "framing error: {e}"),
             Self::OutboxFull => f.write_str("send queue full: peer is not reading"),
             Self::PeerClosed => f.write_str("closed by peer"),
+            Self::ConnectFailed(e) => write!(f, "connect failed: {e}"),
             Self::Shutdown => f.write_str("shutting down"),
         }
     }

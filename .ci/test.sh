@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Every test of the project, from a fresh clone on a fresh machine: the README's test command.
+# Installs what it needs (Rust components, the Python venv with real Comet and pygcn), then runs
+# formatting, lints and the whole test suite (unit, property, flow, socket and interop tests).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
+
+step() { printf '\n=== %s\n' "$*"; }
+
+step "toolchain components"
+rustup component add rustfmt clippy >/dev/null 2>&1 || true
+
+step "real peers: Comet 3.1.0 + pygcn 1.1.3 venv"
+VTP_PEERS_VENV="$(bash conformance/peers/setup.sh | tail -n 1)"
+export VTP_PEERS_VENV
+echo "venv: $VTP_PEERS_VENV"
+
+step "cargo fmt --check"
+cargo fmt --all -- --check
+
+step "cargo clippy -D warnings"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+step "cargo test"
+cargo test --workspace --locked 2>&1 | tee target/test-output.txt
+# One closing line for CI: totals over every test binary.
+awk '/^test result:/ { p += $4; f += $6; i += $8 } END { printf "%d passed, %d failed, %d skipped\n", p, f, i }' target/test-output.txt
