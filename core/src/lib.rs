@@ -1,1 +1,4 @@
-//! vtp-core (skeleton under construction)
+#![warn(missing_docs)]
+//! Sans-IO core of the VOEvent Transport Protocol (VTP): framing, messages and role machines.
+
+pub mod message;
