@@ -71,6 +71,7 @@
 pub mod backoff;
 pub mod config;
 pub mod driver;
+pub mod endpoint;
 pub mod filter;
 pub mod frame;
 pub mod ivoid;
