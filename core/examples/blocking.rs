@@ -43,7 +43,9 @@ fn main() -> std::io::Result<()> {
     for (l, _) in &listeners {
         l.set_nonblocking(true)?;
     }
-    let unix = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+    let unix = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
     let config = Config::new(Some("ivo://example.org/blocking-broker".into()));
     let node = Node::new(config, Box::new(NoFilterEngine), 1, Instant::now(), unix)
         .expect("valid configuration");
@@ -65,7 +67,9 @@ fn main() -> std::io::Result<()> {
         }
         let conns: Vec<ConnId> = socks.keys().copied().collect();
         for conn in conns {
-            let Some(sock) = socks.get_mut(&conn) else { continue };
+            let Some(sock) = socks.get_mut(&conn) else {
+                continue;
+            };
             match sock.read(&mut buf) {
                 Ok(0) => {
                     socks.remove(&conn);
@@ -89,7 +93,9 @@ fn main() -> std::io::Result<()> {
         let mut todo = std::mem::take(&mut pending);
         todo.extend(std::iter::from_fn(|| driver.pop_ready()));
         for conn in todo {
-            let Some(sock) = socks.get_mut(&conn) else { continue };
+            let Some(sock) = socks.get_mut(&conn) else {
+                continue;
+            };
             match driver.flush(conn, sock, Instant::now(), fx) {
                 Flush::Idle => {}
                 Flush::Pending => pending.push(conn),

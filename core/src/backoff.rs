@@ -107,7 +107,10 @@ mod tests {
         let delays: Vec<f64> = (0..10).map(|_| b.next_delay().as_secs_f64()).collect();
         for (n, d) in delays.iter().enumerate() {
             let base = (2f64.powi(n as i32)).min(60.0);
-            assert!(*d >= base * 0.75 - 1e-9 && *d <= (base * 1.25).min(60.0) + 1e-9, "{n}: {d}");
+            assert!(
+                *d >= base * 0.75 - 1e-9 && *d <= (base * 1.25).min(60.0) + 1e-9,
+                "{n}: {d}"
+            );
         }
         assert!(delays[9] <= 60.0);
     }

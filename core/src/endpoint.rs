@@ -72,10 +72,7 @@ fn port(input: &str, s: &str) -> Result<u16, EndpointError> {
 }
 
 /// Splits `HOST:PORT` / `[V6]:PORT` / `HOST`; a bare IPv6 address is a host without port.
-fn split_host_port<'a>(
-    input: &str,
-    s: &'a str,
-) -> Result<(&'a str, Option<u16>), EndpointError> {
+fn split_host_port<'a>(input: &str, s: &'a str) -> Result<(&'a str, Option<u16>), EndpointError> {
     if let Some(rest) = s.strip_prefix('[') {
         let Some((host, after)) = rest.split_once(']') else {
             return Err(err(input, "missing `]` after the IPv6 address"));
@@ -112,7 +109,10 @@ impl ListenAddr {
             let path = path.strip_prefix("path=").unwrap_or(path);
             let path = path.split(':').next().unwrap_or(path);
             if path.is_empty() {
-                return Err(err(input, "unix: needs a socket path, e.g. unix:/run/vtp.sock"));
+                return Err(err(
+                    input,
+                    "unix: needs a socket path, e.g. unix:/run/vtp.sock",
+                ));
             }
             return Ok(Self::Unix(PathBuf::from(path)));
         }
@@ -256,12 +256,25 @@ mod tests {
             ("[::1]:8099", tcp("::1", 8099)),
             ("localhost:8099", tcp("localhost", 8099)),
             ("unix:/tmp/x.sock", ListenAddr::Unix("/tmp/x.sock".into())),
-            ("unix:path=/tmp/y.sock", ListenAddr::Unix("/tmp/y.sock".into())),
+            (
+                "unix:path=/tmp/y.sock",
+                ListenAddr::Unix("/tmp/y.sock".into()),
+            ),
         ];
         for (s, want) in ok {
             assert_eq!(ListenAddr::parse(s).as_ref(), Ok(&want), "{s}");
         }
-        for bad in ["", "99999", "tcp:", "tcp:x", "host", "[::1", "unix:", ":80", "1.2.3.4:x"] {
+        for bad in [
+            "",
+            "99999",
+            "tcp:",
+            "tcp:x",
+            "host",
+            "[::1",
+            "unix:",
+            ":80",
+            "1.2.3.4:x",
+        ] {
             let e = ListenAddr::parse(bad).expect_err(bad);
             assert!(e.to_string().contains("invalid endpoint"), "{e}");
         }

@@ -90,5 +90,7 @@ mod testutil;
 
 pub use config::Config;
 pub use node::{ConfigError, Node, SubmitError};
-pub use output::{Action, CloseReason, ConnId, ConnRole, Delivery, Event, ListenerRole, Peer, Source};
+pub use output::{
+    Action, CloseReason, ConnId, ConnRole, Delivery, Event, ListenerRole, Peer, Source,
+};
 pub use seen::{EventKey, SeenRecord};

@@ -57,7 +57,9 @@ use crate::timer::Timers;
 #[non_exhaustive]
 pub enum ConfigError {
     /// `local_ivo` is not a valid IVOA identifier.
-    #[error("invalid local IVOID {ivo:?}: {reason}; give an identifier like ivo://example.org/broker")]
+    #[error(
+        "invalid local IVOID {ivo:?}: {reason}; give an identifier like ivo://example.org/broker"
+    )]
     LocalIvo {
         /// The value given.
         ivo: String,
@@ -296,7 +298,8 @@ impl Node {
             reason,
         };
         if self.shut_down {
-            self.events.push_back(refuse("node is shutting down".into()));
+            self.events
+                .push_back(refuse("node is shutting down".into()));
             return None;
         }
         let Some(local_ivo) = self.local_ivo.clone() else {
@@ -336,7 +339,8 @@ impl Node {
         }
         let conn = self.mint();
         if peer == Peer::Local {
-            self.events.push_back(Event::UnixPeerNotWhitelisted { conn });
+            self.events
+                .push_back(Event::UnixPeerNotWhitelisted { conn });
         }
         let kind = match listener {
             ListenerRole::Receive => {
@@ -498,11 +502,8 @@ impl Node {
     ) -> usize {
         self.advance(now);
         let unix = self.clock.unix_secs_at(now);
-        self.seen.restore(
-            records,
-            unix,
-            self.config.timing.seen_retention.as_secs(),
-        )
+        self.seen
+            .restore(records, unix, self.config.timing.seen_retention.as_secs())
     }
 
     /// Closes every connection, stops reconnecting and refuses new connections.
@@ -639,6 +640,7 @@ impl Node {
             return;
         };
         self.timers.cancel(TimerKey::Conn(conn));
+        let role = c.kind.role();
         match c.kind {
             Kind::Intake => {}
             Kind::Feed(feed) => self.release_filters(feed.filters),
@@ -655,11 +657,8 @@ impl Node {
                 }
             }
         }
-        self.events.push_back(Event::PeerDown {
-            conn,
-            role: c.kind_role(),
-            reason,
-        });
+        self.events
+            .push_back(Event::PeerDown { conn, role, reason });
     }
 
     fn handle_frame(&mut self, conn: ConnId, payload: &[u8], now: Instant) {
@@ -739,7 +738,12 @@ impl Node {
             return Err(format!(
                 "Event rejected: this broker accepts only VOEvent 2.0 \
                  (namespace http://www.ivoa.net/xml/VOEvent/v2.0); got {}",
-                ev.namespace.describe()
+                match (&ev.namespace, &ev.namespace_uri) {
+                    (VoEventNamespace::V1_1, _) => "VOEvent 1.1".to_owned(),
+                    (VoEventNamespace::None, _) => "no namespace".to_owned(),
+                    (_, Some(uri)) => format!("namespace {uri}"),
+                    (_, None) => "an unknown namespace".to_owned(),
+                }
             ));
         }
         Ok(())
@@ -757,7 +761,15 @@ impl Node {
         self.actions.push_back(Action::Ack { conn, frame });
     }
 
+    /// A nak answers one submission; its `Origin` is the event's ivorn, or, when the ivorn
+    /// could not be read, our own IVOID (an `Origin` must never be empty: pygcn and Comet
+    /// read it unconditionally).
     fn nak(&mut self, conn: ConnId, ivorn: &str, reason: &str, now: Instant) {
+        let ivorn = match (ivorn.is_empty(), self.local_ivo.as_deref()) {
+            (true, Some(local)) => local,
+            (true, None) => "ivo://vtp/unknown",
+            (false, _) => ivorn,
+        };
         let ts = self.stamp(now);
         let frame = message::build_nak(ivorn, self.local_ivo.as_deref(), ts.as_str(), reason);
         self.actions.push_back(Action::Nak { conn, frame });
@@ -822,11 +834,9 @@ impl Node {
             let pass = match &feed.filters {
                 FeedFilters::None => true,
                 FeedFilters::AllRefused => invalid == InvalidFilters::SendEverything,
-                FeedFilters::Some(ids) => ids.iter().any(|id| {
-                    ft.ids
-                        .binary_search(id)
-                        .is_ok_and(|i| ft.verdicts[i])
-                }),
+                FeedFilters::Some(ids) => ids
+                    .iter()
+                    .any(|id| ft.ids.binary_search(id).is_ok_and(|i| ft.verdicts[i])),
             };
             if pass {
                 feed.outstanding_acks = feed.outstanding_acks.saturating_add(1);
@@ -1242,8 +1252,9 @@ impl Node {
                 self.events.push_back(Event::SubmissionAcked { conn });
                 self.close(conn, CloseReason::Done, now);
             }
-            // A nak with an empty Origin answers a submission the broker could not parse.
-            TransportRole::Nak if ours || t.origin.is_empty() => {
+            // One connection carries one submission, so any nak on it refuses ours (a broker
+            // that could not parse the event cannot quote its ivorn).
+            TransportRole::Nak => {
                 let reason = t.result.as_deref().map(str::to_owned);
                 self.events
                     .push_back(Event::SubmissionNaked { conn, reason });
@@ -1274,12 +1285,6 @@ impl Node {
             Kind::Feed(_) => return,
         };
         self.close(conn, reason, now);
-    }
-}
-
-impl Conn {
-    fn kind_role(&self) -> ConnRole {
-        self.kind.role()
     }
 }
 

@@ -202,9 +202,15 @@ mod tests {
     #[test]
     fn check_and_insert_detects_duplicates() {
         let mut idx = SeenIndex::new(10);
-        assert_eq!(idx.check_and_insert(key(1), 100), Seen::New { evicted: None });
+        assert_eq!(
+            idx.check_and_insert(key(1), 100),
+            Seen::New { evicted: None }
+        );
         assert_eq!(idx.check_and_insert(key(1), 101), Seen::Duplicate);
-        assert_eq!(idx.check_and_insert(key(2), 101), Seen::New { evicted: None });
+        assert_eq!(
+            idx.check_and_insert(key(2), 101),
+            Seen::New { evicted: None }
+        );
         assert_eq!(idx.len(), 2);
     }
 
@@ -240,13 +246,26 @@ mod tests {
     fn restore_skips_expired_and_keeps_newest() {
         let mut idx = SeenIndex::new(2);
         let recs = [
-            SeenRecord { key: key(1), unix_secs: 50 },
-            SeenRecord { key: key(2), unix_secs: 500 },
-            SeenRecord { key: key(3), unix_secs: 400 },
-            SeenRecord { key: key(4), unix_secs: 300 },
+            SeenRecord {
+                key: key(1),
+                unix_secs: 50,
+            },
+            SeenRecord {
+                key: key(2),
+                unix_secs: 500,
+            },
+            SeenRecord {
+                key: key(3),
+                unix_secs: 400,
+            },
+            SeenRecord {
+                key: key(4),
+                unix_secs: 300,
+            },
         ];
-        // now = 600, retention = 200: record 1 (age 550) is expired.
-        assert_eq!(idx.restore(recs, 600, 200), 2);
+        // now = 600, retention = 520: record 1 (age 550) is expired; of the other three, the
+        // bound keeps the newest two.
+        assert_eq!(idx.restore(recs, 600, 520), 2);
         assert!(idx.contains(&key(2)) && idx.contains(&key(3)));
         assert!(!idx.contains(&key(4)));
     }

@@ -38,11 +38,6 @@ impl<K: Ord + Hash + Copy> Timers<K> {
         }
     }
 
-    /// The deadline of `key`, if armed.
-    pub(crate) fn get(&self, key: K) -> Option<Instant> {
-        self.by_key.get(&key).copied()
-    }
-
     /// The earliest deadline.
     pub(crate) fn next(&self) -> Option<Instant> {
         self.queue.first().map(|(at, _)| *at)
@@ -59,6 +54,7 @@ impl<K: Ord + Hash + Copy> Timers<K> {
         Some(key)
     }
 
+    #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
         self.by_key.len()
     }

@@ -1,5 +1,5 @@
 //! Test harness: one node driven with virtual time, outputs collected for assertions.
-#![allow(dead_code)]
+#![allow(dead_code, unreachable_pub, clippy::unwrap_used)]
 
 use std::ops::Range;
 use std::sync::Arc;
@@ -65,7 +65,13 @@ impl FilterEngine for SubstringEngine {
     fn release(&mut self, id: FilterId) {
         self.exprs[id.0 as usize] = None;
     }
-    fn evaluate(&mut self, payload: &[u8], _el: Range<usize>, ids: &[FilterId], out: &mut Vec<bool>) {
+    fn evaluate(
+        &mut self,
+        payload: &[u8],
+        _el: Range<usize>,
+        ids: &[FilterId],
+        out: &mut Vec<bool>,
+    ) {
         for id in ids {
             self.evaluations.fetch_add(1, Ordering::Relaxed);
             let text = self.exprs[id.0 as usize].as_deref().expect("live filter");
@@ -90,7 +96,13 @@ impl Harness {
     pub fn with_engine(config: Config, engine: Box<dyn FilterEngine + Send>) -> Self {
         let t0 = origin();
         let node = Node::new(config, engine, 42, t0, Duration::from_secs(UNIX0)).expect("config");
-        let mut h = Self { node, t0, now: t0, actions: Vec::new(), events: Vec::new() };
+        let mut h = Self {
+            node,
+            t0,
+            now: t0,
+            actions: Vec::new(),
+            events: Vec::new(),
+        };
         h.drain();
         h
     }
@@ -184,5 +196,8 @@ pub fn forwards(actions: &[Action]) -> Vec<ConnId> {
 }
 
 pub fn deliveries(actions: &[Action]) -> usize {
-    actions.iter().filter(|a| matches!(a, Action::Deliver(_))).count()
+    actions
+        .iter()
+        .filter(|a| matches!(a, Action::Deliver(_)))
+        .count()
 }
