@@ -1,0 +1,197 @@
+//! Command-line options: Comet's, from both generations, so existing command lines work.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// vtp: a VOEvent Transport Protocol broker, author and subscriber (Comet- and pygcn-compatible).
+#[derive(Debug, Parser)]
+#[command(name = "vtp", version, propagate_version = true)]
+pub(crate) struct Cli {
+    #[command(subcommand)]
+    pub(crate) command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum Command {
+    /// Run a broker: receive events from authors, relay them to subscribers, subscribe upstream.
+    Broker(Box<BrokerArgs>),
+    /// Submit one event to a broker and wait for its receipt (like comet-sendvo).
+    Send(SendArgs),
+    /// Subscribe to brokers and handle the events they send (like pygcn's listener).
+    Listen(ListenArgs),
+}
+
+/// Which driver runs the node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum Runtime {
+    /// tokio (default).
+    Tokio,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct Common {
+    /// More logging (-v: debug, -vv: trace).
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub(crate) verbose: u8,
+    /// Less logging (warnings and errors only).
+    #[arg(short, long, global = true)]
+    pub(crate) quiet: bool,
+    /// Which runtime drives the node.
+    #[arg(long, value_enum, default_value_t = Runtime::Tokio, global = true)]
+    pub(crate) runtime: Runtime,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct Handling {
+    /// Log every accepted event.
+    #[arg(long)]
+    pub(crate) print_event: bool,
+    /// Save every accepted event to a file named after its IVORN.
+    #[arg(long)]
+    pub(crate) save_event: bool,
+    /// Directory for --save-event (default: the current directory; created if missing).
+    #[arg(long, value_name = "DIR")]
+    pub(crate) save_event_directory: Option<PathBuf>,
+    /// Run PROG (with arguments, split on whitespace; no shell) for every event, the event on
+    /// its standard input. Repeatable.
+    #[arg(long, value_name = "PROG")]
+    pub(crate) cmd: Vec<String>,
+    /// Kill a --cmd process still running after this many seconds.
+    #[arg(long, value_name = "SECS", default_value_t = 30)]
+    pub(crate) cmd_timeout: u64,
+    /// XPath filter sent upstream in the authenticate reply: the upstream broker sends only
+    /// events matching at least one filter. Repeatable.
+    #[arg(long, value_name = "XPATH")]
+    pub(crate) filter: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct BrokerArgs {
+    /// Accept event submissions from authors on ENDPOINT (default port 8098). ENDPOINT: PORT,
+    /// HOST:PORT, [V6]:PORT, tcp:PORT[:interface=ADDR] or unix:PATH. Repeatable.
+    #[arg(long, value_name = "ENDPOINT", num_args = 0..=1, default_missing_value = "")]
+    pub(crate) receive: Vec<String>,
+    /// Serve subscribers on ENDPOINT (default port 8099). Same forms as --receive. Repeatable.
+    #[arg(long, value_name = "ENDPOINT", num_args = 0..=1, default_missing_value = "")]
+    pub(crate) broadcast: Vec<String>,
+    /// Port for a bare --receive (Comet 1.x/3.x style).
+    #[arg(long, value_name = "PORT")]
+    pub(crate) receive_port: Option<u16>,
+    /// Port for a bare --broadcast (Comet 1.x/3.x style).
+    #[arg(long, value_name = "PORT")]
+    pub(crate) broadcast_port: Option<u16>,
+    /// Subscribe to the broker at HOST[:PORT] (default port 8099) and relay its events.
+    /// Repeatable: one subscription each.
+    #[arg(long, visible_alias = "remote", value_name = "HOST[:PORT]")]
+    pub(crate) subscribe: Vec<String>,
+    /// This broker's IVOA identifier, e.g. ivo://example.org/broker. Required with --receive
+    /// or --broadcast.
+    #[arg(long, value_name = "IVOID")]
+    pub(crate) local_ivo: Option<String>,
+    /// Directory of the seen-event database (default: <temp dir>/vtp-eventdb).
+    #[arg(long, value_name = "DIR")]
+    pub(crate) eventdb: Option<PathBuf>,
+    /// Networks allowed to submit (CIDR or ADDR/NETMASK; several per flag, comma or space
+    /// separated; repeatable). Default: everyone (IPv4 and IPv6).
+    #[arg(long, visible_alias = "receive-whitelist", value_name = "NET", num_args = 1..)]
+    pub(crate) author_whitelist: Vec<String>,
+    /// Networks allowed to subscribe (same forms). Default: everyone.
+    #[arg(long, visible_alias = "broadcast-whitelist", value_name = "NET", num_args = 1..)]
+    pub(crate) subscriber_whitelist: Vec<String>,
+    /// Seconds between test events sent to subscribers; 0 disables.
+    #[arg(long, value_name = "SECS", default_value_t = 3600)]
+    pub(crate) broadcast_test_interval: u64,
+    /// Seconds between iamalive messages to subscribers (VTP requires at most 90).
+    #[arg(long, value_name = "SECS", default_value_t = 60)]
+    pub(crate) iamalive_interval: u64,
+    /// Answer a duplicate submission with ack (VTP 2.0) or nak (Comet).
+    #[arg(long, value_enum, default_value_t = DuplicateReply::Ack)]
+    pub(crate) duplicate_reply: DuplicateReply,
+    /// On a nak from a subscriber: keep the connection (VTP 2.0) or disconnect (Comet).
+    #[arg(long, value_enum, default_value_t = SubscriberNak::Keep)]
+    pub(crate) subscriber_nak: SubscriberNak,
+    /// VOEvent versions accepted from authors.
+    #[arg(long, value_enum, default_value_t = AcceptVersions::V2)]
+    pub(crate) accept_versions: AcceptVersions,
+    /// Largest frame accepted, in bytes.
+    #[arg(long, value_name = "BYTES", default_value_t = 1 << 20)]
+    pub(crate) frame_limit: u32,
+    /// Most author and subscriber connections at once; more are refused.
+    #[arg(long, value_name = "N", default_value_t = 20_000)]
+    pub(crate) max_connections: usize,
+    #[command(flatten)]
+    pub(crate) handling: Handling,
+    #[command(flatten)]
+    pub(crate) common: Common,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub(crate) enum DuplicateReply {
+    Ack,
+    Nak,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub(crate) enum SubscriberNak {
+    Keep,
+    Disconnect,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub(crate) enum AcceptVersions {
+    /// VOEvent 2.0 only (like Comet's schema check).
+    #[value(name = "2.0")]
+    V2,
+    /// 2.0, 1.1 and packets without namespace.
+    Any,
+}
+
+#[derive(Debug, Args)]
+#[command(disable_help_flag = true)]
+pub(crate) struct SendArgs {
+    /// Broker to submit to: HOST[:PORT] (default port 8098), [V6]:PORT or unix:PATH.
+    #[arg(value_name = "TARGET")]
+    pub(crate) target: Option<String>,
+    /// Event file (default: standard input).
+    #[arg(value_name = "FILE")]
+    pub(crate) file: Option<PathBuf>,
+    /// Broker host (comet-sendvo style; -h as in comet-sendvo).
+    #[arg(short = 'h', long, value_name = "HOST")]
+    pub(crate) host: Option<String>,
+    /// Broker port.
+    #[arg(short, long, value_name = "PORT")]
+    pub(crate) port: Option<u16>,
+    /// Event file (comet-sendvo style).
+    #[arg(short = 'f', long = "file", value_name = "FILE")]
+    pub(crate) file_opt: Option<PathBuf>,
+    /// Seconds to wait for the receipt.
+    #[arg(long, value_name = "SECS", default_value_t = 20)]
+    pub(crate) timeout: u64,
+    /// Print help.
+    #[arg(long, action = clap::ArgAction::Help)]
+    pub(crate) help: Option<bool>,
+    #[command(flatten)]
+    pub(crate) common: Common,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ListenArgs {
+    /// Brokers to subscribe to, tried in turn (failover): HOST[:PORT] (default port 8099),
+    /// [V6]:PORT or unix:PATH.
+    #[arg(value_name = "HOST[:PORT]", required = true)]
+    pub(crate) hosts: Vec<String>,
+    /// Our IVOA identifier, sent in iamalive and authenticate replies (optional).
+    #[arg(long, value_name = "IVOID")]
+    pub(crate) local_ivo: Option<String>,
+    /// Directory of a persistent seen-event database (default: in memory only).
+    #[arg(long, value_name = "DIR")]
+    pub(crate) eventdb: Option<PathBuf>,
+    /// Seconds without a valid message from the broker before reconnecting.
+    #[arg(long, value_name = "SECS", default_value_t = 120)]
+    pub(crate) silence_timeout: u64,
+    #[command(flatten)]
+    pub(crate) handling: Handling,
+    #[command(flatten)]
+    pub(crate) common: Common,
+}

@@ -1,0 +1,390 @@
+//! `vtp`: broker, author (`send`) and subscriber (`listen`) on the vtp sans-IO core.
+
+mod args;
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use clap::Parser;
+use vtp_core::config::{self, Upstream};
+use vtp_core::endpoint::{DialAddr, ListenAddr};
+use vtp_core::filter::NoFilterEngine;
+use vtp_core::whitelist::{IpNet, Whitelist};
+use vtp_core::{Config, Event, ListenerRole, Node};
+use vtp_host::effects::HostEffects;
+use vtp_host::handlers::{self, Handler, Handlers};
+use vtp_host::store::{SeenStore, StoreWorker};
+
+use args::{BrokerArgs, Cli, Command, Common, Handling, ListenArgs, SendArgs};
+
+/// Exit statuses of `vtp send` (and of every command for usage errors).
+mod status {
+    pub(crate) const NAK: u8 = 1;
+    pub(crate) const USAGE: u8 = 2;
+    pub(crate) const TIMEOUT: u8 = 3;
+    pub(crate) const CONNECTION: u8 = 4;
+    pub(crate) const RUNTIME: u8 = 5;
+}
+
+/// A failure with the exit status it maps to.
+struct Fail(u8, String);
+
+impl<E: std::fmt::Display> From<E> for Fail {
+    fn from(e: E) -> Self {
+        Fail(status::RUNTIME, e.to_string())
+    }
+}
+
+fn usage(msg: impl Into<String>) -> Fail {
+    Fail(status::USAGE, msg.into())
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let common = match &cli.command {
+        Command::Broker(a) => &a.common,
+        Command::Send(a) => &a.common,
+        Command::Listen(a) => &a.common,
+    };
+    init_logging(common);
+    let result = match cli.command {
+        Command::Broker(a) => broker(*a),
+        Command::Send(a) => send(a),
+        Command::Listen(a) => listen(a),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Fail(code, msg)) => {
+            eprintln!("vtp: {msg}");
+            ExitCode::from(code)
+        }
+    }
+}
+
+fn init_logging(c: &Common) {
+    let level = match (c.quiet, c.verbose) {
+        (true, _) => "warn",
+        (false, 0) => "info",
+        (false, 1) => "debug",
+        (false, _) => "trace",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("VTP_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
+}
+
+fn unix_now() -> Duration {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+}
+
+/// Jitter seed: differs between processes so that brokers restarted together do not redial in
+/// lockstep.
+fn seed() -> u64 {
+    u64::from(std::process::id()) ^ unix_now().as_nanos() as u64
+}
+
+// ------------------------------------------------------------------------------------ broker
+
+fn broker(a: BrokerArgs) -> Result<(), Fail> {
+    let mut listeners = Vec::new();
+    for (role, values, port, default, flag) in [
+        (ListenerRole::Receive, &a.receive, a.receive_port, 8098, "--receive"),
+        (ListenerRole::Broadcast, &a.broadcast, a.broadcast_port, 8099, "--broadcast"),
+    ] {
+        if values.is_empty() && port.is_some() {
+            return Err(usage(format!(
+                "{flag}-port needs {flag}: write `{flag} --{}-port N` or `{flag} N`",
+                &flag[2..]
+            )));
+        }
+        for v in values {
+            let addr = if v.is_empty() {
+                ListenAddr::AnyTcp(port.unwrap_or(default))
+            } else {
+                ListenAddr::parse(v).map_err(|e| usage(format!("{flag}: {e}")))?
+            };
+            listeners.push((role, addr));
+        }
+    }
+    if listeners.is_empty() && a.subscribe.is_empty() {
+        return Err(usage(
+            "nothing to do: give --receive, --broadcast and/or --subscribe HOST",
+        ));
+    }
+    if !listeners.is_empty() && a.local_ivo.is_none() {
+        return Err(usage(
+            "--local-ivo is required with --receive or --broadcast, e.g. --local-ivo ivo://example.org/broker",
+        ));
+    }
+    if a.iamalive_interval == 0 || a.iamalive_interval > 90 {
+        return Err(usage(
+            "--iamalive-interval must be between 1 and 90 seconds (VTP 2.0 §5)",
+        ));
+    }
+    let mut config = Config::new(a.local_ivo.clone());
+    config.author_whitelist = whitelist("--author-whitelist", &a.author_whitelist)?;
+    config.subscriber_whitelist = whitelist("--subscriber-whitelist", &a.subscriber_whitelist)?;
+    config.timing.test_event_interval =
+        (a.broadcast_test_interval > 0).then(|| Duration::from_secs(a.broadcast_test_interval));
+    config.timing.iamalive_period = Duration::from_secs(a.iamalive_interval);
+    config.limits.frame_len_max = a.frame_limit;
+    config.limits.connections_max = a.max_connections;
+    config.policy.duplicate_reply = match a.duplicate_reply {
+        args::DuplicateReply::Ack => config::DuplicateReply::Ack,
+        args::DuplicateReply::Nak => config::DuplicateReply::Nak,
+    };
+    config.policy.subscriber_nak = match a.subscriber_nak {
+        args::SubscriberNak::Keep => config::SubscriberNak::Keep,
+        args::SubscriberNak::Disconnect => config::SubscriberNak::Disconnect,
+    };
+    config.policy.accept_versions = match a.accept_versions {
+        args::AcceptVersions::V2 => config::AcceptVersions::V2_0,
+        args::AcceptVersions::Any => config::AcceptVersions::Any,
+    };
+    for s in &a.subscribe {
+        config.upstreams.push(Upstream {
+            endpoints: vec![dial("--subscribe", s, 8099)?],
+        });
+    }
+    config.filters = a.handling.filter.clone();
+    let eventdb = a
+        .eventdb
+        .clone()
+        .unwrap_or_else(|| std::env::temp_dir().join("vtp-eventdb"));
+    serve(config, listeners, &a.handling, Some(&eventdb))
+}
+
+fn whitelist(flag: &str, values: &[String]) -> Result<Whitelist, Fail> {
+    if values.is_empty() {
+        return Ok(Whitelist::allow_all());
+    }
+    let mut nets: Vec<IpNet> = Vec::new();
+    for v in values {
+        let parsed = Whitelist::parse_list(v).map_err(|e| usage(format!("{flag}: {e}")))?;
+        for n in &parsed {
+            if n.had_host_bits() {
+                tracing::warn!("{flag} {v}: host bits set; using {n}");
+            }
+        }
+        nets.extend(parsed);
+    }
+    Ok(Whitelist::new(nets))
+}
+
+/// Normalises a dial endpoint (checks it, applies the default port).
+fn dial(flag: &str, s: &str, default_port: u16) -> Result<String, Fail> {
+    DialAddr::parse(s, default_port)
+        .map(|d| d.to_string())
+        .map_err(|e| usage(format!("{flag}: {e}")))
+}
+
+fn build_handlers(h: &Handling, default_print: bool) -> Result<Option<Handlers>, Fail> {
+    let mut list: Vec<Arc<dyn Handler>> = Vec::new();
+    if h.print_event || (default_print && !h.save_event && h.cmd.is_empty()) {
+        list.push(Arc::new(handlers::PrintEvent));
+    }
+    if h.save_event || h.save_event_directory.is_some() {
+        let dir = match &h.save_event_directory {
+            Some(d) => d.clone(),
+            None => std::env::current_dir()?,
+        };
+        let save = handlers::SaveEvent::new(&dir)
+            .map_err(|e| usage(format!("--save-event-directory {}: {e}", dir.display())))?;
+        list.push(Arc::new(save));
+    }
+    for c in &h.cmd {
+        let mut words = c.split_whitespace();
+        let Some(prog) = words.next() else {
+            return Err(usage("--cmd needs a program"));
+        };
+        let cmd = handlers::Command::new(prog, words.map(str::to_owned).collect())
+            .map_err(|e| usage(format!("--cmd {c}: {e}")))?
+            .with_timeout(Duration::from_secs(h.cmd_timeout));
+        list.push(Arc::new(cmd));
+    }
+    if list.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some(Handlers::new(list, 4, 4096)))
+}
+
+/// Builds the node and its effects, runs until SIGINT/SIGTERM, flushes the store.
+fn serve(
+    config: Config,
+    listeners: Vec<(ListenerRole, ListenAddr)>,
+    handling: &Handling,
+    eventdb: Option<&Path>,
+) -> Result<(), Fail> {
+    let handlers = build_handlers(handling, false)?;
+    let now = Instant::now();
+    let mut node = Node::new(config, Box::new(NoFilterEngine), seed(), now, unix_now())
+        .map_err(|e| usage(e.to_string()))?;
+    let mut fx = HostEffects::new();
+    if let Some(dir) = eventdb {
+        let store = SeenStore::open(dir).map_err(|e| {
+            Fail(
+                status::RUNTIME,
+                format!("{e} (another vtp may be using it: give each broker its own --eventdb DIR)"),
+            )
+        })?;
+        let records = store.load()?;
+        let loaded = node.restore_seen(records, now);
+        tracing::info!("seen-index: {loaded} entries restored from {}", dir.display());
+        fx = fx.with_store(StoreWorker::spawn(store, None)?);
+    }
+    if let Some(h) = handlers {
+        fx = fx.with_handlers(h);
+    }
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let fx = rt.block_on(async {
+        let bound = vtp_tokio::bind(&listeners)?;
+        for (role, addr) in bound.addrs() {
+            tracing::info!("listening for {} on {addr}", role_name(role));
+        }
+        vtp_tokio::run(node, bound, fx, shutdown_signal(), Default::default()).await
+    })?;
+    fx.finish(Duration::from_secs(5));
+    tracing::info!("stopped");
+    Ok(())
+}
+
+fn role_name(role: ListenerRole) -> &'static str {
+    match role {
+        ListenerRole::Receive => "authors",
+        ListenerRole::Broadcast => "subscribers",
+    }
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut int), Ok(mut term)) = (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) else {
+        tracing::error!("cannot install signal handlers; stop with SIGKILL");
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = int.recv() => tracing::info!("SIGINT: shutting down"),
+        _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
+    }
+}
+
+// -------------------------------------------------------------------------------------- send
+
+fn send(a: SendArgs) -> Result<(), Fail> {
+    let target = match (&a.target, &a.host) {
+        (Some(_), Some(_)) => return Err(usage("give either TARGET or --host, not both")),
+        (Some(t), None) => t.clone(),
+        (None, Some(h)) => h.clone(),
+        (None, None) => "localhost".to_owned(),
+    };
+    let mut endpoint = DialAddr::parse(&target, a.port.unwrap_or(8098))
+        .map_err(|e| usage(format!("target: {e}")))?;
+    if let (Some(p), DialAddr::Tcp { port, .. }) = (a.port, &mut endpoint) {
+        *port = p;
+    }
+    let file = match (&a.file, &a.file_opt) {
+        (Some(_), Some(_)) => return Err(usage("give the event file once")),
+        (f, g) => f.clone().or_else(|| g.clone()),
+    };
+    let payload = read_event(file.as_deref())?;
+    let mut config = Config::default();
+    config.timing.receipt_timeout = Duration::from_secs(a.timeout);
+    let now = Instant::now();
+    let mut node = Node::new(config, Box::new(NoFilterEngine), seed(), now, unix_now())
+        .map_err(|e| usage(e.to_string()))?;
+    node.submit(&endpoint.to_string(), &payload, now)
+        .map_err(|e| Fail(status::USAGE, format!("{}: {e}", describe(file.as_deref()))))?;
+
+    let outcome: Arc<Mutex<Option<Result<(), Fail>>>> = Arc::default();
+    let done = Arc::new(tokio::sync::Notify::new());
+    let (o, d) = (outcome.clone(), done.clone());
+    let fx = HostEffects::new().on_event(move |e| {
+        let result = match e {
+            Event::SubmissionAcked { .. } => Ok(()),
+            Event::SubmissionNaked { reason, .. } => Err(Fail(
+                status::NAK,
+                format!(
+                    "event refused by {target}: {}",
+                    reason.as_deref().unwrap_or("(no reason given)")
+                ),
+            )),
+            Event::SubmissionFailed { reason, .. } => {
+                let code = match reason {
+                    vtp_core::CloseReason::ReceiptTimeout => status::TIMEOUT,
+                    _ => status::CONNECTION,
+                };
+                Err(Fail(code, format!("no receipt from {target}: {reason}")))
+            }
+            _ => return,
+        };
+        if let Ok(mut slot) = o.lock() {
+            slot.get_or_insert(result);
+        }
+        d.notify_one();
+    });
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        let bound = vtp_tokio::bind(&[])?;
+        vtp_tokio::run(node, bound, fx, done.notified(), Default::default()).await
+    })?;
+    let result = outcome
+        .lock()
+        .ok()
+        .and_then(|mut s| s.take())
+        .unwrap_or_else(|| Err(Fail(status::CONNECTION, "no receipt".into())));
+    if result.is_ok() {
+        tracing::info!("event acknowledged by {endpoint}");
+    }
+    result
+}
+
+fn describe(file: Option<&Path>) -> String {
+    file.map_or_else(|| "standard input".to_owned(), |p| p.display().to_string())
+}
+
+fn read_event(file: Option<&Path>) -> Result<Vec<u8>, Fail> {
+    use std::io::Read;
+    let mut buf = Vec::new();
+    let r = match file {
+        Some(p) => std::fs::File::open(p).and_then(|mut f| f.read_to_end(&mut buf)),
+        None => std::io::stdin().read_to_end(&mut buf),
+    };
+    r.map_err(|e| usage(format!("cannot read {}: {e}", describe(file))))?;
+    Ok(buf)
+}
+
+// ------------------------------------------------------------------------------------ listen
+
+fn listen(a: ListenArgs) -> Result<(), Fail> {
+    let endpoints = a
+        .hosts
+        .iter()
+        .map(|h| dial("HOST", h, 8099))
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut config = Config::new(a.local_ivo.clone());
+    config.upstreams = vec![Upstream { endpoints }];
+    config.filters = a.handling.filter.clone();
+    config.timing.test_event_interval = None;
+    config.timing.subscriber_silence = Duration::from_secs(a.silence_timeout.max(1));
+    let eventdb: Option<PathBuf> = a.eventdb.clone();
+    let mut handling = a.handling;
+    if !handling.print_event && !handling.save_event && handling.cmd.is_empty() {
+        // Like pygcn's default handler: show what arrives.
+        handling.print_event = true;
+    }
+    serve(config, Vec::new(), &handling, eventdb.as_deref())
+}
