@@ -1,0 +1,33 @@
+//! IO-side effects shared by every vtp runtime: the durable seen-index store and the event
+//! handlers.
+//!
+//! [`vtp_core`] decides; this crate carries out the two kinds of side effect that are IO but not
+//! transport (DESIGN §3), once, for every runtime (tokio, smol, mio, or a library user's own
+//! loop). It uses plain threads and `std::sync::mpsc`, never an async runtime, and never blocks
+//! the caller's event loop:
+//!
+//! - [`store`]: the seen-index on disk ([`SeenStore`], a redb file) and the thread that owns it
+//!   ([`StoreWorker`]), which turns the core's `Persist`, `Forget` and `Expire` actions into
+//!   group commits and reports which of them are durable;
+//! - [`handlers`]: what is done with every accepted event ([`Handler`]: [`PrintEvent`],
+//!   [`SaveEvent`], [`Command`]) on a bounded pool of worker threads ([`Handlers`]).
+//!
+//! # Driving
+//!
+//! At start-up: [`SeenStore::open`], [`SeenStore::load`] into `Node::restore_seen`, then
+//! [`StoreWorker::spawn`] and [`Handlers::new`]. In the runtime's
+//! [`Effects`](vtp_core::driver::Effects): `store(op)` is [`StoreWorker::send`] and
+//! `deliver(delivery)` is [`Handlers::dispatch`]. Neither blocks; both report overload (a full
+//! queue) to the caller instead of waiting. At shutdown: [`StoreWorker::flush_and_stop`] and
+//! [`Handlers::shutdown`].
+
+#![warn(missing_docs)]
+
+pub mod handlers;
+pub mod store;
+
+#[cfg(test)]
+mod testutil;
+
+pub use handlers::{Command, Handler, HandlerError, Handlers, PrintEvent, SaveEvent};
+pub use store::{SeenStore, SendError, StoreError, StoreOp, StoreWorker};
