@@ -96,8 +96,20 @@ fn seed() -> u64 {
 fn broker(a: BrokerArgs) -> Result<(), Fail> {
     let mut listeners = Vec::new();
     for (role, values, port, default, flag) in [
-        (ListenerRole::Receive, &a.receive, a.receive_port, 8098, "--receive"),
-        (ListenerRole::Broadcast, &a.broadcast, a.broadcast_port, 8099, "--broadcast"),
+        (
+            ListenerRole::Receive,
+            &a.receive,
+            a.receive_port,
+            8098,
+            "--receive",
+        ),
+        (
+            ListenerRole::Broadcast,
+            &a.broadcast,
+            a.broadcast_port,
+            8099,
+            "--broadcast",
+        ),
     ] {
         if values.is_empty() && port.is_some() {
             return Err(usage(format!(
@@ -232,12 +244,17 @@ fn serve(
         let store = SeenStore::open(dir).map_err(|e| {
             Fail(
                 status::RUNTIME,
-                format!("{e} (another vtp may be using it: give each broker its own --eventdb DIR)"),
+                format!(
+                    "{e} (another vtp may be using it: give each broker its own --eventdb DIR)"
+                ),
             )
         })?;
         let records = store.load()?;
         let loaded = node.restore_seen(records, now);
-        tracing::info!("seen-index: {loaded} entries restored from {}", dir.display());
+        tracing::info!(
+            "seen-index: {loaded} entries restored from {}",
+            dir.display()
+        );
         fx = fx.with_store(StoreWorker::spawn(store, None)?);
     }
     if let Some(h) = handlers {

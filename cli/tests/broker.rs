@@ -1,6 +1,8 @@
 //! The `vtp` binary on loopback: submit -> broadcast -> listen, relay chains with a cycle,
 //! restart with the seen-index, handlers, whitelists, and `vtp send`'s exit statuses.
 
+#![allow(clippy::unwrap_used)]
+
 mod support;
 
 use std::io::Read;
@@ -16,7 +18,10 @@ fn vtp_send(port: u16, file: &std::path::Path, extra: &[&str]) -> (Option<i32>, 
         .args(extra)
         .output()
         .unwrap();
-    (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 fn write_event(dir: &TempDir, name: &str, ivorn: &str) -> (std::path::PathBuf, Vec<u8>) {
@@ -32,22 +37,35 @@ fn submit_broadcast_listen_delivers_the_authors_bytes() {
     let mut raw = RawSubscriber::connect(b.broadcast);
     let saved = TempDir::new("saved");
     let mut cmd = Command::new(VTP);
-    cmd.args(["listen", &format!("127.0.0.1:{}", b.broadcast), "--save-event"])
-        .arg("--save-event-directory")
-        .arg(saved.path());
+    cmd.args([
+        "listen",
+        &format!("127.0.0.1:{}", b.broadcast),
+        "--save-event",
+    ])
+    .arg("--save-event-directory")
+    .arg(saved.path());
     let _listener = Proc::spawn("listen", cmd);
-    b.proc.log.wait_for("two subscribers", |l| l.contains("role=Feed") && l.contains("#2"));
+    b.proc.log.wait_for("two subscribers", |l| {
+        l.contains("role=Feed") && l.contains("#2")
+    });
 
     let files = TempDir::new("files");
     let (path, bytes) = write_event(&files, "e.xml", "ivo://vtp.test/author#e1");
     let (code, err) = vtp_send(b.receive, &path, &[]);
     assert_eq!(code, Some(0), "vtp send: {err}");
 
-    assert_eq!(raw.next_event(), bytes, "raw subscriber gets the exact bytes");
+    assert_eq!(
+        raw.next_event(),
+        bytes,
+        "raw subscriber gets the exact bytes"
+    );
     let want = saved.path().join("ivo__vtp.test_authore1");
     let deadline = std::time::Instant::now() + WAIT;
     while !want.exists() {
-        assert!(std::time::Instant::now() < deadline, "vtp listen did not save {want:?}");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "vtp listen did not save {want:?}"
+        );
         std::thread::park_timeout(std::time::Duration::from_millis(20));
     }
     // The handler writes with create_new then fills the file: wait for the full length.
@@ -55,7 +73,11 @@ fn submit_broadcast_listen_delivers_the_authors_bytes() {
         assert!(std::time::Instant::now() < deadline);
         std::thread::park_timeout(std::time::Duration::from_millis(20));
     }
-    assert_eq!(std::fs::read(&want).unwrap(), bytes, "vtp listen saved the exact bytes");
+    assert_eq!(
+        std::fs::read(&want).unwrap(),
+        bytes,
+        "vtp listen saved the exact bytes"
+    );
 }
 
 #[test]
@@ -80,80 +102,90 @@ fn send_exit_statuses_distinguish_ack_nak_timeout_and_connection_failure() {
     assert_eq!(code, Some(4), "{err}");
     // comet-sendvo's spelling works too.
     let out = Command::new(VTP)
-        .args(["send", "-h", "127.0.0.1", "-p", &b.receive.to_string(), "-f"])
+        .args([
+            "send",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &b.receive.to_string(),
+            "-f",
+        ])
         .arg(&good)
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[test]
 fn relay_chain_with_a_cycle_delivers_each_event_once_and_never_loops() {
-    // A <- B <- C <- A: each broker subscribes to the previous one, closing a cycle.
+    // A (entry) -> B -> C, and C <-> D subscribe to each other: a chain feeding a cycle.
     let quiet = ["-v", "--broadcast-test-interval", "0"];
-    let a = Broker::start("ra", &quiet);
-    let b_up = format!("127.0.0.1:{}", a.broadcast);
-    let b = Broker::start("rb", &[&quiet[..], &["--subscribe", &b_up]].concat());
-    let c_up = format!("127.0.0.1:{}", b.broadcast);
-    let c = Broker::start("rc", &[&quiet[..], &["--subscribe", &c_up]].concat());
-    // A subscribes to C after the fact: restart A with --subscribe would change its ports, so
-    // use a fourth node D on C's side instead? No: VTP brokers may subscribe in a ring; start
-    // A' that receives from authors, subscribes to C, and is subscribed by B.
-    drop((a, b, c));
-
-    let a = Broker::start("ra2", &quiet);
-    let b_up = format!("127.0.0.1:{}", a.broadcast);
-    let b = Broker::start("rb2", &[&quiet[..], &["--subscribe", &b_up]].concat());
-    let c_up = format!("127.0.0.1:{}", b.broadcast);
-    // C subscribes to B and A subscribes to C through a second broker process sharing A's role:
-    // a two-node cycle between C and D, fed from the A-B chain.
-    let c = Broker::start("rc2", &[&quiet[..], &["--subscribe", &c_up]].concat());
-    let d_up = format!("127.0.0.1:{}", c.broadcast);
-    let d = Broker::start("rd2", &[&quiet[..], &["--subscribe", &d_up]].concat());
-    // Close the cycle: C also subscribes to D. C is already running, so start E = C's twin? We
-    // cannot add a subscription to a running broker; the cycle is built by starting C last.
-    drop((a, b, c, d));
-
-    // The real topology: A (entry) -> B -> C, and C <-> D subscribe to each other (a cycle).
-    // Start D first with a subscription to C's future port: impossible with ephemeral ports, so
-    // D subscribes to C, then C' (the one in the chain) subscribes to B and D.
+    let up = |port: u16| format!("127.0.0.1:{port}");
     let a = Broker::start("x-a", &quiet);
-    let b = Broker::start("x-b", &[&quiet[..], &["--subscribe", &format!("127.0.0.1:{}", a.broadcast)]].concat());
-    // D is started before C; it subscribes to C later through its reconnect schedule, so it is
-    // given C's port by binding C's broadcast port first in a placeholder and releasing it.
+    let b = Broker::start(
+        "x-b",
+        &[&quiet[..], &["--subscribe", &up(a.broadcast)]].concat(),
+    );
+    // D must know C's broadcast port before C exists: reserve an ephemeral port, release it,
+    // and give it to C. D dials it on its back-off schedule until C is up.
     let placeholder = TcpListener::bind("127.0.0.1:0").unwrap();
     let c_bcast = placeholder.local_addr().unwrap().port();
     drop(placeholder);
-    let d = Broker::start("x-d", &[&quiet[..], &["--subscribe", &format!("127.0.0.1:{c_bcast}")]].concat());
-    let mut cmd = Command::new(VTP);
+    let d = Broker::start(
+        "x-d",
+        &[&quiet[..], &["--subscribe", &up(c_bcast)]].concat(),
+    );
     let db = TempDir::new("x-c");
-    cmd.args(["broker", "--local-ivo", "ivo://vtp.test/x-c", "-v", "--broadcast-test-interval", "0"])
-        .args(["--receive", "127.0.0.1:0", "--broadcast", &format!("127.0.0.1:{c_bcast}")])
-        .args(["--subscribe", &format!("127.0.0.1:{}", b.broadcast)])
-        .args(["--subscribe", &format!("127.0.0.1:{}", d.broadcast)])
+    let mut cmd = Command::new(VTP);
+    cmd.args(["broker", "--local-ivo", "ivo://vtp.test/x-c"])
+        .args(quiet)
+        .args(["--receive", "127.0.0.1:0", "--broadcast", &up(c_bcast)])
+        .args([
+            "--subscribe",
+            &up(b.broadcast),
+            "--subscribe",
+            &up(d.broadcast),
+        ])
         .arg("--eventdb")
         .arg(db.path());
     let c = Proc::spawn("x-c", cmd);
-    c.log.wait_for("C listening", |l| l.contains("listening for subscribers"));
-    // Wait until every subscription is up: B<-A, C<-B, C<-D, D<-C (D redials C with back-off).
-    b.proc.log.wait_for("B subscribed to A", |l| l.contains("role=Subscription") && l.contains("connection up"));
-    c.log.wait_for("C fed by D", |l| l.contains("role=Feed") && l.contains("connection up"));
-    assert_eq!(c.log.count(|l| l.contains("role=Subscription") && l.contains("connection up")) >= 1, true);
-    c.log.wait_for("C subscribed twice", |l| l.contains("role=Subscription") && l.contains("#2"));
-    d.proc.log.wait_for("D subscribed to C", |l| l.contains("role=Subscription") && l.contains("connection up"));
+    let up_line =
+        |role: &'static str| move |l: &str| l.contains("connection up") && l.contains(role);
+    b.proc
+        .log
+        .wait_for("B subscribed to A", up_line("role=Subscription"));
+    let deadline = std::time::Instant::now() + WAIT;
+    while c.log.count(up_line("role=Subscription")) < 2 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "C not subscribed to B and D:\n{}",
+            c.log.text()
+        );
+        std::thread::park_timeout(std::time::Duration::from_millis(20));
+    }
+    d.proc
+        .log
+        .wait_for("D subscribed to C", up_line("role=Subscription"));
 
     let mut sub_c = RawSubscriber::connect(c_bcast);
     let mut sub_d = RawSubscriber::connect(d.broadcast);
     let e1 = event_xml("ivo://vtp.test/author#cycle-1");
-    let (role, _) = submit_raw(a.receive, &e1);
-    assert_eq!(role, "ack");
+    assert_eq!(submit_raw(a.receive, &e1).0, "ack");
     assert_eq!(sub_c.next_event(), e1);
     assert_eq!(sub_d.next_event(), e1);
     // The copy that went round the cycle came back and was dropped as a duplicate.
     let dup = |l: &str| l.contains("duplicate");
     let deadline = std::time::Instant::now() + WAIT;
     while c.log.count(dup) + d.proc.log.count(dup) == 0 {
-        assert!(std::time::Instant::now() < deadline, "no duplicate dropped in the cycle");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no duplicate dropped in the cycle"
+        );
         std::thread::park_timeout(std::time::Duration::from_millis(20));
     }
     // Nothing else of e1 is in flight: the next event each subscriber sees is e2.
@@ -176,19 +208,33 @@ fn restarted_broker_keeps_its_seen_index() {
     assert!(path.exists());
 
     let b = Broker::start_with_db("r2", &["--broadcast-test-interval", "0"], db);
-    b.proc.log.wait_for("restore", |l| l.contains("1 entries restored"));
+    b.proc
+        .log
+        .wait_for("restore", |l| l.contains("1 entries restored"));
     let mut sub = RawSubscriber::connect(b.broadcast);
-    assert_eq!(submit_raw(b.receive, &e).0, "ack", "a duplicate is acked (VTP 2.0)");
+    assert_eq!(
+        submit_raw(b.receive, &e).0,
+        "ack",
+        "a duplicate is acked (VTP 2.0)"
+    );
     let e2 = event_xml("ivo://vtp.test/author#restart-2");
     assert_eq!(submit_raw(b.receive, &e2).0, "ack");
-    assert_eq!(sub.next_event(), e2, "the event seen before the restart was not re-forwarded");
+    assert_eq!(
+        sub.next_event(),
+        e2,
+        "the event seen before the restart was not re-forwarded"
+    );
 }
 
 #[test]
 fn handlers_print_save_and_cmd_see_every_event() {
     let dir = TempDir::new("handlers");
     let script = dir.path().join("handler.sh");
-    std::fs::write(&script, "#!/bin/sh\ncat > \"$1.tmp\" && mv \"$1.tmp\" \"$1\"\n").unwrap();
+    std::fs::write(
+        &script,
+        "#!/bin/sh\ncat > \"$1.tmp\" && mv \"$1.tmp\" \"$1\"\n",
+    )
+    .unwrap();
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
     let out = dir.path().join("cmd-out.xml");
@@ -197,33 +243,64 @@ fn handlers_print_save_and_cmd_see_every_event() {
     let b = Broker::start(
         "h1",
         &[
-            "--broadcast-test-interval", "0", "--print-event", "--save-event",
-            "--save-event-directory", saved.to_str().unwrap(), "--cmd", &cmd_arg,
+            "--broadcast-test-interval",
+            "0",
+            "--print-event",
+            "--save-event",
+            "--save-event-directory",
+            saved.to_str().unwrap(),
+            "--cmd",
+            &cmd_arg,
         ],
     );
     let e = event_xml("ivo://vtp.test/author#handled-1");
     assert_eq!(submit_raw(b.receive, &e).0, "ack");
-    b.proc.log.wait_for("print-event", |l| l.contains("ivo://vtp.test/author#handled-1") && l.contains("<Who>"));
+    b.proc.log.wait_for("print-event", |l| {
+        l.contains("ivo://vtp.test/author#handled-1") && l.contains("<Who>")
+    });
     let deadline = std::time::Instant::now() + WAIT;
     let saved_file = saved.join("ivo__vtp.test_authorhandled1");
-    while !(out.exists() && saved_file.exists() && std::fs::read(&saved_file).unwrap().len() == e.len()) {
-        assert!(std::time::Instant::now() < deadline, "handlers did not run:\n{}", b.proc.log.text());
+    while !(out.exists()
+        && saved_file.exists()
+        && std::fs::read(&saved_file).unwrap().len() == e.len())
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "handlers did not run:\n{}",
+            b.proc.log.text()
+        );
         std::thread::park_timeout(std::time::Duration::from_millis(20));
     }
-    assert_eq!(std::fs::read(&out).unwrap(), e, "--cmd got the event on stdin");
-    assert_eq!(std::fs::read(&saved_file).unwrap(), e, "--save-event wrote the raw bytes");
+    assert_eq!(
+        std::fs::read(&out).unwrap(),
+        e,
+        "--cmd got the event on stdin"
+    );
+    assert_eq!(
+        std::fs::read(&saved_file).unwrap(),
+        e,
+        "--save-event wrote the raw bytes"
+    );
 }
 
 #[test]
 fn whitelists_refuse_with_nothing_sent() {
     let b = Broker::start(
         "w1",
-        &["--author-whitelist", "10.0.0.0/8", "--subscriber-whitelist", "192.168.0.0/16,::1/128"],
+        &[
+            "--author-whitelist",
+            "10.0.0.0/8",
+            "--subscriber-whitelist",
+            "192.168.0.0/16,::1/128",
+        ],
     );
     for port in [b.receive, b.broadcast] {
         let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
         s.set_read_timeout(Some(WAIT)).unwrap();
-        let _ = std::io::Write::write_all(&mut s, &vtp_core::frame::encode(&event_xml("ivo://vtp.test/a#w")).unwrap());
+        let _ = std::io::Write::write_all(
+            &mut s,
+            &vtp_core::frame::encode(&event_xml("ivo://vtp.test/a#w")).unwrap(),
+        );
         let mut buf = [0u8; 16];
         // Closed without a byte: read returns 0 (EOF) or a reset.
         match s.read(&mut buf) {
@@ -231,5 +308,7 @@ fn whitelists_refuse_with_nothing_sent() {
             Ok(n) => panic!("refused peer was sent {n} bytes"),
         }
     }
-    b.proc.log.wait_for("refusal logged", |l| l.contains("non-whitelisted 127.0.0.1"));
+    b.proc.log.wait_for("refusal logged", |l| {
+        l.contains("non-whitelisted 127.0.0.1")
+    });
 }

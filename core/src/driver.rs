@@ -252,11 +252,11 @@ impl Driver {
     }
 
     fn mark_ready(&mut self, conn: ConnId) {
-        if let Some(c) = self.conns.get_mut(&conn) {
-            if !c.ready {
-                c.ready = true;
-                self.ready.push_back(conn);
-            }
+        if let Some(c) = self.conns.get_mut(&conn)
+            && !c.ready
+        {
+            c.ready = true;
+            self.ready.push_back(conn);
         }
     }
 

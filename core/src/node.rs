@@ -325,17 +325,17 @@ impl Node {
             ListenerRole::Receive => &self.config.author_whitelist,
             ListenerRole::Broadcast => &self.config.subscriber_whitelist,
         };
-        if let Peer::Ip(ip) = peer {
-            if !whitelist.allows(ip) {
-                let what = match listener {
-                    ListenerRole::Receive => "submission",
-                    ListenerRole::Broadcast => "subscription",
-                };
-                self.events.push_back(refuse(format!(
-                    "attempted {what} from non-whitelisted {ip}"
-                )));
-                return None;
-            }
+        if let Peer::Ip(ip) = peer
+            && !whitelist.allows(ip)
+        {
+            let what = match listener {
+                ListenerRole::Receive => "submission",
+                ListenerRole::Broadcast => "subscription",
+            };
+            self.events.push_back(refuse(format!(
+                "attempted {what} from non-whitelisted {ip}"
+            )));
+            return None;
         }
         let conn = self.mint();
         if peer == Peer::Local {

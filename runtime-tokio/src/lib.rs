@@ -253,7 +253,11 @@ fn spawn_accept(
                         Ok((s, addr)) => {
                             let _ = s.set_nodelay(true);
                             let peer = Peer::Ip(addr.ip());
-                            if tx.send(Msg::Accepted(role, Stream::Tcp(s), peer)).await.is_err() {
+                            if tx
+                                .send(Msg::Accepted(role, Stream::Tcp(s), peer))
+                                .await
+                                .is_err()
+                            {
                                 return;
                             }
                         }
@@ -388,10 +392,10 @@ impl Owner {
                 }));
             }
             Flush::Close(_) => {
-                if let Some(io) = self.ios.remove(&conn) {
-                    if let Stream::Tcp(s) = &*io.stream {
-                        let _ = socket2::SockRef::from(s).shutdown(std::net::Shutdown::Write);
-                    }
+                if let Some(io) = self.ios.remove(&conn)
+                    && let Stream::Tcp(s) = &*io.stream
+                {
+                    let _ = socket2::SockRef::from(s).shutdown(std::net::Shutdown::Write);
                 }
             }
         }
@@ -402,12 +406,12 @@ impl Owner {
         let addr = DialAddr::parse(endpoint, 8099);
         tokio::spawn(async move {
             let result = match addr {
-                Ok(DialAddr::Tcp { host, port }) => TcpStream::connect((host.as_str(), port))
-                    .await
-                    .map(|s| {
+                Ok(DialAddr::Tcp { host, port }) => {
+                    TcpStream::connect((host.as_str(), port)).await.map(|s| {
                         let _ = s.set_nodelay(true);
                         Stream::Tcp(s)
-                    }),
+                    })
+                }
                 Ok(DialAddr::Unix(path)) => UnixStream::connect(path).await.map(Stream::Unix),
                 Ok(other) => Err(io::Error::new(
                     io::ErrorKind::Unsupported,

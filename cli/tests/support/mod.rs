@@ -37,17 +37,21 @@ impl Log {
                 return l.clone();
             }
             let left = deadline.saturating_duration_since(Instant::now());
-            assert!(!left.is_zero(), "timed out waiting for {what}; log:\n{}", lines.join("\n"));
+            assert!(
+                !left.is_zero(),
+                "timed out waiting for {what}; log:\n{}",
+                lines.join("\n")
+            );
             lines = c.wait_timeout(lines, left).unwrap().0;
         }
     }
 
     pub fn count(&self, f: impl Fn(&str) -> bool) -> usize {
-        self.0 .0.lock().unwrap().iter().filter(|l| f(l)).count()
+        self.0.0.lock().unwrap().iter().filter(|l| f(l)).count()
     }
 
     pub fn text(&self) -> String {
-        self.0 .0.lock().unwrap().join("\n")
+        self.0.0.lock().unwrap().join("\n")
     }
 }
 
@@ -60,8 +64,12 @@ pub struct Proc {
 
 impl Proc {
     pub fn spawn(name: &str, mut cmd: Command) -> Self {
-        cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).stdin(Stdio::null());
-        let mut child = cmd.spawn().unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
+        cmd.stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .stdin(Stdio::null());
+        let mut child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
         let log = Log::default();
         for stream in [
             Box::new(child.stdout.take().unwrap()) as Box<dyn Read + Send>,
@@ -78,18 +86,30 @@ impl Proc {
                 }
             });
         }
-        Self { child, log, name: name.to_owned() }
+        Self {
+            child,
+            log,
+            name: name.to_owned(),
+        }
     }
 
     /// SIGTERM, then wait (bounded) for the exit; returns the status code.
     pub fn terminate(&mut self) -> Option<i32> {
-        let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
         let deadline = Instant::now() + WAIT;
         loop {
             if let Ok(Some(st)) = self.child.try_wait() {
                 return st.code();
             }
-            assert!(Instant::now() < deadline, "{} did not stop on SIGTERM:\n{}", self.name, self.log.text());
+            assert!(
+                Instant::now() < deadline,
+                "{} did not stop on SIGTERM:\n{}",
+                self.name,
+                self.log.text()
+            );
             std::thread::park_timeout(Duration::from_millis(20));
         }
     }
@@ -150,12 +170,19 @@ impl Broker {
             .args(extra);
         let proc = Proc::spawn(name, cmd);
         let port = |what: &str| -> u16 {
-            let line = proc.log.wait_for(what, |l| l.contains(&format!("listening for {what} on")));
+            let line = proc
+                .log
+                .wait_for(what, |l| l.contains(&format!("listening for {what} on")));
             line.rsplit(':').next().unwrap().trim().parse().unwrap()
         };
         let receive = port("authors");
         let broadcast = port("subscribers");
-        Self { proc, receive, broadcast, db }
+        Self {
+            proc,
+            receive,
+            broadcast,
+            db,
+        }
     }
 }
 
@@ -180,7 +207,8 @@ pub fn read_frame(s: &mut TcpStream) -> std::io::Result<Vec<u8>> {
 }
 
 pub fn write_frame(s: &mut TcpStream, payload: &[u8]) {
-    s.write_all(&vtp_core::frame::encode(payload).unwrap()).unwrap();
+    s.write_all(&vtp_core::frame::encode(payload).unwrap())
+        .unwrap();
 }
 
 /// Submits `payload` over raw TCP and returns the reply's role and Result text.

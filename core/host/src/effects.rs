@@ -67,15 +67,15 @@ impl HostEffects {
     /// Flushes the store (every queued record committed) and lets handlers finish queued work
     /// for up to `grace`. Call at shutdown, after the runtime returned.
     pub fn finish(self, grace: Duration) {
-        if let Some(store) = self.store {
-            if let Err(e) = store.flush_and_stop() {
-                tracing::error!("seen-index store: final commit failed: {e}");
-            }
+        if let Some(store) = self.store
+            && let Err(e) = store.flush_and_stop()
+        {
+            tracing::error!("seen-index store: final commit failed: {e}");
         }
-        if let Some(h) = self.handlers {
-            if !h.shutdown(grace) {
-                tracing::warn!("event handlers still running after {grace:?}; not waiting");
-            }
+        if let Some(h) = self.handlers
+            && !h.shutdown(grace)
+        {
+            tracing::warn!("event handlers still running after {grace:?}; not waiting");
         }
     }
 }
@@ -103,10 +103,10 @@ impl Effects for HostEffects {
         if let Some(hook) = &mut self.on_delivery {
             hook(&delivery);
         }
-        if let Some(h) = &self.handlers {
-            if !h.dispatch(delivery) {
-                tracing::warn!("handler queue full: event not passed to handlers");
-            }
+        if let Some(h) = &self.handlers
+            && !h.dispatch(delivery)
+        {
+            tracing::warn!("handler queue full: event not passed to handlers");
         }
     }
 
@@ -164,7 +164,11 @@ pub fn log_event(e: &Event) {
             upstream,
             endpoint,
             delay,
-        } => info!(upstream, "reconnecting to {endpoint} in {:.1} s", delay.as_secs_f64()),
+        } => info!(
+            upstream,
+            "reconnecting to {endpoint} in {:.1} s",
+            delay.as_secs_f64()
+        ),
         Event::Pruned { removed } => info!(removed, "expired seen-index entries pruned"),
         other => debug!("{other:?}"),
     }

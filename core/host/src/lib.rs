@@ -23,7 +23,9 @@
 
 #![warn(missing_docs)]
 
+pub mod effects;
 pub mod handlers;
+pub mod net;
 pub mod store;
 
 #[cfg(test)]

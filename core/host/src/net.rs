@@ -158,7 +158,11 @@ mod tests {
     fn any_port_zero_binds_both_families_on_one_port() {
         let ls = bind(&ListenAddr::AnyTcp(0)).unwrap();
         assert!(!ls.is_empty());
-        let ports: Vec<u16> = ls.iter().filter_map(|l| l.tcp_addr()).map(|a| a.port()).collect();
+        let ports: Vec<u16> = ls
+            .iter()
+            .filter_map(|l| l.tcp_addr())
+            .map(|a| a.port())
+            .collect();
         assert!(ports.iter().all(|p| *p == ports[0] && *p != 0), "{ports:?}");
     }
 

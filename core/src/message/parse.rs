@@ -161,14 +161,13 @@ impl<'a> Parser<'a, '_> {
                 }
                 Event::Text(text) => match phase {
                     Phase::Root => {
-                        if let Some(Root::Transport(acc)) = &mut root {
-                            if acc.capturing_at(depth) {
-                                let raw = text.into_inner();
-                                let len = raw.len();
-                                let piece =
-                                    normalize_newlines(self.decode(raw, self.base + start)?);
-                                acc.push_text(piece, len, self.limits)?;
-                            }
+                        if let Some(Root::Transport(acc)) = &mut root
+                            && acc.capturing_at(depth)
+                        {
+                            let raw = text.into_inner();
+                            let len = raw.len();
+                            let piece = normalize_newlines(self.decode(raw, self.base + start)?);
+                            acc.push_text(piece, len, self.limits)?;
                         }
                     }
                     Phase::Prolog => {
@@ -184,14 +183,13 @@ impl<'a> Parser<'a, '_> {
                 },
                 Event::CData(cdata) => match phase {
                     Phase::Root => {
-                        if let Some(Root::Transport(acc)) = &mut root {
-                            if acc.capturing_at(depth) {
-                                let raw = cdata.into_inner();
-                                let len = raw.len();
-                                let piece =
-                                    normalize_newlines(self.decode(raw, self.base + start)?);
-                                acc.push_text(piece, len, self.limits)?;
-                            }
+                        if let Some(Root::Transport(acc)) = &mut root
+                            && acc.capturing_at(depth)
+                        {
+                            let raw = cdata.into_inner();
+                            let len = raw.len();
+                            let piece = normalize_newlines(self.decode(raw, self.base + start)?);
+                            acc.push_text(piece, len, self.limits)?;
                         }
                     }
                     Phase::Prolog => {
@@ -203,10 +201,10 @@ impl<'a> Parser<'a, '_> {
                     let c = resolve_ref(&reference, self.base + start)?;
                     match phase {
                         Phase::Root => {
-                            if let Some(Root::Transport(acc)) = &mut root {
-                                if acc.capturing_at(depth) {
-                                    acc.push_text(char_piece(c), reference.len() + 2, self.limits)?;
-                                }
+                            if let Some(Root::Transport(acc)) = &mut root
+                                && acc.capturing_at(depth)
+                            {
+                                acc.push_text(char_piece(c), reference.len() + 2, self.limits)?;
                             }
                         }
                         Phase::Prolog => {
@@ -444,11 +442,11 @@ impl<'a> Parser<'a, '_> {
                     }
                     Ok(())
                 })?;
-                if let Some((k, k_at)) = kind {
-                    if self.attr_value(k, k_at)? == "xpath" {
-                        acc.check_count(self.limits)?;
-                        acc.open(Target::Filter, depth, empty);
-                    }
+                if let Some((k, k_at)) = kind
+                    && self.attr_value(k, k_at)? == "xpath"
+                {
+                    acc.check_count(self.limits)?;
+                    acc.open(Target::Filter, depth, empty);
                 }
             }
             Child::Text(target) => {
@@ -652,10 +650,10 @@ impl<'a> TransportAcc<'a> {
 
     /// Handles the end tag of the element at `depth`.
     fn close(&mut self, depth: usize) {
-        if self.capturing_at(depth) {
-            if let Some(capture) = self.capture.take() {
-                self.assign(capture.target, capture.text.finish());
-            }
+        if self.capturing_at(depth)
+            && let Some(capture) = self.capture.take()
+        {
+            self.assign(capture.target, capture.text.finish());
         }
         if depth == 2 {
             self.meta_open = false;
@@ -758,12 +756,10 @@ fn resolve_label(label: &[u8]) -> Result<TextEncoding, ParseError> {
 /// Validates the payload's characters before the structure is read.
 fn check_chars(body: &[u8], base: usize, text: TextEncoding) -> Result<(), ParseError> {
     let utf8 = matches!(text, TextEncoding::Utf8);
-    if utf8 {
-        if let Err(e) = std::str::from_utf8(body) {
-            return Err(ParseError::NotUtf8 {
-                offset: base + e.valid_up_to(),
-            });
-        }
+    if utf8 && let Err(e) = std::str::from_utf8(body) {
+        return Err(ParseError::NotUtf8 {
+            offset: base + e.valid_up_to(),
+        });
     }
     if let Some(at) = find_forbidden(body, utf8) {
         let reason = match body[at] {
