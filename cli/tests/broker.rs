@@ -256,7 +256,7 @@ fn handlers_print_save_and_cmd_see_every_event() {
     let e = event_xml("ivo://vtp.test/author#handled-1");
     assert_eq!(submit_raw(b.receive, &e).0, "ack");
     b.proc.log.wait_for("print-event", |l| {
-        l.contains("ivo://vtp.test/author#handled-1") && l.contains("<Who>")
+        l.contains("<Who><AuthorIVORN>ivo://vtp.test/author</AuthorIVORN>")
     });
     let deadline = std::time::Instant::now() + WAIT;
     let saved_file = saved.join("ivo__vtp.test_authorhandled1");
