@@ -42,7 +42,10 @@ fn usage(msg: impl Into<String>) -> Fail {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => return argument_error(e),
+    };
     let common = match &cli.command {
         Command::Broker(a) => &a.common,
         Command::Send(a) => &a.common,
@@ -61,6 +64,32 @@ fn main() -> ExitCode {
             ExitCode::from(code)
         }
     }
+}
+
+/// Help and version go to stdout as clap prints them; a bad argument gets one line naming it.
+fn argument_error(e: clap::Error) -> ExitCode {
+    use clap::error::ErrorKind;
+    if matches!(
+        e.kind(),
+        ErrorKind::DisplayHelp
+            | ErrorKind::DisplayVersion
+            | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+    ) {
+        let _ = e.print();
+        return ExitCode::SUCCESS;
+    }
+    // clap's first paragraph, on one line (a missing argument is listed on the next line).
+    let text = e.to_string();
+    let first: Vec<&str> = text
+        .lines()
+        .map(str::trim)
+        .skip_while(|l| l.is_empty())
+        .take_while(|l| !l.is_empty())
+        .collect();
+    let first = first.join(" ");
+    let first = first.strip_prefix("error: ").unwrap_or(&first);
+    eprintln!("vtp: {first} (see vtp --help)");
+    ExitCode::from(status::USAGE)
 }
 
 fn init_logging(c: &Common) {

@@ -312,3 +312,118 @@ fn whitelists_refuse_with_nothing_sent() {
         l.contains("non-whitelisted 127.0.0.1")
     });
 }
+
+#[test]
+fn several_listeners_per_role_ipv6_and_unix_sockets() {
+    let dir = TempDir::new("multi");
+    let sock = dir.path().join("receive.sock");
+    let bsock = dir.path().join("broadcast.sock");
+    let mut cmd = Command::new(VTP);
+    cmd.args([
+        "broker",
+        "--local-ivo",
+        "ivo://vtp.test/multi",
+        "--broadcast-test-interval",
+        "0",
+    ])
+    .args(["--receive", &format!("unix:{}", sock.display())])
+    .args(["--receive", "[::1]:0", "--receive", "127.0.0.1:0"])
+    .args(["--broadcast", &format!("unix:{}", bsock.display())])
+    .args(["--broadcast", "127.0.0.1:0"])
+    .arg("--eventdb")
+    .arg(dir.path().join("db"));
+    let b = Proc::spawn("multi", cmd);
+    let v6 = b.log.wait_for("v6 listener", |l| {
+        l.contains("listening for authors on [::1]:")
+    });
+    let v6_port: u16 = v6.rsplit(':').next().unwrap().trim().parse().unwrap();
+    let v4 = b.log.wait_for("v4 subscribers", |l| {
+        l.contains("listening for subscribers on 127.0.0.1:")
+    });
+    let v4_port: u16 = v4.rsplit(':').next().unwrap().trim().parse().unwrap();
+    b.log.wait_for("unix listener", |l| {
+        l.contains("listening for subscribers on unix:")
+    });
+
+    // A subscriber on the Unix broadcast socket and one on TCP.
+    let mut unix_sub = std::os::unix::net::UnixStream::connect(&bsock).unwrap();
+    unix_sub.set_read_timeout(Some(WAIT)).unwrap();
+    let mut tcp_sub = RawSubscriber::connect(v4_port);
+    let mut len = [0u8; 4];
+    unix_sub.read_exact(&mut len).unwrap(); // authenticate
+    let mut skip = vec![0u8; u32::from_be_bytes(len) as usize];
+    unix_sub.read_exact(&mut skip).unwrap();
+
+    let files = TempDir::new("multi-files");
+    for (i, target) in [
+        format!("unix:{}", sock.display()),
+        format!("[::1]:{v6_port}"),
+    ]
+    .iter()
+    .enumerate()
+    {
+        let (path, bytes) = write_event(
+            &files,
+            &format!("{i}.xml"),
+            &format!("ivo://vtp.test/a#m{i}"),
+        );
+        let out = Command::new(VTP)
+            .args(["send", target])
+            .arg(&path)
+            .output()
+            .unwrap();
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "send to {target}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(tcp_sub.next_event(), bytes);
+        unix_sub.read_exact(&mut len).unwrap();
+        let mut got = vec![0u8; u32::from_be_bytes(len) as usize];
+        unix_sub.read_exact(&mut got).unwrap();
+        assert_eq!(got, bytes, "Unix-socket subscriber");
+    }
+}
+
+#[test]
+fn bad_arguments_get_one_line_naming_them() {
+    for (args, want) in [
+        (&["broker", "--receive-port", "x"][..], "--receive-port"),
+        (&["broker", "--receive", "8098"][..], "--local-ivo"),
+        (
+            &["broker", "--local-ivo", "ivo://a2", "--receive", "0"][..],
+            "ivo://a2",
+        ),
+        (
+            &["broker", "--local-ivo", "ivo://a.b/c", "--receive", "tcp:"][..],
+            "--receive",
+        ),
+        (
+            &[
+                "broker",
+                "--local-ivo",
+                "ivo://a.b/c",
+                "--broadcast",
+                "0",
+                "--author-whitelist",
+                "10.0.0.0/99",
+            ][..],
+            "--author-whitelist",
+        ),
+        (&["send", "--bogus"][..], "--bogus"),
+        (&["listen"][..], "HOST"),
+    ] {
+        let out = Command::new(VTP).args(args).output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert_eq!(err.trim_end().lines().count(), 1, "{args:?}: {err}");
+        assert!(err.contains(want), "{args:?}: {err}");
+    }
+    let help = Command::new(VTP)
+        .args(["broker", "--help"])
+        .output()
+        .unwrap();
+    assert_eq!(help.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&help.stdout).contains("--subscriber-whitelist"));
+}

@@ -204,6 +204,8 @@ pub async fn run<E: Effects>(
         tx,
         options,
     };
+    // Output queued before the run (a submission, a restore) is dispatched first.
+    owner.driver.with_node(&mut fx, |_| ());
     owner.settle(&mut fx);
     tokio::pin!(shutdown);
     loop {
