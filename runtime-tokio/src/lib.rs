@@ -41,74 +41,10 @@ use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use vtp_core::driver::{Driver, Effects, Flush};
-use vtp_core::endpoint::{DialAddr, ListenAddr};
-use vtp_core::outbox::OutboxLimits;
+use vtp_core::endpoint::DialAddr;
 use vtp_core::{CloseReason, ConnId, ListenerRole, Node, Peer};
-use vtp_host::net::{self as hostnet, StdListener};
-
-/// Tuning of the adapter (not of the protocol: that is the node's [`vtp_core::Config`]).
-#[derive(Debug, Clone, Copy)]
-pub struct Options {
-    /// Per-connection send queue bounds.
-    pub outbox: OutboxLimits,
-    /// Bytes read per `read` call.
-    pub read_chunk: usize,
-    /// Messages handled per wake-up before flushing and yielding.
-    pub budget: usize,
-    /// Capacity of the channel from IO tasks to the owner task.
-    pub channel: usize,
-}
-
-impl Default for Options {
-    fn default() -> Self {
-        Self {
-            outbox: OutboxLimits::default(),
-            read_chunk: 64 * 1024,
-            budget: 512,
-            channel: 4096,
-        }
-    }
-}
-
-/// Listeners bound before the node runs (so a test can bind port 0 and learn the port).
-#[derive(Debug)]
-pub struct Bound {
-    listeners: Vec<(ListenerRole, StdListener)>,
-}
-
-impl Bound {
-    /// The bound addresses, per role, as text (`127.0.0.1:40123`, `unix:/path`).
-    pub fn addrs(&self) -> Vec<(ListenerRole, String)> {
-        self.listeners
-            .iter()
-            .map(|(r, l)| (*r, l.local_addr()))
-            .collect()
-    }
-
-    /// The first TCP port bound for `role`.
-    pub fn port(&self, role: ListenerRole) -> Option<u16> {
-        self.listeners
-            .iter()
-            .filter(|(r, _)| *r == role)
-            .find_map(|(_, l)| l.tcp_addr())
-            .map(|a| a.port())
-    }
-}
-
-/// Binds every listener; fails on the first that cannot be bound, naming it.
-///
-/// # Errors
-///
-/// The OS error, with the endpoint in its message.
-pub fn bind(endpoints: &[(ListenerRole, ListenAddr)]) -> io::Result<Bound> {
-    let mut listeners = Vec::new();
-    for (role, addr) in endpoints {
-        for l in hostnet::bind(addr)? {
-            listeners.push((*role, l));
-        }
-    }
-    Ok(Bound { listeners })
-}
+use vtp_host::net::StdListener;
+pub use vtp_host::net::{Bound, Options, bind};
 
 enum Stream {
     Tcp(TcpStream),
@@ -195,7 +131,7 @@ pub async fn run<E: Effects>(
 ) -> io::Result<E> {
     let (tx, mut rx) = mpsc::channel::<Msg>(options.channel);
     let mut accepters = Vec::new();
-    for (role, l) in bound.listeners {
+    for (role, l) in bound.into_listeners() {
         accepters.push(spawn_accept(role, l, tx.clone())?);
     }
     let mut owner = Owner {

@@ -14,7 +14,9 @@ use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 
 use socket2::{Domain, Protocol, Socket, Type};
+use vtp_core::ListenerRole;
 use vtp_core::endpoint::ListenAddr;
+use vtp_core::outbox::OutboxLimits;
 
 /// A bound, listening, non-blocking socket.
 #[derive(Debug)]
@@ -58,7 +60,7 @@ pub fn unlink(listener: &StdListener) {
 /// # Errors
 ///
 /// The OS error, with the address in its message.
-pub fn bind(addr: &ListenAddr) -> io::Result<Vec<StdListener>> {
+pub fn bind_one(addr: &ListenAddr) -> io::Result<Vec<StdListener>> {
     let with_addr = |e: io::Error, a: &dyn std::fmt::Display| {
         io::Error::new(e.kind(), format!("cannot listen on {a}: {e}"))
     };
@@ -150,13 +152,84 @@ fn bind_unix(path: &Path) -> io::Result<UnixListener> {
     Ok(l)
 }
 
+/// Tuning of a runtime adapter (not of the protocol: that is the node's [`vtp_core::Config`]).
+#[derive(Debug, Clone, Copy)]
+pub struct Options {
+    /// Per-connection send queue bounds.
+    pub outbox: OutboxLimits,
+    /// Bytes read per `read` call.
+    pub read_chunk: usize,
+    /// Messages handled per wake-up before flushing and yielding.
+    pub budget: usize,
+    /// Capacity of the channel from IO tasks to the owner task.
+    pub channel: usize,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            outbox: OutboxLimits::default(),
+            read_chunk: 64 * 1024,
+            budget: 512,
+            channel: 4096,
+        }
+    }
+}
+
+/// Listeners bound before the node runs (so a test can bind port 0 and learn the port).
+#[derive(Debug)]
+pub struct Bound {
+    listeners: Vec<(ListenerRole, StdListener)>,
+}
+
+impl Bound {
+    /// The bound addresses, per role, as text (`127.0.0.1:40123`, `unix:/path`).
+    pub fn addrs(&self) -> Vec<(ListenerRole, String)> {
+        self.listeners
+            .iter()
+            .map(|(r, l)| (*r, l.local_addr()))
+            .collect()
+    }
+
+    /// The first TCP port bound for `role`.
+    pub fn port(&self, role: ListenerRole) -> Option<u16> {
+        self.listeners
+            .iter()
+            .filter(|(r, _)| *r == role)
+            .find_map(|(_, l)| l.tcp_addr())
+            .map(|a| a.port())
+    }
+}
+
+/// Binds every listener; fails on the first that cannot be bound, naming it.
+///
+/// # Errors
+///
+/// The OS error, with the endpoint in its message.
+pub fn bind(endpoints: &[(ListenerRole, ListenAddr)]) -> io::Result<Bound> {
+    let mut listeners = Vec::new();
+    for (role, addr) in endpoints {
+        for l in bind_one(addr)? {
+            listeners.push((*role, l));
+        }
+    }
+    Ok(Bound { listeners })
+}
+
+impl Bound {
+    /// The listeners, for a runtime to register.
+    pub fn into_listeners(self) -> Vec<(ListenerRole, StdListener)> {
+        self.listeners
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn any_port_zero_binds_both_families_on_one_port() {
-        let ls = bind(&ListenAddr::AnyTcp(0)).unwrap();
+        let ls = bind_one(&ListenAddr::AnyTcp(0)).unwrap();
         assert!(!ls.is_empty());
         let ports: Vec<u16> = ls
             .iter()
@@ -172,14 +245,14 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let p = dir.join("s.sock");
         let _ = std::fs::remove_file(&p);
-        let live = bind(&ListenAddr::Unix(p.clone())).unwrap();
-        let e = bind(&ListenAddr::Unix(p.clone())).unwrap_err();
+        let live = bind_one(&ListenAddr::Unix(p.clone())).unwrap();
+        let e = bind_one(&ListenAddr::Unix(p.clone())).unwrap_err();
         assert!(e.to_string().contains("another process"), "{e}");
         drop(live); // the file stays behind: stale
-        assert!(bind(&ListenAddr::Unix(p.clone())).is_ok());
+        assert!(bind_one(&ListenAddr::Unix(p.clone())).is_ok());
         let f = dir.join("plain");
         std::fs::write(&f, b"x").unwrap();
-        let e = bind(&ListenAddr::Unix(f)).unwrap_err();
+        let e = bind_one(&ListenAddr::Unix(f)).unwrap_err();
         assert!(e.to_string().contains("not a socket"), "{e}");
         let _ = std::fs::remove_dir_all(&dir);
     }
