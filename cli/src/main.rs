@@ -15,9 +15,11 @@ use vtp_core::whitelist::{IpNet, Whitelist};
 use vtp_core::{Config, Event, ListenerRole, Node};
 use vtp_host::effects::HostEffects;
 use vtp_host::handlers::{self, Handler, Handlers};
+use vtp_host::net::{Bound, Options};
+use vtp_host::shutdown::Shutdown;
 use vtp_host::store::{SeenStore, StoreWorker};
 
-use args::{BrokerArgs, Cli, Command, Common, Handling, ListenArgs, SendArgs};
+use args::{BrokerArgs, Cli, Command, Common, Handling, ListenArgs, Runtime, SendArgs};
 
 /// Exit statuses of `vtp send` (and of every command for usage errors).
 mod status {
@@ -201,7 +203,13 @@ fn broker(a: BrokerArgs) -> Result<(), Fail> {
         .eventdb
         .clone()
         .unwrap_or_else(|| std::env::temp_dir().join("vtp-eventdb"));
-    serve(config, listeners, &a.handling, Some(&eventdb))
+    serve(
+        config,
+        listeners,
+        &a.handling,
+        Some(&eventdb),
+        a.common.runtime,
+    )
 }
 
 fn whitelist(flag: &str, values: &[String]) -> Result<Whitelist, Fail> {
@@ -264,6 +272,7 @@ fn serve(
     listeners: Vec<(ListenerRole, ListenAddr)>,
     handling: &Handling,
     eventdb: Option<&Path>,
+    runtime: Runtime,
 ) -> Result<(), Fail> {
     let handlers = build_handlers(handling, false)?;
     let now = Instant::now();
@@ -290,16 +299,12 @@ fn serve(
     if let Some(h) = handlers {
         fx = fx.with_handlers(h);
     }
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    let fx = rt.block_on(async {
-        let bound = vtp_tokio::bind(&listeners)?;
-        for (role, addr) in bound.addrs() {
-            tracing::info!("listening for {} on {addr}", role_name(role));
-        }
-        vtp_tokio::run(node, bound, fx, shutdown_signal(), Default::default()).await
-    })?;
+    let bound = vtp_host::net::bind(&listeners)?;
+    for (role, addr) in bound.addrs() {
+        tracing::info!("listening for {} on {addr}", role_name(role));
+    }
+    let shutdown = vtp_host::shutdown::on_signals()?;
+    let fx = run_node(runtime, node, bound, fx, shutdown)?;
     fx.finish(Duration::from_secs(5));
     tracing::info!("stopped");
     Ok(())
@@ -312,18 +317,20 @@ fn role_name(role: ListenerRole) -> &'static str {
     }
 }
 
-async fn shutdown_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut int), Ok(mut term)) = (
-        signal(SignalKind::interrupt()),
-        signal(SignalKind::terminate()),
-    ) else {
-        tracing::error!("cannot install signal handlers; stop with SIGKILL");
-        return std::future::pending().await;
-    };
-    tokio::select! {
-        _ = int.recv() => tracing::info!("SIGINT: shutting down"),
-        _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
+/// Runs the node on the chosen runtime until `shutdown` completes; returns the effects.
+fn run_node(
+    runtime: Runtime,
+    node: Node,
+    bound: Bound,
+    fx: HostEffects,
+    shutdown: Shutdown,
+) -> std::io::Result<HostEffects> {
+    let options = Options::default();
+    match runtime {
+        Runtime::Tokio => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?
+            .block_on(vtp_tokio::run(node, bound, fx, shutdown, options)),
     }
 }
 
@@ -355,8 +362,8 @@ fn send(a: SendArgs) -> Result<(), Fail> {
         .map_err(|e| Fail(status::USAGE, format!("{}: {e}", describe(file.as_deref()))))?;
 
     let outcome: Arc<Mutex<Option<Result<(), Fail>>>> = Arc::default();
-    let done = Arc::new(tokio::sync::Notify::new());
-    let (o, d) = (outcome.clone(), done.clone());
+    let (trigger, done) = vtp_host::shutdown::pair();
+    let o = outcome.clone();
     let fx = HostEffects::new().on_event(move |e| {
         let result = match e {
             Event::SubmissionAcked { .. } => Ok(()),
@@ -379,15 +386,9 @@ fn send(a: SendArgs) -> Result<(), Fail> {
         if let Ok(mut slot) = o.lock() {
             slot.get_or_insert(result);
         }
-        d.notify_one();
+        trigger.fire();
     });
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    rt.block_on(async {
-        let bound = vtp_tokio::bind(&[])?;
-        vtp_tokio::run(node, bound, fx, done.notified(), Default::default()).await
-    })?;
+    run_node(a.common.runtime, node, vtp_host::net::bind(&[])?, fx, done)?;
     let result = outcome
         .lock()
         .ok()
@@ -433,5 +434,11 @@ fn listen(a: ListenArgs) -> Result<(), Fail> {
         // Like pygcn's default handler: show what arrives.
         handling.print_event = true;
     }
-    serve(config, Vec::new(), &handling, eventdb.as_deref())
+    serve(
+        config,
+        Vec::new(),
+        &handling,
+        eventdb.as_deref(),
+        a.common.runtime,
+    )
 }

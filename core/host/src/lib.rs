@@ -26,6 +26,7 @@
 pub mod effects;
 pub mod handlers;
 pub mod net;
+pub mod shutdown;
 pub mod store;
 
 #[cfg(test)]
