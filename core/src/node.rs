@@ -851,25 +851,8 @@ impl Node {
     // ------------------------------------------------------------------ feed
 
     fn feed_frame(&mut self, conn: ConnId, payload: &[u8], now: Instant) {
-        let t = match message::parse(payload, &self.config.limits.parse) {
-            Ok(Message::Transport(t)) => t,
-            Ok(Message::VoEvent(ev)) => {
-                self.events.push_back(Event::ProtocolViolation {
-                    conn,
-                    detail: format!(
-                        "subscriber sent an event ({}); subscribers do not publish, ignored",
-                        ev.ivorn
-                    ),
-                });
-                return;
-            }
-            Err(e) => {
-                self.events.push_back(Event::ProtocolViolation {
-                    conn,
-                    detail: format!("unparsable message from subscriber, ignored: {e}"),
-                });
-                return;
-            }
+        let Some(t) = self.expect_transport(conn, payload, "subscriber") else {
+            return;
         };
         let Some(Conn {
             kind: Kind::Feed(feed),
@@ -902,6 +885,27 @@ impl Node {
                 self.set_filters(conn, &exprs);
             }
         }
+    }
+
+    /// Parses a frame that must be a Transport message; anything else from `who` is logged as
+    /// a violation and ignored.
+    fn expect_transport<'p>(
+        &mut self,
+        conn: ConnId,
+        payload: &'p [u8],
+        who: &str,
+    ) -> Option<message::Transport<'p>> {
+        let detail = match message::parse(payload, &self.config.limits.parse) {
+            Ok(Message::Transport(t)) => return Some(t),
+            Ok(Message::VoEvent(ev)) => format!(
+                "{who} sent an event ({}) where only Transport messages belong; ignored",
+                ev.ivorn
+            ),
+            Err(e) => format!("unparsable message from {who}, ignored: {e}"),
+        };
+        self.events
+            .push_back(Event::ProtocolViolation { conn, detail });
+        None
     }
 
     fn set_filters(&mut self, conn: ConnId, exprs: &[&str]) {
@@ -1222,29 +1226,15 @@ impl Node {
     // ------------------------------------------------------------ submission
 
     fn submission_frame(&mut self, conn: ConnId, payload: &[u8], now: Instant) {
+        let Some(t) = self.expect_transport(conn, payload, "broker") else {
+            return;
+        };
         let Some(Conn {
             kind: Kind::Submission(sub),
             ..
         }) = self.conns.get(&conn)
         else {
             return;
-        };
-        let t = match message::parse(payload, &self.config.limits.parse) {
-            Ok(Message::Transport(t)) => t,
-            Ok(Message::VoEvent(_)) => {
-                self.events.push_back(Event::ProtocolViolation {
-                    conn,
-                    detail: "broker sent an event instead of a receipt, ignored".into(),
-                });
-                return;
-            }
-            Err(e) => {
-                self.events.push_back(Event::ProtocolViolation {
-                    conn,
-                    detail: format!("unparsable reply from broker, ignored: {e}"),
-                });
-                return;
-            }
         };
         let ours = *t.origin == *sub.ivorn;
         match t.role {
