@@ -117,6 +117,10 @@ pub struct Node {
     last_now: Instant,
     next_conn: u64,
     conns: BTreeMap<ConnId, Conn>,
+    /// Open intake connections (authors).
+    served: usize,
+    /// Open feeds (subscribers).
+    feeds: usize,
     upstreams: Vec<UpstreamState>,
     seen: SeenIndex,
     filters: FilterTable,
@@ -262,6 +266,8 @@ impl Node {
             last_now: now,
             next_conn: 1,
             conns: BTreeMap::new(),
+            served: 0,
+            feeds: 0,
             upstreams,
             filters: FilterTable {
                 engine,
@@ -309,12 +315,7 @@ impl Node {
             ));
             return None;
         };
-        let served = self
-            .conns
-            .values()
-            .filter(|c| matches!(c.kind, Kind::Intake | Kind::Feed(_)))
-            .count();
-        if served >= self.config.limits.connections_max {
+        if self.served + self.feeds >= self.config.limits.connections_max {
             self.events.push_back(refuse(format!(
                 "connection limit reached ({} connections)",
                 self.config.limits.connections_max
@@ -555,10 +556,7 @@ impl Node {
 
     /// Number of connected subscribers (feeds).
     pub fn feeds(&self) -> usize {
-        self.conns
-            .values()
-            .filter(|c| matches!(c.kind, Kind::Feed(_)))
-            .count()
+        self.feeds
     }
 
     /// What a connection is for, if it is open.
@@ -615,9 +613,12 @@ impl Node {
                 kind,
             },
         );
-        if matches!(role, ConnRole::Intake | ConnRole::Feed) {
-            self.events.push_back(Event::PeerUp { conn, role });
+        match role {
+            ConnRole::Intake => self.served += 1,
+            ConnRole::Feed => self.feeds += 1,
+            ConnRole::Subscription | ConnRole::Submission => return,
         }
+        self.events.push_back(Event::PeerUp { conn, role });
     }
 
     fn stamp(&self, now: Instant) -> crate::time::UtcStamp {
@@ -642,8 +643,11 @@ impl Node {
         self.timers.cancel(TimerKey::Conn(conn));
         let role = c.kind.role();
         match c.kind {
-            Kind::Intake => {}
-            Kind::Feed(feed) => self.release_filters(feed.filters),
+            Kind::Intake => self.served -= 1,
+            Kind::Feed(feed) => {
+                self.feeds -= 1;
+                self.release_filters(feed.filters);
+            }
             Kind::Subscription(s) => {
                 let lived = s.connected_at.map_or(Duration::ZERO, |t| now - t);
                 self.schedule_reconnect(s.upstream, lived, now);

@@ -653,3 +653,58 @@ fn author_submission_succeeds_on_matching_ack_and_fails_cleanly_otherwise() {
     let mut h = Harness::new(Config::default());
     assert!(h.node.submit("x:1", b"<nope", h.now).is_err());
 }
+
+#[test]
+fn accepts_beyond_the_connection_limit_and_off_whitelist_are_refused_silently() {
+    let mut c = Config::new(Some(LOCAL.into()));
+    c.timing.test_event_interval = None;
+    c.limits.connections_max = 2;
+    c.author_whitelist = vtp_core::whitelist::Whitelist::new(vec!["10.0.0.0/8".parse().unwrap()]);
+    let mut h = Harness::new(c);
+    let local: std::net::IpAddr = "127.0.0.1".parse().unwrap();
+    let inside: std::net::IpAddr = "::ffff:10.1.2.3".parse().unwrap();
+    assert!(
+        h.node
+            .handle_accept(ListenerRole::Receive, vtp_core::Peer::Ip(local), h.now)
+            .is_none()
+    );
+    let a = h
+        .node
+        .handle_accept(ListenerRole::Receive, vtp_core::Peer::Ip(inside), h.now);
+    assert!(
+        a.is_some(),
+        "IPv4-mapped address matched against the IPv4 whitelist"
+    );
+    let s = h
+        .node
+        .handle_accept(ListenerRole::Broadcast, vtp_core::Peer::Ip(local), h.now);
+    assert!(s.is_some());
+    assert!(
+        h.node
+            .handle_accept(ListenerRole::Broadcast, vtp_core::Peer::Ip(local), h.now)
+            .is_none()
+    );
+    h.drain();
+    let refusals: Vec<&str> = h
+        .events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Refused { reason, .. } => Some(reason.as_str()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(refusals.len(), 2);
+    assert!(
+        refusals[0].contains("non-whitelisted 127.0.0.1"),
+        "{refusals:?}"
+    );
+    assert!(refusals[1].contains("connection limit"), "{refusals:?}");
+    // Nothing was ever written to a refused peer (they have no handle); a slot frees on close.
+    h.node
+        .handle_closed(s.unwrap(), CloseReason::PeerClosed, h.now);
+    assert!(
+        h.node
+            .handle_accept(ListenerRole::Broadcast, vtp_core::Peer::Ip(local), h.now)
+            .is_some()
+    );
+}
