@@ -18,40 +18,73 @@ pub const WAIT: Duration = Duration::from_secs(15);
 
 /// Collected output lines of a child process, with a condition variable to wait on.
 #[derive(Clone, Default)]
-pub struct Log(Arc<(Mutex<Vec<String>>, Condvar)>);
+pub struct Log(Arc<(Mutex<LogState>, Condvar)>);
+
+#[derive(Default)]
+struct LogState {
+    lines: Vec<String>,
+    /// Output streams (stdout, stderr) that reached end of file.
+    closed: usize,
+}
 
 impl Log {
     fn push(&self, line: String) {
         let (m, c) = &*self.0;
-        m.lock().unwrap().push(line);
+        m.lock().unwrap().lines.push(line);
         c.notify_all();
     }
 
-    /// Waits until a line satisfies `f`; returns it. Panics with the whole log on timeout.
-    pub fn wait_for(&self, what: &str, f: impl Fn(&str) -> bool) -> String {
+    fn close_stream(&self) {
+        let (m, c) = &*self.0;
+        m.lock().unwrap().closed += 1;
+        c.notify_all();
+    }
+
+    /// Waits (up to [`WAIT`]) until `f` returns `Some` for the lines so far and the number of
+    /// closed output streams; returns that. Panics with the whole log on timeout.
+    fn wait_until<T>(&self, what: &str, f: impl Fn(&[String], usize) -> Option<T>) -> T {
         let deadline = Instant::now() + WAIT;
         let (m, c) = &*self.0;
-        let mut lines = m.lock().unwrap();
+        let mut st = m.lock().unwrap();
         loop {
-            if let Some(l) = lines.iter().find(|l| f(l)) {
-                return l.clone();
+            if let Some(t) = f(&st.lines, st.closed) {
+                return t;
             }
             let left = deadline.saturating_duration_since(Instant::now());
             assert!(
                 !left.is_zero(),
                 "timed out waiting for {what}; log:\n{}",
-                lines.join("\n")
+                st.lines.join("\n")
             );
-            lines = c.wait_timeout(lines, left).unwrap().0;
+            st = c.wait_timeout(st, left).unwrap().0;
         }
     }
 
+    /// Waits until a line satisfies `f`; returns it. Panics with the whole log on timeout.
+    pub fn wait_for(&self, what: &str, f: impl Fn(&str) -> bool) -> String {
+        self.wait_until(what, |lines, _| lines.iter().find(|l| f(l)).cloned())
+    }
+
+    /// Waits until at least `n` lines satisfy `f`. Panics with the whole log on timeout.
+    pub fn wait_count(&self, what: &str, n: usize, f: impl Fn(&str) -> bool) {
+        self.wait_until(what, |lines, _| {
+            (lines.iter().filter(|l| f(l)).count() >= n).then_some(())
+        });
+    }
+
     pub fn count(&self, f: impl Fn(&str) -> bool) -> usize {
-        self.0.0.lock().unwrap().iter().filter(|l| f(l)).count()
+        self.0
+            .0
+            .lock()
+            .unwrap()
+            .lines
+            .iter()
+            .filter(|l| f(l))
+            .count()
     }
 
     pub fn text(&self) -> String {
-        self.0.0.lock().unwrap().join("\n")
+        self.0.0.lock().unwrap().lines.join("\n")
     }
 }
 
@@ -60,10 +93,24 @@ pub struct Proc {
     pub child: Child,
     pub log: Log,
     pub name: String,
+    /// The child leads its own process group, killed as a whole on drop.
+    group: bool,
 }
 
 impl Proc {
-    pub fn spawn(name: &str, mut cmd: Command) -> Self {
+    pub fn spawn(name: &str, cmd: Command) -> Self {
+        Self::start(name, cmd, false)
+    }
+
+    /// Like [`Proc::spawn`], but the child leads a new process group and drop kills the whole
+    /// group, so helpers it started (a Comet `--cmd` handler, say) go with it.
+    pub fn spawn_group(name: &str, mut cmd: Command) -> Self {
+        use std::os::unix::process::CommandExt;
+        cmd.process_group(0);
+        Self::start(name, cmd, true)
+    }
+
+    fn start(name: &str, mut cmd: Command, group: bool) -> Self {
         cmd.stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .stdin(Stdio::null());
@@ -78,18 +125,49 @@ impl Proc {
             let log = log.clone();
             let tag = name.to_owned();
             std::thread::spawn(move || {
-                for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                // Lossy: a stray non-UTF-8 byte must not stop the collection (and block the
+                // child on a full pipe).
+                for line in BufReader::new(stream).split(b'\n').map_while(Result::ok) {
+                    let line = String::from_utf8_lossy(&line).into_owned();
                     if std::env::var_os("VTP_TEST_ECHO").is_some() {
                         eprintln!("[{tag}] {line}");
                     }
                     log.push(line);
                 }
+                log.close_stream();
             });
         }
         Self {
             child,
             log,
             name: name.to_owned(),
+            group,
+        }
+    }
+
+    /// Waits (bounded) until the child has exited and all its output is collected; returns
+    /// the exit code. Panics with the log if it takes longer than [`WAIT`].
+    pub fn wait_exit(&mut self) -> Option<i32> {
+        let what = format!("{} to close its output", self.name);
+        self.log
+            .wait_until(&what, |_, closed| (closed == 2).then_some(()));
+        self.wait_status()
+    }
+
+    /// Bounded wait for the child's exit status.
+    fn wait_status(&mut self) -> Option<i32> {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            if let Ok(Some(st)) = self.child.try_wait() {
+                return st.code();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{} did not exit:\n{}",
+                self.name,
+                self.log.text()
+            );
+            std::thread::park_timeout(Duration::from_millis(20));
         }
     }
 
@@ -99,24 +177,20 @@ impl Proc {
             .arg("-TERM")
             .arg(self.child.id().to_string())
             .status();
-        let deadline = Instant::now() + WAIT;
-        loop {
-            if let Ok(Some(st)) = self.child.try_wait() {
-                return st.code();
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{} did not stop on SIGTERM:\n{}",
-                self.name,
-                self.log.text()
-            );
-            std::thread::park_timeout(Duration::from_millis(20));
-        }
+        self.wait_status()
     }
 }
 
 impl Drop for Proc {
     fn drop(&mut self) {
+        if self.group {
+            // The group is ours: the child leads it and is not reaped yet, so its id (the
+            // group id) cannot have been reused.
+            let _ = Command::new("kill")
+                .args(["-KILL", "--", &format!("-{}", self.child.id())])
+                .stderr(Stdio::null())
+                .status();
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
