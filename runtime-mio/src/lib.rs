@@ -1,0 +1,615 @@
+//! vtp in one blocking mio poll loop: moves bytes and timers for a [`vtp_core::Node`], with no
+//! async runtime anywhere.
+//!
+//! [`run`] owns the node (through a [`Driver`]) and every socket on the calling thread. Each
+//! iteration it polls the shutdown future, fires due timers, opens requested dials, flushes the
+//! connections with queued output, then sleeps in [`mio::Poll::poll`] until a socket is ready,
+//! the next timer is due or the [`mio::Waker`] fires. No protocol rule and no XML lives here.
+//!
+//! - **Reads** are edge-triggered and drained until `WouldBlock`, but at most
+//!   [`READS_PER_WAKE`] reads of [`Options::read_chunk`] bytes (256 KiB by default) per
+//!   connection per wake-up: a connection with more to read is re-queued and served after the
+//!   others, so one chatty peer cannot starve the rest. At most
+//!   [`Options::budget`] readiness events are taken per wake-up; accepts are bounded the same
+//!   way.
+//! - **Writes** go from each connection's outbox straight into the non-blocking socket
+//!   ([`Driver::flush`]). `WRITABLE` interest is registered only while a flush is pending.
+//! - **Dials** never block the loop: a host name is resolved on a short-lived helper thread,
+//!   which sends the addresses back over a channel and wakes the loop; connecting is a
+//!   non-blocking `connect`, completed on `WRITABLE` and checked with `take_error` and
+//!   `peer_addr`. Each resolved address is tried in turn. Unix-socket endpoints dial the same
+//!   way, without resolution.
+//! - **Shutdown**: the future is polled once per iteration with a [`std::task::Waker`] that
+//!   fires the loop's [`mio::Waker`], so any future works (a channel, a signal flag). When it
+//!   completes, the node shuts down, what can be written without blocking is written, every
+//!   socket is closed and Unix listener files are removed.
+//!
+//! Handlers and the seen-index store run on their own threads (see `vtp_host::effects`).
+//!
+//! ```no_run
+//! # fn demo() -> std::io::Result<()> {
+//! use std::time::{Instant, SystemTime, UNIX_EPOCH};
+//! use vtp_core::{Config, ListenerRole, Node, filter::NoFilterEngine};
+//! use vtp_core::endpoint::ListenAddr;
+//! # struct MyEffects;
+//! # impl vtp_core::driver::Effects for MyEffects {
+//! #   fn store(&mut self, _: vtp_core::driver::StoreOp) {}
+//! #   fn deliver(&mut self, d: vtp_core::Delivery) { println!("{}", d.ivorn) }
+//! #   fn event(&mut self, _: vtp_core::Event) {}
+//! # }
+//! let unix = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+//! let config = Config::new(Some("ivo://example.org/broker".into()));
+//! let node = Node::new(config, Box::new(NoFilterEngine), 7, Instant::now(), unix).unwrap();
+//! let listeners = vtp_mio::bind(&[
+//!     (ListenerRole::Receive, ListenAddr::parse("127.0.0.1:8098").unwrap()),
+//!     (ListenerRole::Broadcast, ListenAddr::parse("127.0.0.1:8099").unwrap()),
+//! ])?;
+//! // Never completes: runs until the process is killed.
+//! vtp_mio::run(node, listeners, MyEffects, std::future::pending(), Default::default())?;
+//! # Ok(()) }
+//! ```
+
+#![warn(missing_docs)]
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::io::{self, IoSlice, Read, Write};
+use std::net::{IpAddr, Shutdown, SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
+use std::pin::pin;
+use std::sync::{Arc, mpsc};
+use std::task::{Context, Wake};
+use std::time::{Duration, Instant};
+
+use mio::event::Source;
+use mio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
+use mio::{Events, Interest, Poll, Token};
+use vtp_core::driver::{Driver, Effects, Flush};
+use vtp_core::endpoint::DialAddr;
+use vtp_core::{CloseReason, ConnId, ListenerRole, Node, Peer};
+use vtp_host::net::StdListener;
+pub use vtp_host::net::{Bound, Options, bind};
+
+/// Most reads (of [`Options::read_chunk`] bytes each) from one connection per wake-up before
+/// the others get their turn.
+pub const READS_PER_WAKE: usize = 4;
+
+/// Runs `node` on the bound listeners until `shutdown` completes, then closes every connection
+/// (flushing what can be flushed without blocking) and returns the effects. Blocks the calling
+/// thread; output queued on the node before the call (a submission) is dispatched first.
+///
+/// # Errors
+///
+/// Only if the poller cannot be created, a listener cannot be registered, or polling itself
+/// fails; peer errors never end the loop.
+pub fn run<E: Effects>(
+    node: Node,
+    bound: Bound,
+    mut fx: E,
+    shutdown: impl Future<Output = ()>,
+    options: Options,
+) -> io::Result<E> {
+    let poll = Poll::new()?;
+    let waker = Arc::new(LoopWaker(mio::Waker::new(poll.registry(), WAKER)?));
+    let mut listeners = Vec::new();
+    for (i, (role, l)) in bound.into_listeners().into_iter().enumerate() {
+        let (mut listener, path) = match l {
+            StdListener::Tcp(l) => (Listener::Tcp(TcpListener::from_std(l)), None),
+            StdListener::Unix(l, p) => (Listener::Unix(UnixListener::from_std(l)), Some(p)),
+        };
+        let source: &mut dyn Source = match &mut listener {
+            Listener::Tcp(l) => l,
+            Listener::Unix(l) => l,
+        };
+        poll.registry()
+            .register(source, listener_token(i), Interest::READABLE)?;
+        listeners.push(ListenerSlot {
+            role,
+            listener,
+            path,
+            retry_at: None,
+        });
+    }
+    let (resolved_tx, resolved_rx) = mpsc::channel();
+    let mut lp = Loop {
+        poll,
+        driver: Driver::new(node, options.outbox),
+        ios: HashMap::new(),
+        listeners,
+        again: Vec::new(),
+        waker: waker.clone(),
+        resolved_tx,
+        resolved_rx,
+        buf: vec![0; options.read_chunk.max(1)],
+        options,
+    };
+    lp.driver.with_node(&mut fx, |_| ());
+    let task_waker = std::task::Waker::from(waker);
+    let mut cx = Context::from_waker(&task_waker);
+    let mut shutdown = pin!(shutdown);
+    let mut events = Events::with_capacity(options.budget.max(1));
+    loop {
+        if shutdown.as_mut().poll(&mut cx).is_ready() {
+            break;
+        }
+        lp.settle(&mut fx);
+        let timeout = lp.poll_timeout(Instant::now());
+        match lp.poll.poll(&mut events, timeout) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+        let again = std::mem::take(&mut lp.again);
+        for ev in &events {
+            let readable = ev.is_readable() || ev.is_read_closed() || ev.is_error();
+            lp.ready(ev.token(), readable, ev.is_writable(), &mut fx);
+        }
+        for token in again {
+            lp.ready(token, true, false, &mut fx);
+        }
+    }
+    lp.driver.shutdown(Instant::now(), &mut fx);
+    lp.flush_ready(&mut fx);
+    for slot in &lp.listeners {
+        if let Some(p) = &slot.path {
+            let _ = std::fs::remove_file(p);
+        }
+    }
+    Ok(fx)
+}
+
+const WAKER: Token = Token(usize::MAX);
+const DIAL_PORT_DEFAULT: u16 = 8099;
+const ACCEPT_RETRY: Duration = Duration::from_millis(100);
+
+/// Listener `i` has token `MAX - 1 - i`; connections have their `ConnId` (never reused).
+fn listener_token(i: usize) -> Token {
+    Token(usize::MAX - 1 - i)
+}
+
+fn conn_token(conn: ConnId) -> Token {
+    // ConnIds count up from zero; they would reach the listener tokens only after 2^64 - 2
+    // connections (on 64-bit targets).
+    Token(conn.get() as usize)
+}
+
+/// Wakes the poll loop from another thread (a resolver) or from the shutdown future's waker.
+struct LoopWaker(mio::Waker);
+
+impl Wake for LoopWaker {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+    fn wake_by_ref(self: &Arc<Self>) {
+        if let Err(e) = self.0.wake() {
+            tracing::error!("cannot wake the poll loop: {e}");
+        }
+    }
+}
+
+enum Listener {
+    Tcp(TcpListener),
+    Unix(UnixListener),
+}
+
+struct ListenerSlot {
+    role: ListenerRole,
+    listener: Listener,
+    path: Option<PathBuf>,
+    /// Set after an accept error (out of file descriptors...): retry then.
+    retry_at: Option<Instant>,
+}
+
+enum Stream {
+    Tcp(TcpStream),
+    Unix(UnixStream),
+}
+
+/// Runs `$body` with `$s` bound to the TCP or Unix stream inside `$stream`.
+macro_rules! either {
+    ($stream:expr, $s:ident => $body:expr) => {
+        match $stream {
+            Stream::Tcp($s) => $body,
+            Stream::Unix($s) => $body,
+        }
+    };
+}
+
+impl Stream {
+    fn source(&mut self) -> &mut dyn Source {
+        either!(self, s => s)
+    }
+    /// `Ok(())` once a non-blocking connect completed, `NotConnected` while it is in progress.
+    fn connect_result(&self) -> io::Result<()> {
+        if let Some(e) = either!(self, s => s.take_error())? {
+            return Err(e);
+        }
+        either!(self, s => s.peer_addr().map(|_| ()))
+    }
+    fn shutdown_write(&self) {
+        let _ = either!(self, s => s.shutdown(Shutdown::Write));
+    }
+}
+
+impl Read for Stream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        either!(self, s => s.read(buf))
+    }
+}
+
+impl Write for Stream {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        either!(self, s => s.write(buf))
+    }
+    fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        either!(self, s => s.write_vectored(bufs))
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// The writer of a connection not connected yet: lets the driver perform a pending close while
+/// keeping any queued bytes for later.
+struct NotYet;
+
+impl Write for NotYet {
+    fn write(&mut self, _: &[u8]) -> io::Result<usize> {
+        Err(io::ErrorKind::WouldBlock.into())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+struct Io {
+    conn: ConnId,
+    stream: Stream,
+    /// `Some` while connecting: the addresses to try next (last first).
+    dialing: Option<Vec<SocketAddr>>,
+    /// `WRITABLE` interest is registered (a flush is pending).
+    writable: bool,
+}
+
+type Resolved = (ConnId, io::Result<Vec<SocketAddr>>);
+
+struct Loop {
+    poll: Poll,
+    driver: Driver,
+    ios: HashMap<Token, Io>,
+    listeners: Vec<ListenerSlot>,
+    /// Sources with more to read or accept than one wake-up's budget.
+    again: Vec<Token>,
+    waker: Arc<LoopWaker>,
+    resolved_tx: mpsc::Sender<Resolved>,
+    resolved_rx: mpsc::Receiver<Resolved>,
+    buf: Vec<u8>,
+    options: Options,
+}
+
+impl Loop {
+    /// Due timers and accept retries, finished resolutions, pending dials and writes.
+    fn settle(&mut self, fx: &mut impl Effects) {
+        let now = Instant::now();
+        if self.driver.poll_timeout().is_some_and(|t| t <= now) {
+            self.driver.timeout(now, fx);
+        }
+        for (i, slot) in self.listeners.iter_mut().enumerate() {
+            if slot.retry_at.is_some_and(|t| t <= now) {
+                slot.retry_at = None;
+                self.again.push(listener_token(i));
+            }
+        }
+        while let Ok((conn, addrs)) = self.resolved_rx.try_recv() {
+            if self.driver.is_open(conn) {
+                match addrs {
+                    Ok(mut addrs) => {
+                        addrs.reverse();
+                        self.connect_next(conn, addrs, None, fx);
+                    }
+                    Err(e) => self.dial_failed(conn, &e, fx),
+                }
+            }
+        }
+        loop {
+            let mut idle = true;
+            while let Some((conn, endpoint)) = self.driver.pop_dial() {
+                idle = false;
+                self.dial(conn, &endpoint, fx);
+            }
+            while let Some(conn) = self.driver.pop_ready() {
+                idle = false;
+                self.flush(conn, fx);
+            }
+            if idle {
+                break;
+            }
+        }
+    }
+
+    fn poll_timeout(&self, now: Instant) -> Option<Duration> {
+        if !self.again.is_empty() {
+            return Some(Duration::ZERO);
+        }
+        let retries = self.listeners.iter().filter_map(|l| l.retry_at);
+        let deadline = retries.chain(self.driver.poll_timeout()).min();
+        deadline.map(|d| d.saturating_duration_since(now))
+    }
+
+    fn ready(&mut self, token: Token, readable: bool, writable: bool, fx: &mut impl Effects) {
+        if token == WAKER {
+            return;
+        }
+        if let Some(i) = (usize::MAX - 1).checked_sub(token.0)
+            && i < self.listeners.len()
+        {
+            self.accept(i, fx);
+            return;
+        }
+        let Some(io) = self.ios.get(&token) else {
+            return;
+        };
+        let (conn, dialing) = (io.conn, io.dialing.is_some());
+        if dialing {
+            if writable || readable {
+                self.finish_dial(conn, fx);
+            }
+            return;
+        }
+        if writable {
+            self.flush(conn, fx);
+        }
+        if readable {
+            self.read(token, fx);
+        }
+    }
+
+    fn accept(&mut self, i: usize, fx: &mut impl Effects) {
+        for _ in 0..self.options.budget.max(1) {
+            let slot = &mut self.listeners[i];
+            let accepted = match &slot.listener {
+                Listener::Tcp(l) => l.accept().map(|(s, addr)| {
+                    let _ = s.set_nodelay(true);
+                    (Stream::Tcp(s), Peer::Ip(addr.ip()))
+                }),
+                Listener::Unix(l) => l.accept().map(|(s, _)| (Stream::Unix(s), Peer::Local)),
+            };
+            match accepted {
+                Ok((stream, peer)) => {
+                    let now = Instant::now();
+                    if let Some(conn) = self.driver.accept(slot.role, peer, now, fx) {
+                        self.register(conn, stream, None, fx);
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    tracing::warn!("accept failed: {e}; retrying in 100 ms");
+                    slot.retry_at = Some(Instant::now() + ACCEPT_RETRY);
+                    return;
+                }
+            }
+        }
+        self.again.push(listener_token(i));
+    }
+
+    /// Reads until `WouldBlock`, end of stream or the budget.
+    fn read(&mut self, token: Token, fx: &mut impl Effects) {
+        let mut reads = 0;
+        while let Some(io) = self.ios.get_mut(&token) {
+            let conn = io.conn;
+            match io.stream.read(&mut self.buf) {
+                Ok(0) => break,
+                Ok(n) => {
+                    self.driver.input(conn, &self.buf[..n], Instant::now(), fx);
+                    reads += 1;
+                    if reads >= READS_PER_WAKE {
+                        self.again.push(token);
+                        return;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => break,
+            }
+        }
+        // End of stream or a read error (a connection closed meanwhile was removed: no-op).
+        if let Some(io) = self.remove(token) {
+            let conn = io.conn;
+            drop(io);
+            self.driver
+                .closed(conn, CloseReason::PeerClosed, Instant::now(), fx);
+        }
+    }
+
+    fn flush_ready(&mut self, fx: &mut impl Effects) {
+        while let Some(conn) = self.driver.pop_ready() {
+            self.flush(conn, fx);
+        }
+    }
+
+    fn flush(&mut self, conn: ConnId, fx: &mut impl Effects) {
+        let token = conn_token(conn);
+        let now = Instant::now();
+        let result = match self.ios.get_mut(&token) {
+            Some(io) if io.dialing.is_none() => self.driver.flush(conn, &mut io.stream, now, fx),
+            // Resolving or connecting: only a close can be carried out; bytes wait.
+            _ => self.driver.flush(conn, &mut NotYet, now, fx),
+        };
+        match result {
+            Flush::Idle => self.set_writable(token, false, fx),
+            Flush::Pending => self.set_writable(token, true, fx),
+            Flush::Close(_) => {
+                if let Some(io) = self.remove(token) {
+                    io.stream.shutdown_write();
+                }
+            }
+        }
+    }
+
+    /// Registers or drops `WRITABLE` interest on an open connection.
+    fn set_writable(&mut self, token: Token, on: bool, fx: &mut impl Effects) {
+        let Some(io) = self.ios.get_mut(&token) else {
+            return;
+        };
+        if io.dialing.is_some() || io.writable == on {
+            return;
+        }
+        let interest = if on {
+            Interest::READABLE | Interest::WRITABLE
+        } else {
+            Interest::READABLE
+        };
+        io.writable = on;
+        let source = io.stream.source();
+        if let Err(e) = self.poll.registry().reregister(source, token, interest) {
+            self.lost(token, &e, fx);
+        }
+    }
+
+    fn register(
+        &mut self,
+        conn: ConnId,
+        mut stream: Stream,
+        dialing: Option<Vec<SocketAddr>>,
+        fx: &mut impl Effects,
+    ) {
+        let token = conn_token(conn);
+        let interest = match dialing {
+            Some(_) => Interest::WRITABLE,
+            None => Interest::READABLE,
+        };
+        if let Err(e) = self
+            .poll
+            .registry()
+            .register(stream.source(), token, interest)
+        {
+            let reason = match dialing {
+                Some(_) => CloseReason::ConnectFailed(e.to_string()),
+                None => CloseReason::PeerClosed,
+            };
+            tracing::warn!(%conn, "cannot register the socket: {e}");
+            self.driver.closed(conn, reason, Instant::now(), fx);
+            return;
+        }
+        let io = Io {
+            conn,
+            stream,
+            dialing,
+            writable: false,
+        };
+        self.ios.insert(token, io);
+    }
+
+    /// Forgets a socket the poller failed on, and tells the driver.
+    fn lost(&mut self, token: Token, e: &io::Error, fx: &mut impl Effects) {
+        if let Some(io) = self.remove(token) {
+            tracing::warn!(conn = %io.conn, "socket dropped: poller error: {e}");
+            self.driver
+                .closed(io.conn, CloseReason::PeerClosed, Instant::now(), fx);
+        }
+    }
+
+    fn remove(&mut self, token: Token) -> Option<Io> {
+        let mut io = self.ios.remove(&token)?;
+        let _ = self.poll.registry().deregister(io.stream.source());
+        Some(io)
+    }
+
+    fn dial(&mut self, conn: ConnId, endpoint: &str, fx: &mut impl Effects) {
+        let (host, port) = match DialAddr::parse(endpoint, DIAL_PORT_DEFAULT) {
+            Ok(DialAddr::Tcp { host, port }) => (host, port),
+            Ok(DialAddr::Unix(path)) => {
+                match UnixStream::connect(&path) {
+                    Ok(s) => self.register(conn, Stream::Unix(s), Some(Vec::new()), fx),
+                    Err(e) => self.dial_failed(conn, &e, fx),
+                }
+                return;
+            }
+            Ok(other) => {
+                let e = io::Error::new(io::ErrorKind::Unsupported, format!("cannot dial {other}"));
+                return self.dial_failed(conn, &e, fx);
+            }
+            Err(e) => {
+                let e = io::Error::new(io::ErrorKind::InvalidInput, e.to_string());
+                return self.dial_failed(conn, &e, fx);
+            }
+        };
+        if let Ok(ip) = host.parse::<IpAddr>() {
+            return self.connect_next(conn, vec![SocketAddr::new(ip, port)], None, fx);
+        }
+        let (tx, waker) = (self.resolved_tx.clone(), self.waker.clone());
+        let spawned = std::thread::Builder::new()
+            .name("vtp-resolve".into())
+            .spawn(move || {
+                let addrs = (host.as_str(), port)
+                    .to_socket_addrs()
+                    .map(Iterator::collect);
+                if tx.send((conn, addrs)).is_ok() {
+                    waker.wake_by_ref();
+                }
+            });
+        if let Err(e) = spawned {
+            self.dial_failed(conn, &e, fx);
+        }
+    }
+
+    /// Starts connecting to the last of `addrs`; reports the dial failed when none is left.
+    fn connect_next(
+        &mut self,
+        conn: ConnId,
+        mut addrs: Vec<SocketAddr>,
+        mut last: Option<io::Error>,
+        fx: &mut impl Effects,
+    ) {
+        while let Some(addr) = addrs.pop() {
+            match TcpStream::connect(addr) {
+                Ok(s) => return self.register(conn, Stream::Tcp(s), Some(addrs), fx),
+                Err(e) => last = Some(e),
+            }
+        }
+        let e = last.unwrap_or_else(|| {
+            io::Error::new(io::ErrorKind::NotFound, "the host name has no address")
+        });
+        self.dial_failed(conn, &e, fx);
+    }
+
+    /// A connecting socket became writable (or failed).
+    fn finish_dial(&mut self, conn: ConnId, fx: &mut impl Effects) {
+        let token = conn_token(conn);
+        let Some(io) = self.ios.get_mut(&token) else {
+            return;
+        };
+        match io.stream.connect_result() {
+            Ok(()) => {
+                io.dialing = None;
+                if let Stream::Tcp(s) = &io.stream {
+                    let _ = s.set_nodelay(true);
+                }
+                let source = io.stream.source();
+                let reregistered =
+                    self.poll
+                        .registry()
+                        .reregister(source, token, Interest::READABLE);
+                match reregistered {
+                    Ok(()) => {
+                        self.driver.connected(conn, Instant::now(), fx);
+                        // Bytes queued while connecting, if any.
+                        self.flush(conn, fx);
+                    }
+                    Err(e) => self.lost(token, &e, fx),
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotConnected => {}
+            Err(e) => {
+                let rest = self.remove(token).and_then(|io| io.dialing);
+                self.connect_next(conn, rest.unwrap_or_default(), Some(e), fx);
+            }
+        }
+    }
+
+    fn dial_failed(&mut self, conn: ConnId, e: &io::Error, fx: &mut impl Effects) {
+        let reason = CloseReason::ConnectFailed(e.to_string());
+        self.driver.closed(conn, reason, Instant::now(), fx);
+    }
+}

@@ -1,0 +1,243 @@
+//! Helpers for the mio runtime tests: a one-shot shutdown future built from std, effects that
+//! report to the test over channels, a node running `vtp_mio::run` on its own thread, and a raw
+//! subscriber and author over std sockets. Every wait has a deadline; nothing sleeps.
+#![allow(
+    dead_code,
+    unreachable_pub,
+    clippy::unwrap_used,
+    clippy::disallowed_methods
+)]
+
+use std::future::Future;
+use std::io::{self, Read, Write};
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, mpsc};
+use std::task::{Context, Poll, Waker};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use vtp_core::driver::{Effects, StoreOp};
+use vtp_core::endpoint::ListenAddr;
+use vtp_core::filter::NoFilterEngine;
+use vtp_core::message::{self, Message};
+use vtp_core::{Config, Delivery, Event, ListenerRole, Node};
+use vtp_mio::{Bound, Options};
+
+pub const WAIT: Duration = Duration::from_secs(15);
+
+/// A one-shot signal: `fire` completes every future from `wait`, waking the task that polls it.
+#[derive(Clone, Default)]
+pub struct Stop(Arc<Mutex<(bool, Option<Waker>)>>);
+
+impl Stop {
+    pub fn fire(&self) {
+        let mut g = self.0.lock().unwrap();
+        g.0 = true;
+        if let Some(w) = g.1.take() {
+            w.wake();
+        }
+    }
+
+    pub fn wait(&self) -> impl Future<Output = ()> + use<> {
+        self.clone()
+    }
+}
+
+impl Future for Stop {
+    type Output = ();
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let mut g = self.0.lock().unwrap();
+        if g.0 {
+            Poll::Ready(())
+        } else {
+            g.1 = Some(cx.waker().clone());
+            Poll::Pending
+        }
+    }
+}
+
+/// Fire this stop on the first event matching the predicate.
+pub type StopWhen = (Stop, fn(&Event) -> bool);
+
+/// Effects that forward deliveries and events to the test, count persisted records, and
+/// optionally fire a [`Stop`] on the first event matching a predicate.
+pub struct Collect {
+    pub deliveries: mpsc::Sender<Delivery>,
+    pub events: mpsc::Sender<Event>,
+    pub stored: usize,
+    pub stop_when: Option<StopWhen>,
+}
+
+impl Effects for Collect {
+    fn store(&mut self, op: StoreOp) {
+        if matches!(op, StoreOp::Persist(_)) {
+            self.stored += 1;
+        }
+    }
+    fn deliver(&mut self, d: Delivery) {
+        let _ = self.deliveries.send(d);
+    }
+    fn event(&mut self, e: Event) {
+        if let Some((stop, when)) = &self.stop_when
+            && when(&e)
+        {
+            stop.fire();
+        }
+        let _ = self.events.send(e);
+    }
+}
+
+/// The receiving ends of a [`Collect`].
+pub struct Reports {
+    pub deliveries: mpsc::Receiver<Delivery>,
+    pub events: mpsc::Receiver<Event>,
+}
+
+impl Reports {
+    /// Waits for an event matching `f`; panics after [`WAIT`].
+    pub fn wait_event(&self, what: &str, f: impl Fn(&Event) -> bool) -> Event {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.events.recv_timeout(left) {
+                Ok(e) if f(&e) => return e,
+                Ok(_) => {}
+                Err(e) => panic!("no {what} event: {e}"),
+            }
+        }
+    }
+}
+
+pub fn collect(stop_when: Option<StopWhen>) -> (Collect, Reports) {
+    let (dtx, drx) = mpsc::channel();
+    let (etx, erx) = mpsc::channel();
+    let fx = Collect {
+        deliveries: dtx,
+        events: etx,
+        stored: 0,
+        stop_when,
+    };
+    let reports = Reports {
+        deliveries: drx,
+        events: erx,
+    };
+    (fx, reports)
+}
+
+pub fn node(local_ivo: Option<&str>) -> Node {
+    let unix = SystemTime::now().duration_since(UNIX_EPOCH).unwrap();
+    let mut config = Config::new(local_ivo.map(str::to_owned));
+    config.timing.test_event_interval = None;
+    Node::new(config, Box::new(NoFilterEngine), 1, Instant::now(), unix).unwrap()
+}
+
+pub fn bind(endpoints: &[(ListenerRole, &str)]) -> Bound {
+    let eps: Vec<_> = endpoints
+        .iter()
+        .map(|(r, a)| (*r, ListenAddr::parse(a).unwrap()))
+        .collect();
+    vtp_mio::bind(&eps).unwrap()
+}
+
+/// A broker running `vtp_mio::run` on its own thread.
+pub struct Running {
+    pub stop: Stop,
+    pub reports: Reports,
+    pub handle: JoinHandle<io::Result<Collect>>,
+}
+
+impl Running {
+    pub fn start(bound: Bound, options: Options) -> Self {
+        let (fx, reports) = collect(None);
+        let stop = Stop::default();
+        let wait = stop.wait();
+        let node = node(Some("ivo://vtp.test/mio"));
+        let handle = std::thread::spawn(move || vtp_mio::run(node, bound, fx, wait, options));
+        Self {
+            stop,
+            reports,
+            handle,
+        }
+    }
+
+    /// Fires the shutdown signal and returns the effects `run` handed back.
+    pub fn stop(self) -> Collect {
+        self.stop.fire();
+        self.handle.join().unwrap().unwrap()
+    }
+}
+
+/// A VOEvent with `pad` bytes of description text.
+pub fn event_xml(ivorn: &str, pad: usize) -> Vec<u8> {
+    format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n\
+         <voe:VOEvent xmlns:voe=\"http://www.ivoa.net/xml/VOEvent/v2.0\"\n \
+         ivorn=\"{ivorn}\" role=\"observation\" version=\"2.0\">\n  \
+         <Who><AuthorIVORN>ivo://vtp.test/author</AuthorIVORN></Who>\n  \
+         <Description>{}</Description>\n\
+         </voe:VOEvent>\n",
+        "x".repeat(pad)
+    )
+    .into_bytes()
+}
+
+pub fn read_frame(s: &mut impl Read) -> io::Result<Vec<u8>> {
+    let mut len = [0u8; 4];
+    s.read_exact(&mut len)?;
+    let mut buf = vec![0u8; u32::from_be_bytes(len) as usize];
+    s.read_exact(&mut buf)?;
+    Ok(buf)
+}
+
+/// Submits `payload` on `s` and returns the receipt's role (`ack` or `nak`).
+pub fn submit_raw(mut s: impl Read + Write, payload: &[u8]) -> String {
+    s.write_all(&vtp_core::frame::encode(payload).unwrap())
+        .unwrap();
+    let reply = read_frame(&mut s).unwrap();
+    match message::parse(&reply, &Default::default()).unwrap() {
+        Message::Transport(t) => t.role.as_str().to_owned(),
+        other => panic!("expected a receipt, got {other:?}"),
+    }
+}
+
+/// A raw subscriber over std TCP: answers iamalive, acks events, returns their payloads.
+pub struct RawSubscriber {
+    pub stream: std::net::TcpStream,
+}
+
+impl RawSubscriber {
+    pub fn connect(addr: std::net::SocketAddr) -> Self {
+        let stream = std::net::TcpStream::connect(addr).unwrap();
+        stream.set_read_timeout(Some(WAIT)).unwrap();
+        let mut s = Self { stream };
+        let f = read_frame(&mut s.stream).expect("authenticate from the broker");
+        match message::parse(&f, &Default::default()).unwrap() {
+            Message::Transport(t) => assert_eq!(t.role.as_str(), "authenticate"),
+            other => panic!("expected authenticate, got {other:?}"),
+        }
+        s
+    }
+
+    pub fn next_event(&mut self) -> Vec<u8> {
+        self.try_next_event().expect("an event before the deadline")
+    }
+
+    /// The next event, or `None` once the connection ends (or the deadline passes).
+    pub fn try_next_event(&mut self) -> Option<Vec<u8>> {
+        loop {
+            let f = read_frame(&mut self.stream).ok()?;
+            let reply = match message::parse(&f, &Default::default()).unwrap() {
+                Message::VoEvent(ev) => {
+                    let ack = message::build_ack(&ev.ivorn, None, "2024-01-01T00:00:00Z");
+                    self.stream.write_all(&ack).ok()?;
+                    return Some(f);
+                }
+                Message::Transport(t) if t.role.as_str() == "iamalive" => {
+                    message::build_iamalive_reply(&t.origin, None, "2024-01-01T00:00:00Z")
+                }
+                _ => continue,
+            };
+            self.stream.write_all(&reply).ok()?;
+        }
+    }
+}
