@@ -22,11 +22,24 @@ pub(crate) enum Command {
     Listen(ListenArgs),
 }
 
-/// Which driver runs the node.
+/// Which driver runs the node (each is a cargo feature of vtp-cli).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub(crate) enum Runtime {
-    /// tokio (default).
+    /// tokio.
+    #[cfg(feature = "tokio")]
     Tokio,
+    /// One blocking mio poll loop, no async runtime.
+    #[cfg(feature = "mio")]
+    Mio,
+}
+
+impl Default for Runtime {
+    fn default() -> Self {
+        #[cfg(feature = "tokio")]
+        return Self::Tokio;
+        #[cfg(all(not(feature = "tokio"), feature = "mio"))]
+        return Self::Mio;
+    }
 }
 
 #[derive(Debug, Args)]
@@ -38,7 +51,7 @@ pub(crate) struct Common {
     #[arg(short, long, global = true)]
     pub(crate) quiet: bool,
     /// Which runtime drives the node.
-    #[arg(long, value_enum, default_value_t = Runtime::Tokio, global = true)]
+    #[arg(long, value_enum, default_value_t = Runtime::default(), global = true)]
     pub(crate) runtime: Runtime,
 }
 

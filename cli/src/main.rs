@@ -2,6 +2,9 @@
 
 mod args;
 
+#[cfg(not(any(feature = "tokio", feature = "mio")))]
+compile_error!("vtp-cli needs at least one runtime feature: `tokio` or `mio`");
+
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
@@ -327,10 +330,13 @@ fn run_node(
 ) -> std::io::Result<HostEffects> {
     let options = Options::default();
     match runtime {
+        #[cfg(feature = "tokio")]
         Runtime::Tokio => tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?
             .block_on(vtp_tokio::run(node, bound, fx, shutdown, options)),
+        #[cfg(feature = "mio")]
+        Runtime::Mio => vtp_mio::run(node, bound, fx, shutdown, options),
     }
 }
 

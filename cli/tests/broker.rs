@@ -33,51 +33,57 @@ fn write_event(dir: &TempDir, name: &str, ivorn: &str) -> (std::path::PathBuf, V
 
 #[test]
 fn submit_broadcast_listen_delivers_the_authors_bytes() {
-    let b = Broker::start("b1", &["-v", "--broadcast-test-interval", "0"]);
-    let mut raw = RawSubscriber::connect(b.broadcast);
-    let saved = TempDir::new("saved");
-    let mut cmd = Command::new(VTP);
-    cmd.args([
-        "listen",
-        &format!("127.0.0.1:{}", b.broadcast),
-        "--save-event",
-    ])
-    .arg("--save-event-directory")
-    .arg(saved.path());
-    let _listener = Proc::spawn("listen", cmd);
-    b.proc.log.wait_for("two subscribers", |l| {
-        l.contains("role=Feed") && l.contains("#2")
-    });
-
-    let files = TempDir::new("files");
-    let (path, bytes) = write_event(&files, "e.xml", "ivo://vtp.test/author#e1");
-    let (code, err) = vtp_send(b.receive, &path, &[]);
-    assert_eq!(code, Some(0), "vtp send: {err}");
-
-    assert_eq!(
-        raw.next_event(),
-        bytes,
-        "raw subscriber gets the exact bytes"
-    );
-    let want = saved.path().join("ivo__vtp.test_authore1");
-    let deadline = std::time::Instant::now() + WAIT;
-    while !want.exists() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "vtp listen did not save {want:?}"
+    for rt in RUNTIMES {
+        let b = Broker::start(
+            "b1",
+            &["-v", "--broadcast-test-interval", "0", "--runtime", rt],
         );
-        std::thread::park_timeout(std::time::Duration::from_millis(20));
+        let mut raw = RawSubscriber::connect(b.broadcast);
+        let saved = TempDir::new("saved");
+        let mut cmd = Command::new(VTP);
+        cmd.args([
+            "listen",
+            &format!("127.0.0.1:{}", b.broadcast),
+            "--save-event",
+        ])
+        .arg("--save-event-directory")
+        .arg(saved.path())
+        .args(["--runtime", rt]);
+        let _listener = Proc::spawn("listen", cmd);
+        b.proc.log.wait_for("two subscribers", |l| {
+            l.contains("role=Feed") && l.contains("#2")
+        });
+
+        let files = TempDir::new("files");
+        let (path, bytes) = write_event(&files, "e.xml", "ivo://vtp.test/author#e1");
+        let (code, err) = vtp_send(b.receive, &path, &[]);
+        assert_eq!(code, Some(0), "vtp send: {err}");
+
+        assert_eq!(
+            raw.next_event(),
+            bytes,
+            "raw subscriber gets the exact bytes"
+        );
+        let want = saved.path().join("ivo__vtp.test_authore1");
+        let deadline = std::time::Instant::now() + WAIT;
+        while !want.exists() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "vtp listen did not save {want:?}"
+            );
+            std::thread::park_timeout(std::time::Duration::from_millis(20));
+        }
+        // The handler writes with create_new then fills the file: wait for the full length.
+        while std::fs::read(&want).unwrap().len() < bytes.len() {
+            assert!(std::time::Instant::now() < deadline);
+            std::thread::park_timeout(std::time::Duration::from_millis(20));
+        }
+        assert_eq!(
+            std::fs::read(&want).unwrap(),
+            bytes,
+            "vtp listen saved the exact bytes"
+        );
     }
-    // The handler writes with create_new then fills the file: wait for the full length.
-    while std::fs::read(&want).unwrap().len() < bytes.len() {
-        assert!(std::time::Instant::now() < deadline);
-        std::thread::park_timeout(std::time::Duration::from_millis(20));
-    }
-    assert_eq!(
-        std::fs::read(&want).unwrap(),
-        bytes,
-        "vtp listen saved the exact bytes"
-    );
 }
 
 #[test]
@@ -197,33 +203,43 @@ fn relay_chain_with_a_cycle_delivers_each_event_once_and_never_loops() {
 
 #[test]
 fn restarted_broker_keeps_its_seen_index() {
-    let db = TempDir::new("restart");
-    let path = db.path().to_path_buf();
-    let mut b = Broker::start_with_db("r1", &["--broadcast-test-interval", "0"], db);
-    let e = event_xml("ivo://vtp.test/author#restart-1");
-    assert_eq!(submit_raw(b.receive, &e).0, "ack");
-    assert_eq!(b.proc.terminate(), Some(0), "clean stop on SIGTERM");
-    let db = std::mem::replace(&mut b.db, TempDir::new("unused"));
-    drop(b);
-    assert!(path.exists());
+    for rt in RUNTIMES {
+        let db = TempDir::new("restart");
+        let path = db.path().to_path_buf();
+        let mut b = Broker::start_with_db(
+            "r1",
+            &["--broadcast-test-interval", "0", "--runtime", rt],
+            db,
+        );
+        let e = event_xml("ivo://vtp.test/author#restart-1");
+        assert_eq!(submit_raw(b.receive, &e).0, "ack");
+        assert_eq!(b.proc.terminate(), Some(0), "clean stop on SIGTERM");
+        let db = std::mem::replace(&mut b.db, TempDir::new("unused"));
+        drop(b);
+        assert!(path.exists());
 
-    let b = Broker::start_with_db("r2", &["--broadcast-test-interval", "0"], db);
-    b.proc
-        .log
-        .wait_for("restore", |l| l.contains("1 entries restored"));
-    let mut sub = RawSubscriber::connect(b.broadcast);
-    assert_eq!(
-        submit_raw(b.receive, &e).0,
-        "ack",
-        "a duplicate is acked (VTP 2.0)"
-    );
-    let e2 = event_xml("ivo://vtp.test/author#restart-2");
-    assert_eq!(submit_raw(b.receive, &e2).0, "ack");
-    assert_eq!(
-        sub.next_event(),
-        e2,
-        "the event seen before the restart was not re-forwarded"
-    );
+        let b = Broker::start_with_db(
+            "r2",
+            &["--broadcast-test-interval", "0", "--runtime", rt],
+            db,
+        );
+        b.proc
+            .log
+            .wait_for("restore", |l| l.contains("1 entries restored"));
+        let mut sub = RawSubscriber::connect(b.broadcast);
+        assert_eq!(
+            submit_raw(b.receive, &e).0,
+            "ack",
+            "a duplicate is acked (VTP 2.0)"
+        );
+        let e2 = event_xml("ivo://vtp.test/author#restart-2");
+        assert_eq!(submit_raw(b.receive, &e2).0, "ack");
+        assert_eq!(
+            sub.next_event(),
+            e2,
+            "the event seen before the restart was not re-forwarded"
+        );
+    }
 }
 
 #[test]
@@ -285,104 +301,110 @@ fn handlers_print_save_and_cmd_see_every_event() {
 
 #[test]
 fn whitelists_refuse_with_nothing_sent() {
-    let b = Broker::start(
-        "w1",
-        &[
-            "--author-whitelist",
-            "10.0.0.0/8",
-            "--subscriber-whitelist",
-            "192.168.0.0/16,::1/128",
-        ],
-    );
-    for port in [b.receive, b.broadcast] {
-        let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
-        s.set_read_timeout(Some(WAIT)).unwrap();
-        let _ = std::io::Write::write_all(
-            &mut s,
-            &vtp_core::frame::encode(&event_xml("ivo://vtp.test/a#w")).unwrap(),
+    for rt in RUNTIMES {
+        let b = Broker::start(
+            "w1",
+            &[
+                "--runtime",
+                rt,
+                "--author-whitelist",
+                "10.0.0.0/8",
+                "--subscriber-whitelist",
+                "192.168.0.0/16,::1/128",
+            ],
         );
-        let mut buf = [0u8; 16];
-        // Closed without a byte: read returns 0 (EOF) or a reset.
-        match s.read(&mut buf) {
-            Ok(0) | Err(_) => {}
-            Ok(n) => panic!("refused peer was sent {n} bytes"),
+        for port in [b.receive, b.broadcast] {
+            let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+            s.set_read_timeout(Some(WAIT)).unwrap();
+            let _ = std::io::Write::write_all(
+                &mut s,
+                &vtp_core::frame::encode(&event_xml("ivo://vtp.test/a#w")).unwrap(),
+            );
+            let mut buf = [0u8; 16];
+            // Closed without a byte: read returns 0 (EOF) or a reset.
+            match s.read(&mut buf) {
+                Ok(0) | Err(_) => {}
+                Ok(n) => panic!("refused peer was sent {n} bytes"),
+            }
         }
+        b.proc.log.wait_for("refusal logged", |l| {
+            l.contains("non-whitelisted 127.0.0.1")
+        });
     }
-    b.proc.log.wait_for("refusal logged", |l| {
-        l.contains("non-whitelisted 127.0.0.1")
-    });
 }
 
 #[test]
 fn several_listeners_per_role_ipv6_and_unix_sockets() {
-    let dir = TempDir::new("multi");
-    let sock = dir.path().join("receive.sock");
-    let bsock = dir.path().join("broadcast.sock");
-    let mut cmd = Command::new(VTP);
-    cmd.args([
-        "broker",
-        "--local-ivo",
-        "ivo://vtp.test/multi",
-        "--broadcast-test-interval",
-        "0",
-    ])
-    .args(["--receive", &format!("unix:{}", sock.display())])
-    .args(["--receive", "[::1]:0", "--receive", "127.0.0.1:0"])
-    .args(["--broadcast", &format!("unix:{}", bsock.display())])
-    .args(["--broadcast", "127.0.0.1:0"])
-    .arg("--eventdb")
-    .arg(dir.path().join("db"));
-    let b = Proc::spawn("multi", cmd);
-    let v6 = b.log.wait_for("v6 listener", |l| {
-        l.contains("listening for authors on [::1]:")
-    });
-    let v6_port: u16 = v6.rsplit(':').next().unwrap().trim().parse().unwrap();
-    let v4 = b.log.wait_for("v4 subscribers", |l| {
-        l.contains("listening for subscribers on 127.0.0.1:")
-    });
-    let v4_port: u16 = v4.rsplit(':').next().unwrap().trim().parse().unwrap();
-    b.log.wait_for("unix listener", |l| {
-        l.contains("listening for subscribers on unix:")
-    });
+    for rt in RUNTIMES {
+        let dir = TempDir::new("multi");
+        let sock = dir.path().join("receive.sock");
+        let bsock = dir.path().join("broadcast.sock");
+        let mut cmd = Command::new(VTP);
+        cmd.args(["broker", "--runtime", rt])
+            .args([
+                "--local-ivo",
+                "ivo://vtp.test/multi",
+                "--broadcast-test-interval",
+                "0",
+            ])
+            .args(["--receive", &format!("unix:{}", sock.display())])
+            .args(["--receive", "[::1]:0", "--receive", "127.0.0.1:0"])
+            .args(["--broadcast", &format!("unix:{}", bsock.display())])
+            .args(["--broadcast", "127.0.0.1:0"])
+            .arg("--eventdb")
+            .arg(dir.path().join("db"));
+        let b = Proc::spawn("multi", cmd);
+        let v6 = b.log.wait_for("v6 listener", |l| {
+            l.contains("listening for authors on [::1]:")
+        });
+        let v6_port: u16 = v6.rsplit(':').next().unwrap().trim().parse().unwrap();
+        let v4 = b.log.wait_for("v4 subscribers", |l| {
+            l.contains("listening for subscribers on 127.0.0.1:")
+        });
+        let v4_port: u16 = v4.rsplit(':').next().unwrap().trim().parse().unwrap();
+        b.log.wait_for("unix listener", |l| {
+            l.contains("listening for subscribers on unix:")
+        });
 
-    // A subscriber on the Unix broadcast socket and one on TCP.
-    let mut unix_sub = std::os::unix::net::UnixStream::connect(&bsock).unwrap();
-    unix_sub.set_read_timeout(Some(WAIT)).unwrap();
-    let mut tcp_sub = RawSubscriber::connect(v4_port);
-    let mut len = [0u8; 4];
-    unix_sub.read_exact(&mut len).unwrap(); // authenticate
-    let mut skip = vec![0u8; u32::from_be_bytes(len) as usize];
-    unix_sub.read_exact(&mut skip).unwrap();
+        // A subscriber on the Unix broadcast socket and one on TCP.
+        let mut unix_sub = std::os::unix::net::UnixStream::connect(&bsock).unwrap();
+        unix_sub.set_read_timeout(Some(WAIT)).unwrap();
+        let mut tcp_sub = RawSubscriber::connect(v4_port);
+        let mut len = [0u8; 4];
+        unix_sub.read_exact(&mut len).unwrap(); // authenticate
+        let mut skip = vec![0u8; u32::from_be_bytes(len) as usize];
+        unix_sub.read_exact(&mut skip).unwrap();
 
-    let files = TempDir::new("multi-files");
-    for (i, target) in [
-        format!("unix:{}", sock.display()),
-        format!("[::1]:{v6_port}"),
-    ]
-    .iter()
-    .enumerate()
-    {
-        let (path, bytes) = write_event(
-            &files,
-            &format!("{i}.xml"),
-            &format!("ivo://vtp.test/a#m{i}"),
-        );
-        let out = Command::new(VTP)
-            .args(["send", target])
-            .arg(&path)
-            .output()
-            .unwrap();
-        assert_eq!(
-            out.status.code(),
-            Some(0),
-            "send to {target}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        assert_eq!(tcp_sub.next_event(), bytes);
-        unix_sub.read_exact(&mut len).unwrap();
-        let mut got = vec![0u8; u32::from_be_bytes(len) as usize];
-        unix_sub.read_exact(&mut got).unwrap();
-        assert_eq!(got, bytes, "Unix-socket subscriber");
+        let files = TempDir::new("multi-files");
+        for (i, target) in [
+            format!("unix:{}", sock.display()),
+            format!("[::1]:{v6_port}"),
+        ]
+        .iter()
+        .enumerate()
+        {
+            let (path, bytes) = write_event(
+                &files,
+                &format!("{i}.xml"),
+                &format!("ivo://vtp.test/a#m{i}"),
+            );
+            let out = Command::new(VTP)
+                .args(["send", target])
+                .arg(&path)
+                .output()
+                .unwrap();
+            assert_eq!(
+                out.status.code(),
+                Some(0),
+                "send to {target}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            assert_eq!(tcp_sub.next_event(), bytes);
+            unix_sub.read_exact(&mut len).unwrap();
+            let mut got = vec![0u8; u32::from_be_bytes(len) as usize];
+            unix_sub.read_exact(&mut got).unwrap();
+            assert_eq!(got, bytes, "Unix-socket subscriber");
+        }
     }
 }
 
