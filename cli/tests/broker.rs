@@ -449,3 +449,17 @@ fn bad_arguments_get_one_line_naming_them() {
     assert_eq!(help.status.code(), Some(0));
     assert!(String::from_utf8_lossy(&help.stdout).contains("--subscriber-whitelist"));
 }
+
+#[test]
+fn an_author_that_half_closes_after_sending_still_gets_its_receipt() {
+    for rt in RUNTIMES {
+        let b = Broker::start("half", &["--broadcast-test-interval", "0", "--runtime", rt]);
+        let mut s = TcpStream::connect(("127.0.0.1", b.receive)).unwrap();
+        s.set_read_timeout(Some(WAIT)).unwrap();
+        write_frame(&mut s, &event_xml("ivo://vtp.test/a#half"));
+        s.shutdown(std::net::Shutdown::Write).unwrap();
+        let reply = read_frame(&mut s).unwrap_or_else(|e| panic!("{rt}: no receipt: {e}"));
+        let text = String::from_utf8_lossy(&reply);
+        assert!(text.contains("role=\"ack\""), "{rt}: {text}");
+    }
+}

@@ -149,6 +149,27 @@ impl Driver {
         self.dispatch(fx);
     }
 
+    /// The peer finished sending (EOF on read). The node is told the connection ended; output
+    /// already queued for it (e.g. the receipt for the event it just sent) is still written,
+    /// then the socket is closed. Returns `true` when the socket can be closed at once
+    /// (nothing left to write); otherwise keep it until [`Driver::flush`] returns
+    /// [`Flush::Close`].
+    pub fn eof(&mut self, conn: ConnId, now: Instant, fx: &mut impl Effects) -> bool {
+        self.node.handle_closed(conn, CloseReason::PeerClosed, now);
+        self.dispatch(fx);
+        match self.conns.get_mut(&conn) {
+            Some(c) if !c.outbox.is_empty() => {
+                c.close.get_or_insert(CloseReason::PeerClosed);
+                self.mark_ready(conn);
+                false
+            }
+            _ => {
+                self.conns.remove(&conn);
+                true
+            }
+        }
+    }
+
     /// The deadline from [`Driver::poll_timeout`] passed.
     pub fn timeout(&mut self, now: Instant, fx: &mut impl Effects) {
         self.node.handle_timeout(now);
@@ -310,5 +331,61 @@ impl Driver {
             // Frame-carrying variants were handled above.
             _ => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use crate::filter::NoFilterEngine;
+    use std::time::Duration;
+
+    #[derive(Default)]
+    struct Fx;
+    impl Effects for Fx {
+        fn store(&mut self, _: StoreOp) {}
+        fn deliver(&mut self, _: Delivery) {}
+        fn event(&mut self, _: Event) {}
+    }
+
+    #[test]
+    fn half_closed_author_still_gets_its_receipt() {
+        let now = crate::testutil::origin();
+        let node = Node::new(
+            Config::new(Some("ivo://example.org/b".into())),
+            Box::new(NoFilterEngine),
+            1,
+            now,
+            Duration::from_secs(1_700_000_000),
+        )
+        .expect("config");
+        let mut d = Driver::new(node, OutboxLimits::default());
+        let fx = &mut Fx;
+        let peer = Peer::Ip(std::net::Ipv4Addr::LOCALHOST.into());
+        let conn = d
+            .accept(ListenerRole::Receive, peer, now, fx)
+            .expect("accepted");
+        let ev = b"<VOEvent xmlns='http://www.ivoa.net/xml/VOEvent/v2.0' \
+                   ivorn='ivo://example.org/a#1' version='2.0'/>";
+        let frame = crate::frame::encode(ev).expect("fits");
+        d.input(conn, &frame, now, fx);
+        assert!(
+            !d.eof(conn, now, fx),
+            "a receipt is queued: keep the socket"
+        );
+        assert_eq!(d.pop_ready(), Some(conn));
+        let mut out = Vec::new();
+        assert_eq!(
+            d.flush(conn, &mut out, now, fx),
+            Flush::Close(CloseReason::Done)
+        );
+        assert!(!out.is_empty(), "the ack was written before the close");
+        // A connection with nothing queued closes at once.
+        let idle = d
+            .accept(ListenerRole::Receive, peer, now, fx)
+            .expect("accepted");
+        assert!(d.eof(idle, now, fx));
+        assert!(!d.is_open(idle));
     }
 }

@@ -269,6 +269,8 @@ struct Io {
     dialing: Option<Vec<SocketAddr>>,
     /// `WRITABLE` interest is registered (a flush is pending).
     writable: bool,
+    /// The peer finished sending; what is queued for it is still being written.
+    read_closed: bool,
 }
 
 type Resolved = (ConnId, io::Result<Vec<SocketAddr>>);
@@ -398,8 +400,19 @@ impl Loop {
         let mut reads = 0;
         while let Some(io) = self.ios.get_mut(&token) {
             let conn = io.conn;
+            if io.read_closed {
+                return;
+            }
             match io.stream.read(&mut self.buf) {
-                Ok(0) => break,
+                Ok(0) => {
+                    // End of stream: a receipt already queued is still written (half-close).
+                    if self.driver.eof(conn, Instant::now(), fx) {
+                        drop(self.remove(token));
+                    } else {
+                        io.read_closed = true;
+                    }
+                    return;
+                }
                 Ok(n) => {
                     self.driver.input(conn, &self.buf[..n], Instant::now(), fx);
                     reads += 1;
@@ -413,7 +426,7 @@ impl Loop {
                 Err(_) => break,
             }
         }
-        // End of stream or a read error (a connection closed meanwhile was removed: no-op).
+        // A read error (a connection closed meanwhile was removed: no-op).
         if let Some(io) = self.remove(token) {
             let conn = io.conn;
             drop(io);
@@ -497,6 +510,7 @@ impl Loop {
             stream,
             dialing,
             writable: false,
+            read_closed: false,
         };
         self.ios.insert(token, io);
     }

@@ -246,9 +246,11 @@ impl Owner {
                 }
             }
             Msg::Input(conn, bytes) => self.driver.input(conn, &bytes, now, fx),
+            // End of stream: a receipt already queued is still written (half-close).
             Msg::Ended(conn) => {
-                self.ios.remove(&conn);
-                self.driver.closed(conn, CloseReason::PeerClosed, now, fx);
+                if self.driver.eof(conn, now, fx) {
+                    self.ios.remove(&conn);
+                }
             }
             Msg::Writable(conn) => {
                 if let Some(io) = self.ios.get_mut(&conn) {
