@@ -115,6 +115,9 @@ pub(crate) struct BrokerArgs {
     /// Seconds between test events sent to subscribers; 0 disables.
     #[arg(long, value_name = "SECS", default_value_t = 3600)]
     pub(crate) broadcast_test_interval: u64,
+    /// Seconds an author connection may stay open, from accept (Comet: 20).
+    #[arg(long, value_name = "SECS", default_value_t = 20)]
+    pub(crate) receive_timeout: u64,
     /// Seconds between iamalive messages to subscribers (VTP requires at most 90).
     #[arg(long, value_name = "SECS", default_value_t = 60)]
     pub(crate) iamalive_interval: u64,

@@ -182,6 +182,7 @@ fn broker(a: BrokerArgs) -> Result<(), Fail> {
     config.timing.test_event_interval =
         (a.broadcast_test_interval > 0).then(|| Duration::from_secs(a.broadcast_test_interval));
     config.timing.iamalive_period = Duration::from_secs(a.iamalive_interval);
+    config.timing.intake_deadline = Duration::from_secs(a.receive_timeout.max(1));
     config.limits.frame_len_max = a.frame_limit;
     config.limits.connections_max = a.max_connections;
     config.policy.duplicate_reply = match a.duplicate_reply {
