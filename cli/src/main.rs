@@ -97,21 +97,28 @@ fn argument_error(e: clap::Error) -> ExitCode {
     ExitCode::from(status::USAGE)
 }
 
+/// Logs to stderr. `-v`/`-q` set the level; `VTP_LOG=error|warn|info|debug|trace` overrides.
 fn init_logging(c: &Common) {
-    let level = match (c.quiet, c.verbose) {
-        (true, _) => "warn",
-        (false, 0) => "info",
-        (false, 1) => "debug",
-        (false, _) => "trace",
+    use tracing_subscriber::filter::LevelFilter;
+    let mut level = match (c.quiet, c.verbose) {
+        (true, _) => LevelFilter::WARN,
+        (false, 0) => LevelFilter::INFO,
+        (false, 1) => LevelFilter::DEBUG,
+        (false, _) => LevelFilter::TRACE,
     };
-    let filter = tracing_subscriber::EnvFilter::try_from_env("VTP_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    let env = std::env::var("VTP_LOG").ok();
+    if let Some(Ok(l)) = env.as_deref().map(str::parse::<LevelFilter>) {
+        level = l;
+    }
     tracing_subscriber::fmt()
-        .with_env_filter(filter)
+        .with_max_level(level)
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_target(false)
         .init();
+    if let Some(v) = env.filter(|v| v.parse::<LevelFilter>().is_err()) {
+        tracing::warn!("VTP_LOG={v:?} is not a level (error, warn, info, debug, trace); ignored");
+    }
 }
 
 fn unix_now() -> Duration {
