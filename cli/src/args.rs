@@ -28,6 +28,9 @@ pub(crate) enum Runtime {
     /// tokio.
     #[cfg(feature = "tokio")]
     Tokio,
+    /// smol (async-io).
+    #[cfg(feature = "smol")]
+    Smol,
     /// One blocking mio poll loop, no async runtime.
     #[cfg(feature = "mio")]
     Mio,
@@ -37,7 +40,9 @@ impl Default for Runtime {
     fn default() -> Self {
         #[cfg(feature = "tokio")]
         return Self::Tokio;
-        #[cfg(all(not(feature = "tokio"), feature = "mio"))]
+        #[cfg(all(not(feature = "tokio"), feature = "smol"))]
+        return Self::Smol;
+        #[cfg(all(not(feature = "tokio"), not(feature = "smol"), feature = "mio"))]
         return Self::Mio;
     }
 }

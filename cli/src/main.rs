@@ -2,8 +2,8 @@
 
 mod args;
 
-#[cfg(not(any(feature = "tokio", feature = "mio")))]
-compile_error!("vtp-cli needs at least one runtime feature: `tokio` or `mio`");
+#[cfg(not(any(feature = "tokio", feature = "smol", feature = "mio")))]
+compile_error!("vtp-cli needs at least one runtime feature: `tokio`, `smol` or `mio`");
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -343,6 +343,8 @@ fn run_node(
             .enable_all()
             .build()?
             .block_on(vtp_tokio::run(node, bound, fx, shutdown, options)),
+        #[cfg(feature = "smol")]
+        Runtime::Smol => vtp_smol::block_on_run(node, bound, fx, shutdown, options),
         #[cfg(feature = "mio")]
         Runtime::Mio => vtp_mio::run(node, bound, fx, shutdown, options),
     }

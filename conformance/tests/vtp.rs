@@ -26,7 +26,7 @@ use support::{Proc, TempDir, check_deviations, port_in, workspace_root};
 use vtp_conformance::{Selection, Target, Timing, run};
 
 /// Runtimes `vtp broker --runtime` offers; the suite runs once against each.
-const RUNTIMES: &[&str] = &["tokio", "mio"];
+const RUNTIMES: &[&str] = &["tokio", "smol", "mio"];
 
 /// Scenarios vtp is expected to fail, each with the reason.
 const VTP_DEVIATIONS: &[(&str, &str)] = &[(

@@ -15,7 +15,7 @@ use vtp_core::message::{self, Message};
 
 pub const VTP: &str = env!("CARGO_BIN_EXE_vtp");
 /// Every runtime the binary is built with; socket tests run on each.
-pub const RUNTIMES: &[&str] = &["tokio", "mio"];
+pub const RUNTIMES: &[&str] = &["tokio", "smol", "mio"];
 pub const WAIT: Duration = Duration::from_secs(15);
 
 /// Collected output lines of a child process, with a condition variable to wait on.

@@ -20,9 +20,17 @@
 //! `deliver(delivery)` is [`Handlers::dispatch`]. Neither blocks; both report overload (a full
 //! queue) to the caller instead of waiting. At shutdown: [`StoreWorker::flush_and_stop`] and
 //! [`Handlers::shutdown`].
+//!
+//! # Runtimes
+//!
+//! [`net`] binds the listening sockets once for every runtime. With the cargo feature `async`,
+//! `aio` is the owner loop the async runtimes (`vtp-tokio`, `vtp-smol`) share: each of them only
+//! implements its small `AsyncRuntime` trait. Without it (the default) no async crate is built.
 
 #![warn(missing_docs)]
 
+#[cfg(feature = "async")]
+pub mod aio;
 pub mod effects;
 pub mod handlers;
 pub mod net;

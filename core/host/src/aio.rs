@@ -1,0 +1,519 @@
+//! The owner loop every async runtime shares: tokio, smol, or your own.
+//!
+//! A runtime adapter implements [`AsyncRuntime`] (spawn, sleep, listen, accept, connect) and
+//! [`AsyncStream`] (readiness and non-blocking reads and writes), a few lines each; [`run`] does
+//! everything else, once:
+//!
+//! - the node and its [`Driver`] live in one owner future, [`run`], which holds all protocol
+//!   state and is never shared;
+//! - around it, small tasks only move bytes: one accept loop per listener, one reader per
+//!   connection, one dial per outgoing connection, and one waiter per connection whose socket
+//!   buffer is full. Each sends a message to the owner over one bounded channel, so a flood of
+//!   input slows the readers, never grows memory;
+//! - the owner handles at most [`Options::budget`] messages per wake-up, then fires due timers,
+//!   writes what the node queued and starts the dials it asked for;
+//! - writes happen in the owner with [`AsyncStream::try_write_vectored`] straight from each
+//!   connection's outbox; a socket that is full gets a waiter task and no further write until
+//!   it is writable again;
+//! - a read goes into a reused buffer (one allocation per several reads at most) and is handed
+//!   to the owner as [`Bytes`] without copying;
+//! - the timer is re-armed only when the node's deadline changes;
+//! - at shutdown the accept loops stop, the node closes every connection, what can be written
+//!   without waiting is written, and every task is cancelled (a [`AsyncRuntime::Task`] cancels
+//!   its task when dropped).
+//!
+//! No protocol rule and no XML lives here: that is [`vtp_core`].
+
+use std::collections::HashMap;
+use std::future::{Future, pending};
+use std::io::{self, IoSlice, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener};
+use std::os::fd::{AsFd, BorrowedFd};
+use std::os::unix::net::UnixListener;
+use std::path::Path;
+use std::pin::pin;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_channel::{Receiver, Sender};
+use bytes::{Bytes, BytesMut};
+use futures_lite::future;
+use socket2::SockRef;
+use vtp_core::driver::{Driver, Effects, Flush};
+use vtp_core::endpoint::DialAddr;
+use vtp_core::{CloseReason, ConnId, ListenerRole, Node, Peer};
+
+use crate::net::{Bound, Options, StdListener};
+
+#[cfg(feature = "testing")]
+pub mod testing;
+
+/// What an async runtime provides to [`run`]: tasks, a timer, listeners and dials.
+///
+/// Implemented on a marker type by each runtime crate (`vtp-tokio`, `vtp-smol`). Every method is
+/// a thin call into the runtime; none holds protocol logic.
+pub trait AsyncRuntime: 'static {
+    /// A connected TCP stream.
+    type Tcp: AsyncStream;
+    /// A connected Unix-domain stream.
+    type Unix: AsyncStream;
+    /// A TCP listener registered with the runtime.
+    type TcpListener: Send + Sync + 'static;
+    /// A Unix-domain listener registered with the runtime.
+    type UnixListener: Send + Sync + 'static;
+    /// A spawned task; dropping it cancels the task.
+    type Task: Send + 'static;
+
+    /// Runs `task` in the background until it ends or the returned handle is dropped.
+    fn spawn(task: impl Future<Output = ()> + Send + 'static) -> Self::Task;
+
+    /// Completes at `deadline` (at once if it has passed).
+    fn sleep_until(deadline: Instant) -> impl Future<Output = ()> + Send;
+
+    /// Registers a bound, listening, non-blocking std TCP listener.
+    ///
+    /// # Errors
+    ///
+    /// The runtime cannot register the socket.
+    fn listen_tcp(listener: TcpListener) -> io::Result<Self::TcpListener>;
+
+    /// Registers a bound, listening, non-blocking std Unix-domain listener.
+    ///
+    /// # Errors
+    ///
+    /// The runtime cannot register the socket.
+    fn listen_unix(listener: UnixListener) -> io::Result<Self::UnixListener>;
+
+    /// Accepts one TCP connection, with the peer's address.
+    ///
+    /// # Errors
+    ///
+    /// The accept failed (out of file descriptors, a connection reset before it was accepted);
+    /// [`run`] logs it and retries.
+    fn accept_tcp(
+        listener: &Self::TcpListener,
+    ) -> impl Future<Output = io::Result<(Self::Tcp, SocketAddr)>> + Send;
+
+    /// Accepts one Unix-domain connection.
+    ///
+    /// # Errors
+    ///
+    /// As [`AsyncRuntime::accept_tcp`].
+    fn accept_unix(
+        listener: &Self::UnixListener,
+    ) -> impl Future<Output = io::Result<Self::Unix>> + Send;
+
+    /// Resolves `host` (a name or an address) and connects to the first address that answers.
+    ///
+    /// # Errors
+    ///
+    /// Resolution failed, or every address refused (the last error).
+    fn connect_tcp(host: &str, port: u16) -> impl Future<Output = io::Result<Self::Tcp>> + Send;
+
+    /// Connects to a Unix-domain socket.
+    ///
+    /// # Errors
+    ///
+    /// The OS error (no such file, nobody listening, permission denied).
+    fn connect_unix(path: &Path) -> impl Future<Output = io::Result<Self::Unix>> + Send;
+}
+
+/// A connected, non-blocking stream registered with an async runtime.
+///
+/// The `try_*` methods never wait: they return `WouldBlock` when the socket is empty (read) or
+/// full (write), after which the matching readiness future says when to try again.
+pub trait AsyncStream: AsFd + Send + Sync + 'static {
+    /// Completes when the stream may have bytes to read (or EOF, or an error).
+    fn readable(&self) -> impl Future<Output = io::Result<()>> + Send;
+
+    /// Completes when the stream may accept bytes again.
+    fn writable(&self) -> impl Future<Output = io::Result<()>> + Send;
+
+    /// Reads into `buf` without waiting; `Ok(0)` is EOF.
+    ///
+    /// # Errors
+    ///
+    /// `WouldBlock` when nothing is there yet; any other error ends the connection.
+    fn try_read(&self, buf: &mut [u8]) -> io::Result<usize>;
+
+    /// Writes from `bufs` without waiting, returning how many bytes were taken.
+    ///
+    /// # Errors
+    ///
+    /// `WouldBlock` when the socket buffer is full; any other error ends the connection.
+    fn try_write_vectored(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize>;
+}
+
+/// Runs `node` on `R` on the bound listeners until `shutdown` completes, then closes every
+/// connection (writing what can be written without waiting) and returns the effects.
+///
+/// Output the node queued before the call (a submission, a restored seen-index) is dispatched
+/// first. Must be polled inside `R`'s context (for tokio: within a runtime).
+///
+/// # Errors
+///
+/// Only if a listener cannot be registered with the runtime; peer errors never end the loop.
+pub async fn run<R: AsyncRuntime, E: Effects>(
+    node: Node,
+    bound: Bound,
+    mut fx: E,
+    shutdown: impl Future<Output = ()>,
+    options: Options,
+) -> io::Result<E> {
+    let (tx, rx) = async_channel::bounded(options.channel.max(1));
+    let accepters = bound
+        .into_listeners()
+        .into_iter()
+        .map(|(role, l)| spawn_accept::<R>(role, l, tx.clone()))
+        .collect::<io::Result<Vec<_>>>()?;
+    let mut owner = Owner::<R> {
+        driver: Driver::new(node, options.outbox),
+        ios: HashMap::new(),
+        dials: HashMap::new(),
+        tx,
+        options,
+    };
+    owner.driver.with_node(&mut fx, |_| ());
+    owner.settle(&mut fx);
+    let mut shutdown = pin!(shutdown);
+    let mut timer = pin!(None);
+    let mut armed = None;
+    loop {
+        let deadline = owner.driver.poll_timeout();
+        if deadline != armed {
+            armed = deadline;
+            timer.set(deadline.map(R::sleep_until));
+        }
+        // Polled in this order: shutdown, then messages, then the timer.
+        let stop = async {
+            shutdown.as_mut().await;
+            Wake::Stop
+        };
+        let message = async { rx.recv().await.map_or(Wake::Stop, Wake::Message) };
+        let tick = async {
+            match timer.as_mut().as_pin_mut() {
+                Some(sleep) => sleep.await,
+                None => pending().await,
+            }
+            Wake::Timer
+        };
+        match future::or(stop, future::or(message, tick)).await {
+            Wake::Stop => break,
+            Wake::Message(msg) => owner.handle_batch(msg, &rx, &mut fx),
+            // A fired sleep is not polled again: some runtimes' sleeps never complete twice.
+            Wake::Timer => armed = None,
+        }
+        owner.settle(&mut fx);
+    }
+    drop(accepters);
+    owner.driver.shutdown(Instant::now(), &mut fx);
+    owner.flush_ready(&mut fx);
+    Ok(fx)
+}
+
+/// A dial endpoint without a port gets the broadcast port: it is a subscription.
+const DIAL_PORT_DEFAULT: u16 = 8099;
+/// Pause after a failed accept (out of file descriptors and the like).
+const ACCEPT_RETRY: Duration = Duration::from_millis(100);
+
+enum Wake<R: AsyncRuntime> {
+    Stop,
+    Message(Msg<R>),
+    Timer,
+}
+
+/// From the IO tasks to the owner.
+enum Msg<R: AsyncRuntime> {
+    Accepted(ListenerRole, Stream<R>, Peer),
+    Input(ConnId, Bytes),
+    Ended(ConnId),
+    Writable(ConnId),
+    Dialed(ConnId, io::Result<Stream<R>>),
+}
+
+enum Stream<R: AsyncRuntime> {
+    Tcp(R::Tcp),
+    Unix(R::Unix),
+}
+
+impl<R: AsyncRuntime> Stream<R> {
+    async fn readable(&self) -> io::Result<()> {
+        match self {
+            Self::Tcp(s) => s.readable().await,
+            Self::Unix(s) => s.readable().await,
+        }
+    }
+
+    async fn writable(&self) -> io::Result<()> {
+        match self {
+            Self::Tcp(s) => s.writable().await,
+            Self::Unix(s) => s.writable().await,
+        }
+    }
+
+    fn try_read(&self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Self::Tcp(s) => s.try_read(buf),
+            Self::Unix(s) => s.try_read(buf),
+        }
+    }
+
+    fn tcp(s: R::Tcp) -> Self {
+        // Frames are written whole; Nagle would only delay acks and iamalives.
+        let _ = SockRef::from(&s).set_tcp_nodelay(true);
+        Self::Tcp(s)
+    }
+}
+
+impl<R: AsyncRuntime> AsFd for Stream<R> {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        match self {
+            Self::Tcp(s) => s.as_fd(),
+            Self::Unix(s) => s.as_fd(),
+        }
+    }
+}
+
+/// The non-blocking writer the driver flushes an outbox into.
+impl<R: AsyncRuntime> Write for &Stream<R> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.write_vectored(&[IoSlice::new(buf)])
+    }
+
+    fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        match self {
+            Stream::Tcp(s) => s.try_write_vectored(bufs),
+            Stream::Unix(s) => s.try_write_vectored(bufs),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+enum Listener<R: AsyncRuntime> {
+    Tcp(R::TcpListener),
+    Unix(R::UnixListener),
+}
+
+impl<R: AsyncRuntime> Listener<R> {
+    async fn accept(&self) -> io::Result<(Stream<R>, Peer)> {
+        Ok(match self {
+            Self::Tcp(l) => {
+                let (s, addr) = R::accept_tcp(l).await?;
+                (Stream::tcp(s), Peer::Ip(addr.ip()))
+            }
+            Self::Unix(l) => (Stream::Unix(R::accept_unix(l).await?), Peer::Local),
+        })
+    }
+}
+
+fn spawn_accept<R: AsyncRuntime>(
+    role: ListenerRole,
+    listener: StdListener,
+    tx: Sender<Msg<R>>,
+) -> io::Result<R::Task> {
+    let listener = match listener {
+        StdListener::Tcp(l) => Listener::<R>::Tcp(R::listen_tcp(l)?),
+        StdListener::Unix(l, _path) => Listener::Unix(R::listen_unix(l)?),
+    };
+    Ok(R::spawn(async move {
+        loop {
+            match listener.accept().await {
+                Ok((stream, peer)) => {
+                    if tx.send(Msg::Accepted(role, stream, peer)).await.is_err() {
+                        return;
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!("accept failed: {e}; retrying in {ACCEPT_RETRY:?}");
+                    R::sleep_until(Instant::now() + ACCEPT_RETRY).await;
+                }
+            }
+        }
+    }))
+}
+
+/// A connection's IO tasks; dropping it cancels them.
+struct Io<R: AsyncRuntime> {
+    stream: Arc<Stream<R>>,
+    _reader: R::Task,
+    waiter: Option<R::Task>,
+}
+
+struct Owner<R: AsyncRuntime> {
+    driver: Driver,
+    ios: HashMap<ConnId, Io<R>>,
+    dials: HashMap<ConnId, R::Task>,
+    tx: Sender<Msg<R>>,
+    options: Options,
+}
+
+impl<R: AsyncRuntime> Owner<R> {
+    /// `first`, then up to the budget of messages already queued.
+    fn handle_batch(&mut self, first: Msg<R>, rx: &Receiver<Msg<R>>, fx: &mut impl Effects) {
+        self.handle(first, fx);
+        for _ in 1..self.options.budget {
+            match rx.try_recv() {
+                Ok(msg) => self.handle(msg, fx),
+                Err(_) => break,
+            }
+        }
+    }
+
+    fn handle(&mut self, msg: Msg<R>, fx: &mut impl Effects) {
+        let now = Instant::now();
+        match msg {
+            Msg::Accepted(role, stream, peer) => {
+                if let Some(conn) = self.driver.accept(role, peer, now, fx) {
+                    self.register(conn, stream);
+                }
+            }
+            Msg::Input(conn, bytes) => self.driver.input(conn, &bytes, now, fx),
+            // End of stream: a receipt already queued is still written (half-close).
+            Msg::Ended(conn) => {
+                if self.driver.eof(conn, now, fx) {
+                    self.ios.remove(&conn);
+                }
+            }
+            Msg::Writable(conn) => {
+                if let Some(io) = self.ios.get_mut(&conn) {
+                    io.waiter = None;
+                    self.flush(conn, fx);
+                }
+            }
+            Msg::Dialed(conn, result) => {
+                self.dials.remove(&conn);
+                match result {
+                    Ok(stream) if self.driver.is_open(conn) => {
+                        self.register(conn, stream);
+                        self.driver.connected(conn, now, fx);
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        let reason = CloseReason::ConnectFailed(e.to_string());
+                        self.driver.closed(conn, reason, now, fx);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Due timers, pending writes, pending dials.
+    fn settle(&mut self, fx: &mut impl Effects) {
+        let now = Instant::now();
+        if self.driver.poll_timeout().is_some_and(|t| t <= now) {
+            self.driver.timeout(now, fx);
+        }
+        self.flush_ready(fx);
+        while let Some((conn, endpoint)) = self.driver.pop_dial() {
+            self.dial(conn, &endpoint);
+        }
+    }
+
+    fn flush_ready(&mut self, fx: &mut impl Effects) {
+        while let Some(conn) = self.driver.pop_ready() {
+            self.flush(conn, fx);
+        }
+    }
+
+    fn register(&mut self, conn: ConnId, stream: Stream<R>) {
+        let stream = Arc::new(stream);
+        let reader = R::spawn(read_loop(
+            conn,
+            stream.clone(),
+            self.tx.clone(),
+            self.options.read_chunk,
+        ));
+        let io = Io {
+            stream,
+            _reader: reader,
+            waiter: None,
+        };
+        self.ios.insert(conn, io);
+    }
+
+    fn flush(&mut self, conn: ConnId, fx: &mut impl Effects) {
+        let Some(io) = self.ios.get_mut(&conn) else {
+            // Not connected yet (a dial in flight): flushed once it is.
+            return;
+        };
+        if io.waiter.is_some() {
+            return;
+        }
+        let stream = io.stream.clone();
+        match self.driver.flush(conn, &mut &*stream, Instant::now(), fx) {
+            Flush::Idle => {}
+            Flush::Pending => {
+                let tx = self.tx.clone();
+                io.waiter = Some(R::spawn(async move {
+                    let _ = stream.writable().await;
+                    let _ = tx.send(Msg::Writable(conn)).await;
+                }));
+            }
+            Flush::Close(_) => {
+                // The reader task may outlive this for a moment and keep the socket open: the
+                // peer gets its EOF now.
+                let _ = SockRef::from(&*stream).shutdown(Shutdown::Write);
+                self.ios.remove(&conn);
+            }
+        }
+    }
+
+    fn dial(&mut self, conn: ConnId, endpoint: &str) {
+        let tx = self.tx.clone();
+        let addr = DialAddr::parse(endpoint, DIAL_PORT_DEFAULT);
+        let task = R::spawn(async move {
+            let result = match addr {
+                Ok(DialAddr::Tcp { host, port }) => {
+                    R::connect_tcp(&host, port).await.map(Stream::tcp)
+                }
+                Ok(DialAddr::Unix(path)) => R::connect_unix(&path).await.map(Stream::Unix),
+                Ok(other) => Err(io::Error::new(
+                    io::ErrorKind::Unsupported,
+                    format!("cannot dial {other}: unsupported endpoint kind"),
+                )),
+                Err(e) => Err(io::Error::new(io::ErrorKind::InvalidInput, e.to_string())),
+            };
+            let _ = tx.send(Msg::Dialed(conn, result)).await;
+        });
+        self.dials.insert(conn, task);
+    }
+}
+
+/// Reads until EOF or error, handing each read to the owner as one [`Bytes`].
+///
+/// The buffer is allocated (zeroed) `chunk` bytes at a time and split after each read, so a
+/// read costs no allocation until the rest of the chunk runs low.
+async fn read_loop<R: AsyncRuntime>(
+    conn: ConnId,
+    stream: Arc<Stream<R>>,
+    tx: Sender<Msg<R>>,
+    chunk: usize,
+) {
+    let chunk = chunk.max(1);
+    let mut buf = BytesMut::new();
+    loop {
+        if buf.len() < (chunk / 4).max(1) {
+            buf = BytesMut::zeroed(chunk);
+        }
+        match stream.try_read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => {
+                let bytes = buf.split_to(n).freeze();
+                if tx.send(Msg::Input(conn, bytes)).await.is_err() {
+                    return;
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                if stream.readable().await.is_err() {
+                    break;
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(_) => break,
+        }
+    }
+    let _ = tx.send(Msg::Ended(conn)).await;
+}
