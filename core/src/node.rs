@@ -117,6 +117,9 @@ pub struct Node {
     last_now: Instant,
     next_conn: u64,
     conns: BTreeMap<ConnId, Conn>,
+    /// Open intake and feed connections: the ones `connections_max` bounds. Kept as a count so
+    /// an accept is O(log n), not a scan of every connection.
+    served: usize,
     upstreams: Vec<UpstreamState>,
     seen: SeenIndex,
     filters: FilterTable,
@@ -262,6 +265,7 @@ impl Node {
             last_now: now,
             next_conn: 1,
             conns: BTreeMap::new(),
+            served: 0,
             upstreams,
             filters: FilterTable {
                 engine,
@@ -309,12 +313,7 @@ impl Node {
             ));
             return None;
         };
-        let served = self
-            .conns
-            .values()
-            .filter(|c| matches!(c.kind, Kind::Intake | Kind::Feed(_)))
-            .count();
-        if served >= self.config.limits.connections_max {
+        if self.served >= self.config.limits.connections_max {
             self.events.push_back(refuse(format!(
                 "connection limit reached ({} connections)",
                 self.config.limits.connections_max
@@ -616,6 +615,7 @@ impl Node {
             },
         );
         if matches!(role, ConnRole::Intake | ConnRole::Feed) {
+            self.served += 1;
             self.events.push_back(Event::PeerUp { conn, role });
         }
     }
@@ -641,6 +641,10 @@ impl Node {
         };
         self.timers.cancel(TimerKey::Conn(conn));
         let role = c.kind.role();
+        if matches!(role, ConnRole::Intake | ConnRole::Feed) {
+            debug_assert!(self.served > 0, "served count out of step");
+            self.served = self.served.saturating_sub(1);
+        }
         match c.kind {
             Kind::Intake => {}
             Kind::Feed(feed) => self.release_filters(feed.filters),
