@@ -1,0 +1,333 @@
+//! Hot-path numbers for the sans-IO core: parse throughput, allocations per parse and per
+//! event, receipt building, and fan-out cost. Run with `cargo bench -p vtp-core --bench core`.
+//!
+//! A plain `main` (no harness): throughputs are the best of several runs, per-submission times
+//! the median of all submissions, and allocations are counted by a global allocator that wraps
+//! the system one.
+
+// A benchmark reads the clock: that is its job. The sans-IO clock ban is for the core itself.
+#![allow(clippy::disallowed_methods)]
+// Counting allocations needs a `GlobalAlloc` impl, which is an unsafe trait; each method only
+// forwards to `System` with the caller's own arguments.
+#![allow(unsafe_code)]
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::hint::black_box;
+use std::net::Ipv4Addr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use vtp_core::filter::NoFilterEngine;
+use vtp_core::frame::{self, FRAME_LEN_MAX_DEFAULT, FrameDecoder};
+use vtp_core::message::{self, Message, ParseLimits};
+use vtp_core::{Action, Config, ListenerRole, Node, Peer};
+
+const GCN: &[u8] = include_bytes!("../tests/data/gcn_swift_bat.xml");
+const LOCAL: &str = "ivo://example.org/broker";
+const RUNS: usize = 5;
+
+// ------------------------------------------------------------------ counting allocator
+
+static ALLOCS: AtomicUsize = AtomicUsize::new(0);
+static ALLOC_BYTES: AtomicUsize = AtomicUsize::new(0);
+
+/// The system allocator, counting every allocation and reallocation and their sizes.
+struct Counting;
+
+// SAFETY: every method forwards to `System` with exactly the arguments it was given, so the
+// `GlobalAlloc` contract is upheld by `System`; the counters are plain atomics.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        count(layout.size());
+        // SAFETY: forwarded unchanged; the caller upholds `alloc`'s contract.
+        unsafe { System.alloc(layout) }
+    }
+
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        count(layout.size());
+        // SAFETY: forwarded unchanged; the caller upholds `alloc_zeroed`'s contract.
+        unsafe { System.alloc_zeroed(layout) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: forwarded unchanged; `ptr` came from `System` through this allocator.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        count(new_size);
+        // SAFETY: forwarded unchanged; `ptr` came from `System` through this allocator.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+fn count(bytes: usize) {
+    ALLOCS.fetch_add(1, Ordering::Relaxed);
+    ALLOC_BYTES.fetch_add(bytes, Ordering::Relaxed);
+}
+
+/// Allocations and bytes allocated so far.
+fn allocs() -> (usize, usize) {
+    (
+        ALLOCS.load(Ordering::Relaxed),
+        ALLOC_BYTES.load(Ordering::Relaxed),
+    )
+}
+
+// ---------------------------------------------------------------------------- helpers
+
+/// Best (shortest) time of `RUNS` runs of `f`.
+fn best_of(mut f: impl FnMut()) -> Duration {
+    (0..RUNS)
+        .map(|_| {
+            let started = Instant::now();
+            f();
+            started.elapsed()
+        })
+        .min()
+        .unwrap_or_default()
+}
+
+fn ns_per(d: Duration, n: usize) -> f64 {
+    d.as_secs_f64() * 1e9 / n as f64
+}
+
+/// The GCN fixture with a distinct ivorn (same length) for each `i`, framed.
+fn unique_event(i: usize) -> Bytes {
+    let marker = b"532871-729";
+    let at = GCN
+        .windows(marker.len())
+        .position(|w| w == marker)
+        .expect("fixture ivorn");
+    let mut payload = GCN.to_vec();
+    payload[at..at + marker.len()].copy_from_slice(format!("{i:010}").as_bytes());
+    frame::encode(&payload).expect("fits a frame")
+}
+
+fn broker(now: Instant) -> Node {
+    let mut config = Config::new(Some(LOCAL.into()));
+    config.timing.test_event_interval = None;
+    Node::new(
+        config,
+        Box::new(NoFilterEngine),
+        1,
+        now,
+        Duration::from_secs(1_714_564_800),
+    )
+    .expect("valid configuration")
+}
+
+/// Drains every output; returns the number of `Forward` actions.
+fn drain(node: &mut Node) -> usize {
+    let mut forwards = 0;
+    while let Some(a) = node.poll_action() {
+        if matches!(a, Action::Forward { .. }) {
+            forwards += 1;
+        }
+        drop(black_box(a));
+    }
+    while let Some(e) = node.poll_event() {
+        drop(black_box(e));
+    }
+    forwards
+}
+
+// ----------------------------------------------------------------------------- benches
+
+struct ParseFigures {
+    mb_per_s: f64,
+    ns_per_event: f64,
+    allocs_per_parse: f64,
+    bytes_per_parse: f64,
+}
+
+/// Frame decode + classify of the 10 KB fixture.
+fn parse_bench() -> ParseFigures {
+    let iterations = 20_000;
+    let framed = frame::encode(GCN).expect("fits a frame");
+    let limits = ParseLimits::default();
+    let mut decoder = FrameDecoder::new(FRAME_LEN_MAX_DEFAULT);
+    let once = |decoder: &mut FrameDecoder| {
+        decoder
+            .decode(black_box(&framed), |payload| {
+                let m = message::parse(black_box(payload), &limits);
+                assert!(matches!(m, Ok(Message::VoEvent(_))));
+                drop(black_box(m));
+            })
+            .expect("well framed");
+    };
+    let best = best_of(|| {
+        for _ in 0..iterations {
+            once(&mut decoder);
+        }
+    });
+    let (a0, b0) = allocs();
+    let counted = 1_000;
+    for _ in 0..counted {
+        once(&mut decoder);
+    }
+    let (a1, b1) = allocs();
+    ParseFigures {
+        mb_per_s: (framed.len() * iterations) as f64 / best.as_secs_f64() / 1e6,
+        ns_per_event: ns_per(best, iterations),
+        allocs_per_parse: (a1 - a0) as f64 / counted as f64,
+        bytes_per_parse: (b1 - b0) as f64 / counted as f64,
+    }
+}
+
+struct BrokerFigures {
+    feeds: usize,
+    allocs_per_event: f64,
+    bytes_per_event: f64,
+    ns_per_event: f64,
+}
+
+/// One author submission at a time (accept, input, drain) on a broker with `feeds` feeds.
+///
+/// Each submission is timed on its own and the median over all runs is reported: on a shared
+/// machine a preempted submission is an outlier, not a shift of the mean.
+fn broker_bench(feeds: usize, events: usize) -> BrokerFigures {
+    let warmup = 256;
+    let frames: Vec<Bytes> = (0..RUNS * (warmup + events))
+        .map(|i| unique_event(feeds * 1_000_000 + i))
+        .collect();
+    let now = Instant::now();
+    let peer = Peer::Ip(Ipv4Addr::LOCALHOST.into());
+    let mut times: Vec<Duration> = Vec::with_capacity(RUNS * events);
+    let (mut alloc_count, mut alloc_bytes) = (usize::MAX, usize::MAX);
+    for run in frames.chunks(warmup + events) {
+        let mut node = broker(now);
+        for _ in 0..feeds {
+            let feed = node.handle_accept(ListenerRole::Broadcast, peer, now);
+            assert!(feed.is_some());
+        }
+        drain(&mut node);
+        let submit = |node: &mut Node, frame: &Bytes| {
+            let author = node
+                .handle_accept(ListenerRole::Receive, peer, now)
+                .expect("accepted");
+            node.handle_input(author, black_box(frame), now);
+            let forwarded = drain(node);
+            assert_eq!(forwarded, feeds);
+        };
+        // Warm up: queues and tables reach their working capacity.
+        for frame in &run[..warmup] {
+            submit(&mut node, frame);
+        }
+        let (a0, b0) = allocs();
+        for frame in &run[warmup..] {
+            let started = Instant::now();
+            submit(&mut node, frame);
+            times.push(started.elapsed());
+        }
+        let (a1, b1) = allocs();
+        assert_eq!(node.seen_len(), warmup + events);
+        // `times` had its capacity reserved up front: pushing allocates nothing.
+        alloc_count = alloc_count.min(a1 - a0);
+        alloc_bytes = alloc_bytes.min(b1 - b0);
+    }
+    times.sort_unstable();
+    BrokerFigures {
+        feeds,
+        allocs_per_event: alloc_count as f64 / events as f64,
+        bytes_per_event: alloc_bytes as f64 / events as f64,
+        ns_per_event: ns_per(times[times.len() / 2], 1),
+    }
+}
+
+/// Building an ack and a nak (a framed Transport message each).
+fn receipt_bench() -> (f64, f64) {
+    let iterations = 100_000;
+    let ivorn = "ivo://nasa.gsfc.gcn/SWIFT#BAT_GRB_Pos_532871-729";
+    let ts = "2024-05-01T12:00:00Z";
+    let ack = best_of(|| {
+        for _ in 0..iterations {
+            black_box(message::build_ack(
+                black_box(ivorn),
+                Some(LOCAL),
+                black_box(ts),
+            ));
+        }
+    });
+    let reason = "Event rejected: Invalid IVOID: ivo://a2#x (authority too short)";
+    let nak = best_of(|| {
+        for _ in 0..iterations {
+            black_box(message::build_nak(
+                black_box(ivorn),
+                Some(LOCAL),
+                black_box(ts),
+                black_box(reason),
+            ));
+        }
+    });
+    (ns_per(ack, iterations), ns_per(nak, iterations))
+}
+
+fn main() {
+    // `cargo bench` passes `--bench`; `cargo test --all-targets` runs this unoptimised with
+    // no argument: skip the measurements then.
+    if !std::env::args().any(|a| a == "--bench") {
+        println!("skipped: run with `cargo bench -p vtp-core --bench core`");
+        return;
+    }
+    let p = parse_bench();
+    let (ack_ns, nak_ns) = receipt_bench();
+    let broker: Vec<BrokerFigures> = [0, 1, 10, 100, 1000]
+        .iter()
+        .map(|&feeds| broker_bench(feeds, if feeds >= 1000 { 500 } else { 2_000 }))
+        .collect();
+
+    println!(
+        "vtp-core bench ({} byte GCN event; throughput: best of {RUNS} runs; broker: median)",
+        GCN.len()
+    );
+    println!();
+    println!(
+        "{:<34} {:>12}",
+        "decode + parse throughput",
+        format!("{:.0} MB/s", p.mb_per_s)
+    );
+    println!(
+        "{:<34} {:>12}",
+        "decode + parse per event",
+        format!("{:.0} ns", p.ns_per_event)
+    );
+    println!(
+        "{:<34} {:>12}",
+        "allocations per parse",
+        format!("{:.1} ({:.0} B)", p.allocs_per_parse, p.bytes_per_parse)
+    );
+    println!("{:<34} {:>12}", "build ack", format!("{ack_ns:.0} ns"));
+    println!("{:<34} {:>12}", "build nak", format!("{nak_ns:.0} ns"));
+    println!();
+    println!("broker, one author submission (accept + input + drain all actions):");
+    println!(
+        "{:>7} {:>12} {:>12} {:>12} {:>14}",
+        "feeds", "allocs/event", "bytes/event", "ns/event", "ns/feed fan-out"
+    );
+    let base = broker.first().map_or(0.0, |b| b.ns_per_event);
+    for b in &broker {
+        // Below 100 feeds the difference drowns in timing noise.
+        let per_feed = if b.feeds < 100 {
+            "-".to_owned()
+        } else {
+            format!("{:.1}", (b.ns_per_event - base) / b.feeds as f64)
+        };
+        println!(
+            "{:>7} {:>12.2} {:>12.0} {:>12.0} {:>14}",
+            b.feeds, b.allocs_per_event, b.bytes_per_event, b.ns_per_event, per_feed
+        );
+    }
+    if let Some(b) = broker.iter().find(|b| b.feeds == 1000) {
+        println!();
+        println!(
+            "fan-out of one event to 1,000 feeds: {:.1} us (whole submission), {:.1} us over 0 feeds",
+            b.ns_per_event / 1e3,
+            (b.ns_per_event - base) / 1e3
+        );
+    }
+}
