@@ -30,10 +30,14 @@ printf '%-58s %12s %10s\n' "$e (static, mio only)" "$(size "$e")" "$(mib "$(size
 rss_kib() { awk '/^VmRSS:/ { print $2 }' "/proc/$1/status"; }
 echo
 echo "== resident memory (VmRSS), vtp broker on loopback"
-printf '%-8s %12s %22s\n' "runtime" "idle" "100 subscribers"
-for rt in tokio smol mio; do
+printf '%-11s %12s %22s\n' "build" "idle" "100 subscribers"
+for build in tokio smol mio mio-static; do
   db="$(mktemp -d)"; log="$(mktemp)"
-  target/release/vtp broker --runtime "$rt" --local-ivo ivo://vtp.bench/footprint \
+  case "$build" in
+    mio-static) bin="$e"; rt=mio ;;
+    *) bin=target/release/vtp; rt="$build" ;;
+  esac
+  "$bin" broker --runtime "$rt" --local-ivo ivo://vtp.bench/footprint \
     --receive 127.0.0.1:0 --broadcast 127.0.0.1:0 --eventdb "$db" 2>"$log" &
   pid=$!
   port=""
@@ -57,7 +61,7 @@ with open(f"/proc/{pid}/status") as f:
     print(next(l.split()[1] for l in f if l.startswith("VmRSS:")))
 PY
   with100="$(cat "$log.100")"
-  printf '%-8s %9s KiB %18s KiB\n' "$rt" "$idle" "$with100"
+  printf '%-11s %9s KiB %18s KiB\n' "$build" "$idle" "$with100"
   kill "$pid"; wait "$pid" 2>/dev/null || true
   rm -rf "$db" "$log" "$log.100"
 done

@@ -486,21 +486,30 @@ impl<R: AsyncRuntime> Owner<R> {
 ///
 /// The buffer is allocated (zeroed) `chunk` bytes at a time and split after each read, so a
 /// read costs no allocation until the rest of the chunk runs low.
+/// First read buffer of a connection.
+const READ_START: usize = 4096;
+
 async fn read_loop<R: AsyncRuntime>(
     conn: ConnId,
     stream: Arc<Stream<R>>,
     tx: Sender<Msg<R>>,
     chunk: usize,
 ) {
+    // The buffer starts small and doubles (up to `chunk`) whenever a read fills it, so an idle
+    // subscriber costs a few KiB, not a full chunk.
     let chunk = chunk.max(1);
+    let mut size = READ_START.min(chunk);
     let mut buf = BytesMut::new();
     loop {
-        if buf.len() < (chunk / 4).max(1) {
-            buf = BytesMut::zeroed(chunk);
+        if buf.len() < (size / 4).max(1) {
+            buf = BytesMut::zeroed(size);
         }
         match stream.try_read(&mut buf) {
             Ok(0) => break,
             Ok(n) => {
+                if n == buf.len() {
+                    size = (size * 2).min(chunk);
+                }
                 let bytes = buf.split_to(n).freeze();
                 if tx.send(Msg::Input(conn, bytes)).await.is_err() {
                     return;

@@ -47,7 +47,7 @@ use std::panic::{self, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TryRecvError, TrySendError};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender, TryRecvError};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
@@ -270,7 +270,7 @@ pub type OnDurable = Box<dyn Fn(u64) + Send + 'static>;
 /// Dropping it without [`flush_and_stop`](Self::flush_and_stop) lets the thread commit what is
 /// queued in the background; only `flush_and_stop` waits for that.
 pub struct StoreWorker {
-    tx: Option<SyncSender<(u64, StoreOp)>>,
+    tx: Option<Sender<(u64, StoreOp)>>,
     thread: Option<JoinHandle<Result<(), StoreError>>>,
     durable: Arc<AtomicU64>,
     next_seq: u64,
@@ -288,7 +288,9 @@ impl StoreWorker {
     ///
     /// [`StoreError::Spawn`] if the thread cannot be created.
     pub fn spawn(store: SeenStore, on_durable: Option<OnDurable>) -> Result<Self, StoreError> {
-        let (tx, rx) = mpsc::sync_channel(STORE_QUEUE_MAX);
+        // A growable channel: memory follows the backlog. The bound is enforced in `send`
+        // (sent but not yet durable), not by preallocating a queue of STORE_QUEUE_MAX slots.
+        let (tx, rx) = mpsc::channel();
         let durable = Arc::new(AtomicU64::new(0));
         let path = store.path.clone();
         let committer = Committer {
@@ -326,13 +328,16 @@ impl StoreWorker {
         let Some(tx) = &self.tx else {
             return Err(SendError::Stopped);
         };
-        match tx.try_send((seq, op)) {
+        let pending = self.next_seq - self.durable.load(Ordering::Acquire);
+        if pending >= STORE_QUEUE_MAX as u64 {
+            return Err(SendError::Full);
+        }
+        match tx.send((seq, op)) {
             Ok(()) => {
                 self.next_seq = seq;
                 Ok(seq)
             }
-            Err(TrySendError::Full(_)) => Err(SendError::Full),
-            Err(TrySendError::Disconnected(_)) => Err(SendError::Stopped),
+            Err(_) => Err(SendError::Stopped),
         }
     }
 
@@ -620,7 +625,7 @@ mod tests {
     fn committer_takes_everything_queued_as_one_batch() {
         let tmp = TempDir::new("store-group");
         let store = SeenStore::open(tmp.path()).unwrap();
-        let (tx, rx) = mpsc::sync_channel(STORE_QUEUE_MAX);
+        let (tx, rx) = mpsc::channel();
         for (seq, op) in (1..=1000).zip(persist_all(0..1000)) {
             tx.send((seq, op)).unwrap();
         }
