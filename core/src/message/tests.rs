@@ -1199,28 +1199,3 @@ proptest! {
         }
     }
 }
-
-/// Throughput check for the hot path; run with
-/// `cargo test --release -p vtp-core -- --ignored --nocapture parse_throughput`.
-#[test]
-#[ignore = "timing; run in release by hand"]
-#[allow(
-    clippy::disallowed_methods,
-    reason = "a by-hand timing test, not core code; benches replace it"
-)]
-fn parse_throughput() {
-    let limits = ParseLimits::default();
-    let rounds = 20_000;
-    let started = std::hint::black_box(std::time::Instant::now());
-    for _ in 0..rounds {
-        let message = parse(std::hint::black_box(GCN), &limits);
-        assert!(message.is_ok());
-    }
-    let seconds = started.elapsed().as_secs_f64();
-    let mb_per_s = (GCN.len() * rounds) as f64 / seconds / 1e6;
-    println!(
-        "parse: {mb_per_s:.0} MB/s ({:.1} us per {} B event)",
-        seconds * 1e6 / rounds as f64,
-        GCN.len()
-    );
-}
