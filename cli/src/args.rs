@@ -135,6 +135,10 @@ pub(crate) struct BrokerArgs {
     /// VOEvent versions accepted from authors.
     #[arg(long, value_enum, default_value_t = AcceptVersions::V2)]
     pub(crate) accept_versions: AcceptVersions,
+    /// Schema check of author submissions: 2.0 validates VOEvent 2.0 packets against the
+    /// VOEvent 2.0 schema and naks violations (like Comet); off accepts any well-formed event.
+    #[arg(long, value_enum, default_value_t = SchemaCheck::V2)]
+    pub(crate) schema: SchemaCheck,
     /// Largest frame accepted, in bytes.
     #[arg(long, value_name = "BYTES", default_value_t = 1 << 20)]
     pub(crate) frame_limit: u32,
@@ -166,6 +170,16 @@ pub(crate) enum AcceptVersions {
     V2,
     /// 2.0, 1.1 and packets without namespace.
     Any,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub(crate) enum SchemaCheck {
+    /// No schema validation.
+    Off,
+    /// VOEvent 2.0 schema (Comet's VOEvent-v2.0.xsd); 1.1 and namespace-less packets, let
+    /// through by --accept-versions any, are not checked.
+    #[value(name = "2.0")]
+    V2,
 }
 
 #[derive(Debug, Args)]

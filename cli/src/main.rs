@@ -204,6 +204,10 @@ fn broker(a: BrokerArgs) -> Result<(), Fail> {
         args::AcceptVersions::V2 => config::AcceptVersions::V2_0,
         args::AcceptVersions::Any => config::AcceptVersions::Any,
     };
+    config.policy.schema = match a.schema {
+        args::SchemaCheck::Off => config::SchemaCheck::Off,
+        args::SchemaCheck::V2 => config::SchemaCheck::V2_0,
+    };
     for s in &a.subscribe {
         config.upstreams.push(Upstream {
             endpoints: vec![dial("--subscribe", s, 8099)?],

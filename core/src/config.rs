@@ -154,6 +154,8 @@ pub struct Policy {
     pub accept_versions: AcceptVersions,
     /// What a feed receives when every filter it sent was refused.
     pub invalid_filters: InvalidFilters,
+    /// Schema validation of author submissions.
+    pub schema: SchemaCheck,
 }
 
 impl Default for Policy {
@@ -163,6 +165,7 @@ impl Default for Policy {
             subscriber_nak: SubscriberNak::Keep,
             accept_versions: AcceptVersions::V2_0,
             invalid_filters: InvalidFilters::SendNothing,
+            schema: SchemaCheck::V2_0,
         }
     }
 }
@@ -192,6 +195,21 @@ pub enum AcceptVersions {
     V2_0,
     /// 2.0, 1.1 and no namespace.
     Any,
+}
+
+/// Schema validation of author submissions (PROTOCOL §4.1). Events from upstream brokers are
+/// never schema-checked, as in Comet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SchemaCheck {
+    /// No schema validation: a well-formed VOEvent that passes the other receiver checks is
+    /// accepted.
+    Off,
+    /// Like Comet: a submission in the VOEvent 2.0 namespace must be valid against the VOEvent
+    /// 2.0 schema ([`schema::validate_voevent_2_0`](crate::schema::validate_voevent_2_0)), or
+    /// it is nak'd with the violation. 1.1 and namespace-less packets, which only
+    /// [`AcceptVersions::Any`] lets through, are not schema-checked.
+    V2_0,
 }
 
 /// Delivery to a subscriber whose filters were all refused (PROTOCOL §7.1 item 11).

@@ -79,6 +79,7 @@ pub mod message;
 pub mod node;
 pub mod outbox;
 pub mod output;
+pub mod schema;
 pub mod seen;
 pub mod time;
 pub mod whitelist;

@@ -24,7 +24,7 @@
 //!
 //! | machine | states and inputs | on violation |
 //! |---|---|---|
-//! | Intake (author → us) | *waiting* (first frame is the submission; 20 s deadline from accept) → *answered* (ack or nak sent, close queued) | bad XML, Transport, bad IVOID, wrong version: nak with reason, close; oversize prefix: nak, close; deadline: close without reply |
+//! | Intake (author → us) | *waiting* (first frame is the submission; 20 s deadline from accept) → *answered* (ack or nak sent, close queued) | bad XML, Transport, bad IVOID, wrong version, schema violation: nak with reason, close; oversize prefix: nak, close; deadline: close without reply |
 //! | Feed (us → subscriber) | *open*: authenticate sent on accept; iamalive at each node tick; events forwarded through filters; acks, naks, iamalive replies and authenticate replies (filters) accepted at any time | bad XML or a VOEvent from the subscriber: logged and ignored; unanswered iamalive or too many outstanding acks at a tick: close |
 //! | Subscription (us → upstream) | *connecting* → *up* (answer authenticate with filters and iamalive; ack every event; silence timer) → *down* (reconnect after back-off) | bad XML: logged, ignored, silence timer not reset |
 //! | Submission (us as author) | *connecting* → *sent* → *done* on the matching ack or nak | timeout or close before the receipt: failed |
@@ -40,7 +40,9 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 
 use crate::backoff::Backoff;
-use crate::config::{AcceptVersions, Config, DuplicateReply, InvalidFilters, SubscriberNak};
+use crate::config::{
+    AcceptVersions, Config, DuplicateReply, InvalidFilters, SchemaCheck, SubscriberNak,
+};
 use crate::filter::{FilterEngine, FilterId};
 use crate::frame::{self, FrameDecoder};
 use crate::ivoid::{self, EventIdError, Ivoid};
@@ -48,6 +50,7 @@ use crate::message::{self, Message, TransportRole, VoEvent, VoEventNamespace};
 use crate::output::{
     Action, CloseReason, ConnId, ConnRole, Delivery, Event, ListenerRole, Peer, Source,
 };
+use crate::schema;
 use crate::seen::{EventKey, Seen, SeenIndex, SeenRecord};
 use crate::time::{WallClock, format_utc};
 use crate::timer::Timers;
@@ -697,7 +700,7 @@ impl Node {
                 return self.reject(conn, "", reason, now);
             }
         };
-        if let Err(reason) = self.check_submission(&ev) {
+        if let Err(reason) = self.check_submission(payload, &ev) {
             return self.reject(conn, &ev.ivorn, reason, now);
         }
         let key = EventKey::of_element(&payload[ev.element.clone()]);
@@ -727,8 +730,8 @@ impl Node {
         }
     }
 
-    /// Receiver checks on an author's event (PROTOCOL §4.1): IVOID and version.
-    fn check_submission(&self, ev: &VoEvent<'_>) -> Result<(), String> {
+    /// Receiver checks on an author's event (PROTOCOL §4.1): IVOID, version, then schema.
+    fn check_submission(&self, payload: &[u8], ev: &VoEvent<'_>) -> Result<(), String> {
         match ivoid::check_event_ivorn(&ev.ivorn) {
             Ok(_) => {}
             Err(EventIdError::Invalid(e)) => {
@@ -749,6 +752,14 @@ impl Node {
                     (_, None) => "an unknown namespace".to_owned(),
                 }
             ));
+        }
+        // Only 2.0 packets are schema-checked: with `AcceptVersions::Any`, 1.1 and
+        // namespace-less packets pass without one (there is no schema for them here).
+        if self.config.policy.schema == SchemaCheck::V2_0 && ev.namespace == VoEventNamespace::V2_0
+        {
+            let limits = &self.config.limits.parse;
+            schema::validate_voevent_2_0(payload, ev.element.clone(), limits)
+                .map_err(|e| format!("Event rejected: {e}"))?;
         }
         Ok(())
     }
