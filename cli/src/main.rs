@@ -214,12 +214,15 @@ fn broker(a: BrokerArgs) -> Result<(), Fail> {
         .eventdb
         .clone()
         .unwrap_or_else(|| std::env::temp_dir().join("vtp-eventdb"));
+    let mut options = Options::default();
+    options.outbox.bytes_max = a.outbox_bytes;
     serve(
         config,
         listeners,
         &a.handling,
         Some(&eventdb),
         a.common.runtime,
+        options,
     )
 }
 
@@ -284,6 +287,7 @@ fn serve(
     handling: &Handling,
     eventdb: Option<&Path>,
     runtime: Runtime,
+    options: Options,
 ) -> Result<(), Fail> {
     let handlers = build_handlers(handling, false)?;
     let now = Instant::now();
@@ -315,7 +319,7 @@ fn serve(
         tracing::info!("listening for {} on {addr}", role_name(role));
     }
     let shutdown = vtp_host::shutdown::on_signals()?;
-    let fx = run_node(runtime, node, bound, fx, shutdown)?;
+    let fx = run_node(runtime, node, bound, fx, shutdown, options)?;
     fx.finish(Duration::from_secs(5));
     tracing::info!("stopped");
     Ok(())
@@ -335,8 +339,8 @@ fn run_node(
     bound: Bound,
     fx: HostEffects,
     shutdown: Shutdown,
+    options: Options,
 ) -> std::io::Result<HostEffects> {
-    let options = Options::default();
     match runtime {
         #[cfg(feature = "tokio")]
         Runtime::Tokio => tokio::runtime::Builder::new_current_thread()
@@ -404,7 +408,14 @@ fn send(a: SendArgs) -> Result<(), Fail> {
         }
         trigger.fire();
     });
-    run_node(a.common.runtime, node, vtp_host::net::bind(&[])?, fx, done)?;
+    run_node(
+        a.common.runtime,
+        node,
+        vtp_host::net::bind(&[])?,
+        fx,
+        done,
+        Options::default(),
+    )?;
     let result = outcome
         .lock()
         .ok()
@@ -456,5 +467,6 @@ fn listen(a: ListenArgs) -> Result<(), Fail> {
         &handling,
         eventdb.as_deref(),
         a.common.runtime,
+        Options::default(),
     )
 }
