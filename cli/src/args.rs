@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use vtp_core::outbox::OutboxLimits;
 
 /// vtp: a VOEvent Transport Protocol broker, author and subscriber (Comet- and pygcn-compatible).
 #[derive(Debug, Parser)]
@@ -145,6 +146,10 @@ pub(crate) struct BrokerArgs {
     /// Most author and subscriber connections at once; more are refused.
     #[arg(long, value_name = "N", default_value_t = 20_000)]
     pub(crate) max_connections: usize,
+    /// Most bytes queued for one connection beyond its socket buffer: a subscriber that lets
+    /// more pile up is not reading, and is dropped. (At least one frame is always queued.)
+    #[arg(long, value_name = "BYTES", default_value_t = OutboxLimits::default().bytes_max)]
+    pub(crate) outbox_bytes: usize,
     #[command(flatten)]
     pub(crate) handling: Handling,
     #[command(flatten)]

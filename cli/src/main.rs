@@ -218,12 +218,15 @@ fn broker(a: BrokerArgs) -> Result<(), Fail> {
         .eventdb
         .clone()
         .unwrap_or_else(|| std::env::temp_dir().join("vtp-eventdb"));
+    let mut options = Options::default();
+    options.outbox.bytes_max = a.outbox_bytes;
     serve(
         config,
         listeners,
         &a.handling,
         Some(&eventdb),
         a.common.runtime,
+        options,
     )
 }
 
@@ -288,6 +291,7 @@ fn serve(
     handling: &Handling,
     eventdb: Option<&Path>,
     runtime: Runtime,
+    options: Options,
 ) -> Result<(), Fail> {
     let handlers = build_handlers(handling, false)?;
     let now = Instant::now();
@@ -319,7 +323,7 @@ fn serve(
         tracing::info!("listening for {} on {addr}", role_name(role));
     }
     let shutdown = vtp_host::shutdown::on_signals()?;
-    let fx = run_node(runtime, node, bound, fx, shutdown)?;
+    let fx = run_node(runtime, node, bound, fx, shutdown, options)?;
     fx.finish(Duration::from_secs(5));
     tracing::info!("stopped");
     Ok(())
@@ -339,8 +343,8 @@ fn run_node(
     bound: Bound,
     fx: HostEffects,
     shutdown: Shutdown,
+    options: Options,
 ) -> std::io::Result<HostEffects> {
-    let options = Options::default();
     match runtime {
         #[cfg(feature = "tokio")]
         Runtime::Tokio => tokio::runtime::Builder::new_current_thread()
@@ -408,7 +412,14 @@ fn send(a: SendArgs) -> Result<(), Fail> {
         }
         trigger.fire();
     });
-    run_node(a.common.runtime, node, vtp_host::net::bind(&[])?, fx, done)?;
+    run_node(
+        a.common.runtime,
+        node,
+        vtp_host::net::bind(&[])?,
+        fx,
+        done,
+        Options::default(),
+    )?;
     let result = outcome
         .lock()
         .ok()
@@ -460,5 +471,6 @@ fn listen(a: ListenArgs) -> Result<(), Fail> {
         &handling,
         eventdb.as_deref(),
         a.common.runtime,
+        Options::default(),
     )
 }
