@@ -143,7 +143,7 @@ pub(crate) struct BrokerArgs {
     /// Largest frame accepted, in bytes.
     #[arg(long, value_name = "BYTES", default_value_t = 1 << 20)]
     pub(crate) frame_limit: u32,
-    /// Most author and subscriber connections at once; more are refused.
+    /// Most author connections, and most subscriber connections, at once; more are refused.
     #[arg(long, value_name = "N", default_value_t = 20_000)]
     pub(crate) max_connections: usize,
     /// Most bytes queued for one connection beyond its socket buffer: a subscriber that lets

@@ -115,9 +115,13 @@ pub struct Limits {
     pub parse: ParseLimits,
     /// Close a feed at the iamalive tick when this many iamalives are unanswered (1).
     pub iamalive_missed_max: u32,
-    /// Close a feed at the iamalive tick when this many events are unacknowledged (10).
+    /// Close a feed at an iamalive tick when this many events sent before the previous tick are
+    /// still without a receipt (10). Comet counts every unacknowledged event at the tick, which
+    /// drops a healthy subscriber whose acks are in flight during a burst; counting only events
+    /// a whole period old does not.
     pub outstanding_acks_max: u32,
-    /// Most connections accepted at once (authors + subscribers); beyond, accepts are refused.
+    /// Most connections accepted at once per listener role (authors; subscribers), so idle
+    /// subscribers can never lock authors out; beyond, accepts are refused.
     pub connections_max: usize,
     /// Most entries in the seen-index; the oldest is evicted beyond.
     pub seen_entries_max: usize,

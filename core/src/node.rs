@@ -161,9 +161,23 @@ impl Kind {
 #[derive(Debug, Default)]
 struct Feed {
     iamalive_unanswered: u32,
-    outstanding_acks: u32,
+    /// Events sent, and receipts (ack or nak, any Origin, as Comet) received.
+    sent: u64,
+    receipts: u64,
+    /// `sent` at the previous iamalive tick: events older than that are overdue if unanswered.
+    sent_at_tick: u64,
     filters: FeedFilters,
     naks: u64,
+}
+
+impl Feed {
+    /// Events sent before the previous tick still without a receipt. Receipts are counted, not
+    /// matched (Comet matches nothing either), and the oldest events are taken as answered
+    /// first; an event sent since the last tick cannot be overdue, so acks still in flight
+    /// during a burst never count against the subscriber.
+    fn overdue(&self) -> u64 {
+        self.sent_at_tick.saturating_sub(self.receipts)
+    }
 }
 
 #[derive(Debug, Default)]
@@ -318,7 +332,11 @@ impl Node {
             ));
             return None;
         };
-        if self.served + self.feeds >= self.config.limits.connections_max {
+        let open = match listener {
+            ListenerRole::Receive => self.served,
+            ListenerRole::Broadcast => self.feeds,
+        };
+        if open >= self.config.limits.connections_max {
             self.events.push_back(refuse(format!(
                 "connection limit reached ({} connections)",
                 self.config.limits.connections_max
@@ -854,7 +872,7 @@ impl Node {
                     .any(|id| ft.ids.binary_search(id).is_ok_and(|i| ft.verdicts[i])),
             };
             if pass {
-                feed.outstanding_acks = feed.outstanding_acks.saturating_add(1);
+                feed.sent += 1;
                 self.actions.push_back(Action::Forward {
                     conn,
                     frame: frame.clone(),
@@ -881,10 +899,10 @@ impl Node {
                 feed.iamalive_unanswered = feed.iamalive_unanswered.saturating_sub(1);
             }
             TransportRole::Ack => {
-                feed.outstanding_acks = feed.outstanding_acks.saturating_sub(1);
+                feed.receipts += 1;
             }
             TransportRole::Nak => {
-                feed.outstanding_acks = feed.outstanding_acks.saturating_sub(1);
+                feed.receipts += 1;
                 feed.naks += 1;
                 self.events.push_back(Event::SubscriberNak {
                     conn,
@@ -1050,10 +1068,12 @@ impl Node {
             };
             if feed.iamalive_unanswered >= limits.iamalive_missed_max {
                 drop.push((conn, CloseReason::IamaliveUnanswered));
-            } else if feed.outstanding_acks >= limits.outstanding_acks_max {
-                drop.push((conn, CloseReason::OutstandingAcks(feed.outstanding_acks)));
+            } else if feed.overdue() >= u64::from(limits.outstanding_acks_max) {
+                let overdue = u32::try_from(feed.overdue()).unwrap_or(u32::MAX);
+                drop.push((conn, CloseReason::OutstandingAcks(overdue)));
             } else {
                 feed.iamalive_unanswered += 1;
+                feed.sent_at_tick = feed.sent;
                 let frame = frame
                     .get_or_insert_with(|| {
                         let ts = format_utc(self.clock.unix_secs_at(now));

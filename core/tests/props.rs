@@ -784,10 +784,10 @@ fn refused_for_limit(h: &Harness) -> bool {
 }
 
 #[test]
-fn connection_limit_counts_intakes_and_feeds_and_frees_slots_on_every_kind_of_close() {
+fn connection_limit_is_per_role_and_frees_slots_on_every_kind_of_close() {
     let mut c = Config::new(Some(LOCAL.into()));
     c.timing.test_event_interval = None;
-    c.limits.connections_max = 3;
+    c.limits.connections_max = 2;
     c.upstreams = vec![Upstream {
         endpoints: vec!["127.0.0.1:8099".into()],
     }];
@@ -800,19 +800,22 @@ fn connection_limit_counts_intakes_and_feeds_and_frees_slots_on_every_kind_of_cl
         h.drain();
         conn
     };
-    // The subscription to the upstream does not count.
-    let f1 = accept(&mut h, ListenerRole::Broadcast).expect("slot 1");
-    let f2 = accept(&mut h, ListenerRole::Broadcast).expect("slot 2");
-    let a1 = accept(&mut h, ListenerRole::Receive).expect("slot 3");
-    assert!(!refused_for_limit(&h));
-    assert_eq!(accept(&mut h, ListenerRole::Receive), None);
+    // The subscription to the upstream does not count; each role has its own slots, so idle
+    // subscribers never lock authors out.
+    let f1 = accept(&mut h, ListenerRole::Broadcast).expect("feed slot 1");
+    let f2 = accept(&mut h, ListenerRole::Broadcast).expect("feed slot 2");
+    assert_eq!(accept(&mut h, ListenerRole::Broadcast), None);
     assert!(refused_for_limit(&h));
     h.events.clear();
+    let a1 = accept(&mut h, ListenerRole::Receive).expect("author slot 1");
+    let _a2 = accept(&mut h, ListenerRole::Receive).expect("author slot 2");
+    assert_eq!(accept(&mut h, ListenerRole::Receive), None);
+    assert!(refused_for_limit(&h));
 
     // An answered submission frees its slot.
     h.input(a1, &framed(&event_xml("ivo://example.org/survey#limit-1")));
-    let a2 = accept(&mut h, ListenerRole::Receive).expect("freed by the answer");
-    assert_eq!(accept(&mut h, ListenerRole::Broadcast), None);
+    let a3 = accept(&mut h, ListenerRole::Receive).expect("freed by the answer");
+    assert_eq!(accept(&mut h, ListenerRole::Receive), None);
     // A peer close frees one.
     h.node.handle_closed(f1, CloseReason::PeerClosed, h.now);
     let f3 = accept(&mut h, ListenerRole::Broadcast).expect("freed by the peer");
@@ -820,18 +823,19 @@ fn connection_limit_counts_intakes_and_feeds_and_frees_slots_on_every_kind_of_cl
     // A framing error frees one.
     h.input(f2, &0x7fff_ffffu32.to_be_bytes());
     let f4 = accept(&mut h, ListenerRole::Broadcast).expect("freed by the framing error");
-    // The intake deadline frees one; the unanswered feeds go at the second tick.
+    // The intake deadline frees both author slots; the unanswered feeds go at the second tick.
     h.run_until(20.0);
-    let a3 = accept(&mut h, ListenerRole::Receive).expect("freed by the deadline");
-    h.node.handle_closed(a3, CloseReason::PeerClosed, h.now);
+    assert_eq!(h.node.role(a3), None);
+    for _ in 0..2 {
+        accept(&mut h, ListenerRole::Receive).expect("freed by the deadline");
+    }
     h.run_until(120.0);
     assert_eq!(h.node.feeds(), 0, "{f3} and {f4} never answered");
-    assert_eq!(h.node.role(a2), None);
-    for _ in 0..3 {
-        accept(&mut h, ListenerRole::Broadcast).expect("all slots free again");
+    for _ in 0..2 {
+        accept(&mut h, ListenerRole::Broadcast).expect("feed slots free again");
     }
     h.events.clear();
-    assert_eq!(accept(&mut h, ListenerRole::Receive), None);
+    assert_eq!(accept(&mut h, ListenerRole::Broadcast), None);
     assert!(refused_for_limit(&h));
     // Shutdown closes everything; no slot leaks even then.
     h.node.shutdown(h.now);
