@@ -204,6 +204,10 @@ fn broker(a: BrokerArgs) -> Result<(), Fail> {
         args::AcceptVersions::V2 => config::AcceptVersions::V2_0,
         args::AcceptVersions::Any => config::AcceptVersions::Any,
     };
+    config.policy.durability = match a.durability {
+        args::Durability::BeforeReply => config::Durability::BeforeReply,
+        args::Durability::Async => config::Durability::Async,
+    };
     for s in &a.subscribe {
         config.upstreams.push(Upstream {
             endpoints: vec![dial("--subscribe", s, 8099)?],
