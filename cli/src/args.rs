@@ -140,6 +140,11 @@ pub(crate) struct BrokerArgs {
     /// VOEvent 2.0 schema and naks violations (like Comet); off accepts any well-formed event.
     #[arg(long, value_enum, default_value_t = SchemaCheck::V2)]
     pub(crate) schema: SchemaCheck,
+    /// When acks and forwards of a new event go out: once its seen-index record is on disk
+    /// (before-reply: a crash never makes the broker forward an event twice) or at once
+    /// (async: a crash can lose the last records).
+    #[arg(long, value_enum, default_value_t = Durability::BeforeReply)]
+    pub(crate) durability: Durability,
     /// Largest frame accepted, in bytes.
     #[arg(long, value_name = "BYTES", default_value_t = 1 << 20)]
     pub(crate) frame_limit: u32,
@@ -166,6 +171,12 @@ pub(crate) enum DuplicateReply {
 pub(crate) enum SubscriberNak {
     Keep,
     Disconnect,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub(crate) enum Durability {
+    BeforeReply,
+    Async,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]

@@ -208,6 +208,10 @@ fn broker(a: BrokerArgs) -> Result<(), Fail> {
         args::SchemaCheck::Off => config::SchemaCheck::Off,
         args::SchemaCheck::V2 => config::SchemaCheck::V2_0,
     };
+    config.policy.durability = match a.durability {
+        args::Durability::BeforeReply => config::Durability::BeforeReply,
+        args::Durability::Async => config::Durability::Async,
+    };
     for s in &a.subscribe {
         config.upstreams.push(Upstream {
             endpoints: vec![dial("--subscribe", s, 8099)?],

@@ -124,11 +124,18 @@ fn broker(now: Instant) -> Node {
 /// Drains every output; returns the number of `Forward` actions.
 fn drain(node: &mut Node) -> usize {
     let mut forwards = 0;
-    while let Some(a) = node.poll_action() {
-        if matches!(a, Action::Forward { .. }) {
-            forwards += 1;
+    loop {
+        while let Some(a) = node.poll_action() {
+            if matches!(a, Action::Forward { .. }) {
+                forwards += 1;
+            }
+            drop(black_box(a));
         }
-        drop(black_box(a));
+        if node.held() == 0 {
+            break;
+        }
+        // A store that commits at once: what the node held for its records goes out now.
+        node.handle_persisted(node.persists(), node.last_now());
     }
     while let Some(e) = node.poll_event() {
         drop(black_box(e));

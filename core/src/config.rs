@@ -160,6 +160,9 @@ pub struct Policy {
     pub invalid_filters: InvalidFilters,
     /// Schema validation of author submissions.
     pub schema: SchemaCheck,
+    /// When receipts, forwards and deliveries of a new event go out relative to its
+    /// seen-index record becoming durable.
+    pub durability: Durability,
 }
 
 impl Default for Policy {
@@ -170,6 +173,7 @@ impl Default for Policy {
             accept_versions: AcceptVersions::V2_0,
             invalid_filters: InvalidFilters::SendNothing,
             schema: SchemaCheck::V2_0,
+            durability: Durability::BeforeReply,
         }
     }
 }
@@ -223,4 +227,23 @@ pub enum InvalidFilters {
     SendNothing,
     /// Comet: an empty filter set means everything.
     SendEverything,
+}
+
+/// When a new event's receipt, forwards and delivery go out relative to the commit of its
+/// seen-index record (see the crate docs, "Durability").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    /// Hold the receipt (the ack to the author, with its close, or the ack to the upstream),
+    /// every forward and the delivery of a new event until its [`Action::Persist`] is reported
+    /// durable ([`Node::handle_persisted`]); hold the receipt of a duplicate until every record
+    /// persisted before it is durable. A crash then never loses a record of an event that was
+    /// acked or forwarded, so a restarted node forwards no event twice.
+    ///
+    /// [`Action::Persist`]: crate::Action::Persist
+    /// [`Node::handle_persisted`]: crate::Node::handle_persisted
+    BeforeReply,
+    /// Reply, forward and deliver at once, while the record is still on its way to the disk.
+    /// A crash can lose the last records: a restarted node may then forward those events again
+    /// when they are resubmitted or relayed to it.
+    Async,
 }

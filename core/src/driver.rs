@@ -8,15 +8,21 @@
 //! - [`Action::Close`] is performed only after everything queued before it was written;
 //! - [`Action::Connect`] becomes a dial request ([`Driver::pop_dial`]);
 //! - store records and deliveries go to the [`Effects`] the runtime was given;
-//! - events go to [`Effects::event`] (logging, metrics, the embedding application).
+//! - events go to [`Effects::event`] (logging, metrics, the embedding application);
+//! - after every input the driver asks [`Effects::durable_persists`] how many of the records it
+//!   handed to the store are durable, when the node holds output for them, and tells the node
+//!   ([`Node::handle_persisted`]): held receipts, forwards and deliveries go out in the same
+//!   call (see the crate docs, "Durability").
 //!
 //! The adapter's loop is then: call an input method, then for each connection returned by
 //! [`Driver::pop_ready`] call [`Driver::flush`] with a non-blocking writer; dial what
-//! [`Driver::pop_dial`] returns; sleep until [`Driver::poll_timeout`].
+//! [`Driver::pop_dial`] returns; sleep until [`Driver::poll_timeout`] or until the waker given
+//! to [`Effects::set_durable_waker`] fires, and call [`Driver::durable`] on every wake-up.
 
 use std::collections::{HashMap, VecDeque};
 use std::io;
 use std::sync::Arc;
+use std::task::Waker;
 use std::time::Instant;
 
 use crate::node::{Node, SubmitError};
@@ -40,10 +46,33 @@ pub enum StoreOp {
 }
 
 /// The non-transport side effects a driver hands out. Implementations must not block: queue
-/// the work for another thread.
+/// the work for another thread (the one exception is [`Effects::flush_persists`], at shutdown).
+///
+/// A store that commits asynchronously reports its progress through
+/// [`Effects::durable_persists`] and wakes the runtime through the waker given to
+/// [`Effects::set_durable_waker`]. The defaults suit effects without a durable store: every
+/// record counts as durable as soon as it is handed over.
 pub trait Effects {
     /// Persist, forget or expire seen-index records.
     fn store(&mut self, op: StoreOp);
+    /// How many of the first `handed` [`StoreOp::Persist`] operations given to
+    /// [`Effects::store`] are durable now (a count: they become durable in the order they were
+    /// handed over). Called by the driver while the node holds output for a record; must be
+    /// cheap and must not block. Default: all of them, `handed` (no durable store).
+    fn durable_persists(&mut self, handed: u64) -> u64 {
+        handed
+    }
+    /// Wake `waker` whenever more persists become durable, so that the runtime calls
+    /// [`Driver::durable`]. Runtimes call this once, before their loop. Default: ignored (the
+    /// default [`Effects::durable_persists`] never lags behind).
+    fn set_durable_waker(&mut self, _waker: Waker) {}
+    /// At shutdown, before connections are closed: waits, for a bounded time, until the first
+    /// `handed` persists are durable, so the receipts and forwards held for them still go out;
+    /// returns how many are durable. The only method allowed to block. Default:
+    /// [`Effects::durable_persists`].
+    fn flush_persists(&mut self, handed: u64) -> u64 {
+        self.durable_persists(handed)
+    }
     /// Run the event handlers on an accepted event.
     fn deliver(&mut self, delivery: Delivery);
     /// An event was dropped as a duplicate (for metrics and logs).
@@ -80,6 +109,10 @@ pub struct Driver {
     ready: VecDeque<ConnId>,
     dials: VecDeque<(ConnId, Arc<str>)>,
     outbox_limits: OutboxLimits,
+    /// Persist operations handed to [`Effects::store`].
+    persists: u64,
+    /// Of those, how many the effects reported durable.
+    durable: u64,
 }
 
 impl Driver {
@@ -91,6 +124,8 @@ impl Driver {
             ready: VecDeque::new(),
             dials: VecDeque::new(),
             outbox_limits,
+            persists: 0,
+            durable: 0,
         }
     }
 
@@ -101,6 +136,7 @@ impl Driver {
 
     /// Runs any input or command on the node, then dispatches its output. Use this for inputs
     /// without a dedicated method, e.g. `driver.with_node(fx, |n| n.restore_seen(recs, now))`.
+    /// Do not poll the node's actions inside `f`: the driver counts the persists it performs.
     pub fn with_node<R>(&mut self, fx: &mut impl Effects, f: impl FnOnce(&mut Node) -> R) -> R {
         let r = f(&mut self.node);
         self.dispatch(fx);
@@ -151,13 +187,17 @@ impl Driver {
 
     /// The peer finished sending (EOF on read). The node is told the connection ended; output
     /// already queued for it (e.g. the receipt for the event it just sent) is still written,
-    /// then the socket is closed. Returns `true` when the socket can be closed at once
+    /// then the socket is closed; so is a receipt the node still holds until a record is
+    /// durable ([`Node::reply_pending`]). Returns `true` when the socket can be closed at once
     /// (nothing left to write); otherwise keep it until [`Driver::flush`] returns
     /// [`Flush::Close`].
     pub fn eof(&mut self, conn: ConnId, now: Instant, fx: &mut impl Effects) -> bool {
         self.node.handle_closed(conn, CloseReason::PeerClosed, now);
         self.dispatch(fx);
+        let pending = self.node.reply_pending(conn);
         match self.conns.get_mut(&conn) {
+            // The held receipt comes with its own close.
+            Some(_) if pending => false,
             Some(c) if !c.outbox.is_empty() => {
                 c.close.get_or_insert(CloseReason::PeerClosed);
                 self.mark_ready(conn);
@@ -193,8 +233,28 @@ impl Driver {
         r
     }
 
+    /// The effects' durability waker fired ([`Effects::set_durable_waker`]): learns which
+    /// persists are durable and queues the output the node held for them. Cheap when nothing is
+    /// held; every other input method does the same on its way out.
+    pub fn durable(&mut self, fx: &mut impl Effects) {
+        self.dispatch(fx);
+    }
+
     /// Closes everything (see [`Node::shutdown`]); flush the ready connections afterwards.
+    ///
+    /// Output the node holds for records not yet durable is given a chance first: the driver
+    /// waits (bounded) with [`Effects::flush_persists`] and queues what was released, so the
+    /// receipts and forwards of events accepted just before shutdown are written before the
+    /// closes.
     pub fn shutdown(&mut self, now: Instant, fx: &mut impl Effects) {
+        if self.node.held() > 0 && self.durable < self.persists {
+            let durable = fx.flush_persists(self.persists).min(self.persists);
+            if durable > self.durable {
+                self.durable = durable;
+                self.node.handle_persisted(durable, now);
+            }
+            self.dispatch(fx);
+        }
         self.node.shutdown(now);
         self.dispatch(fx);
     }
@@ -282,14 +342,35 @@ impl Driver {
     }
 
     fn dispatch(&mut self, fx: &mut impl Effects) {
-        // `perform` may report an overflow back to the node, which queues more actions: the
-        // loop drains those too before the events.
-        while let Some(action) = self.node.poll_action() {
-            self.perform(action, fx);
+        loop {
+            // `perform` may report an overflow back to the node, which queues more actions: the
+            // loop drains those too before the events.
+            while let Some(action) = self.node.poll_action() {
+                self.perform(action, fx);
+            }
+            if !self.release_durable(fx) {
+                break;
+            }
         }
         while let Some(event) = self.node.poll_event() {
             fx.event(event);
         }
+    }
+
+    /// Tells the node which persists are durable, if it holds output for some; true when that
+    /// may have queued actions.
+    fn release_durable(&mut self, fx: &mut impl Effects) -> bool {
+        if self.node.held() == 0 || self.durable >= self.persists {
+            return false;
+        }
+        let durable = fx.durable_persists(self.persists).min(self.persists);
+        if durable <= self.durable {
+            return false;
+        }
+        self.durable = durable;
+        let now = self.node.last_now();
+        self.node.handle_persisted(durable, now);
+        true
     }
 
     fn perform(&mut self, action: Action, fx: &mut impl Effects) {
@@ -321,7 +402,10 @@ impl Driver {
                 self.conns.insert(conn, self.new_conn());
                 self.dials.push_back((conn, endpoint));
             }
-            Action::Persist(r) => fx.store(StoreOp::Persist(r)),
+            Action::Persist(r) => {
+                self.persists += 1;
+                fx.store(StoreOp::Persist(r));
+            }
             Action::Forget(k) => fx.store(StoreOp::Forget(k)),
             Action::Expire { before_unix_secs } => {
                 fx.store(StoreOp::Expire { before_unix_secs });
@@ -347,6 +431,139 @@ mod tests {
         fn store(&mut self, _: StoreOp) {}
         fn deliver(&mut self, _: Delivery) {}
         fn event(&mut self, _: Event) {}
+    }
+
+    /// Effects whose store makes records durable only when the test says so.
+    #[derive(Default)]
+    struct SlowStore {
+        durable: u64,
+        asked: u64,
+        flushed: bool,
+    }
+    impl Effects for SlowStore {
+        fn store(&mut self, _: StoreOp) {}
+        fn deliver(&mut self, _: Delivery) {}
+        fn event(&mut self, _: Event) {}
+        fn durable_persists(&mut self, handed: u64) -> u64 {
+            self.asked += 1;
+            self.durable.min(handed)
+        }
+        fn flush_persists(&mut self, handed: u64) -> u64 {
+            self.flushed = true;
+            self.durable = handed;
+            handed
+        }
+    }
+
+    fn broker(now: Instant) -> Driver {
+        let mut config = Config::new(Some("ivo://example.org/b".into()));
+        config.timing.test_event_interval = None;
+        let node = Node::new(
+            config,
+            Box::new(NoFilterEngine),
+            1,
+            now,
+            Duration::from_secs(1_700_000_000),
+        )
+        .expect("config");
+        Driver::new(node, OutboxLimits::default())
+    }
+
+    fn event(n: u32) -> bytes::Bytes {
+        let ev = format!(
+            "<VOEvent xmlns='http://www.ivoa.net/xml/VOEvent/v2.0' \
+             ivorn='ivo://example.org/a#{n}' version='2.0'/>"
+        );
+        crate::frame::encode(ev.as_bytes()).expect("fits")
+    }
+
+    const PEER: Peer = Peer::Ip(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST));
+
+    #[test]
+    fn receipts_and_forwards_wait_until_the_effects_report_the_record_durable() {
+        let now = crate::testutil::origin();
+        let mut d = broker(now);
+        let fx = &mut SlowStore::default();
+        let feed = d
+            .accept(ListenerRole::Broadcast, PEER, now, fx)
+            .expect("ok");
+        assert_eq!(d.pop_ready(), Some(feed));
+        let mut feed_wire = Vec::new();
+        assert_eq!(d.flush(feed, &mut feed_wire, now, fx), Flush::Idle);
+        feed_wire.clear();
+        assert_eq!(fx.asked, 0, "nothing held, nothing asked");
+
+        let author = d.accept(ListenerRole::Receive, PEER, now, fx).expect("ok");
+        d.input(author, &event(1), now, fx);
+        assert_eq!(fx.asked, 1);
+        assert_eq!(d.pop_ready(), None, "no receipt, no forward yet");
+        d.durable(fx);
+        assert_eq!(d.pop_ready(), None);
+
+        fx.durable = 1;
+        d.durable(fx);
+        let mut ready = Vec::new();
+        while let Some(c) = d.pop_ready() {
+            ready.push(c);
+        }
+        assert_eq!(ready, [author, feed]);
+        let mut author_wire = Vec::new();
+        assert_eq!(
+            d.flush(author, &mut author_wire, now, fx),
+            Flush::Close(CloseReason::Done)
+        );
+        assert!(!author_wire.is_empty(), "the ack");
+        assert_eq!(d.flush(feed, &mut feed_wire, now, fx), Flush::Idle);
+        assert_eq!(feed_wire, event(1), "the forward");
+        let asked = fx.asked;
+        d.durable(fx);
+        assert_eq!(fx.asked, asked, "nothing held: the effects are not asked");
+    }
+
+    #[test]
+    fn a_half_closed_author_keeps_its_socket_until_the_held_receipt_is_written() {
+        let now = crate::testutil::origin();
+        let mut d = broker(now);
+        let fx = &mut SlowStore::default();
+        let author = d.accept(ListenerRole::Receive, PEER, now, fx).expect("ok");
+        d.input(author, &event(2), now, fx);
+        assert!(!d.eof(author, now, fx), "the receipt is still owed");
+        assert!(d.is_open(author));
+        assert_eq!(d.pop_ready(), None);
+        fx.durable = 1;
+        d.durable(fx);
+        assert_eq!(d.pop_ready(), Some(author));
+        let mut out = Vec::new();
+        assert_eq!(
+            d.flush(author, &mut out, now, fx),
+            Flush::Close(CloseReason::Done)
+        );
+        assert!(!out.is_empty());
+        assert!(!d.is_open(author));
+    }
+
+    #[test]
+    fn shutdown_waits_for_the_store_and_writes_held_receipts_before_closing() {
+        let now = crate::testutil::origin();
+        let mut d = broker(now);
+        let fx = &mut SlowStore::default();
+        let author = d.accept(ListenerRole::Receive, PEER, now, fx).expect("ok");
+        d.input(author, &event(3), now, fx);
+        d.shutdown(now, fx);
+        assert!(fx.flushed);
+        assert_eq!(d.pop_ready(), Some(author));
+        let mut out = Vec::new();
+        assert_eq!(
+            d.flush(author, &mut out, now, fx),
+            Flush::Close(CloseReason::Done)
+        );
+        assert!(!out.is_empty(), "the receipt went out before the close");
+
+        // Nothing held: shutdown does not wait.
+        let mut d = broker(now);
+        let fx = &mut SlowStore::default();
+        d.shutdown(now, fx);
+        assert!(!fx.flushed);
     }
 
     #[test]

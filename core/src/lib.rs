@@ -22,7 +22,9 @@
 //!    before it have been written, dial on [`Action::Connect`], hand [`Action::Persist`] /
 //!    [`Action::Forget`] / [`Action::Expire`] to the store and [`Action::Deliver`] to handlers;
 //! 3. drain [`Node::poll_event`] (logging, metrics, the application);
-//! 4. read [`Node::poll_timeout`] and call [`Node::handle_timeout`] when it passes.
+//! 4. read [`Node::poll_timeout`] and call [`Node::handle_timeout`] when it passes;
+//! 5. when the store has made more [`Action::Persist`] records durable, call
+//!    [`Node::handle_persisted`] with their count (see "Durability" below).
 //!
 //! When a connection ends for any reason the node did not ask for (EOF, IO error, failed
 //! connect, outbox overflow), report it with [`Node::handle_closed`]. The per-connection send
@@ -36,6 +38,43 @@
 //! advancing `now` alone. `poll_timeout` returns the last `now` while output is pending ("wake
 //! me now"), the earliest deadline otherwise, and `None` when nothing is scheduled; every
 //! deadline is re-armed or removed when it fires, so a driver that honours it never spins.
+//!
+//! # Durability
+//!
+//! A node remembers the events it has processed in its seen-index; the driver persists each
+//! new entry ([`Action::Persist`]) to a durable store, which reloads it after a restart
+//! ([`Node::restore_seen`]). With [`config::Durability::BeforeReply`] (the default) the node
+//! sends nothing that promises an event was recorded before the record is durable:
+//!
+//! - the Persist actions are numbered 1, 2, 3... in the order they are emitted; the driver
+//!   reports how many are durable with [`Node::handle_persisted`] (a cumulative count: a store
+//!   commits in order);
+//! - for a **new event** the node emits `Persist` at once and holds the receipt (the ack to the
+//!   author and the close after it, or the ack to the upstream), every forward to subscribers
+//!   and the delivery to handlers until that Persist is durable; held output is released in
+//!   emission order, and the forwards go to the subscribers connected at that moment (whose
+//!   filters are evaluated then);
+//! - the receipt of a **duplicate** is held until every Persist emitted before it is durable,
+//!   so it cannot promise an original whose record is still on its way;
+//! - naks of invalid submissions, iamalives and test events are never held.
+//!
+//! **The guarantee.** An ack is written to an author (or an upstream), and an event is written
+//! to a subscriber or handed to handlers, only after the store has committed the event's
+//! seen-index record (with the vtp store: one fsync'd redb transaction,
+//! `Durability::Immediate`). So after a crash at any instant (`kill -9`, power loss), every
+//! event the node acked or forwarded is in the restored seen-index: it is not forwarded again
+//! when it is resubmitted or relayed to the restarted node, and the author of every acked
+//! event need not resubmit. An event whose record was being committed when the node died was
+//! neither acked nor forwarded: its author gets no ack and resubmits; if the commit did reach
+//! the disk, the resubmission is acked as a duplicate and the event is never forwarded
+//! (at-most-once, the window being the time between a commit and the write of its output).
+//!
+//! **Cost.** A receipt waits for one commit. Commits are grouped: the store takes every
+//! record queued while the previous commit ran into the next one, so under load many events
+//! share one disk flush and throughput does not drop to one event per flush. The driver learns
+//! of a commit through a waker ([`driver::Effects::set_durable_waker`]), not by polling.
+//! [`config::Durability::Async`] replies at once and persists behind: a crash can then lose
+//! the last records, and those events can be forwarded a second time.
 //!
 //! # Limits
 //!

@@ -13,6 +13,7 @@
 //! | [`Node::handle_closed`] | a connection ended (peer close, IO error, connect failure, outbox overflow) |
 //! | [`Node::handle_timeout`] | the deadline from [`Node::poll_timeout`] passed |
 //! | [`Node::submit`] | command: submit one event as an author |
+//! | [`Node::handle_persisted`] | the store made more [`Action::Persist`] records durable |
 //! | [`Node::restore_seen`] | start-up: seen-index records loaded from the store |
 //! | [`Node::shutdown`] | command: close everything |
 //!
@@ -29,11 +30,19 @@
 //! | Subscription (us → upstream) | *connecting* → *up* (answer authenticate with filters and iamalive; ack every event; silence timer) → *down* (reconnect after back-off) | bad XML: logged, ignored, silence timer not reset |
 //! | Submission (us as author) | *connecting* → *sent* → *done* on the matching ack or nak | timeout or close before the receipt: failed |
 //!
+//! With [`Durability::BeforeReply`] (the default) the receipt, forwards and delivery of a new
+//! event are *held* until the driver reports its [`Action::Persist`] durable with
+//! [`Node::handle_persisted`]; the Persist actions are numbered 1, 2, 3... in the order they
+//! are emitted, and held output is released in that order. An intake whose receipt is held
+//! stays open (its deadline still runs; further input is ignored; a peer's half-close does not
+//! cancel the receipt). See the crate docs, "Durability".
+//!
 //! Implementation note: one node-wide iamalive tick drives every feed, as in Comet: it keeps
 //! `poll_timeout` O(1) in the number of subscribers, and each feed still hears from us at least
 //! once per period (VTP 2.0 §5 asks for at most 90 s of silence).
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::ops::Range;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -41,7 +50,7 @@ use bytes::Bytes;
 
 use crate::backoff::Backoff;
 use crate::config::{
-    AcceptVersions, Config, DuplicateReply, InvalidFilters, SchemaCheck, SubscriberNak,
+    AcceptVersions, Config, DuplicateReply, Durability, InvalidFilters, SchemaCheck, SubscriberNak,
 };
 use crate::filter::{FilterEngine, FilterId};
 use crate::frame::{self, FrameDecoder};
@@ -131,12 +140,36 @@ pub struct Node {
     actions: VecDeque<Action>,
     events: VecDeque<Event>,
     shut_down: bool,
+    /// Persist actions emitted so far (they are numbered 1, 2, 3...).
+    persists: u64,
+    /// Persist actions reported durable.
+    persisted: u64,
+    /// Output waiting for a persist to be durable: (persist number, output), in emission
+    /// order, so the numbers never decrease.
+    held: VecDeque<(u64, Held)>,
+    /// Intake connections whose receipt is held.
+    replying: BTreeSet<ConnId>,
 }
 
 #[derive(Debug)]
 struct Conn {
     decoder: FrameDecoder,
     kind: Kind,
+}
+
+/// Output held until a persist is durable.
+#[derive(Debug)]
+enum Held {
+    /// A receipt, a close or a delivery.
+    Action(Action),
+    /// An event's forwards, decided at release: filters are evaluated then, for the feeds
+    /// connected then, so holding costs nothing per subscriber.
+    FanOut {
+        /// The event, framed once.
+        frame: Bytes,
+        /// Its `VOEvent` element within the payload (for filters).
+        element: Range<usize>,
+    },
 }
 
 #[derive(Debug)]
@@ -298,6 +331,10 @@ impl Node {
             actions: VecDeque::new(),
             events: VecDeque::new(),
             shut_down: false,
+            persists: 0,
+            persisted: 0,
+            held: VecDeque::new(),
+            replying: BTreeSet::new(),
             config,
         })
     }
@@ -411,6 +448,11 @@ impl Node {
     /// Bytes were read from `conn`. Any chunking is fine.
     pub fn handle_input(&mut self, conn: ConnId, input: &[u8], now: Instant) {
         self.advance(now);
+        if self.replying.contains(&conn) {
+            // The submission is in; its receipt waits for the store. Anything more is ignored,
+            // as it would be on a connection already answered.
+            return;
+        }
         let Some(c) = self.conns.get_mut(&conn) else {
             return;
         };
@@ -420,6 +462,9 @@ impl Node {
             return;
         };
         c.decoder = decoder;
+        if self.replying.contains(&conn) {
+            return;
+        }
         if let Err(e) = result {
             let detail = e.to_string();
             if matches!(c.kind, Kind::Intake) {
@@ -437,8 +482,16 @@ impl Node {
     /// `conn` ended: the peer closed it, an IO error occurred, an outgoing connect failed, or the
     /// driver gave up on it (e.g. [`CloseReason::OutboxFull`]). Unknown handles are ignored, so
     /// reporting a close the node itself asked for is harmless.
+    ///
+    /// An intake whose receipt is held ([`Node::reply_pending`]) survives
+    /// [`CloseReason::PeerClosed`]: the author may only have half-closed its side and still
+    /// wait for the receipt, which is sent once the record is durable (if the socket is really
+    /// gone, writing it fails and the driver drops it).
     pub fn handle_closed(&mut self, conn: ConnId, reason: CloseReason, now: Instant) {
         self.advance(now);
+        if reason == CloseReason::PeerClosed && self.replying.contains(&conn) {
+            return;
+        }
         if self.conns.contains_key(&conn) {
             self.remove_conn(conn, reason, now);
         }
@@ -454,6 +507,41 @@ impl Node {
                 TimerKey::Prune => self.prune(now),
                 TimerKey::Reconnect(i) => self.dial(i, now),
                 TimerKey::Conn(conn) => self.conn_deadline(conn, now),
+            }
+        }
+    }
+
+    /// The first `count` [`Action::Persist`] actions (numbered from 1 in emission order) are
+    /// durable in the store: output held for them is released, in order, to
+    /// [`Node::poll_action`]. A count not above the last one reported changes nothing. Output
+    /// for connections closed meanwhile is dropped; deliveries are always released.
+    ///
+    /// With [`Durability::Async`] nothing is held and this only records the count.
+    pub fn handle_persisted(&mut self, count: u64, now: Instant) {
+        self.advance(now);
+        debug_assert!(
+            count <= self.persists,
+            "{count} persists reported durable, only {} emitted",
+            self.persists
+        );
+        let count = count.min(self.persists);
+        if count <= self.persisted {
+            return;
+        }
+        self.persisted = count;
+        while let Some((seq, _)) = self.held.front() {
+            if *seq > count {
+                break;
+            }
+            let Some((_, held)) = self.held.pop_front() else {
+                break;
+            };
+            match held {
+                Held::Action(action) => self.release(action, now),
+                Held::FanOut { frame, element } => {
+                    let payload = frame.slice(frame::PREFIX_LEN..);
+                    self.fan_out(&frame, &payload, element);
+                }
             }
         }
     }
@@ -600,6 +688,24 @@ impl Node {
         self.filters.by_id.len()
     }
 
+    /// Number of [`Action::Persist`] actions emitted so far: the highest count
+    /// [`Node::handle_persisted`] accepts.
+    pub fn persists(&self) -> u64 {
+        self.persists
+    }
+
+    /// Number of outputs held until their seen-index records are durable: receipts, closes,
+    /// deliveries, and one per event for its forwards to every subscriber.
+    pub fn held(&self) -> usize {
+        self.held.len()
+    }
+
+    /// True while the receipt for the intake `conn` is held until a record is durable: a driver
+    /// that sees the author's end of stream keeps the socket open for it.
+    pub fn reply_pending(&self, conn: ConnId) -> bool {
+        self.replying.contains(&conn)
+    }
+
     /// The latest `now` the node was given.
     pub fn last_now(&self) -> Instant {
         self.last_now
@@ -661,6 +767,7 @@ impl Node {
         let Some(c) = self.conns.remove(&conn) else {
             return;
         };
+        self.replying.remove(&conn);
         self.timers.cancel(TimerKey::Conn(conn));
         let role = c.kind.role();
         match c.kind {
@@ -691,6 +798,8 @@ impl Node {
             return;
         };
         match c.kind {
+            // A second frame after the submission, while its receipt waits: ignored.
+            Kind::Intake if self.replying.contains(&conn) => {}
             Kind::Intake => self.intake_frame(conn, payload, now),
             Kind::Feed(_) => self.feed_frame(conn, payload, now),
             Kind::Subscription(_) => self.subscription_frame(conn, payload, now),
@@ -727,6 +836,7 @@ impl Node {
             Seen::Duplicate => {
                 self.actions.push_back(Action::DropDuplicate { conn, key });
                 self.events.push_back(Event::Duplicate { conn, key });
+                let mark = self.actions.len();
                 match self.config.policy.duplicate_reply {
                     DuplicateReply::Ack => self.ack(conn, &ev.ivorn, now),
                     DuplicateReply::Nak => self.nak(
@@ -736,12 +846,13 @@ impl Node {
                         now,
                     ),
                 }
-                self.close(conn, CloseReason::Done, now);
+                self.end_intake(conn, mark, now);
             }
             Seen::New { evicted } => {
                 self.persist(key, unix, evicted);
+                let mark = self.actions.len();
                 self.ack(conn, &ev.ivorn, now);
-                self.close(conn, CloseReason::Done, now);
+                self.end_intake(conn, mark, now);
                 let ivorn: Arc<str> = Arc::from(ev.ivorn.as_ref());
                 self.accept_event(conn, Source::Author(conn), ivorn, key, payload, &ev, now);
             }
@@ -812,12 +923,64 @@ impl Node {
         if let Some(old) = evicted {
             self.actions.push_back(Action::Forget(old));
         }
+        self.persists += 1;
         self.actions
             .push_back(Action::Persist(SeenRecord { key, unix_secs }));
     }
 
+    /// True when output queued now must wait for a persist: the policy holds replies and some
+    /// record emitted so far is not durable yet.
+    fn holding(&self) -> bool {
+        self.config.policy.durability == Durability::BeforeReply && self.persisted < self.persists
+    }
+
+    /// Moves the actions queued since `mark` to the held queue, behind the latest persist, when
+    /// [`Self::holding`]. Every record emitted so far is then durable before they go out: the
+    /// event's own and, for a duplicate, the original's if it is still on its way.
+    fn hold(&mut self, mark: usize) {
+        if !self.holding() {
+            return;
+        }
+        let seq = self.persists;
+        self.held
+            .extend(self.actions.drain(mark..).map(|a| (seq, Held::Action(a))));
+    }
+
+    /// Closes an intake after its receipt (queued since `mark`): at once, or, when the receipt
+    /// must wait for the store, with the close held behind it and the connection kept open (and
+    /// ignored) until then.
+    fn end_intake(&mut self, conn: ConnId, mark: usize, now: Instant) {
+        if self.holding() {
+            self.actions.push_back(Action::Close {
+                conn,
+                reason: CloseReason::Done,
+            });
+            self.replying.insert(conn);
+            self.hold(mark);
+        } else {
+            self.close(conn, CloseReason::Done, now);
+        }
+    }
+
+    /// Queues one held action whose record is now durable. A held close ends its intake; frames
+    /// for connections that closed meanwhile are dropped.
+    fn release(&mut self, action: Action, now: Instant) {
+        match action {
+            Action::Close { conn, reason } => {
+                if self.replying.remove(&conn) {
+                    self.close(conn, reason, now);
+                }
+            }
+            action => match action.frame() {
+                Some((conn, _)) if !self.conns.contains_key(&conn) => {}
+                _ => self.actions.push_back(action),
+            },
+        }
+    }
+
     /// A new event from any source: forward to every feed whose filters pass, then deliver to
-    /// the handlers. The payload is framed once; every feed shares that `Bytes`.
+    /// the handlers, at once or held behind its persist. The payload is framed once; every feed
+    /// shares that `Bytes`.
     #[allow(clippy::too_many_arguments)]
     fn accept_event(
         &mut self,
@@ -833,7 +996,17 @@ impl Node {
             // Unreachable: the payload came through a frame, so it fits one.
             return;
         };
-        self.fan_out(&frame, payload, ev);
+        let mark = self.actions.len();
+        if self.holding() {
+            let element = ev.element.clone();
+            let fan_out = Held::FanOut {
+                frame: frame.clone(),
+                element,
+            };
+            self.held.push_back((self.persists, fan_out));
+        } else {
+            self.fan_out(&frame, payload, ev.element.clone());
+        }
         self.events.push_back(Event::Accepted {
             conn,
             ivorn: ivorn.clone(),
@@ -845,9 +1018,10 @@ impl Node {
             payload: frame.slice(frame::PREFIX_LEN..),
             source,
         }));
+        self.hold(mark);
     }
 
-    fn fan_out(&mut self, frame: &Bytes, payload: &[u8], ev: &VoEvent<'_>) {
+    fn fan_out(&mut self, frame: &Bytes, payload: &[u8], element: Range<usize>) {
         let ft = &mut self.filters;
         let evaluate = ft.feeds_with_filters > 0;
         if evaluate {
@@ -855,7 +1029,7 @@ impl Node {
             ft.ids.extend(ft.by_id.keys().copied());
             ft.verdicts.clear();
             ft.engine
-                .evaluate(payload, ev.element.clone(), &ft.ids, &mut ft.verdicts);
+                .evaluate(payload, element, &ft.ids, &mut ft.verdicts);
             // An engine that returns too few verdicts fails closed for the missing ones.
             ft.verdicts.resize(ft.ids.len(), false);
         }
@@ -1104,7 +1278,7 @@ impl Node {
         let payload = frame.slice(frame::PREFIX_LEN..);
         // Test events skip the seen-index and the handlers (Comet), but go through filters.
         match message::parse(&payload, &self.config.limits.parse) {
-            Ok(Message::VoEvent(ev)) => self.fan_out(&frame, &payload, &ev),
+            Ok(Message::VoEvent(ev)) => self.fan_out(&frame, &payload, ev.element.clone()),
             Ok(Message::Transport(_)) | Err(_) => {
                 debug_assert!(false, "test event must parse as a VOEvent");
             }
@@ -1224,9 +1398,10 @@ impl Node {
                 }
             },
             Message::VoEvent(ev) => {
-                // Always ack, valid or not, new or not, so the upstream keeps us (Comet).
-                self.ack(conn, &ev.ivorn, now);
+                // Always ack, valid or not, new or not, so the upstream keeps us (Comet); the
+                // ack of a new event or a duplicate waits for the store like an author's.
                 if let Err(e) = ivoid::check_event_ivorn(&ev.ivorn) {
+                    self.ack(conn, &ev.ivorn, now);
                     self.events.push_back(Event::ProtocolViolation {
                         conn,
                         detail: format!("event with invalid IVORN {} dropped: {e}", ev.ivorn),
@@ -1237,11 +1412,17 @@ impl Node {
                 let unix = self.clock.unix_secs_at(now);
                 match self.seen.check_and_insert(key, unix) {
                     Seen::Duplicate => {
+                        let mark = self.actions.len();
+                        self.ack(conn, &ev.ivorn, now);
                         self.actions.push_back(Action::DropDuplicate { conn, key });
+                        self.hold(mark);
                         self.events.push_back(Event::Duplicate { conn, key });
                     }
                     Seen::New { evicted } => {
                         self.persist(key, unix, evicted);
+                        let mark = self.actions.len();
+                        self.ack(conn, &ev.ivorn, now);
+                        self.hold(mark);
                         let ivorn: Arc<str> = Arc::from(ev.ivorn.as_ref());
                         self.accept_event(
                             conn,

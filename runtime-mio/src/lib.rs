@@ -19,6 +19,9 @@
 //!   non-blocking `connect`, completed on `WRITABLE` and checked with `take_error` and
 //!   `peer_addr`. Each resolved address is tried in turn. Unix-socket endpoints dial the same
 //!   way, without resolution.
+//! - **Durability**: the effects get the loop's waker ([`Effects::set_durable_waker`]); the
+//!   store wakes the loop after each commit, and every iteration releases the receipts and
+//!   forwards the node held for records now durable ([`Driver::durable`]).
 //! - **Shutdown**: the future is polled once per iteration with a [`std::task::Waker`] that
 //!   fires the loop's [`mio::Waker`], so any future works (a channel, a signal flag). When it
 //!   completes, the node shuts down, what can be written without blocking is written, every
@@ -125,6 +128,7 @@ pub fn run<E: Effects>(
     };
     lp.driver.with_node(&mut fx, |_| ());
     let task_waker = std::task::Waker::from(waker);
+    fx.set_durable_waker(task_waker.clone());
     let mut cx = Context::from_waker(&task_waker);
     let mut shutdown = pin!(shutdown);
     let mut events = Events::with_capacity(options.budget.max(1));
@@ -290,8 +294,10 @@ struct Loop {
 }
 
 impl Loop {
-    /// Due timers and accept retries, finished resolutions, pending dials and writes.
+    /// Durable records, due timers and accept retries, finished resolutions, pending dials and
+    /// writes.
     fn settle(&mut self, fx: &mut impl Effects) {
+        self.driver.durable(fx);
         let now = Instant::now();
         if self.driver.poll_timeout().is_some_and(|t| t <= now) {
             self.driver.timeout(now, fx);

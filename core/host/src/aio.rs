@@ -18,6 +18,8 @@
 //! - a read goes into a reused buffer (one allocation per several reads at most) and is handed
 //!   to the owner as [`Bytes`] without copying;
 //! - the timer is re-armed only when the node's deadline changes;
+//! - the effects get a waker ([`Effects::set_durable_waker`]) that sends the owner a message
+//!   when the store has committed, so receipts held for durable records go out at once;
 //! - at shutdown the accept loops stop, the node closes every connection, what can be written
 //!   without waiting is written, and every task is cancelled (a [`AsyncRuntime::Task`] cancels
 //!   its task when dropped).
@@ -33,6 +35,7 @@ use std::os::unix::net::UnixListener;
 use std::path::Path;
 use std::pin::pin;
 use std::sync::Arc;
+use std::task::Waker;
 use std::time::{Duration, Instant};
 
 use async_channel::{Receiver, Sender};
@@ -166,6 +169,7 @@ pub async fn run<R: AsyncRuntime, E: Effects>(
         .into_iter()
         .map(|(role, l)| spawn_accept::<R>(role, l, tx.clone()))
         .collect::<io::Result<Vec<_>>>()?;
+    fx.set_durable_waker(Waker::from(Arc::new(DurableWake(tx.clone()))));
     let mut owner = Owner::<R> {
         driver: Driver::new(node, options.outbox),
         ios: HashMap::new(),
@@ -229,6 +233,24 @@ enum Msg<R: AsyncRuntime> {
     Ended(ConnId),
     Writable(ConnId),
     Dialed(ConnId, io::Result<Stream<R>>),
+    /// The store committed: held output may be released (by `settle`).
+    Durable,
+}
+
+/// Wakes the owner from the store's thread with [`Msg::Durable`].
+///
+/// If the channel is full the message is dropped: the owner has messages to handle, and it
+/// checks durability after every batch anyway.
+struct DurableWake<R: AsyncRuntime>(Sender<Msg<R>>);
+
+impl<R: AsyncRuntime> std::task::Wake for DurableWake<R> {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        let _ = self.0.try_send(Msg::Durable);
+    }
 }
 
 enum Stream<R: AsyncRuntime> {
@@ -397,11 +419,13 @@ impl<R: AsyncRuntime> Owner<R> {
                     }
                 }
             }
+            Msg::Durable => {}
         }
     }
 
-    /// Due timers, pending writes, pending dials.
+    /// Durable records, due timers, pending writes, pending dials.
     fn settle(&mut self, fx: &mut impl Effects) {
+        self.driver.durable(fx);
         let now = Instant::now();
         if self.driver.poll_timeout().is_some_and(|t| t <= now) {
             self.driver.timeout(now, fx);

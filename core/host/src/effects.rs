@@ -1,6 +1,26 @@
 //! The effects every runtime hands to its driver: the durable seen-index, the event handlers,
 //! logging, and an optional callback for embedding programs.
+//!
+//! # Durability
+//!
+//! The node numbers its persists 1, 2, 3... and holds the receipt and forwards of each new
+//! event until [`Effects::durable_persists`] says its record is durable. [`HostEffects`] keeps,
+//! for every persist not yet durable, the [`StoreWorker`] sequence number it was queued under,
+//! and answers from [`StoreWorker::durable_seq`]; the worker wakes the runtime's loop after each
+//! commit (the waker from [`Effects::set_durable_waker`]). Without a store every persist counts
+//! as durable at once.
+//!
+//! When the store cannot take a persist (its queue is full: [`STORE_QUEUE_MAX`] operations are
+//! waiting for a slow or failing disk; logged as an error), every persist so far counts as
+//! durable: the receipts and forwards held for them go out without durable records. A failing
+//! disk thus degrades to the `Async` guarantee instead of stopping the broker or letting the
+//! held output grow without bound; once the disk catches up, the guarantee is back. Likewise,
+//! once the store thread has stopped, every persist counts as durable.
+//!
+//! [`STORE_QUEUE_MAX`]: crate::store::STORE_QUEUE_MAX
 
+use std::collections::VecDeque;
+use std::task::Waker;
 use std::time::Duration;
 
 use vtp_core::driver::{Effects, StoreOp};
@@ -22,6 +42,10 @@ pub struct HostEffects {
     on_event: Option<EventHook>,
     on_delivery: Option<DeliveryHook>,
     store_dropped: u64,
+    /// Persist operations handed to [`Effects::store`].
+    persists: u64,
+    /// Persists not known durable yet: (persist number, store sequence number), in order.
+    unsettled: VecDeque<(u64, u64)>,
 }
 
 impl std::fmt::Debug for HostEffects {
@@ -30,6 +54,8 @@ impl std::fmt::Debug for HostEffects {
             .field("store", &self.store.is_some())
             .field("handlers", &self.handlers.is_some())
             .field("store_dropped", &self.store_dropped)
+            .field("persists", &self.persists)
+            .field("unsettled", &self.unsettled.len())
             .finish_non_exhaustive()
     }
 }
@@ -64,6 +90,27 @@ impl HostEffects {
         self
     }
 
+    /// How many persists are durable, after dropping the settled ones from the front.
+    fn settle(&mut self) -> u64 {
+        let Some(store) = &self.store else {
+            return self.persists;
+        };
+        if store.is_stopped() {
+            self.unsettled.clear();
+            return self.persists;
+        }
+        let durable = store.durable_seq();
+        while let Some(&(_, seq)) = self.unsettled.front() {
+            if seq > durable {
+                break;
+            }
+            self.unsettled.pop_front();
+        }
+        self.unsettled
+            .front()
+            .map_or(self.persists, |&(persist, _)| persist - 1)
+    }
+
     /// Flushes the store (every queued record committed) and lets handlers finish queued work
     /// for up to `grace`. Call at shutdown, after the runtime returned.
     pub fn finish(self, grace: Duration) {
@@ -82,21 +129,52 @@ impl HostEffects {
 
 impl Effects for HostEffects {
     fn store(&mut self, op: StoreOp) {
+        let persist = matches!(op, StoreOp::Persist(_));
+        if persist {
+            self.persists += 1;
+        }
         let Some(store) = &mut self.store else {
             return;
         };
         match store.send(op) {
+            Ok(seq) if persist => self.unsettled.push_back((self.persists, seq)),
             Ok(_) => {}
-            Err(SendError::Full) => {
-                self.store_dropped += 1;
-                tracing::warn!(
+            Err(e) => {
+                if matches!(e, SendError::Full) {
+                    self.store_dropped += 1;
+                }
+                tracing::error!(
                     dropped = self.store_dropped,
-                    "seen-index store is {} behind; record not persisted (in-memory dedup still holds)",
-                    "too far"
+                    "seen-index store: {e}; receipts and forwards waiting for it go out without \
+                     durable records (in-memory dedup still holds)"
                 );
+                self.unsettled.clear();
             }
-            Err(e) => tracing::error!("seen-index store: {e}"),
         }
+        // Keeps the queue short even when nobody asks (`Durability::Async`).
+        self.settle();
+    }
+
+    fn durable_persists(&mut self, handed: u64) -> u64 {
+        self.settle().min(handed)
+    }
+
+    fn set_durable_waker(&mut self, waker: Waker) {
+        if let Some(store) = &self.store {
+            store.set_waker(waker);
+        }
+    }
+
+    fn flush_persists(&mut self, handed: u64) -> u64 {
+        if let (Some(store), Some(&(_, seq))) = (&self.store, self.unsettled.back())
+            && !store.wait_durable(seq, SHUTDOWN_DURABLE_WAIT)
+        {
+            tracing::warn!(
+                "seen-index store: records still not durable after {SHUTDOWN_DURABLE_WAIT:?}; \
+                 their receipts and forwards are dropped"
+            );
+        }
+        self.durable_persists(handed)
     }
 
     fn deliver(&mut self, delivery: Delivery) {
@@ -121,6 +199,10 @@ impl Effects for HostEffects {
         }
     }
 }
+
+/// How long shutdown waits for the last records to be durable, so that their receipts and
+/// forwards still go out.
+const SHUTDOWN_DURABLE_WAIT: Duration = Duration::from_secs(5);
 
 /// Logs a node event at the level it deserves.
 pub fn log_event(e: &Event) {
@@ -171,5 +253,115 @@ pub fn log_event(e: &Event) {
         ),
         Event::Pruned { removed } => info!(removed, "expired seen-index entries pruned"),
         other => debug!("{other:?}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use std::sync::mpsc;
+    use std::sync::{Arc, Mutex};
+
+    use vtp_core::SeenRecord;
+
+    use super::*;
+    use crate::store::SeenStore;
+    use crate::testutil::TempDir;
+
+    fn persist(i: u8) -> StoreOp {
+        StoreOp::Persist(SeenRecord {
+            key: EventKey([i; 32]),
+            unix_secs: 1_700_000_000,
+        })
+    }
+
+    struct ChannelWake(Mutex<mpsc::Sender<()>>);
+
+    impl std::task::Wake for ChannelWake {
+        fn wake(self: Arc<Self>) {
+            self.wake_by_ref();
+        }
+        fn wake_by_ref(self: &Arc<Self>) {
+            let _ = self.0.lock().unwrap().send(());
+        }
+    }
+
+    #[test]
+    fn without_a_store_every_persist_is_durable_at_once() {
+        let mut fx = HostEffects::new();
+        fx.store(persist(1));
+        fx.store(StoreOp::Forget(EventKey([9; 32])));
+        fx.store(persist(2));
+        assert_eq!(fx.durable_persists(2), 2);
+        assert_eq!(fx.flush_persists(2), 2);
+    }
+
+    #[test]
+    fn persists_count_as_durable_once_the_store_committed_them() {
+        let tmp = TempDir::new("fx-durable");
+        let store = SeenStore::open(tmp.path()).unwrap();
+        let mut fx = HostEffects::new().with_store(StoreWorker::spawn(store, None).unwrap());
+        let (tx, rx) = mpsc::channel();
+        fx.set_durable_waker(Waker::from(Arc::new(ChannelWake(Mutex::new(tx)))));
+        // Forgets and expiries share the store's sequence but are not persists.
+        fx.store(StoreOp::Forget(EventKey([9; 32])));
+        fx.store(persist(1));
+        fx.store(StoreOp::Expire {
+            before_unix_secs: 1,
+        });
+        fx.store(persist(2));
+        let mut durable = fx.durable_persists(2);
+        assert!(durable <= 2);
+        while durable < 2 {
+            rx.recv_timeout(Duration::from_secs(30))
+                .expect("the store wakes the loop after a commit");
+            durable = fx.durable_persists(2);
+        }
+        assert_eq!(fx.durable_persists(1), 1, "never more than handed");
+        fx.store(persist(3));
+        assert_eq!(fx.flush_persists(3), 3, "shutdown waits for the commit");
+        fx.finish(Duration::from_secs(1));
+        let store = SeenStore::open(tmp.path()).unwrap();
+        assert_eq!(store.load().unwrap().len(), 3);
+    }
+
+    #[test]
+    fn a_store_too_far_behind_releases_everything_instead_of_holding_it_forever() {
+        let tmp = TempDir::new("fx-full");
+        let store = SeenStore::open(tmp.path()).unwrap();
+        let (started_tx, started_rx) = mpsc::channel();
+        let (release_tx, release_rx) = mpsc::channel::<()>();
+        let release_rx = Mutex::new(release_rx);
+        // The first commit's callback holds the worker, like a disk that hangs.
+        let on_durable: crate::store::OnDurable = Box::new(move |seq| {
+            if seq == 1 {
+                started_tx.send(()).unwrap();
+                let _ = release_rx.lock().unwrap().recv();
+            }
+        });
+        let mut fx =
+            HostEffects::new().with_store(StoreWorker::spawn(store, Some(on_durable)).unwrap());
+        fx.store(StoreOp::Forget(EventKey([0; 32])));
+        started_rx.recv_timeout(Duration::from_secs(30)).unwrap();
+        let max = crate::store::STORE_QUEUE_MAX as u64;
+        for i in 0..max {
+            let mut key = [0xAB; 32];
+            key[..8].copy_from_slice(&i.to_be_bytes());
+            fx.store(StoreOp::Persist(SeenRecord {
+                key: EventKey(key),
+                unix_secs: 1_700_000_000,
+            }));
+        }
+        assert_eq!(fx.durable_persists(max), 0, "the store is stuck");
+        fx.store(persist(1));
+        assert_eq!(fx.store_dropped, 1);
+        assert_eq!(
+            fx.durable_persists(max + 1),
+            max + 1,
+            "a full store gives up the guarantee rather than the broker"
+        );
+        release_tx.send(()).unwrap();
+        fx.finish(Duration::from_secs(1));
     }
 }

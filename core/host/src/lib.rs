@@ -18,7 +18,10 @@
 //! [`StoreWorker::spawn`] and [`Handlers::new`]. In the runtime's
 //! [`Effects`](vtp_core::driver::Effects): `store(op)` is [`StoreWorker::send`] and
 //! `deliver(delivery)` is [`Handlers::dispatch`]. Neither blocks; both report overload (a full
-//! queue) to the caller instead of waiting. At shutdown: [`StoreWorker::flush_and_stop`] and
+//! queue) to the caller instead of waiting. `durable_persists` answers from
+//! [`StoreWorker::durable_seq`], and the runtime's waker is passed to
+//! [`StoreWorker::set_waker`], so receipts held until their records are durable go out as soon
+//! as a commit lands ([`effects::HostEffects`] does all of this). At shutdown: [`StoreWorker::flush_and_stop`] and
 //! [`Handlers::shutdown`].
 //!
 //! # Runtimes

@@ -17,9 +17,14 @@
 //! that moment as one batch and applies it in **one** write transaction with
 //! [`Durability::Immediate`] (one fsync), so under load many records share one disk flush. After
 //! each commit it publishes the last sequence number of the batch, readable with
-//! [`StoreWorker::durable_seq`], and calls the optional wake callback given to
-//! [`StoreWorker::spawn`]. Every operation with a sequence number at or below
+//! [`StoreWorker::durable_seq`], wakes the [`Waker`] given to [`StoreWorker::set_waker`] (the
+//! runtime's loop) and anyone blocked in [`StoreWorker::wait_durable`], and calls the optional
+//! callback given to [`StoreWorker::spawn`]. Every operation with a sequence number at or below
 //! `durable_seq()` survives a crash (process abort or power loss).
+//!
+//! The node holds an event's receipt and forwards until its record is durable (the core's
+//! `Durability::BeforeReply`); [`HostEffects`](crate::effects::HostEffects) maps the node's
+//! persists to these sequence numbers.
 //!
 //! A failed commit is logged (`tracing::error`) and the batch is kept and retried, together
 //! with whatever arrived meanwhile, no sooner than one second later. While the disk keeps
@@ -45,9 +50,10 @@ use std::fs;
 use std::io;
 use std::panic::{self, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender, TryRecvError};
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
+use std::task::Waker;
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
@@ -272,9 +278,35 @@ pub type OnDurable = Box<dyn Fn(u64) + Send + 'static>;
 pub struct StoreWorker {
     tx: Option<Sender<(u64, StoreOp)>>,
     thread: Option<JoinHandle<Result<(), StoreError>>>,
-    durable: Arc<AtomicU64>,
+    durable: Arc<Durable>,
     next_seq: u64,
     path: PathBuf,
+}
+
+/// The worker's progress, shared with the event loop.
+#[derive(Default)]
+struct Durable {
+    /// The last sequence number committed.
+    seq: AtomicU64,
+    /// The loop's waker; also the lock `changed` waits with.
+    waker: Mutex<Option<Waker>>,
+    /// Notified after every commit.
+    changed: Condvar,
+}
+
+impl Durable {
+    fn load(&self) -> u64 {
+        self.seq.load(Ordering::Acquire)
+    }
+
+    fn publish(&self, seq: u64) {
+        self.seq.store(seq, Ordering::Release);
+        let waker = self.waker.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(w) = &*waker {
+            w.wake_by_ref();
+        }
+        self.changed.notify_all();
+    }
 }
 
 impl StoreWorker {
@@ -291,7 +323,7 @@ impl StoreWorker {
         // A growable channel: memory follows the backlog. The bound is enforced in `send`
         // (sent but not yet durable), not by preallocating a queue of STORE_QUEUE_MAX slots.
         let (tx, rx) = mpsc::channel();
-        let durable = Arc::new(AtomicU64::new(0));
+        let durable = Arc::new(Durable::default());
         let path = store.path.clone();
         let committer = Committer {
             store,
@@ -328,7 +360,7 @@ impl StoreWorker {
         let Some(tx) = &self.tx else {
             return Err(SendError::Stopped);
         };
-        let pending = self.next_seq - self.durable.load(Ordering::Acquire);
+        let pending = self.next_seq - self.durable.load();
         if pending >= STORE_QUEUE_MAX as u64 {
             return Err(SendError::Full);
         }
@@ -358,7 +390,50 @@ impl StoreWorker {
 
     /// The highest sequence number such that it and every earlier operation are committed.
     pub fn durable_seq(&self) -> u64 {
-        self.durable.load(Ordering::Acquire)
+        self.durable.load()
+    }
+
+    /// Wakes `waker` after every commit from now on (replacing any earlier one). Runtimes give
+    /// the waker of their loop, which then learns what became durable.
+    pub fn set_waker(&self, waker: Waker) {
+        let mut slot = self
+            .durable
+            .waker
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        *slot = Some(waker);
+    }
+
+    /// Blocks until operation `seq` is committed or `timeout` has passed; true if it is
+    /// committed. For shutdown: the event loop never calls this while serving.
+    pub fn wait_durable(&self, seq: u64, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        let mut guard = self
+            .durable
+            .waker
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        loop {
+            if self.durable.load() >= seq {
+                return true;
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() || self.is_stopped() {
+                return false;
+            }
+            guard = self
+                .durable
+                .changed
+                .wait_timeout(guard, left)
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
+        }
+    }
+
+    /// True once the worker thread has ended (it panicked, or the final commit failed): nothing
+    /// queued after its last commit will become durable.
+    pub fn is_stopped(&self) -> bool {
+        self.thread.as_ref().is_none_or(JoinHandle::is_finished)
     }
 
     /// The sequence number of the last queued operation (0 before the first).
@@ -384,7 +459,7 @@ struct Committer {
     batch: Vec<StoreOp>,
     /// Sequence number of the last operation in `batch`.
     last_seq: u64,
-    durable: Arc<AtomicU64>,
+    durable: Arc<Durable>,
     on_durable: Option<OnDurable>,
 }
 
@@ -465,7 +540,7 @@ impl Committer {
     }
 
     fn publish(&self) {
-        self.durable.store(self.last_seq, Ordering::Release);
+        self.durable.publish(self.last_seq);
         if let Some(wake) = &self.on_durable {
             let seq = self.last_seq;
             if panic::catch_unwind(AssertUnwindSafe(|| wake(seq))).is_err() {
@@ -632,7 +707,7 @@ mod tests {
         drop(tx);
         let commits = Arc::new(Mutex::new(Vec::new()));
         let seen = Arc::clone(&commits);
-        let durable = Arc::new(AtomicU64::new(0));
+        let durable = Arc::new(Durable::default());
         let committer = Committer {
             store,
             batch: Vec::new(),
@@ -646,7 +721,7 @@ mod tests {
             vec![1000],
             "one commit for the whole queue"
         );
-        assert_eq!(durable.load(Ordering::Acquire), 1000);
+        assert_eq!(durable.load(), 1000);
         let store = SeenStore::open(tmp.path()).unwrap();
         assert_eq!(store.load().unwrap().len(), 1000);
     }
@@ -693,6 +768,36 @@ mod tests {
         let seq = worker.send(StoreOp::Persist(record(1))).unwrap();
         assert_eq!(rx.recv_timeout(Duration::from_secs(30)).unwrap(), seq);
         assert_eq!(worker.durable_seq(), seq);
+        worker.flush_and_stop().unwrap();
+    }
+
+    /// Counts its wake-ups and hands them to a channel.
+    struct CountingWake(Mutex<mpsc::Sender<()>>);
+
+    impl std::task::Wake for CountingWake {
+        fn wake(self: Arc<Self>) {
+            self.wake_by_ref();
+        }
+        fn wake_by_ref(self: &Arc<Self>) {
+            let _ = self.0.lock().unwrap().send(());
+        }
+    }
+
+    #[test]
+    fn the_waker_hears_of_every_commit_and_wait_durable_returns_once_committed() {
+        let tmp = TempDir::new("store-waker");
+        let store = SeenStore::open(tmp.path()).unwrap();
+        let mut worker = StoreWorker::spawn(store, None).unwrap();
+        let (tx, rx) = mpsc::channel();
+        worker.set_waker(Waker::from(Arc::new(CountingWake(Mutex::new(tx)))));
+        assert!(!worker.is_stopped());
+        let seq = worker.send(StoreOp::Persist(record(7))).unwrap();
+        assert!(worker.wait_durable(seq, Duration::from_secs(30)));
+        assert!(worker.durable_seq() >= seq);
+        rx.recv_timeout(Duration::from_secs(30))
+            .expect("woken after the commit");
+        // Nothing more queued: waiting for a later operation times out.
+        assert!(!worker.wait_durable(seq + 1, Duration::from_millis(50)));
         worker.flush_and_stop().unwrap();
     }
 

@@ -86,6 +86,9 @@ pub struct Harness {
     pub now: Instant,
     pub actions: Vec<Action>,
     pub events: Vec<Event>,
+    /// Report every `Persist` durable as soon as it is drained (a store that commits at once).
+    /// Turn off to drive durability by hand with [`Harness::persisted`].
+    pub auto_persist: bool,
 }
 
 impl Harness {
@@ -102,6 +105,7 @@ impl Harness {
             now: t0,
             actions: Vec::new(),
             events: Vec::new(),
+            auto_persist: true,
         };
         h.drain();
         h
@@ -113,14 +117,27 @@ impl Harness {
         Self::new(c)
     }
 
-    /// Collects every pending output into `actions` / `events` (appending).
+    /// Collects every pending output into `actions` / `events` (appending). With
+    /// `auto_persist`, every persist drained is reported durable and what it released drained.
     pub fn drain(&mut self) {
-        while let Some(a) = self.node.poll_action() {
-            self.actions.push(a);
+        loop {
+            while let Some(a) = self.node.poll_action() {
+                self.actions.push(a);
+            }
+            if !self.auto_persist || self.node.held() == 0 {
+                break;
+            }
+            self.node.handle_persisted(self.node.persists(), self.now);
         }
         while let Some(e) = self.node.poll_event() {
             self.events.push(e);
         }
+    }
+
+    /// Reports the first `count` persists durable and collects what that released.
+    pub fn persisted(&mut self, count: u64) {
+        self.node.handle_persisted(count, self.now);
+        self.drain();
     }
 
     /// Returns and clears the collected actions.
