@@ -48,6 +48,7 @@
 mod net;
 mod report;
 mod scenarios;
+pub mod sim;
 
 use std::collections::BTreeSet;
 use std::fmt;
