@@ -24,7 +24,10 @@
 //!   asks to connect.
 //! - **Faults** (each kind on or off per seed, at a seeded rate): connection resets,
 //!   half-open connections (a link silently stops carrying anything, for good), partitions
-//!   between two hosts (segments and connects wait until it heals), slow readers.
+//!   between two hosts (segments and connects wait until it heals), slow readers, and
+//!   restarts (a broker or subscriber process dies, its connections reset, and it starts again
+//!   from its seen-index store). A quarter of the seeds run the brokers with Comet's policies
+//!   (duplicates nak'd, all-refused filters mean everything) instead of VTP 2.0's.
 //! - **Time** is one virtual clock; a node's monotonic `now` and its wall clock move together
 //!   (its wall clock is an anchor plus `now`). Each step jumps to the earliest of: the next
 //!   segment due on a link, the next node deadline (`poll_timeout`), the next scheduled fault or
@@ -35,7 +38,7 @@
 //! 1. **Faults** (2 to 20 virtual minutes): events are submitted while faults strike. After
 //!    *every* step the safety invariants are checked:
 //!    - no broker accepts (and so forwards) an event twice, and no node hands one to its
-//!      handlers twice;
+//!      handlers twice, across restarts too;
 //!    - no connection carries an event twice (with the above: no event loops in the cyclic
 //!      mesh, whatever the faults);
 //!    - a subscriber never receives an event its filters reject, once the broker has its filters
@@ -45,11 +48,12 @@
 //!      windows are bounded by construction);
 //!    - every event a node hands to its handlers was recorded in its store, once;
 //!    - well-behaved nodes never report a protocol violation to each other, never refuse a
-//!      connection, and never nak a valid event; each submission gets at most one receipt.
+//!      connection, and never nak a valid event (under Comet's policies, only a duplicate, at
+//!      a broker that had accepted it); each submission gets at most one outcome;
+//!    - a broker drops a mute subscriber within two iamalive periods of accepting it.
 //! 2. **Healing**: faults stop, partitions heal and readers resume (half-open links stay dead:
 //!    their ends must find out by their timers). Every subscription of every node must be back
-//!    up within [`Options::heal_bound`] ("dropped subscribers come back"); every mute
-//!    subscriber must have been dropped within two iamalive periods of connecting.
+//!    up within [`Options::heal_bound`] ("dropped subscribers come back").
 //! 3. **Probes**: each broker receives one fresh event, which must reach every node whose
 //!    filters want it within [`Options::delivery_bound`].
 //! 4. **End**: every event accepted anywhere during the fault phase must have reached every

@@ -25,8 +25,9 @@ pub struct Options {
     pub broker_upstreams: Vec<Vec<Vec<usize>>>,
     /// Subscriber nodes (`vtp listen` role): their upstreams and filters.
     pub subscribers: Vec<SubscriberSpec>,
-    /// Hand-written subscribers that read everything and never answer: every broker must drop
-    /// them within two iamalive periods, and they dial again.
+    /// Hand-written subscribers that read everything and never answer, one per entry, each
+    /// dialling the broker of that index: the broker must drop them within two iamalive
+    /// periods, and they dial again.
     pub mute_subscribers: Vec<usize>,
     /// Author nodes submitting events.
     pub authors: usize,
@@ -176,8 +177,10 @@ impl Options {
         let lat_hi = lat_lo + Duration::from_millis(rng.between(0, 200) as u64);
         let outbox = if rng.ratio(1, 3) {
             OutboxLimits {
-                bytes_max: rng.between(2048, 32 * 1024),
-                frames_max: rng.between(2, 24),
+                // Small enough for slow readers to overflow, large enough for a healthy
+                // subscriber to ack a burst: 2 frames would drop a healthy subscription.
+                bytes_max: rng.between(8 * 1024, 64 * 1024),
+                frames_max: rng.between(8, 32),
             }
         } else {
             OutboxLimits::default()
@@ -193,7 +196,7 @@ impl Options {
             duplicate_submissions: rng.coin(),
             resubmit: rng.coin(),
             latency: (lat_lo, lat_hi),
-            window: *rng.pick(&[1024, 4096, 16 * 1024, 64 * 1024]),
+            window: *rng.pick(&[2048, 4096, 16 * 1024, 64 * 1024]),
             segments_max: rng.between(1, 4),
             outbox,
             comet_policies: rng.ratio(1, 4),

@@ -115,6 +115,26 @@ impl Sim {
         if let Some(v) = self.check_paths() {
             return self.fail(v);
         }
+        // Every submission gets its outcome by the receipt deadline (20 s), and a late duplicate
+        // may still be on its way.
+        let receipt = Duration::from_secs(21);
+        let pending = self
+            .timed
+            .values()
+            .any(|t| matches!(t, Timed::Submit { .. }));
+        let open = self
+            .submissions
+            .values()
+            .filter(|s| s.outcomes == 0)
+            .map(|s| s.at + receipt)
+            .max();
+        if pending || open.is_some_and(|by| by > self.now) {
+            let at = open
+                .unwrap_or(self.now)
+                .max(self.now + Duration::from_secs(1));
+            self.schedule(at, Timed::Finish);
+            return;
+        }
         for (&(h, _), sub) in &self.submissions {
             if sub.outcomes == 0 {
                 let v = Violation::SubmissionUnresolved {

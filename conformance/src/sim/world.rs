@@ -117,6 +117,8 @@ pub(crate) struct SimEvent {
 pub(crate) struct Submission {
     /// The broker it went to.
     broker: HostId,
+    /// When it was made.
+    pub(crate) at: Instant,
     pub(crate) event: usize,
     attempt: u8,
     pub(crate) outcomes: u8,
@@ -139,7 +141,8 @@ pub(crate) enum Timed {
     MuteDial(HostId),
     Heal,
     HealDeadline,
-    Probe,
+    /// Submit the probes, if the network stayed settled since this instant.
+    Probe(Instant),
     ProbeDeadline,
     Finish,
 }
@@ -158,7 +161,8 @@ pub(crate) enum FaultKind {
 pub(crate) enum Phase {
     Faults,
     Healing,
-    Settling,
+    /// Every subscription up since this instant.
+    Settling(Instant),
     Probing,
     /// Probes done; waiting for the last fault-phase event's delivery bound.
     Ending,
@@ -189,7 +193,7 @@ pub struct Sim {
     pub(crate) links: Vec<Link>,
     /// Links with something queued in a pipe.
     pub(crate) active: BTreeSet<LinkId>,
-    timed: BTreeMap<(Instant, u64), Timed>,
+    pub(crate) timed: BTreeMap<(Instant, u64), Timed>,
     seq: u64,
     /// Current partitions: host pair → heal time.
     pub(crate) partitions: BTreeMap<(HostId, HostId), Instant>,
@@ -664,7 +668,11 @@ impl Sim {
                     });
                 }
             }
-            Timed::Probe => self.probe(),
+            Timed::Probe(since) => {
+                if self.phase == Phase::Settling(since) {
+                    self.probe();
+                }
+            }
             Timed::ProbeDeadline => {
                 if self.phase == Phase::Probing {
                     self.check_probes(true);
@@ -684,11 +692,17 @@ impl Sim {
                     self,
                     "every subscription is up again: probing after {SETTLE:?}"
                 );
-                self.phase = Phase::Settling;
-                self.schedule(self.now + SETTLE, Timed::Probe);
+                self.phase = Phase::Settling(self.now);
+                self.schedule(self.now + SETTLE, Timed::Probe(self.now));
             }
             Phase::Probing => self.check_probes(false),
-            Phase::Faults | Phase::Healing | Phase::Settling | Phase::Ending | Phase::Done => {}
+            // A subscription that drops again before the probes (a backlog draining after the
+            // heal overflowed a queue, say) must come back too, within the same bound.
+            Phase::Settling(_) if self.missing_subscription().is_some() => {
+                trace!(self, "a subscription dropped while settling: healing again");
+                self.phase = Phase::Healing;
+            }
+            Phase::Faults | Phase::Healing | Phase::Settling(_) | Phase::Ending | Phase::Done => {}
         }
     }
 
@@ -832,6 +846,7 @@ impl Sim {
                     (author, conn),
                     Submission {
                         broker,
+                        at: self.now,
                         event,
                         attempt,
                         outcomes: 0,
@@ -1264,24 +1279,28 @@ impl Sim {
                 ));
             }
         });
+        let mut violations = Vec::new();
         for (ivorn, after_filters, wanted) in frames {
             let fresh = tap.ivorns.insert(Arc::clone(&ivorn));
             let from = self.hosts[link.ends[SERVER].host].name.clone();
             let to = self.hosts[client].name.clone();
             if !fresh {
-                self.failure.get_or_insert(Violation::CarriedTwice {
+                violations.push(Violation::CarriedTwice {
                     from,
                     to,
                     ivorn: ivorn.to_string(),
                 });
             } else if after_filters && !wanted {
-                self.failure.get_or_insert(Violation::FilterBypassed {
+                violations.push(Violation::FilterBypassed {
                     from,
                     to,
                     ivorn: ivorn.to_string(),
                     filters: filters.clone(),
                 });
             }
+        }
+        for v in violations {
+            self.fail(v);
         }
     }
 
