@@ -1276,9 +1276,18 @@ impl Node {
         let ts = self.stamp(now);
         let frame = message::build_test_event(&local_ivo, ts.as_str(), &self.config.product);
         let payload = frame.slice(frame::PREFIX_LEN..);
-        // Test events skip the seen-index and the handlers (Comet), but go through filters.
+        // Test events skip the handlers and the store (Comet) and go through filters. They do
+        // enter the seen-index: in a cyclic mesh our own test event comes back through a
+        // downstream broker, and must not be relayed (and handled) a second time.
         match message::parse(&payload, &self.config.limits.parse) {
-            Ok(Message::VoEvent(ev)) => self.fan_out(&frame, &payload, ev.element.clone()),
+            Ok(Message::VoEvent(ev)) => {
+                let key = EventKey::of_element(&payload[ev.element.clone()]);
+                let unix = self.clock.unix_secs_at(now);
+                if let Seen::New { evicted: Some(old) } = self.seen.check_and_insert(key, unix) {
+                    self.actions.push_back(Action::Forget(old));
+                }
+                self.fan_out(&frame, &payload, ev.element.clone());
+            }
             Ok(Message::Transport(_)) | Err(_) => {
                 debug_assert!(false, "test event must parse as a VOEvent");
             }
