@@ -575,12 +575,12 @@ const LEGACY_FILTER: u8 = 11;
 const JUNK: u8 = 12;
 const EMPTY: u8 = 13;
 
-// Advance bytes (see `node::advance_secs`): 25 s, 1 min, 2 min 10 s, 15 min, 2 h.
+// Advance bytes (see `node::advance_secs`): 25 s, 1 min, 2 min 10 s, 15 min, 80 min.
 const SECS_25: u8 = 25;
 const MIN_1: u8 = 0x80 | 1;
 const SECS_130: u8 = 0x40 | 13;
 const MIN_15: u8 = 0x80 | 15;
-const HOURS_2: u8 = 0xC0 | 2;
+const MIN_80: u8 = 0xC0 | 8;
 
 fn node_seeds() -> Vec<(&'static str, Vec<u8>)> {
     let quiet = flags::NO_UPSTREAM | flags::NO_TEST_EVENTS;
@@ -668,7 +668,7 @@ fn node_seeds() -> Vec<(&'static str, Vec<u8>)> {
                 .accept_feed(0)
                 .canned(0, EVENT, 3)
                 .advance(SECS_130)
-                .advance(HOURS_2)
+                .advance(MIN_80)
                 .op(Op::Connected(0))
                 .op(Op::ConnectFailed(0xF0))
                 .advance(MIN_15)
@@ -737,7 +737,7 @@ fn node_seeds() -> Vec<(&'static str, Vec<u8>)> {
                 .canned(2, EVENT, 0)
                 .accept_intake(0)
                 .input(2, &big)
-                .advance(HOURS_2)
+                .advance(MIN_80)
                 .0,
         ),
         (
@@ -776,7 +776,7 @@ fn node_seeds() -> Vec<(&'static str, Vec<u8>)> {
                 .accept_intake(0)
                 .op(Op::Connected(0xF0))
                 .input(0xF1, b"\0\0\0\x01x")
-                .advance(HOURS_2)
+                .advance(MIN_80)
                 .0,
         ),
         (
