@@ -462,6 +462,9 @@ struct Model {
     shadow: Option<FrameDecoder>,
     /// Intakes: a complete frame or a bad prefix arrived, so it must have been answered.
     answer_due: bool,
+    /// Intakes: the `Origin` the receipt must carry, once an answer is due: the event's ivorn
+    /// if the first frame is a VOEvent, otherwise this broker's IVOID.
+    receipt_origin: Option<String>,
     peer_up: usize,
     peer_down: usize,
     /// Submissions: acked, naked and failed outcomes reported.
@@ -479,6 +482,7 @@ impl Model {
             receipts: 0,
             shadow: (role == ConnRole::Intake).then(|| FrameDecoder::new(frame_len_max)),
             answer_due: false,
+            receipt_origin: None,
             peer_up: 0,
             peer_down: 0,
             outcomes: 0,
@@ -640,14 +644,25 @@ impl Sim {
 
     /// Feeds bytes to a connection, keeping the intake shadow decoder in step.
     fn input(&mut self, conn: ConnId, bytes: &[u8]) {
+        let limits = self.node.config().limits.parse;
         if let Some(m) = self.conns.get_mut(&conn)
             && m.open
+            && !m.answer_due
             && let Some(shadow) = &mut m.shadow
         {
-            let mut frames = 0;
-            let result = shadow.decode(bytes, |_| frames += 1);
-            if frames > 0 || result.is_err() {
+            let mut origin = None;
+            let result = shadow.decode(bytes, |payload| {
+                origin.get_or_insert_with(|| match message::parse(payload, &limits) {
+                    Ok(Message::VoEvent(ev)) => ev.ivorn.into_owned(),
+                    _ => LOCAL.to_owned(),
+                });
+            });
+            if origin.is_none() && result.is_err() {
+                origin = Some(LOCAL.to_owned());
+            }
+            if origin.is_some() {
                 m.answer_due = true;
+                m.receipt_origin = origin;
                 self.touched.push(conn);
             }
         }
@@ -810,6 +825,16 @@ impl Sim {
                 if m.role == ConnRole::Intake {
                     assert_eq!(m.receipts, 1, "second receipt on intake {conn}");
                     assert!(m.answer_due, "intake {conn} answered before a frame");
+                    let receipt = match message::parse(&bytes[frame::PREFIX_LEN..], &UNLIMITED) {
+                        Ok(Message::Transport(t)) => t,
+                        other => panic!("receipt is not a Transport message: {other:?}"),
+                    };
+                    let want = m.receipt_origin.as_deref().unwrap_or_default();
+                    assert_eq!(
+                        &*receipt.origin,
+                        want.trim_matches([' ', '\t', '\n', '\r']),
+                        "receipt Origin on intake {conn}"
+                    );
                     self.touched.push(conn);
                 }
             }
@@ -1016,6 +1041,14 @@ impl Sim {
     }
 }
 
+/// Parse limits for the node's own output: any size (a nak may quote a long reason).
+const UNLIMITED: ParseLimits = ParseLimits {
+    depth_max: 64,
+    attrs_max: 64,
+    transport_params_max: 64,
+    text_max: usize::MAX,
+};
+
 /// Every frame the node writes is one well-formed frame of the kind its action says.
 fn check_frame(action: &Action, bytes: &[u8]) {
     let mut payloads = 0;
@@ -1023,13 +1056,7 @@ fn check_frame(action: &Action, bytes: &[u8]) {
     decoder
         .decode(bytes, |payload| {
             payloads += 1;
-            let parsed = message::parse(
-                payload,
-                &ParseLimits {
-                    text_max: usize::MAX,
-                    ..ParseLimits::default()
-                },
-            );
+            let parsed = message::parse(payload, &UNLIMITED);
             let role = match (action, parsed) {
                 (Action::Forward { .. } | Action::Submit { .. }, Ok(Message::VoEvent(_))) => {
                     return;
