@@ -221,7 +221,7 @@ impl<'a> Parser<'a, '_> {
                         ));
                     }
                     if let Err(e) = decl.version() {
-                        return Err(self.malformed(start, &e.to_string()));
+                        return Err(self.malformed(start, &xml_reason(&e)));
                     }
                 }
                 Event::PI(pi) => {
@@ -505,7 +505,7 @@ impl<'a> Parser<'a, '_> {
         if doctype {
             return ParseError::Doctype;
         }
-        self.malformed(at.min(self.body.len()), &error.to_string())
+        self.malformed(at.min(self.body.len()), &xml_reason(error))
     }
 
     /// A [`ParseError::Malformed`] at `at`, an offset into the body (not the payload).
@@ -1151,6 +1151,44 @@ fn malformed(offset: usize, reason: &str) -> ParseError {
         reason: reason.to_owned(),
     }
 }
+
+/// The text of a quick-xml error, bounded like every other [`ParseError`]: the names it quotes
+/// from the payload (end tags, the first pseudo-attribute of the XML declaration) are cut to 64
+/// characters, and any other message to [`XML_REASON_MAX`], so a hostile payload cannot
+/// inflate a nak reason (quick-xml quotes names whole).
+fn xml_reason(error: &quick_xml::Error) -> String {
+    use quick_xml::errors::IllFormedError as Ill;
+    let cut = |name: &str| excerpt(name.as_bytes());
+    let detail = match error {
+        quick_xml::Error::IllFormed(Ill::MissingDeclVersion(Some(attr))) => format!(
+            "an XML declaration must start with `version` attribute, but it starts with `{}`",
+            cut(attr)
+        ),
+        quick_xml::Error::IllFormed(Ill::MissingEndTag(tag)) => format!(
+            "start tag not closed: `</{}>` not found before end of input",
+            cut(tag)
+        ),
+        quick_xml::Error::IllFormed(Ill::UnmatchedEndTag(tag)) => {
+            format!("close tag `</{}>` does not match any open tag", cut(tag))
+        }
+        quick_xml::Error::IllFormed(Ill::MismatchedEndTag { expected, found }) => format!(
+            "expected `</{}>`, but `</{}>` was found",
+            cut(expected),
+            cut(found)
+        ),
+        other => {
+            let text = other.to_string();
+            return match text.char_indices().nth(XML_REASON_MAX) {
+                Some((cut, _)) => format!("{}…", &text[..cut]),
+                None => text,
+            };
+        }
+    };
+    format!("ill-formed document: {detail}")
+}
+
+/// Longest quick-xml error text kept in a [`ParseError::Malformed`] reason, in characters.
+const XML_REASON_MAX: usize = 160;
 
 /// Peer text for an error message: lossy UTF-8, at most 64 characters.
 fn excerpt(bytes: &[u8]) -> String {
