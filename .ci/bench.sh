@@ -90,9 +90,11 @@ bin="${CARGO_TARGET_DIR:-$repo/target}/release"
 echo "== Comet 3.1.0 venv" >&2
 venv="$(bash conformance/peers/setup.sh | tail -n 1)"
 
-# start SYSTEM IAMALIVE: starts a fresh broker; sets broker_pid, recv, bcast.
+# start SYSTEM IAMALIVE: starts a fresh broker logging to $results/$run_name.log; sets
+# broker_pid, recv, bcast.
 start() {
-  local system="$1" iamalive="$2" log="$results/$1.log" db
+  # One log per run: reading a previous run's log would give a dead broker's ports.
+  local system="$1" iamalive="$2" log="$results/$run_name.log" db
   db="$(mktemp -d "$work/db.XXXXXX")"
   case "$system" in
     comet)
@@ -162,6 +164,7 @@ workload() {
   for round in $(seq 1 "$rounds"); do
     for system in "$@"; do
       echo "== $name: $system (round $round of $rounds)" >&2
+      run_name="$name.$system.$round"
       start "$system" "$iamalive" || continue
       if [ ! -f "$results/idle.$system" ]; then
         # Resident memory before any traffic.
