@@ -1,0 +1,381 @@
+#!/usr/bin/env bash
+# Side-by-side benchmark (prints numbers; not a test): vtp on each runtime (tokio, smol, mio)
+# and Comet 3.1.0, started with the same settings on loopback and driven by the same load
+# generator (vtp-bench), plus a null relay (writes each frame to every subscriber, nothing else)
+# as the physical ceiling for fan-out. Prints ONE table: absolute numbers, vtp/Comet ratios,
+# the share of the null relay, and which targets are met.
+#
+#   bash .ci/bench.sh
+#
+# About 6-9 minutes on 2 cores (Comet is the slow part), plus the release build. Every broker
+# is started fresh for each run (new event database, no state carried over) and stopped right
+# after it; everything listens on 127.0.0.1 only; every run is bounded by a timeout; every
+# process is killed on exit. Each run's output and JSON line stay in target/bench-results/
+# (BENCH_RESULTS overrides).
+#
+# Workloads (the same for every broker; the environment variables shown override them):
+#   submit   SUBMIT_EVENTS (1000) distinct 10 KB GCN events from 8 concurrent authors, one
+#            connection per event (as comet-sendvo does); submissions/s. Comet's cost per
+#            submission grows with its event database (its dbm index is read and rewritten on
+#            every event), so the workload also runs with SUBMIT_FRESH_EVENTS (200) events, on
+#            an almost empty database.
+#   fan-out  100 subscribers; FANOUT_EVENTS (600) events as fast as they are delivered, at most
+#            32 events not yet at every subscriber; deliveries/s, broker CPU per event.
+#   paced    100 subscribers; PACED_EVENTS (200) events at 20 events/s; latency from the start
+#            of each submission to its receipt at each subscriber (p50/p99/max).
+#   hold     HOLD_SUBSCRIBERS (10000) subscribers held HOLD_SECONDS (15) with an iamalive
+#            period of HOLD_IAMALIVE (5) s; each must get every iamalive within the period plus
+#            1 s, and still be connected at the end; broker RSS with all of them connected.
+# Submit and fan-out run REPEAT (3) times per system, paced PACED_REPEAT (2) times, the systems
+# taking turns; the table shows the best value of each figure (the machine may be shared, and
+# interference only ever lowers throughput and raises latency and CPU time). SYSTEMS (default
+# "tokio smol mio comet null") picks what runs.
+#
+# Broker CPU is utime+stime of the broker process (the exact per-thread schedstat sums where
+# the kernel has them) sampled by vtp-bench before and after the measured phase.
+#
+# Settings shared by every broker: --local-ivo ivo://vtp.bench/broker, receive and broadcast
+# on 127.0.0.1 (Comet through conformance/peers/comet_twistd.py), author and subscriber
+# whitelists 127.0.0.0/8, a fresh event database, test events off, default log level,
+# iamalive period 60 s (HOLD_IAMALIVE in the hold workload).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+repo="$PWD"
+
+SUBMIT_EVENTS="${SUBMIT_EVENTS:-1000}"
+SUBMIT_FRESH_EVENTS="${SUBMIT_FRESH_EVENTS:-200}"
+FANOUT_EVENTS="${FANOUT_EVENTS:-600}"
+PACED_EVENTS="${PACED_EVENTS:-200}"
+REPEAT="${REPEAT:-3}"
+PACED_REPEAT="${PACED_REPEAT:-2}"
+HOLD_SUBSCRIBERS="${HOLD_SUBSCRIBERS:-10000}"
+HOLD_SECONDS="${HOLD_SECONDS:-15}"
+HOLD_IAMALIVE="${HOLD_IAMALIVE:-5}"
+SYSTEMS="${SYSTEMS:-tokio smol mio comet null}"
+
+# 10,000 subscribers need 10,000 descriptors in the generator and in the broker.
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+if [ "$(ulimit -n)" -lt $((HOLD_SUBSCRIBERS + 100)) ]; then
+  echo "bench: ulimit -n is $(ulimit -n); the hold workload needs $((HOLD_SUBSCRIBERS + 100))" >&2
+  exit 1
+fi
+
+work="$(mktemp -d "${TMPDIR:-/tmp}/vtp-bench.XXXXXX")"
+# Every run's output and JSON line (kept after the run; replaced by the next run).
+results="${BENCH_RESULTS:-${CARGO_TARGET_DIR:-$repo/target}/bench-results}"
+rm -rf "$results"
+mkdir -p "$results"
+broker_pid=""
+stop_broker() {
+  [ -n "$broker_pid" ] || return 0
+  kill -TERM "$broker_pid" 2>/dev/null || true
+  for _ in $(seq 1 50); do
+    kill -0 "$broker_pid" 2>/dev/null || break
+    sleep 0.1
+  done
+  kill -KILL "$broker_pid" 2>/dev/null || true
+  wait "$broker_pid" 2>/dev/null || true
+  broker_pid=""
+}
+cleanup() {
+  stop_broker
+  rm -rf "$work"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+echo "== building (release)" >&2
+cargo build --locked --release -p vtp-cli -p vtp-conformance --bins 2>&1 | tail -n 1 >&2
+bin="${CARGO_TARGET_DIR:-$repo/target}/release"
+echo "== Comet 3.1.0 venv" >&2
+venv="$(bash conformance/peers/setup.sh | tail -n 1)"
+
+# start SYSTEM IAMALIVE: starts a fresh broker logging to $results/$run_name.log; sets
+# broker_pid, recv, bcast.
+start() {
+  # One log per run: reading a previous run's log would give a dead broker's ports.
+  local system="$1" iamalive="$2" log="$results/$run_name.log" db
+  db="$(mktemp -d "$work/db.XXXXXX")"
+  case "$system" in
+    comet)
+      # Comet 3.1.0 has no option for the listen address or the iamalive period.
+      VTP_COMET_INTERFACE=127.0.0.1 VTP_COMET_IAMALIVE_INTERVAL="$iamalive" \
+        "$venv/bin/python" conformance/peers/comet_twistd.py -n --logfile=- --pidfile= comet \
+        --receive --receive-port=0 --broadcast --broadcast-port=0 \
+        --local-ivo=ivo://vtp.bench/broker --eventdb="$db" --broadcast-test-interval=0 \
+        --author-whitelist=127.0.0.0/8 --subscriber-whitelist=127.0.0.0/8 >"$log" 2>&1 &
+      ;;
+    null)
+      "$bin/null-relay" --receive 127.0.0.1:0 --broadcast 127.0.0.1:0 2>"$log" &
+      ;;
+    *)
+      "$bin/vtp" broker --runtime "$system" --local-ivo ivo://vtp.bench/broker \
+        --receive 127.0.0.1:0 --broadcast 127.0.0.1:0 --eventdb "$db" \
+        --broadcast-test-interval 0 --iamalive-interval "$iamalive" \
+        --author-whitelist 127.0.0.0/8 --subscriber-whitelist 127.0.0.0/8 2>"$log" &
+      ;;
+  esac
+  broker_pid=$!
+  recv="" bcast=""
+  for _ in $(seq 1 300); do
+    if [ "$system" = comet ]; then
+      recv="$(sed -n 's/.*VOEventReceiverFactory (WhitelistingFactory) starting on \([0-9]*\).*/\1/p' "$log")"
+      bcast="$(sed -n 's/.*VOEventBroadcasterFactory (WhitelistingFactory) starting on \([0-9]*\).*/\1/p' "$log")"
+    else
+      recv="$(sed -n 's/.*listening for authors on 127.0.0.1:\([0-9]*\).*/\1/p' "$log")"
+      bcast="$(sed -n 's/.*listening for subscribers on 127.0.0.1:\([0-9]*\).*/\1/p' "$log")"
+    fi
+    [ -n "$recv" ] && [ -n "$bcast" ] && return 0
+    kill -0 "$broker_pid" 2>/dev/null || break
+    sleep 0.05
+  done
+  echo "bench: $system did not start; its log:" >&2
+  tail -n 20 "$log" >&2
+  return 1
+}
+
+# run WORKLOAD SYSTEM ROUND ARGS...: runs vtp-bench against the current broker; keeps its
+# JSON line as $results/WORKLOAD.SYSTEM.ROUND.json.
+run() {
+  local workload="$1" system="$2" round="$3"
+  shift 3
+  local name="$results/$workload.$system.$round"
+  # vtp-bench bounds itself (--timeout); `timeout` is the backstop.
+  if ! timeout 400 "$bin/vtp-bench" "$@" --pid "$broker_pid" --label "$system" \
+      >"$name.out" 2>"$name.err"; then
+    echo "bench: $workload on $system (round $round) did not complete as expected" >&2
+  fi
+  tail -n 1 "$name.out" >"$name.json"
+  python3 - "$name.json" <<'PY' >&2 || true
+import json, sys
+r = json.load(open(sys.argv[1]))
+keys = ["submissions_per_s", "deliveries_per_s", "latency_p99_ms", "broker_cpu_us_per_event",
+        "on_time", "broker_rss_kib", "ok"]
+print("   ", " ".join(f"{k}={r[k]}" for k in keys if k in r))
+PY
+}
+
+# workload NAME IAMALIVE ROUNDS SYSTEMS...: runs NAME's vtp-bench command (function
+# args_NAME, which sees $system, $recv, $bcast) ROUNDS times per system, systems in turn, each
+# run on a freshly started broker.
+workload() {
+  local name="$1" iamalive="$2" rounds="$3" round system
+  shift 3
+  for round in $(seq 1 "$rounds"); do
+    for system in "$@"; do
+      echo "== $name: $system (round $round of $rounds)" >&2
+      run_name="$name.$system.$round"
+      start "$system" "$iamalive" || continue
+      if [ ! -f "$results/idle.$system" ]; then
+        # Resident memory before any traffic.
+        awk '/^VmRSS:/ { print $2 }' "/proc/$broker_pid/status" >"$results/idle.$system"
+      fi
+      # shellcheck disable=SC2046 # word splitting of the argument list is intended
+      run "$name" "$system" "$round" $(args_"$name")
+      stop_broker
+    done
+  done
+}
+
+brokers=()
+for system in $SYSTEMS; do
+  [ "$system" = null ] || brokers+=("$system")
+done
+stream() { [ "$system" = null ] && echo --stream; true; }
+args_submit() {
+  echo submit --receive "127.0.0.1:$recv" --events "$SUBMIT_EVENTS" --authors 8 --timeout 300
+}
+args_fresh() {
+  echo submit --receive "127.0.0.1:$recv" --events "$SUBMIT_FRESH_EVENTS" --authors 8 \
+    --timeout 300
+}
+args_fanout() {
+  echo e2e --receive "127.0.0.1:$recv" --broadcast "127.0.0.1:$bcast" --subscribers 100 \
+    --rate 0 --events "$FANOUT_EVENTS" --window 32 --timeout 120 "$(stream)"
+}
+args_paced() {
+  echo e2e --receive "127.0.0.1:$recv" --broadcast "127.0.0.1:$bcast" --subscribers 100 \
+    --rate 20 --events "$PACED_EVENTS" --timeout 120 "$(stream)"
+}
+args_hold() {
+  echo hold --broadcast "127.0.0.1:$bcast" --subscribers "$HOLD_SUBSCRIBERS" \
+    --seconds "$HOLD_SECONDS" --iamalive "$HOLD_IAMALIVE" --slack 1 --timeout 120
+}
+
+load_before="$(cut -d' ' -f1-3 /proc/loadavg)"
+started="$(date +%s)"
+workload fresh 60 "$REPEAT" "${brokers[@]}"
+workload submit 60 "$REPEAT" "${brokers[@]}"
+# shellcheck disable=SC2086 # SYSTEMS is a list
+workload fanout 60 "$REPEAT" $SYSTEMS
+# shellcheck disable=SC2086
+workload paced 60 "$PACED_REPEAT" $SYSTEMS
+workload hold "$HOLD_IAMALIVE" 1 "${brokers[@]}"
+load_after="$(cut -d' ' -f1-3 /proc/loadavg)"
+
+cpu="$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n 1)"
+machine="$(nproc) cores ($cpu), $(free -g | awk '/^Mem:/ { print $2 }') GiB, $(uname -sr)"
+python3 - "$results" "$SYSTEMS" "$machine" "$load_before" "$load_after" "$HOLD_IAMALIVE" \
+  "$REPEAT" "$PACED_REPEAT" "$(( $(date +%s) - started ))" <<'PY'
+import datetime, glob, json, os, sys
+
+results, systems, machine, load_before, load_after, hold_iamalive, rounds, paced_rounds, secs = \
+    sys.argv[1:10]
+systems = systems.split()
+vtps = [s for s in systems if s not in ("comet", "null")]
+names = {"tokio": "vtp tokio", "smol": "vtp smol", "mio": "vtp mio", "comet": "Comet 3.1.0",
+         "null": "null relay"}
+
+def load(path):
+    try:
+        with open(path) as f:
+            return json.loads(f.read())
+    except (OSError, ValueError):
+        return None
+
+RUNS = {}
+for w in ("fresh", "submit", "fanout", "paced", "hold"):
+    for s in systems:
+        found = [load(p) for p in sorted(glob.glob(os.path.join(results, f"{w}.{s}.*.json")))]
+        RUNS[w, s] = [r for r in found if r]
+
+def good(w, s):
+    """The runs that completed as expected (all runs when none did, to show something)."""
+    runs = RUNS.get((w, s), [])
+    ok = [r for r in runs if r.get("ok")]
+    return ok or runs
+
+HIGHER = {"submissions_per_s", "deliveries_per_s", "events_per_s", "on_time", "held"}
+
+def get(w, s, k):
+    """Best value of metric k over the runs: the machine is shared, and interference only
+    ever lowers throughput and raises latency and CPU time."""
+    vals = [r[k] for r in good(w, s) if r.get(k) is not None]
+    if not vals:
+        return None
+    return max(vals) if k in HIGHER else min(vals)
+
+def run_of(w, s, k):
+    """The run with the best value of k (for figures that must come from one run)."""
+    runs = [r for r in good(w, s) if r.get(k) is not None]
+    return max(runs, key=lambda r: r[k]) if runs else None
+
+def num(x, digits=0):
+    return "-" if x is None else f"{x:,.{digits}f}"
+
+def ratio(a, b):
+    return None if a in (None, 0) or b in (None, 0) else a / b
+
+def times(x):
+    return "-" if x is None else f"{x:.1f}x"
+
+def pct(x):
+    return "-" if x is None else f"{100 * x:.0f}%"
+
+rows = []
+def row(label, cells):
+    rows.append((label, [cells.get(s, "") for s in systems]))
+def head(label):
+    rows.append((label, None))
+def completed(w, ss):
+    row("  runs completed", {s: f"{sum(1 for r in RUNS[w, s] if r.get('ok'))}/{len(RUNS[w, s])}"
+                             for s in ss if RUNS.get((w, s))})
+
+brokers = [s for s in systems if s != "null"]
+n = {w: next((get(w, s, "events") for s in systems if get(w, s, "events")), None)
+     for w in ("fresh", "submit", "fanout", "paced")}
+sub = {}
+for w, what in (("fresh", "fresh event database"), ("submit", "one connection each")):
+    head(f"submit: {n[w]} events, 8 authors, {what}")
+    sub[w] = {s: get(w, s, "submissions_per_s") for s in brokers}
+    row("  submissions/s", {s: num(sub[w][s]) for s in brokers})
+    row("  vtp / Comet", {s: times(ratio(sub[w][s], sub[w].get("comet"))) for s in vtps})
+    row("  receipt p99 ms", {s: num(get(w, s, "receipt_p99_ms"), 2) for s in brokers})
+    row("  broker CPU us/event", {s: num(get(w, s, "broker_cpu_us_per_event"))
+                                  for s in brokers})
+    completed(w, brokers)
+
+head(f"fan-out: 100 subscribers, {n['fanout']} events, window 32")
+dps = {s: get("fanout", s, "deliveries_per_s") for s in systems}
+row("  deliveries/s", {s: num(dps[s]) for s in systems})
+row("  vtp / Comet", {s: times(ratio(dps[s], dps.get("comet"))) for s in vtps + ["null"]})
+row("  % of null relay", {s: pct(ratio(dps[s], dps.get("null"))) for s in brokers})
+cpu_f = {s: get("fanout", s, "broker_cpu_us_per_event") for s in systems}
+row("  broker CPU us/event", {s: num(cpu_f[s]) for s in systems})
+row("  Comet / vtp CPU", {s: times(ratio(cpu_f.get("comet"), cpu_f[s])) for s in vtps})
+def busy(s, who):
+    r = run_of("fanout", s, "deliveries_per_s")
+    return None if r is None else ratio(r.get(who), r.get("wall_ms"))
+row("  broker CPU busy (best run)", {s: pct(busy(s, "broker_cpu_ms")) for s in systems})
+row("  generator CPU busy (best run)", {s: pct(busy(s, "bench_cpu_ms")) for s in systems})
+completed("fanout", systems)
+
+head(f"paced: 100 subscribers, 20 events/s, {n['paced']} events")
+for q in ("p50", "p99", "max"):
+    row(f"  latency {q} ms", {s: num(get("paced", s, f"latency_{q}_ms"), 2) for s in systems})
+p99 = {s: get("paced", s, "latency_p99_ms") for s in systems}
+row("  Comet / vtp p99", {s: times(ratio(p99.get("comet"), p99[s])) for s in vtps + ["null"]})
+cpu_p = {s: get("paced", s, "broker_cpu_us_per_event") for s in systems}
+row("  broker CPU us/event", {s: num(cpu_p[s]) for s in systems})
+row("  Comet / vtp CPU", {s: times(ratio(cpu_p.get("comet"), cpu_p[s])) for s in vtps})
+completed("paced", systems)
+
+head(f"hold: iamalive every {hold_iamalive} s, 1 s slack")
+hold = {s: (good("hold", s) or [None])[0] for s in brokers}
+def hv(s, k):
+    return None if hold[s] is None else hold[s].get(k)
+row("  subscribers", {s: num(hv(s, "subscribers")) for s in brokers})
+row("  connected in s", {s: num(ratio(hv(s, "connect_ms"), 1000), 1) for s in brokers})
+row("  held / on time", {s: f"{hv(s, 'held')}/{hv(s, 'on_time')}" for s in brokers if hold[s]})
+row("  longest iamalive gap s", {s: num(ratio(hv(s, "gap_max_ms"), 1000), 2) for s in brokers})
+row("  broker RSS MiB", {s: num(ratio(hv(s, "broker_rss_kib"), 1024), 1) for s in brokers})
+head("memory")
+idle = {s: load(os.path.join(results, f"idle.{s}")) for s in systems}
+row("  idle RSS MiB", {s: num(ratio(idle[s], 1024), 1) for s in systems if idle.get(s)})
+
+width = max(len(label) for label, _ in rows) + 2
+col = max(12, *(len(names[s]) + 2 for s in systems))
+print()
+print(f"vtp side-by-side benchmark, {datetime.date.today().isoformat()}, {secs} s")
+print(f"machine: {machine}")
+print(f"load average before {load_before}, after {load_after}")
+print(f"each figure: the best of {rounds} runs (paced: {paced_rounds}; hold: 1) per system")
+print()
+print(" " * width + "".join(f"{names[s]:>{col}}" for s in systems))
+for label, cells in rows:
+    if cells is None:
+        print(label)
+    else:
+        print(f"{label:<{width}}" + "".join(f"{c:>{col}}" for c in cells))
+
+print()
+print("targets, per vtp runtime")
+def verdict(name, values):
+    parts = []
+    for s in vtps:
+        v = values.get(s)
+        parts.append(f"{s} {v[1]} {'met' if v[0] else 'MISSED'}" if v else f"{s} -")
+    print(f"  {name}: " + "; ".join(parts))
+
+for w in ("fresh", "submit"):
+    verdict(f"submissions/s with 8 authors >= 30x Comet ({n[w]} events)",
+            {s: (r >= 30, f"{r:.1f}x") for s in vtps
+             if (r := ratio(sub[w][s], sub[w].get("comet"))) is not None})
+verdict("deliveries/s at 100 subscribers >= 70% of the null relay",
+        {s: (r >= 0.7, pct(r)) for s in vtps
+         if (r := ratio(dps[s], dps.get("null"))) is not None})
+verdict(f"p99 end-to-end <= 2 ms at 100 subscribers, 20 events/s (null relay "
+        f"{num(p99.get('null'), 2)} ms)",
+        {s: (p <= 2.0, f"{p:.2f} ms") for s in vtps if (p := p99[s]) is not None})
+for label, cpu in (("fan-out", cpu_f), ("paced", cpu_p)):
+    verdict(f"broker CPU per event at 100 subscribers <= 1/50 of Comet's ({label})",
+            {s: (r >= 50, f"1/{r:.0f}") for s in vtps
+             if (r := ratio(cpu.get("comet"), cpu[s])) is not None})
+verdict(f"{num(hv(vtps[0], 'subscribers')) if vtps else '-'} subscribers held, iamalives on "
+        "time, <= 150 MB RSS",
+        {s: (hv(s, "on_time") == hv(s, "subscribers") and hv(s, "broker_rss_kib") * 1024 <= 150e6,
+             f"{hv(s, 'on_time')} on time, {hv(s, 'broker_rss_kib') * 1024 / 1e6:.0f} MB")
+         for s in vtps if hold[s] and hv(s, "broker_rss_kib") is not None})
+print()
+print(f"every run's output: {results}")
+PY
