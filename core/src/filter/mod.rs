@@ -14,6 +14,15 @@
 //! [`NoFilterEngine`] is the engine of builds without XPath support: it refuses every expression
 //! with a clear reason, so such a build fails visibly instead of silently ignoring filters.
 
+mod cost;
+mod lower;
+#[cfg(feature = "xpath")]
+mod xee;
+pub mod xpath1;
+
+#[cfg(feature = "xpath")]
+pub use xee::{XPathEngine, XPathStats};
+
 use std::fmt;
 use std::ops::Range;
 
