@@ -18,7 +18,7 @@
 //! | string(number) | libxml2's format computed at run time: `NaN`, `Infinity`, integers in the C `int` range without a fraction, 15 digits in fixed notation from 1e-5 to 1e9 (`round-half-to-even` on `xs:decimal`), else a 14-decimal mantissa and a signed 2-digit exponent (`1e+20`) |
 //! | number literals, all arithmetic | `xs:double` (IEEE: `1 div 0` is `INF`, `0.1+0.2=0.3` is false) |
 //! | `count()`, `position()`, `last()`, `string-length()` | wrapped in `number()` (xs:double) |
-//! | `a or b`, `a and b` (short-circuit) | `if (a) then true() else b`, `if (a) then b else false()` |
+//! | `a or b`, `a and b` (short-circuit) | `if (a) then true() else b`, `if (a) then b else false()`, long chains split in halves (nesting grows with the logarithm of the length) |
 //! | node-set `=`/`!=` node-set or string | 3.1 general comparison (untyped atomization compares strings) |
 //! | node-set `<` ..., node-set vs number | `(ns ! number-of-string(.)) op n` (existential over doubles) |
 //! | `<`, `<=`, `>`, `>=` on numbers | operands filtered with `[. = .]`: xee orders NaN above every number, XPath says any comparison with NaN is false |
@@ -76,6 +76,66 @@ pub(crate) enum L {
     Path(Box<LPath>),
     /// `(x)[p]...`
     Filter(Box<L>, Vec<L>),
+    /// The node-set of [`Lowered::indexes`]`[i]`, computed by the engine for each event.
+    Index(u32),
+}
+
+impl L {
+    /// Nesting depth (1 for a leaf): what xee's compiler recursion grows with.
+    pub(crate) fn depth(&self) -> usize {
+        let max = |v: &[L]| v.iter().map(Self::depth).max().unwrap_or(0);
+        1 + match self {
+            Self::Bool(_)
+            | Self::Num(_)
+            | Self::Str(_)
+            | Self::Var(_)
+            | Self::Dot
+            | Self::Empty
+            | Self::Index(_) => 0,
+            Self::Call(_, args) => max(args),
+            Self::Cast(x, _) | Self::Neg(x) => x.depth(),
+            Self::If(a, b, c) => a.depth().max(b.depth()).max(c.depth()),
+            Self::Let(_, a, b) | Self::Bin(_, a, b) | Self::Map(a, b) => a.depth().max(b.depth()),
+            Self::Path(p) => {
+                let start = match &p.start {
+                    LStart::Expr(e) => e.depth(),
+                    LStart::Root | LStart::Context => 0,
+                };
+                let steps = p.steps.iter().map(|s| 1 + max(&s.predicates)).max();
+                start.max(steps.unwrap_or(0))
+            }
+            Self::Filter(x, preds) => x.depth().max(1 + max(preds)),
+        }
+    }
+
+    /// Syntax-tree nodes, steps and predicates included.
+    pub(crate) fn size(&self) -> usize {
+        1 + match self {
+            Self::Bool(_)
+            | Self::Num(_)
+            | Self::Str(_)
+            | Self::Var(_)
+            | Self::Dot
+            | Self::Empty
+            | Self::Index(_) => 0,
+            Self::Call(_, args) => args.iter().map(Self::size).sum(),
+            Self::Cast(x, _) | Self::Neg(x) => x.size(),
+            Self::If(a, b, c) => a.size() + b.size() + c.size(),
+            Self::Let(_, a, b) | Self::Bin(_, a, b) | Self::Map(a, b) => a.size() + b.size(),
+            Self::Path(p) => {
+                let start = match &p.start {
+                    LStart::Expr(e) => e.size(),
+                    LStart::Root | LStart::Context => 0,
+                };
+                start
+                    + p.steps
+                        .iter()
+                        .map(|s| 1 + s.predicates.iter().map(Self::size).sum::<usize>())
+                        .sum::<usize>()
+            }
+            Self::Filter(x, preds) => x.size() + preds.iter().map(Self::size).sum::<usize>(),
+        }
+    }
 }
 
 /// Target types of casts.
@@ -143,17 +203,55 @@ pub(crate) enum LTest {
 /// Lowers a whole filter to a boolean expression computing Comet's verdict: a node-set passes
 /// when it is not empty, a string when it is not empty, a number when it is not zero (NaN
 /// passes), a boolean as it is.
-pub(crate) fn lower_filter(e: &Expr) -> L {
-    let mut l = Lowering { next_var: 0 };
-    match e.ty {
+pub(crate) fn lower_filter(e: &Expr) -> Lowered {
+    let mut l = Lowering {
+        next_var: 0,
+        indexes: Vec::new(),
+    };
+    let expr = match e.ty {
         // NaN != 0 is true, as Python's bool(nan).
         Ty::Number => bin(Op::Ne, l.number(e), L::Num(0.0)),
         _ => l.boolean(e),
+    };
+    Lowered {
+        expr,
+        indexes: l.indexes,
     }
+}
+
+/// A lowered filter: its expression, and the node-sets it reads from the engine
+/// ([`L::Index`] `i` is `indexes[i]`).
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Lowered {
+    pub(crate) expr: L,
+    pub(crate) indexes: Vec<IndexKey>,
+}
+
+impl Lowered {
+    /// Syntax-tree nodes of the lowered form: what xee's compile time grows with.
+    pub(crate) fn size(&self) -> usize {
+        self.expr.size()
+    }
+
+    /// Nesting depth of the lowered form: what xee's compiler stack grows with.
+    pub(crate) fn depth(&self) -> usize {
+        self.expr.depth()
+    }
+}
+
+/// A node-set the engine computes once per event, in one pass over the tree, for every
+/// filter that reads it: the elements with a local name and no namespace, in document order,
+/// optionally only those whose attribute (no namespace) has a given value. It stands for
+/// `/descendant::name` and `/descendant::name[@attribute = "value"]`.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub(crate) struct IndexKey {
+    pub(crate) element: Box<str>,
+    pub(crate) attribute: Option<(Box<str>, Box<str>)>,
 }
 
 struct Lowering {
     next_var: u32,
+    indexes: Vec<IndexKey>,
 }
 
 impl Lowering {
@@ -392,34 +490,32 @@ impl Lowering {
         }
     }
 
+    /// `a or b or ...`: `if (a) then true() else ...`, split in halves so that the nesting
+    /// grows with the logarithm of the number of terms; the terms are still evaluated left
+    /// to right and only until one is true.
     fn or(&mut self, terms: &[Expr]) -> L {
-        let Some((last, init)) = terms.split_last() else {
-            return L::Bool(false);
-        };
-        let mut acc = self.boolean(last);
-        for t in init.iter().rev() {
-            acc = L::If(
-                Box::new(self.boolean(t)),
-                Box::new(L::Bool(true)),
-                Box::new(acc),
-            );
+        match terms {
+            [] => L::Bool(false),
+            [t] => self.boolean(t),
+            _ => {
+                let (left, right) = terms.split_at(terms.len() / 2);
+                let (l, r) = (self.or(left), self.or(right));
+                L::If(Box::new(l), Box::new(L::Bool(true)), Box::new(r))
+            }
         }
-        acc
     }
 
+    /// `a and b and ...`: `if (a) then ... else false()`, split in halves like [`Self::or`].
     fn and(&mut self, terms: &[Expr]) -> L {
-        let Some((last, init)) = terms.split_last() else {
-            return L::Bool(true);
-        };
-        let mut acc = self.boolean(last);
-        for t in init.iter().rev() {
-            acc = L::If(
-                Box::new(self.boolean(t)),
-                Box::new(acc),
-                Box::new(L::Bool(false)),
-            );
+        match terms {
+            [] => L::Bool(true),
+            [t] => self.boolean(t),
+            _ => {
+                let (left, right) = terms.split_at(terms.len() / 2);
+                let (l, r) = (self.and(left), self.and(right));
+                L::If(Box::new(l), Box::new(r), Box::new(L::Bool(false)))
+            }
         }
-        acc
     }
 
     fn compare(&mut self, op: CmpOp, a: &Expr, b: &Expr) -> L {
@@ -542,6 +638,9 @@ impl Lowering {
     }
 
     fn path(&mut self, p: &Path) -> L {
+        if let Some(l) = self.indexed_path(p) {
+            return l;
+        }
         let start = match &p.start {
             Start::Root => LStart::Root,
             Start::Context => LStart::Context,
@@ -566,6 +665,70 @@ impl Lowering {
         }
         let steps = self.steps(&p.steps);
         L::Path(Box::new(LPath { start, steps }))
+    }
+
+    /// `//name[preds]/rest` read from an index: the elements named `name`, in document order,
+    /// are what `/descendant::name` selects from the root, so predicates (even positional
+    /// ones, which keep the `//` form anyway) see the same nodes in the same order. A first
+    /// predicate `@attribute = "literal"` (alone or as the first term of an `and`) is taken
+    /// into the index too.
+    fn indexed_path(&mut self, p: &Path) -> Option<L> {
+        let (Start::Root, [first, second, rest @ ..]) = (&p.start, p.steps.as_slice()) else {
+            return None;
+        };
+        let dos = first.axis == Axis::DescendantOrSelf
+            && first.test == NodeTest::Node
+            && first.predicates.is_empty();
+        let NodeTest::Name {
+            prefix: None,
+            local,
+        } = &second.test
+        else {
+            return None;
+        };
+        if !dos || second.axis != Axis::Child || second.predicates.iter().any(Expr::uses_position) {
+            return None;
+        }
+        let mut key = IndexKey {
+            element: local.clone(),
+            attribute: None,
+        };
+        let mut preds = Vec::with_capacity(second.predicates.len());
+        let mut others = second.predicates.as_slice();
+        if let Some((q, tail)) = second.predicates.split_first() {
+            match &q.kind {
+                _ if attribute_equals(q).is_some() => {
+                    key.attribute = attribute_equals(q);
+                    others = tail;
+                }
+                Kind::And(terms) if attribute_equals(&terms[0]).is_some() => {
+                    key.attribute = attribute_equals(&terms[0]);
+                    preds.push(self.and(&terms[1..]));
+                    others = tail;
+                }
+                _ => {}
+            }
+        }
+        preds.extend(others.iter().map(|q| self.predicate(q)));
+        let index = match self.indexes.iter().position(|k| *k == key) {
+            Some(i) => i,
+            None => {
+                self.indexes.push(key);
+                self.indexes.len() - 1
+            }
+        };
+        let mut base = L::Index(u32::try_from(index).unwrap_or(u32::MAX));
+        if !preds.is_empty() {
+            base = L::Filter(Box::new(base), preds);
+        }
+        if rest.is_empty() {
+            return Some(base);
+        }
+        let steps = self.steps(rest);
+        Some(L::Path(Box::new(LPath {
+            start: LStart::Expr(base),
+            steps,
+        })))
     }
 
     fn steps(&mut self, steps: &[Step]) -> Vec<LStep> {
@@ -637,6 +800,34 @@ impl Lowering {
             Ty::Number => self.value(q),
             _ => self.boolean(q),
         }
+    }
+}
+
+/// `@name = "literal"` (either way round): the attribute's name and the literal.
+fn attribute_equals(e: &Expr) -> Option<(Box<str>, Box<str>)> {
+    let Kind::Compare(CmpOp::Eq, a, b) = &e.kind else {
+        return None;
+    };
+    let (path, literal) = match (&a.kind, &b.kind) {
+        (Kind::Path(p), Kind::Literal(s)) | (Kind::Literal(s), Kind::Path(p)) => (p, s),
+        _ => return None,
+    };
+    match (&path.start, path.steps.as_slice()) {
+        (
+            Start::Context,
+            [
+                Step {
+                    axis: Axis::Attribute,
+                    test:
+                        NodeTest::Name {
+                            prefix: None,
+                            local,
+                        },
+                    predicates,
+                },
+            ],
+        ) if predicates.is_empty() => Some((local.clone(), literal.clone())),
+        _ => None,
     }
 }
 
@@ -735,6 +926,7 @@ impl fmt::Display for L {
             Self::Neg(x) => write!(f, "(-({x}))"),
             Self::Map(a, b) => write!(f, "(({a}) ! ({b}))"),
             Self::Path(p) => write!(f, "{p}"),
+            Self::Index(i) => write!(f, "$index{i}"),
             Self::Filter(x, preds) => {
                 write!(f, "(({x})")?;
                 for p in preds {
@@ -841,18 +1033,54 @@ mod tests {
     use crate::filter::xpath1::{XPathLimits, parse};
 
     fn lowered(e: &str) -> String {
-        lower_filter(&parse(e, &XPathLimits::default()).expect("parses")).to_string()
+        lower_filter(&parse(e, &XPathLimits::default()).expect("parses"))
+            .expr
+            .to_string()
+    }
+
+    fn indexes(e: &str) -> Vec<IndexKey> {
+        lower_filter(&parse(e, &XPathLimits::default()).expect("parses")).indexes
     }
 
     #[test]
-    fn comets_manual_filter_lowers_to_descendant_and_number_conversion() {
+    fn comets_manual_filter_reads_an_index_and_converts_numbers_like_xpath1() {
         assert_eq!(
             lowered(r#"//Param[@name="SC_Lat" and @value>600]"#),
-            "exists((/descendant::Param[(if ((((attribute::name)) = (\"SC_Lat\"))) then \
-             ((((((((attribute::value)) ! ((let $v1 := (string(.)) return ((if (((contains($v1, \
-             \"N\")) or (starts-with(normalize-space($v1), \"+\")))) then \
-             (xs:double(\"NaN\")) else (number($v1))))))))[((.) = (.))])) > (6e2))) else \
-             (false()))]))"
+            "exists((($index0)[(((((((attribute::value)) ! ((let $v1 := (string(.)) return \
+             ((if (((contains($v1, \"N\")) or (starts-with(normalize-space($v1), \"+\")))) \
+             then (xs:double(\"NaN\")) else (number($v1))))))))[((.) = (.))])) > (6e2))]))"
+        );
+        assert_eq!(
+            indexes(r#"//Param[@name="SC_Lat" and @value>600]"#),
+            vec![IndexKey {
+                element: "Param".into(),
+                attribute: Some(("name".into(), "SC_Lat".into())),
+            }]
+        );
+    }
+
+    #[test]
+    fn indexes_stand_for_root_descendant_steps_only() {
+        let plain = |e: &str| IndexKey {
+            element: e.into(),
+            attribute: None,
+        };
+        assert_eq!(indexes(r#"//Who[AuthorIVORN="x"]"#), vec![plain("Who")]);
+        assert_eq!(
+            indexes("count(//Param) + count(//Param)"),
+            vec![plain("Param")]
+        );
+        assert_eq!(
+            lowered(r#"//Group[@name="g"]/Param[@name="p"]"#),
+            "exists((($index0)/child::Param[(((attribute::name)) = (\"p\"))]))"
+        );
+        assert!(indexes("//Param[1]").is_empty(), "positional");
+        assert!(indexes(".//Param").is_empty(), "relative");
+        assert!(indexes("//x:Param").is_empty(), "prefixed");
+        assert!(indexes("/a//b").is_empty(), "not from the root");
+        assert_eq!(
+            lowered(r#"//P[@a="1"][@b="2"]"#),
+            "exists((($index0)[(((attribute::b)) = (\"2\"))]))"
         );
     }
 
@@ -901,10 +1129,7 @@ mod tests {
             lowered("count(a) < 2"),
             "((((number(count((child::a))))[((.) = (.))])) < (2e0))"
         );
-        assert_eq!(
-            lowered("//x = false()"),
-            "((exists((/descendant::x))) = (false()))"
-        );
+        assert_eq!(lowered("//x = false()"), "((exists($index0)) = (false()))");
         assert_eq!(lowered("1 = '1.0'"), "((1e0) = (1e0))");
     }
 

@@ -16,14 +16,14 @@ use ordered_float::OrderedFloat;
 use xee_xpath_ast::ast;
 use xee_xpath_ast::{FN_NAMESPACE, WithSpan, XS_NAMESPACE};
 use xee_xpath_compiler::atomic::Atomic;
-use xee_xpath_compiler::context::{DocumentsRef, StaticContextBuilder};
+use xee_xpath_compiler::context::{DocumentsRef, StaticContextBuilder, Variables};
 use xee_xpath_compiler::interpreter::Program;
-use xee_xpath_compiler::sequence::Item;
+use xee_xpath_compiler::sequence::{Item, Sequence};
 use xee_xpath_compiler::xml::Documents;
 use xot::Xot;
 
 use super::cost::{self, DocStats};
-use super::lower::{CastTo, L, LPath, LStart, LStep, LTest, Op, lower_filter};
+use super::lower::{CastTo, IndexKey, L, LPath, LStart, LStep, LTest, Lowered, Op, lower_filter};
 use super::xpath1::{self, Axis, Expr, XPathError, XPathLimits};
 use super::{FilterEngine, FilterError, FilterId};
 
@@ -51,7 +51,7 @@ pub struct XPathEngine {
 #[derive(Debug)]
 struct Entry {
     expr: Expr,
-    lowered: L,
+    lowered: Lowered,
     /// Proves to the per-thread caches that this entry is alive; see [`Cached`].
     token: Arc<()>,
 }
@@ -116,8 +116,40 @@ impl XPathEngine {
     /// The [`XPathError`] `compile` would report.
     pub fn check(&self, expr: &str) -> Result<(), XPathError> {
         let parsed = xpath1::parse(expr, &self.limits)?;
-        let lowered = lower_filter(&parsed);
+        let lowered = self.lower(&parsed)?;
         compile_program(&lowered, &self.stats).map(|_| ())
+    }
+
+    /// Lowers a parsed filter, refusing it if the result is too large to compile quickly.
+    fn lower(&self, parsed: &Expr) -> Result<Lowered, XPathError> {
+        let lowered = lower_filter(parsed);
+        let size = lowered.size();
+        if size > self.limits.lowered_max {
+            return Err(XPathError::TooComplex {
+                size,
+                max: self.limits.lowered_max,
+            });
+        }
+        let depth = lowered.depth();
+        if depth > self.limits.lowered_depth_max {
+            return Err(XPathError::LoweredTooDeep {
+                depth,
+                max: self.limits.lowered_depth_max,
+            });
+        }
+        Ok(lowered)
+    }
+
+    /// An upper bound of the work evaluating filter `id` on the event `payload` would cost,
+    /// in the units of [`XPathLimits::cost_max`]; `None` for an unknown id or an event the
+    /// engine refuses to build (too large, too deep, undecodable).
+    pub fn estimate(&self, id: FilterId, payload: &[u8]) -> Option<f64> {
+        let entry = self.entry(id)?;
+        if payload.len() > self.limits.doc_len_max {
+            return None;
+        }
+        let doc = cost::scan(payload, self.limits.doc_depth_max)?;
+        Some(cost::estimate(&entry.expr, &doc))
     }
 
     fn entry(&self, id: FilterId) -> Option<&Entry> {
@@ -128,7 +160,7 @@ impl XPathEngine {
     fn run_marked(&mut self, text: &str, filters: &[FilterId], verdicts: &mut [bool]) {
         let stats = &self.stats;
         let built = catch_unwind(AssertUnwindSafe(|| build_document(text)));
-        let (mut xot, docs, root) = match built {
+        let (mut xot, docs, document, root) = match built {
             Ok(Some(d)) => d,
             Ok(None) => {
                 stats.documents_refused.fetch_add(1, Ordering::Relaxed);
@@ -140,19 +172,37 @@ impl XPathEngine {
             }
         };
         stats.documents.fetch_add(1, Ordering::Relaxed);
+        // Every index any of these filters reads, computed in one pass over the tree.
+        let mut indexes: BTreeMap<&IndexKey, Sequence> = BTreeMap::new();
+        for &i in &self.run {
+            if let Some(entry) = self.entry(filters[i]) {
+                for key in &entry.lowered.indexes {
+                    indexes.entry(key).or_default();
+                }
+            }
+        }
+        if !indexes.is_empty() {
+            fill_indexes(&xot, document, &mut indexes);
+        }
         for &i in &self.run {
             let id = filters[i];
-            let Some(entry) = self.filters.get(id.0 as usize).and_then(Option::as_ref) else {
+            let Some(entry) = self.entry(id) else {
                 continue;
             };
             let Some(program) = cached_program(self.serial, id, entry, stats) else {
                 continue;
             };
+            let mut variables = Variables::new();
+            for (n, key) in entry.lowered.indexes.iter().enumerate() {
+                let nodes = indexes.get(key).cloned().unwrap_or_default();
+                variables.insert(index_variable(n), nodes);
+            }
             stats.evaluations.fetch_add(1, Ordering::Relaxed);
             let outcome = catch_unwind(AssertUnwindSafe(|| {
                 let mut builder = program.dynamic_context_builder();
                 builder.context_item(Item::Node(root));
                 builder.documents(docs.clone());
+                builder.variables(variables);
                 let context = builder.build();
                 program.runnable(&context).one(&mut xot)
             }));
@@ -173,13 +223,57 @@ impl XPathEngine {
     }
 }
 
+/// Fills each index with its elements, in document order, in one pass over the tree.
+fn fill_indexes(xot: &Xot, document: xot::Node, indexes: &mut BTreeMap<&IndexKey, Sequence>) {
+    // Index positions by element local name; the attribute name's id, if any element has it.
+    let keys: Vec<&IndexKey> = indexes.keys().copied().collect();
+    let mut by_name: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
+    for (i, k) in keys.iter().enumerate() {
+        by_name.entry(&k.element).or_default().push(i);
+    }
+    let attribute_ids: Vec<Option<Option<xot::NameId>>> = keys
+        .iter()
+        .map(|k| k.attribute.as_ref().map(|(a, _)| xot.name(a)))
+        .collect();
+    let mut found: Vec<Vec<xot::Node>> = vec![Vec::new(); keys.len()];
+    for node in xot.descendants(document) {
+        let Some(element) = xot.element(node) else {
+            continue;
+        };
+        let (local, ns) = xot.name_ns_str(element.name());
+        if !ns.is_empty() {
+            continue;
+        }
+        let Some(hits) = by_name.get(local) else {
+            continue;
+        };
+        for &i in hits {
+            let keep = match (&keys[i].attribute, attribute_ids[i]) {
+                (None, _) => true,
+                (Some((_, value)), Some(Some(attribute))) => {
+                    xot.get_attribute(node, attribute) == Some(&**value)
+                }
+                (Some(_), _) => false,
+            };
+            if keep {
+                found[i].push(node);
+            }
+        }
+    }
+    for (k, nodes) in keys.iter().zip(found) {
+        if let Some(slot) = indexes.get_mut(*k) {
+            *slot = nodes.into_iter().collect();
+        }
+    }
+}
+
 impl FilterEngine for XPathEngine {
     fn compile(&mut self, expr: &str) -> Result<FilterId, FilterError> {
         let err = |e: XPathError| FilterError {
             reason: e.to_string(),
         };
         let parsed = xpath1::parse(expr, &self.limits).map_err(err)?;
-        let lowered = lower_filter(&parsed);
+        let lowered = self.lower(&parsed).map_err(err)?;
         let program = compile_program(&lowered, &self.stats).map_err(err)?;
         let entry = Entry {
             expr: parsed,
@@ -325,10 +419,12 @@ fn cached_program(
 }
 
 /// Builds xee's syntax tree for `lowered` and compiles it, catching panics.
-fn compile_program(lowered: &L, stats: &XPathStats) -> Result<Program, XPathError> {
+fn compile_program(lowered: &Lowered, stats: &XPathStats) -> Result<Program, XPathError> {
     let outcome = catch_unwind(AssertUnwindSafe(|| {
-        let xpath = ast::XPath(ast::Expr(vec![to_xee(lowered)]).with_empty_span());
-        let static_context = StaticContextBuilder::default().build();
+        let xpath = ast::XPath(ast::Expr(vec![to_xee(&lowered.expr)]).with_empty_span());
+        let static_context = StaticContextBuilder::default()
+            .variable_names((0..lowered.indexes.len()).map(index_variable))
+            .build();
         xee_xpath_compiler::compile(static_context, xpath)
     }));
     match outcome {
@@ -358,13 +454,15 @@ fn decode<'a>(payload: &'a [u8], doc: &DocStats) -> Option<std::borrow::Cow<'a, 
 }
 
 /// A fresh store holding the event, and its root element.
-fn build_document(text: &str) -> Option<(Xot, DocumentsRef, xot::Node)> {
+/// A fresh store holding the event: the arena, the store, the document node and the root
+/// element.
+fn build_document(text: &str) -> Option<(Xot, DocumentsRef, xot::Node, xot::Node)> {
     let mut xot = Xot::new();
     let mut docs = Documents::new();
     let handle = docs.add_string(&mut xot, None, text).ok()?;
-    let root = docs.get_node_by_handle(handle)?;
-    let element = xot.document_element(root).ok()?;
-    Some((xot, DocumentsRef::from(docs), element))
+    let document = docs.get_node_by_handle(handle)?;
+    let element = xot.document_element(document).ok()?;
+    Some((xot, DocumentsRef::from(docs), document, element))
 }
 
 // ------------------------------------------------------------------- lowered form to xee
@@ -391,6 +489,14 @@ const MATH_NAMESPACE: &str = "http://www.w3.org/2005/xpath-functions/math";
 fn var_name(v: u32) -> ast::Name {
     ast::Name::name(&format!("v{v}"))
 }
+
+/// The external variable holding a filter's `i`-th index (in a namespace of its own, so it
+/// cannot meet a `let` variable).
+fn index_variable(i: usize) -> ast::Name {
+    ast::Name::new(format!("i{i}"), INDEX_NAMESPACE.to_owned(), String::new())
+}
+
+const INDEX_NAMESPACE: &str = "urn:vtp:xpath-index";
 
 /// A primary expression as an expression.
 fn primary(p: ast::PrimaryExpr) -> ast::ExprSingleS {
@@ -441,6 +547,7 @@ fn to_xee(l: &L) -> ast::ExprSingleS {
             s.to_string(),
         ))),
         L::Var(v) => primary(ast::PrimaryExpr::VarRef(var_name(*v))),
+        L::Index(i) => primary(ast::PrimaryExpr::VarRef(index_variable(*i as usize))),
         L::Dot => primary(ast::PrimaryExpr::ContextItem),
         L::Empty => primary(ast::PrimaryExpr::Expr(span(None))),
         L::Call(name, args) => call(name, args.iter().map(to_xee).collect()),
@@ -581,4 +688,116 @@ fn axis_step(s: &LStep) -> ast::StepExprS {
         node_test,
         predicates: s.predicates.iter().map(|p| expr_s(to_xee(p))).collect(),
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GCN: &[u8] = include_bytes!("../../tests/data/gcn_swift_bat.xml");
+
+    fn run(engine: &mut XPathEngine, ids: &[FilterId]) -> Vec<bool> {
+        let mut out = Vec::new();
+        engine.evaluate(GCN, 0..GCN.len(), ids, &mut out);
+        out
+    }
+
+    #[test]
+    fn a_panic_inside_xee_while_compiling_is_caught() {
+        // A relative path without steps is a shape the lowering never makes: xee indexes its
+        // first step and panics.
+        let broken = Lowered {
+            expr: L::Path(Box::new(LPath {
+                start: LStart::Context,
+                steps: Vec::new(),
+            })),
+            indexes: Vec::new(),
+        };
+        let stats = XPathStats::default();
+        assert!(matches!(
+            compile_program(&broken, &stats),
+            Err(XPathError::Unsupported(_))
+        ));
+        assert_eq!(stats.panics.load(Ordering::Relaxed), 1);
+    }
+
+    #[test]
+    fn released_ids_are_reused_and_their_programs_replaced() {
+        let mut engine = XPathEngine::default();
+        let a = engine.compile("count(//Param) > 100").expect("compiles");
+        let b = engine.compile("count(//Param) > 1000").expect("compiles");
+        assert_eq!(run(&mut engine, &[a, b]), vec![true, false]);
+        engine.release(a);
+        let c = engine.compile("count(//Param) < 0").expect("compiles");
+        assert_eq!(c, a, "the slot is reused");
+        assert_eq!(
+            run(&mut engine, &[c, b]),
+            vec![false, false],
+            "not a's program"
+        );
+        let serial = engine.serial;
+        drop(engine);
+        let left = PROGRAMS.with(|p| p.borrow().keys().filter(|k| k.0 == serial).count());
+        assert_eq!(left, 0, "dropping the engine empties this thread's cache");
+    }
+
+    #[test]
+    fn the_engine_moves_between_threads_and_compiles_again_there() {
+        let mut engine = XPathEngine::default();
+        let id = engine
+            .compile(r#"//Who[AuthorIVORN="ivo://nasa.gsfc.tan/gcn"]"#)
+            .expect("compiles");
+        let (mut engine, verdict) = std::thread::spawn(move || {
+            let v = run(&mut engine, &[id]);
+            (engine, v)
+        })
+        .join()
+        .expect("no panic");
+        assert_eq!(verdict, vec![true]);
+        assert_eq!(run(&mut engine, &[id]), vec![true]);
+        engine.release(id);
+        // The other thread's program was dropped with its thread; this thread's, by release.
+        let serial = engine.serial;
+        let left = PROGRAMS.with(|p| p.borrow().keys().filter(|k| k.0 == serial).count());
+        assert_eq!(left, 0);
+    }
+
+    #[test]
+    fn one_tree_per_event_and_none_when_no_filter_needs_it() {
+        let mut engine = XPathEngine::default();
+        let ids: Vec<FilterId> = ["count(//Param) > 1", "//Who", "@role = 'observation'"]
+            .iter()
+            .map(|e| engine.compile(e).expect("compiles"))
+            .collect();
+        assert_eq!(run(&mut engine, &ids), vec![true, true, true]);
+        let stats = engine.stats();
+        assert_eq!(stats.documents.load(Ordering::Relaxed), 1);
+        assert_eq!(stats.evaluations.load(Ordering::Relaxed), 3);
+        let mut out = Vec::new();
+        engine.evaluate(GCN, 0..GCN.len(), &[], &mut out);
+        assert!(out.is_empty());
+        assert_eq!(stats.documents.load(Ordering::Relaxed), 1, "nothing to run");
+    }
+
+    #[test]
+    fn check_reports_what_compile_would() {
+        let engine = XPathEngine::default();
+        assert!(engine.check("//Param[@name='x']").is_ok());
+        assert!(matches!(
+            engine.check("//Param["),
+            Err(XPathError::Syntax { .. })
+        ));
+        assert!(matches!(
+            engine.check("namespace::*"),
+            Err(XPathError::Unsupported(_))
+        ));
+        let many = (0..12)
+            .map(|i| format!("string(//p{i} * 2)"))
+            .collect::<Vec<_>>()
+            .join(" = ");
+        assert!(matches!(
+            engine.check(&many),
+            Err(XPathError::TooComplex { .. })
+        ));
+    }
 }

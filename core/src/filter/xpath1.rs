@@ -55,6 +55,14 @@ pub struct XPathLimits {
     pub steps_max: usize,
     /// Most predicates (`[...]`). Default 32.
     pub predicates_max: usize,
+    /// Most nodes of the XPath 3.1 form the filter is lowered to for xee, whose compile time
+    /// grows with the square of it. Default 600 (a few milliseconds at worst); Comet's
+    /// filters lower to 10 to 60.
+    pub lowered_max: usize,
+    /// Deepest nesting of that XPath 3.1 form, which xee's compiler recurses into (its stack
+    /// use grows with it). Default 64: the worst admitted filter compiles on a 2 MiB thread
+    /// stack in a debug build. A chain such as `1 + 1 + ... + 1` nests one level per term.
+    pub lowered_depth_max: usize,
     /// Most work units one evaluation may cost on a given event, estimated before evaluating
     /// from the expression and the event's size (one unit is about one node visited or 16
     /// bytes of text handled). An evaluation over budget is not run and counts as false.
@@ -77,6 +85,8 @@ impl Default for XPathLimits {
             nodes_max: 256,
             steps_max: 64,
             predicates_max: 32,
+            lowered_max: 600,
+            lowered_depth_max: 64,
             cost_max: 4_000_000,
             doc_depth_max: 64,
             doc_len_max: 1 << 20,
@@ -134,6 +144,29 @@ pub enum XPathError {
     /// More predicates than [`XPathLimits::predicates_max`].
     #[error("filter has more than {max} predicates ([...]); simplify it or split it")]
     TooManyPredicates {
+        /// The limit.
+        max: usize,
+    },
+    /// The lowered form is larger than [`XPathLimits::lowered_max`].
+    #[error(
+        "filter expands to {size} XPath operations, over the limit of {max}; simplify it or \
+         split it into several filters (an event passes when any filter matches)"
+    )]
+    TooComplex {
+        /// Size of the lowered form.
+        size: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// The lowered form nests deeper than [`XPathLimits::lowered_depth_max`].
+    #[error(
+        "filter nests {depth} levels deep once lowered for the XPath engine (a chain such as \
+         `a + b + c` counts a level per operator), over the limit of {max}; shorten it or \
+         split it into several filters"
+    )]
+    LoweredTooDeep {
+        /// Depth of the lowered form.
+        depth: usize,
         /// The limit.
         max: usize,
     },
