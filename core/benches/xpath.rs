@@ -11,7 +11,6 @@ use std::hint::black_box;
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
-use vtp_core::filter::xpath1::XPathLimits;
 use vtp_core::filter::{FilterEngine, FilterId, XPathEngine};
 use vtp_core::message::{self, Message};
 use vtp_core::{Action, Config, ListenerRole, Node, Peer};
@@ -107,7 +106,6 @@ fn compile_times(filters: &[String]) {
         slowest.0,
         slowest.1
     );
-    let l = XPathLimits::default();
     // The largest instance of each shape that the front-end admits.
     let largest = |shape: &dyn Fn(usize) -> String| {
         let mut n = 1;
@@ -249,23 +247,30 @@ fn evaluation_times(packets: &[(String, Vec<u8>)], filters: &[String]) -> f64 {
             engine.limits().cost_max
         );
     }
-    let mut per_unit = Vec::new();
+    // Where the budget matters (large estimates), how many ns one estimated unit costs.
+    let mut per_unit: Vec<(f64, f64, &str)> = Vec::new();
     for (_, payload) in packets {
         let doc = run(&mut engine, payload, &[trivial], 5);
-        for &id in &ids {
+        for (f, &id) in filters.iter().zip(&ids) {
             let t = (run(&mut engine, payload, &[id], 3) - doc).max(0.0);
-            if let Some(est) = engine.estimate(id, payload) {
-                per_unit.push(t * 1000.0 / est);
+            if let Some(est) = engine.estimate(id, payload).filter(|&e| e >= 10_000.0) {
+                per_unit.push((t * 1000.0 / est, est, f));
             }
         }
     }
-    per_unit.sort_by(f64::total_cmp);
-    println!(
-        "cost model: ns per estimated unit: median {:.1}, max {:.1} (budget {} units)",
-        per_unit[per_unit.len() / 2],
-        per_unit[per_unit.len() - 1],
-        engine.limits().cost_max
-    );
+    per_unit.sort_by(|a, b| a.0.total_cmp(&b.0));
+    if let Some(worst) = per_unit.last() {
+        println!(
+            "cost model, estimates >= 10k units: {} pairs, ns per unit median {:.2}, max {:.2} \
+             ({} units: {}); budget {} units",
+            per_unit.len(),
+            per_unit[per_unit.len() / 2].0,
+            worst.0,
+            worst.1,
+            worst.2,
+            engine.limits().cost_max
+        );
+    }
     med
 }
 

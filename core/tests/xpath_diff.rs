@@ -19,6 +19,7 @@
 //! Every packet goes through vtp's message parser first, as in the node: the engine only sees
 //! frames that parsed as a VOEvent. All filters are evaluated in one `evaluate` call per packet
 //! (one document build), as the node does.
+#![cfg(feature = "xpath")]
 
 use std::collections::BTreeMap;
 

@@ -11,6 +11,7 @@
 //! - A panic inside xee anyway: caught, counted, and a false verdict or a refused filter.
 //!
 //! No test measures time; each checks what was refused, by what, and that the process lives.
+#![cfg(feature = "xpath")]
 
 use std::sync::atomic::Ordering;
 use std::thread;
@@ -98,7 +99,7 @@ fn the_largest_filters_the_limits_admit_compile_and_run_on_a_small_stack() {
         assert!(n > 1, "{}", shape(1));
         shape(n)
     };
-    let worst = vec![
+    let worst = [
         largest(&|n| format!("{}1{}", "(".repeat(n), ")".repeat(n))),
         largest(&|n| format!("{}true(){}", "not(".repeat(n), ")".repeat(n))),
         largest(&|n| format!("//a{}", "[b".repeat(n) + &"]".repeat(n))),

@@ -395,7 +395,7 @@ fn path_cost(p: &Path, d: &DocStats<'_>) -> Cost {
             Axis::Descendant | Axis::DescendantOrSelf => {
                 (card * d.nodes).min(d.nodes * d.depth.max(1.0))
             }
-            Axis::Parent | Axis::SelfAxis => card,
+            Axis::Parent | Axis::Myself => card,
             Axis::Ancestor | Axis::AncestorOrSelf => card * (d.depth + 1.0),
             Axis::FollowingSibling | Axis::PrecedingSibling => {
                 (card * d.fanout).min(d.nodes * d.fanout)

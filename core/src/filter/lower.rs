@@ -997,7 +997,7 @@ impl fmt::Display for LPath {
 impl fmt::Display for LTest {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Self::Name { ns, local } if ns.is_empty() => f.write_str(local),
+            Self::Name { ns: "", local } => f.write_str(local),
             Self::Name { ns, local } => write!(f, "Q{{{ns}}}{local}"),
             Self::Any => f.write_str("*"),
             Self::AnyIn(ns) => write!(f, "Q{{{ns}}}*"),
@@ -1023,7 +1023,7 @@ pub(crate) fn axis_name(axis: Axis) -> &'static str {
         Axis::Parent => "parent",
         Axis::Preceding => "preceding",
         Axis::PrecedingSibling => "preceding-sibling",
-        Axis::SelfAxis => "self",
+        Axis::Myself => "self",
     }
 }
 

@@ -683,7 +683,7 @@ fn axis_step(s: &LStep) -> ast::StepExprS {
             Axis::Parent => ast::Axis::Parent,
             Axis::Preceding => ast::Axis::Preceding,
             Axis::PrecedingSibling => ast::Axis::PrecedingSibling,
-            Axis::SelfAxis => ast::Axis::Self_,
+            Axis::Myself => ast::Axis::Self_,
         },
         node_test,
         predicates: s.predicates.iter().map(|p| expr_s(to_xee(p))).collect(),

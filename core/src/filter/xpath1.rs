@@ -330,7 +330,8 @@ pub(crate) enum Axis {
     Parent,
     Preceding,
     PrecedingSibling,
-    SelfAxis,
+    /// `self::`
+    Myself,
 }
 
 impl Axis {
@@ -348,7 +349,7 @@ impl Axis {
             "parent" => Self::Parent,
             "preceding" => Self::Preceding,
             "preceding-sibling" => Self::PrecedingSibling,
-            "self" => Self::SelfAxis,
+            "self" => Self::Myself,
             _ => return None,
         })
     }
@@ -942,7 +943,7 @@ impl<'a> Parser<'a> {
                     self.pos += 1;
                     return Ok(abbreviated(Axis::Parent));
                 }
-                return Ok(abbreviated(Axis::SelfAxis));
+                return Ok(abbreviated(Axis::Myself));
             }
             Some('@') => {
                 self.pos += 1;
