@@ -13,7 +13,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use clap::Parser;
 use vtp_core::config::{self, Upstream};
 use vtp_core::endpoint::{DialAddr, ListenAddr};
-use vtp_core::filter::NoFilterEngine;
+#[cfg(feature = "xpath")]
+use vtp_core::filter::XPathEngine;
+use vtp_core::filter::{FilterEngine, NoFilterEngine};
 use vtp_core::whitelist::{IpNet, Whitelist};
 use vtp_core::{Config, Event, ListenerRole, Node};
 use vtp_host::effects::HostEffects;
@@ -217,7 +219,7 @@ fn broker(a: BrokerArgs) -> Result<(), Fail> {
             endpoints: vec![dial("--subscribe", s, 8099)?],
         });
     }
-    config.filters = a.handling.filter.clone();
+    config.filters = checked_filters(&a.handling.filter)?;
     let eventdb = a
         .eventdb
         .clone()
@@ -299,7 +301,7 @@ fn serve(
 ) -> Result<(), Fail> {
     let handlers = build_handlers(handling, false)?;
     let now = Instant::now();
-    let mut node = Node::new(config, Box::new(NoFilterEngine), seed(), now, unix_now())
+    let mut node = Node::new(config, filter_engine(), seed(), now, unix_now())
         .map_err(|e| usage(e.to_string()))?;
     let mut fx = HostEffects::new();
     if let Some(dir) = eventdb {
@@ -331,6 +333,29 @@ fn serve(
     fx.finish(Duration::from_secs(5));
     tracing::info!("stopped");
     Ok(())
+}
+
+/// The engine that evaluates subscribers' filters: XPath 1.0 with Comet's meaning (feature
+/// `xpath`, on by default), or none (every filter refused, visibly) in builds without it.
+fn filter_engine() -> Box<dyn FilterEngine + Send> {
+    #[cfg(feature = "xpath")]
+    return Box::new(XPathEngine::default());
+    #[cfg(not(feature = "xpath"))]
+    return Box::new(NoFilterEngine);
+}
+
+/// The node's own `--filter` expressions, each compiled by this build's engine: a syntax error
+/// (or a build without XPath) stops start-up with a usage error naming the filter, as Comet
+/// refuses to start on an invalid `--filter`.
+fn checked_filters(filters: &[String]) -> Result<Vec<String>, Fail> {
+    let mut engine = filter_engine();
+    for f in filters {
+        match engine.compile(f) {
+            Ok(id) => engine.release(id),
+            Err(e) => return Err(usage(format!("--filter {f:?}: {e}"))),
+        }
+    }
+    Ok(filters.to_vec())
 }
 
 fn role_name(role: ListenerRole) -> &'static str {
@@ -460,7 +485,7 @@ fn listen(a: ListenArgs) -> Result<(), Fail> {
         .collect::<Result<Vec<_>, _>>()?;
     let mut config = Config::new(a.local_ivo.clone());
     config.upstreams = vec![Upstream { endpoints }];
-    config.filters = a.handling.filter.clone();
+    config.filters = checked_filters(&a.handling.filter)?;
     config.timing.test_event_interval = None;
     config.timing.subscriber_silence = Duration::from_secs(a.silence_timeout.max(1));
     let eventdb: Option<PathBuf> = a.eventdb.clone();

@@ -516,12 +516,10 @@ fn comet_broker_delivers_exact_bytes_to_vtp_listen_and_gets_its_filter() {
 }
 
 #[test]
-fn comet_subscribers_xpath_filter_reaches_vtp_and_is_refused() {
-    // Issue #5: vtp has no XPath engine yet, so it refuses the Comet subscriber's filter and,
-    // under the default policy (`InvalidFilters::SendNothing`), sends that subscriber no
-    // events at all. When XPath lands this test must change: assert that the matching event
-    // (`event_xml`'s author) is delivered to the Comet subscriber and the non-matching one
-    // (the GCN notice) is not.
+fn comet_subscribers_xpath_filter_reaches_vtp_and_is_honoured() {
+    // The Comet subscriber's `--filter` reaches vtp in its authenticate reply; vtp's XPath 1.0
+    // engine (issue #5) sends it the matching event (`event_xml`'s author) and not the GCN
+    // notice.
     let b = Broker::start(
         "i6-broker",
         &[
@@ -535,18 +533,14 @@ fn comet_subscribers_xpath_filter_reaches_vtp_and_is_refused() {
     let comet = CometSubscriber::start("i6-comet-sub", b.broadcast, &[AUTHOR_FILTER]);
     let blog = &b.proc.log;
     let set = blog.wait_for("filters received", |l| {
-        l.contains("INFO") && l.contains("subscriber filters set") && l.contains("accepted=0")
-    });
-    let refused =
-        format!("subscriber filter {AUTHOR_FILTER:?} refused: XPath filters are not supported");
-    let why = blog.wait_for("filter refused", |l| {
-        l.contains("WARN") && l.contains(&refused)
+        l.contains("INFO") && l.contains("subscriber filters set") && l.contains("accepted=1")
     });
     assert_eq!(
         blog.count(|l| l.contains("subscriber filters set")),
         1,
-        "{set}\n{why}"
+        "{set}"
     );
+    assert_eq!(blog.count(|l| l.contains("refused")), 0, "{}", blog.text());
     let mut plain = RawSubscriber::connect(b.broadcast);
 
     let files = TempDir::new("i6-files");
@@ -566,12 +560,20 @@ fn comet_subscribers_xpath_filter_reaches_vtp_and_is_refused() {
 
     let clog = &comet.proc.log;
     assert_eq!(
+        comet.received(1),
+        matching_bytes,
+        "the matching event, exact bytes"
+    );
+    assert_eq!(
         clog.count(|l| l.contains("VOEvent ") && l.contains(" received from")),
-        0,
-        "the filtered Comet subscriber got an event:\n{}",
+        1,
+        "the filtered Comet subscriber got the non-matching event too:\n{}",
         clog.text()
     );
-    assert!(!comet.raw.exists(), "its --cmd handler saved something");
+    assert!(
+        !comet.raw.join("2.xml").exists(),
+        "a second event was saved"
+    );
     // The Comet subscriber's connection (the one whose filters were set) is still up. (The
     // plain subscriber may be gone: it answers iamalives only while it reads events.)
     let conn = set

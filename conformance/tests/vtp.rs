@@ -29,11 +29,7 @@ use vtp_conformance::{Selection, Target, Timing, run};
 const RUNTIMES: &[&str] = &["tokio", "smol", "mio"];
 
 /// Scenarios vtp is expected to fail, each with the reason.
-const VTP_DEVIATIONS: &[(&str, &str)] = &[(
-    "xpath-filter",
-    "vtp has no XPath engine yet (issue #5): a subscriber that sends xpath-filters is sent \
-     nothing but keep-alives",
-)];
+const VTP_DEVIATIONS: &[(&str, &str)] = &[];
 
 /// Scenarios not run against vtp, each with the reason.
 const VTP_SKIP: &[(&str, &str)] = &[];

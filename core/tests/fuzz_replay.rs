@@ -159,7 +159,9 @@ fn node_seeds_reach_their_states() {
     );
 
     let t = tally("small_limits");
-    assert!(t.refused >= 1 && t.forgets >= 2 && t.naks >= 1, "{t:?}");
+    // The connection limit became per role after this seed was made, so it no longer reaches a
+    // refusal; per-role refusals are covered by props.rs, flows.rs and the hostile tests.
+    assert!(t.forgets >= 2 && t.naks >= 1, "{t:?}");
     assert_eq!((t.filters_accepted, t.filters_refused), (2, 2), "{t:?}");
 
     let t = tally("submissions");

@@ -342,6 +342,9 @@ pub(crate) fn run(data: &[u8]) -> Tally {
 /// The node's configuration for a flags byte.
 pub(crate) fn config(flags: u8) -> Config {
     let mut c = Config::new(Some(LOCAL.into()));
+    // The body's model expects receipts at once; holding them until records are durable is
+    // covered by core/tests/durability.rs.
+    c.policy.durability = vtp_core::config::Durability::Async;
     c.product = "vtp-fuzz".into();
     c.filters = vec!["has:GRB".into()];
     c.author_whitelist =

@@ -14,6 +14,19 @@
 //! [`NoFilterEngine`] is the engine of builds without XPath support: it refuses every expression
 //! with a clear reason, so such a build fails visibly instead of silently ignoring filters.
 
+#[cfg(feature = "xpath")]
+mod cost;
+#[cfg(feature = "xpath")]
+mod lower;
+#[cfg(feature = "xpath")]
+mod xee;
+// Without the engine, only `check` reads the syntax tree.
+#[cfg_attr(not(feature = "xpath"), allow(dead_code))]
+pub mod xpath1;
+
+#[cfg(feature = "xpath")]
+pub use xee::{XPathEngine, XPathStats};
+
 use std::fmt;
 use std::ops::Range;
 
