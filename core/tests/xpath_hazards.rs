@@ -9,8 +9,9 @@
 //! - Deep or huge documents: refused by the engine's byte scan before xot parses them.
 //! - Evaluation blow-up (`//*[//*[//*]]`): refused per event by the cost bound.
 //! - A panic inside xee anyway: caught, counted, and a false verdict or a refused filter.
-//!   (xee's own jump-offset overflow is also what makes some huge filters evaluate wrongly
-//!   without a panic: one more reason the limits refuse them first.)
+//!   (xee's jump-offset overflow also yields programs whose evaluation fails without a
+//!   panic: an error, so a false verdict where lxml says true; the limits refuse such
+//!   filters long before.)
 //!
 //! No test measures time; each checks what was refused, by what, and that the process lives.
 #![cfg(feature = "xpath")]
