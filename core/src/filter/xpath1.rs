@@ -22,7 +22,7 @@
 //! either: an unknown function, a wrong number or type of arguments, a variable reference (none
 //! are bound), a namespace prefix other than `xml` (none are bound), a predicate or a path on
 //! something that is not a node-set. Such a sub-expression gets the static type
-//! [`Ty::Error`]: evaluating it is an error, and so the filter is false *if* it is evaluated
+//! *error*: evaluating it is an error, and so the filter is false *if* it is evaluated
 //! (`true() or foo()` is still true: `or` stops after its first true operand).
 //!
 //! # Limits
@@ -66,7 +66,8 @@ pub struct XPathLimits {
     /// Most work units one evaluation may cost on a given event, estimated before evaluating
     /// from the expression and the event's size (one unit is about one node visited or 16
     /// bytes of text handled). An evaluation over budget is not run and counts as false.
-    /// Default 4,000,000 (tens of milliseconds at worst).
+    /// Default 4,000,000: 0.3 to 4 ns per unit on a loaded 2-core machine, so at most a few to
+    /// about 15 ms; a 10 kB notice with a typical filter costs a tenth of it.
     pub cost_max: u64,
     /// Deepest element nesting of an event the engine builds a tree for. Default 64, the
     /// message parser's default; an event deeper than this is not evaluated (every filter is
