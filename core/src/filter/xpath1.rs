@@ -64,8 +64,9 @@ pub struct XPathLimits {
     /// stack in a debug build. A chain such as `1 + 1 + ... + 1` nests one level per term.
     pub lowered_depth_max: usize,
     /// Most work units one evaluation may cost on a given event, estimated before evaluating
-    /// from the expression and the event's size (one unit is about one node visited or 16
-    /// bytes of text handled). An evaluation over budget is not run and counts as false.
+    /// from the expression and the event's counts (visiting a node costs 8 units, converting a
+    /// node to a number 512, comparing two values 64, handling 16 bytes of text 1). An
+    /// evaluation over budget is not run and counts as false.
     /// Default 4,000,000: 0.3 to 4 ns per unit on a loaded 2-core machine, so at most a few to
     /// about 15 ms; a 10 kB notice with a typical filter costs a tenth of it.
     pub cost_max: u64,
