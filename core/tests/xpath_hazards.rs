@@ -6,7 +6,8 @@
 //!   text parser, the exponential part, is never used: the engine builds xee's syntax tree).
 //! - Regex backtracking: `matches()` and every other non-XPath-1.0 function is an unknown
 //!   function (an evaluation error, as in lxml) that never reaches xee's regex engine.
-//! - Deep or huge documents: refused by the engine's byte scan before xot parses them.
+//! - Deep or huge documents, or with more names than xot can number: refused by the
+//!   engine's byte scan before the tree is built.
 //! - Evaluation blow-up (`//*[//*[//*]]`): refused per event by the cost bound.
 //! - A panic inside xee anyway: caught, counted, and a false verdict or a refused filter.
 //!   (xee's jump-offset overflow also yields programs whose evaluation fails without a
@@ -186,9 +187,15 @@ fn deep_and_huge_documents_are_refused_before_the_tree_is_built() {
         "<a/>".repeat(engine.limits().doc_len_max / 4)
     );
     assert_eq!(verdicts(&mut engine, huge.as_bytes(), &[id]), vec![false]);
+    // 70,000 distinct names overflow xot's 16-bit name ids (a panic): never parsed.
+    let names: String = (0..70_000).map(|i| format!("<n{i}/>")).collect();
+    let names = format!("<VOEvent ivorn='ivo://x/y#1' role='test'>{names}</VOEvent>");
+    assert!(names.len() < engine.limits().doc_len_max);
+    assert_eq!(verdicts(&mut engine, names.as_bytes(), &[id]), vec![false]);
     let stats = engine.stats();
     assert_eq!(stats.documents.load(Ordering::Relaxed), 1);
-    assert_eq!(stats.documents_refused.load(Ordering::Relaxed), 3);
+    assert_eq!(stats.documents_refused.load(Ordering::Relaxed), 4);
+    assert_eq!(stats.panics.load(Ordering::Relaxed), 0);
     // A DOCTYPE (the message parser refuses it anyway) is refused too: no entity expansion.
     let doctype = b"<!DOCTYPE VOEvent [<!ENTITY a 'aaaa'>]><VOEvent role='test'>&a;</VOEvent>";
     assert_eq!(verdicts(&mut engine, doctype, &[id]), vec![false]);

@@ -67,8 +67,8 @@ pub struct XPathLimits {
     /// from the expression and the event's counts (visiting a node costs 8 units, converting a
     /// node to a number 512, comparing two values 64, handling 16 bytes of text 1). An
     /// evaluation over budget is not run and counts as false.
-    /// Default 4,000,000: 0.3 to 4 ns per unit on a loaded 2-core machine, so at most a few to
-    /// about 15 ms; a 10 kB notice with a typical filter costs a tenth of it.
+    /// Default 2,000,000: 0.3 to 7 ns per unit on a loaded 2-core machine (benches/xpath.rs),
+    /// so at most about 15 ms; a typical filter on a 10 kB notice costs a tenth of it.
     pub cost_max: u64,
     /// Deepest element nesting of an event the engine builds a tree for. Default 64, the
     /// message parser's default; an event deeper than this is not evaluated (every filter is
@@ -89,7 +89,7 @@ impl Default for XPathLimits {
             predicates_max: 32,
             lowered_max: 600,
             lowered_depth_max: 64,
-            cost_max: 4_000_000,
+            cost_max: 2_000_000,
             doc_depth_max: 64,
             doc_len_max: 1 << 20,
         }
