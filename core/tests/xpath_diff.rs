@@ -168,6 +168,11 @@ fn verdicts_agree_with_lxml() {
         "one document per packet"
     );
     assert_eq!(stats.panics.load(std::sync::atomic::Ordering::Relaxed), 0);
+    assert_eq!(
+        stats.over_budget.load(std::sync::atomic::Ordering::Relaxed),
+        0,
+        "the cost budget stops no filter of the corpus"
+    );
 }
 
 #[test]

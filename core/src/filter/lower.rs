@@ -32,7 +32,10 @@
 //!
 //! Costly forms are rewritten: `A//name[p]` (descendant-or-self::node()/child::name) becomes
 //! `A/descendant::name[p]` when no predicate depends on position, and `A//@x` becomes
-//! `A/descendant-or-self::*/@x` (only elements have attributes).
+//! `A/descendant-or-self::*/@x` (only elements have attributes). From the root, `//name[p]`
+//! reads an index instead ([`L::Index`]): the engine lists, once per event and in one pass,
+//! the elements of each name the filters need, taking a first predicate `@a = "v"` into the
+//! index too. Ten filters on `//Param[@name = ...]` then walk the tree once, not ten times.
 //!
 //! Two xee bugs are worked around: xee orders NaN above every number (`NaN > 1` is true), so
 //! the operands of `<`, `<=`, `>`, `>=` are filtered with `[. = .]`; and xee's

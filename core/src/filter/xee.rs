@@ -24,15 +24,19 @@ use xot::Xot;
 
 use super::cost::{self, DocStats};
 use super::lower::{CastTo, IndexKey, L, LPath, LStart, LStep, LTest, Lowered, Op, lower_filter};
+use super::tree;
 use super::xpath1::{self, Axis, Expr, XPathError, XPathLimits};
 use super::{FilterEngine, FilterError, FilterId};
 
 /// Evaluates Comet's XPath 1.0 filters with xee, bounded against hostile subscribers.
 ///
 /// `compile` parses with the [`xpath1`] front-end (limits first), lowers to XPath 3.1 with
-/// XPath 1.0 meaning, builds xee's syntax tree directly and compiles it. `evaluate` checks the
-/// event (size, depth), estimates each filter's cost on it, parses it into a fresh xee
-/// document at most once, and runs each filter with the root element as context item.
+/// XPath 1.0 meaning, builds xee's syntax tree directly and compiles it. `evaluate` scans the
+/// event (size, depth, names, encoding), estimates each filter's cost on it, builds its tree
+/// in a fresh xee store at most once and only if some filter is left to run, fills the
+/// indexes those filters read, and runs each with the root element as context item. The tree
+/// is the whole payload's, as lxml's is: comments and processing instructions around the root
+/// element are nodes too (`element`, the root's span, is not needed).
 ///
 /// The engine is `Send` (the node may move between threads); xee's compiled programs are not,
 /// so they live in a per-thread cache keyed by engine and filter, filled on first use on each
@@ -70,8 +74,9 @@ pub struct XPathStats {
     /// Evaluations not run because their estimated cost on that event exceeded
     /// [`XPathLimits::cost_max`] (a false verdict).
     pub over_budget: AtomicU64,
-    /// Events refused before building a tree (too large, too deep, undecodable), every filter
-    /// false.
+    /// Events whose tree was not built (too large, too deep, too many distinct names,
+    /// undecodable, or not the well-formed XML the message parser lets through): every
+    /// filter false.
     pub documents_refused: AtomicU64,
     /// Panics inside xee caught during compilation or evaluation (a refused filter or a false
     /// verdict); each is a bug in xee worth reporting.
@@ -413,7 +418,12 @@ fn cached_program(
     if hit.is_some() {
         return hit;
     }
-    let program = compile_program(&entry.lowered, stats).ok()?;
+    let Ok(program) = compile_program(&entry.lowered, stats) else {
+        // It compiled on the thread that accepted it; it cannot fail here, but if it does,
+        // the filter is false, counted as an error.
+        stats.errors.fetch_add(1, Ordering::Relaxed);
+        return None;
+    };
     remember_program(serial, id, &entry.token, program);
     PROGRAMS.with(|c| c.borrow().get(&(serial, id.0)).map(|v| v.program.clone()))
 }
@@ -455,13 +465,13 @@ fn decode<'a>(payload: &'a [u8], doc: &DocStats) -> Option<std::borrow::Cow<'a, 
 
 /// A fresh store holding the event, and its root element.
 /// A fresh store holding the event: the arena, the store, the document node and the root
-/// element.
+/// element. The tree is built by [`tree::build`], the same tree xot's parser makes, faster.
 fn build_document(text: &str) -> Option<(Xot, DocumentsRef, xot::Node, xot::Node)> {
     let mut xot = Xot::new();
-    let mut docs = Documents::new();
-    let handle = docs.add_string(&mut xot, None, text).ok()?;
-    let document = docs.get_node_by_handle(handle)?;
+    let document = tree::build(&mut xot, text)?;
     let element = xot.document_element(document).ok()?;
+    let mut docs = Documents::new();
+    docs.add_root(None, document).ok()?;
     Some((xot, DocumentsRef::from(docs), document, element))
 }
 
