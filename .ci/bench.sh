@@ -20,7 +20,9 @@
 #            every event), so the workload also runs with SUBMIT_FRESH_EVENTS (200) events, on
 #            an almost empty database.
 #   fan-out  100 subscribers; FANOUT_EVENTS (600) events as fast as they are delivered, at most
-#            32 events not yet at every subscriber; deliveries/s, broker CPU per event.
+#            32 events not yet at every subscriber; deliveries/s, broker CPU per event. Brokers
+#            get them from 32 concurrent authors (one connection per event), so that up to 32
+#            events can be in flight, as on the null relay's single stream.
 #   paced    100 subscribers; PACED_EVENTS (200) events at 20 events/s; latency from the start
 #            of each submission to its receipt at each subscriber (p50/p99/max).
 #   hold     HOLD_SUBSCRIBERS (10000) subscribers held HOLD_SECONDS (15) with an iamalive
@@ -29,7 +31,8 @@
 # Submit and fan-out run REPEAT (3) times per system, paced PACED_REPEAT (2) times, the systems
 # taking turns; the table shows the best value of each figure (the machine may be shared, and
 # interference only ever lowers throughput and raises latency and CPU time). SYSTEMS (default
-# "tokio smol mio comet null") picks what runs.
+# "tokio smol mio comet null") picks what runs, WORKLOADS (default "fresh submit fanout paced
+# hold") which workloads.
 #
 # Broker CPU is utime+stime of the broker process (the exact per-thread schedstat sums where
 # the kernel has them) sampled by vtp-bench before and after the measured phase.
@@ -52,6 +55,7 @@ HOLD_SUBSCRIBERS="${HOLD_SUBSCRIBERS:-10000}"
 HOLD_SECONDS="${HOLD_SECONDS:-15}"
 HOLD_IAMALIVE="${HOLD_IAMALIVE:-5}"
 SYSTEMS="${SYSTEMS:-tokio smol mio comet null}"
+WORKLOADS="${WORKLOADS:-fresh submit fanout paced hold}"
 
 # 10,000 subscribers need 10,000 descriptors in the generator and in the broker.
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
@@ -109,7 +113,12 @@ start() {
       "$bin/null-relay" --receive 127.0.0.1:0 --broadcast 127.0.0.1:0 2>"$log" &
       ;;
     *)
-      "$bin/vtp" broker --runtime "$system" --local-ivo ivo://vtp.bench/broker \
+      # SYSTEM-async: the runtime with `--durability async` (receipts and forwards do not wait
+      # for the store's fsync).
+      local durability=before-reply
+      case "$system" in *-async) durability=async ;; esac
+      "$bin/vtp" broker --runtime "${system%-async}" --durability "$durability" \
+        --local-ivo ivo://vtp.bench/broker \
         --receive 127.0.0.1:0 --broadcast 127.0.0.1:0 --eventdb "$db" \
         --broadcast-test-interval 0 --iamalive-interval "$iamalive" \
         --author-whitelist 127.0.0.0/8 --subscriber-whitelist 127.0.0.0/8 2>"$log" &
@@ -191,7 +200,7 @@ args_fresh() {
 }
 args_fanout() {
   echo e2e --receive "127.0.0.1:$recv" --broadcast "127.0.0.1:$bcast" --subscribers 100 \
-    --rate 0 --events "$FANOUT_EVENTS" --window 32 --timeout 120 "$(stream)"
+    --rate 0 --events "$FANOUT_EVENTS" --window 32 --authors 32 --timeout 120 "$(stream)"
 }
 args_paced() {
   echo e2e --receive "127.0.0.1:$recv" --broadcast "127.0.0.1:$bcast" --subscribers 100 \
@@ -204,13 +213,36 @@ args_hold() {
 
 load_before="$(cut -d' ' -f1-3 /proc/loadavg)"
 started="$(date +%s)"
-workload fresh 60 "$REPEAT" "${brokers[@]}"
-workload submit 60 "$REPEAT" "${brokers[@]}"
+wants() { [[ " $WORKLOADS " == *" $1 "* ]]; }
+wants fresh && workload fresh 60 "$REPEAT" "${brokers[@]}"
+wants submit && workload submit 60 "$REPEAT" "${brokers[@]}"
 # shellcheck disable=SC2086 # SYSTEMS is a list
-workload fanout 60 "$REPEAT" $SYSTEMS
+wants fanout && workload fanout 60 "$REPEAT" $SYSTEMS
 # shellcheck disable=SC2086
-workload paced 60 "$PACED_REPEAT" $SYSTEMS
-workload hold "$HOLD_IAMALIVE" 1 "${brokers[@]}"
+wants paced && workload paced 60 "$PACED_REPEAT" $SYSTEMS
+# The same with the store's fsync off the path (what the disk adds to the latency).
+wants paced && [[ " $SYSTEMS " == *" mio "* ]] && workload paced 60 "$PACED_REPEAT" mio-async
+# The disk under the event databases: latency of a small append + fdatasync, 20 ms apart (the
+# paced workload's rhythm), as the store's commits see it.
+if wants paced; then
+  python3 - "$work" >"$results/fsync.json" <<'PY' || true
+import json, os, sys, time
+path = os.path.join(sys.argv[1], "fsync-probe")
+fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+ts = []
+for i in range(200):
+    t = time.perf_counter()
+    os.pwrite(fd, b"x" * 64, 64 * i)
+    os.fdatasync(fd)
+    ts.append((time.perf_counter() - t) * 1e3)
+    time.sleep(0.02)
+os.close(fd)
+os.remove(path)
+ts.sort()
+print(json.dumps({"p50": ts[len(ts) // 2], "p99": ts[len(ts) * 99 // 100], "max": ts[-1]}))
+PY
+fi
+wants hold && workload hold "$HOLD_IAMALIVE" 1 "${brokers[@]}"
 load_after="$(cut -d' ' -f1-3 /proc/loadavg)"
 
 cpu="$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n 1)"
@@ -273,6 +305,7 @@ def pct(x):
     return "-" if x is None else f"{100 * x:.0f}%"
 
 rows = []
+notes = []
 def row(label, cells):
     rows.append((label, [cells.get(s, "") for s in systems]))
 def head(label):
@@ -295,7 +328,7 @@ for w, what in (("fresh", "fresh event database"), ("submit", "one connection ea
                                   for s in brokers})
     completed(w, brokers)
 
-head(f"fan-out: 100 subscribers, {n['fanout']} events, window 32")
+head(f"fan-out: 100 subscribers, {n['fanout']} events, window 32 (32 authors)")
 dps = {s: get("fanout", s, "deliveries_per_s") for s in systems}
 row("  deliveries/s", {s: num(dps[s]) for s in systems})
 row("  vtp / Comet", {s: times(ratio(dps[s], dps.get("comet"))) for s in vtps + ["null"]})
@@ -319,6 +352,18 @@ cpu_p = {s: get("paced", s, "broker_cpu_us_per_event") for s in systems}
 row("  broker CPU us/event", {s: num(cpu_p[s]) for s in systems})
 row("  Comet / vtp CPU", {s: times(ratio(cpu_p.get("comet"), cpu_p[s])) for s in vtps})
 completed("paced", systems)
+if RUNS.get(("paced", "mio-async")) is None:
+    RUNS["paced", "mio-async"] = [r for r in (load(p) for p in sorted(glob.glob(
+        os.path.join(results, "paced.mio-async.*.json")))) if r]
+if RUNS["paced", "mio-async"]:
+    notes.append("paced, vtp mio with --durability async (no fsync before forwarding): latency ms p50 "
+         f"{num(get('paced', 'mio-async', 'latency_p50_ms'), 2)}, p99 "
+         f"{num(get('paced', 'mio-async', 'latency_p99_ms'), 2)}, max "
+         f"{num(get('paced', 'mio-async', 'latency_max_ms'), 2)}")
+disk = load(os.path.join(results, "fsync.json"))
+if disk:
+    notes.append(f"disk under the event databases: 64-byte append + fdatasync ms p50 {disk['p50']:.2f}, "
+         f"p99 {disk['p99']:.2f}, max {disk['max']:.2f}")
 
 head(f"hold: iamalive every {hold_iamalive} s, 1 s slack")
 hold = {s: (good("hold", s) or [None])[0] for s in brokers}
@@ -348,6 +393,8 @@ for label, cells in rows:
     else:
         print(f"{label:<{width}}" + "".join(f"{c:>{col}}" for c in cells))
 
+for note in notes:
+    print(note)
 print()
 print("targets, per vtp runtime")
 def verdict(name, values):

@@ -145,11 +145,17 @@ pub fn run<E: Effects>(
         }
         let again = std::mem::take(&mut lp.again);
         for ev in &events {
-            let readable = ev.is_readable() || ev.is_read_closed() || ev.is_error();
-            lp.ready(ev.token(), readable, ev.is_writable(), &mut fx);
+            let read = if ev.is_read_closed() || ev.is_error() {
+                ReadHint::ToEnd
+            } else if ev.is_readable() {
+                ReadHint::Data
+            } else {
+                ReadHint::No
+            };
+            lp.ready(ev.token(), read, ev.is_writable(), &mut fx);
         }
         for token in again {
-            lp.ready(token, true, false, &mut fx);
+            lp.ready(token, ReadHint::ToEnd, false, &mut fx);
         }
     }
     lp.driver.shutdown(Instant::now(), &mut fx);
@@ -160,6 +166,20 @@ pub fn run<E: Effects>(
         }
     }
     Ok(fx)
+}
+
+/// What a readiness event asks of a connection's read side.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum ReadHint {
+    /// Nothing to read.
+    No,
+    /// Data arrived: read until a short read (the socket is then drained; epoll is
+    /// edge-triggered, so data arriving later raises a new event). Saves the `EAGAIN` read per
+    /// small message (a subscriber's ack) that reading until `WouldBlock` costs.
+    Data,
+    /// The peer closed, an error is pending, or the source is retried after its budget: read
+    /// until `WouldBlock` or end of stream, so the end is seen even when it came with the data.
+    ToEnd,
 }
 
 const WAKER: Token = Token(usize::MAX);
@@ -344,7 +364,8 @@ impl Loop {
         deadline.map(|d| d.saturating_duration_since(now))
     }
 
-    fn ready(&mut self, token: Token, readable: bool, writable: bool, fx: &mut impl Effects) {
+    fn ready(&mut self, token: Token, read: ReadHint, writable: bool, fx: &mut impl Effects) {
+        let readable = read != ReadHint::No;
         if token == WAKER {
             return;
         }
@@ -368,7 +389,7 @@ impl Loop {
             self.flush(conn, fx);
         }
         if readable {
-            self.read(token, fx);
+            self.read(token, read, fx);
         }
     }
 
@@ -401,8 +422,9 @@ impl Loop {
         self.again.push(listener_token(i));
     }
 
-    /// Reads until `WouldBlock`, end of stream or the budget.
-    fn read(&mut self, token: Token, fx: &mut impl Effects) {
+    /// Reads until `WouldBlock` (or a short read, for [`ReadHint::Data`]), end of stream or the
+    /// budget.
+    fn read(&mut self, token: Token, read: ReadHint, fx: &mut impl Effects) {
         let mut reads = 0;
         while let Some(io) = self.ios.get_mut(&token) {
             let conn = io.conn;
@@ -420,7 +442,11 @@ impl Loop {
                     return;
                 }
                 Ok(n) => {
+                    let drained = n < self.buf.len() && read == ReadHint::Data;
                     self.driver.input(conn, &self.buf[..n], Instant::now(), fx);
+                    if drained {
+                        return;
+                    }
                     reads += 1;
                     if reads >= READS_PER_WAKE {
                         self.again.push(token);

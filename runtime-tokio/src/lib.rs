@@ -28,12 +28,14 @@
 //! ```
 
 use std::future::Future;
-use std::io::{self, IoSlice};
+use std::io::{self, IoSlice, Read};
 use std::net::SocketAddr;
 use std::os::fd::{AsFd, BorrowedFd};
 use std::path::Path;
 use std::time::Instant;
 
+use socket2::SockRef;
+use tokio::io::Interest;
 use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
 use tokio::task::JoinHandle;
 use vtp_core::Node;
@@ -124,7 +126,22 @@ macro_rules! async_stream {
                 self.0.writable()
             }
             fn try_read(&self, buf: &mut [u8]) -> io::Result<usize> {
-                self.0.try_read(buf)
+                // A short read drained the socket: tokio is told so (as its own `poll_read`
+                // does), and the next `readable` waits for new data instead of costing a read
+                // that returns `WouldBlock` (one syscall saved per subscriber ack).
+                let mut got = 0;
+                let read = self.0.try_io(Interest::READABLE, || {
+                    let n = (&*SockRef::from(&self.0)).read(buf)?;
+                    if n > 0 && n < buf.len() {
+                        got = n;
+                        return Err(io::ErrorKind::WouldBlock.into());
+                    }
+                    Ok(n)
+                });
+                match read {
+                    Err(e) if got > 0 && e.kind() == io::ErrorKind::WouldBlock => Ok(got),
+                    other => other,
+                }
             }
             fn try_write_vectored(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
                 self.0.try_write_vectored(bufs)

@@ -132,7 +132,9 @@ pub trait AsyncStream: AsFd + Send + Sync + 'static {
     /// Completes when the stream may accept bytes again.
     fn writable(&self) -> impl Future<Output = io::Result<()>> + Send;
 
-    /// Reads into `buf` without waiting; `Ok(0)` is EOF.
+    /// Reads into `buf` without waiting; `Ok(0)` is EOF. A read shorter than `buf` drained the
+    /// socket: the caller waits for [`AsyncStream::readable`] before reading again, and an
+    /// implementation may clear its readiness then (the end of stream must still be reported).
     ///
     /// # Errors
     ///
@@ -531,12 +533,18 @@ async fn read_loop<R: AsyncRuntime>(
         match stream.try_read(&mut buf) {
             Ok(0) => break,
             Ok(n) => {
-                if n == buf.len() {
+                let drained = n < buf.len();
+                if !drained {
                     size = (size * 2).min(chunk);
                 }
                 let bytes = buf.split_to(n).freeze();
                 if tx.send(Msg::Input(conn, bytes)).await.is_err() {
                     return;
+                }
+                // A short read emptied the socket: wait for more rather than spend a read on
+                // `WouldBlock` (one syscall per small message, such as a subscriber's ack).
+                if drained && stream.readable().await.is_err() {
+                    break;
                 }
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
