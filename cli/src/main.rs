@@ -301,8 +301,9 @@ fn serve(
 ) -> Result<(), Fail> {
     let handlers = build_handlers(handling, false)?;
     let now = Instant::now();
-    let mut node = Node::new(config, filter_engine(), seed(), now, unix_now())
-        .map_err(|e| usage(e.to_string()))?;
+    let (engine, filter_counters) = filter_engine();
+    let mut node =
+        Node::new(config, engine, seed(), now, unix_now()).map_err(|e| usage(e.to_string()))?;
     let mut fx = HostEffects::new();
     if let Some(dir) = eventdb {
         let store = SeenStore::open(dir).map_err(|e| {
@@ -331,24 +332,63 @@ fn serve(
     let shutdown = vtp_host::shutdown::on_signals()?;
     let fx = run_node(runtime, node, bound, fx, shutdown, options)?;
     fx.finish(Duration::from_secs(5));
+    filter_counters.log();
     tracing::info!("stopped");
     Ok(())
 }
 
 /// The engine that evaluates subscribers' filters: XPath 1.0 with Comet's meaning (feature
-/// `xpath`, on by default), or none (every filter refused, visibly) in builds without it.
-fn filter_engine() -> Box<dyn FilterEngine + Send> {
+/// `xpath`, on by default), or none (every filter refused, visibly) in builds without it; with
+/// a handle on its counters.
+fn filter_engine() -> (Box<dyn FilterEngine + Send>, FilterCounters) {
     #[cfg(feature = "xpath")]
-    return Box::new(XPathEngine::default());
+    {
+        let engine = XPathEngine::default();
+        let counters = FilterCounters(engine.stats());
+        (Box::new(engine), counters)
+    }
     #[cfg(not(feature = "xpath"))]
-    return Box::new(NoFilterEngine);
+    (Box::new(NoFilterEngine), FilterCounters())
+}
+
+/// What the filter engine did, logged when the broker stops.
+struct FilterCounters(#[cfg(feature = "xpath")] std::sync::Arc<vtp_core::filter::XPathStats>);
+
+impl FilterCounters {
+    /// One line when filters were evaluated; a warning when xee panicked (a bug to report).
+    fn log(&self) {
+        #[cfg(feature = "xpath")]
+        {
+            use std::sync::atomic::Ordering::Relaxed;
+            let s = &self.0;
+            let documents = s.documents.load(Relaxed);
+            let refused = s.documents_refused.load(Relaxed);
+            if documents + refused == 0 {
+                return;
+            }
+            tracing::info!(
+                "filters: {documents} events evaluated, {refused} events refused (every filter \
+                 false), {} evaluations, {} errors, {} over the cost budget",
+                s.evaluations.load(Relaxed),
+                s.errors.load(Relaxed),
+                s.over_budget.load(Relaxed),
+            );
+            let panics = s.panics.load(Relaxed);
+            if panics > 0 {
+                tracing::warn!(
+                    "filters: the XPath engine (xee) panicked {panics} times (caught; the filter \
+                     or verdict was refused): please report it with the filters in use"
+                );
+            }
+        }
+    }
 }
 
 /// The node's own `--filter` expressions, each compiled by this build's engine: a syntax error
 /// (or a build without XPath) stops start-up with a usage error naming the filter, as Comet
 /// refuses to start on an invalid `--filter`.
 fn checked_filters(filters: &[String]) -> Result<Vec<String>, Fail> {
-    let mut engine = filter_engine();
+    let (mut engine, _) = filter_engine();
     for f in filters {
         match engine.compile(f) {
             Ok(id) => engine.release(id),
