@@ -21,8 +21,8 @@
 //! - the effects get a waker ([`Effects::set_durable_waker`]) that sends the owner a message
 //!   when the store has committed, so receipts held for durable records go out at once;
 //! - at shutdown the accept loops stop, the node closes every connection, what can be written
-//!   without waiting is written, and every task is cancelled (a [`AsyncRuntime::Task`] cancels
-//!   its task when dropped).
+//!   without waiting is written, every task is cancelled (a [`AsyncRuntime::Task`] cancels its
+//!   task when dropped) and the Unix socket files the listeners created are removed.
 //!
 //! No protocol rule and no XML lives here: that is [`vtp_core`].
 
@@ -32,7 +32,7 @@ use std::io::{self, IoSlice, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener};
 use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::net::UnixListener;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::pin::pin;
 use std::sync::Arc;
 use std::task::Waker;
@@ -166,8 +166,16 @@ pub async fn run<R: AsyncRuntime, E: Effects>(
     options: Options,
 ) -> io::Result<E> {
     let (tx, rx) = async_channel::bounded(options.channel.max(1));
-    let accepters = bound
-        .into_listeners()
+    let listeners = bound.into_listeners();
+    // Unix socket files this broker created, removed when it stops.
+    let socket_files: Vec<PathBuf> = listeners
+        .iter()
+        .filter_map(|(_, l)| match l {
+            StdListener::Unix(_, path) => Some(path.clone()),
+            StdListener::Tcp(_) => None,
+        })
+        .collect();
+    let accepters = listeners
         .into_iter()
         .map(|(role, l)| spawn_accept::<R>(role, l, tx.clone()))
         .collect::<io::Result<Vec<_>>>()?;
@@ -214,6 +222,9 @@ pub async fn run<R: AsyncRuntime, E: Effects>(
     drop(accepters);
     owner.driver.shutdown(Instant::now(), &mut fx);
     owner.flush_ready(&mut fx);
+    for path in &socket_files {
+        let _ = std::fs::remove_file(path);
+    }
     Ok(fx)
 }
 

@@ -82,7 +82,8 @@ impl Effects for Collect {
 }
 
 /// A broker listening for authors on IPv4, IPv6 and a Unix socket acks one submission on each,
-/// delivers and persists all three, and `run` hands back the caller's effects.
+/// delivers and persists all three, `run` hands back the caller's effects, and the socket file
+/// is gone afterwards.
 ///
 /// # Panics
 ///
@@ -123,7 +124,12 @@ pub fn listeners_accept_submissions(run: RunFn) {
     let fx = run(broker(), bound, fx, stop).expect("run");
     author.join().expect("author thread");
     assert_eq!(fx.stored, 3, "run() returns the caller's effects");
-    let _ = std::fs::remove_file(sock);
+    let left = sock.exists();
+    let _ = std::fs::remove_file(&sock);
+    assert!(
+        !left,
+        "the Unix socket file is removed when the broker stops"
+    );
 }
 
 /// A subscriber node dials its upstream by host name (`localhost`), answers the broker's
