@@ -108,6 +108,9 @@ pub enum SubmitError {
         /// The limit.
         max: u32,
     },
+    /// [`Node::shutdown`] was called: the node opens no more connections.
+    #[error("the node is shutting down: submit before calling shutdown, or to a new node")]
+    ShuttingDown,
 }
 
 /// Node-wide and per-connection deadlines.
@@ -555,7 +558,8 @@ impl Node {
     ///
     /// # Errors
     ///
-    /// [`SubmitError`] if `payload` is not a well-formed VOEvent or is too large to frame.
+    /// [`SubmitError`] if `payload` is not a well-formed VOEvent or is too large to frame, or
+    /// if the node is shutting down.
     pub fn submit(
         &mut self,
         endpoint: &str,
@@ -563,6 +567,9 @@ impl Node {
         now: Instant,
     ) -> Result<ConnId, SubmitError> {
         self.advance(now);
+        if self.shut_down {
+            return Err(SubmitError::ShuttingDown);
+        }
         let max = self.config.limits.frame_len_max;
         if payload.len() > max as usize {
             return Err(SubmitError::TooLarge {

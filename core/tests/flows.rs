@@ -670,6 +670,16 @@ fn author_submission_succeeds_on_matching_ack_and_fails_cleanly_otherwise() {
     // not an event
     let mut h = Harness::new(Config::default());
     assert!(h.node.submit("x:1", b"<nope", h.now).is_err());
+
+    // after shutdown: refused, nothing dialled
+    let mut h = Harness::new(Config::default());
+    h.node.shutdown(h.now);
+    h.drain();
+    assert_eq!(
+        h.node.submit("127.0.0.1:8098", &ev, h.now),
+        Err(vtp_core::node::SubmitError::ShuttingDown)
+    );
+    assert!(h.take().is_empty(), "no Connect after shutdown");
 }
 
 #[test]
