@@ -22,15 +22,9 @@ pub fn origin() -> Instant {
     Instant::now()
 }
 
+/// A minimal VOEvent 2.0 document by `ivo://example.org/survey`.
 pub fn event_xml(ivorn: &str) -> Vec<u8> {
-    format!(
-        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n\
-         <voe:VOEvent xmlns:voe=\"http://www.ivoa.net/xml/VOEvent/v2.0\"\n \
-         ivorn=\"{ivorn}\" role=\"observation\" version=\"2.0\">\n  \
-         <Who><AuthorIVORN>ivo://example.org/survey</AuthorIVORN></Who>\n\
-         </voe:VOEvent>\n"
-    )
-    .into_bytes()
+    vtp_testkit::voevent(ivorn, "ivo://example.org/survey")
 }
 
 pub fn framed(payload: &[u8]) -> Bytes {
