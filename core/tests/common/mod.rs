@@ -1,6 +1,8 @@
 //! Test harness: one node driven with virtual time, outputs collected for assertions.
 #![allow(dead_code, unreachable_pub, clippy::unwrap_used)]
 
+pub mod tsv;
+
 use std::ops::Range;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
