@@ -4,9 +4,9 @@
 mod common;
 
 use common::*;
-use vtp_core::config::{Durability, Upstream};
+use vtp_core::config::Durability;
 use vtp_core::message::TransportRole;
-use vtp_core::{Action, CloseReason, Config, ConnId, ListenerRole};
+use vtp_core::{Action, CloseReason, ConnId, ListenerRole};
 
 /// A broker whose store reports nothing until told to, with one subscriber.
 fn broker() -> (Harness, ConnId) {
@@ -284,25 +284,9 @@ fn held_forwards_do_not_count_as_unacknowledged_until_they_are_sent() {
 
 #[test]
 fn the_ack_to_an_upstream_waits_for_the_record_and_iamalives_do_not() {
-    let mut c = Config::new(Some(LOCAL.into()));
-    c.timing.test_event_interval = None;
-    c.upstreams = vec![Upstream {
-        endpoints: vec!["127.0.0.1:8099".into()],
-    }];
-    let mut h = Harness::new(c);
+    let mut h = Harness::new(upstream_config());
     h.auto_persist = false;
-    h.run_until(0.0);
-    let up = h
-        .take()
-        .iter()
-        .find_map(|a| match a {
-            Action::Connect { conn, .. } => Some(*conn),
-            _ => None,
-        })
-        .expect("dials at start");
-    h.node.handle_connected(up, h.now);
-    let feed = h.accept(ListenerRole::Broadcast);
-    h.take();
+    let (up, feed) = h.connect_upstream_and_feed();
 
     let mut stream = framed(&event_xml("ivo://example.org/survey#u1")).to_vec();
     stream.extend_from_slice(&framed(&event_xml("ivo://example.org/survey#u1")));
@@ -356,8 +340,7 @@ fn shutdown_closes_an_intake_whose_receipt_is_held_without_a_receipt() {
 
 #[test]
 fn async_durability_replies_at_once() {
-    let mut c = Config::new(Some(LOCAL.into()));
-    c.timing.test_event_interval = None;
+    let mut c = broker_config();
     c.policy.durability = Durability::Async;
     let mut h = Harness::new(c);
     h.auto_persist = false;

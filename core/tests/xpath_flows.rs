@@ -8,7 +8,7 @@ mod common;
 use common::*;
 use vtp_core::config::InvalidFilters;
 use vtp_core::filter::XPathEngine;
-use vtp_core::{Config, ConnId, Event, ListenerRole};
+use vtp_core::{ConnId, Event, ListenerRole};
 
 /// An authenticate reply carrying `params` as `Meta/Param[@name="xpath-filter"]` and `legacy`
 /// as `Meta/filter[@type="xpath"]` text (Comet accepts both).
@@ -38,8 +38,7 @@ fn auth(params: &[&str], legacy: &[&str]) -> Vec<u8> {
 }
 
 fn broker(invalid: InvalidFilters) -> Harness {
-    let mut c = Config::new(Some(LOCAL.into()));
-    c.timing.test_event_interval = None;
+    let mut c = broker_config();
     c.policy.invalid_filters = invalid;
     Harness::with_engine(c, Box::new(XPathEngine::default()))
 }
