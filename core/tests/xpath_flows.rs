@@ -50,6 +50,25 @@ fn publish(h: &mut Harness, xml: &[u8]) -> Vec<ConnId> {
     forwards(&h.take())
 }
 
+/// Filters refused, each with its reason.
+type Refused<'a> = &'a [(String, String)];
+
+/// Every `FiltersSet` event so far: the subscriber, how many filters it set, and the refused
+/// ones.
+fn filters_set(h: &Harness) -> Vec<(ConnId, usize, Refused<'_>)> {
+    h.events
+        .iter()
+        .filter_map(|e| match e {
+            Event::FiltersSet {
+                conn,
+                accepted,
+                refused,
+            } => Some((*conn, *accepted, refused.as_slice())),
+            _ => None,
+        })
+        .collect()
+}
+
 fn gcn_like(ivorn: &str, packet_type: &str, sc_lat: &str) -> Vec<u8> {
     format!(
         "<?xml version=\"1.0\"?>\n<voe:VOEvent xmlns:voe=\"http://www.ivoa.net/xml/VOEvent/v2.0\" \
@@ -87,17 +106,10 @@ fn comets_filters_from_both_carriers_select_events() {
             &[r#"/*[local-name()="VOEvent" and @role!="test"]"#],
         )),
     );
-    let accepted: Vec<(ConnId, usize)> = h
-        .events
-        .iter()
-        .filter_map(|e| match e {
-            Event::FiltersSet {
-                conn,
-                accepted,
-                refused,
-            } if refused.is_empty() => Some((*conn, *accepted)),
-            _ => None,
-        })
+    let accepted: Vec<(ConnId, usize)> = filters_set(&h)
+        .into_iter()
+        .filter(|(_, _, refused)| refused.is_empty())
+        .map(|(conn, accepted, _)| (conn, accepted))
         .collect();
     assert_eq!(accepted, vec![(param, 1), (legacy, 1), (any_of, 2)]);
     // The manual's filter works although other Params hold "0x3" (xee alone: never).
@@ -129,28 +141,15 @@ fn invalid_filters_are_dropped_and_reported() {
             broken,
             &framed(&auth(&["for $x in //Param return $x", "//*:Param"], &[])),
         );
-        let refusals: Vec<(ConnId, usize, usize)> = h
-            .events
-            .iter()
-            .filter_map(|e| match e {
-                Event::FiltersSet {
-                    conn,
-                    accepted,
-                    refused,
-                } => Some((*conn, *accepted, refused.len())),
-                _ => None,
-            })
+        let refusals: Vec<(ConnId, usize, usize)> = filters_set(&h)
+            .into_iter()
+            .map(|(conn, accepted, refused)| (conn, accepted, refused.len()))
             .collect();
         assert_eq!(refusals, vec![(picky, 1, 1), (broken, 0, 2)]);
-        let reason = h
-            .events
-            .iter()
-            .find_map(|e| match e {
-                Event::FiltersSet { refused, .. } if !refused.is_empty() => {
-                    Some(refused[0].1.clone())
-                }
-                _ => None,
-            })
+        let reason = filters_set(&h)
+            .into_iter()
+            .find_map(|(_, _, refused)| refused.first())
+            .map(|(_, reason)| reason.clone())
             .expect("a reason");
         assert!(
             reason.contains("XPath syntax error at character"),
