@@ -18,17 +18,29 @@ fn relay() -> Relay {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_null-relay"));
     cmd.args(["--receive", "127.0.0.1:0", "--broadcast", "127.0.0.1:0"]);
     let proc = Proc::spawn("null-relay", cmd);
-    let addr = |role: &str| {
-        let prefix = format!("null-relay: listening for {role} on ");
-        let line = proc.log.wait_for(&prefix, |l| l.starts_with(&prefix));
-        line[prefix.len()..].to_owned()
-    };
-    let receive = addr("authors");
-    let broadcast = addr("subscribers");
+    let receive = proc.log.wait_after("null-relay: listening for authors on ");
+    let broadcast = proc
+        .log
+        .wait_after("null-relay: listening for subscribers on ");
     Relay {
         proc,
         receive,
         broadcast,
+    }
+}
+
+impl Relay {
+    /// vtp-bench's arguments for an `e2e` run through this relay, then `more`.
+    fn e2e<'a>(&'a self, more: &[&'a str]) -> Vec<&'a str> {
+        let mut args = vec![
+            "e2e",
+            "--receive",
+            &self.receive,
+            "--broadcast",
+            &self.broadcast,
+        ];
+        args.extend_from_slice(more);
+        args
     }
 }
 
@@ -53,12 +65,7 @@ fn bench(args: &[&str], code: i32, fields: &[&str]) -> String {
 fn e2e_through_the_null_relay_delivers_every_event_to_every_subscriber() {
     let r = relay();
     let json = bench(
-        &[
-            "e2e",
-            "--receive",
-            &r.receive,
-            "--broadcast",
-            &r.broadcast,
+        &r.e2e(&[
             "--subscribers",
             "5",
             "--events",
@@ -72,7 +79,7 @@ fn e2e_through_the_null_relay_delivers_every_event_to_every_subscriber() {
             "20",
             "--pid",
             &r.proc.child.id().to_string(),
-        ],
+        ]),
         0,
         &[
             r#""deliveries":250,"#,
@@ -90,12 +97,7 @@ fn paced_run_takes_as_long_as_its_rate_says() {
     let r = relay();
     let started = std::time::Instant::now();
     let json = bench(
-        &[
-            "e2e",
-            "--receive",
-            &r.receive,
-            "--broadcast",
-            &r.broadcast,
+        &r.e2e(&[
             "--subscribers",
             "2",
             "--events",
@@ -105,7 +107,7 @@ fn paced_run_takes_as_long_as_its_rate_says() {
             "--stream",
             "--timeout",
             "20",
-        ],
+        ]),
         0,
         &[r#""deliveries":20,"#],
     );

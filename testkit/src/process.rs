@@ -70,6 +70,14 @@ impl Log {
         self.wait_until(what, |lines, _| lines.iter().find(|l| f(l)).cloned())
     }
 
+    /// Waits until a line contains `marker`; returns the rest of that line after it. Panics
+    /// with the whole log on timeout.
+    pub fn wait_after(&self, marker: &str) -> String {
+        let line = self.wait_for(marker, |l| l.contains(marker));
+        let at = line.find(marker).unwrap_or_default() + marker.len();
+        line[at..].to_owned()
+    }
+
     /// Waits until at least `n` lines satisfy `f`. Panics with the whole log on timeout.
     pub fn wait_count(&self, what: &str, n: usize, f: impl Fn(&str) -> bool) {
         self.wait_until(what, |lines, _| {

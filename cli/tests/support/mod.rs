@@ -43,10 +43,8 @@ impl Broker {
             .args(extra);
         let proc = Proc::spawn(name, cmd);
         let port = |what: &str| -> u16 {
-            let line = proc
-                .log
-                .wait_for(what, |l| l.contains(&format!("listening for {what} on")));
-            line.rsplit(':').next().unwrap().trim().parse().unwrap()
+            let addr = proc.log.wait_after(&format!("listening for {what} on"));
+            addr.rsplit(':').next().unwrap().trim().parse().unwrap()
         };
         let receive = port("authors");
         let broadcast = port("subscribers");
