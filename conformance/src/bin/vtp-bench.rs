@@ -248,6 +248,22 @@ fn put_costs(r: &mut Report, before: &Samples, after: &Samples, per: u64) {
     r.put("bench_cpu_ms", me);
 }
 
+/// The report's keys for receipt latencies (p50, p99, max, mean).
+const RECEIPT_KEYS: &[&str; 4] = &[
+    "receipt_p50_ms",
+    "receipt_p99_ms",
+    "receipt_max_ms",
+    "receipt_mean_ms",
+];
+
+/// The report's keys for end-to-end latencies (p50, p99, max, mean).
+const LATENCY_KEYS: &[&str; 4] = &[
+    "latency_p50_ms",
+    "latency_p99_ms",
+    "latency_max_ms",
+    "latency_mean_ms",
+];
+
 fn put_latencies(r: &mut Report, prefix: &'static [&'static str; 4], lat: &mut [Duration]) {
     lat.sort_unstable();
     r.ms(prefix[0], quantile(lat, 0.5));
@@ -317,16 +333,7 @@ fn submit(receive: SocketAddr, events: u64, authors: usize, common: &Common) -> 
     r.ms("wall_ms", wall);
     r.put("submissions_per_s", rate(out.acked, wall));
     let mut lat = out.receipt_latencies;
-    put_latencies(
-        &mut r,
-        &[
-            "receipt_p50_ms",
-            "receipt_p99_ms",
-            "receipt_max_ms",
-            "receipt_mean_ms",
-        ],
-        &mut lat,
-    );
+    put_latencies(&mut r, RECEIPT_KEYS, &mut lat);
     put_costs(&mut r, &before, &after, out.acked);
     r.put("first_nak", out.first_nak);
     r.put("first_failure", out.first_failure);
@@ -500,28 +507,10 @@ fn e2e(a: &E2eArgs, common: &Common) -> Run {
     r.ms("wall_ms", wall);
     r.put("events_per_s", rate(complete, wall));
     r.put("deliveries_per_s", rate(deliveries, wall));
-    put_latencies(
-        &mut r,
-        &[
-            "latency_p50_ms",
-            "latency_p99_ms",
-            "latency_max_ms",
-            "latency_mean_ms",
-        ],
-        &mut res.latencies,
-    );
+    put_latencies(&mut r, LATENCY_KEYS, &mut res.latencies);
     r.put("latency_samples", res.latencies.len());
     let mut receipts = out.receipt_latencies;
-    put_latencies(
-        &mut r,
-        &[
-            "receipt_p50_ms",
-            "receipt_p99_ms",
-            "receipt_max_ms",
-            "receipt_mean_ms",
-        ],
-        &mut receipts,
-    );
+    put_latencies(&mut r, RECEIPT_KEYS, &mut receipts);
     put_costs(&mut r, &before, &after, complete);
     r.put("first_nak", out.first_nak);
     r.put("first_failure", out.first_failure);
