@@ -38,7 +38,7 @@ fn submit_broadcast_listen_delivers_the_authors_bytes() {
             "b1",
             &["-v", "--broadcast-test-interval", "0", "--runtime", rt],
         );
-        let mut raw = RawSubscriber::connect(b.broadcast);
+        let mut raw = RawSubscriber::connect(loopback(b.broadcast));
         let saved = TempDir::new("saved");
         let mut cmd = Command::new(VTP);
         cmd.args([
@@ -178,8 +178,8 @@ fn relay_chain_with_a_cycle_delivers_each_event_once_and_never_loops() {
         .log
         .wait_for("D subscribed to C", up_line("role=Subscription"));
 
-    let mut sub_c = RawSubscriber::connect(c_bcast);
-    let mut sub_d = RawSubscriber::connect(d.broadcast);
+    let mut sub_c = RawSubscriber::connect(loopback(c_bcast));
+    let mut sub_d = RawSubscriber::connect(loopback(d.broadcast));
     let e1 = event_xml("ivo://vtp.test/author#cycle-1");
     assert_eq!(submit_raw(a.receive, &e1).0, "ack");
     assert_eq!(sub_c.next_event(), e1);
@@ -226,7 +226,7 @@ fn restarted_broker_keeps_its_seen_index() {
         b.proc
             .log
             .wait_for("restore", |l| l.contains("1 entries restored"));
-        let mut sub = RawSubscriber::connect(b.broadcast);
+        let mut sub = RawSubscriber::connect(loopback(b.broadcast));
         assert_eq!(
             submit_raw(b.receive, &e).0,
             "ack",
@@ -369,7 +369,7 @@ fn several_listeners_per_role_ipv6_and_unix_sockets() {
         // A subscriber on the Unix broadcast socket and one on TCP.
         let mut unix_sub = std::os::unix::net::UnixStream::connect(&bsock).unwrap();
         unix_sub.set_read_timeout(Some(WAIT)).unwrap();
-        let mut tcp_sub = RawSubscriber::connect(v4_port);
+        let mut tcp_sub = RawSubscriber::connect(loopback(v4_port));
         let mut len = [0u8; 4];
         unix_sub.read_exact(&mut len).unwrap(); // authenticate
         let mut skip = vec![0u8; u32::from_be_bytes(len) as usize];

@@ -34,7 +34,7 @@ fn crash_and_restart(rt: &str) {
 
     // A subscriber recording every event forwarded before the kill.
     let forwarded_before: Arc<Mutex<Vec<String>>> = Arc::default();
-    let sub = RawSubscriber::connect(b.broadcast);
+    let sub = RawSubscriber::connect(loopback(b.broadcast));
     let recorder = {
         let seen = forwarded_before.clone();
         thread::spawn(move || record_events(sub.stream, &seen, None))
@@ -97,7 +97,7 @@ fn crash_and_restart(rt: &str) {
     b.proc
         .log
         .wait_for("the restore", |l| l.contains("entries restored"));
-    let sub = RawSubscriber::connect(b.broadcast);
+    let sub = RawSubscriber::connect(loopback(b.broadcast));
     let forwarded_after: Arc<Mutex<Vec<String>>> = Arc::default();
     let sentinel = format!("ivo://vtp.test/crash#{rt}-sentinel");
     let recorder = {

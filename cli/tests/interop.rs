@@ -541,7 +541,7 @@ fn comet_subscribers_xpath_filter_reaches_vtp_and_is_honoured() {
         "{set}"
     );
     assert_eq!(blog.count(|l| l.contains("refused")), 0, "{}", blog.text());
-    let mut plain = RawSubscriber::connect(b.broadcast);
+    let mut plain = RawSubscriber::connect(loopback(b.broadcast));
 
     let files = TempDir::new("i6-files");
     let (matching, matching_bytes) =

@@ -11,10 +11,9 @@ mod support;
 
 use std::path::PathBuf;
 use std::process::Command;
-use std::time::Duration;
 
-use support::{Proc, TempDir, check_deviations, port_in, workspace_root};
-use vtp_conformance::{Selection, Target, Timing, run};
+use support::{TempDir, check_deviations, run_suite, start_node, workspace_root};
+use vtp_conformance::Selection;
 
 /// Scenarios Comet 3.1.0 is expected to fail, each with the reason. The test fails if one of
 /// them passes, so the list stays true.
@@ -74,23 +73,17 @@ fn comet_passes_the_suite_except_its_known_deviations() {
         .env("VTP_COMET_IAMALIVE_INTERVAL", IAMALIVE_SECS.to_string())
         .env("VTP_COMET_RECEIVER_TIMEOUT", DEADLINE_SECS.to_string());
     std::fs::create_dir_all(dir.path().join("eventdb")).unwrap();
-    let comet = Proc::spawn("comet", cmd);
-    let receive = port_in(&comet.log.wait_for("Comet's receive listener", |l| {
-        l.contains("VOEventReceiverFactory (WhitelistingFactory) starting on")
-    }));
-    let broadcast = port_in(&comet.log.wait_for("Comet's broadcast listener", |l| {
-        l.contains("VOEventBroadcasterFactory (WhitelistingFactory) starting on")
-    }));
-    let target = Target::new(
-        ([127, 0, 0, 1], receive).into(),
-        ([127, 0, 0, 1], broadcast).into(),
-    )
-    .with_timing(Timing {
-        iamalive: Duration::from_secs(IAMALIVE_SECS),
-        deadline: Duration::from_secs(DEADLINE_SECS),
-        ..Timing::default()
-    });
-    let report = run(&target, &Selection::all());
+    let comet = start_node("comet", cmd);
+    let report = run_suite(
+        &comet,
+        [
+            "VOEventReceiverFactory (WhitelistingFactory) starting on",
+            "VOEventBroadcasterFactory (WhitelistingFactory) starting on",
+        ],
+        IAMALIVE_SECS,
+        DEADLINE_SECS,
+        &Selection::all(),
+    );
     check_deviations("Comet 3.1.0", &report, COMET_DEVIATIONS);
     drop(comet);
 }

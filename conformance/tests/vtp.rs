@@ -20,10 +20,9 @@ mod support;
 use std::path::PathBuf;
 use std::process::Command;
 use std::sync::OnceLock;
-use std::time::Duration;
 
-use support::{Proc, TempDir, check_deviations, port_in, workspace_root};
-use vtp_conformance::{Selection, Target, Timing, run};
+use support::{TempDir, check_deviations, run_suite, start_node, workspace_root};
+use vtp_conformance::Selection;
 
 /// Runtimes `vtp broker --runtime` offers; the suite runs once against each.
 const RUNTIMES: &[&str] = &["tokio", "smol", "mio"];
@@ -71,24 +70,15 @@ fn run_against(vtp: &PathBuf, runtime: &str) {
         .args(["--receive-timeout", &DEADLINE_SECS.to_string()])
         .arg("--eventdb")
         .arg(db.path());
-    let broker = Proc::spawn(&format!("vtp-{runtime}"), cmd);
-    let receive = port_in(&broker.log.wait_for("the receive listener", |l| {
-        l.contains("listening for authors on")
-    }));
-    let broadcast = port_in(&broker.log.wait_for("the broadcast listener", |l| {
-        l.contains("listening for subscribers on")
-    }));
-    let target = Target::new(
-        ([127, 0, 0, 1], receive).into(),
-        ([127, 0, 0, 1], broadcast).into(),
-    )
-    .with_timing(Timing {
-        iamalive: Duration::from_secs(IAMALIVE_SECS),
-        deadline: Duration::from_secs(DEADLINE_SECS),
-        ..Timing::default()
-    });
+    let broker = start_node(&format!("vtp-{runtime}"), cmd);
     let skip: Vec<&str> = VTP_SKIP.iter().map(|(n, _)| *n).collect();
-    let report = run(&target, &Selection::new(&[], &skip).unwrap());
+    let report = run_suite(
+        &broker,
+        ["listening for authors on", "listening for subscribers on"],
+        IAMALIVE_SECS,
+        DEADLINE_SECS,
+        &Selection::new(&[], &skip).unwrap(),
+    );
     check_deviations(
         &format!("vtp broker --runtime {runtime}"),
         &report,

@@ -8,9 +8,8 @@
 mod common;
 
 use common::*;
-use vtp_core::config::Upstream;
 use vtp_core::message::TransportRole;
-use vtp_core::{Action, CloseReason, Config, ConnId, ConnRole, Event, ListenerRole};
+use vtp_core::{Action, CloseReason, ConnId, ConnRole, Event, ListenerRole};
 
 /// Where the bad bytes arrive.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -469,24 +468,8 @@ struct Setup {
 }
 
 fn setup() -> Setup {
-    let mut c = Config::new(Some(LOCAL.into()));
-    c.timing.test_event_interval = None;
-    c.upstreams = vec![Upstream {
-        endpoints: vec!["127.0.0.1:8099".into()],
-    }];
-    let mut h = Harness::new(c);
-    h.run_until(0.0);
-    let upstream = h
-        .take()
-        .iter()
-        .find_map(|a| match a {
-            Action::Connect { conn, .. } => Some(*conn),
-            _ => None,
-        })
-        .expect("the broker dials its upstream at start");
-    h.node.handle_connected(upstream, h.now);
-    let healthy = h.accept(ListenerRole::Broadcast);
-    h.take();
+    let mut h = Harness::new(upstream_config());
+    let (upstream, healthy) = h.connect_upstream_and_feed();
     Setup {
         h,
         healthy,

@@ -3,10 +3,11 @@
 
 mod common;
 
+use bytes::Bytes;
 use common::*;
-use vtp_core::config::{Durability, Upstream};
+use vtp_core::config::Durability;
 use vtp_core::message::TransportRole;
-use vtp_core::{Action, CloseReason, Config, ConnId, ListenerRole};
+use vtp_core::{Action, CloseReason, ConnId, ListenerRole};
 
 /// A broker whose store reports nothing until told to, with one subscriber.
 fn broker() -> (Harness, ConnId) {
@@ -32,6 +33,17 @@ fn kinds(actions: &[Action]) -> Vec<String> {
             other => format!("{other:?}"),
         })
         .collect()
+}
+
+/// A framed iamalive from `origin`.
+fn iamalive(origin: &str) -> Bytes {
+    framed(
+        format!(
+            "<trn:Transport xmlns:trn='http://www.telescope-networks.org/xml/Transport/v1.1' \
+             version='1.0' role='iamalive'><Origin>{origin}</Origin></trn:Transport>"
+        )
+        .as_bytes(),
+    )
 }
 
 fn submit(h: &mut Harness, ivorn: &str) -> ConnId {
@@ -256,25 +268,13 @@ fn held_forwards_do_not_count_as_unacknowledged_until_they_are_sent() {
         "the feed has not seen those events yet"
     );
     assert_eq!(frames_to(&acts, feed).len(), 1, "its iamalive");
-    h.input(
-        feed,
-        &framed(
-            b"<trn:Transport xmlns:trn='http://www.telescope-networks.org/xml/Transport/v1.1' \
-              version='1.0' role='iamalive'><Origin>ivo://sub</Origin></trn:Transport>",
-        ),
-    );
+    h.input(feed, &iamalive("ivo://sub"));
     h.persisted(12);
     assert_eq!(forwards(&h.take()).len(), 12);
     // Sent and never acked: they count once a whole period old (the tick after next).
     h.run_until(120.0);
     assert_eq!(closed(&h.take(), feed), None, "younger than a period");
-    h.input(
-        feed,
-        &framed(
-            b"<trn:Transport xmlns:trn='http://www.telescope-networks.org/xml/Transport/v1.1' \
-              version='1.0' role='iamalive'><Origin>ivo://sub</Origin></trn:Transport>",
-        ),
-    );
+    h.input(feed, &iamalive("ivo://sub"));
     h.run_until(180.0);
     assert_eq!(
         closed(&h.take(), feed),
@@ -284,31 +284,13 @@ fn held_forwards_do_not_count_as_unacknowledged_until_they_are_sent() {
 
 #[test]
 fn the_ack_to_an_upstream_waits_for_the_record_and_iamalives_do_not() {
-    let mut c = Config::new(Some(LOCAL.into()));
-    c.timing.test_event_interval = None;
-    c.upstreams = vec![Upstream {
-        endpoints: vec!["127.0.0.1:8099".into()],
-    }];
-    let mut h = Harness::new(c);
+    let mut h = Harness::new(upstream_config());
     h.auto_persist = false;
-    h.run_until(0.0);
-    let up = h
-        .take()
-        .iter()
-        .find_map(|a| match a {
-            Action::Connect { conn, .. } => Some(*conn),
-            _ => None,
-        })
-        .expect("dials at start");
-    h.node.handle_connected(up, h.now);
-    let feed = h.accept(ListenerRole::Broadcast);
-    h.take();
+    let (up, feed) = h.connect_upstream_and_feed();
 
     let mut stream = framed(&event_xml("ivo://example.org/survey#u1")).to_vec();
     stream.extend_from_slice(&framed(&event_xml("ivo://example.org/survey#u1")));
-    let iamalive = "<trn:Transport xmlns:trn='http://www.telescope-networks.org/xml/Transport/v1.1' \
-                    version='1.0' role='iamalive'><Origin>ivo://up/x</Origin></trn:Transport>";
-    stream.extend_from_slice(&framed(iamalive.as_bytes()));
+    stream.extend_from_slice(&iamalive("ivo://up/x"));
     h.input(up, &stream);
     let acts = h.take();
     assert_eq!(
@@ -356,8 +338,7 @@ fn shutdown_closes_an_intake_whose_receipt_is_held_without_a_receipt() {
 
 #[test]
 fn async_durability_replies_at_once() {
-    let mut c = Config::new(Some(LOCAL.into()));
-    c.timing.test_event_interval = None;
+    let mut c = broker_config();
     c.policy.durability = Durability::Async;
     let mut h = Harness::new(c);
     h.auto_persist = false;

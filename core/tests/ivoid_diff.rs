@@ -4,34 +4,12 @@
 //! format). Each row holds an input and how Comet splits or rejects it; this test checks that the
 //! hand-written matcher agrees on every row.
 
+mod common;
+
+use common::tsv::unescape;
 use vtp_core::ivoid::{Ivoid, IvoidError};
 
 const CASES: &str = include_str!("data/ivoid_cases.tsv");
-
-/// Undoes the generator's backslash escapes (`\\`, `\t`, `\n`, `\r`, `\xHH`).
-fn unescape(field: &str) -> String {
-    let mut out = String::with_capacity(field.len());
-    let mut chars = field.chars();
-    while let Some(c) = chars.next() {
-        if c != '\\' {
-            out.push(c);
-            continue;
-        }
-        match chars.next() {
-            Some('\\') => out.push('\\'),
-            Some('t') => out.push('\t'),
-            Some('n') => out.push('\n'),
-            Some('r') => out.push('\r'),
-            Some('x') => {
-                let hex: String = chars.by_ref().take(2).collect();
-                let code = u32::from_str_radix(&hex, 16).expect("two hex digits after \\x");
-                out.push(char::from_u32(code).expect("an escaped control character"));
-            }
-            other => panic!("bad escape \\{other:?} in {field:?}"),
-        }
-    }
-    out
-}
 
 #[test]
 fn agrees_with_comet_regex() {

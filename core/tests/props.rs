@@ -20,12 +20,12 @@ use bytes::Bytes;
 use common::*;
 use proptest::prelude::*;
 use proptest::sample::Index;
-use vtp_core::config::{Durability, Upstream};
+use vtp_core::config::Durability;
 use vtp_core::driver::{Driver, Effects, Flush, StoreOp};
 use vtp_core::frame::{FRAME_LEN_MAX_DEFAULT, FrameDecoder};
 use vtp_core::message::TransportRole;
 use vtp_core::outbox::OutboxLimits;
-use vtp_core::{Action, CloseReason, Config, ConnId, Delivery, Event, ListenerRole, Peer};
+use vtp_core::{Action, CloseReason, ConnId, Delivery, Event, ListenerRole, Peer};
 
 const GCN: &[u8] = include_bytes!("data/gcn_swift_bat.xml");
 const UPSTREAM: &str = "ivo://example.org/upstream";
@@ -65,25 +65,10 @@ fn broker() -> Broker {
 }
 
 fn broker_with(durability: Durability) -> Broker {
-    let mut c = Config::new(Some(LOCAL.into()));
-    c.timing.test_event_interval = None;
+    let mut c = upstream_config();
     c.policy.durability = durability;
-    c.upstreams = vec![Upstream {
-        endpoints: vec!["127.0.0.1:8099".into()],
-    }];
     let mut h = Harness::new(c);
-    h.run_until(0.0);
-    let upstream = h
-        .take()
-        .iter()
-        .find_map(|a| match a {
-            Action::Connect { conn, .. } => Some(*conn),
-            _ => None,
-        })
-        .expect("the broker dials its upstream at start");
-    h.node.handle_connected(upstream, h.now);
-    let healthy = h.accept(ListenerRole::Broadcast);
-    h.take();
+    let (upstream, healthy) = h.connect_upstream_and_feed();
     Broker {
         h,
         upstream,
@@ -702,11 +687,9 @@ impl io::Write for NeverWritable {
 #[test]
 fn driver_drops_a_subscriber_that_never_reads_and_keeps_feeding_the_healthy_one() {
     let frames_max = 4;
-    let mut c = Config::new(Some(LOCAL.into()));
-    c.timing.test_event_interval = None;
     let t0 = origin();
     let node = vtp_core::Node::new(
-        c,
+        broker_config(),
         Box::new(SubstringEngine::default()),
         7,
         t0,
@@ -817,12 +800,8 @@ fn refused_for_limit(h: &Harness) -> bool {
 
 #[test]
 fn connection_limit_is_per_role_and_frees_slots_on_every_kind_of_close() {
-    let mut c = Config::new(Some(LOCAL.into()));
-    c.timing.test_event_interval = None;
+    let mut c = upstream_config();
     c.limits.connections_max = 2;
-    c.upstreams = vec![Upstream {
-        endpoints: vec!["127.0.0.1:8099".into()],
-    }];
     let mut h = Harness::new(c);
     h.run_until(0.0);
     h.take();

@@ -21,8 +21,11 @@
 //! (one document build), as the node does.
 #![cfg(feature = "xpath")]
 
+mod common;
+
 use std::collections::BTreeMap;
 
+use common::tsv::unescape;
 use vtp_core::filter::{FilterEngine, FilterId, XPathEngine};
 use vtp_core::message::{self, Message};
 
@@ -47,25 +50,6 @@ const PROTECTED: &[&str] = &[
 struct Row {
     filter: String,
     verdicts: Vec<char>,
-}
-
-fn unescape(field: &str) -> String {
-    let mut out = String::with_capacity(field.len());
-    let mut chars = field.chars();
-    while let Some(c) = chars.next() {
-        if c != '\\' {
-            out.push(c);
-            continue;
-        }
-        match chars.next() {
-            Some('\\') => out.push('\\'),
-            Some('t') => out.push('\t'),
-            Some('n') => out.push('\n'),
-            Some('r') => out.push('\r'),
-            other => panic!("bad escape \\{other:?} in {field:?}"),
-        }
-    }
-    out
 }
 
 fn table() -> (Vec<String>, Vec<Row>) {

@@ -8,7 +8,7 @@ mod common;
 use common::*;
 use vtp_core::config::InvalidFilters;
 use vtp_core::filter::XPathEngine;
-use vtp_core::{Config, ConnId, Event, ListenerRole};
+use vtp_core::{ConnId, Event, ListenerRole};
 
 /// An authenticate reply carrying `params` as `Meta/Param[@name="xpath-filter"]` and `legacy`
 /// as `Meta/filter[@type="xpath"]` text (Comet accepts both).
@@ -38,8 +38,7 @@ fn auth(params: &[&str], legacy: &[&str]) -> Vec<u8> {
 }
 
 fn broker(invalid: InvalidFilters) -> Harness {
-    let mut c = Config::new(Some(LOCAL.into()));
-    c.timing.test_event_interval = None;
+    let mut c = broker_config();
     c.policy.invalid_filters = invalid;
     Harness::with_engine(c, Box::new(XPathEngine::default()))
 }
@@ -49,6 +48,25 @@ fn publish(h: &mut Harness, xml: &[u8]) -> Vec<ConnId> {
     let a = h.accept(ListenerRole::Receive);
     h.input(a, &framed(xml));
     forwards(&h.take())
+}
+
+/// Filters refused, each with its reason.
+type Refused<'a> = &'a [(String, String)];
+
+/// Every `FiltersSet` event so far: the subscriber, how many filters it set, and the refused
+/// ones.
+fn filters_set(h: &Harness) -> Vec<(ConnId, usize, Refused<'_>)> {
+    h.events
+        .iter()
+        .filter_map(|e| match e {
+            Event::FiltersSet {
+                conn,
+                accepted,
+                refused,
+            } => Some((*conn, *accepted, refused.as_slice())),
+            _ => None,
+        })
+        .collect()
 }
 
 fn gcn_like(ivorn: &str, packet_type: &str, sc_lat: &str) -> Vec<u8> {
@@ -88,17 +106,10 @@ fn comets_filters_from_both_carriers_select_events() {
             &[r#"/*[local-name()="VOEvent" and @role!="test"]"#],
         )),
     );
-    let accepted: Vec<(ConnId, usize)> = h
-        .events
-        .iter()
-        .filter_map(|e| match e {
-            Event::FiltersSet {
-                conn,
-                accepted,
-                refused,
-            } if refused.is_empty() => Some((*conn, *accepted)),
-            _ => None,
-        })
+    let accepted: Vec<(ConnId, usize)> = filters_set(&h)
+        .into_iter()
+        .filter(|(_, _, refused)| refused.is_empty())
+        .map(|(conn, accepted, _)| (conn, accepted))
         .collect();
     assert_eq!(accepted, vec![(param, 1), (legacy, 1), (any_of, 2)]);
     // The manual's filter works although other Params hold "0x3" (xee alone: never).
@@ -130,28 +141,15 @@ fn invalid_filters_are_dropped_and_reported() {
             broken,
             &framed(&auth(&["for $x in //Param return $x", "//*:Param"], &[])),
         );
-        let refusals: Vec<(ConnId, usize, usize)> = h
-            .events
-            .iter()
-            .filter_map(|e| match e {
-                Event::FiltersSet {
-                    conn,
-                    accepted,
-                    refused,
-                } => Some((*conn, *accepted, refused.len())),
-                _ => None,
-            })
+        let refusals: Vec<(ConnId, usize, usize)> = filters_set(&h)
+            .into_iter()
+            .map(|(conn, accepted, refused)| (conn, accepted, refused.len()))
             .collect();
         assert_eq!(refusals, vec![(picky, 1, 1), (broken, 0, 2)]);
-        let reason = h
-            .events
-            .iter()
-            .find_map(|e| match e {
-                Event::FiltersSet { refused, .. } if !refused.is_empty() => {
-                    Some(refused[0].1.clone())
-                }
-                _ => None,
-            })
+        let reason = filters_set(&h)
+            .into_iter()
+            .find_map(|(_, _, refused)| refused.first())
+            .map(|(_, reason)| reason.clone())
             .expect("a reason");
         assert!(
             reason.contains("XPath syntax error at character"),

@@ -75,32 +75,8 @@ enum Mode {
     },
     /// Subscribers and authors together: latency from submission start to receipt.
     E2e {
-        /// The broker's receive (author) address.
-        #[arg(long, value_name = "HOST:PORT", value_parser = addr)]
-        receive: SocketAddr,
-        /// The broker's broadcast (subscriber) address.
-        #[arg(long, value_name = "HOST:PORT", value_parser = addr)]
-        broadcast: SocketAddr,
-        /// Subscribers.
-        #[arg(long, value_name = "S")]
-        subscribers: usize,
-        /// Events per second over all authors; 0: as fast as the window allows.
-        #[arg(long, value_name = "R")]
-        rate: f64,
-        /// Events to submit.
-        #[arg(long, value_name = "N")]
-        events: u64,
-        /// Concurrent authors.
-        #[arg(long, value_name = "C", default_value_t = 2)]
-        authors: usize,
-        /// Event n is submitted only once event n-W reached every subscriber (keeps brokers'
-        /// per-subscriber queues short: Comet drops a subscriber with 10 unacked events).
-        #[arg(long, value_name = "W", default_value_t = 8)]
-        window: u64,
-        /// Write every event on one author connection without waiting for receipts (for the
-        /// null relay, which answers nothing).
-        #[arg(long)]
-        stream: bool,
+        #[command(flatten)]
+        args: E2eArgs,
         #[command(flatten)]
         common: Common,
     },
@@ -168,29 +144,7 @@ fn main() -> ExitCode {
             expect,
             common,
         } => subscribe(broadcast, subscribers, expect, &common),
-        Mode::E2e {
-            receive,
-            broadcast,
-            subscribers,
-            rate,
-            events,
-            authors,
-            window,
-            stream,
-            common,
-        } => e2e(
-            &E2eArgs {
-                receive,
-                broadcast,
-                subscribers,
-                rate,
-                events,
-                authors,
-                window,
-                stream,
-            },
-            &common,
-        ),
+        Mode::E2e { args, common } => e2e(&args, &common),
         Mode::Hold {
             broadcast,
             subscribers,
@@ -294,6 +248,22 @@ fn put_costs(r: &mut Report, before: &Samples, after: &Samples, per: u64) {
     r.put("bench_cpu_ms", me);
 }
 
+/// The report's keys for receipt latencies (p50, p99, max, mean).
+const RECEIPT_KEYS: &[&str; 4] = &[
+    "receipt_p50_ms",
+    "receipt_p99_ms",
+    "receipt_max_ms",
+    "receipt_mean_ms",
+];
+
+/// The report's keys for end-to-end latencies (p50, p99, max, mean).
+const LATENCY_KEYS: &[&str; 4] = &[
+    "latency_p50_ms",
+    "latency_p99_ms",
+    "latency_max_ms",
+    "latency_mean_ms",
+];
+
 fn put_latencies(r: &mut Report, prefix: &'static [&'static str; 4], lat: &mut [Duration]) {
     lat.sort_unstable();
     r.ms(prefix[0], quantile(lat, 0.5));
@@ -305,6 +275,28 @@ fn put_latencies(r: &mut Report, prefix: &'static [&'static str; 4], lat: &mut [
         )
     });
     r.ms(prefix[3], mean);
+}
+
+/// Starts `subscribers` subscribers to `broadcast` on the `--threads` threads (matching events
+/// to `track`'s template and book of submissions, if given) and waits up to `timeout` until
+/// they are ready; returns the pool and how many are.
+fn start_subscribers(
+    broadcast: SocketAddr,
+    subscribers: usize,
+    track: Option<(&Arc<EventTemplate>, &Arc<Book>)>,
+    common: &Common,
+    timeout: Duration,
+) -> Result<(Pool, usize), String> {
+    let pool = Pool::start(&Setup {
+        addr: broadcast,
+        subscribers,
+        threads: common.threads,
+        template: track.map(|(t, _)| Arc::clone(t)),
+        book: track.map(|(_, b)| Arc::clone(b)),
+    })
+    .map_err(|e| format!("cannot start the subscriber threads: {e}"))?;
+    let ready = pool.wait_ready(subscribers, Instant::now() + timeout);
+    Ok((pool, ready))
 }
 
 fn span(from: Option<Instant>, to: Option<Instant>) -> Option<Duration> {
@@ -341,16 +333,7 @@ fn submit(receive: SocketAddr, events: u64, authors: usize, common: &Common) -> 
     r.ms("wall_ms", wall);
     r.put("submissions_per_s", rate(out.acked, wall));
     let mut lat = out.receipt_latencies;
-    put_latencies(
-        &mut r,
-        &[
-            "receipt_p50_ms",
-            "receipt_p99_ms",
-            "receipt_max_ms",
-            "receipt_mean_ms",
-        ],
-        &mut lat,
-    );
+    put_latencies(&mut r, RECEIPT_KEYS, &mut lat);
     put_costs(&mut r, &before, &after, out.acked);
     r.put("first_nak", out.first_nak);
     r.put("first_failure", out.first_failure);
@@ -363,15 +346,7 @@ fn submit(receive: SocketAddr, events: u64, authors: usize, common: &Common) -> 
 
 fn subscribe(broadcast: SocketAddr, subscribers: usize, expect: u64, common: &Common) -> Run {
     let timeout = secs(common.timeout, "--timeout")?;
-    let pool = Pool::start(&Setup {
-        addr: broadcast,
-        subscribers,
-        threads: common.threads,
-        template: None,
-        book: None,
-    })
-    .map_err(|e| format!("cannot start the subscriber threads: {e}"))?;
-    let ready = pool.wait_ready(subscribers, Instant::now() + timeout);
+    let (pool, ready) = start_subscribers(broadcast, subscribers, None, common, timeout)?;
     eprintln!("vtp-bench: {ready} of {subscribers} subscribers ready");
     let before = Samples::take(common.pid)?;
     let want = expect * ready as u64;
@@ -440,14 +415,34 @@ fn put_subscribers(r: &mut Report, subscribers: usize, ready: usize, res: &Threa
 
 // -------------------------------------------------------------------------------------- e2e
 
+/// The `e2e` mode's options.
+#[derive(Debug, Args)]
 struct E2eArgs {
+    /// The broker's receive (author) address.
+    #[arg(long, value_name = "HOST:PORT", value_parser = addr)]
     receive: SocketAddr,
+    /// The broker's broadcast (subscriber) address.
+    #[arg(long, value_name = "HOST:PORT", value_parser = addr)]
     broadcast: SocketAddr,
+    /// Subscribers.
+    #[arg(long, value_name = "S")]
     subscribers: usize,
+    /// Events per second over all authors; 0: as fast as the window allows.
+    #[arg(long, value_name = "R")]
     rate: f64,
+    /// Events to submit.
+    #[arg(long, value_name = "N")]
     events: u64,
+    /// Concurrent authors.
+    #[arg(long, value_name = "C", default_value_t = 2)]
     authors: usize,
+    /// Event n is submitted only once event n-W reached every subscriber (keeps brokers'
+    /// per-subscriber queues short: Comet drops a subscriber with 10 unacked events).
+    #[arg(long, value_name = "W", default_value_t = 8)]
     window: u64,
+    /// Write every event on one author connection without waiting for receipts (for the
+    /// null relay, which answers nothing).
+    #[arg(long)]
     stream: bool,
 }
 
@@ -459,15 +454,13 @@ fn e2e(a: &E2eArgs, common: &Common) -> Run {
     let timeout = secs(common.timeout, "--timeout")?;
     let template = template(common)?;
     let book = Arc::new(Book::new(a.events, Instant::now()));
-    let pool = Pool::start(&Setup {
-        addr: a.broadcast,
-        subscribers: a.subscribers,
-        threads: common.threads,
-        template: Some(Arc::clone(&template)),
-        book: Some(Arc::clone(&book)),
-    })
-    .map_err(|e| format!("cannot start the subscriber threads: {e}"))?;
-    let ready = pool.wait_ready(a.subscribers, Instant::now() + timeout);
+    let (pool, ready) = start_subscribers(
+        a.broadcast,
+        a.subscribers,
+        Some((&template, &book)),
+        common,
+        timeout,
+    )?;
     book.set_subscribers(u32::try_from(ready).unwrap_or(u32::MAX));
     let plan = author::Plan {
         addr: a.receive,
@@ -514,28 +507,10 @@ fn e2e(a: &E2eArgs, common: &Common) -> Run {
     r.ms("wall_ms", wall);
     r.put("events_per_s", rate(complete, wall));
     r.put("deliveries_per_s", rate(deliveries, wall));
-    put_latencies(
-        &mut r,
-        &[
-            "latency_p50_ms",
-            "latency_p99_ms",
-            "latency_max_ms",
-            "latency_mean_ms",
-        ],
-        &mut res.latencies,
-    );
+    put_latencies(&mut r, LATENCY_KEYS, &mut res.latencies);
     r.put("latency_samples", res.latencies.len());
     let mut receipts = out.receipt_latencies;
-    put_latencies(
-        &mut r,
-        &[
-            "receipt_p50_ms",
-            "receipt_p99_ms",
-            "receipt_max_ms",
-            "receipt_mean_ms",
-        ],
-        &mut receipts,
-    );
+    put_latencies(&mut r, RECEIPT_KEYS, &mut receipts);
     put_costs(&mut r, &before, &after, complete);
     r.put("first_nak", out.first_nak);
     r.put("first_failure", out.first_failure);
@@ -565,15 +540,7 @@ fn hold(
         eprintln!("vtp-bench: warning: holding for less than two iamalive periods checks little");
     }
     let connect_start = Instant::now();
-    let pool = Pool::start(&Setup {
-        addr: broadcast,
-        subscribers,
-        threads: common.threads,
-        template: None,
-        book: None,
-    })
-    .map_err(|e| format!("cannot start the subscriber threads: {e}"))?;
-    let ready = pool.wait_ready(subscribers, Instant::now() + timeout);
+    let (pool, ready) = start_subscribers(broadcast, subscribers, None, common, timeout)?;
     let connect_time = connect_start.elapsed();
     eprintln!(
         "vtp-bench: {ready} of {subscribers} subscribers ready in {:.1} s; holding {seconds} s",

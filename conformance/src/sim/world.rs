@@ -1042,36 +1042,22 @@ impl Sim {
     /// Host-side close of one end's socket: an orderly `Fin` goes out behind queued data, and
     /// whatever arrives from now on is discarded.
     fn close_socket(&mut self, l: LinkId, side: usize) {
-        let at = self.now + self.latency();
-        let now = self.now;
+        let (out, at) = self.end_down(l, side);
         let link = &mut self.links[l];
-        let end = &mut link.ends[side];
-        end.open = false;
-        end.down_at.get_or_insert(now);
-        let (host, conn) = (end.host, end.conn);
-        let out = if side == CLIENT { UP } else { DOWN };
         if !link.pipes[out].write_closed {
             link.pipes[out].push(Item::Fin, at);
         }
-        link.pipes[1 - out].reader_gone = true;
-        link.pipes[1 - out].discard();
-        self.active.insert(l);
-        if let Some(conn) = conn {
-            self.hosts[host].sockets.remove(&conn);
+        let end = &link.ends[side];
+        if let Some(conn) = end.conn {
+            self.hosts[end.host].sockets.remove(&conn);
         }
     }
 
     /// The socket of one end vanishes with its process: a reset goes out instead of what was
     /// queued, and whatever arrives is discarded.
     fn abort_socket(&mut self, l: LinkId, side: usize) {
-        let at = self.now + self.latency();
-        let now = self.now;
-        let link = &mut self.links[l];
-        let end = &mut link.ends[side];
-        end.open = false;
-        end.down_at.get_or_insert(now);
-        let out = if side == CLIENT { UP } else { DOWN };
-        let pipe = &mut link.pipes[out];
+        let (out, at) = self.end_down(l, side);
+        let pipe = &mut self.links[l].pipes[out];
         if !pipe.write_closed {
             // A `Syn` still in flight stays ahead of the reset: the server then sees the
             // connection open and reset at once.
@@ -1079,9 +1065,23 @@ impl Sim {
             pipe.unread = 0;
             pipe.push(Item::Rst, at);
         }
+    }
+
+    /// What closing and aborting one end's socket share: the end is down from now on, and its
+    /// incoming pipe discards what it holds and whatever arrives. Returns the end's outgoing
+    /// pipe and when what is sent on it now arrives.
+    fn end_down(&mut self, l: LinkId, side: usize) -> (usize, Instant) {
+        let at = self.now + self.latency();
+        let now = self.now;
+        let link = &mut self.links[l];
+        let end = &mut link.ends[side];
+        end.open = false;
+        end.down_at.get_or_insert(now);
+        let out = if side == CLIENT { UP } else { DOWN };
         link.pipes[1 - out].reader_gone = true;
         link.pipes[1 - out].discard();
         self.active.insert(l);
+        (out, at)
     }
 
     pub(crate) fn latency(&mut self) -> Duration {

@@ -1,124 +1,20 @@
 //! Starting the nodes under test (`vtp broker`, Comet 3.1.0) on loopback with ephemeral ports,
-//! and checking a report against a node's expected deviations.
+//! running the suite against them, and checking a report against a node's expected deviations.
+//! The process helpers are `vtp-testkit`'s.
 //!
 //! Waiting is always on something observable (a log line) with a bounded deadline.
 #![allow(dead_code, unreachable_pub, clippy::unwrap_used)]
 
-use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Condvar, Mutex};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
-use vtp_conformance::{Outcome, Report, scenarios};
+use vtp_conformance::{Outcome, Report, Selection, Target, Timing, run, scenarios};
+use vtp_testkit::loopback;
+pub use vtp_testkit::{Proc, TempDir};
 
-/// How long to wait for a process to be ready.
+/// The bound on waits for a node under test (Comet takes a while to start).
 pub const WAIT: Duration = Duration::from_secs(30);
-
-/// Collected output lines of a child process, with a condition variable to wait on.
-#[derive(Clone, Default)]
-pub struct Log(Arc<(Mutex<Vec<String>>, Condvar)>);
-
-impl Log {
-    fn push(&self, line: String) {
-        let (m, c) = &*self.0;
-        m.lock().unwrap().push(line);
-        c.notify_all();
-    }
-
-    /// Waits until a line satisfies `f` and returns it; panics with the whole log on timeout.
-    pub fn wait_for(&self, what: &str, f: impl Fn(&str) -> bool) -> String {
-        let deadline = Instant::now() + WAIT;
-        let (m, c) = &*self.0;
-        let mut lines = m.lock().unwrap();
-        loop {
-            if let Some(l) = lines.iter().find(|l| f(l)) {
-                return l.clone();
-            }
-            let left = deadline.saturating_duration_since(Instant::now());
-            assert!(
-                !left.is_zero(),
-                "timed out waiting for {what}; log:\n{}",
-                lines.join("\n")
-            );
-            lines = c.wait_timeout(lines, left).unwrap().0;
-        }
-    }
-
-    pub fn text(&self) -> String {
-        self.0.0.lock().unwrap().join("\n")
-    }
-}
-
-/// A child process whose stdout and stderr lines are collected; killed on drop.
-pub struct Proc {
-    pub child: Child,
-    pub log: Log,
-    pub name: String,
-}
-
-impl Proc {
-    pub fn spawn(name: &str, mut cmd: Command) -> Self {
-        cmd.stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .stdin(Stdio::null());
-        let mut child = cmd
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {name} ({cmd:?}): {e}"));
-        let log = Log::default();
-        for stream in [
-            Box::new(child.stdout.take().unwrap()) as Box<dyn Read + Send>,
-            Box::new(child.stderr.take().unwrap()),
-        ] {
-            let log = log.clone();
-            let tag = name.to_owned();
-            std::thread::spawn(move || {
-                for line in BufReader::new(stream).lines().map_while(Result::ok) {
-                    if std::env::var_os("VTP_TEST_ECHO").is_some() {
-                        eprintln!("[{tag}] {line}");
-                    }
-                    log.push(line);
-                }
-            });
-        }
-        Self {
-            child,
-            log,
-            name: name.to_owned(),
-        }
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// A temporary directory removed on drop.
-pub struct TempDir(pub PathBuf);
-
-impl TempDir {
-    pub fn new(tag: &str) -> Self {
-        static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let p = std::env::temp_dir().join(format!("vtp-conf-{}-{tag}-{n}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&p);
-        std::fs::create_dir_all(&p).unwrap();
-        Self(p)
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 /// The port in the last `:`- or space-separated field of a log line.
 pub fn port_in(line: &str) -> u16 {
@@ -134,6 +30,35 @@ pub fn workspace_root() -> PathBuf {
         .parent()
         .unwrap()
         .to_path_buf()
+}
+
+/// Starts a node under test: `cmd`, its output collected, waits on it bounded by [`WAIT`].
+pub fn start_node(name: &str, cmd: Command) -> Proc {
+    Proc::spawn(name, cmd).with_wait(WAIT)
+}
+
+/// Runs `selection` against `node` on loopback: first waits for the log lines containing
+/// `listening[0]` and `listening[1]`, which end in its receive and broadcast ports; the node
+/// promises an iamalive every `iamalive_secs` and closes authors after `deadline_secs`.
+pub fn run_suite(
+    node: &Proc,
+    listening: [&str; 2],
+    iamalive_secs: u64,
+    deadline_secs: u64,
+    selection: &Selection,
+) -> Report {
+    let port = |what: &str, text: &str| {
+        let listener = format!("{}'s {what} listener", node.name);
+        port_in(&node.log.wait_for(&listener, |l| l.contains(text)))
+    };
+    let receive = port("receive", listening[0]);
+    let broadcast = port("broadcast", listening[1]);
+    let target = Target::new(loopback(receive), loopback(broadcast)).with_timing(Timing {
+        iamalive: Duration::from_secs(iamalive_secs),
+        deadline: Duration::from_secs(deadline_secs),
+        ..Timing::default()
+    });
+    run(&target, selection)
 }
 
 /// Checks `report` against a node's expected deviations: exactly the scenarios listed in

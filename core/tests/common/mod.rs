@@ -1,12 +1,15 @@
 //! Test harness: one node driven with virtual time, outputs collected for assertions.
 #![allow(dead_code, unreachable_pub, clippy::unwrap_used)]
 
+pub mod tsv;
+
 use std::ops::Range;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use vtp_core::config::Upstream;
 use vtp_core::filter::{FilterEngine, FilterError, FilterId};
 use vtp_core::message::{self, Message, Transport};
 use vtp_core::{Action, Config, ConnId, Event, ListenerRole, Node, Peer};
@@ -22,15 +25,9 @@ pub fn origin() -> Instant {
     Instant::now()
 }
 
+/// A minimal VOEvent 2.0 document by `ivo://example.org/survey`.
 pub fn event_xml(ivorn: &str) -> Vec<u8> {
-    format!(
-        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n\
-         <voe:VOEvent xmlns:voe=\"http://www.ivoa.net/xml/VOEvent/v2.0\"\n \
-         ivorn=\"{ivorn}\" role=\"observation\" version=\"2.0\">\n  \
-         <Who><AuthorIVORN>ivo://example.org/survey</AuthorIVORN></Who>\n\
-         </voe:VOEvent>\n"
-    )
-    .into_bytes()
+    vtp_testkit::voevent(ivorn, "ivo://example.org/survey")
 }
 
 pub fn framed(payload: &[u8]) -> Bytes {
@@ -80,6 +77,22 @@ impl FilterEngine for SubstringEngine {
     }
 }
 
+/// A broker's configuration: [`LOCAL`], no test events.
+pub fn broker_config() -> Config {
+    let mut c = Config::new(Some(LOCAL.into()));
+    c.timing.test_event_interval = None;
+    c
+}
+
+/// [`broker_config`] with one upstream broker to subscribe to.
+pub fn upstream_config() -> Config {
+    let mut c = broker_config();
+    c.upstreams = vec![Upstream {
+        endpoints: vec!["127.0.0.1:8099".into()],
+    }];
+    c
+}
+
 pub struct Harness {
     pub node: Node,
     pub t0: Instant,
@@ -112,9 +125,26 @@ impl Harness {
     }
 
     pub fn broker() -> Self {
-        let mut c = Config::new(Some(LOCAL.into()));
-        c.timing.test_event_interval = None;
-        Self::new(c)
+        Self::new(broker_config())
+    }
+
+    /// Starts a node configured with one upstream ([`upstream_config`]): runs the timers due at
+    /// time 0, completes the dial to the upstream and accepts a feed; returns the upstream
+    /// subscription and the feed, with the outputs so far taken.
+    pub fn connect_upstream_and_feed(&mut self) -> (ConnId, ConnId) {
+        self.run_until(0.0);
+        let upstream = self
+            .take()
+            .iter()
+            .find_map(|a| match a {
+                Action::Connect { conn, .. } => Some(*conn),
+                _ => None,
+            })
+            .expect("the broker dials its upstream at start");
+        self.node.handle_connected(upstream, self.now);
+        let feed = self.accept(ListenerRole::Broadcast);
+        self.take();
+        (upstream, feed)
     }
 
     /// Collects every pending output into `actions` / `events` (appending). With

@@ -1,6 +1,7 @@
 //! Helpers for the mio runtime tests: a one-shot shutdown future built from std, effects that
 //! report to the test over channels, a node running `vtp_mio::run` on its own thread, and a raw
-//! subscriber and author over std sockets. Every wait has a deadline; nothing sleeps.
+//! author over std sockets (the raw subscriber is `vtp-testkit`'s). Every wait has a deadline;
+//! nothing sleeps.
 #![allow(
     dead_code,
     unreachable_pub,
@@ -14,16 +15,15 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex, mpsc};
 use std::task::{Context, Poll, Waker};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use vtp_core::driver::{Effects, StoreOp};
 use vtp_core::endpoint::ListenAddr;
 use vtp_core::filter::NoFilterEngine;
-use vtp_core::message::{self, Message};
 use vtp_core::{Config, Delivery, Event, ListenerRole, Node};
 use vtp_mio::{Bound, Options};
-
-pub const WAIT: Duration = Duration::from_secs(15);
+#[allow(unused_imports)] // Each test binary uses its own subset.
+pub use vtp_testkit::{RawSubscriber, WAIT};
 
 /// A one-shot signal: `fire` completes every future from `wait`, waking the task that polls it.
 #[derive(Clone, Default)]
@@ -181,63 +181,7 @@ pub fn event_xml(ivorn: &str, pad: usize) -> Vec<u8> {
     .into_bytes()
 }
 
-pub fn read_frame(s: &mut impl Read) -> io::Result<Vec<u8>> {
-    let mut len = [0u8; 4];
-    s.read_exact(&mut len)?;
-    let mut buf = vec![0u8; u32::from_be_bytes(len) as usize];
-    s.read_exact(&mut buf)?;
-    Ok(buf)
-}
-
 /// Submits `payload` on `s` and returns the receipt's role (`ack` or `nak`).
-pub fn submit_raw(mut s: impl Read + Write, payload: &[u8]) -> String {
-    s.write_all(&vtp_core::frame::encode(payload).unwrap())
-        .unwrap();
-    let reply = read_frame(&mut s).unwrap();
-    match message::parse(&reply, &Default::default()).unwrap() {
-        Message::Transport(t) => t.role.as_str().to_owned(),
-        other => panic!("expected a receipt, got {other:?}"),
-    }
-}
-
-/// A raw subscriber over std TCP: answers iamalive, acks events, returns their payloads.
-pub struct RawSubscriber {
-    pub stream: std::net::TcpStream,
-}
-
-impl RawSubscriber {
-    pub fn connect(addr: std::net::SocketAddr) -> Self {
-        let stream = std::net::TcpStream::connect(addr).unwrap();
-        stream.set_read_timeout(Some(WAIT)).unwrap();
-        let mut s = Self { stream };
-        let f = read_frame(&mut s.stream).expect("authenticate from the broker");
-        match message::parse(&f, &Default::default()).unwrap() {
-            Message::Transport(t) => assert_eq!(t.role.as_str(), "authenticate"),
-            other => panic!("expected authenticate, got {other:?}"),
-        }
-        s
-    }
-
-    pub fn next_event(&mut self) -> Vec<u8> {
-        self.try_next_event().expect("an event before the deadline")
-    }
-
-    /// The next event, or `None` once the connection ends (or the deadline passes).
-    pub fn try_next_event(&mut self) -> Option<Vec<u8>> {
-        loop {
-            let f = read_frame(&mut self.stream).ok()?;
-            let reply = match message::parse(&f, &Default::default()).unwrap() {
-                Message::VoEvent(ev) => {
-                    let ack = message::build_ack(&ev.ivorn, None, "2024-01-01T00:00:00Z");
-                    self.stream.write_all(&ack).ok()?;
-                    return Some(f);
-                }
-                Message::Transport(t) if t.role.as_str() == "iamalive" => {
-                    message::build_iamalive_reply(&t.origin, None, "2024-01-01T00:00:00Z")
-                }
-                _ => continue,
-            };
-            self.stream.write_all(&reply).ok()?;
-        }
-    }
+pub fn submit_raw(s: impl Read + Write, payload: &[u8]) -> String {
+    vtp_testkit::submit(s, payload).0
 }
