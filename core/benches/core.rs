@@ -1,5 +1,7 @@
 //! Hot-path numbers for the sans-IO core: parse throughput, allocations per parse and per
-//! event, receipt building, and fan-out cost. Run with `cargo bench -p vtp-core --bench core`.
+//! event, receipt building, fan-out cost, and the cost of a subscriber's ack. Run with
+//! `cargo bench -p vtp-core --bench core`; `-- ack` runs only the ack figures (handy under
+//! `valgrind --tool=callgrind`, whose instruction counts do not move with machine load).
 //!
 //! A plain `main` (no harness): throughputs are the best of several runs, per-submission times
 //! the median of all submissions, and allocations are counted by a global allocator that wraps
@@ -26,6 +28,21 @@ use vtp_core::{Action, Config, ListenerRole, Node, Peer};
 const GCN: &[u8] = include_bytes!("../tests/data/gcn_swift_bat.xml");
 const LOCAL: &str = "ivo://example.org/broker";
 const RUNS: usize = 5;
+
+/// The receipt pygcn 1.1.3 sends for an event (`gcn/voeventclient.py::_form_response`, ack role),
+/// for the fixture's ivorn: 502 bytes.
+const PYGCN_ACK: &str = concat!(
+    "<?xml version='1.0' encoding='UTF-8'?>",
+    r#"<trn:Transport role="ack" version="1.0" "#,
+    r#"xmlns:trn="http://telescope-networks.org/schema/Transport/v1.1" "#,
+    r#"xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance" "#,
+    r#"xsi:schemaLocation="http://telescope-networks.org/schema/Transport/v1.1 "#,
+    r#"http://telescope-networks.org/schema/Transport-v1.1.xsd">"#,
+    "<Origin>ivo://nasa.gsfc.gcn/SWIFT#BAT_GRB_Pos_532871-729</Origin>",
+    "<Response>ivo://nasa.gsfc.gcn/gcn3_listener</Response>",
+    "<TimeStamp>2024-05-01T12:00:01</TimeStamp>",
+    "</trn:Transport>",
+);
 
 // ------------------------------------------------------------------ counting allocator
 
@@ -274,11 +291,94 @@ fn receipt_bench() -> (f64, f64) {
     (ns_per(ack, iterations), ns_per(nak, iterations))
 }
 
+struct AckFigures {
+    parse_ns: f64,
+    handled_ns: f64,
+    allocs_per_ack: f64,
+}
+
+/// A subscriber's ack: `message::parse` alone on the pygcn ack, and the whole
+/// `Node::handle_input` of its frame on a feed connection of a broker with 100 feeds that has
+/// just forwarded one event to each.
+fn ack_bench() -> AckFigures {
+    let iterations = 100_000;
+    let limits = ParseLimits::default();
+    let payload = PYGCN_ACK.as_bytes();
+    let parse = best_of(|| parse_acks(payload, &limits, iterations));
+
+    let feeds = 100;
+    let rounds = 400;
+    let ack = frame::encode(payload).expect("fits a frame");
+    let now = Instant::now();
+    let peer = Peer::Ip(Ipv4Addr::LOCALHOST.into());
+    let mut node = broker(now);
+    let conns: Vec<_> = (0..feeds)
+        .map(|_| {
+            node.handle_accept(ListenerRole::Broadcast, peer, now)
+                .expect("accepted")
+        })
+        .collect();
+    drain(&mut node);
+    let mut times: Vec<Duration> = Vec::with_capacity(rounds);
+    let (mut alloc_count, mut acks) = (0, 0);
+    for round in 0..RUNS * rounds {
+        let author = node
+            .handle_accept(ListenerRole::Receive, peer, now)
+            .expect("accepted");
+        node.handle_input(author, &unique_event(round), now);
+        assert_eq!(drain(&mut node), feeds);
+        let (a0, _) = allocs();
+        let started = Instant::now();
+        feed_acks(&mut node, &conns, &ack, now);
+        let elapsed = started.elapsed();
+        let (a1, _) = allocs();
+        if round >= (RUNS - 1) * rounds {
+            times.push(elapsed);
+            alloc_count += a1 - a0;
+            acks += feeds;
+        }
+        // An ack neither acts nor reports: nothing may be queued.
+        assert!(node.poll_action().is_none() && node.poll_event().is_none());
+    }
+    times.sort_unstable();
+    AckFigures {
+        parse_ns: ns_per(parse, iterations),
+        handled_ns: ns_per(times[times.len() / 2], feeds),
+        allocs_per_ack: alloc_count as f64 / acks as f64,
+    }
+}
+
+/// Parses `payload` `n` times. Out of line so that callgrind can count it alone:
+/// `valgrind --tool=callgrind --toggle-collect='*parse_acks*' <bench> --bench ack`.
+#[inline(never)]
+fn parse_acks(payload: &[u8], limits: &ParseLimits, n: usize) {
+    for _ in 0..n {
+        let m = message::parse(black_box(payload), limits);
+        assert!(matches!(m, Ok(Message::Transport(_))));
+        drop(black_box(m));
+    }
+}
+
+/// Gives `ack` to the node on each of `conns`. Out of line so that callgrind can count it
+/// alone (`--toggle-collect='*feed_acks*'`).
+#[inline(never)]
+fn feed_acks(node: &mut Node, conns: &[vtp_core::ConnId], ack: &[u8], now: Instant) {
+    for &conn in conns {
+        node.handle_input(conn, black_box(ack), now);
+    }
+}
+
 fn main() {
     // `cargo bench` passes `--bench`; `cargo test --all-targets` runs this unoptimised with
     // no argument: skip the measurements then.
     if !std::env::args().any(|a| a == "--bench") {
         println!("skipped: run with `cargo bench -p vtp-core --bench core`");
+        return;
+    }
+    let a = ack_bench();
+    let ack_only = std::env::args().skip(1).any(|a| a == "ack");
+    if ack_only {
+        print_ack(&a);
         return;
     }
     let p = parse_bench();
@@ -310,6 +410,7 @@ fn main() {
     );
     println!("{:<34} {:>12}", "build ack", format!("{ack_ns:.0} ns"));
     println!("{:<34} {:>12}", "build nak", format!("{nak_ns:.0} ns"));
+    print_ack(&a);
     println!();
     println!("broker, one author submission (accept + input + drain all actions):");
     println!(
@@ -337,4 +438,22 @@ fn main() {
             (b.ns_per_event - base) / 1e3
         );
     }
+}
+
+fn print_ack(a: &AckFigures) {
+    println!(
+        "{:<34} {:>12}",
+        format!("ack parse ({} B pygcn ack)", PYGCN_ACK.len()),
+        format!("{:.0} ns", a.parse_ns)
+    );
+    println!(
+        "{:<34} {:>12}",
+        "subscriber ack handled (100 feeds)",
+        format!("{:.0} ns", a.handled_ns)
+    );
+    println!(
+        "{:<34} {:>12}",
+        "allocations per ack handled",
+        format!("{:.2}", a.allocs_per_ack)
+    );
 }

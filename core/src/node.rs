@@ -1109,7 +1109,8 @@ impl Node {
         payload: &'p [u8],
         who: &str,
     ) -> Option<message::Transport<'p>> {
-        let detail = match message::parse(payload, &self.config.limits.parse) {
+        // A node never reads `Response` or `TimeStamp`: `parse_routing` skips extracting them.
+        let detail = match message::parse_routing(payload, &self.config.limits.parse) {
             Ok(Message::Transport(t)) => return Some(t),
             Ok(Message::VoEvent(ev)) => format!(
                 "{who} sent an event ({}) where only Transport messages belong; ignored",

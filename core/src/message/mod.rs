@@ -7,7 +7,11 @@
 //! quick-xml pass and classifies it by the *local name* of its root element (`VOEvent` or
 //! `Transport`; a namespace prefix and the namespace URI are ignored, PROTOCOL §2.2). It returns
 //! borrowed views ([`Cow`] into the payload) and allocates only where a value needs unescaping,
-//! decoding or concatenation.
+//! decoding or concatenation. A plain Transport message (what every peer sends: no comment,
+//! CDATA, reference in text or processing instruction) takes a fast path with a tokenizer of
+//! its own and the same checks, and no allocation; anything else, and anything the fast path
+//! would refuse, is read by quick-xml, whose verdict is the one returned. [`parse_routing`]
+//! is [`parse()`] without extracting what a node never reads.
 //!
 //! - For a **VOEvent** it extracts the root's attributes and the byte span of the root element
 //!   (the V2 §8 de-duplication identity and the bytes a detached signature covers), but still
@@ -55,7 +59,7 @@ pub use build::{
     PROJECT_URI, build_ack, build_authenticate, build_authenticate_reply, build_iamalive,
     build_iamalive_reply, build_nak, build_test_event, build_transport,
 };
-pub use parse::parse;
+pub use parse::{parse, parse_routing};
 
 /// Namespace URI that vtp emits on every Transport message (Comet's; pygcn accepts it).
 pub const TRANSPORT_NS: &str = "http://www.telescope-networks.org/xml/Transport/v1.1";
@@ -364,5 +368,7 @@ pub enum ParseError {
     MissingOrigin,
 }
 
+#[cfg(test)]
+mod plain_tests;
 #[cfg(test)]
 mod tests;

@@ -3,7 +3,7 @@
 use std::borrow::Cow;
 use std::ops::Range;
 
-use encoding_rs::{DecoderResult, Encoding};
+use encoding_rs::Encoding;
 use quick_xml::Reader;
 use quick_xml::events::Event;
 
@@ -11,6 +11,14 @@ use super::{
     EventRole, Message, ParseError, ParseLimits, Transport, TransportRole, VoEvent,
     VoEventNamespace,
 };
+
+mod encoding;
+mod plain;
+
+use encoding::{check_decodes, resolve_label, scan_chars, sniff_bom};
+
+#[cfg(test)]
+pub(crate) use plain::KNOWN_ROOTS;
 
 /// Parses one frame payload and classifies it as a VOEvent or a Transport message.
 ///
@@ -21,6 +29,11 @@ use super::{
 ///
 /// This function never panics, whatever the bytes.
 ///
+/// Implementation note: a plain Transport message (no comment, CDATA, reference in text or
+/// processing instruction; the shape every peer sends) is read by a small tokenizer of its
+/// own instead of quick-xml, feeding the same checks; anything else, and anything it would
+/// refuse, is read again by quick-xml, so the verdict is always quick-xml's.
+///
 /// # Errors
 ///
 /// Returns a [`ParseError`] saying what is wrong when the payload is empty, is not well-formed
@@ -29,21 +42,72 @@ use super::{
 /// lacks what that root needs (`ivorn` and a valid `role` on a VOEvent; a known `role` and an
 /// `Origin` on a Transport message).
 pub fn parse<'a>(payload: &'a [u8], limits: &ParseLimits) -> Result<Message<'a>, ParseError> {
-    if payload.is_empty() {
-        return Err(ParseError::Empty);
+    let mut parser = Parser::new(payload, limits, Keep::All, Path::Fast)?;
+    if let Some(message) = parser.run_plain() {
+        return Ok(message);
     }
-    let base = sniff_bom(payload)?;
-    let body = &payload[base..];
-    let mut parser = Parser {
-        body,
-        base,
-        text: TextEncoding::Utf8,
-        limits,
-        keys: Vec::new(),
-    };
-    parser.text = parser.declared_encoding()?;
-    check_chars(body, base, parser.text)?;
-    parser.run()
+    parser.run_checked()
+}
+
+/// [`parse`] for a node routing messages: the same verdict, the same VOEvent, and the same
+/// Transport message except that its `response` and `timestamp` are always `None`.
+///
+/// A node reads a Transport message's role, origin, `Meta/Result` and filters, never its
+/// `Response` or `TimeStamp`: not extracting them (they are checked all the same) saves a
+/// tenth of the parse of a subscriber's ack, which a broker does for each subscriber and
+/// event.
+///
+/// # Errors
+///
+/// Exactly those of [`parse`].
+pub fn parse_routing<'a>(
+    payload: &'a [u8],
+    limits: &ParseLimits,
+) -> Result<Message<'a>, ParseError> {
+    let mut parser = Parser::new(payload, limits, Keep::Routing, Path::Fast)?;
+    if let Some(message) = parser.run_plain() {
+        return Ok(message);
+    }
+    parser.run_checked()
+}
+
+/// [`parse`] without its shortcuts: always the quick-xml pass, every tag and declaration read.
+/// The reference the shortcuts are tested against.
+#[cfg(test)]
+pub(crate) fn parse_full<'a>(
+    payload: &'a [u8],
+    limits: &ParseLimits,
+) -> Result<Message<'a>, ParseError> {
+    Parser::new(payload, limits, Keep::All, Path::Full)?.run_checked()
+}
+
+/// Only the fast path of [`parse`]: `None` where it leaves the payload to quick-xml.
+#[cfg(test)]
+pub(crate) fn parse_plain<'a>(payload: &'a [u8], limits: &ParseLimits) -> Option<Message<'a>> {
+    Parser::new(payload, limits, Keep::All, Path::Fast)
+        .ok()?
+        .run_plain()
+}
+
+/// What to extract from a Transport message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Keep {
+    /// Everything ([`parse`]).
+    All,
+    /// All but `Response` and `TimeStamp` ([`parse_routing`]).
+    Routing,
+}
+
+/// Whether the shortcuts are taken: the fast path ([`Parser::run_plain`]), the
+/// [`plain::KNOWN_ROOTS`] and [`plain::COMMON_DECLARATIONS`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Path {
+    Fast,
+    #[cfg_attr(
+        not(test),
+        expect(dead_code, reason = "the reference path of the tests")
+    )]
+    Full,
 }
 
 /// How the payload's text is encoded.
@@ -85,11 +149,79 @@ struct Parser<'a, 'l> {
     base: usize,
     text: TextEncoding,
     limits: &'l ParseLimits,
-    /// Attribute-name ranges of the current tag, for the duplicate check.
-    keys: Vec<Range<usize>>,
+    keep: Keep,
+    path: Path,
+    /// Attribute names of the current tag, for the duplicate check.
+    keys: Keys,
+    /// Offset in `body` just after the XML declaration's `?>`; 0 without a declaration.
+    decl_end: usize,
+    /// The payload's characters have been checked ([`Parser::check_chars`]).
+    chars_checked: bool,
+    /// `body` as text, once checked and if it is UTF-8.
+    body_text: Option<&'a str>,
+    /// Whether `body` may hold a carriage return (true until the characters are checked).
+    has_cr: bool,
 }
 
-impl<'a> Parser<'a, '_> {
+/// Where the pass is in the document: what both tokenizers (quick-xml's and the plain one)
+/// feed the shared per-event handlers.
+struct Walk<'a> {
+    phase: Phase,
+    /// Number of open elements.
+    depth: usize,
+    root: Option<Root<'a>>,
+    /// The root element's span in `body`.
+    span: Range<usize>,
+}
+
+impl Walk<'_> {
+    fn new() -> Self {
+        Self {
+            phase: Phase::Prolog,
+            depth: 0,
+            root: None,
+            span: 0..0,
+        }
+    }
+}
+
+impl<'a, 'l> Parser<'a, 'l> {
+    /// A parser for `payload`, its byte-order mark and XML declaration read.
+    fn new(
+        payload: &'a [u8],
+        limits: &'l ParseLimits,
+        keep: Keep,
+        path: Path,
+    ) -> Result<Self, ParseError> {
+        if payload.is_empty() {
+            return Err(ParseError::Empty);
+        }
+        let base = sniff_bom(payload)?;
+        let mut parser = Parser {
+            body: &payload[base..],
+            base,
+            text: TextEncoding::Utf8,
+            limits,
+            keep,
+            path,
+            keys: Keys::new(),
+            decl_end: 0,
+            chars_checked: false,
+            body_text: None,
+            has_cr: true,
+        };
+        parser.text = parser.declared_encoding()?;
+        Ok(parser)
+    }
+
+    /// The quick-xml pass, after checking the characters (unless the fast path has).
+    fn run_checked(mut self) -> Result<Message<'a>, ParseError> {
+        if !self.chars_checked {
+            self.check_chars()?;
+        }
+        self.run()
+    }
+
     fn run(mut self) -> Result<Message<'a>, ParseError> {
         let mut reader = Reader::from_reader(self.body);
         let config = reader.config_mut();
@@ -100,10 +232,7 @@ impl<'a> Parser<'a, '_> {
         config.expand_empty_elements = false;
         config.trim_text(false);
 
-        let mut phase = Phase::Prolog;
-        let mut depth = 0usize;
-        let mut root: Option<Root<'a>> = None;
-        let mut span = 0..0;
+        let mut walk = Walk::new();
         let mut first = true;
         loop {
             let start = position(&reader);
@@ -113,82 +242,22 @@ impl<'a> Parser<'a, '_> {
             };
             let end = position(&reader);
             match event {
-                Event::Start(_) | Event::Empty(_) => {
-                    let empty = matches!(event, Event::Empty(_));
-                    if phase == Phase::Epilog {
-                        return Err(ParseError::MultipleRoots);
-                    }
-                    depth += 1;
-                    if depth > self.limits.depth_max {
-                        return Err(ParseError::TooDeep {
-                            max: self.limits.depth_max,
-                        });
-                    }
-                    let tag = self.tag_content(start, end, empty)?;
-                    let at = self.base + start + 1;
-                    match &mut root {
-                        None => {
-                            span.start = start;
-                            root = Some(self.open_root(tag, at)?);
-                            phase = Phase::Root;
-                        }
-                        Some(Root::Transport(acc)) => {
-                            self.transport_child(acc, tag, at, depth, empty)?;
-                        }
-                        Some(Root::VoEvent(_)) => self.check_tag(tag, at)?,
-                    }
-                    if empty {
-                        depth -= 1;
-                        if depth == 0 {
-                            span.end = end;
-                            phase = Phase::Epilog;
-                        }
-                    }
-                }
-                Event::End(_) => {
-                    if depth == 0 {
-                        // quick-xml already refuses unmatched end tags; kept as a guard.
-                        return Err(self.malformed(start, "end tag without a start tag"));
-                    }
-                    if let Some(Root::Transport(acc)) = &mut root {
-                        acc.close(depth);
-                    }
-                    depth -= 1;
-                    if depth == 0 {
-                        span.end = end;
-                        phase = Phase::Epilog;
-                    }
-                }
-                Event::Text(text) => match phase {
+                Event::Start(_) => self.on_tag(&mut walk, start, end, false)?,
+                Event::Empty(_) => self.on_tag(&mut walk, start, end, true)?,
+                Event::End(_) => self.on_end(&mut walk, start, end)?,
+                Event::Text(text) => self.on_text(&mut walk, start, text.into_inner())?,
+                Event::CData(cdata) => match walk.phase {
                     Phase::Root => {
-                        if let Some(Root::Transport(acc)) = &mut root
-                            && acc.capturing_at(depth)
-                        {
-                            let raw = text.into_inner();
-                            let len = raw.len();
-                            let piece = normalize_newlines(self.decode(raw, self.base + start)?);
-                            acc.push_text(piece, len, self.limits)?;
-                        }
-                    }
-                    Phase::Prolog => {
-                        if !is_all_ws(&text) {
-                            return Err(self.malformed(start, "text before the root element"));
-                        }
-                    }
-                    Phase::Epilog => {
-                        if !is_all_ws(&text) {
-                            return Err(ParseError::TrailingContent);
-                        }
-                    }
-                },
-                Event::CData(cdata) => match phase {
-                    Phase::Root => {
-                        if let Some(Root::Transport(acc)) = &mut root
-                            && acc.capturing_at(depth)
+                        if let Some(Root::Transport(acc)) = &mut walk.root
+                            && acc.capturing_at(walk.depth)
                         {
                             let raw = cdata.into_inner();
                             let len = raw.len();
-                            let piece = normalize_newlines(self.decode(raw, self.base + start)?);
+                            let piece = if acc.keeps_text() {
+                                normalize_newlines(self.decode(raw, self.base + start)?)
+                            } else {
+                                Cow::Borrowed("")
+                            };
                             acc.push_text(piece, len, self.limits)?;
                         }
                     }
@@ -199,12 +268,17 @@ impl<'a> Parser<'a, '_> {
                 },
                 Event::GeneralRef(reference) => {
                     let c = resolve_ref(&reference, self.base + start)?;
-                    match phase {
+                    match walk.phase {
                         Phase::Root => {
-                            if let Some(Root::Transport(acc)) = &mut root
-                                && acc.capturing_at(depth)
+                            if let Some(Root::Transport(acc)) = &mut walk.root
+                                && acc.capturing_at(walk.depth)
                             {
-                                acc.push_text(char_piece(c), reference.len() + 2, self.limits)?;
+                                let piece = if acc.keeps_text() {
+                                    char_piece(c)
+                                } else {
+                                    Cow::Borrowed("")
+                                };
+                                acc.push_text(piece, reference.len() + 2, self.limits)?;
                             }
                         }
                         Phase::Prolog => {
@@ -238,11 +312,114 @@ impl<'a> Parser<'a, '_> {
             }
             first = false;
         }
-        if depth > 0 {
+        self.finish(walk)
+    }
+
+    /// A start tag (`empty`: a self-closing one) spanning `start..end` of `body`.
+    fn on_tag(
+        &mut self,
+        walk: &mut Walk<'a>,
+        start: usize,
+        end: usize,
+        empty: bool,
+    ) -> Result<(), ParseError> {
+        if walk.phase == Phase::Epilog {
+            return Err(ParseError::MultipleRoots);
+        }
+        walk.depth += 1;
+        if walk.depth > self.limits.depth_max {
+            return Err(ParseError::TooDeep {
+                max: self.limits.depth_max,
+            });
+        }
+        let tag = self.tag_content(start, end, empty)?;
+        let at = self.base + start + 1;
+        match &mut walk.root {
+            None => {
+                walk.span.start = start;
+                let root = match self.known_root(tag) {
+                    Some(root) => root,
+                    None => self.open_root(tag, at)?,
+                };
+                walk.root = Some(root);
+                walk.phase = Phase::Root;
+            }
+            Some(Root::Transport(acc)) => {
+                self.transport_child(acc, tag, at, walk.depth, empty)?;
+            }
+            Some(Root::VoEvent(_)) => self.check_tag(tag, at)?,
+        }
+        if empty {
+            walk.depth -= 1;
+            if walk.depth == 0 {
+                walk.span.end = end;
+                walk.phase = Phase::Epilog;
+            }
+        }
+        Ok(())
+    }
+
+    /// An end tag spanning `start..end` of `body`, already matched to its start tag.
+    fn on_end(&mut self, walk: &mut Walk<'a>, start: usize, end: usize) -> Result<(), ParseError> {
+        if walk.depth == 0 {
+            // quick-xml already refuses unmatched end tags; kept as a guard.
+            return Err(self.malformed(start, "end tag without a start tag"));
+        }
+        if let Some(Root::Transport(acc)) = &mut walk.root {
+            acc.close(walk.depth);
+        }
+        walk.depth -= 1;
+        if walk.depth == 0 {
+            walk.span.end = end;
+            walk.phase = Phase::Epilog;
+        }
+        Ok(())
+    }
+
+    /// Character data `raw` (no markup, no reference) starting at `start` of `body`.
+    fn on_text(
+        &mut self,
+        walk: &mut Walk<'a>,
+        start: usize,
+        raw: Cow<'a, [u8]>,
+    ) -> Result<(), ParseError> {
+        match walk.phase {
+            Phase::Root => {
+                if let Some(Root::Transport(acc)) = &mut walk.root
+                    && acc.capturing_at(walk.depth)
+                {
+                    let len = raw.len();
+                    let mut piece = Cow::Borrowed("");
+                    if acc.keeps_text() {
+                        piece = self.decode(raw, self.base + start)?;
+                        if self.has_cr {
+                            piece = normalize_newlines(piece);
+                        }
+                    }
+                    acc.push_text(piece, len, self.limits)?;
+                }
+            }
+            Phase::Prolog => {
+                if !is_all_ws(&raw) {
+                    return Err(self.malformed(start, "text before the root element"));
+                }
+            }
+            Phase::Epilog => {
+                if !is_all_ws(&raw) {
+                    return Err(ParseError::TrailingContent);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The end of the document: the message, or what is missing.
+    fn finish(&self, walk: Walk<'a>) -> Result<Message<'a>, ParseError> {
+        if walk.depth > 0 {
             return Err(self.malformed(self.body.len(), "element not closed at end of input"));
         }
-        let element = self.base + span.start..self.base + span.end;
-        match root {
+        let element = self.base + walk.span.start..self.base + walk.span.end;
+        match walk.root {
             None => Err(ParseError::NoRoot),
             Some(Root::VoEvent(head)) => Ok(Message::VoEvent(VoEvent {
                 ivorn: head.ivorn,
@@ -257,11 +434,54 @@ impl<'a> Parser<'a, '_> {
         }
     }
 
+    /// Validates the payload's characters before the structure is read, and records what the
+    /// pass can then skip ([`Parser::body_text`], [`Parser::has_cr`]).
+    fn check_chars(&mut self) -> Result<(), ParseError> {
+        let (body, base) = (self.body, self.base);
+        let utf8 = matches!(self.text, TextEncoding::Utf8);
+        let scan = scan_chars(body, utf8);
+        // Plain ASCII needs no UTF-8 validation (its pieces are validated as they are taken).
+        let text = if utf8 && !(scan.plain && scan.forbidden.is_none()) {
+            let text = std::str::from_utf8(body).map_err(|e| ParseError::NotUtf8 {
+                offset: base + e.valid_up_to(),
+            })?;
+            Some(text)
+        } else {
+            None
+        };
+        if let Some(at) = scan.forbidden {
+            let reason = match body[at] {
+                0xEF => format!(
+                    "character U+FFF{:X} is not allowed in XML",
+                    body[at + 2] & 0x0F
+                ),
+                byte => format!("character U+{byte:04X} is not allowed in XML"),
+            };
+            return Err(malformed(base + at, &reason));
+        }
+        if let TextEncoding::Legacy(encoding) = self.text {
+            check_decodes(body, base, encoding)?;
+        }
+        self.chars_checked = true;
+        self.body_text = text;
+        // In a legacy encoding the decoded text is what counts: always normalise.
+        self.has_cr = scan.has_cr || !utf8;
+        Ok(())
+    }
+
     /// Reads the encoding from the XML declaration, if there is one.
     ///
     /// The declaration is parsed here, before the main pass, because the payload must be
     /// validated in its encoding before quick-xml reads it.
     fn declared_encoding(&mut self) -> Result<TextEncoding, ParseError> {
+        if self.path == Path::Fast
+            && let Some(decl) = plain::COMMON_DECLARATIONS
+                .iter()
+                .find(|decl| self.body.starts_with(decl))
+        {
+            self.decl_end = decl.len();
+            return Ok(TextEncoding::Utf8);
+        }
         let Some(rest) = self.body.strip_prefix(b"<?xml") else {
             return Ok(TextEncoding::Utf8);
         };
@@ -301,6 +521,8 @@ impl<'a> Parser<'a, '_> {
                 "XML declaration must be `version`, then optional `encoding` and `standalone`",
             ));
         }
+        // `<?xml`, the pseudo-attributes, `?>`.
+        self.decl_end = 5 + end + 2;
         match encoding {
             None => Ok(TextEncoding::Utf8),
             Some(label) => resolve_label(label),
@@ -319,8 +541,7 @@ impl<'a> Parser<'a, '_> {
 
     /// Checks a tag's name and attributes without keeping anything.
     fn check_tag(&mut self, tag: &'a [u8], at: usize) -> Result<(), ParseError> {
-        let (name, attrs) = split_tag(tag);
-        check_name(name, at)?;
+        let (name, attrs) = split_name(tag, at)?;
         scan_attrs(
             attrs,
             at + name.len(),
@@ -331,8 +552,7 @@ impl<'a> Parser<'a, '_> {
     }
 
     fn open_root(&mut self, tag: &'a [u8], at: usize) -> Result<Root<'a>, ParseError> {
-        let (name, attrs) = split_tag(tag);
-        check_name(name, at)?;
+        let (name, attrs) = split_name(tag, at)?;
         let (prefix, local) = split_qname(name);
         let is_voevent = match local {
             b"VOEvent" => true,
@@ -399,7 +619,7 @@ impl<'a> Parser<'a, '_> {
                 Some(r) => TransportRole::from_attr(&r)
                     .ok_or_else(|| ParseError::UnknownTransportRole(excerpt(r.as_bytes())))?,
             };
-            Ok(Root::Transport(TransportAcc::new(role, version)))
+            Ok(Root::Transport(TransportAcc::new(role, version, self.keep)))
         }
     }
 
@@ -412,8 +632,7 @@ impl<'a> Parser<'a, '_> {
         depth: usize,
         empty: bool,
     ) -> Result<(), ParseError> {
-        let (name, attrs) = split_tag(tag);
-        check_name(name, at)?;
+        let (name, attrs) = split_name(tag, at)?;
         let attrs_at = at + name.len();
         let max = self.limits.attrs_max;
         match acc.classify(depth, split_qname(name).1) {
@@ -472,14 +691,27 @@ impl<'a> Parser<'a, '_> {
                 max: self.limits.text_max,
             });
         }
-        normalize_attr(self.decode_slice(raw, at)?, at)
+        normalize_attr(self.decode_body(raw, at)?, at)
     }
 
     fn decode(&self, raw: Cow<'a, [u8]>, at: usize) -> Result<Cow<'a, str>, ParseError> {
         match raw {
-            Cow::Borrowed(raw) => self.decode_slice(raw, at),
+            Cow::Borrowed(raw) => self.decode_body(raw, at),
             Cow::Owned(raw) => Ok(Cow::Owned(self.decode_slice(&raw, at)?.into_owned())),
         }
+    }
+
+    /// [`Parser::decode_slice`] for a part of `body`: a slice of [`Parser::body_text`] when
+    /// the body is known to be UTF-8, which costs no second validation.
+    fn decode_body(&self, raw: &'a [u8], at: usize) -> Result<Cow<'a, str>, ParseError> {
+        if let Some(text) = self.body_text
+            && let Some(offset) = raw.as_ptr().addr().checked_sub(self.body.as_ptr().addr())
+            && let Some(piece) = text.get(offset..offset + raw.len())
+            && piece.as_ptr() == raw.as_ptr()
+        {
+            return Ok(Cow::Borrowed(piece));
+        }
+        self.decode_slice(raw, at)
     }
 
     fn decode_slice<'s>(&self, raw: &'s [u8], at: usize) -> Result<Cow<'s, str>, ParseError> {
@@ -554,6 +786,10 @@ struct TransportAcc<'a> {
     meta_open: bool,
     /// The element whose text is being collected, if any.
     capture: Option<Capture<'a>>,
+    keep: Keep,
+    /// A `Response`, a `TimeStamp` child was found (only the first of each counts).
+    response_seen: bool,
+    timestamp_seen: bool,
 }
 
 #[derive(Debug)]
@@ -566,7 +802,7 @@ struct Capture<'a> {
 }
 
 impl<'a> TransportAcc<'a> {
-    fn new(role: TransportRole, version: Option<Cow<'a, str>>) -> Self {
+    fn new(role: TransportRole, version: Option<Cow<'a, str>>, keep: Keep) -> Self {
         Self {
             role,
             version,
@@ -578,7 +814,19 @@ impl<'a> TransportAcc<'a> {
             legacy_filters: Vec::new(),
             meta_open: false,
             capture: None,
+            keep,
+            response_seen: false,
+            timestamp_seen: false,
         }
+    }
+
+    /// Whether the text being captured is kept (else it is only measured).
+    fn keeps_text(&self) -> bool {
+        self.capture.as_ref().is_some_and(|c| self.kept(c.target))
+    }
+
+    fn kept(&self, target: Target) -> bool {
+        self.keep == Keep::All || !matches!(target, Target::Response | Target::TimeStamp)
     }
 
     /// Classifies an element at `depth` by local name. Only the first `Origin`, `Response`,
@@ -589,8 +837,8 @@ impl<'a> TransportAcc<'a> {
         }
         match (depth, local) {
             (2, b"Origin") if self.origin.is_none() => Child::Text(Target::Origin),
-            (2, b"Response") if self.response.is_none() => Child::Text(Target::Response),
-            (2, b"TimeStamp") if self.timestamp.is_none() => Child::Text(Target::TimeStamp),
+            (2, b"Response") if !self.response_seen => Child::Text(Target::Response),
+            (2, b"TimeStamp") if !self.timestamp_seen => Child::Text(Target::TimeStamp),
             (2, b"Meta") => Child::Meta,
             (3, b"Param") if self.meta_open => Child::Param,
             (3, b"Result") if self.meta_open && self.result.is_none() => {
@@ -613,6 +861,11 @@ impl<'a> TransportAcc<'a> {
 
     /// Starts collecting the text of an element (or stores `""` for an empty one).
     fn open(&mut self, target: Target, depth: usize, empty: bool) {
+        match target {
+            Target::Response => self.response_seen = true,
+            Target::TimeStamp => self.timestamp_seen = true,
+            Target::Origin | Target::Result | Target::Filter => {}
+        }
         if empty {
             self.assign(target, Cow::Borrowed(""));
         } else {
@@ -661,6 +914,9 @@ impl<'a> TransportAcc<'a> {
     }
 
     fn assign(&mut self, target: Target, value: Cow<'a, str>) {
+        if !self.kept(target) {
+            return;
+        }
         match target {
             Target::Origin => self.origin = Some(trim_ws(value)),
             Target::Response => self.response = Some(trim_ws(value)),
@@ -726,111 +982,6 @@ impl<'a> TextAcc<'a> {
     }
 }
 
-/// Detects a byte-order mark; returns the number of bytes to skip.
-fn sniff_bom(payload: &[u8]) -> Result<usize, ParseError> {
-    let unsupported = |name: &str| Err(ParseError::UnsupportedEncoding(name.to_owned()));
-    match payload {
-        [0xEF, 0xBB, 0xBF, ..] => Ok(3),
-        [0x00, 0x00, 0xFE, 0xFF, ..] | [0x00, 0x00, 0x00, b'<', ..] => unsupported("UTF-32BE"),
-        [0xFF, 0xFE, 0x00, 0x00, ..] | [b'<', 0x00, 0x00, 0x00, ..] => unsupported("UTF-32LE"),
-        [0xFE, 0xFF, ..] | [0x00, b'<', ..] => unsupported("UTF-16BE"),
-        [0xFF, 0xFE, ..] | [b'<', 0x00, ..] => unsupported("UTF-16LE"),
-        _ => Ok(0),
-    }
-}
-
-/// Maps an encoding label from the XML declaration to the way the payload is read.
-fn resolve_label(label: &[u8]) -> Result<TextEncoding, ParseError> {
-    let label = label.trim_ascii();
-    let ascii = [b"us-ascii".as_slice(), b"ascii", b"utf-8", b"utf8"];
-    if ascii.iter().any(|known| label.eq_ignore_ascii_case(known)) {
-        return Ok(TextEncoding::Utf8);
-    }
-    match Encoding::for_label(label) {
-        Some(encoding) if encoding == encoding_rs::UTF_8 => Ok(TextEncoding::Utf8),
-        Some(encoding) if encoding.is_ascii_compatible() => Ok(TextEncoding::Legacy(encoding)),
-        _ => Err(ParseError::UnsupportedEncoding(excerpt(label))),
-    }
-}
-
-/// Validates the payload's characters before the structure is read.
-fn check_chars(body: &[u8], base: usize, text: TextEncoding) -> Result<(), ParseError> {
-    let utf8 = matches!(text, TextEncoding::Utf8);
-    if utf8 && let Err(e) = std::str::from_utf8(body) {
-        return Err(ParseError::NotUtf8 {
-            offset: base + e.valid_up_to(),
-        });
-    }
-    if let Some(at) = find_forbidden(body, utf8) {
-        let reason = match body[at] {
-            0xEF => format!(
-                "character U+FFF{:X} is not allowed in XML",
-                body[at + 2] & 0x0F
-            ),
-            byte => format!("character U+{byte:04X} is not allowed in XML"),
-        };
-        return Err(malformed(base + at, &reason));
-    }
-    if let TextEncoding::Legacy(encoding) = text {
-        check_decodes(body, base, encoding)?;
-    }
-    Ok(())
-}
-
-/// Finds the first character XML 1.0 forbids: a C0 control other than tab, newline and carriage
-/// return, or (in UTF-8) U+FFFE or U+FFFF.
-fn find_forbidden(body: &[u8], utf8: bool) -> Option<usize> {
-    const CHUNK: usize = 64;
-    // A branch-free test per chunk (vectorised by the compiler); the exact position is looked
-    // for only in a suspicious chunk.
-    let suspicious =
-        |b: u8| ((b < 0x20) & (b != b'\t') & (b != b'\n') & (b != b'\r')) | (utf8 & (b == 0xEF));
-    for (index, chunk) in body.chunks(CHUNK).enumerate() {
-        if chunk.iter().fold(false, |acc, &b| acc | suspicious(b)) {
-            let start = index * CHUNK;
-            let found = (start..start + chunk.len()).find(|&i| match body[i] {
-                b'\t' | b'\n' | b'\r' => false,
-                0x00..=0x1F => true,
-                0xEF => {
-                    utf8 && body.get(i + 1) == Some(&0xBF)
-                        && matches!(body.get(i + 2), Some(0xBE | 0xBF))
-                }
-                _ => false,
-            });
-            if found.is_some() {
-                return found;
-            }
-        }
-    }
-    None
-}
-
-/// Checks that the whole payload decodes in `encoding` without errors, without allocating.
-fn check_decodes(body: &[u8], base: usize, encoding: &'static Encoding) -> Result<(), ParseError> {
-    let mut decoder = encoding.new_decoder_without_bom_handling();
-    let mut scratch = [0u8; 1024];
-    let mut read_total = 0;
-    loop {
-        let (result, read, _) =
-            decoder.decode_to_utf8_without_replacement(&body[read_total..], &mut scratch, true);
-        read_total += read;
-        match result {
-            DecoderResult::InputEmpty => return Ok(()),
-            DecoderResult::OutputFull => {}
-            DecoderResult::Malformed(bad, extra) => {
-                let at = read_total.saturating_sub(usize::from(bad) + usize::from(extra));
-                return Err(malformed(
-                    base + at,
-                    &format!(
-                        "byte sequence not valid in the declared encoding {}",
-                        encoding.name()
-                    ),
-                ));
-            }
-        }
-    }
-}
-
 /// Scans the attributes of one tag, checking their syntax, uniqueness, count and references,
 /// and calls `on_attr(name, raw_value, value_offset)` for each.
 ///
@@ -839,7 +990,7 @@ fn scan_attrs<'t>(
     attrs: &'t [u8],
     at: usize,
     max: usize,
-    keys: &mut Vec<Range<usize>>,
+    keys: &mut Keys,
     mut on_attr: impl FnMut(&'t [u8], &'t [u8], usize) -> Result<(), ParseError>,
 ) -> Result<(), ParseError> {
     keys.clear();
@@ -860,11 +1011,17 @@ fn scan_attrs<'t>(
             ));
         }
         let key_start = i;
-        while i < n && is_name_char(attrs[i]) {
+        let mut colons = 0u32;
+        while let Some(&b) = attrs.get(i)
+            && is_name_char(b)
+        {
+            colons += u32::from(b == b':');
             i += 1;
         }
         let key = &attrs[key_start..i];
-        check_name(key, at + key_start)?;
+        if !is_name_run(key, colons) {
+            check_name(key, at + key_start)?;
+        }
         while i < n && is_ws(attrs[i]) {
             i += 1;
         }
@@ -882,10 +1039,7 @@ fn scan_attrs<'t>(
         i += 1;
         let value_start = i;
         loop {
-            let Some(step) = attrs[i..]
-                .iter()
-                .position(|&b| b == quote || b == b'<' || b == b'&')
-            else {
+            let Some(step) = memchr::memchr3(quote, b'<', b'&', &attrs[i..]) else {
                 return Err(malformed(at + value_start, "attribute value is not closed"));
             };
             i += step;
@@ -920,14 +1074,62 @@ fn scan_attrs<'t>(
         if keys.len() >= max {
             return Err(ParseError::TooManyAttributes { max });
         }
-        if keys.iter().any(|k| &attrs[k.clone()] == key) {
+        if keys.contains(attrs, key) {
             return Err(malformed(
                 at + key_start,
                 &format!("duplicate attribute `{}`", excerpt(key)),
             ));
         }
-        keys.push(key_start..key_start + key.len());
+        keys.push(key_start, key.len());
         on_attr(key, value, at + value_start)?;
+    }
+}
+
+/// Attribute names of one tag, as `(offset, length)` in its attribute text, for the
+/// duplicate check: the first [`KEYS_INLINE`] in place, any more in a vector (which allocates
+/// only for a tag with more attributes than that).
+struct Keys {
+    inline: [(usize, usize); KEYS_INLINE],
+    inline_len: usize,
+    spill: Vec<(usize, usize)>,
+}
+
+/// Attribute names a tag can have before [`Keys`] allocates.
+const KEYS_INLINE: usize = 16;
+
+impl Keys {
+    fn new() -> Self {
+        Self {
+            inline: [(0, 0); KEYS_INLINE],
+            inline_len: 0,
+            spill: Vec::new(),
+        }
+    }
+
+    fn clear(&mut self) {
+        self.inline_len = 0;
+        self.spill.clear();
+    }
+
+    fn len(&self) -> usize {
+        self.inline_len + self.spill.len()
+    }
+
+    fn push(&mut self, at: usize, len: usize) {
+        match self.inline.get_mut(self.inline_len) {
+            Some(slot) => {
+                *slot = (at, len);
+                self.inline_len += 1;
+            }
+            None => self.spill.push((at, len)),
+        }
+    }
+
+    /// Whether `key` is one of the names, which are ranges of `attrs`.
+    fn contains(&self, attrs: &[u8], key: &[u8]) -> bool {
+        let same =
+            |&(at, len): &(usize, usize)| len == key.len() && attrs.get(at..at + len) == Some(key);
+        self.inline[..self.inline_len].iter().any(same) || self.spill.iter().any(same)
     }
 }
 
@@ -1026,7 +1228,7 @@ fn normalize_attr(value: Cow<'_, str>, at: usize) -> Result<Cow<'_, str>, ParseE
 
 /// Applies line-end normalisation (XML 1.0 §2.11): CR LF and lone CR become LF.
 fn normalize_newlines(text: Cow<'_, str>) -> Cow<'_, str> {
-    if !text.contains('\r') {
+    if memchr::memchr(b'\r', text.as_bytes()).is_none() {
         return text;
     }
     let mut out = String::with_capacity(text.len());
@@ -1046,11 +1248,10 @@ fn normalize_newlines(text: Cow<'_, str>) -> Cow<'_, str> {
 
 /// Trims XML whitespace from both ends, keeping a borrow borrowed.
 fn trim_ws(text: Cow<'_, str>) -> Cow<'_, str> {
-    let is_ws_char = |c: char| matches!(c, ' ' | '\t' | '\n' | '\r');
     match text {
-        Cow::Borrowed(s) => Cow::Borrowed(s.trim_matches(is_ws_char)),
+        Cow::Borrowed(s) => Cow::Borrowed(trim(s)),
         Cow::Owned(s) => {
-            let trimmed = s.trim_matches(is_ws_char);
+            let trimmed = trim(&s);
             if trimmed.len() == s.len() {
                 Cow::Owned(s)
             } else {
@@ -1058,6 +1259,43 @@ fn trim_ws(text: Cow<'_, str>) -> Cow<'_, str> {
             }
         }
     }
+}
+
+/// [`trim_ws`] on a `str`.
+fn trim(s: &str) -> &str {
+    // Whitespace is ASCII: the bytes next to it are character boundaries.
+    let bytes = s.as_bytes();
+    let start = bytes.iter().position(|&b| !is_ws(b)).unwrap_or(bytes.len());
+    let end = bytes
+        .iter()
+        .rposition(|&b| !is_ws(b))
+        .map_or(start, |i| i + 1);
+    s.get(start..end).unwrap_or_default()
+}
+
+/// Splits a tag's content into its name, checked with [`check_name`], and the rest (the
+/// attributes).
+///
+/// # Errors
+///
+/// [`check_name`]'s, for the name.
+fn split_name(tag: &[u8], at: usize) -> Result<(&[u8], &[u8]), ParseError> {
+    // One pass over the name characters; [`check_name`] only to word an error.
+    let mut end = 0;
+    let mut colons = 0u32;
+    while let Some(&b) = tag.get(end)
+        && is_name_char(b)
+    {
+        colons += u32::from(b == b':');
+        end += 1;
+    }
+    let (name, rest) = tag.split_at(end);
+    if rest.first().is_none_or(|&b| is_ws(b)) && is_name_run(name, colons) {
+        return Ok((name, rest));
+    }
+    let (name, rest) = split_tag(tag);
+    check_name(name, at)?;
+    Ok((name, rest))
 }
 
 /// Splits a tag's content into its name and the rest (the attributes).
@@ -1103,6 +1341,12 @@ fn check_name(name: &[u8], at: usize) -> Result<(), ParseError> {
     } else {
         Err(malformed(at, &format!("invalid name `{}`", excerpt(name))))
     }
+}
+
+/// [`check_name`]'s test for bytes known to be name characters, holding `colons` colons.
+fn is_name_run(name: &[u8], colons: u32) -> bool {
+    name.first().is_some_and(|&b| is_name_start(b) && b != b':')
+        && (colons == 0 || (colons == 1 && name.last() != Some(&b':')))
 }
 
 const NAME_START: u8 = 1;

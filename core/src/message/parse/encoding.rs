@@ -1,0 +1,116 @@
+//! The payload's encoding: byte-order marks, declared encodings, and the character checks
+//! made before the structure is read.
+
+use encoding_rs::{DecoderResult, Encoding};
+
+use super::{TextEncoding, excerpt, malformed};
+use crate::message::ParseError;
+
+/// Detects a byte-order mark; returns the number of bytes to skip.
+pub(super) fn sniff_bom(payload: &[u8]) -> Result<usize, ParseError> {
+    let unsupported = |name: &str| Err(ParseError::UnsupportedEncoding(name.to_owned()));
+    match payload {
+        [0xEF, 0xBB, 0xBF, ..] => Ok(3),
+        [0x00, 0x00, 0xFE, 0xFF, ..] | [0x00, 0x00, 0x00, b'<', ..] => unsupported("UTF-32BE"),
+        [0xFF, 0xFE, 0x00, 0x00, ..] | [b'<', 0x00, 0x00, 0x00, ..] => unsupported("UTF-32LE"),
+        [0xFE, 0xFF, ..] | [0x00, b'<', ..] => unsupported("UTF-16BE"),
+        [0xFF, 0xFE, ..] | [b'<', 0x00, ..] => unsupported("UTF-16LE"),
+        _ => Ok(0),
+    }
+}
+
+/// Maps an encoding label from the XML declaration to the way the payload is read.
+pub(super) fn resolve_label(label: &[u8]) -> Result<TextEncoding, ParseError> {
+    let label = label.trim_ascii();
+    let ascii = [b"us-ascii".as_slice(), b"ascii", b"utf-8", b"utf8"];
+    if ascii.iter().any(|known| label.eq_ignore_ascii_case(known)) {
+        return Ok(TextEncoding::Utf8);
+    }
+    match Encoding::for_label(label) {
+        Some(encoding) if encoding == encoding_rs::UTF_8 => Ok(TextEncoding::Utf8),
+        Some(encoding) if encoding.is_ascii_compatible() => Ok(TextEncoding::Legacy(encoding)),
+        _ => Err(ParseError::UnsupportedEncoding(excerpt(label))),
+    }
+}
+
+/// What [`scan_chars`] found.
+pub(super) struct CharScan {
+    /// Every byte is printable ASCII (0x20 to 0x7F), tab, newline or carriage return, so the
+    /// payload is valid UTF-8 and, as far as characters go, in every supported encoding.
+    pub(super) plain: bool,
+    /// Offset of the first character XML 1.0 forbids, if any.
+    pub(super) forbidden: Option<usize>,
+    /// There is a carriage return before `forbidden` (or at all, without one).
+    pub(super) has_cr: bool,
+}
+
+/// Finds the first character XML 1.0 forbids: a C0 control other than tab, newline and carriage
+/// return, or (in UTF-8) U+FFFE or U+FFFF; also tells whether the payload is plain ASCII and
+/// whether it has a carriage return.
+pub(super) fn scan_chars(body: &[u8], utf8: bool) -> CharScan {
+    const CHUNK: usize = 32;
+    // Two branch-free tests per chunk (vectorised by the compiler): any control or non-ASCII
+    // byte at all (one signed compare), then only for such a chunk, any byte that may start a
+    // forbidden character. The exact position is looked for only in a chunk that fails both.
+    let printable = |b: u8| (b as i8) >= 0x20;
+    let suspicious =
+        |b: u8| ((b < 0x20) & (b != b'\t') & (b != b'\n') & (b != b'\r')) | (utf8 & (b == 0xEF));
+    let mut scan = CharScan {
+        plain: true,
+        forbidden: None,
+        has_cr: false,
+    };
+    for (index, chunk) in body.chunks(CHUNK).enumerate() {
+        if chunk.iter().fold(true, |acc, &b| acc & printable(b)) {
+            continue;
+        }
+        scan.plain &= chunk.iter().all(|&b| b < 0x80);
+        scan.has_cr |= chunk.contains(&b'\r');
+        if chunk.iter().fold(false, |acc, &b| acc | suspicious(b)) {
+            let start = index * CHUNK;
+            scan.forbidden = (start..start + chunk.len()).find(|&i| match body[i] {
+                b'\t' | b'\n' | b'\r' => false,
+                0x00..=0x1F => true,
+                0xEF => {
+                    utf8 && body.get(i + 1) == Some(&0xBF)
+                        && matches!(body.get(i + 2), Some(0xBE | 0xBF))
+                }
+                _ => false,
+            });
+            if scan.forbidden.is_some() {
+                return scan;
+            }
+        }
+    }
+    scan
+}
+
+/// Checks that the whole payload decodes in `encoding` without errors, without allocating.
+pub(super) fn check_decodes(
+    body: &[u8],
+    base: usize,
+    encoding: &'static Encoding,
+) -> Result<(), ParseError> {
+    let mut decoder = encoding.new_decoder_without_bom_handling();
+    let mut scratch = [0u8; 1024];
+    let mut read_total = 0;
+    loop {
+        let (result, read, _) =
+            decoder.decode_to_utf8_without_replacement(&body[read_total..], &mut scratch, true);
+        read_total += read;
+        match result {
+            DecoderResult::InputEmpty => return Ok(()),
+            DecoderResult::OutputFull => {}
+            DecoderResult::Malformed(bad, extra) => {
+                let at = read_total.saturating_sub(usize::from(bad) + usize::from(extra));
+                return Err(malformed(
+                    base + at,
+                    &format!(
+                        "byte sequence not valid in the declared encoding {}",
+                        encoding.name()
+                    ),
+                ));
+            }
+        }
+    }
+}
