@@ -215,14 +215,14 @@ impl<'a, 'l> Parser<'a, 'l> {
     }
 
     /// The quick-xml pass, after checking the characters (unless the fast path has).
-    fn run_checked(mut self) -> Result<Message<'a>, ParseError> {
+    fn run_checked(&mut self) -> Result<Message<'a>, ParseError> {
         if !self.chars_checked {
-            self.check_chars()?;
+            self.check_chars(false)?;
         }
         self.run()
     }
 
-    fn run(mut self) -> Result<Message<'a>, ParseError> {
+    fn run(&mut self) -> Result<Message<'a>, ParseError> {
         let mut reader = Reader::from_reader(self.body);
         let config = reader.config_mut();
         config.check_comments = true;
@@ -435,11 +435,16 @@ impl<'a, 'l> Parser<'a, 'l> {
     }
 
     /// Validates the payload's characters before the structure is read, and records what the
-    /// pass can then skip ([`Parser::body_text`], [`Parser::has_cr`]).
-    fn check_chars(&mut self) -> Result<(), ParseError> {
+    /// pass can then skip ([`Parser::body_text`], and with `hints` [`Parser::has_cr`] and, for
+    /// plain ASCII, the UTF-8 validation).
+    fn check_chars(&mut self, hints: bool) -> Result<(), ParseError> {
         let (body, base) = (self.body, self.base);
         let utf8 = matches!(self.text, TextEncoding::Utf8);
-        let scan = scan_chars(body, utf8);
+        let scan = if hints {
+            scan_chars::<true>(body, utf8)
+        } else {
+            scan_chars::<false>(body, utf8)
+        };
         // Plain ASCII needs no UTF-8 validation (its pieces are validated as they are taken).
         let text = if utf8 && !(scan.plain && scan.forbidden.is_none()) {
             let text = std::str::from_utf8(body).map_err(|e| ParseError::NotUtf8 {
@@ -1095,7 +1100,7 @@ struct Keys {
 }
 
 /// Attribute names a tag can have before [`Keys`] allocates.
-const KEYS_INLINE: usize = 16;
+const KEYS_INLINE: usize = 8;
 
 impl Keys {
     fn new() -> Self {

@@ -37,35 +37,43 @@ pub(super) fn resolve_label(label: &[u8]) -> Result<TextEncoding, ParseError> {
 pub(super) struct CharScan {
     /// Every byte is printable ASCII (0x20 to 0x7F), tab, newline or carriage return, so the
     /// payload is valid UTF-8 and, as far as characters go, in every supported encoding.
+    /// `false` when not looked for.
     pub(super) plain: bool,
     /// Offset of the first character XML 1.0 forbids, if any.
     pub(super) forbidden: Option<usize>,
-    /// There is a carriage return before `forbidden` (or at all, without one).
+    /// There may be a carriage return (before `forbidden`, if any). `true` when not looked
+    /// for.
     pub(super) has_cr: bool,
 }
 
 /// Finds the first character XML 1.0 forbids: a C0 control other than tab, newline and carriage
-/// return, or (in UTF-8) U+FFFE or U+FFFF; also tells whether the payload is plain ASCII and
-/// whether it has a carriage return.
-pub(super) fn scan_chars(body: &[u8], utf8: bool) -> CharScan {
+/// return, or (in UTF-8) U+FFFE or U+FFFF.
+///
+/// With `HINTS`, also tells whether the payload is plain ASCII and whether it has a carriage
+/// return, at a lower cost for plain ASCII and a higher one for text with control characters
+/// (line ends): for a small Transport message, not for a VOEvent.
+pub(super) fn scan_chars<const HINTS: bool>(body: &[u8], utf8: bool) -> CharScan {
     const CHUNK: usize = 32;
-    // Two branch-free tests per chunk (vectorised by the compiler): any control or non-ASCII
-    // byte at all (one signed compare), then only for such a chunk, any byte that may start a
-    // forbidden character. The exact position is looked for only in a chunk that fails both.
+    // Branch-free tests per chunk (vectorised by the compiler). With hints, first: any control
+    // or non-ASCII byte at all (one signed compare). Then, for such a chunk: any byte that may
+    // start a forbidden character. The exact position is looked for only in a chunk that
+    // fails both.
     let printable = |b: u8| (b as i8) >= 0x20;
     let suspicious =
         |b: u8| ((b < 0x20) & (b != b'\t') & (b != b'\n') & (b != b'\r')) | (utf8 & (b == 0xEF));
     let mut scan = CharScan {
-        plain: true,
+        plain: HINTS,
         forbidden: None,
-        has_cr: false,
+        has_cr: !HINTS,
     };
     for (index, chunk) in body.chunks(CHUNK).enumerate() {
-        if chunk.iter().fold(true, |acc, &b| acc & printable(b)) {
-            continue;
+        if HINTS {
+            if chunk.iter().fold(true, |acc, &b| acc & printable(b)) {
+                continue;
+            }
+            scan.plain &= chunk.iter().all(|&b| b < 0x80);
+            scan.has_cr |= chunk.contains(&b'\r');
         }
-        scan.plain &= chunk.iter().all(|&b| b < 0x80);
-        scan.has_cr |= chunk.contains(&b'\r');
         if chunk.iter().fold(false, |acc, &b| acc | suspicious(b)) {
             let start = index * CHUNK;
             scan.forbidden = (start..start + chunk.len()).find(|&i| match body[i] {

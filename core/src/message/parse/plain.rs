@@ -35,7 +35,7 @@ impl<'a> Parser<'a, '_> {
         if body[lt] != b'<' || split_qname(name).1 != b"Transport" {
             return None;
         }
-        self.check_chars().ok()?;
+        self.check_chars(true).ok()?;
         let mut walk = Walk::new();
         // The names of the open elements: (offset, length) in `body`.
         let mut open = [(0usize, 0usize); PLAIN_DEPTH_MAX];
