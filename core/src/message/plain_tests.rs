@@ -6,19 +6,8 @@ use proptest::prelude::*;
 use super::parse::{KNOWN_ROOTS, parse_full, parse_plain};
 use super::*;
 
-/// pygcn 1.1.3's ack (`gcn/voeventclient.py::_form_response`), byte for byte.
-const PYGCN_ACK: &str = concat!(
-    "<?xml version='1.0' encoding='UTF-8'?>",
-    r#"<trn:Transport role="ack" version="1.0" "#,
-    r#"xmlns:trn="http://telescope-networks.org/schema/Transport/v1.1" "#,
-    r#"xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance" "#,
-    r#"xsi:schemaLocation="http://telescope-networks.org/schema/Transport/v1.1 "#,
-    r#"http://telescope-networks.org/schema/Transport-v1.1.xsd">"#,
-    "<Origin>ivo://nasa.gsfc.gcn/SWIFT#BAT_GRB_Pos_532871-729</Origin>",
-    "<Response>ivo://nasa.gsfc.gcn/gcn3_listener</Response>",
-    "<TimeStamp>2024-05-01T12:00:01</TimeStamp>",
-    "</trn:Transport>",
-);
+/// pygcn 1.1.3's ack (`gcn/voeventclient.py::_form_response`), byte for byte (a fixture the core bench shares).
+const PYGCN_ACK: &str = include_str!("../../tests/data/pygcn_ack.xml");
 
 /// Comet 3.1.0's root start tag (`comet/protocol/messages.py`, as lxml writes it), before the
 /// role value.
