@@ -7,7 +7,7 @@
 #
 #   bash .ci/bench.sh
 #
-# About 6-9 minutes on 2 cores (Comet is the slow part), plus the release build. Every broker
+# About 5 minutes on 2 cores (Comet is the slow part), plus the release build. Every broker
 # is started fresh for each run (new event database, no state carried over) and stopped right
 # after it; everything listens on 127.0.0.1 only; every run is bounded by a timeout; every
 # process is killed on exit. Each run's output and JSON line stay in target/bench-results/
