@@ -78,12 +78,14 @@ impl Backoff {
     }
 }
 
-/// A tiny seeded generator (SplitMix64): deterministic, no OS randomness.
+/// A tiny seeded generator (SplitMix64): deterministic, no OS randomness. The back-off's
+/// jitter and the simulator's scheduling draw from it; not for cryptography.
 #[derive(Debug, Clone)]
-pub(crate) struct SplitMix64(pub(crate) u64);
+pub struct SplitMix64(pub u64);
 
 impl SplitMix64 {
-    pub(crate) fn next_u64(&mut self) -> u64 {
+    /// The next 64 random bits.
+    pub fn next_u64(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
         let mut z = self.0;
         z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
@@ -91,7 +93,8 @@ impl SplitMix64 {
         z ^ (z >> 31)
     }
 
-    pub(crate) fn next_f64(&mut self) -> f64 {
+    /// Uniform in `[0, 1)`.
+    pub fn next_f64(&mut self) -> f64 {
         // 53 random bits into [0, 1).
         (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
     }

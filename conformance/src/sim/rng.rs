@@ -7,29 +7,27 @@
 
 use std::time::Duration;
 
-/// A seeded pseudo-random stream.
+use vtp_core::backoff::SplitMix64;
+
+/// A seeded pseudo-random stream (the core's SplitMix64, with the draws the simulator needs).
 #[derive(Debug, Clone)]
-pub(crate) struct Rng(u64);
+pub(crate) struct Rng(SplitMix64);
 
 impl Rng {
     /// A stream determined by `seed` alone.
     pub(crate) fn new(seed: u64) -> Self {
-        Self(seed)
+        Self(SplitMix64(seed))
     }
 
     /// The next 64 random bits.
     pub(crate) fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
+        self.0.next_u64()
     }
 
     /// An independent stream, for a component whose draws must not shift when another
     /// component draws more or less.
     pub(crate) fn fork(&mut self) -> Self {
-        Self(self.next_u64() ^ 0x5851_F42D_4C95_7F2D)
+        Self::new(self.next_u64() ^ 0x5851_F42D_4C95_7F2D)
     }
 
     /// Uniform in `0..n`; 0 when `n` is 0.
