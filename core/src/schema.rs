@@ -401,7 +401,7 @@ impl<'a> Validator<'a, '_> {
                     let c = resolve_ref(&reference).ok_or_else(|| SchemaError::Malformed {
                         reason: format!("unknown reference &{};", lossy(&reference)),
                     })?;
-                    self.piece(char_piece(c), reference.len() + 2)?;
+                    self.piece(crate::message::char_piece(c), reference.len() + 2)?;
                 }
                 Event::Comment(_) | Event::PI(_) => {}
                 Event::Decl(_) | Event::DocType(_) => {
@@ -1157,37 +1157,10 @@ fn scan_attrs<'t>(
     }
 }
 
-/// Resolves the name of a reference (between `&` and `;`) to its character.
+/// Resolves the name of a reference (between `&` and `;`) to its character, as the message
+/// parser does (the payload has been through it).
 fn resolve_ref(name: &[u8]) -> Option<char> {
-    let (digits, radix) = match name {
-        b"lt" => return Some('<'),
-        b"gt" => return Some('>'),
-        b"amp" => return Some('&'),
-        b"apos" => return Some('\''),
-        b"quot" => return Some('"'),
-        [b'#', b'x', hex @ ..] => (hex, 16),
-        [b'#', decimal @ ..] => (decimal, 10),
-        _ => return None,
-    };
-    let digits = std::str::from_utf8(digits).ok()?;
-    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return None;
-    }
-    char::from_u32(u32::from_str_radix(digits, radix).ok()?)
-}
-
-/// The text a reference stands for, without allocating for the predefined entities.
-fn char_piece(c: char) -> Cow<'static, str> {
-    match c {
-        '<' => Cow::Borrowed("<"),
-        '>' => Cow::Borrowed(">"),
-        '&' => Cow::Borrowed("&"),
-        '\'' => Cow::Borrowed("'"),
-        '"' => Cow::Borrowed("\""),
-        ' ' => Cow::Borrowed(" "),
-        '\n' => Cow::Borrowed("\n"),
-        other => Cow::Owned(other.to_string()),
-    }
+    crate::message::resolve_ref(name, 0).ok()
 }
 
 /// Splits a tag's content into its name and the rest (the attributes).

@@ -51,6 +51,9 @@
 mod build;
 mod parse;
 
+/// Reference resolution, shared with the schema validator (one reading of `&...;`).
+pub(crate) use parse::{char_piece, resolve_ref};
+
 use std::borrow::Cow;
 use std::fmt;
 use std::ops::Range;

@@ -1172,13 +1172,15 @@ fn char_ref(digits: &[u8], radix: u32, at: usize) -> Result<char, ParseError> {
 }
 
 /// The text a reference stands for, without allocating for the predefined entities.
-fn char_piece(c: char) -> Cow<'static, str> {
+pub(crate) fn char_piece(c: char) -> Cow<'static, str> {
     match c {
         '<' => Cow::Borrowed("<"),
         '>' => Cow::Borrowed(">"),
         '&' => Cow::Borrowed("&"),
         '\'' => Cow::Borrowed("'"),
         '"' => Cow::Borrowed("\""),
+        ' ' => Cow::Borrowed(" "),
+        '\n' => Cow::Borrowed("\n"),
         other => Cow::Owned(other.to_string()),
     }
 }
