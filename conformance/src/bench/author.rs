@@ -170,17 +170,23 @@ impl Ctx<'_> {
         (Instant::now() < self.deadline).then_some(n)
     }
 
+    /// Writes event `n` into `frame` and records its submission start (now).
+    fn begin(&self, n: u64, frame: &mut Vec<u8>, out: &mut Outcome) -> Instant {
+        self.template.write(n, frame);
+        let start = Instant::now();
+        if let Some(book) = self.book {
+            book.start(n, start);
+        }
+        out.first_start = min_opt(out.first_start, Some(start));
+        start
+    }
+
     fn submit_loop(&self) -> Outcome {
         let mut out = Outcome::default();
         let mut frame = Vec::with_capacity(self.template.frame_len());
         let mut reply = Vec::with_capacity(1024);
         while let Some(n) = self.next_event(&mut out) {
-            self.template.write(n, &mut frame);
-            let start = Instant::now();
-            if let Some(book) = self.book {
-                book.start(n, start);
-            }
-            out.first_start = min_opt(out.first_start, Some(start));
+            let start = self.begin(n, &mut frame, &mut out);
             match self.submit_one(&frame, &mut reply) {
                 Ok(received) => match receipt(&reply, &self.template.ivorn(n)) {
                     Receipt::Ack => {
@@ -249,12 +255,7 @@ impl Ctx<'_> {
         }
         let mut frame = Vec::with_capacity(self.template.frame_len());
         while let Some(n) = self.next_event(&mut out) {
-            self.template.write(n, &mut frame);
-            let start = Instant::now();
-            if let Some(book) = self.book {
-                book.start(n, start);
-            }
-            out.first_start = min_opt(out.first_start, Some(start));
+            self.begin(n, &mut frame, &mut out);
             if let Err(e) = s.write_all(&frame) {
                 out.fail(format!("stream write: {e}"));
                 break;
