@@ -60,11 +60,10 @@
 //!
 //! **The guarantee.** An ack is written to an author (or an upstream), and an event is written
 //! to a subscriber or handed to handlers, only after the store has committed the event's
-//! seen-index record (with the vtp store: one fsync'd redb transaction,
-//! `Durability::Immediate`). So after a crash at any instant (`kill -9`, power loss), every
-//! event the node acked or forwarded is in the restored seen-index: it is not forwarded again
-//! when it is resubmitted or relayed to the restarted node, and the author of every acked
-//! event need not resubmit. An event whose record was being committed when the node died was
+//! seen-index record (with the vtp store: written to its log file and `fdatasync`'d). So after
+//! a crash at any instant (`kill -9`, power loss), every event the node acked or forwarded is
+//! in the restored seen-index: it is not forwarded again when it is resubmitted or relayed to
+//! the restarted node, and the author of every acked event need not resubmit. An event whose record was being committed when the node died was
 //! neither acked nor forwarded: its author gets no ack and resubmits; if the commit did reach
 //! the disk, the resubmission is acked as a duplicate and the event is never forwarded
 //! (at-most-once, the window being the time between a commit and the write of its output).

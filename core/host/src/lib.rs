@@ -6,7 +6,7 @@
 //! loop). It uses plain threads and `std::sync::mpsc`, never an async runtime, and never blocks
 //! the caller's event loop:
 //!
-//! - [`store`]: the seen-index on disk ([`SeenStore`], a redb file) and the thread that owns it
+//! - [`store`]: the seen-index on disk ([`SeenStore`], an append-only log file) and the thread that owns it
 //!   ([`StoreWorker`]), which turns the core's `Persist`, `Forget` and `Expire` actions into
 //!   group commits and reports which of them are durable;
 //! - [`handlers`]: what is done with every accepted event ([`Handler`]: [`PrintEvent`],
