@@ -255,6 +255,8 @@ results, systems, machine, load_before, load_after, hold_iamalive, rounds, paced
     sys.argv[1:10]
 systems = systems.split()
 vtps = [s for s in systems if s not in ("comet", "null")]
+# The systems compared with Comet in ratio rows: the vtp runtimes, and the null relay if it ran.
+vs_comet = vtps + [s for s in systems if s == "null"]
 names = {"tokio": "vtp tokio", "smol": "vtp smol", "mio": "vtp mio", "comet": "Comet 3.1.0",
          "null": "null relay"}
 
@@ -331,7 +333,7 @@ for w, what in (("fresh", "fresh event database"), ("submit", "one connection ea
 head(f"fan-out: 100 subscribers, {n['fanout']} events, window 32 (32 authors)")
 dps = {s: get("fanout", s, "deliveries_per_s") for s in systems}
 row("  deliveries/s", {s: num(dps[s]) for s in systems})
-row("  vtp / Comet", {s: times(ratio(dps[s], dps.get("comet"))) for s in vtps + ["null"]})
+row("  vtp / Comet", {s: times(ratio(dps[s], dps.get("comet"))) for s in vs_comet})
 row("  % of null relay", {s: pct(ratio(dps[s], dps.get("null"))) for s in brokers})
 cpu_f = {s: get("fanout", s, "broker_cpu_us_per_event") for s in systems}
 row("  broker CPU us/event", {s: num(cpu_f[s]) for s in systems})
@@ -347,7 +349,7 @@ head(f"paced: 100 subscribers, 20 events/s, {n['paced']} events")
 for q in ("p50", "p99", "max"):
     row(f"  latency {q} ms", {s: num(get("paced", s, f"latency_{q}_ms"), 2) for s in systems})
 p99 = {s: get("paced", s, "latency_p99_ms") for s in systems}
-row("  Comet / vtp p99", {s: times(ratio(p99.get("comet"), p99[s])) for s in vtps + ["null"]})
+row("  Comet / vtp p99", {s: times(ratio(p99.get("comet"), p99[s])) for s in vs_comet})
 cpu_p = {s: get("paced", s, "broker_cpu_us_per_event") for s in systems}
 row("  broker CPU us/event", {s: num(cpu_p[s]) for s in systems})
 row("  Comet / vtp CPU", {s: times(ratio(cpu_p.get("comet"), cpu_p[s])) for s in vtps})
