@@ -1,7 +1,9 @@
 //! Hot-path numbers for the sans-IO core: parse throughput, allocations per parse and per
 //! event, receipt building, fan-out cost, and the cost of a subscriber's ack. Run with
 //! `cargo bench -p vtp-core --bench core`; `-- ack` runs only the ack figures (handy under
-//! `valgrind --tool=callgrind`, whose instruction counts do not move with machine load).
+//! `valgrind --tool=callgrind`, whose instruction counts do not move with machine load), and
+//! `-- parse` only the parse figures and `-- submit` only the 0-feed broker submission
+//! (`--toggle-collect='*submit_one*'` counts the submissions alone).
 //!
 //! A plain `main` (no harness): throughputs are the best of several runs, per-submission times
 //! the median of all submissions, and allocations are counted by a global allocator that wraps
@@ -220,12 +222,7 @@ fn broker_bench(feeds: usize, events: usize) -> BrokerFigures {
         }
         drain(&mut node);
         let submit = |node: &mut Node, frame: &Bytes| {
-            let author = node
-                .handle_accept(ListenerRole::Receive, peer, now)
-                .expect("accepted");
-            node.handle_input(author, black_box(frame), now);
-            let forwarded = drain(node);
-            assert_eq!(forwarded, feeds);
+            assert_eq!(submit_one(node, frame, peer, now), feeds);
         };
         // Warm up: queues and tables reach their working capacity.
         for frame in &run[..warmup] {
@@ -250,6 +247,17 @@ fn broker_bench(feeds: usize, events: usize) -> BrokerFigures {
         bytes_per_event: alloc_bytes as f64 / events as f64,
         ns_per_event: ns_per(times[times.len() / 2], 1),
     }
+}
+
+/// One author submission: accept, input, drain; returns the number of forwards. Out of line
+/// so that callgrind can count it alone (`--toggle-collect='*submit_one*'`).
+#[inline(never)]
+fn submit_one(node: &mut Node, frame: &Bytes, peer: Peer, now: Instant) -> usize {
+    let author = node
+        .handle_accept(ListenerRole::Receive, peer, now)
+        .expect("accepted");
+    node.handle_input(author, black_box(frame), now);
+    drain(node)
 }
 
 /// Building an ack and a nak (a framed Transport message each).
@@ -364,9 +372,21 @@ fn main() {
         println!("skipped: run with `cargo bench -p vtp-core --bench core`");
         return;
     }
+    let only = |name: &str| std::env::args().skip(1).any(|a| a == name);
+    if only("parse") {
+        print_parse(&parse_bench());
+        return;
+    }
+    if only("submit") {
+        let b = broker_bench(0, 2_000);
+        println!(
+            "broker, 0 feeds: {:.2} allocs/event, {:.0} bytes/event, {:.0} ns/event",
+            b.allocs_per_event, b.bytes_per_event, b.ns_per_event
+        );
+        return;
+    }
     let a = ack_bench();
-    let ack_only = std::env::args().skip(1).any(|a| a == "ack");
-    if ack_only {
+    if only("ack") {
         print_ack(&a);
         return;
     }
@@ -382,18 +402,7 @@ fn main() {
         GCN.len()
     );
     println!();
-    line(
-        "decode + parse throughput",
-        format!("{:.0} MB/s", p.mb_per_s),
-    );
-    line(
-        "decode + parse per event",
-        format!("{:.0} ns", p.ns_per_event),
-    );
-    line(
-        "allocations per parse",
-        format!("{:.1} ({:.0} B)", p.allocs_per_parse, p.bytes_per_parse),
-    );
+    print_parse(&p);
     println!("{:<34} {:>12}", "build ack", format!("{ack_ns:.0} ns"));
     println!("{:<34} {:>12}", "build nak", format!("{nak_ns:.0} ns"));
     print_ack(&a);
@@ -429,6 +438,21 @@ fn main() {
 /// One row of the table: a label and its figure.
 fn line(label: impl std::fmt::Display, value: String) {
     println!("{label:<34} {value:>12}");
+}
+
+fn print_parse(p: &ParseFigures) {
+    line(
+        "decode + parse throughput",
+        format!("{:.0} MB/s", p.mb_per_s),
+    );
+    line(
+        "decode + parse per event",
+        format!("{:.0} ns", p.ns_per_event),
+    );
+    line(
+        "allocations per parse",
+        format!("{:.1} ({:.0} B)", p.allocs_per_parse, p.bytes_per_parse),
+    );
 }
 
 fn print_ack(a: &AckFigures) {

@@ -120,6 +120,8 @@ pub fn validate_voevent_2_0(
         bindings: Vec::new(),
         text: Collected::Empty,
         text_len: 0,
+        tag_attrs: [(&[], &[]); TAG_ATTRS_KEPT],
+        tag_attrs_len: 0,
     }
     .run()
 }
@@ -296,6 +298,10 @@ pub enum SchemaError {
 
 // ------------------------------------------------------------------------------------ tables
 
+/// Attributes of one tag kept from its first scan: more than any VOEvent type declares (6)
+/// plus the usual namespace declarations and `xsi:` hints.
+const TAG_ATTRS_KEPT: usize = 12;
+
 /// Nesting depth of the deepest element the schema allows (`C1` in
 /// `VOEvent/WhereWhen/ObsDataLocation/ObservationLocation/AstroCoords/Position2D/Value2`).
 pub(crate) const DEPTH_MAX: usize = 8;
@@ -367,6 +373,12 @@ struct Validator<'a, 'l> {
     text: Collected<'a>,
     /// Payload bytes of `text` so far, for [`ParseLimits::text_max`].
     text_len: usize,
+    /// The attributes (`name`, raw value) of the tag being opened, in order, as the one scan
+    /// that reads its namespace declarations found them; only the first
+    /// [`TAG_ATTRS_KEPT`] are kept (a tag with more is scanned again).
+    tag_attrs: [(&'a [u8], &'a [u8]); TAG_ATTRS_KEPT],
+    /// Number of attributes of the tag being opened (may exceed [`TAG_ATTRS_KEPT`]).
+    tag_attrs_len: usize,
 }
 
 impl<'a> Validator<'a, '_> {
@@ -472,12 +484,19 @@ impl<'a> Validator<'a, '_> {
         self.attributes(attrs)
     }
 
-    /// Records the namespace declarations among `attrs`, made by the element at `depth`.
+    /// Records the namespace declarations among `attrs`, made by the element at `depth`, and
+    /// keeps every attribute in `tag_attrs` for [`Self::attributes`].
     fn declare(&mut self, attrs: &'a [u8], depth: usize) -> Result<(), SchemaError> {
         let encoding = self.encoding;
         let bindings = &mut self.bindings;
+        let (kept, len) = (&mut self.tag_attrs, &mut self.tag_attrs_len);
+        *len = 0;
         let mut failed = None;
         scan_attrs(attrs, |key, raw| {
+            if let Some(slot) = kept.get_mut(*len) {
+                *slot = (key, raw);
+            }
+            *len += 1;
             let prefix = match key.strip_prefix(b"xmlns") {
                 Some([]) => &key[..0],
                 Some([b':', prefix @ ..]) => prefix,
@@ -637,6 +656,23 @@ impl<'a> Validator<'a, '_> {
 
     /// Handles character data (a text run or a CDATA section) in the open element.
     fn characters(&mut self, raw: Cow<'a, [u8]>) -> Result<(), SchemaError> {
+        // What needs no decoding: text in an `xs:string` element, and whitespace where only
+        // whitespace is allowed. In an ASCII-compatible encoding the four XML space characters
+        // are single bytes and no other character decodes to one, so the bytes tell.
+        let content = self
+            .depth
+            .checked_sub(1)
+            .map(|top| &self.frames[top].ty.content);
+        let ignorable = match content {
+            Some(Content::Simple(Value::String)) => true,
+            None | Some(Content::All(_) | Content::Choice(_) | Content::Sequence(_)) => {
+                raw.iter().all(|&b| is_xml_space_byte(b))
+            }
+            Some(Content::Empty | Content::Simple(_)) => false,
+        };
+        if ignorable {
+            return Ok(());
+        }
         let len = raw.len();
         match raw {
             Cow::Borrowed(raw) => {
@@ -726,7 +762,7 @@ impl<'a> Validator<'a, '_> {
         let mut xsi_seen = 0u32;
         let mut count = 0usize;
         let mut failed = None;
-        scan_attrs(attrs, |key, raw| {
+        let mut check = |key, raw| {
             count += 1;
             let checked = if count > self.limits.attrs_max {
                 Err(SchemaError::TooLarge {
@@ -738,8 +774,19 @@ impl<'a> Validator<'a, '_> {
                 self.attribute(ty, key, raw, &mut seen, &mut xsi_seen)
             };
             checked.map_err(|e| failed = Some(e)).is_ok()
-        })
-        .map_err(malformed)?;
+        };
+        // `declare` scanned this tag to its end (or failed): its attributes are kept unless
+        // there were too many.
+        match self.tag_attrs.get(..self.tag_attrs_len) {
+            Some(kept) => {
+                for &(key, raw) in kept {
+                    if !check(key, raw) {
+                        break;
+                    }
+                }
+            }
+            None => scan_attrs(attrs, check).map_err(malformed)?,
+        }
         if let Some(e) = failed {
             return Err(e);
         }
@@ -943,7 +990,10 @@ fn value_of<'a>(
 /// declared legacy encoding.
 fn decode<'a>(encoding: Option<&'static Encoding>, raw: &'a [u8]) -> Cow<'a, str> {
     match encoding {
-        None => String::from_utf8_lossy(raw),
+        None => match std::str::from_utf8(raw) {
+            Ok(text) => Cow::Borrowed(text),
+            Err(_) => String::from_utf8_lossy(raw),
+        },
         Some(encoding) => encoding.decode_without_bom_handling(raw).0,
     }
 }
@@ -1111,6 +1161,11 @@ fn declared_encoding(payload: &[u8]) -> Option<&'static Encoding> {
     Encoding::for_label(label).filter(|e| *e != encoding_rs::UTF_8 && e.is_ascii_compatible())
 }
 
+/// Whether a byte is one of the four XML space characters.
+fn is_xml_space_byte(b: u8) -> bool {
+    matches!(b, b' ' | b'\t' | b'\n' | b'\r')
+}
+
 /// Calls `on_attr(name, raw_value)` for each attribute of a tag (the part after its name),
 /// until it returns `false`.
 fn scan_attrs<'t>(
@@ -1147,7 +1202,7 @@ fn scan_attrs<'t>(
             _ => return Err("attribute value must be quoted"),
         };
         let value_start = i + 1;
-        let Some(len) = attrs[value_start..].iter().position(|&b| b == quote) else {
+        let Some(len) = memchr::memchr(quote, &attrs[value_start..]) else {
             return Err("attribute value is not closed");
         };
         i = value_start + len + 1;
