@@ -16,9 +16,9 @@
 # Workloads (the same for every broker; the environment variables shown override them):
 #   submit   SUBMIT_EVENTS (1000) distinct 10 KB GCN events from 8 concurrent authors, one
 #            connection per event (as comet-sendvo does); submissions/s. Comet's cost per
-#            submission grows with its event database (its dbm index is read and rewritten on
-#            every event), so the workload also runs with SUBMIT_FRESH_EVENTS (200) events, on
-#            an almost empty database.
+#            submission can grow with its event database (it opens its dbm file on every
+#            event; on gdbm, which the peers venv uses, the growth is small), so the workload
+#            also runs with SUBMIT_FRESH_EVENTS (200) events, on an almost empty database.
 #   fan-out  100 subscribers; FANOUT_EVENTS (600) events as fast as they are delivered, at most
 #            32 events not yet at every subscriber; deliveries/s, broker CPU per event. Brokers
 #            get them from 32 concurrent authors (one connection per event), so that up to 32
