@@ -20,7 +20,9 @@
 //! many records share one disk flush. The file is kept ahead with written zeros (1 MiB at a
 //! time), so a commit overwrites allocated blocks in place and its fdatasync flushes data, not
 //! file-system metadata: on the development machine a commit of 8 records took 0.10-0.13 ms
-//! (p50) against 0.34-0.49 ms for the same batch as a redb transaction, at a quarter of the CPU.
+//! (p50) against 0.34-0.49 ms for the same batch as a redb transaction (the store of earlier
+//! versions), at a quarter of the CPU. `cargo bench -p vtp-host --bench store` prints these
+//! figures for the disk at hand.
 //! After each commit the worker publishes the last sequence number of the batch, readable with
 //! [`StoreWorker::durable_seq`], wakes the [`Waker`] given to [`StoreWorker::set_waker`] (the
 //! runtime's loop) and anyone blocked in [`StoreWorker::wait_durable`], and calls the optional
