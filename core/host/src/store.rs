@@ -184,6 +184,8 @@ pub struct SeenStore {
     records: u64,
     /// Live records when the file was last written whole (at creation, open or compaction).
     live_at_compaction: u64,
+    /// Dead records tolerated beyond twice `live_at_compaction` ([`COMPACT_MIN_RECORDS`]).
+    compact_min: u64,
     /// Encoding buffer, reused.
     buf: Vec<u8>,
 }
@@ -201,6 +203,11 @@ impl SeenStore {
     /// [`StoreError::CreateDir`] if the directory cannot be created, [`StoreError::Open`] if the
     /// file cannot be opened, is locked by another process, or is not a seen-index file.
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
+        Self::open_with(dir, COMPACT_MIN_RECORDS)
+    }
+
+    /// [`open`](Self::open) with another compaction threshold (tests make it small).
+    fn open_with(dir: &Path, compact_min: u64) -> Result<Self, StoreError> {
         fs::create_dir_all(dir).map_err(|source| StoreError::CreateDir {
             dir: dir.to_owned(),
             source,
@@ -236,6 +243,7 @@ impl SeenStore {
             len: 0,
             records: 0,
             live_at_compaction: 0,
+            compact_min,
             buf: Vec::new(),
         };
         store.recover().map_err(open_err)?;
@@ -287,7 +295,7 @@ impl SeenStore {
         })?;
         self.tail += self.buf.len() as u64;
         self.records += n;
-        if self.records >= 2 * self.live_at_compaction + COMPACT_MIN_RECORDS
+        if self.records >= 2 * self.live_at_compaction + self.compact_min
             && let Err(e) = self.compact()
         {
             // The file as it is stays valid; try again once it has grown as much again.
@@ -346,7 +354,7 @@ impl SeenStore {
         self.len = len;
         self.records = scan.records;
         self.live_at_compaction = replay.0.len() as u64;
-        if self.records >= 2 * self.live_at_compaction + COMPACT_MIN_RECORDS {
+        if self.records >= 2 * self.live_at_compaction + self.compact_min {
             self.rewrite(&replay)?;
         }
         Ok(())
@@ -987,6 +995,106 @@ mod tests {
             std::fs::read(tmp.path().join(LEGACY_FILE_NAME)).unwrap(),
             b"redb"
         );
+    }
+
+    /// One operation of the property test, on a small key space so that keys recur.
+    fn op_strategy() -> impl proptest::strategy::Strategy<Value = StoreOp> {
+        use proptest::prelude::*;
+        prop_oneof![
+            4 => (0u64..12, 0u64..50).prop_map(|(k, t)| StoreOp::Persist(SeenRecord {
+                key: record(k).key,
+                unix_secs: t,
+            })),
+            2 => (0u64..12).prop_map(|k| StoreOp::Forget(record(k).key)),
+            1 => (0u64..50).prop_map(|t| StoreOp::Expire { before_unix_secs: t }),
+        ]
+    }
+
+    /// What the store should hold after `ops`.
+    fn model(ops: &[StoreOp]) -> Vec<SeenRecord> {
+        let mut replay = log::Replay::default();
+        for &op in ops {
+            replay.apply(op);
+        }
+        replay.into_records()
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::test_runner::Config::with_cases(96))]
+
+        /// Any sequence of batches, with reopens and compactions (the threshold made small)
+        /// between them, loads as the operations add up to; a last batch torn at any byte loads
+        /// as the batches before it plus the records of the last one before the tear, and the
+        /// torn part never comes back after more commits.
+        #[test]
+        fn the_log_loads_what_the_operations_add_up_to_even_after_a_torn_batch(
+            batches in proptest::collection::vec(
+                (proptest::collection::vec(op_strategy(), 1..16), proptest::bool::ANY),
+                1..10,
+            ),
+            compact_min in 1u64..24,
+            tear in 0.0f64..1.0,
+            zero_the_rest in proptest::bool::ANY,
+        ) {
+            let tmp = TempDir::new("store-prop");
+            let mut store = SeenStore::open_with(tmp.path(), compact_min).unwrap();
+            let mut done: Vec<StoreOp> = Vec::new();
+            let path = tmp.path().join(STORE_FILE_NAME);
+            let inode = || std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(&path).unwrap());
+            let (mut before_last, mut last_start, mut last_end, mut compacted) = (0, 0, 0, true);
+            for (batch, reopen) in &batches {
+                before_last = done.len();
+                last_start = store.tail;
+                let file = inode();
+                store.apply(batch).unwrap();
+                last_end = store.tail;
+                done.extend_from_slice(batch);
+                proptest::prop_assert_eq!(store.load().unwrap(), model(&done));
+                if *reopen {
+                    drop(store);
+                    store = SeenStore::open_with(tmp.path(), compact_min).unwrap();
+                    proptest::prop_assert_eq!(store.load().unwrap(), model(&done));
+                }
+                // A compaction (in the commit or at the reopen) writes a new file.
+                compacted = inode() != file;
+            }
+            drop(store);
+            if compacted {
+                // The last batch's records are not where it wrote them: nothing to tear.
+                return Ok(());
+            }
+            // Tear the last batch at one byte: from there on zeros, or that byte damaged.
+            let span = last_end - last_start;
+            let cut = last_start + ((span as f64 * tear) as u64).min(span - 1);
+            let mut bytes = std::fs::read(&path).unwrap();
+            let (c, e) = (usize::try_from(cut).unwrap(), usize::try_from(last_end).unwrap());
+            if zero_the_rest {
+                bytes[c..e].fill(0);
+            } else {
+                bytes[c] ^= 0x5a;
+            }
+            std::fs::write(&path, &bytes).unwrap();
+            // The records of the last batch still intact before the tear (zeroing can leave a
+            // record whole when its own bytes after the cut were zeros already).
+            let last = &done[before_last..];
+            let intact = bytes[usize::try_from(last_start).unwrap()..e]
+                .chunks_exact(RECORD_LEN)
+                .zip(last)
+                .take_while(|(rec, op)| log::decode((*rec).try_into().unwrap()) == Some(**op))
+                .count();
+            proptest::prop_assert!(intact <= usize::try_from((cut - last_start) / RECORD_LEN as u64).unwrap() + 1);
+            let kept = before_last + intact;
+            let mut store = SeenStore::open_with(tmp.path(), compact_min).unwrap();
+            proptest::prop_assert_eq!(store.load().unwrap(), model(&done[..kept]));
+            // More commits go where the tear was; nothing of the torn part comes back.
+            let more = [StoreOp::Persist(record(99))];
+            store.apply(&more).unwrap();
+            drop(store);
+            let store = SeenStore::open_with(tmp.path(), compact_min).unwrap();
+            let mut want = done[..kept].to_vec();
+            want.extend_from_slice(&more);
+            proptest::prop_assert_eq!(store.load().unwrap(), model(&want));
+        }
     }
 
     #[test]
