@@ -666,7 +666,7 @@ impl<'a> Validator<'a, '_> {
         let ignorable = match content {
             Some(Content::Simple(Value::String)) => true,
             None | Some(Content::All(_) | Content::Choice(_) | Content::Sequence(_)) => {
-                raw.iter().all(|&b| is_xml_space_byte(b))
+                raw.iter().all(|&b| crate::message::is_ws(b))
             }
             Some(Content::Empty | Content::Simple(_)) => false,
         };
@@ -1159,11 +1159,6 @@ fn declared_encoding(payload: &[u8]) -> Option<&'static Encoding> {
         return None;
     }
     Encoding::for_label(label).filter(|e| *e != encoding_rs::UTF_8 && e.is_ascii_compatible())
-}
-
-/// Whether a byte is one of the four XML space characters.
-fn is_xml_space_byte(b: u8) -> bool {
-    matches!(b, b' ' | b'\t' | b'\n' | b'\r')
 }
 
 /// Calls `on_attr(name, raw_value)` for each attribute of a tag (the part after its name),

@@ -1388,7 +1388,7 @@ fn is_name_char(b: u8) -> bool {
 }
 
 /// XML whitespace (`S`): space, tab, newline, carriage return.
-fn is_ws(b: u8) -> bool {
+pub(crate) fn is_ws(b: u8) -> bool {
     matches!(b, b' ' | b'\t' | b'\n' | b'\r')
 }
 
