@@ -6,11 +6,11 @@
 //! [`SeenStore`] is one file, `<dir>/vtp-seen.log`: a log of the core's store operations
 //! (persist an [`EventKey`] with the UNIX second it was first seen, forget a key, expire
 //! everything seen at or before a second), each a 48-byte record with a CRC-32. At start-up
-//! the runtime [`load`](SeenStore::load)s the records the log adds up to into the node
-//! (`Node::restore_seen`); while running it hands each store operation ([`StoreOp`], from the
-//! core's `Persist`, `Forget` and `Expire` actions, see
-//! [`Effects::store`](vtp_core::driver::Effects::store)) to a [`StoreWorker`], a thread that owns
-//! the store and commits in groups.
+//! [`open_for`] opens it, [`load`](SeenStore::load)s the records the log adds up to into the
+//! node ([`Node::restore_seen`]) and starts a [`StoreWorker`], a thread that owns the store and
+//! commits in groups; while running the runtime hands each store operation ([`StoreOp`], from
+//! the core's `Persist`, `Forget` and `Expire` actions, see
+//! [`Effects::store`](vtp_core::driver::Effects::store)) to that worker.
 //!
 //! # Group commit and durability
 //!
@@ -64,11 +64,12 @@ use std::fs::{self, File};
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::time::Instant;
 
-use tracing::{debug, error, warn};
+use tracing::{debug, error, info, warn};
 
 pub use vtp_core::driver::StoreOp;
-use vtp_core::{EventKey, SeenRecord};
+use vtp_core::{EventKey, Node, SeenRecord};
 
 /// Capacity of the [`StoreWorker`] queue, and the largest batch one commit applies.
 pub const STORE_QUEUE_MAX: usize = 65_536;
@@ -93,6 +94,54 @@ mod log;
 mod worker;
 use log::RECORD_LEN;
 pub use worker::{OnDurable, StoreWorker};
+
+/// Starts a node's durable seen-index: opens (or creates) the store in `dir`, restores its
+/// records into `node` ([`Node::restore_seen`]) and starts the [`StoreWorker`] that persists the
+/// node's store operations from then on.
+///
+/// This is the whole start-up sequence of the store, for the `vtp` binary and for embedders
+/// alike. Call it once, after building the node (with the same `now`) and before a runtime
+/// serves it, then hand [`Opened::worker`] to
+/// [`HostEffects::with_store`](crate::effects::HostEffects::with_store), which persists, reports
+/// durability and wakes the runtime's loop after each commit. Records older than the node's
+/// `seen_retention` are not restored. How many entries were restored is logged at INFO and
+/// returned in [`Opened::restored`].
+///
+/// The steps it takes, [`SeenStore::open`], [`SeenStore::load`] and [`StoreWorker::spawn`],
+/// stay public for a program that wants an [`OnDurable`] callback or a store without a node.
+///
+/// # Errors
+///
+/// Every error names the directory or file and says what to do; `node` is left as it was.
+/// [`StoreError::CreateDir`] if `dir` cannot be created (it names a file, or a parent is not
+/// writable), [`StoreError::Open`] if the seen-index file cannot be opened, is locked by another
+/// process, or is not a seen-index file, [`StoreError::Read`] if its records cannot be read, and
+/// [`StoreError::Spawn`] if the worker thread cannot be started.
+pub fn open_for(node: &mut Node, dir: &Path, now: Instant) -> Result<Opened, StoreError> {
+    let store = SeenStore::open(dir)?;
+    let records = store.load()?;
+    // Started before the node is touched, so that on error the node is as it was.
+    let worker = StoreWorker::spawn(store, None)?;
+    let restored = node.restore_seen(records, now);
+    info!(
+        "seen-index: {restored} entries restored from {}",
+        dir.display()
+    );
+    Ok(Opened { worker, restored })
+}
+
+/// What [`open_for`] started.
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct Opened {
+    /// The worker owning the store: give it to
+    /// [`HostEffects::with_store`](crate::effects::HostEffects::with_store) (or call
+    /// [`StoreWorker::send`] with each store operation), and at shutdown stop it with
+    /// [`StoreWorker::flush_and_stop`].
+    pub worker: StoreWorker,
+    /// Seen-index entries restored into the node.
+    pub restored: usize,
+}
 
 /// Why the seen-index store failed.
 #[derive(Debug, thiserror::Error)]
@@ -125,7 +174,11 @@ pub enum StoreError {
         source: io::Error,
     },
     /// Reading the records failed.
-    #[error("cannot read the seen-index store `{}`", path.display())]
+    #[error(
+        "cannot read the seen-index store `{}`: the disk may be failing (see the system log); \
+         move the file aside to start with an empty index",
+        path.display()
+    )]
     Read {
         /// The seen-index file.
         path: PathBuf,

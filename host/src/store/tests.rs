@@ -357,3 +357,64 @@ proptest::proptest! {
         proptest::prop_assert_eq!(store.load().unwrap(), model(&want));
     }
 }
+
+/// A node whose wall clock is a minute past the newest [`record`] used here, so none of them is
+/// past its retention.
+fn node() -> Node {
+    let config = vtp_core::Config::new(Some("ivo://vtp.test/host".to_owned()));
+    let unix_now = std::time::Duration::from_secs(record(100).unix_secs + 60);
+    let engine = Box::new(vtp_core::filter::NoFilterEngine);
+    Node::new(config, engine, 1, Instant::now(), unix_now).expect("valid test config")
+}
+
+#[test]
+fn open_for_restores_into_the_node_what_its_worker_persisted_before() {
+    let tmp = TempDir::new("store-open-for");
+    let dir = tmp.path().join("eventdb");
+    let mut first = node();
+    let mut opened = open_for(&mut first, &dir, Instant::now()).unwrap();
+    assert_eq!(opened.restored, 0);
+    assert_eq!(first.seen_len(), 0);
+    for op in persist_all(0..5) {
+        opened.worker.send(op).unwrap();
+    }
+    opened.worker.send(StoreOp::Forget(record(2).key)).unwrap();
+    opened.worker.flush_and_stop().unwrap();
+
+    let mut second = node();
+    let opened = open_for(&mut second, &dir, Instant::now()).unwrap();
+    assert_eq!(opened.restored, 4);
+    assert_eq!(second.seen_len(), 4);
+    for i in [0, 1, 3, 4] {
+        assert!(second.has_seen(&record(i).key), "record {i} restored");
+    }
+    assert!(
+        !second.has_seen(&record(2).key),
+        "a forgotten record stays forgotten"
+    );
+    opened.worker.flush_and_stop().unwrap();
+}
+
+#[test]
+fn open_for_a_bad_directory_says_what_is_wrong_and_leaves_the_node_alone() {
+    let tmp = TempDir::new("store-open-for-bad");
+    let file = tmp.path().join("a-file");
+    std::fs::write(&file, b"x").unwrap();
+    let mut fresh = node();
+    let err = open_for(&mut fresh, &file, Instant::now()).unwrap_err();
+    assert!(matches!(err, StoreError::CreateDir { .. }), "{err:?}");
+    let text = err.to_string();
+    assert!(text.contains(&file.display().to_string()), "{text}");
+    assert!(text.contains("check the path"), "{text}");
+
+    // A directory another process (here: another worker) is using.
+    let mut other = node();
+    let opened = open_for(&mut other, tmp.path(), Instant::now()).unwrap();
+    let err = open_for(&mut fresh, tmp.path(), Instant::now()).unwrap_err();
+    assert!(matches!(err, StoreError::Open { .. }), "{err:?}");
+    let text = err.to_string();
+    assert!(text.contains(STORE_FILE_NAME), "{text}");
+    assert!(text.contains("another vtp process"), "{text}");
+    assert_eq!(fresh.seen_len(), 0);
+    opened.worker.flush_and_stop().unwrap();
+}
