@@ -22,7 +22,7 @@ use vtp_host::effects::HostEffects;
 use vtp_host::handlers::{self, Handler, Handlers};
 use vtp_host::net::{Bound, Options};
 use vtp_host::shutdown::Shutdown;
-use vtp_host::store::{SeenStore, StoreWorker};
+use vtp_host::store::{self, StoreError};
 
 use args::{BrokerArgs, Cli, Command, Common, Handling, ListenArgs, Runtime, SendArgs};
 
@@ -306,21 +306,16 @@ fn serve(
         Node::new(config, engine, seed(), now, unix_now()).map_err(|e| usage(e.to_string()))?;
     let mut fx = HostEffects::new();
     if let Some(dir) = eventdb {
-        let store = SeenStore::open(dir).map_err(|e| {
-            Fail(
+        let opened = store::open_for(&mut node, dir, now).map_err(|e| match e {
+            StoreError::CreateDir { .. } | StoreError::Open { .. } => Fail(
                 status::RUNTIME,
                 format!(
                     "{e} (another vtp may be using it: give each broker its own --eventdb DIR)"
                 ),
-            )
+            ),
+            e => Fail::from(e),
         })?;
-        let records = store.load()?;
-        let loaded = node.restore_seen(records, now);
-        tracing::info!(
-            "seen-index: {loaded} entries restored from {}",
-            dir.display()
-        );
-        fx = fx.with_store(StoreWorker::spawn(store, None)?);
+        fx = fx.with_store(opened.worker);
     }
     if let Some(h) = handlers {
         fx = fx.with_handlers(h);

@@ -1,34 +1,51 @@
-//! IO-side effects shared by every vtp runtime: the durable seen-index store and the event
-//! handlers.
+//! The IO side of vtp, shared by every runtime: listening sockets, the durable seen-index
+//! store, the event handlers, the shutdown signal and the async owner loop.
 //!
-//! [`vtp_core`] decides; this crate carries out the two kinds of side effect that are IO but not
-//! transport (DESIGN §3), once, for every runtime (tokio, smol, mio, or a library user's own
-//! loop). It uses plain threads and `std::sync::mpsc`, never an async runtime, and never blocks
-//! the caller's event loop:
+//! # Layering
 //!
-//! - [`store`]: the seen-index on disk ([`SeenStore`], an append-only log file) and the thread that owns it
-//!   ([`StoreWorker`]), which turns the core's `Persist`, `Forget` and `Expire` actions into
-//!   group commits and reports which of them are durable;
+//! `cli -> runtime-* -> host -> core`: the `vtp` binary picks a runtime (`vtp-tokio`,
+//! `vtp-smol`, `vtp-mio`), the runtime drives the node with this crate's pieces, and
+//! [`vtp_core`] holds every protocol decision. **The host performs, it does not decide**: it
+//! carries out what the core's actions ask for (persist, forget, expire, deliver) and reports
+//! back what happened (a commit is durable, a queue is full), but which events are new, what
+//! is forwarded, to whom and when is settled in the core (DESIGN §1, §3b). The side effects
+//! that are IO but not transport (DESIGN §3) are done here once, for every runtime and for a
+//! library user's own loop. The store and the handlers use plain threads and
+//! `std::sync::mpsc`, never an async runtime, and never block the caller's event loop.
+//!
+//! # Modules
+//!
+//! - [`store`]: the seen-index on disk ([`SeenStore`], an append-only log file; `store/log.rs`
+//!   is its record format) and the thread that owns it ([`StoreWorker`], `store/worker.rs`),
+//!   which turns the core's `Persist`, `Forget` and `Expire` actions into group commits and
+//!   reports which of them are durable; [`store::open_for`] is the start-up sequence;
 //! - [`handlers`]: what is done with every accepted event ([`Handler`]: [`PrintEvent`],
-//!   [`SaveEvent`], [`Command`]) on a bounded pool of worker threads ([`Handlers`]).
+//!   [`SaveEvent`], [`Command`], one file each) on a bounded pool of worker threads
+//!   ([`Handlers`], `handlers/pool.rs`);
+//! - [`effects`]: [`HostEffects`](effects::HostEffects), the core's
+//!   [`Effects`](vtp_core::driver::Effects) over the store and the handlers, plus logging and
+//!   hooks for embedding programs;
+//! - [`net`]: the listening sockets, bound once for every runtime;
+//! - [`shutdown`]: a runtime-neutral shutdown signal (a [`Trigger`](shutdown::Trigger), or
+//!   SIGINT / SIGTERM);
+//! - `aio` (cargo feature `async`): the owner loop the async runtimes (`vtp-tokio`,
+//!   `vtp-smol`) share; each of them only implements its small `AsyncRuntime` trait. Without
+//!   the feature (the default) no async crate is built. The feature `testing` adds
+//!   `aio::testing`, the socket tests every async runtime runs.
 //!
 //! # Driving
 //!
-//! At start-up: [`SeenStore::open`], [`SeenStore::load`] into `Node::restore_seen`, then
-//! [`StoreWorker::spawn`] and [`Handlers::new`]. In the runtime's
-//! [`Effects`](vtp_core::driver::Effects): `store(op)` is [`StoreWorker::send`] and
+//! At start-up: [`store::open_for`] (open the store, restore the node's seen-index, start the
+//! worker) and [`Handlers::new`], both handed to [`HostEffects`](effects::HostEffects);
+//! [`net::bind`] and [`shutdown::on_signals`]. In the
+//! runtime's [`Effects`](vtp_core::driver::Effects): `store(op)` is [`StoreWorker::send`] and
 //! `deliver(delivery)` is [`Handlers::dispatch`]. Neither blocks; both report overload (a full
 //! queue) to the caller instead of waiting. `durable_persists` answers from
 //! [`StoreWorker::durable_seq`], and the runtime's waker is passed to
 //! [`StoreWorker::set_waker`], so receipts held until their records are durable go out as soon
-//! as a commit lands ([`effects::HostEffects`] does all of this). At shutdown: [`StoreWorker::flush_and_stop`] and
-//! [`Handlers::shutdown`].
-//!
-//! # Runtimes
-//!
-//! [`net`] binds the listening sockets once for every runtime. With the cargo feature `async`,
-//! `aio` is the owner loop the async runtimes (`vtp-tokio`, `vtp-smol`) share: each of them only
-//! implements its small `AsyncRuntime` trait. Without it (the default) no async crate is built.
+//! as a commit lands ([`effects::HostEffects`] does all of this). At shutdown:
+//! [`StoreWorker::flush_and_stop`] and [`Handlers::shutdown`]
+//! ([`HostEffects::finish`](effects::HostEffects::finish) calls both).
 
 #![warn(missing_docs)]
 

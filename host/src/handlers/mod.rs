@@ -1,0 +1,149 @@
+//! Event handlers: what a node does with every accepted event, off the event loop.
+//!
+//! # Theory of operation
+//!
+//! The core hands each accepted event to the runtime as an [`Action::Deliver`](vtp_core::Action::Deliver); the runtime
+//! passes the [`Delivery`] to [`Handlers::dispatch`], which never blocks: it puts the delivery on
+//! a bounded queue and returns. A fixed pool of worker threads takes deliveries from the queue
+//! and runs every [`Handler`] on each, in the order given. A failing handler is logged at WARN
+//! and the others still run; a panicking one is caught and logged at ERROR. When the queue is
+//! full (handlers too slow or stuck) the delivery is dropped *for the handlers only* and logged
+//! at WARN: forwarding to subscribers happens in the core and never waits for handlers. As in
+//! Comet, handlers run after the receipt is sent, and their outcome never changes it.
+//!
+//! Three handlers mirror Comet's (PROTOCOL §4.5): [`PrintEvent`] (`--print-event`),
+//! [`SaveEvent`] (`--save-event`) and [`Command`] (`--cmd`). A library user implements
+//! [`Handler`] for their own callback.
+
+use std::fmt;
+use std::io;
+use std::path::PathBuf;
+use std::process::ExitStatus;
+use std::time::Duration;
+
+use vtp_core::Delivery;
+
+mod command;
+mod pool;
+mod print;
+mod save;
+
+pub use command::Command;
+pub use pool::Handlers;
+pub use print::PrintEvent;
+pub use save::SaveEvent;
+
+/// Something done with every accepted event: print it, save it, run a program, call back.
+pub trait Handler: Send + Sync + 'static {
+    /// A short name for logs, e.g. `save-event`.
+    fn name(&self) -> &str;
+
+    /// Handles one event. Runs on a handler worker thread, never on the event loop, so it may
+    /// block (briefly: while it runs, its worker serves no other event).
+    ///
+    /// # Errors
+    ///
+    /// Any [`HandlerError`]; the pool logs it at WARN and carries on.
+    fn handle(&self, delivery: &Delivery) -> Result<(), HandlerError>;
+}
+
+/// Why a handler could not be set up or failed on an event.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum HandlerError {
+    /// The save directory does not exist and could not be created.
+    #[error(
+        "cannot create the event directory `{}`: check the path and its permissions",
+        dir.display()
+    )]
+    CreateDir {
+        /// The directory.
+        dir: PathBuf,
+        /// The cause.
+        #[source]
+        source: io::Error,
+    },
+    /// Writing an event file failed (no partial file is left behind).
+    #[error("cannot save the event to `{}`", path.display())]
+    Save {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: io::Error,
+    },
+    /// The command is not an executable file.
+    #[error("`{}` {reason}: give the path of an executable program", program.display())]
+    NotExecutable {
+        /// The program as configured.
+        program: PathBuf,
+        /// What is wrong: not found, not a file, or not executable.
+        reason: &'static str,
+    },
+    /// The command could not be started.
+    #[error("cannot run `{}`", program.display())]
+    Spawn {
+        /// The program.
+        program: PathBuf,
+        /// The cause.
+        #[source]
+        source: io::Error,
+    },
+    /// Waiting for the command failed.
+    #[error("cannot wait for `{}`", program.display())]
+    Wait {
+        /// The program.
+        program: PathBuf,
+        /// The cause.
+        #[source]
+        source: io::Error,
+    },
+    /// The command exited unsuccessfully.
+    #[error("`{}` returned non-zero ({})", program.display(), ExitText(*status))]
+    NonZero {
+        /// The program.
+        program: PathBuf,
+        /// How it ended.
+        status: ExitStatus,
+    },
+    /// The command ran longer than its timeout and was killed.
+    #[error(
+        "`{}` did not finish within {timeout:?} and was killed: make it faster or raise the timeout",
+        program.display()
+    )]
+    Timeout {
+        /// The program.
+        program: PathBuf,
+        /// The limit it exceeded.
+        timeout: Duration,
+    },
+    /// A helper thread could not be started (the system is out of threads or memory).
+    #[error("cannot start a handler thread: the system is out of threads or memory")]
+    Thread(#[source] io::Error),
+    /// A library user's handler failed.
+    #[error("handler failed")]
+    Other(#[source] Box<dyn std::error::Error + Send + Sync + 'static>),
+}
+
+/// Formats an exit status as Comet does: the exit code, or the signal that ended the process.
+struct ExitText(ExitStatus);
+
+impl fmt::Display for ExitText {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(code) = self.0.code() {
+            return write!(f, "{code}");
+        }
+        #[cfg(unix)]
+        {
+            use std::os::unix::process::ExitStatusExt;
+            if let Some(signal) = self.0.signal() {
+                return write!(f, "killed by signal {signal}");
+            }
+        }
+        write!(f, "{}", self.0)
+    }
+}
+
+/// An ivorn for the tests of every handler.
+#[cfg(test)]
+const GCN: &str = "ivo://nasa.gsfc.gcn/SWIFT#BAT_GRB_Pos_532871-729";

@@ -1,0 +1,420 @@
+//! Tests of the seen-index file ([`SeenStore`]); the worker's are in `worker.rs`.
+
+use super::*;
+use crate::testutil::TempDir;
+
+pub(super) fn record(i: u64) -> SeenRecord {
+    let mut key = [0u8; 32];
+    key[..8].copy_from_slice(&i.to_be_bytes());
+    key[31] = 0xEE;
+    SeenRecord {
+        key: EventKey(key),
+        unix_secs: 1_700_000_000 + i,
+    }
+}
+
+pub(super) fn sorted(mut records: Vec<SeenRecord>) -> Vec<SeenRecord> {
+    records.sort_by_key(|r| r.key);
+    records
+}
+
+pub(super) fn persist_all(range: std::ops::Range<u64>) -> Vec<StoreOp> {
+    range.map(|i| StoreOp::Persist(record(i))).collect()
+}
+
+#[test]
+fn open_persist_load_round_trip() {
+    let tmp = TempDir::new("store-rt");
+    let dir = tmp.path().join("a/b");
+    let mut store = SeenStore::open(&dir).unwrap();
+    assert_eq!(store.path(), dir.join(STORE_FILE_NAME));
+    assert!(store.load().unwrap().is_empty());
+    store.apply(&persist_all(0..3)).unwrap();
+    assert_eq!(
+        sorted(store.load().unwrap()),
+        vec![record(0), record(1), record(2)]
+    );
+}
+
+#[test]
+fn reopen_after_drop_keeps_records() {
+    let tmp = TempDir::new("store-reopen");
+    let mut store = SeenStore::open(tmp.path()).unwrap();
+    store.apply(&persist_all(0..10)).unwrap();
+    drop(store);
+    let store = SeenStore::open(tmp.path()).unwrap();
+    assert_eq!(
+        sorted(store.load().unwrap()),
+        (0..10).map(record).collect::<Vec<_>>()
+    );
+}
+
+#[test]
+fn expire_removes_records_at_or_before_the_cut_off() {
+    let tmp = TempDir::new("store-expire");
+    let mut store = SeenStore::open(tmp.path()).unwrap();
+    store.apply(&persist_all(0..10)).unwrap();
+    let cut = record(4).unix_secs;
+    store
+        .apply(&[StoreOp::Expire {
+            before_unix_secs: cut,
+        }])
+        .unwrap();
+    assert_eq!(
+        sorted(store.load().unwrap()),
+        (5..10).map(record).collect::<Vec<_>>()
+    );
+}
+
+#[test]
+fn forget_removes_one_record() {
+    let tmp = TempDir::new("store-forget");
+    let mut store = SeenStore::open(tmp.path()).unwrap();
+    store.apply(&persist_all(0..3)).unwrap();
+    store.apply(&[StoreOp::Forget(record(1).key)]).unwrap();
+    // Forgetting an absent key is harmless.
+    store.apply(&[StoreOp::Forget(record(99).key)]).unwrap();
+    assert_eq!(sorted(store.load().unwrap()), vec![record(0), record(2)]);
+}
+
+#[test]
+fn a_batch_is_applied_in_order() {
+    let tmp = TempDir::new("store-order");
+    let mut store = SeenStore::open(tmp.path()).unwrap();
+    store
+        .apply(&[
+            StoreOp::Persist(record(1)),
+            StoreOp::Forget(record(1).key),
+            StoreOp::Forget(record(2).key),
+            StoreOp::Persist(record(2)),
+        ])
+        .unwrap();
+    assert_eq!(store.load().unwrap(), vec![record(2)]);
+}
+
+#[test]
+fn open_errors_name_the_path() {
+    let tmp = TempDir::new("store-err");
+    let file = tmp.path().join("not-a-dir");
+    std::fs::write(&file, b"x").unwrap();
+    let err = SeenStore::open(&file.join("sub")).unwrap_err();
+    assert!(matches!(err, StoreError::CreateDir { .. }), "{err:?}");
+    assert!(err.to_string().contains("not-a-dir"), "{err}");
+
+    // The file is locked while open: a second open fails and names the file.
+    let _first = SeenStore::open(tmp.path()).unwrap();
+    let err = SeenStore::open(tmp.path()).unwrap_err();
+    assert!(matches!(err, StoreError::Open { .. }), "{err:?}");
+    assert!(err.to_string().contains(STORE_FILE_NAME), "{err}");
+}
+
+#[test]
+fn open_rejects_a_file_that_is_not_a_database() {
+    let tmp = TempDir::new("store-garbage");
+    std::fs::write(tmp.path().join(STORE_FILE_NAME), vec![0x5a; 8192]).unwrap();
+    let err = SeenStore::open(tmp.path()).unwrap_err();
+    assert!(matches!(err, StoreError::Open { .. }), "{err:?}");
+}
+
+/// The file's bytes, and a way to write some back.
+fn file_bytes(dir: &Path) -> Vec<u8> {
+    std::fs::read(dir.join(STORE_FILE_NAME)).unwrap()
+}
+
+#[test]
+fn a_batch_cut_short_by_a_crash_is_discarded_and_overwritten() {
+    let tmp = TempDir::new("store-torn");
+    let mut store = SeenStore::open(tmp.path()).unwrap();
+    store.apply(&persist_all(0..5)).unwrap();
+    let tail = store.tail;
+    drop(store);
+    // A crash during the next commit: its second record made it to the disk, its first
+    // only in part, and so did a third one.
+    let mut torn = Vec::new();
+    for op in persist_all(5..8) {
+        log::encode(&op, &mut torn);
+    }
+    torn[3] ^= 0x40;
+    let mut bytes = file_bytes(tmp.path());
+    let at = usize::try_from(tail).unwrap();
+    bytes[at..at + torn.len()].copy_from_slice(&torn);
+    std::fs::write(tmp.path().join(STORE_FILE_NAME), &bytes).unwrap();
+
+    let mut store = SeenStore::open(tmp.path()).unwrap();
+    assert_eq!(
+        store.tail, tail,
+        "the tail is the first record that does not check out"
+    );
+    assert_eq!(
+        sorted(store.load().unwrap()),
+        (0..5).map(record).collect::<Vec<_>>()
+    );
+    // The next commit goes where the torn one was; the records after it never come back.
+    store.apply(&persist_all(100..101)).unwrap();
+    drop(store);
+    let store = SeenStore::open(tmp.path()).unwrap();
+    let want: Vec<_> = (0..5).chain(100..101).map(record).collect();
+    assert_eq!(sorted(store.load().unwrap()), want);
+}
+
+#[test]
+fn a_file_whose_creation_was_cut_short_opens_empty() {
+    let tmp = TempDir::new("store-blank");
+    std::fs::write(tmp.path().join(STORE_FILE_NAME), [0u8; 10]).unwrap();
+    let mut store = SeenStore::open(tmp.path()).unwrap();
+    assert!(store.load().unwrap().is_empty());
+    store.apply(&persist_all(0..2)).unwrap();
+    drop(store);
+    let store = SeenStore::open(tmp.path()).unwrap();
+    assert_eq!(store.load().unwrap().len(), 2);
+}
+
+#[test]
+fn a_file_of_another_kind_is_refused_and_left_alone() {
+    let tmp = TempDir::new("store-foreign");
+    let path = tmp.path().join(STORE_FILE_NAME);
+    let mut other = log::header().to_vec();
+    other[8] = 9; // a future format version
+    std::fs::write(&path, &other).unwrap();
+    let err = SeenStore::open(tmp.path()).unwrap_err();
+    let chain = ErrorChain(&err).to_string();
+    assert!(chain.contains("another format version"), "{chain}");
+    assert_eq!(std::fs::read(&path).unwrap(), other);
+}
+
+#[test]
+fn dead_records_are_compacted_away_while_running_and_at_open() {
+    let tmp = TempDir::new("store-compact");
+    let mut store = SeenStore::open(tmp.path()).unwrap();
+    let live = 1_000u64;
+    let churn = COMPACT_MIN_RECORDS / 2 + 1;
+    // `churn` events seen and forgotten (evicted), `live` kept.
+    for start in (0..churn).step_by(4096) {
+        let end = (start + 4096).min(churn);
+        store.apply(&persist_all(start..end)).unwrap();
+        let forget: Vec<_> = (start..end)
+            .map(|i| StoreOp::Forget(record(i).key))
+            .collect();
+        store.apply(&forget).unwrap();
+    }
+    store.apply(&persist_all(churn..churn + live)).unwrap();
+    assert!(
+        store.records < churn,
+        "compacted while running: {} records",
+        store.records
+    );
+    let want: Vec<_> = (churn..churn + live).map(record).collect();
+    assert_eq!(sorted(store.load().unwrap()), want);
+    let len = file_bytes(tmp.path()).len() as u64;
+    assert!(len <= log::HEADER_LEN + 2 * GROW_BYTES, "{len} bytes");
+    drop(store);
+    assert!(!tmp.path().join(COMPACT_FILE_NAME).exists());
+
+    // At open: a file that is mostly dead records (expired here) is rewritten.
+    let mut store = SeenStore::open(tmp.path()).unwrap();
+    store.apply(&persist_all(0..COMPACT_MIN_RECORDS)).unwrap();
+    let cut = record(COMPACT_MIN_RECORDS).unix_secs;
+    store
+        .apply(&[StoreOp::Expire {
+            before_unix_secs: cut,
+        }])
+        .unwrap();
+    store.apply(&persist_all(1 << 20..(1 << 20) + 10)).unwrap();
+    let before = store.records;
+    assert!(before > COMPACT_MIN_RECORDS, "{before}");
+    drop(store);
+    let store = SeenStore::open(tmp.path()).unwrap();
+    assert_eq!(store.records, 10, "rewritten at open");
+    let want: Vec<_> = (1 << 20..(1 << 20) + 10).map(record).collect();
+    assert_eq!(sorted(store.load().unwrap()), want);
+}
+
+#[test]
+fn a_compaction_left_behind_is_removed_and_the_redb_file_of_old_versions_ignored() {
+    let tmp = TempDir::new("store-leftovers");
+    std::fs::write(tmp.path().join(COMPACT_FILE_NAME), b"half").unwrap();
+    std::fs::write(tmp.path().join(LEGACY_FILE_NAME), b"redb").unwrap();
+    let store = SeenStore::open(tmp.path()).unwrap();
+    assert!(!tmp.path().join(COMPACT_FILE_NAME).exists());
+    assert!(store.load().unwrap().is_empty());
+    assert_eq!(
+        std::fs::read(tmp.path().join(LEGACY_FILE_NAME)).unwrap(),
+        b"redb"
+    );
+}
+
+/// One operation of the property test, on a small key space so that keys recur.
+fn op_strategy() -> impl proptest::strategy::Strategy<Value = StoreOp> {
+    use proptest::prelude::*;
+    prop_oneof![
+        4 => (0u64..12, 0u64..50).prop_map(|(k, t)| StoreOp::Persist(SeenRecord {
+            key: record(k).key,
+            unix_secs: t,
+        })),
+        2 => (0u64..12).prop_map(|k| StoreOp::Forget(record(k).key)),
+        1 => (0u64..50).prop_map(|t| StoreOp::Expire { before_unix_secs: t }),
+    ]
+}
+
+/// What the store should hold after `ops`: a reference written apart from `log::Replay`,
+/// so that a mistake there cannot hide in the expected values too.
+fn model(ops: &[StoreOp]) -> Vec<SeenRecord> {
+    let mut table = std::collections::BTreeMap::new();
+    for op in ops {
+        match *op {
+            StoreOp::Persist(r) => {
+                table.insert(r.key, r.unix_secs);
+            }
+            StoreOp::Forget(key) => {
+                table.remove(&key);
+            }
+            StoreOp::Expire { before_unix_secs } => {
+                table.retain(|_, secs| *secs > before_unix_secs);
+            }
+            _ => unreachable!("the strategy makes no other operation"),
+        }
+    }
+    table
+        .into_iter()
+        .map(|(key, unix_secs)| SeenRecord { key, unix_secs })
+        .collect()
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::test_runner::Config::with_cases(96))]
+
+    /// Any sequence of batches, with reopens and compactions (the threshold made small)
+    /// between them, loads as the operations add up to; a last batch torn at any byte loads
+    /// as the batches before it plus the records of the last one before the tear, and the
+    /// torn part never comes back after more commits.
+    #[test]
+    fn the_log_loads_what_the_operations_add_up_to_even_after_a_torn_batch(
+        batches in proptest::collection::vec(
+            (proptest::collection::vec(op_strategy(), 1..16), proptest::bool::ANY),
+            1..10,
+        ),
+        compact_min in 1u64..24,
+        tear in 0.0f64..1.0,
+        zero_the_rest in proptest::bool::ANY,
+    ) {
+        let tmp = TempDir::new("store-prop");
+        let mut store = SeenStore::open_with(tmp.path(), compact_min).unwrap();
+        let mut done: Vec<StoreOp> = Vec::new();
+        let path = tmp.path().join(STORE_FILE_NAME);
+        let inode = || std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(&path).unwrap());
+        let (mut before_last, mut last_start, mut last_end, mut compacted) = (0, 0, 0, true);
+        for (batch, reopen) in &batches {
+            before_last = done.len();
+            last_start = store.tail;
+            let file = inode();
+            store.apply(batch).unwrap();
+            last_end = store.tail;
+            done.extend_from_slice(batch);
+            proptest::prop_assert_eq!(store.load().unwrap(), model(&done));
+            if *reopen {
+                drop(store);
+                store = SeenStore::open_with(tmp.path(), compact_min).unwrap();
+                proptest::prop_assert_eq!(store.load().unwrap(), model(&done));
+            }
+            // A compaction (in the commit or at the reopen) writes a new file.
+            compacted = inode() != file;
+        }
+        drop(store);
+        if compacted {
+            // The last batch's records are not where it wrote them: nothing to tear.
+            return Ok(());
+        }
+        // Tear the last batch at one byte: from there on zeros, or that byte damaged.
+        let span = last_end - last_start;
+        let cut = last_start + ((span as f64 * tear) as u64).min(span - 1);
+        let mut bytes = std::fs::read(&path).unwrap();
+        let (c, e) = (usize::try_from(cut).unwrap(), usize::try_from(last_end).unwrap());
+        if zero_the_rest {
+            bytes[c..e].fill(0);
+        } else {
+            bytes[c] ^= 0x5a;
+        }
+        std::fs::write(&path, &bytes).unwrap();
+        // The records of the last batch still intact before the tear (zeroing can leave a
+        // record whole when its own bytes after the cut were zeros already).
+        let last = &done[before_last..];
+        let intact = bytes[usize::try_from(last_start).unwrap()..e]
+            .chunks_exact(RECORD_LEN)
+            .zip(last)
+            .take_while(|(rec, op)| log::decode((*rec).try_into().unwrap()) == Some(**op))
+            .count();
+        proptest::prop_assert!(intact <= usize::try_from((cut - last_start) / RECORD_LEN as u64).unwrap() + 1);
+        let kept = before_last + intact;
+        let mut store = SeenStore::open_with(tmp.path(), compact_min).unwrap();
+        proptest::prop_assert_eq!(store.load().unwrap(), model(&done[..kept]));
+        // More commits go where the tear was; nothing of the torn part comes back.
+        let more = [StoreOp::Persist(record(99))];
+        store.apply(&more).unwrap();
+        drop(store);
+        let store = SeenStore::open_with(tmp.path(), compact_min).unwrap();
+        let mut want = done[..kept].to_vec();
+        want.extend_from_slice(&more);
+        proptest::prop_assert_eq!(store.load().unwrap(), model(&want));
+    }
+}
+
+/// A node whose wall clock is a minute past the newest [`record`] used here, so none of them is
+/// past its retention.
+fn node() -> Node {
+    let config = vtp_core::Config::new(Some("ivo://vtp.test/host".to_owned()));
+    let unix_now = std::time::Duration::from_secs(record(100).unix_secs + 60);
+    let engine = Box::new(vtp_core::filter::NoFilterEngine);
+    Node::new(config, engine, 1, Instant::now(), unix_now).expect("valid test config")
+}
+
+#[test]
+fn open_for_restores_into_the_node_what_its_worker_persisted_before() {
+    let tmp = TempDir::new("store-open-for");
+    let dir = tmp.path().join("eventdb");
+    let mut first = node();
+    let mut opened = open_for(&mut first, &dir, Instant::now()).unwrap();
+    assert_eq!(opened.restored, 0);
+    assert_eq!(first.seen_len(), 0);
+    for op in persist_all(0..5) {
+        opened.worker.send(op).unwrap();
+    }
+    opened.worker.send(StoreOp::Forget(record(2).key)).unwrap();
+    opened.worker.flush_and_stop().unwrap();
+
+    let mut second = node();
+    let opened = open_for(&mut second, &dir, Instant::now()).unwrap();
+    assert_eq!(opened.restored, 4);
+    assert_eq!(second.seen_len(), 4);
+    for i in [0, 1, 3, 4] {
+        assert!(second.has_seen(&record(i).key), "record {i} restored");
+    }
+    assert!(
+        !second.has_seen(&record(2).key),
+        "a forgotten record stays forgotten"
+    );
+    opened.worker.flush_and_stop().unwrap();
+}
+
+#[test]
+fn open_for_a_bad_directory_says_what_is_wrong_and_leaves_the_node_alone() {
+    let tmp = TempDir::new("store-open-for-bad");
+    let file = tmp.path().join("a-file");
+    std::fs::write(&file, b"x").unwrap();
+    let mut fresh = node();
+    let err = open_for(&mut fresh, &file, Instant::now()).unwrap_err();
+    assert!(matches!(err, StoreError::CreateDir { .. }), "{err:?}");
+    let text = err.to_string();
+    assert!(text.contains(&file.display().to_string()), "{text}");
+    assert!(text.contains("check the path"), "{text}");
+
+    // A directory another process (here: another worker) is using.
+    let mut other = node();
+    let opened = open_for(&mut other, tmp.path(), Instant::now()).unwrap();
+    let err = open_for(&mut fresh, tmp.path(), Instant::now()).unwrap_err();
+    assert!(matches!(err, StoreError::Open { .. }), "{err:?}");
+    let text = err.to_string();
+    assert!(text.contains(STORE_FILE_NAME), "{text}");
+    assert!(text.contains("another vtp process"), "{text}");
+    assert_eq!(fresh.seen_len(), 0);
+    opened.worker.flush_and_stop().unwrap();
+}
