@@ -477,11 +477,11 @@ fn setup() -> Setup {
     }
 }
 
-fn violations(events: &[Event], conn: ConnId) -> Vec<&str> {
+fn violations(events: &[Event], conn: ConnId) -> Vec<String> {
     events
         .iter()
         .filter_map(|e| match e {
-            Event::ProtocolViolation { conn: c, detail } if *c == conn => Some(detail.as_str()),
+            Event::ProtocolViolation { conn: c, detail } if *c == conn => Some(detail.to_string()),
             _ => None,
         })
         .collect()
@@ -538,7 +538,7 @@ fn every_bad_input_gets_its_outcome_and_the_node_keeps_serving() {
                 assert!(written.is_empty(), "{ctx}: nothing written: {acts:?}");
                 match closed(&acts, target) {
                     Some(CloseReason::FramingError(detail)) => {
-                        assert!(detail.contains(why), "{ctx}: {detail}");
+                        assert!(detail.to_string().contains(why), "{ctx}: {detail}");
                     }
                     other => panic!("{ctx}: want a framing-error close, got {other:?}"),
                 }

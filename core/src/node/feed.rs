@@ -12,7 +12,7 @@ use bytes::Bytes;
 use crate::config::{InvalidFilters, SubscriberNak};
 use crate::frame;
 use crate::message::{self, Message, TransportRole, VoEvent};
-use crate::output::{Action, CloseReason, ConnId, Delivery, Event, Source};
+use crate::output::{Action, CloseReason, ConnId, ConnRole, Delivery, Event, Source};
 use crate::seen::{EventKey, Seen};
 use crate::time::format_utc;
 
@@ -44,7 +44,7 @@ impl Feed {
 
 impl Node {
     pub(super) fn feed_frame(&mut self, conn: ConnId, payload: &[u8], now: Instant) {
-        let Some(t) = self.expect_transport(conn, payload, "subscriber") else {
+        let Some(t) = self.expect_transport(conn, payload, ConnRole::Feed) else {
             return;
         };
         let Some(Conn {

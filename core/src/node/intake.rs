@@ -6,11 +6,12 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use crate::config::{AcceptVersions, DuplicateReply, SchemaCheck};
-use crate::ivoid::{self, EventIdError};
+use crate::ivoid;
 use crate::message::{self, Message, VoEvent, VoEventNamespace};
-use crate::output::{Action, CloseReason, ConnId, Event, Source};
+use crate::output::{Action, CloseReason, ConnId, ConnRole, Event, Source};
 use crate::schema;
 use crate::seen::{EventKey, Seen};
+use crate::violation::Violation;
 
 use super::Node;
 
@@ -18,23 +19,20 @@ impl Node {
     pub(super) fn intake_frame(&mut self, conn: ConnId, payload: &[u8], now: Instant) {
         let msg = match message::parse(payload, &self.config.limits.parse) {
             Ok(m) => m,
-            Err(e) => {
-                let reason = format!("Event rejected: {e}");
-                return self.reject(conn, "", reason, now);
+            Err(error) => {
+                let on = ConnRole::Intake;
+                return self.reject(conn, "", Violation::Unparsable { on, error }, now);
             }
         };
         let ev = match msg {
             Message::VoEvent(ev) => ev,
             Message::Transport(t) => {
-                let reason = format!(
-                    "Event rejected: expected a VOEvent, got a Transport message (role {})",
-                    t.role.as_str()
-                );
-                return self.reject(conn, "", reason, now);
+                let violation = Violation::UnexpectedTransport { role: t.role };
+                return self.reject(conn, "", violation, now);
             }
         };
-        if let Err(reason) = self.check_submission(payload, &ev) {
-            return self.reject(conn, &ev.ivorn, reason, now);
+        if let Err(violation) = self.check_submission(payload, &ev) {
+            return self.reject(conn, &ev.ivorn, violation, now);
         }
         let key = EventKey::of_element(&payload[ev.element.clone()]);
         let unix = self.clock.unix_secs_at(now);
@@ -66,27 +64,21 @@ impl Node {
     }
 
     /// Receiver checks on an author's event (PROTOCOL §4.1): IVOID, version, then schema.
-    fn check_submission(&self, payload: &[u8], ev: &VoEvent<'_>) -> Result<(), String> {
-        match ivoid::check_event_ivorn(&ev.ivorn) {
-            Ok(_) => {}
-            Err(EventIdError::Invalid(e)) => {
-                return Err(format!("Event rejected: Invalid IVOID: {} ({e})", ev.ivorn));
-            }
-            Err(e) => return Err(format!("Event rejected: {}", e.nak_reason(&ev.ivorn))),
+    fn check_submission(&self, payload: &[u8], ev: &VoEvent<'_>) -> Result<(), Violation> {
+        if let Err(error) = ivoid::check_event_ivorn(&ev.ivorn) {
+            return Err(Violation::BadIvorn {
+                on: ConnRole::Intake,
+                ivorn: ev.ivorn.to_string(),
+                error,
+            });
         }
         if self.config.policy.accept_versions == AcceptVersions::V2_0
             && ev.namespace != VoEventNamespace::V2_0
         {
-            return Err(format!(
-                "Event rejected: this broker accepts only VOEvent 2.0 \
-                 (namespace http://www.ivoa.net/xml/VOEvent/v2.0); got {}",
-                match (&ev.namespace, &ev.namespace_uri) {
-                    (VoEventNamespace::V1_1, _) => "VOEvent 1.1".to_owned(),
-                    (VoEventNamespace::None, _) => "no namespace".to_owned(),
-                    (_, Some(uri)) => format!("namespace {uri}"),
-                    (_, None) => "an unknown namespace".to_owned(),
-                }
-            ));
+            return Err(Violation::UnsupportedVersion {
+                namespace: ev.namespace,
+                namespace_uri: ev.namespace_uri.as_deref().map(str::to_owned),
+            });
         }
         // Only 2.0 packets are schema-checked: with `AcceptVersions::Any`, 1.1 and
         // namespace-less packets pass without one (there is no schema for them here).
@@ -94,13 +86,13 @@ impl Node {
         {
             let limits = &self.config.limits.parse;
             schema::validate_voevent_2_0(payload, ev.element.clone(), limits)
-                .map_err(|e| format!("Event rejected: {e}"))?;
+                .map_err(Violation::Schema)?;
         }
         Ok(())
     }
 
-    fn reject(&mut self, conn: ConnId, ivorn: &str, reason: String, now: Instant) {
-        self.nak(conn, ivorn, &reason, now);
+    fn reject(&mut self, conn: ConnId, ivorn: &str, reason: Violation, now: Instant) {
+        self.nak(conn, ivorn, &reason.to_string(), now);
         self.events.push_back(Event::Rejected { conn, reason });
         self.close(conn, CloseReason::Done, now);
     }

@@ -30,6 +30,11 @@
 //! | Subscription (us → upstream) | *connecting* → *up* (answer authenticate with filters and iamalive; ack every event; silence timer) → *down* (reconnect after back-off) | bad XML: logged, ignored, silence timer not reset |
 //! | Submission (us as author) | *connecting* → *sent* → *done* on the matching ack or nak | timeout or close before the receipt: failed |
 //!
+//! Each violation is reported as a [`Violation`]: in [`Event::Rejected`] for a naked
+//! submission, in [`Event::ProtocolViolation`] for anything logged (ignored or closed on), in
+//! [`CloseReason::FramingError`] for a stream that cannot continue. Its `Display` is the nak
+//! reason or the log text.
+//!
 //! With [`Durability::BeforeReply`](crate::config::Durability::BeforeReply) (the default) the
 //! receipt, forwards and delivery of a new event are *held* until the driver reports its
 //! [`Action::Persist`] durable with [`Node::handle_persisted`]; the Persist actions are numbered
@@ -67,6 +72,7 @@ use crate::output::{Action, CloseReason, ConnId, ConnRole, Event, ListenerRole, 
 use crate::seen::{EventKey, SeenIndex, SeenRecord};
 use crate::time::{WallClock, format_utc};
 use crate::timer::Timers;
+use crate::violation::Violation;
 
 use durability::Held;
 use feed::Feed;
@@ -410,7 +416,7 @@ impl Node {
             return;
         }
         if let Err(e) = result {
-            let detail = e.to_string();
+            let detail = Violation::Frame(e);
             if matches!(c.kind, Kind::Intake) {
                 let reason = format!("Event rejected: {detail}");
                 self.nak(conn, "", &reason, now);
@@ -697,22 +703,22 @@ impl Node {
         }
     }
 
-    /// Parses a frame that must be a Transport message; anything else from `who` is logged as
-    /// a violation and ignored.
+    /// Parses a frame that must be a Transport message; anything else arriving `on` this
+    /// connection is logged as a violation and ignored.
     fn expect_transport<'p>(
         &mut self,
         conn: ConnId,
         payload: &'p [u8],
-        who: &str,
+        on: ConnRole,
     ) -> Option<message::Transport<'p>> {
         // A node never reads `Response` or `TimeStamp`: `parse_routing` skips extracting them.
         let detail = match message::parse_routing(payload, &self.config.limits.parse) {
             Ok(Message::Transport(t)) => return Some(t),
-            Ok(Message::VoEvent(ev)) => format!(
-                "{who} sent an event ({}) where only Transport messages belong; ignored",
-                ev.ivorn
-            ),
-            Err(e) => format!("unparsable message from {who}, ignored: {e}"),
+            Ok(Message::VoEvent(ev)) => Violation::UnexpectedEvent {
+                on,
+                ivorn: ev.ivorn.into_owned(),
+            },
+            Err(error) => Violation::Unparsable { on, error },
         };
         self.events
             .push_back(Event::ProtocolViolation { conn, detail });

@@ -8,7 +8,8 @@ use bytes::Bytes;
 
 use crate::frame;
 use crate::message::{self, Message, TransportRole};
-use crate::output::{Action, CloseReason, ConnId, Event};
+use crate::output::{Action, CloseReason, ConnId, ConnRole, Event};
+use crate::violation::Violation;
 
 use super::{Conn, Kind, Node, SubmitError, TimerKey};
 
@@ -80,7 +81,7 @@ impl Node {
     }
 
     pub(super) fn submission_frame(&mut self, conn: ConnId, payload: &[u8], now: Instant) {
-        let Some(t) = self.expect_transport(conn, payload, "broker") else {
+        let Some(t) = self.expect_transport(conn, payload, ConnRole::Submission) else {
             return;
         };
         let Some(Conn {
@@ -107,12 +108,11 @@ impl Node {
             _ => {
                 self.events.push_back(Event::ProtocolViolation {
                     conn,
-                    detail: format!(
-                        "broker sent {} with Origin {:?}, not a receipt for {}; ignored",
-                        t.role.as_str(),
-                        t.origin,
-                        sub.ivorn
-                    ),
+                    detail: Violation::NotOurReceipt {
+                        role: t.role,
+                        origin: t.origin.into_owned(),
+                        ivorn: sub.ivorn.clone(),
+                    },
                 });
             }
         }

@@ -8,8 +8,9 @@ use std::time::{Duration, Instant};
 use crate::backoff::Backoff;
 use crate::ivoid;
 use crate::message::{self, Message, TransportRole};
-use crate::output::{Action, ConnId, Event, Source};
+use crate::output::{Action, ConnId, ConnRole, Event, Source};
 use crate::seen::{EventKey, Seen};
+use crate::violation::Violation;
 
 use super::{Kind, Node, TimerKey};
 
@@ -80,10 +81,13 @@ impl Node {
     pub(super) fn subscription_frame(&mut self, conn: ConnId, payload: &[u8], now: Instant) {
         let msg = match message::parse(payload, &self.config.limits.parse) {
             Ok(m) => m,
-            Err(e) => {
+            Err(error) => {
                 self.events.push_back(Event::ProtocolViolation {
                     conn,
-                    detail: format!("unparsable message from upstream, ignored: {e}"),
+                    detail: Violation::Unparsable {
+                        on: ConnRole::Subscription,
+                        error,
+                    },
                 });
                 return;
             }
@@ -117,21 +121,22 @@ impl Node {
                 TransportRole::Ack | TransportRole::Nak => {
                     self.events.push_back(Event::ProtocolViolation {
                         conn,
-                        detail: format!(
-                            "upstream sent an unsolicited {} receipt, ignored",
-                            t.role.as_str()
-                        ),
+                        detail: Violation::UnsolicitedReceipt { role: t.role },
                     });
                 }
             },
             Message::VoEvent(ev) => {
                 // Always ack, valid or not, new or not, so the upstream keeps us (Comet); the
                 // ack of a new event or a duplicate waits for the store like an author's.
-                if let Err(e) = ivoid::check_event_ivorn(&ev.ivorn) {
+                if let Err(error) = ivoid::check_event_ivorn(&ev.ivorn) {
                     self.ack(conn, &ev.ivorn, now);
                     self.events.push_back(Event::ProtocolViolation {
                         conn,
-                        detail: format!("event with invalid IVORN {} dropped: {e}", ev.ivorn),
+                        detail: Violation::BadIvorn {
+                            on: ConnRole::Subscription,
+                            ivorn: ev.ivorn.to_string(),
+                            error,
+                        },
                     });
                     return;
                 }
