@@ -184,3 +184,135 @@ fn peer(on: ConnRole) -> &'static str {
         ConnRole::Submission => "broker",
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ivoid::IvoidError;
+
+    /// One row per variant (and per branch of its text): the exact text, as sent or logged.
+    #[test]
+    fn each_violation_writes_its_wire_or_log_text() {
+        let frame = FrameError::TooLong {
+            len: 2_000_000,
+            max: 1_048_576,
+            swapped: None,
+        };
+        let version = |namespace, uri: Option<&str>| Violation::UnsupportedVersion {
+            namespace,
+            namespace_uri: uri.map(str::to_owned),
+        };
+        let only_2_0 = "Event rejected: this broker accepts only VOEvent 2.0 \
+                        (namespace http://www.ivoa.net/xml/VOEvent/v2.0); got ";
+        let rows: Vec<(Violation, String)> =
+            vec![
+            (Violation::Frame(frame.clone()), frame.to_string()),
+            (
+                Violation::Unparsable {
+                    on: ConnRole::Intake,
+                    error: ParseError::Empty,
+                },
+                "Event rejected: empty payload: a frame must carry one XML document".into(),
+            ),
+            (
+                Violation::Unparsable {
+                    on: ConnRole::Submission,
+                    error: ParseError::NoRoot,
+                },
+                "unparsable message from broker, ignored: no root element: expected a VOEvent \
+                 or Transport document"
+                    .into(),
+            ),
+            (
+                Violation::UnexpectedTransport {
+                    role: TransportRole::Authenticate,
+                },
+                "Event rejected: expected a VOEvent, got a Transport message (role \
+                 authenticate)"
+                    .into(),
+            ),
+            (
+                Violation::UnexpectedEvent {
+                    on: ConnRole::Feed,
+                    ivorn: "ivo://a.b/c#1".into(),
+                },
+                "subscriber sent an event (ivo://a.b/c#1) where only Transport messages belong; \
+                 ignored"
+                    .into(),
+            ),
+            (
+                Violation::BadIvorn {
+                    on: ConnRole::Intake,
+                    ivorn: "ivo:/x".into(),
+                    error: EventIdError::Invalid(IvoidError::NotIvoScheme),
+                },
+                format!(
+                    "Event rejected: Invalid IVOID: ivo:/x ({})",
+                    IvoidError::NotIvoScheme
+                ),
+            ),
+            (
+                Violation::BadIvorn {
+                    on: ConnRole::Intake,
+                    ivorn: "ivo://a.b/c".into(),
+                    error: EventIdError::NoLocalId,
+                },
+                "Event rejected: No per-event local ID".into(),
+            ),
+            (
+                Violation::BadIvorn {
+                    on: ConnRole::Subscription,
+                    ivorn: "ivo://a.b/c".into(),
+                    error: EventIdError::NoLocalId,
+                },
+                format!(
+                    "event with invalid IVORN ivo://a.b/c dropped: {}",
+                    EventIdError::NoLocalId
+                ),
+            ),
+            (
+                version(VoEventNamespace::V1_1, Some("http://www.ivoa.net/xml/VOEvent/v1.1")),
+                format!("{only_2_0}VOEvent 1.1"),
+            ),
+            (
+                version(VoEventNamespace::None, None),
+                format!("{only_2_0}no namespace"),
+            ),
+            (
+                version(VoEventNamespace::Other, Some("urn:x")),
+                format!("{only_2_0}namespace urn:x"),
+            ),
+            (
+                version(VoEventNamespace::Other, None),
+                format!("{only_2_0}an unknown namespace"),
+            ),
+            (
+                Violation::Schema(SchemaError::WrongRoot { found: "x".into() }),
+                format!(
+                    "Event rejected: {}",
+                    SchemaError::WrongRoot { found: "x".into() }
+                ),
+            ),
+            (
+                Violation::UnsolicitedReceipt {
+                    role: TransportRole::Nak,
+                },
+                "upstream sent an unsolicited nak receipt, ignored".into(),
+            ),
+            (
+                Violation::NotOurReceipt {
+                    role: TransportRole::Ack,
+                    origin: "ivo://a.b/c#2".into(),
+                    ivorn: Arc::from("ivo://a.b/c#1"),
+                },
+                "broker sent ack with Origin \"ivo://a.b/c#2\", not a receipt for ivo://a.b/c#1; \
+                 ignored"
+                    .into(),
+            ),
+        ];
+        for (violation, text) in rows {
+            assert_eq!(violation.to_string(), text, "{violation:?}");
+            assert!(std::error::Error::source(&violation).is_none());
+        }
+    }
+}
