@@ -90,6 +90,7 @@
 //! - **Peer faults are inputs, not errors**: a bad frame from a peer never makes a `handle_*`
 //!   method fail. The node answers with a nak and a reason, closes, or ignores and logs (an
 //!   [`Event::ProtocolViolation`]), as the role prescribes, and keeps serving everyone else.
+//!   Each fault is a typed [`Violation`] whose `Display` is the nak reason or log text.
 //! - **Caller mistakes** that types cannot prevent return typed errors ([`ConfigError`],
 //!   [`SubmitError`]).
 //! - **Bugs** are caught by debug assertions. No input from the network can make the core
@@ -123,6 +124,7 @@ pub mod time;
 pub mod whitelist;
 
 mod timer;
+mod violation;
 
 #[cfg(test)]
 mod testutil;
@@ -133,3 +135,4 @@ pub use output::{
     Action, CloseReason, ConnId, ConnRole, Delivery, Event, ListenerRole, Peer, Source,
 };
 pub use seen::{EventKey, SeenRecord};
+pub use violation::Violation;

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use crate::seen::{EventKey, SeenRecord};
+use crate::violation::Violation;
 
 /// Opaque handle of one connection, minted by the node and never reused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -74,8 +75,9 @@ pub enum CloseReason {
     UpstreamSilent,
     /// An author waited too long for its receipt.
     ReceiptTimeout,
-    /// The peer violated framing (e.g. oversize prefix) and the stream cannot continue.
-    FramingError(String),
+    /// The peer violated framing (e.g. oversize prefix) and the stream cannot continue: a
+    /// [`Violation::Frame`].
+    FramingError(Violation),
     /// The peer's outbox overflowed: it is not reading.
     OutboxFull,
     /// The peer closed the connection or an IO error occurred.
@@ -320,8 +322,8 @@ pub enum Event {
     Rejected {
         /// Connection.
         conn: ConnId,
-        /// The nak reason.
-        reason: String,
+        /// What was wrong; its `Display` is the nak's reason, as sent.
+        reason: Violation,
     },
     /// An event was a duplicate and was not relayed.
     Duplicate {
@@ -352,8 +354,8 @@ pub enum Event {
     ProtocolViolation {
         /// Connection.
         conn: ConnId,
-        /// What was wrong.
-        detail: String,
+        /// What was wrong; its `Display` is the text to log.
+        detail: Violation,
     },
     /// Author role: the broker acknowledged our event.
     SubmissionAcked {

@@ -9,7 +9,7 @@ mod common;
 
 use common::*;
 use vtp_core::message::TransportRole;
-use vtp_core::{Action, CloseReason, ConnId, ConnRole, Event, ListenerRole};
+use vtp_core::{Action, CloseReason, ConnId, ConnRole, Event, ListenerRole, Violation};
 
 /// Where the bad bytes arrive.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -477,11 +477,11 @@ fn setup() -> Setup {
     }
 }
 
-fn violations(events: &[Event], conn: ConnId) -> Vec<&str> {
+fn violations(events: &[Event], conn: ConnId) -> Vec<String> {
     events
         .iter()
         .filter_map(|e| match e {
-            Event::ProtocolViolation { conn: c, detail } if *c == conn => Some(detail.as_str()),
+            Event::ProtocolViolation { conn: c, detail } if *c == conn => Some(detail.to_string()),
             _ => None,
         })
         .collect()
@@ -538,7 +538,7 @@ fn every_bad_input_gets_its_outcome_and_the_node_keeps_serving() {
                 assert!(written.is_empty(), "{ctx}: nothing written: {acts:?}");
                 match closed(&acts, target) {
                     Some(CloseReason::FramingError(detail)) => {
-                        assert!(detail.contains(why), "{ctx}: {detail}");
+                        assert!(detail.to_string().contains(why), "{ctx}: {detail}");
                     }
                     other => panic!("{ctx}: want a framing-error close, got {other:?}"),
                 }
@@ -565,6 +565,34 @@ fn every_bad_input_gets_its_outcome_and_the_node_keeps_serving() {
                 };
                 assert_eq!(h.node.role(target), Some(want), "{ctx}");
             }
+        }
+        // The fault is typed: a framing violation, or a parse error naming the connection's role.
+        let on = match r.role {
+            Intake => ConnRole::Intake,
+            Feed => ConnRole::Feed,
+            Subscription => ConnRole::Subscription,
+        };
+        let faults: Vec<&Violation> = events
+            .iter()
+            .filter_map(|e| match e {
+                Event::Rejected { conn, reason }
+                | Event::ProtocolViolation {
+                    conn,
+                    detail: reason,
+                } if *conn == target => Some(reason),
+                _ => None,
+            })
+            .collect();
+        match faults.as_slice() {
+            [Violation::Frame(_)] => assert!(
+                matches!(
+                    closed(&acts, target),
+                    Some(CloseReason::FramingError(Violation::Frame(_)))
+                ),
+                "{ctx}: {acts:?}"
+            ),
+            [Violation::Unparsable { on: o, .. }] => assert_eq!(*o, on, "{ctx}"),
+            other => panic!("{ctx}: want one typed fault, got {other:?}"),
         }
         if matches!(r.role, Intake) {
             assert!(

@@ -1174,7 +1174,7 @@ impl Sim {
             }
             Event::ProtocolViolation { detail, .. } => self.fail(Violation::ProtocolViolation {
                 node: name(),
-                detail,
+                detail: detail.to_string(),
             }),
             Event::Refused { reason, .. } => self.fail(Violation::Refused {
                 node: name(),

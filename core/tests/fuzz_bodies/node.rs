@@ -39,6 +39,7 @@ use vtp_core::message::{self, Message, ParseLimits, TransportRole};
 use vtp_core::whitelist::Whitelist;
 use vtp_core::{
     Action, CloseReason, Config, ConnId, ConnRole, Event, EventKey, ListenerRole, Node, Peer,
+    Violation,
 };
 
 use super::Bytes;
@@ -959,8 +960,11 @@ impl Sim {
                 m.outcomes += 1;
                 assert_eq!(m.outcomes, 1, "two outcomes for submission {conn}");
             }
-            Event::Rejected { conn, .. } => {
+            Event::Rejected { conn, reason } => {
                 assert_eq!(self.model(conn).role, ConnRole::Intake);
+                // The reason is the nak's text, in Comet's form.
+                let text = reason.to_string();
+                assert!(text.starts_with("Event rejected: "), "{conn}: {text}");
             }
             Event::FiltersSet {
                 conn,
@@ -975,7 +979,16 @@ impl Sim {
                 assert_eq!(self.model(conn).role, ConnRole::Feed);
                 self.tally.subscriber_naks += 1;
             }
-            Event::ProtocolViolation { .. } => self.tally.violations += 1,
+            Event::ProtocolViolation { conn, detail } => {
+                // A fault that names the connection it arrived on names the right one.
+                if let Violation::Unparsable { on, .. }
+                | Violation::UnexpectedEvent { on, .. }
+                | Violation::BadIvorn { on, .. } = &detail
+                {
+                    assert_eq!(self.model(conn).role, *on, "{conn}: {detail}");
+                }
+                self.tally.violations += 1;
+            }
             _ => {}
         }
     }

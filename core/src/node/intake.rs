@@ -1,0 +1,135 @@
+//! Intake: an author's connection to us. The first frame is the submission; it is checked
+//! (PROTOCOL §4.1: IVOID, version, schema), answered with an ack or a nak, and the connection
+//! closed, at once or once the event's record is durable.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use crate::config::{AcceptVersions, DuplicateReply, SchemaCheck};
+use crate::ivoid;
+use crate::message::{self, Message, VoEvent, VoEventNamespace};
+use crate::output::{Action, CloseReason, ConnId, ConnRole, Event, Source};
+use crate::schema;
+use crate::seen::{EventKey, Seen};
+use crate::violation::Violation;
+
+use super::Node;
+
+impl Node {
+    pub(super) fn intake_frame(&mut self, conn: ConnId, payload: &[u8], now: Instant) {
+        let msg = match message::parse(payload, &self.config.limits.parse) {
+            Ok(m) => m,
+            Err(error) => {
+                let on = ConnRole::Intake;
+                return self.reject(conn, "", Violation::Unparsable { on, error }, now);
+            }
+        };
+        let ev = match msg {
+            Message::VoEvent(ev) => ev,
+            Message::Transport(t) => {
+                let violation = Violation::UnexpectedTransport { role: t.role };
+                return self.reject(conn, "", violation, now);
+            }
+        };
+        if let Err(violation) = self.check_submission(payload, &ev) {
+            return self.reject(conn, &ev.ivorn, violation, now);
+        }
+        let key = EventKey::of_element(&payload[ev.element.clone()]);
+        let unix = self.clock.unix_secs_at(now);
+        match self.seen.check_and_insert(key, unix) {
+            Seen::Duplicate => {
+                self.actions.push_back(Action::DropDuplicate { conn, key });
+                self.events.push_back(Event::Duplicate { conn, key });
+                let mark = self.actions.len();
+                match self.config.policy.duplicate_reply {
+                    DuplicateReply::Ack => self.ack(conn, &ev.ivorn, now),
+                    DuplicateReply::Nak => self.nak(
+                        conn,
+                        &ev.ivorn,
+                        "Event rejected: Previously seen by this broker",
+                        now,
+                    ),
+                }
+                self.end_intake(conn, mark, now);
+            }
+            Seen::New { evicted } => {
+                self.persist(key, unix, evicted);
+                let mark = self.actions.len();
+                self.ack(conn, &ev.ivorn, now);
+                self.end_intake(conn, mark, now);
+                let ivorn: Arc<str> = Arc::from(ev.ivorn.as_ref());
+                self.accept_event(conn, Source::Author(conn), ivorn, key, payload, &ev, now);
+            }
+        }
+    }
+
+    /// Receiver checks on an author's event (PROTOCOL §4.1): IVOID, version, then schema.
+    fn check_submission(&self, payload: &[u8], ev: &VoEvent<'_>) -> Result<(), Violation> {
+        if let Err(error) = ivoid::check_event_ivorn(&ev.ivorn) {
+            return Err(Violation::BadIvorn {
+                on: ConnRole::Intake,
+                ivorn: ev.ivorn.to_string(),
+                error,
+            });
+        }
+        if self.config.policy.accept_versions == AcceptVersions::V2_0
+            && ev.namespace != VoEventNamespace::V2_0
+        {
+            return Err(Violation::UnsupportedVersion {
+                namespace: ev.namespace,
+                namespace_uri: ev.namespace_uri.as_deref().map(str::to_owned),
+            });
+        }
+        // Only 2.0 packets are schema-checked: with `AcceptVersions::Any`, 1.1 and
+        // namespace-less packets pass without one (there is no schema for them here).
+        if self.config.policy.schema == SchemaCheck::V2_0 && ev.namespace == VoEventNamespace::V2_0
+        {
+            let limits = &self.config.limits.parse;
+            schema::validate_voevent_2_0(payload, ev.element.clone(), limits)
+                .map_err(Violation::Schema)?;
+        }
+        Ok(())
+    }
+
+    fn reject(&mut self, conn: ConnId, ivorn: &str, reason: Violation, now: Instant) {
+        self.nak(conn, ivorn, &reason.to_string(), now);
+        self.events.push_back(Event::Rejected { conn, reason });
+        self.close(conn, CloseReason::Done, now);
+    }
+
+    pub(super) fn ack(&mut self, conn: ConnId, ivorn: &str, now: Instant) {
+        let ts = self.stamp(now);
+        let frame = message::build_ack(ivorn, self.local_ivo.as_deref(), ts.as_str());
+        self.actions.push_back(Action::Ack { conn, frame });
+    }
+
+    /// A nak answers one submission; its `Origin` is the event's ivorn, or, when the ivorn
+    /// could not be read, our own IVOID (an `Origin` must never be empty: pygcn and Comet
+    /// read it unconditionally).
+    pub(super) fn nak(&mut self, conn: ConnId, ivorn: &str, reason: &str, now: Instant) {
+        let ivorn = match (ivorn.is_empty(), self.local_ivo.as_deref()) {
+            (true, Some(local)) => local,
+            (true, None) => "ivo://vtp/unknown",
+            (false, _) => ivorn,
+        };
+        let ts = self.stamp(now);
+        let frame = message::build_nak(ivorn, self.local_ivo.as_deref(), ts.as_str(), reason);
+        self.actions.push_back(Action::Nak { conn, frame });
+    }
+
+    /// Closes an intake after its receipt (queued since `mark`): at once, or, when the receipt
+    /// must wait for the store, with the close held behind it and the connection kept open (and
+    /// ignored) until then.
+    fn end_intake(&mut self, conn: ConnId, mark: usize, now: Instant) {
+        if self.holding() {
+            self.actions.push_back(Action::Close {
+                conn,
+                reason: CloseReason::Done,
+            });
+            self.replying.insert(conn);
+            self.hold(mark);
+        } else {
+            self.close(conn, CloseReason::Done, now);
+        }
+    }
+}

@@ -1,0 +1,740 @@
+//! The node: every VTP role in one deterministic state machine.
+//!
+//! # Theory of operation
+//!
+//! A [`Node`] owns one machine per connection and the state they share (seen-index, filters,
+//! upstream back-offs, node-wide timers). A driver feeds it inputs and performs its outputs:
+//!
+//! | input | when |
+//! |---|---|
+//! | [`Node::handle_accept`] | a listener accepted a connection (`Receive` or `Broadcast`) |
+//! | [`Node::handle_connected`] | an outgoing connection asked for by [`Action::Connect`] is up |
+//! | [`Node::handle_input`] | bytes were read from a connection (any chunking) |
+//! | [`Node::handle_closed`] | a connection ended (peer close, IO error, connect failure, outbox overflow) |
+//! | [`Node::handle_timeout`] | the deadline from [`Node::poll_timeout`] passed |
+//! | [`Node::submit`] | command: submit one event as an author |
+//! | [`Node::handle_persisted`] | the store made more [`Action::Persist`] records durable |
+//! | [`Node::restore_seen`] | start-up: seen-index records loaded from the store |
+//! | [`Node::shutdown`] | command: close everything |
+//!
+//! After **every** input, drain [`Node::poll_action`] until `None` (perform the actions in
+//! order), then [`Node::poll_event`], then read [`Node::poll_timeout`]. `now` must never go
+//! backwards.
+//!
+//! The per-connection machines (PROTOCOL.md §3):
+//!
+//! | machine | states and inputs | on violation |
+//! |---|---|---|
+//! | Intake (author → us) | *waiting* (first frame is the submission; 20 s deadline from accept) → *answered* (ack or nak sent, close queued) | bad XML, Transport, bad IVOID, wrong version, schema violation: nak with reason, close; oversize prefix: nak, close; deadline: close without reply |
+//! | Feed (us → subscriber) | *open*: authenticate sent on accept; iamalive at each node tick; events forwarded through filters; acks, naks, iamalive replies and authenticate replies (filters) accepted at any time | bad XML or a VOEvent from the subscriber: logged and ignored; unanswered iamalive or too many outstanding acks at a tick: close |
+//! | Subscription (us → upstream) | *connecting* → *up* (answer authenticate with filters and iamalive; ack every event; silence timer) → *down* (reconnect after back-off) | bad XML: logged, ignored, silence timer not reset |
+//! | Submission (us as author) | *connecting* → *sent* → *done* on the matching ack or nak | timeout or close before the receipt: failed |
+//!
+//! Each violation is reported as a [`Violation`]: in [`Event::Rejected`] for a naked
+//! submission, in [`Event::ProtocolViolation`] for anything logged (ignored or closed on), in
+//! [`CloseReason::FramingError`] for a stream that cannot continue. Its `Display` is the nak
+//! reason or the log text.
+//!
+//! With [`Durability::BeforeReply`](crate::config::Durability::BeforeReply) (the default) the
+//! receipt, forwards and delivery of a new event are *held* until the driver reports its
+//! [`Action::Persist`] durable with [`Node::handle_persisted`]; the Persist actions are numbered
+//! 1, 2, 3... in the order they are emitted, and held output is released in that order. An
+//! intake whose receipt is held stays open (its deadline still runs; further input is ignored;
+//! a peer's half-close does not cancel the receipt). See the crate docs, "Durability".
+//!
+//! Implementation note: one node-wide iamalive tick drives every feed, as in Comet: it keeps
+//! `poll_timeout` O(1) in the number of subscribers, and each feed still hears from us at least
+//! once per period (VTP 2.0 §5 asks for at most 90 s of silence).
+//!
+//! # Where each part lives
+//!
+//! | file | what it holds |
+//! |---|---|
+//! | `mod.rs` | [`Node`]: construction, inputs, outputs, queries, connections, frame dispatch |
+//! | `intake.rs` | submissions from authors: checks, ack or nak, the end of the exchange |
+//! | `feed.rs` | subscribers: fan-out, the iamalive tick, test events, their acks and naks |
+//! | `filters.rs` | the filter table shared by every feed, and each feed's filters |
+//! | `subscription.rs` | upstreams: dial, reconnect with back-off, ack and relay their events |
+//! | `submission.rs` | us as author: [`Node::submit`] and the broker's receipt |
+//! | `durability.rs` | seen-index records: persist numbering, hold and release, expiry |
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::backoff::Backoff;
+use crate::config::Config;
+use crate::filter::FilterEngine;
+use crate::frame::{self, FrameDecoder};
+use crate::ivoid::Ivoid;
+use crate::message::{self, Message};
+use crate::output::{Action, CloseReason, ConnId, ConnRole, Event, ListenerRole, Peer};
+use crate::seen::{EventKey, SeenIndex, SeenRecord};
+use crate::time::{WallClock, format_utc};
+use crate::timer::Timers;
+use crate::violation::Violation;
+
+use durability::Held;
+use feed::Feed;
+use filters::FilterTable;
+use submission::Submission;
+use subscription::{Subscription, UpstreamState};
+
+mod durability;
+mod feed;
+mod filters;
+mod intake;
+mod submission;
+mod subscription;
+
+/// A configuration the node cannot run with.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// `local_ivo` is not a valid IVOA identifier.
+    #[error(
+        "invalid local IVOID {ivo:?}: {reason}; give an identifier like ivo://example.org/broker"
+    )]
+    LocalIvo {
+        /// The value given.
+        ivo: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// An upstream has no endpoint.
+    #[error("upstream {0} has no endpoint; give at least one HOST[:PORT]")]
+    EmptyUpstream(usize),
+    /// A filter of this node's own is too long.
+    #[error("filter {index} is {len} bytes long, over the limit of {max}; shorten it")]
+    FilterTooLong {
+        /// Position in the list.
+        index: usize,
+        /// Its length.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+}
+
+/// A submission the node cannot make.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum SubmitError {
+    /// The payload is not a well-formed VOEvent.
+    #[error("not a valid VOEvent: {0}")]
+    NotAnEvent(String),
+    /// The payload is larger than a frame may be.
+    #[error("event is {len} bytes, over the frame limit of {max} bytes")]
+    TooLarge {
+        /// Its size.
+        len: usize,
+        /// The limit.
+        max: u32,
+    },
+    /// [`Node::shutdown`] was called: the node opens no more connections.
+    #[error("the node is shutting down: submit before calling shutdown, or to a new node")]
+    ShuttingDown,
+}
+
+/// Node-wide and per-connection deadlines.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+enum TimerKey {
+    IamaliveTick,
+    TestEvent,
+    Prune,
+    Reconnect(usize),
+    Conn(ConnId),
+}
+
+/// The VTP node. See the [module docs](self) for the driving contract.
+#[derive(Debug)]
+pub struct Node {
+    config: Config,
+    local_ivo: Option<Arc<str>>,
+    clock: WallClock,
+    last_now: Instant,
+    next_conn: u64,
+    conns: BTreeMap<ConnId, Conn>,
+    /// Open intake connections (authors).
+    served: usize,
+    /// Open feeds (subscribers).
+    feeds: usize,
+    upstreams: Vec<UpstreamState>,
+    seen: SeenIndex,
+    filters: FilterTable,
+    timers: Timers<TimerKey>,
+    actions: VecDeque<Action>,
+    events: VecDeque<Event>,
+    shut_down: bool,
+    /// Persist actions emitted so far (they are numbered 1, 2, 3...).
+    persists: u64,
+    /// Persist actions reported durable.
+    persisted: u64,
+    /// Output waiting for a persist to be durable: (persist number, output), in emission
+    /// order, so the numbers never decrease.
+    held: VecDeque<(u64, Held)>,
+    /// Intake connections whose receipt is held.
+    replying: BTreeSet<ConnId>,
+}
+
+#[derive(Debug)]
+struct Conn {
+    decoder: FrameDecoder,
+    kind: Kind,
+}
+
+#[derive(Debug)]
+enum Kind {
+    Intake,
+    Feed(Feed),
+    Subscription(Subscription),
+    Submission(Submission),
+}
+
+impl Kind {
+    fn role(&self) -> ConnRole {
+        match self {
+            Self::Intake => ConnRole::Intake,
+            Self::Feed(_) => ConnRole::Feed,
+            Self::Subscription(_) => ConnRole::Subscription,
+            Self::Submission(_) => ConnRole::Submission,
+        }
+    }
+}
+
+impl Node {
+    /// Creates a node.
+    ///
+    /// `engine` evaluates subscriber filters (use [`NoFilterEngine`](crate::filter::NoFilterEngine)
+    /// when there is no XPath support), `seed` drives every random choice (back-off jitter), and
+    /// `unix_now` is the wall-clock time at `now`, the anchor of every timestamp the node writes.
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError`] when the local IVOID is invalid, an upstream has no endpoint, or one of
+    /// the node's own filters is over the length limit.
+    pub fn new(
+        config: Config,
+        engine: Box<dyn FilterEngine + Send>,
+        seed: u64,
+        now: Instant,
+        unix_now: Duration,
+    ) -> Result<Self, ConfigError> {
+        if let Some(ivo) = &config.local_ivo {
+            Ivoid::parse(ivo).map_err(|e| ConfigError::LocalIvo {
+                ivo: ivo.clone(),
+                reason: e.to_string(),
+            })?;
+        }
+        for (index, f) in config.filters.iter().enumerate() {
+            if f.len() > config.limits.filter_len_max {
+                return Err(ConfigError::FilterTooLong {
+                    index,
+                    len: f.len(),
+                    max: config.limits.filter_len_max,
+                });
+            }
+        }
+        let mut upstreams = Vec::with_capacity(config.upstreams.len());
+        for (i, up) in config.upstreams.iter().enumerate() {
+            if up.endpoints.is_empty() {
+                return Err(ConfigError::EmptyUpstream(i));
+            }
+            upstreams.push(UpstreamState {
+                endpoints: up.endpoints.iter().map(|e| Arc::from(e.as_str())).collect(),
+                next_endpoint: 0,
+                backoff: Backoff::new(
+                    config.timing.backoff,
+                    seed ^ (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15),
+                ),
+                conn: None,
+            });
+        }
+        let mut timers = Timers::new();
+        timers.set(TimerKey::IamaliveTick, now + config.timing.iamalive_period);
+        if config.timing.test_event_interval.is_some() {
+            timers.set(TimerKey::TestEvent, now);
+        }
+        timers.set(TimerKey::Prune, now);
+        for i in 0..upstreams.len() {
+            timers.set(TimerKey::Reconnect(i), now);
+        }
+        Ok(Self {
+            local_ivo: config.local_ivo.as_deref().map(Arc::from),
+            seen: SeenIndex::new(config.limits.seen_entries_max),
+            clock: WallClock::new(now, unix_now),
+            last_now: now,
+            next_conn: 1,
+            conns: BTreeMap::new(),
+            served: 0,
+            feeds: 0,
+            upstreams,
+            filters: FilterTable {
+                engine,
+                by_expr: HashMap::new(),
+                by_id: BTreeMap::new(),
+                feeds_with_filters: 0,
+                ids: Vec::new(),
+                verdicts: Vec::new(),
+            },
+            timers,
+            actions: VecDeque::new(),
+            events: VecDeque::new(),
+            shut_down: false,
+            persists: 0,
+            persisted: 0,
+            held: VecDeque::new(),
+            replying: BTreeSet::new(),
+            config,
+        })
+    }
+
+    // ---------------------------------------------------------------- inputs
+
+    /// A listener accepted a connection from `peer`. Returns the new connection's handle, or
+    /// `None` if it was refused (whitelist, connection limit, no local IVOID); a refused
+    /// connection must be closed by the driver without sending anything.
+    #[must_use]
+    pub fn handle_accept(
+        &mut self,
+        listener: ListenerRole,
+        peer: Peer,
+        now: Instant,
+    ) -> Option<ConnId> {
+        self.advance(now);
+        let refuse = |reason: String| Event::Refused {
+            listener,
+            peer,
+            reason,
+        };
+        if self.shut_down {
+            self.events
+                .push_back(refuse("node is shutting down".into()));
+            return None;
+        }
+        let Some(local_ivo) = self.local_ivo.clone() else {
+            self.events.push_back(refuse(
+                "no local IVOID configured: a broker needs --local-ivo to receive or broadcast"
+                    .into(),
+            ));
+            return None;
+        };
+        let open = match listener {
+            ListenerRole::Receive => self.served,
+            ListenerRole::Broadcast => self.feeds,
+        };
+        if open >= self.config.limits.connections_max {
+            self.events.push_back(refuse(format!(
+                "connection limit reached ({} connections)",
+                self.config.limits.connections_max
+            )));
+            return None;
+        }
+        let whitelist = match listener {
+            ListenerRole::Receive => &self.config.author_whitelist,
+            ListenerRole::Broadcast => &self.config.subscriber_whitelist,
+        };
+        if let Peer::Ip(ip) = peer
+            && !whitelist.allows(ip)
+        {
+            let what = match listener {
+                ListenerRole::Receive => "submission",
+                ListenerRole::Broadcast => "subscription",
+            };
+            self.events.push_back(refuse(format!(
+                "attempted {what} from non-whitelisted {ip}"
+            )));
+            return None;
+        }
+        let conn = self.mint();
+        if peer == Peer::Local {
+            self.events
+                .push_back(Event::UnixPeerNotWhitelisted { conn });
+        }
+        let kind = match listener {
+            ListenerRole::Receive => {
+                self.timers.set(
+                    TimerKey::Conn(conn),
+                    now + self.config.timing.intake_deadline,
+                );
+                Kind::Intake
+            }
+            ListenerRole::Broadcast => {
+                let ts = self.stamp(now);
+                let frame = message::build_authenticate(&local_ivo, ts.as_str());
+                self.actions.push_back(Action::Authenticate { conn, frame });
+                Kind::Feed(Feed::default())
+            }
+        };
+        self.insert_conn(conn, kind);
+        Some(conn)
+    }
+
+    /// An outgoing connection requested by [`Action::Connect`] is established.
+    pub fn handle_connected(&mut self, conn: ConnId, now: Instant) {
+        self.advance(now);
+        let silence = self.config.timing.subscriber_silence;
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        match &mut c.kind {
+            Kind::Subscription(s) => {
+                s.connected_at = Some(now);
+                self.timers.set(TimerKey::Conn(conn), now + silence);
+            }
+            Kind::Submission(s) => {
+                if !s.sent {
+                    s.sent = true;
+                    let frame = s.frame.clone();
+                    self.actions.push_back(Action::Submit { conn, frame });
+                }
+            }
+            Kind::Intake | Kind::Feed(_) => return,
+        }
+        let role = c.kind.role();
+        self.events.push_back(Event::PeerUp { conn, role });
+    }
+
+    /// Bytes were read from `conn`. Any chunking is fine.
+    pub fn handle_input(&mut self, conn: ConnId, input: &[u8], now: Instant) {
+        self.advance(now);
+        if self.replying.contains(&conn) {
+            // The submission is in; its receipt waits for the store. Anything more is ignored,
+            // as it would be on a connection already answered.
+            return;
+        }
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        let mut decoder = std::mem::replace(&mut c.decoder, FrameDecoder::new(0));
+        let result = decoder.decode(input, |payload| self.handle_frame(conn, payload, now));
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        c.decoder = decoder;
+        if self.replying.contains(&conn) {
+            return;
+        }
+        if let Err(e) = result {
+            let detail = Violation::Frame(e);
+            if matches!(c.kind, Kind::Intake) {
+                let reason = format!("Event rejected: {detail}");
+                self.nak(conn, "", &reason, now);
+            }
+            self.events.push_back(Event::ProtocolViolation {
+                conn,
+                detail: detail.clone(),
+            });
+            self.close(conn, CloseReason::FramingError(detail), now);
+        }
+    }
+
+    /// `conn` ended: the peer closed it, an IO error occurred, an outgoing connect failed, or the
+    /// driver gave up on it (e.g. [`CloseReason::OutboxFull`]). Unknown handles are ignored, so
+    /// reporting a close the node itself asked for is harmless.
+    ///
+    /// An intake whose receipt is held ([`Node::reply_pending`]) survives
+    /// [`CloseReason::PeerClosed`]: the author may only have half-closed its side and still
+    /// wait for the receipt, which is sent once the record is durable (if the socket is really
+    /// gone, writing it fails and the driver drops it).
+    pub fn handle_closed(&mut self, conn: ConnId, reason: CloseReason, now: Instant) {
+        self.advance(now);
+        if reason == CloseReason::PeerClosed && self.replying.contains(&conn) {
+            return;
+        }
+        if self.conns.contains_key(&conn) {
+            self.remove_conn(conn, reason, now);
+        }
+    }
+
+    /// Fires every deadline at or before `now`.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        self.advance(now);
+        while let Some(key) = self.timers.pop_due(now) {
+            match key {
+                TimerKey::IamaliveTick => self.iamalive_tick(now),
+                TimerKey::TestEvent => self.test_event(now),
+                TimerKey::Prune => self.prune(now),
+                TimerKey::Reconnect(i) => self.dial(i, now),
+                TimerKey::Conn(conn) => self.conn_deadline(conn, now),
+            }
+        }
+    }
+
+    /// The first `count` [`Action::Persist`] actions (numbered from 1 in emission order) are
+    /// durable in the store: output held for them is released, in order, to
+    /// [`Node::poll_action`]. A count not above the last one reported changes nothing. Output
+    /// for connections closed meanwhile is dropped; deliveries are always released.
+    ///
+    /// With [`Durability::Async`](crate::config::Durability::Async) nothing is held and this only
+    /// records the count.
+    pub fn handle_persisted(&mut self, count: u64, now: Instant) {
+        self.advance(now);
+        debug_assert!(
+            count <= self.persists,
+            "{count} persists reported durable, only {} emitted",
+            self.persists
+        );
+        let count = count.min(self.persists);
+        if count <= self.persisted {
+            return;
+        }
+        self.persisted = count;
+        while let Some((seq, _)) = self.held.front() {
+            if *seq > count {
+                break;
+            }
+            let Some((_, held)) = self.held.pop_front() else {
+                break;
+            };
+            match held {
+                Held::Action(action) => self.release(action, now),
+                Held::FanOut { frame, element } => {
+                    let payload = frame.slice(frame::PREFIX_LEN..);
+                    self.fan_out(&frame, &payload, element);
+                }
+            }
+        }
+    }
+
+    // -------------------------------------------------------------- commands
+
+    /// Loads seen-index records from the durable store (at start-up, before serving). Records
+    /// older than the retention are skipped. Returns the number loaded.
+    pub fn restore_seen(
+        &mut self,
+        records: impl IntoIterator<Item = SeenRecord>,
+        now: Instant,
+    ) -> usize {
+        self.advance(now);
+        let unix = self.clock.unix_secs_at(now);
+        self.seen
+            .restore(records, unix, self.config.timing.seen_retention.as_secs())
+    }
+
+    /// Closes every connection, stops reconnecting and refuses new connections.
+    pub fn shutdown(&mut self, now: Instant) {
+        self.advance(now);
+        self.shut_down = true;
+        let conns: Vec<ConnId> = self.conns.keys().copied().collect();
+        for conn in conns {
+            self.close(conn, CloseReason::Shutdown, now);
+        }
+        for i in 0..self.upstreams.len() {
+            self.timers.cancel(TimerKey::Reconnect(i));
+        }
+        self.timers.cancel(TimerKey::IamaliveTick);
+        self.timers.cancel(TimerKey::TestEvent);
+        self.timers.cancel(TimerKey::Prune);
+    }
+
+    // --------------------------------------------------------------- outputs
+
+    /// The next side effect to perform, in order.
+    #[must_use]
+    pub fn poll_action(&mut self) -> Option<Action> {
+        self.actions.pop_front()
+    }
+
+    /// The next application event.
+    #[must_use]
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// When to call [`Node::handle_timeout`] next; `None` when nothing is scheduled. Returns the
+    /// last `now` seen while actions or events are pending ("wake me now").
+    #[must_use]
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        if !self.actions.is_empty() || !self.events.is_empty() {
+            return Some(self.last_now);
+        }
+        self.timers.next()
+    }
+
+    // --------------------------------------------------------------- queries
+
+    /// Number of open connections, all roles.
+    pub fn connections(&self) -> usize {
+        self.conns.len()
+    }
+
+    /// Number of connected subscribers (feeds).
+    pub fn feeds(&self) -> usize {
+        self.feeds
+    }
+
+    /// What a connection is for, if it is open.
+    pub fn role(&self, conn: ConnId) -> Option<ConnRole> {
+        self.conns.get(&conn).map(|c| c.kind.role())
+    }
+
+    /// Entries in the seen-index.
+    pub fn seen_len(&self) -> usize {
+        self.seen.len()
+    }
+
+    /// True if this event's key is in the seen-index.
+    pub fn has_seen(&self, key: &EventKey) -> bool {
+        self.seen.contains(key)
+    }
+
+    /// Distinct filter expressions currently compiled.
+    pub fn distinct_filters(&self) -> usize {
+        self.filters.by_id.len()
+    }
+
+    /// Number of [`Action::Persist`] actions emitted so far: the highest count
+    /// [`Node::handle_persisted`] accepts.
+    pub fn persists(&self) -> u64 {
+        self.persists
+    }
+
+    /// Number of outputs held until their seen-index records are durable: receipts, closes,
+    /// deliveries, and one per event for its forwards to every subscriber.
+    pub fn held(&self) -> usize {
+        self.held.len()
+    }
+
+    /// True while the receipt for the intake `conn` is held until a record is durable: a driver
+    /// that sees the author's end of stream keeps the socket open for it.
+    pub fn reply_pending(&self, conn: ConnId) -> bool {
+        self.replying.contains(&conn)
+    }
+
+    /// The latest `now` the node was given.
+    pub fn last_now(&self) -> Instant {
+        self.last_now
+    }
+
+    /// The configuration the node runs with.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    // ------------------------------------------------------------- internals
+
+    fn advance(&mut self, now: Instant) {
+        debug_assert!(now >= self.last_now, "time went backwards");
+        if now > self.last_now {
+            self.last_now = now;
+        }
+    }
+
+    fn mint(&mut self) -> ConnId {
+        let id = ConnId(self.next_conn);
+        self.next_conn += 1;
+        id
+    }
+
+    fn insert_conn(&mut self, conn: ConnId, kind: Kind) {
+        let role = kind.role();
+        self.conns.insert(
+            conn,
+            Conn {
+                decoder: FrameDecoder::new(self.config.limits.frame_len_max),
+                kind,
+            },
+        );
+        match role {
+            ConnRole::Intake => self.served += 1,
+            ConnRole::Feed => self.feeds += 1,
+            ConnRole::Subscription | ConnRole::Submission => return,
+        }
+        self.events.push_back(Event::PeerUp { conn, role });
+    }
+
+    fn stamp(&self, now: Instant) -> crate::time::UtcStamp {
+        format_utc(self.clock.unix_secs_at(now))
+    }
+
+    /// Queues a close and forgets the connection.
+    fn close(&mut self, conn: ConnId, reason: CloseReason, now: Instant) {
+        if self.conns.contains_key(&conn) {
+            self.actions.push_back(Action::Close {
+                conn,
+                reason: reason.clone(),
+            });
+            self.remove_conn(conn, reason, now);
+        }
+    }
+
+    fn remove_conn(&mut self, conn: ConnId, reason: CloseReason, now: Instant) {
+        let Some(c) = self.conns.remove(&conn) else {
+            return;
+        };
+        self.replying.remove(&conn);
+        self.timers.cancel(TimerKey::Conn(conn));
+        let role = c.kind.role();
+        match c.kind {
+            Kind::Intake => self.served -= 1,
+            Kind::Feed(feed) => {
+                self.feeds -= 1;
+                self.release_filters(feed.filters);
+            }
+            Kind::Subscription(s) => {
+                let lived = s.connected_at.map_or(Duration::ZERO, |t| now - t);
+                self.schedule_reconnect(s.upstream, lived, now);
+            }
+            Kind::Submission(_) => {
+                if reason != CloseReason::Done {
+                    self.events.push_back(Event::SubmissionFailed {
+                        conn,
+                        reason: reason.clone(),
+                    });
+                }
+            }
+        }
+        self.events
+            .push_back(Event::PeerDown { conn, role, reason });
+    }
+
+    fn handle_frame(&mut self, conn: ConnId, payload: &[u8], now: Instant) {
+        let Some(c) = self.conns.get(&conn) else {
+            return;
+        };
+        match c.kind {
+            // A second frame after the submission, while its receipt waits: ignored.
+            Kind::Intake if self.replying.contains(&conn) => {}
+            Kind::Intake => self.intake_frame(conn, payload, now),
+            Kind::Feed(_) => self.feed_frame(conn, payload, now),
+            Kind::Subscription(_) => self.subscription_frame(conn, payload, now),
+            Kind::Submission(_) => self.submission_frame(conn, payload, now),
+        }
+    }
+
+    /// Parses a frame that must be a Transport message; anything else arriving `on` this
+    /// connection is logged as a violation and ignored.
+    fn expect_transport<'p>(
+        &mut self,
+        conn: ConnId,
+        payload: &'p [u8],
+        on: ConnRole,
+    ) -> Option<message::Transport<'p>> {
+        // A node never reads `Response` or `TimeStamp`: `parse_routing` skips extracting them.
+        let detail = match message::parse_routing(payload, &self.config.limits.parse) {
+            Ok(Message::Transport(t)) => return Some(t),
+            Ok(Message::VoEvent(ev)) => Violation::UnexpectedEvent {
+                on,
+                ivorn: ev.ivorn.into_owned(),
+            },
+            Err(error) => Violation::Unparsable { on, error },
+        };
+        self.events
+            .push_back(Event::ProtocolViolation { conn, detail });
+        None
+    }
+
+    fn conn_deadline(&mut self, conn: ConnId, now: Instant) {
+        let Some(c) = self.conns.get(&conn) else {
+            return;
+        };
+        let reason = match &c.kind {
+            Kind::Intake => CloseReason::IntakeDeadline,
+            Kind::Subscription(_) => CloseReason::UpstreamSilent,
+            Kind::Submission(_) => CloseReason::ReceiptTimeout,
+            Kind::Feed(_) => return,
+        };
+        self.close(conn, reason, now);
+    }
+}

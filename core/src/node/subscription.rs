@@ -1,0 +1,173 @@
+//! Subscriptions: us connected to an upstream broker. Dial its endpoints in turn, reconnect
+//! after a back-off when the connection ends, answer its authenticate (with our filters) and
+//! iamalives, ack and relay its events, and give up on it when it stays silent.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::backoff::Backoff;
+use crate::ivoid;
+use crate::message::{self, Message, TransportRole};
+use crate::output::{Action, ConnId, ConnRole, Event, Source};
+use crate::seen::{EventKey, Seen};
+use crate::violation::Violation;
+
+use super::{Kind, Node, TimerKey};
+
+#[derive(Debug)]
+pub(super) struct Subscription {
+    pub(super) upstream: usize,
+    pub(super) connected_at: Option<Instant>,
+}
+
+#[derive(Debug)]
+pub(super) struct UpstreamState {
+    pub(super) endpoints: Vec<Arc<str>>,
+    pub(super) next_endpoint: usize,
+    pub(super) backoff: Backoff,
+    pub(super) conn: Option<ConnId>,
+}
+
+impl Node {
+    pub(super) fn dial(&mut self, upstream: usize, now: Instant) {
+        if self.shut_down {
+            return;
+        }
+        let Some(up) = self.upstreams.get_mut(upstream) else {
+            return;
+        };
+        if up.conn.is_some() {
+            return;
+        }
+        let endpoint = up.endpoints[up.next_endpoint % up.endpoints.len()].clone();
+        up.next_endpoint = (up.next_endpoint + 1) % up.endpoints.len();
+        let conn = ConnId(self.next_conn);
+        self.next_conn += 1;
+        up.conn = Some(conn);
+        self.insert_conn(
+            conn,
+            Kind::Subscription(Subscription {
+                upstream,
+                connected_at: None,
+            }),
+        );
+        // Bound the connect attempt by the silence timeout.
+        self.timers.set(
+            TimerKey::Conn(conn),
+            now + self.config.timing.subscriber_silence,
+        );
+        self.actions.push_back(Action::Connect { conn, endpoint });
+    }
+
+    pub(super) fn schedule_reconnect(&mut self, upstream: usize, lived: Duration, now: Instant) {
+        let Some(up) = self.upstreams.get_mut(upstream) else {
+            return;
+        };
+        up.conn = None;
+        if self.shut_down {
+            return;
+        }
+        up.backoff.connection_ended(lived);
+        let delay = up.backoff.next_delay();
+        let endpoint = up.endpoints[up.next_endpoint % up.endpoints.len()].clone();
+        self.timers.set(TimerKey::Reconnect(upstream), now + delay);
+        self.events.push_back(Event::Reconnecting {
+            upstream,
+            endpoint,
+            delay,
+        });
+    }
+
+    pub(super) fn subscription_frame(&mut self, conn: ConnId, payload: &[u8], now: Instant) {
+        let msg = match message::parse(payload, &self.config.limits.parse) {
+            Ok(m) => m,
+            Err(error) => {
+                self.events.push_back(Event::ProtocolViolation {
+                    conn,
+                    detail: Violation::Unparsable {
+                        on: ConnRole::Subscription,
+                        error,
+                    },
+                });
+                return;
+            }
+        };
+        // Any valid frame proves the upstream alive.
+        self.timers.set(
+            TimerKey::Conn(conn),
+            now + self.config.timing.subscriber_silence,
+        );
+        let local = self.local_ivo.clone();
+        match msg {
+            Message::Transport(t) => match t.role {
+                TransportRole::IamAlive => {
+                    let ts = self.stamp(now);
+                    let frame =
+                        message::build_iamalive_reply(&t.origin, local.as_deref(), ts.as_str());
+                    self.actions.push_back(Action::IamAlive { conn, frame });
+                }
+                TransportRole::Authenticate => {
+                    let ts = self.stamp(now);
+                    let filters: Vec<&str> =
+                        self.config.filters.iter().map(String::as_str).collect();
+                    let frame = message::build_authenticate_reply(
+                        &t.origin,
+                        local.as_deref(),
+                        ts.as_str(),
+                        &filters,
+                    );
+                    self.actions.push_back(Action::Authenticate { conn, frame });
+                }
+                TransportRole::Ack | TransportRole::Nak => {
+                    self.events.push_back(Event::ProtocolViolation {
+                        conn,
+                        detail: Violation::UnsolicitedReceipt { role: t.role },
+                    });
+                }
+            },
+            Message::VoEvent(ev) => {
+                // Always ack, valid or not, new or not, so the upstream keeps us (Comet); the
+                // ack of a new event or a duplicate waits for the store like an author's.
+                if let Err(error) = ivoid::check_event_ivorn(&ev.ivorn) {
+                    self.ack(conn, &ev.ivorn, now);
+                    self.events.push_back(Event::ProtocolViolation {
+                        conn,
+                        detail: Violation::BadIvorn {
+                            on: ConnRole::Subscription,
+                            ivorn: ev.ivorn.to_string(),
+                            error,
+                        },
+                    });
+                    return;
+                }
+                let key = EventKey::of_element(&payload[ev.element.clone()]);
+                let unix = self.clock.unix_secs_at(now);
+                match self.seen.check_and_insert(key, unix) {
+                    Seen::Duplicate => {
+                        let mark = self.actions.len();
+                        self.ack(conn, &ev.ivorn, now);
+                        self.actions.push_back(Action::DropDuplicate { conn, key });
+                        self.hold(mark);
+                        self.events.push_back(Event::Duplicate { conn, key });
+                    }
+                    Seen::New { evicted } => {
+                        self.persist(key, unix, evicted);
+                        let mark = self.actions.len();
+                        self.ack(conn, &ev.ivorn, now);
+                        self.hold(mark);
+                        let ivorn: Arc<str> = Arc::from(ev.ivorn.as_ref());
+                        self.accept_event(
+                            conn,
+                            Source::Upstream(conn),
+                            ivorn,
+                            key,
+                            payload,
+                            &ev,
+                            now,
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
