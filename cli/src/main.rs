@@ -16,6 +16,7 @@ use vtp_core::endpoint::{DialAddr, ListenAddr};
 #[cfg(feature = "xpath")]
 use vtp_core::filter::XPathEngine;
 use vtp_core::filter::{FilterEngine, NoFilterEngine};
+use vtp_core::node::ConfigError;
 use vtp_core::whitelist::{IpNet, Whitelist};
 use vtp_core::{Config, Event, ListenerRole, Node};
 use vtp_host::effects::HostEffects;
@@ -180,11 +181,6 @@ fn broker(a: BrokerArgs) -> Result<(), Fail> {
             "--local-ivo is required with --receive or --broadcast, e.g. --local-ivo ivo://example.org/broker",
         ));
     }
-    if a.iamalive_interval == 0 || a.iamalive_interval > 90 {
-        return Err(usage(
-            "--iamalive-interval must be between 1 and 90 seconds (VTP 2.0 §5)",
-        ));
-    }
     let mut config = Config::new(a.local_ivo.clone());
     config.author_whitelist = whitelist("--author-whitelist", &a.author_whitelist)?;
     config.subscriber_whitelist = whitelist("--subscriber-whitelist", &a.subscriber_whitelist)?;
@@ -302,8 +298,10 @@ fn serve(
     let handlers = build_handlers(handling, false)?;
     let now = Instant::now();
     let (engine, filter_counters) = filter_engine();
-    let mut node =
-        Node::new(config, engine, seed(), now, unix_now()).map_err(|e| usage(e.to_string()))?;
+    let mut node = Node::new(config, engine, seed(), now, unix_now()).map_err(|e| match e {
+        ConfigError::IamalivePeriod { .. } => usage(format!("--iamalive-interval: {e}")),
+        e => usage(e.to_string()),
+    })?;
     let mut fx = HostEffects::new();
     if let Some(dir) = eventdb {
         let opened = store::open_for(&mut node, dir, now).map_err(|e| match e {

@@ -433,6 +433,30 @@ fn bad_arguments_get_one_line_naming_them() {
             ][..],
             "--author-whitelist",
         ),
+        (
+            &[
+                "broker",
+                "--local-ivo",
+                "ivo://a.b/c",
+                "--broadcast",
+                "0",
+                "--iamalive-interval",
+                "91",
+            ][..],
+            "--iamalive-interval",
+        ),
+        (
+            &[
+                "broker",
+                "--local-ivo",
+                "ivo://a.b/c",
+                "--broadcast",
+                "0",
+                "--iamalive-interval",
+                "0",
+            ][..],
+            "at most 90s",
+        ),
         (&["send", "--bogus"][..], "--bogus"),
         (&["listen"][..], "HOST"),
     ] {

@@ -68,13 +68,18 @@ pub struct Upstream {
     pub endpoints: Vec<String>,
 }
 
+/// The longest iamalive period VTP allows: a subscriber must hear from its broker after at
+/// most 90 s of inactivity (VTP 2.0 §5, §7.3; docs/protocol.md §6).
+pub const IAMALIVE_PERIOD_MAX: Duration = Duration::from_secs(90);
+
 /// Timings (defaults from Comet; PROTOCOL §6).
 #[derive(Debug, Clone, Copy, PartialEq)]
 #[non_exhaustive]
 pub struct Timing {
     /// An author connection is closed this long after accept, reply or not (20 s).
     pub intake_deadline: Duration,
-    /// Broker: period of the iamalive tick to subscribers (60 s; VTP 2.0 requires ≤ 90 s).
+    /// Broker: period of the iamalive tick to subscribers (60 s). [`crate::node::Node::new`]
+    /// refuses zero and anything over [`IAMALIVE_PERIOD_MAX`].
     pub iamalive_period: Duration,
     /// Subscriber: drop the connection after this long without a valid frame (120 s).
     pub subscriber_silence: Duration,

@@ -63,7 +63,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::backoff::Backoff;
-use crate::config::Config;
+use crate::config::{Config, IAMALIVE_PERIOD_MAX};
 use crate::filter::FilterEngine;
 use crate::frame::{self, FrameDecoder};
 use crate::ivoid::Ivoid;
@@ -104,6 +104,17 @@ pub enum ConfigError {
     /// An upstream has no endpoint.
     #[error("upstream {0} has no endpoint; give at least one HOST[:PORT]")]
     EmptyUpstream(usize),
+    /// The iamalive period is zero or over [`IAMALIVE_PERIOD_MAX`] (VTP 2.0 §5: a subscriber
+    /// must hear from its broker after at most 90 s of inactivity).
+    #[error(
+        "iamalive period {given:?} is out of range: VTP 2.0 requires an iamalive after at most {:?} of inactivity; give a period above zero and at most {:?}",
+        IAMALIVE_PERIOD_MAX,
+        IAMALIVE_PERIOD_MAX
+    )]
+    IamalivePeriod {
+        /// The period given.
+        given: Duration,
+    },
     /// A filter of this node's own is too long.
     #[error("filter {index} is {len} bytes long, over the limit of {max}; shorten it")]
     FilterTooLong {
@@ -211,8 +222,9 @@ impl Node {
     ///
     /// # Errors
     ///
-    /// [`ConfigError`] when the local IVOID is invalid, an upstream has no endpoint, or one of
-    /// the node's own filters is over the length limit.
+    /// [`ConfigError`] when the local IVOID is invalid, the iamalive period is zero or over
+    /// 90 s, an upstream has no endpoint, or one of the node's own filters is over the length
+    /// limit.
     pub fn new(
         config: Config,
         engine: Box<dyn FilterEngine + Send>,
@@ -225,6 +237,10 @@ impl Node {
                 ivo: ivo.clone(),
                 reason: e.to_string(),
             })?;
+        }
+        let period = config.timing.iamalive_period;
+        if period.is_zero() || period > IAMALIVE_PERIOD_MAX {
+            return Err(ConfigError::IamalivePeriod { given: period });
         }
         for (index, f) in config.filters.iter().enumerate() {
             if f.len() > config.limits.filter_len_max {
@@ -738,3 +754,6 @@ impl Node {
         self.close(conn, reason, now);
     }
 }
+
+#[cfg(test)]
+mod tests;
