@@ -3,7 +3,8 @@
 
 use encoding_rs::{DecoderResult, Encoding};
 
-use super::{TextEncoding, excerpt, malformed};
+use super::attrs::scan_attrs;
+use super::{Parser, Path, TextEncoding, excerpt, is_ws, malformed, plain};
 use crate::message::ParseError;
 
 /// Detects a byte-order mark; returns the number of bytes to skip.
@@ -119,6 +120,108 @@ pub(super) fn check_decodes(
                     ),
                 ));
             }
+        }
+    }
+}
+
+impl Parser<'_, '_> {
+    /// Validates the payload's characters before the structure is read, and records what the
+    /// pass can then skip ([`Parser::body_text`], and with `hints` [`Parser::has_cr`] and, for
+    /// plain ASCII, the UTF-8 validation).
+    pub(super) fn check_chars(&mut self, hints: bool) -> Result<(), ParseError> {
+        let (body, base) = (self.body, self.base);
+        let utf8 = matches!(self.text, TextEncoding::Utf8);
+        let scan = if hints {
+            scan_chars::<true>(body, utf8)
+        } else {
+            scan_chars::<false>(body, utf8)
+        };
+        // Plain ASCII needs no UTF-8 validation (its pieces are validated as they are taken).
+        let text = if utf8 && !(scan.plain && scan.forbidden.is_none()) {
+            let text = std::str::from_utf8(body).map_err(|e| ParseError::NotUtf8 {
+                offset: base + e.valid_up_to(),
+            })?;
+            Some(text)
+        } else {
+            None
+        };
+        if let Some(at) = scan.forbidden {
+            let reason = match body[at] {
+                0xEF => format!(
+                    "character U+FFF{:X} is not allowed in XML",
+                    body[at + 2] & 0x0F
+                ),
+                byte => format!("character U+{byte:04X} is not allowed in XML"),
+            };
+            return Err(malformed(base + at, &reason));
+        }
+        if let TextEncoding::Legacy(encoding) = self.text {
+            check_decodes(body, base, encoding)?;
+        }
+        self.chars_checked = true;
+        self.body_text = text;
+        // In a legacy encoding the decoded text is what counts: always normalise.
+        self.has_cr = scan.has_cr || !utf8;
+        Ok(())
+    }
+
+    /// Reads the encoding from the XML declaration, if there is one.
+    ///
+    /// The declaration is parsed here, before the main pass, because the payload must be
+    /// validated in its encoding before quick-xml reads it.
+    pub(super) fn declared_encoding(&mut self) -> Result<TextEncoding, ParseError> {
+        if self.path == Path::Fast
+            && let Some(decl) = plain::COMMON_DECLARATIONS
+                .iter()
+                .find(|decl| self.body.starts_with(decl))
+        {
+            self.decl_end = decl.len();
+            return Ok(TextEncoding::Utf8);
+        }
+        let Some(rest) = self.body.strip_prefix(b"<?xml") else {
+            return Ok(TextEncoding::Utf8);
+        };
+        if !rest.first().is_some_and(|&b| is_ws(b)) {
+            // `<?xml-stylesheet ...?>` or a broken declaration: the main pass decides.
+            return Ok(TextEncoding::Utf8);
+        }
+        let Some(end) = rest.windows(2).position(|w| w == b"?>") else {
+            return Err(self.malformed(0, "XML declaration is not closed"));
+        };
+        let mut index = 0usize;
+        let mut encoding: Option<&[u8]> = None;
+        let mut order_ok = true;
+        let at = self.base + 5;
+        scan_attrs(&rest[..end], at, 3, &mut self.keys, |key, value, _| {
+            order_ok &= match (index, key) {
+                (0, b"version") => true,
+                (1, b"encoding") => {
+                    encoding = Some(value);
+                    true
+                }
+                (1 | 2, b"standalone") => true,
+                _ => false,
+            };
+            index += 1;
+            Ok(())
+        })
+        .map_err(|e| match e {
+            ParseError::TooManyAttributes { .. } => {
+                self.malformed(0, "XML declaration has unexpected pseudo-attributes")
+            }
+            other => other,
+        })?;
+        if !order_ok || index == 0 {
+            return Err(self.malformed(
+                0,
+                "XML declaration must be `version`, then optional `encoding` and `standalone`",
+            ));
+        }
+        // `<?xml`, the pseudo-attributes, `?>`.
+        self.decl_end = 5 + end + 2;
+        match encoding {
+            None => Ok(TextEncoding::Utf8),
+            Some(label) => resolve_label(label),
         }
     }
 }
