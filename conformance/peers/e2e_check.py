@@ -7,7 +7,7 @@ plain   (default) ``twistd comet`` exactly as installed, on ports picked beforeh
 wrapper ``comet_twistd.py`` with --receive-port=0/--broadcast-port=0 (ports read back from
         the log), listeners bound to 127.0.0.1, iamalive every 2 s.
 
-Starts a Comet broker, a Comet subscriber and the pygcn listener, submits PROTOCOL §2.1's
+Starts a Comet broker, a Comet subscriber and the pygcn listener, submits docs/protocol.md §2.1's
 minimal packet with comet-sendvo, checks that both subscribers got the exact bytes, checks
 comet-sendvo's nak output (duplicate, invalid IVOID), then stops everything (SIGTERM, then
 SIGKILL after a bounded wait) and checks that no process is left. Every wait is bounded.

@@ -1,6 +1,6 @@
 //! The scenarios: one function per rule, and the table that names their sources.
 //!
-//! Sections refer to PROTOCOL.md's flows: §3.1 author → broker, §3.2 broker → subscriber,
+//! Sections refer to docs/protocol.md's flows: §3.1 author → broker, §3.2 broker → subscriber,
 //! §4 broker duties. Each check returns `Err(what was seen instead)`.
 
 use std::collections::BTreeMap;
@@ -243,7 +243,7 @@ const GCN_SWIFT_BAT_IVORN: &str = "ivo://nasa.gsfc.gcn/SWIFT#BAT_GRB_Pos_532871-
 /// Events submitted at once by each author in `parallel-authors`.
 const PARALLEL_EVENTS: usize = 8;
 
-/// The `VOEvent` element of a minimal valid VOEvent 2.0 packet (PROTOCOL §2.1).
+/// The `VOEvent` element of a minimal valid VOEvent 2.0 packet (docs/protocol.md §2.1).
 fn element(ivorn: &str, author: &str) -> String {
     format!(
         "<voe:VOEvent xmlns:voe=\"http://www.ivoa.net/xml/VOEvent/v2.0\"\n \
@@ -458,7 +458,7 @@ fn little_endian_prefix_refused(ctx: &mut Ctx<'_>) -> Result<(), String> {
     refused(ctx, &bytes, "a little-endian length prefix", &ivorn)
 }
 
-/// Sends `bytes` as an author and checks PROTOCOL §3.1's rule for bad submissions: the
+/// Sends `bytes` as an author and checks docs/protocol.md §3.1's rule for bad submissions: the
 /// connection ends with a nak or a plain close; the payload (any frame containing
 /// `bad_ivorn`) is not relayed; the broker still acks and relays the next valid event to a
 /// subscriber that stayed connected.

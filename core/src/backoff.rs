@@ -1,4 +1,5 @@
-//! Reconnect back-off: exponential with seeded jitter (VTP 2.0 §5, §7.4; PROTOCOL §7.1 item 13).
+//! Reconnect back-off: exponential with seeded jitter (VTP 2.0 §5, §7.4; docs/protocol.md §7.1
+//! item 13).
 //!
 //! The delay before attempt `n` (0-based) is `min(initial · factorⁿ, cap)` scaled by a jitter
 //! factor drawn uniformly from `[1 − jitter, 1 + jitter)`, and never more than `cap`. The counter

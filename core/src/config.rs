@@ -1,8 +1,8 @@
 //! Node configuration: identity, timings, limits and policy switches.
 //!
-//! Every timing and limit of DESIGN §6 is a field here, with Comet's value (or our recommended
-//! one, PROTOCOL §7.1) as the default. Where Comet and VTP 2.0 disagree, a [`Policy`] switch
-//! offers both, VTP 2.0 being the default.
+//! Every timing and limit of the node is a field here, with Comet's value (or our recommended
+//! one, docs/protocol.md §7.1) as the default. Where Comet and VTP 2.0 disagree, a [`Policy`]
+//! switch offers both, VTP 2.0 being the default.
 
 use std::time::Duration;
 
@@ -72,7 +72,7 @@ pub struct Upstream {
 /// most 90 s of inactivity (VTP 2.0 §5, §7.3; docs/protocol.md §6).
 pub const IAMALIVE_PERIOD_MAX: Duration = Duration::from_secs(90);
 
-/// Timings (defaults from Comet; PROTOCOL §6).
+/// Timings (defaults from Comet; docs/protocol.md §6).
 #[derive(Debug, Clone, Copy, PartialEq)]
 #[non_exhaustive]
 pub struct Timing {
@@ -183,7 +183,7 @@ impl Default for Policy {
     }
 }
 
-/// Receiver's answer to a duplicate submission (PROTOCOL §7.1 item 6).
+/// Receiver's answer to a duplicate submission (docs/protocol.md §7.1 item 6).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DuplicateReply {
     /// VTP 2.0 §6.3: a nak is not appropriate for a duplicate; ack it and do not relay it.
@@ -192,7 +192,7 @@ pub enum DuplicateReply {
     Nak,
 }
 
-/// Broker's reaction to a nak from a subscriber (PROTOCOL §7.1 item 7).
+/// Broker's reaction to a nak from a subscriber (docs/protocol.md §7.1 item 7).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SubscriberNak {
     /// VTP 2.0 §6.3, §7.3: do not redeliver that event; keep the connection (counted, logged).
@@ -201,7 +201,7 @@ pub enum SubscriberNak {
     Disconnect,
 }
 
-/// VOEvent versions the receiver accepts from authors (PROTOCOL §7.1 item 4).
+/// VOEvent versions the receiver accepts from authors (docs/protocol.md §7.1 item 4).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AcceptVersions {
     /// Only the VOEvent 2.0 namespace, like Comet's 2.0-only schema check.
@@ -210,8 +210,8 @@ pub enum AcceptVersions {
     Any,
 }
 
-/// Schema validation of author submissions (PROTOCOL §4.1). Events from upstream brokers are
-/// never schema-checked, as in Comet.
+/// Schema validation of author submissions (docs/protocol.md §4.1). Events from upstream brokers
+/// are never schema-checked, as in Comet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum SchemaCheck {
@@ -225,7 +225,7 @@ pub enum SchemaCheck {
     V2_0,
 }
 
-/// Delivery to a subscriber whose filters were all refused (PROTOCOL §7.1 item 11).
+/// Delivery to a subscriber whose filters were all refused (docs/protocol.md §7.1 item 11).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum InvalidFilters {
     /// Send it nothing but keep-alives (logged): it asked for a subset and we cannot compute it.

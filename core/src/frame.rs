@@ -1,4 +1,4 @@
-//! VTP framing: a 4-byte big-endian payload length, then the payload (PROTOCOL.md §1).
+//! VTP framing: a 4-byte big-endian payload length, then the payload (docs/protocol.md §1).
 //!
 //! # Theory of operation
 //!
@@ -28,7 +28,7 @@ use bytes::Bytes;
 /// Default payload limit: 1 MiB.
 ///
 /// Comet's receive limit is 99 999 bytes; real VOEvent packets are 0.5–10 kB, so 1 MiB is ample
-/// while still bounding memory per connection (PROTOCOL.md §1 "Size limit in practice").
+/// while still bounding memory per connection (docs/protocol.md §1 "Size limit in practice").
 pub const FRAME_LEN_MAX_DEFAULT: u32 = 1 << 20;
 
 /// Length of the prefix.

@@ -5,7 +5,7 @@
 //! (`nasa.gsfc.gcn`), an optional *resource key* (`/SWIFT`), an optional `#` and a *local ID*
 //! (`BAT_GRB_Pos_532871-729`). A Comet receiver naks a submission whose IVOID it cannot parse
 //! (`Invalid IVOID: <id>`) or whose local ID is empty (`No per-event local ID`); see
-//! PROTOCOL.md §4.1. [`Ivoid::parse`] accepts exactly the identifiers Comet accepts and splits
+//! docs/protocol.md §4.1. [`Ivoid::parse`] accepts exactly the identifiers Comet accepts and splits
 //! them the same way, and [`check_event_ivorn`] adds the receiver's non-empty local ID rule.
 //!
 //! # The rule
@@ -328,7 +328,7 @@ impl EventIdError {
     /// The reason text Comet puts in its nak for this error, for the event IVORN `ivorn`.
     ///
     /// `Invalid IVOID: <ivorn>` or `No per-event local ID`, byte for byte as a Comet receiver
-    /// sends them (PROTOCOL.md §4.1). Formatting it does not allocate.
+    /// sends them (docs/protocol.md §4.1). Formatting it does not allocate.
     pub fn nak_reason<'s>(&self, ivorn: &'s str) -> NakReason<'s> {
         match self {
             Self::Invalid(_) => NakReason(Some(ivorn)),

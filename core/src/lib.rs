@@ -103,7 +103,7 @@
 //! only that event ([`config::SubscriberNak`]). Events are identified by the SHA-256 of their
 //! `VOEvent` element bytes (VTP 2.0 §8), so a 1.1 and a 2.0 copy of one GCN notice are two
 //! events while byte-identical copies from two upstreams are forwarded once.
-//! Every other decision of PROTOCOL.md §7.1 is documented where it is implemented.
+//! Every other decision of docs/protocol.md §7.1 is documented where it is implemented.
 
 #![warn(missing_docs)]
 

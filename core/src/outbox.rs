@@ -1,4 +1,4 @@
-//! Per-connection send queue with a partial-write cursor (STYLE.md §4 "One outbox").
+//! Per-connection send queue with a partial-write cursor.
 //!
 //! # Theory of operation
 //!

@@ -3,8 +3,8 @@
 //! # Theory of operation
 //!
 //! Comet's receiver validates every submission against its bundled `VOEvent-v2.0.xsd` with
-//! lxml (libxml2) and naks what fails (PROTOCOL §4.1). [`validate_voevent_2_0`] makes the same
-//! decision without a schema engine: the XSD is small and self-contained (no imports, no
+//! lxml (libxml2) and naks what fails (docs/protocol.md §4.1). [`validate_voevent_2_0`] makes the
+//! same decision without a schema engine: the XSD is small and self-contained (no imports, no
 //! `xs:any`, no substitution groups, no derivation between its types), so it is encoded here as
 //! a table, one `Type` per XSD type (in `schema/xsd.rs`), each citing the XSD name:
 //!

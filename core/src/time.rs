@@ -2,11 +2,11 @@
 //!
 //! The core never reads a clock. The driver reads the wall clock **once**, together with an
 //! `Instant`, and builds a [`WallClock`] from the pair; afterwards wall time is the anchor's
-//! UNIX time plus the monotonic time elapsed since the anchor (STYLE.md §3 "Wall clock").
+//! UNIX time plus the monotonic time elapsed since the anchor.
 //! A simulator moves both clocks in lockstep simply by passing later `Instant`s.
 //!
 //! [`format_utc`] renders whole UNIX seconds as `YYYY-MM-DDTHH:MM:SSZ`, the form Comet emits in a
-//! Transport `TimeStamp` (PROTOCOL.md §6, §7.1 item 3), without allocating.
+//! Transport `TimeStamp` (docs/protocol.md §6, §7.1 item 3), without allocating.
 
 use core::fmt;
 use std::time::{Duration, Instant};

@@ -26,8 +26,8 @@ use crate::schema::SchemaError;
 /// print that message twice.
 ///
 /// Variants follow the order of the checks: framing, parsing, the message's kind for the
-/// connection, the receiver checks of PROTOCOL §4.1 (IVOID, version, schema), then Transport
-/// messages out of turn.
+/// connection, the receiver checks of docs/protocol.md §4.1 (IVOID, version, schema), then
+/// Transport messages out of turn.
 ///
 /// [`Event::Rejected`]: crate::Event::Rejected
 /// [`Event::ProtocolViolation`]: crate::Event::ProtocolViolation
@@ -65,7 +65,7 @@ pub enum Violation {
         /// The event's `ivorn`.
         ivorn: String,
     },
-    /// An event's IVORN is not a valid IVOID or has no local ID (PROTOCOL §4.1).
+    /// An event's IVORN is not a valid IVOID or has no local ID (docs/protocol.md §4.1).
     ///
     /// On an intake the submission is naked with Comet's reason (`Invalid IVOID: <ivorn>` or
     /// `No per-event local ID`); from an upstream the event is acked and dropped.

@@ -1,11 +1,11 @@
-//! IP whitelists for accepted connections (VTP 2.0 §9.1; PROTOCOL.md §4.4).
+//! IP whitelists for accepted connections (VTP 2.0 §9.1; docs/protocol.md §4.4).
 //!
 //! A broker checks each peer address when it accepts a connection; a peer that is not listed is
 //! closed without a byte sent. Networks are written as Comet (Python's `ipaddress.ip_network`)
 //! writes them: CIDR (`10.0.0.0/8`, `2001:db8::/32`), IPv4 address and netmask
 //! (`127.0.0.1/255.255.255.255`), or a bare address meaning one host (`/32` or `/128`).
 //!
-//! Two choices differ from Comet (PROTOCOL.md §7.1 item 14):
+//! Two choices differ from Comet (docs/protocol.md §7.1 item 14):
 //!
 //! - The default, [`Whitelist::allow_all`], allows `0.0.0.0/0` **and** `::/0`. Comet's default
 //!   (`0.0.0.0/0` only) shuts out every IPv6 peer.
@@ -147,7 +147,7 @@ impl Whitelist {
     /// A whitelist allowing every IPv4 and IPv6 peer (`0.0.0.0/0` and `::/0`).
     ///
     /// Implementation note: Comet's default is `0.0.0.0/0` alone, which shuts out IPv6 peers;
-    /// we allow both families (PROTOCOL.md §7.1 item 14).
+    /// we allow both families (docs/protocol.md §7.1 item 14).
     pub fn allow_all() -> Self {
         Self {
             nets: vec![

@@ -1,4 +1,4 @@
-//! Every flow of PROTOCOL.md §3 as a scripted exchange, in virtual time.
+//! Every flow of docs/protocol.md §3 as a scripted exchange, in virtual time.
 
 mod common;
 

@@ -33,10 +33,10 @@ const EXPECTED: &str = include_str!("data/xpath/expected.tsv");
 
 /// The filters whose verdicts may differ from lxml's, each with the reason. A deviation must
 /// show on at least one packet (so this list cannot go stale), and no filter from Comet's
-/// manual or PROTOCOL.md may appear here.
+/// manual or docs/protocol.md may appear here.
 const DEVIATIONS: &[(&str, &str)] = &[];
 
-/// Filters no deviation may touch: the examples of Comet's manual, PROTOCOL.md and the task.
+/// Filters no deviation may touch: the examples of Comet's manual, docs/protocol.md and the task.
 const PROTECTED: &[&str] = &[
     r#"//Param[@name="SC_Lat" and @value>600]"#,
     r#"//Who[AuthorIVORN="ivo://x.y/z"]"#,

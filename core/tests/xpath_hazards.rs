@@ -1,5 +1,5 @@
 //! Hostile subscribers and events against the XPath engine: every hazard measured on xee-xpath
-//! 0.1.5 (shared/FILTERS.md) is defused, and each test shows where.
+//! 0.1.5 (docs/filters.md) is defused, and each test shows where.
 //!
 //! - Compile time exponential in nesting, quadratic in length, `or` chains that panic or
 //!   overflow the stack: refused by the front-end's limits before xee sees anything (and xee's

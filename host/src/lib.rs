@@ -8,8 +8,8 @@
 //! [`vtp_core`] holds every protocol decision. **The host performs, it does not decide**: it
 //! carries out what the core's actions ask for (persist, forget, expire, deliver) and reports
 //! back what happened (a commit is durable, a queue is full), but which events are new, what
-//! is forwarded, to whom and when is settled in the core (DESIGN §1, §3b). The side effects
-//! that are IO but not transport (DESIGN §3) are done here once, for every runtime and for a
+//! is forwarded, to whom and when is settled in the core (see the README's Design section). The
+//! side effects that are IO but not transport are done here once, for every runtime and for a
 //! library user's own loop. The store and the handlers use plain threads and
 //! `std::sync::mpsc`, never an async runtime, and never block the caller's event loop.
 //!

@@ -2,10 +2,10 @@
 //! [`XPathEngine`], Comet's XPath 1.0 filters evaluated with xee (cargo feature `xpath`, on
 //! by default).
 //!
-//! Comet lets a subscriber send XPath 1.0 expressions in its `authenticate` reply (PROTOCOL
-//! §3.3); the broker sends an event to that subscriber if **any** of its filters passes, and
-//! sends everything when it has none. The node implements that rule once, for every feed, and
-//! delegates compiling and evaluating expressions to a [`FilterEngine`]:
+//! Comet lets a subscriber send XPath 1.0 expressions in its `authenticate` reply
+//! (docs/protocol.md §3.3); the broker sends an event to that subscriber if **any** of its
+//! filters passes, and sends everything when it has none. The node implements that rule once,
+//! for every feed, and delegates compiling and evaluating expressions to a [`FilterEngine`]:
 //!
 //! - each distinct expression is compiled once, however many subscribers send it, and released
 //!   when the last of them goes;
@@ -20,7 +20,7 @@
 //!
 //! # Comet's semantics
 //!
-//! [`XPathEngine`] reproduces what Comet does with lxml (PROTOCOL §3.3, §7.1 item 11):
+//! [`XPathEngine`] reproduces what Comet does with lxml (docs/protocol.md §3.3, §7.1 item 11):
 //!
 //! - **Syntax**: an expression compiles exactly when `lxml.etree.XPath(expr)` does (the XPath
 //!   1.0 grammar with libxml2's habits, see [`xpath1`]). A syntax error is a refused filter:

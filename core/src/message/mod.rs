@@ -5,11 +5,11 @@
 //!
 //! [`parse`] reads a payload (one XML document, the body of one frame) in a single streaming
 //! quick-xml pass and classifies it by the *local name* of its root element (`VOEvent` or
-//! `Transport`; a namespace prefix and the namespace URI are ignored, PROTOCOL §2.2). It returns
-//! borrowed views ([`Cow`] into the payload) and allocates only where a value needs unescaping,
-//! decoding or concatenation. A plain Transport message (what every peer sends: no comment,
-//! CDATA, reference in text or processing instruction) takes a fast path with a tokenizer of
-//! its own and the same checks, and no allocation; anything else, and anything the fast path
+//! `Transport`; a namespace prefix and the namespace URI are ignored, docs/protocol.md §2.2). It
+//! returns borrowed views ([`Cow`] into the payload) and allocates only where a value needs
+//! unescaping, decoding or concatenation. A plain Transport message (what every peer sends: no
+//! comment, CDATA, reference in text or processing instruction) takes a fast path with a tokenizer
+//! of its own and the same checks, and no allocation; anything else, and anything the fast path
 //! would refuse, is read by quick-xml, whose verdict is the one returned. [`parse_routing`]
 //! is [`parse()`] without extracting what a node never reads.
 //!
@@ -17,7 +17,7 @@
 //!   (the V2 §8 de-duplication identity and the bytes a detached signature covers), but still
 //!   reads the whole document to the end.
 //! - For a **Transport** it also extracts `Origin`, `Response`, `TimeStamp` and `Meta`
-//!   (`Param`, `Result` and the legacy `filter` carrier of PROTOCOL §3.3).
+//!   (`Param`, `Result` and the legacy `filter` carrier of docs/protocol.md §3.3).
 //!
 //! Every payload is checked for well-formedness as it is read, because a relay must not pass on
 //! a document that Comet (lxml) would refuse: end tags match, names and attributes are
@@ -40,8 +40,8 @@
 //! values `\t`, `\n` and `\r` become spaces (attribute-value normalisation).
 //!
 //! The builders ([`build_transport`] and its conveniences, [`build_test_event`]) write the
-//! PROTOCOL §2.3 shapes and return a ready-to-send frame (4-byte big-endian length prefix plus
-//! payload) in one exactly-sized allocation. They never fail: every value is XML-escaped, and
+//! docs/protocol.md §2.3 shapes and return a ready-to-send frame (4-byte big-endian length prefix
+//! plus payload) in one exactly-sized allocation. They never fail: every value is XML-escaped, and
 //! characters that XML 1.0 cannot carry (C0 controls other than tab, newline and carriage return;
 //! U+FFFE; U+FFFF) are replaced with U+FFFD. Tab, newline and carriage return are written as
 //! character references where a parser would otherwise normalise them, so every string the
@@ -73,7 +73,7 @@ pub const VOEVENT_2_0_NS: &str = "http://www.ivoa.net/xml/VOEvent/v2.0";
 /// Namespace URI of VOEvent 1.1.
 pub const VOEVENT_1_1_NS: &str = "http://www.ivoa.net/xml/VOEvent/v1.1";
 
-/// Name of the `Meta/Param` that carries one XPath filter (PROTOCOL §3.3).
+/// Name of the `Meta/Param` that carries one XPath filter (docs/protocol.md §3.3).
 pub const XPATH_FILTER_PARAM: &str = "xpath-filter";
 
 /// Bounds that [`parse`] enforces on every payload.
@@ -120,7 +120,7 @@ pub enum Message<'a> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VoEvent<'a> {
     /// The `ivorn` attribute, entity-unescaped and attribute-value-normalised; never empty.
-    /// A receipt's `Origin` must be exactly this string (PROTOCOL §7.1 item 2).
+    /// A receipt's `Origin` must be exactly this string (docs/protocol.md §7.1 item 2).
     pub ivorn: Cow<'a, str>,
     /// The `role` attribute; [`EventRole::Observation`] when absent (the VOEvent 2.0 default).
     pub role: EventRole,
@@ -180,7 +180,7 @@ impl fmt::Display for EventRole {
     }
 }
 
-/// The namespace of a VOEvent root element, classified (PROTOCOL §2.1).
+/// The namespace of a VOEvent root element, classified (docs/protocol.md §2.1).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum VoEventNamespace {
@@ -205,7 +205,7 @@ impl VoEventNamespace {
     }
 }
 
-/// A Transport message (PROTOCOL §2.2): keepalive, authenticate, ack or nak.
+/// A Transport message (docs/protocol.md §2.2): keepalive, authenticate, ack or nak.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Transport<'a> {
     /// The `role` attribute.
@@ -213,19 +213,19 @@ pub struct Transport<'a> {
     /// The `version` attribute, if present (everyone sends `"1.0"`). Not validated.
     pub version: Option<Cow<'a, str>>,
     /// Text of the first `<Origin>` child, trimmed of surrounding whitespace; never empty.
-    /// Not validated as an IVOID (PROTOCOL §7.2).
+    /// Not validated as an IVOID (docs/protocol.md §7.2).
     pub origin: Cow<'a, str>,
     /// Text of the first `<Response>` child, trimmed, if present.
     pub response: Option<Cow<'a, str>>,
     /// Text of the first `<TimeStamp>` child, trimmed, if present: kept as text and never
-    /// validated (pygcn sends zone-less local time, PROTOCOL §7.1 item 3).
+    /// validated (pygcn sends zone-less local time, docs/protocol.md §7.1 item 3).
     pub timestamp: Option<Cow<'a, str>>,
     /// `Meta/Param` `(name, value)` pairs in document order; a `Param` without either attribute
     /// is skipped.
     pub params: Vec<(Cow<'a, str>, Cow<'a, str>)>,
     /// Text of the first `Meta/Result`, untrimmed, if present (the nak reason).
     pub result: Option<Cow<'a, str>>,
-    /// Legacy filter carrier: `Meta/filter[@type="xpath"]` element text (PROTOCOL §3.3).
+    /// Legacy filter carrier: `Meta/filter[@type="xpath"]` element text (docs/protocol.md §3.3).
     pub legacy_filters: Vec<Cow<'a, str>>,
 }
 

@@ -1,6 +1,6 @@
 //! Intake: an author's connection to us. The first frame is the submission; it is checked
-//! (PROTOCOL §4.1: IVOID, version, schema), answered with an ack or a nak, and the connection
-//! closed, at once or once the event's record is durable.
+//! (docs/protocol.md §4.1: IVOID, version, schema), answered with an ack or a nak, and the
+//! connection closed, at once or once the event's record is durable.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -63,7 +63,7 @@ impl Node {
         }
     }
 
-    /// Receiver checks on an author's event (PROTOCOL §4.1): IVOID, version, then schema.
+    /// Receiver checks on an author's event (docs/protocol.md §4.1): IVOID, version, then schema.
     fn check_submission(&self, payload: &[u8], ev: &VoEvent<'_>) -> Result<(), Violation> {
         if let Err(error) = ivoid::check_event_ivorn(&ev.ivorn) {
             return Err(Violation::BadIvorn {

@@ -21,7 +21,7 @@
 //! order), then [`Node::poll_event`], then read [`Node::poll_timeout`]. `now` must never go
 //! backwards.
 //!
-//! The per-connection machines (PROTOCOL.md §3):
+//! The per-connection machines (docs/protocol.md §3):
 //!
 //! | machine | states and inputs | on violation |
 //! |---|---|---|

@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """Generate ivoid_cases.tsv: how Comet splits or rejects each test IVOID.
 
-Comet's rule (PROTOCOL.md section 4.1): match the regex below with Python's `re` (Unicode `\\w`)
-from the start of the string, then reject a resource key containing `//`, `/../` or `/./`, or
+Comet's rule (docs/protocol.md section 4.1): match the regex below with Python's `re`
+(Unicode `\\w`) from the start of the string, then reject a resource key containing `//`, `/../` or `/./`, or
 ending in `/`. We additionally reject the one trailing newline that `$` lets through (our
 decision, see core/src/ivoid.rs), recorded as the verdict `newline`.
 

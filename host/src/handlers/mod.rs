@@ -11,7 +11,7 @@
 //! at WARN: forwarding to subscribers happens in the core and never waits for handlers. As in
 //! Comet, handlers run after the receipt is sent, and their outcome never changes it.
 //!
-//! Three handlers mirror Comet's (PROTOCOL §4.5): [`PrintEvent`] (`--print-event`),
+//! Three handlers mirror Comet's (docs/protocol.md §4.5): [`PrintEvent`] (`--print-event`),
 //! [`SaveEvent`] (`--save-event`) and [`Command`] (`--cmd`). A library user implements
 //! [`Handler`] for their own callback.
 

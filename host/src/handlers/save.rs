@@ -74,7 +74,7 @@ impl SaveEvent {
         }
     }
 
-    /// The file name Comet derives from an ivorn (PROTOCOL §4.5).
+    /// The file name Comet derives from an ivorn (docs/protocol.md §4.5).
     ///
     /// Drop one leading `.`; turn `/` and `\` into `_`; keep only ASCII letters, digits, `_`
     /// and `.`. `ivo://nasa.gsfc.gcn/SWIFT#BAT_GRB_Pos_532871-729` gives
