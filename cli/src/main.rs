@@ -1,4 +1,7 @@
 //! `vtp`: broker, author (`send`) and subscriber (`listen`) on the vtp sans-IO core.
+// The doc comments of `args` are the `--help` text (clap), not rustdoc: `[V6]:PORT` and
+// `<temp dir>` are meant literally there.
+#![allow(rustdoc::broken_intra_doc_links, rustdoc::invalid_html_tags)]
 
 mod args;
 
