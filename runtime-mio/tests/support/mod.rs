@@ -1,6 +1,6 @@
 //! Helpers for the mio runtime tests: a one-shot shutdown future built from std, effects that
 //! report to the test over channels, a node running `vtp_mio::run` on its own thread, and a raw
-//! author over std sockets (the raw subscriber is `vtp-testkit`'s). Every wait has a deadline;
+//! author over std sockets (the raw subscriber is `vtp_host::testing`'s). Every wait has a deadline;
 //! nothing sleeps.
 #![allow(
     dead_code,
@@ -21,9 +21,9 @@ use vtp_core::driver::{Effects, StoreOp};
 use vtp_core::endpoint::ListenAddr;
 use vtp_core::filter::NoFilterEngine;
 use vtp_core::{Config, Delivery, Event, ListenerRole, Node};
-use vtp_mio::{Bound, Options};
 #[allow(unused_imports)] // Each test binary uses its own subset.
-pub use vtp_testkit::{RawSubscriber, WAIT};
+pub use vtp_host::testing::{RawSubscriber, WAIT};
+use vtp_mio::{Bound, Options};
 
 /// A one-shot signal: `fire` completes every future from `wait`, waking the task that polls it.
 #[derive(Clone, Default)]
@@ -183,5 +183,5 @@ pub fn event_xml(ivorn: &str, pad: usize) -> Vec<u8> {
 
 /// Submits `payload` on `s` and returns the receipt's role (`ack` or `nak`).
 pub fn submit_raw(s: impl Read + Write, payload: &[u8]) -> String {
-    vtp_testkit::submit(s, payload).0
+    vtp_host::testing::submit(s, payload).0
 }
