@@ -21,17 +21,17 @@ use std::net::{TcpListener, TcpStream};
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 use std::pin::Pin;
-use std::sync::mpsc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use vtp_core::config::Upstream;
-use vtp_core::driver::{Effects, StoreOp};
 use vtp_core::endpoint::ListenAddr;
 use vtp_core::filter::NoFilterEngine;
 use vtp_core::message::{self, Message, TransportRole};
-use vtp_core::{Config, Delivery, Event, ListenerRole, Node, Source};
+use vtp_core::{Config, ListenerRole, Node, Source};
 
 use crate::net::{Bound, bind};
+pub use crate::testing::Collect;
+use crate::testing::collect;
 
 /// The shutdown signal handed to a runtime's `run`: completes when the test's peer is done.
 pub type Stop = Pin<Box<dyn Future<Output = ()> + Send>>;
@@ -60,27 +60,6 @@ macro_rules! async_runtime_tests {
     };
 }
 
-/// Test effects: deliveries go to a channel, persisted records are counted.
-#[derive(Debug)]
-pub struct Collect {
-    deliveries: mpsc::Sender<Delivery>,
-    stored: usize,
-}
-
-impl Effects for Collect {
-    fn store(&mut self, op: StoreOp) {
-        if matches!(op, StoreOp::Persist(_)) {
-            self.stored += 1;
-        }
-    }
-
-    fn deliver(&mut self, delivery: Delivery) {
-        let _ = self.deliveries.send(delivery);
-    }
-
-    fn event(&mut self, _event: Event) {}
-}
-
 /// A broker listening for authors on IPv4, IPv6 and a Unix socket acks one submission on each,
 /// delivers and persists all three, `run` hands back the caller's effects, and the socket file
 /// is gone afterwards.
@@ -97,7 +76,8 @@ pub fn listeners_accept_submissions(run: RunFn) {
     ])
     .expect("bind IPv4, IPv6 and Unix listeners");
     let addrs: Vec<String> = bound.addrs().into_iter().map(|(_, a)| a).collect();
-    let (fx, deliveries) = collect();
+    let (fx, reports) = collect(None);
+    let deliveries = reports.deliveries;
     let (stop_tx, stop) = stop();
     let author = std::thread::spawn(move || {
         let _stop = stop_tx;
@@ -145,7 +125,8 @@ pub fn subscription_dials_a_host_name(run: RunFn) {
     config.upstreams = vec![Upstream {
         endpoints: vec![format!("localhost:{port}")],
     }];
-    let (fx, deliveries) = collect();
+    let (fx, reports) = collect(None);
+    let deliveries = reports.deliveries;
     let (stop_tx, stop) = stop();
     let broker = std::thread::spawn(move || {
         let _stop = stop_tx;
@@ -198,7 +179,7 @@ pub fn slow_subscriber_gets_every_event(run: RunFn) {
         .find(|(r, _)| *r == ListenerRole::Receive)
         .map(|(_, a)| a)
         .expect("receive address");
-    let (fx, _deliveries) = collect();
+    let (fx, _reports) = collect(None);
     let (stop_tx, stop) = stop();
     let path = sock.clone();
     let peers = std::thread::spawn(move || {
@@ -246,15 +227,6 @@ fn node(config: Config) -> Node {
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default();
     Node::new(config, Box::new(NoFilterEngine), 1, Instant::now(), unix).expect("a valid config")
-}
-
-fn collect() -> (Collect, mpsc::Receiver<Delivery>) {
-    let (tx, rx) = mpsc::channel();
-    let fx = Collect {
-        deliveries: tx,
-        stored: 0,
-    };
-    (fx, rx)
 }
 
 /// The stop signal completes when the sender is dropped (also when a peer thread panics).

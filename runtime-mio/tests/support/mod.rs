@@ -1,7 +1,6 @@
-//! Helpers for the mio runtime tests: a one-shot shutdown future built from std, effects that
-//! report to the test over channels, a node running `vtp_mio::run` on its own thread, and a raw
-//! author over std sockets (the raw subscriber is `vtp_host::testing`'s). Every wait has a deadline;
-//! nothing sleeps.
+//! Helpers for the mio runtime tests: a node running `vtp_mio::run` on its own thread, and a raw
+//! author over std sockets (the shutdown signal, the effects that report to the test and the raw
+//! peers are `vtp_host::testing`'s). Every wait has a deadline; nothing sleeps.
 #![allow(
     dead_code,
     unreachable_pub,
@@ -9,120 +8,16 @@
     clippy::disallowed_methods
 )]
 
-use std::future::Future;
 use std::io::{self, Read, Write};
-use std::pin::Pin;
-use std::sync::{Arc, Mutex, mpsc};
-use std::task::{Context, Poll, Waker};
 use std::thread::JoinHandle;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use vtp_core::driver::{Effects, StoreOp};
 use vtp_core::endpoint::ListenAddr;
 use vtp_core::filter::NoFilterEngine;
-use vtp_core::{Config, Delivery, Event, ListenerRole, Node};
+use vtp_core::{Config, ListenerRole, Node};
 #[allow(unused_imports)] // Each test binary uses its own subset.
-pub use vtp_host::testing::{RawSubscriber, WAIT};
+pub use vtp_host::testing::{Collect, RawSubscriber, Reports, Stop, WAIT, collect};
 use vtp_mio::{Bound, Options};
-
-/// A one-shot signal: `fire` completes every future from `wait`, waking the task that polls it.
-#[derive(Clone, Default)]
-pub struct Stop(Arc<Mutex<(bool, Option<Waker>)>>);
-
-impl Stop {
-    pub fn fire(&self) {
-        let mut g = self.0.lock().unwrap();
-        g.0 = true;
-        if let Some(w) = g.1.take() {
-            w.wake();
-        }
-    }
-
-    pub fn wait(&self) -> impl Future<Output = ()> + use<> {
-        self.clone()
-    }
-}
-
-impl Future for Stop {
-    type Output = ();
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        let mut g = self.0.lock().unwrap();
-        if g.0 {
-            Poll::Ready(())
-        } else {
-            g.1 = Some(cx.waker().clone());
-            Poll::Pending
-        }
-    }
-}
-
-/// Fire this stop on the first event matching the predicate.
-pub type StopWhen = (Stop, fn(&Event) -> bool);
-
-/// Effects that forward deliveries and events to the test, count persisted records, and
-/// optionally fire a [`Stop`] on the first event matching a predicate.
-pub struct Collect {
-    pub deliveries: mpsc::Sender<Delivery>,
-    pub events: mpsc::Sender<Event>,
-    pub stored: usize,
-    pub stop_when: Option<StopWhen>,
-}
-
-impl Effects for Collect {
-    fn store(&mut self, op: StoreOp) {
-        if matches!(op, StoreOp::Persist(_)) {
-            self.stored += 1;
-        }
-    }
-    fn deliver(&mut self, d: Delivery) {
-        let _ = self.deliveries.send(d);
-    }
-    fn event(&mut self, e: Event) {
-        if let Some((stop, when)) = &self.stop_when
-            && when(&e)
-        {
-            stop.fire();
-        }
-        let _ = self.events.send(e);
-    }
-}
-
-/// The receiving ends of a [`Collect`].
-pub struct Reports {
-    pub deliveries: mpsc::Receiver<Delivery>,
-    pub events: mpsc::Receiver<Event>,
-}
-
-impl Reports {
-    /// Waits for an event matching `f`; panics after [`WAIT`].
-    pub fn wait_event(&self, what: &str, f: impl Fn(&Event) -> bool) -> Event {
-        let deadline = Instant::now() + WAIT;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.events.recv_timeout(left) {
-                Ok(e) if f(&e) => return e,
-                Ok(_) => {}
-                Err(e) => panic!("no {what} event: {e}"),
-            }
-        }
-    }
-}
-
-pub fn collect(stop_when: Option<StopWhen>) -> (Collect, Reports) {
-    let (dtx, drx) = mpsc::channel();
-    let (etx, erx) = mpsc::channel();
-    let fx = Collect {
-        deliveries: dtx,
-        events: etx,
-        stored: 0,
-        stop_when,
-    };
-    let reports = Reports {
-        deliveries: drx,
-        events: erx,
-    };
-    (fx, reports)
-}
 
 pub fn node(local_ivo: Option<&str>) -> Node {
     let unix = SystemTime::now().duration_since(UNIX_EPOCH).unwrap();
