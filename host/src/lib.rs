@@ -29,8 +29,8 @@
 //! [`net`] binds the listening sockets once for every runtime. With the cargo feature `async`,
 //! `aio` is the owner loop the async runtimes (`vtp-tokio`, `vtp-smol`) share: each of them only
 //! implements its small `AsyncRuntime` trait. Without it (the default) no async crate is built.
-//! The cargo feature `testing` adds `testing`: test doubles for the crates that run a node on
-//! real sockets (not part of the stable API).
+//! The cargo feature `testing` adds `testing`: the socket tests every runtime runs and their
+//! test doubles (not part of the stable API; no async crate needed).
 
 #![warn(missing_docs)]
 

@@ -3,6 +3,7 @@
 use std::io::{self, Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
 
+use bytes::Bytes;
 use vtp_core::message::{self, Message};
 
 use super::WAIT;
@@ -73,8 +74,7 @@ impl RawSubscriber {
 /// If the write fails, no receipt comes (before the stream's read timeout, if it has one) or
 /// the reply is not a Transport message.
 pub fn submit(mut s: impl Read + Write, payload: &[u8]) -> (String, Option<String>) {
-    s.write_all(&vtp_core::frame::encode(payload).expect("a payload below 4 GiB"))
-        .expect("submit");
+    s.write_all(&frame(payload)).expect("submit");
     let reply = read_frame(&mut s).expect("a receipt");
     match message::parse(&reply, &Default::default()).expect("a valid frame") {
         Message::Transport(t) => (t.role.as_str().to_owned(), t.result.map(|r| r.into_owned())),
@@ -85,8 +85,13 @@ pub fn submit(mut s: impl Read + Write, payload: &[u8]) -> (String, Option<Strin
 /// The timestamp on every message the peers send.
 const TS: &str = "2024-01-01T00:00:00Z";
 
+/// `payload` as one frame.
+pub(super) fn frame(payload: &[u8]) -> Bytes {
+    vtp_core::frame::encode(payload).expect("a payload below 4 GiB")
+}
+
 /// Reads one frame (bounded by the stream's read timeout, if it has one).
-fn read_frame(s: &mut impl Read) -> io::Result<Vec<u8>> {
+pub(super) fn read_frame(s: &mut impl Read) -> io::Result<Vec<u8>> {
     let mut len = [0u8; 4];
     s.read_exact(&mut len)?;
     let mut payload = vec![0u8; u32::from_be_bytes(len) as usize];
