@@ -11,13 +11,12 @@
 #![allow(clippy::unwrap_used)]
 
 use std::collections::BTreeSet;
-use std::ops::Range;
 use std::time::{Duration, Instant};
 
 use proptest::prelude::*;
 use proptest::sample::Index;
 use vtp_core::config::Upstream;
-use vtp_core::filter::{FilterEngine, FilterError, FilterId};
+use vtp_core::testing::SubstringEngine;
 use vtp_core::{Action, CloseReason, Config, ConnId, ListenerRole, Node, Peer};
 
 const LOCAL: &str = "ivo://example.org/broker";
@@ -240,28 +239,6 @@ fn tags(id: u8) -> &'static [&'static str] {
 
 // ------------------------------------------------------------------- system under test
 
-#[derive(Debug, Default)]
-struct Substrings(Vec<Option<String>>);
-
-impl FilterEngine for Substrings {
-    fn compile(&mut self, expr: &str) -> Result<FilterId, FilterError> {
-        let text = expr.strip_prefix("has:").ok_or_else(|| FilterError {
-            reason: format!("syntax error in {expr:?}"),
-        })?;
-        self.0.push(Some(text.to_owned()));
-        Ok(FilterId(self.0.len() as u32 - 1))
-    }
-    fn release(&mut self, id: FilterId) {
-        self.0[id.0 as usize] = None;
-    }
-    fn evaluate(&mut self, payload: &[u8], _: Range<usize>, ids: &[FilterId], out: &mut Vec<bool>) {
-        for id in ids {
-            let text = self.0[id.0 as usize].as_deref().expect("a live filter");
-            out.push(payload.windows(text.len()).any(|w| w == text.as_bytes()));
-        }
-    }
-}
-
 fn event(id: u8) -> Vec<u8> {
     framed(&format!(
         "<voe:VOEvent xmlns:voe=\"http://www.ivoa.net/xml/VOEvent/v2.0\" \
@@ -373,7 +350,7 @@ fn start() -> (Sut, Model) {
     }];
     let node = Node::new(
         c,
-        Box::new(Substrings::default()),
+        Box::new(SubstringEngine::default()),
         1,
         t0,
         Duration::from_secs(1_714_564_800),

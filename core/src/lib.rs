@@ -120,6 +120,8 @@ pub mod outbox;
 pub mod output;
 pub mod schema;
 pub mod seen;
+#[cfg(feature = "testing")]
+pub mod testing;
 pub mod time;
 pub mod whitelist;
 

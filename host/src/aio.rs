@@ -48,9 +48,6 @@ use vtp_core::{CloseReason, ConnId, ListenerRole, Node, Peer};
 
 use crate::net::{Bound, Options, StdListener};
 
-#[cfg(feature = "testing")]
-pub mod testing;
-
 /// What an async runtime provides to [`run`]: tasks, a timer, listeners and dials.
 ///
 /// Implemented on a marker type by each runtime crate (`vtp-tokio`, `vtp-smol`). Every method is

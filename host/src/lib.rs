@@ -30,8 +30,9 @@
 //!   SIGINT / SIGTERM);
 //! - `aio` (cargo feature `async`): the owner loop the async runtimes (`vtp-tokio`,
 //!   `vtp-smol`) share; each of them only implements its small `AsyncRuntime` trait. Without
-//!   the feature (the default) no async crate is built. The feature `testing` adds
-//!   `aio::testing`, the socket tests every async runtime runs.
+//!   the feature (the default) no async crate is built.
+//! - `testing` (cargo feature `testing`): the socket tests every runtime (tokio, smol, mio)
+//!   runs and their test doubles; not part of the stable API, no async crate needed.
 //!
 //! # Driving
 //!
@@ -56,6 +57,8 @@ pub mod handlers;
 pub mod net;
 pub mod shutdown;
 pub mod store;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 #[cfg(test)]
 mod testutil;

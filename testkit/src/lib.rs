@@ -2,8 +2,8 @@
 //!
 //! - [`Proc`], [`Log`], [`TempDir`]: child processes whose output lines are collected and
 //!   waited on, and temporary directories, all cleaned up on drop;
-//! - [`read_frame`], [`write_frame`], [`submit`], [`RawSubscriber`]: a raw VTP author and
-//!   subscriber over std sockets;
+//! - [`read_frame`], [`write_frame`], [`loopback`]: VTP frames over std sockets
+//!   (the raw author and subscriber, which parse what they read, are `vtp_host::testing`'s);
 //! - [`voevent`]: a minimal VOEvent 2.0 document.
 //!
 //! Waiting is always on something observable (a log line, bytes on a socket) with a bounded
@@ -20,7 +20,7 @@ mod wire;
 use std::time::Duration;
 
 pub use process::{Log, Proc, TempDir};
-pub use wire::{RawSubscriber, loopback, read_frame, submit, write_frame};
+pub use wire::{loopback, read_frame, write_frame};
 
 /// The default bound on every wait.
 pub const WAIT: Duration = Duration::from_secs(15);

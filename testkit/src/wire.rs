@@ -1,11 +1,11 @@
-//! A raw VTP author and subscriber over std sockets.
+//! Frames over std sockets: the 4-byte big-endian length prefix, read and written.
+//!
+//! Written here rather than taken from `vtp_core::frame`, so that this crate depends on no vtp
+//! crate (vtp-core's own tests use it). Peers that parse what they read (a raw subscriber, a
+//! raw author that reads its receipt) are `vtp_host::testing`'s.
 
 use std::io::{self, Read, Write};
-use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
-
-use vtp_core::message::{self, Message};
-
-use crate::WAIT;
+use std::net::SocketAddr;
 
 /// `127.0.0.1:port`.
 pub fn loopback(port: u16) -> SocketAddr {
@@ -21,65 +21,36 @@ pub fn read_frame(s: &mut impl Read) -> io::Result<Vec<u8>> {
     Ok(buf)
 }
 
+/// `payload` behind its 4-byte big-endian length prefix.
+///
+/// # Panics
+///
+/// If the payload is longer than a prefix can say (`u32::MAX` bytes).
+fn frame(payload: &[u8]) -> Vec<u8> {
+    let len = u32::try_from(payload.len()).expect("a payload below 4 GiB");
+    let mut frame = Vec::with_capacity(4 + payload.len());
+    frame.extend_from_slice(&len.to_be_bytes());
+    frame.extend_from_slice(payload);
+    frame
+}
+
 /// Writes `payload` as one frame.
 pub fn write_frame(s: &mut impl Write, payload: &[u8]) {
-    s.write_all(&vtp_core::frame::encode(payload).unwrap())
-        .unwrap();
+    s.write_all(&frame(payload)).unwrap();
 }
 
-/// Submits `payload` on `s` and returns the receipt's role (`ack` or `nak`) and Result text.
-pub fn submit(mut s: impl Read + Write, payload: &[u8]) -> (String, Option<String>) {
-    write_frame(&mut s, payload);
-    let reply = read_frame(&mut s).unwrap();
-    match message::parse(&reply, &Default::default()).unwrap() {
-        Message::Transport(t) => (t.role.as_str().to_owned(), t.result.map(|r| r.into_owned())),
-        other => panic!("expected a receipt, got {other:?}"),
-    }
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-/// A raw subscriber: answers iamalive, acks events, returns their payloads.
-#[derive(Debug)]
-pub struct RawSubscriber {
-    pub stream: TcpStream,
-}
-
-impl RawSubscriber {
-    /// Connects to a broadcast port and reads the broker's authenticate (which it speaks
-    /// first). Reads time out after [`WAIT`].
-    pub fn connect(addr: impl ToSocketAddrs) -> Self {
-        let stream = TcpStream::connect(addr).unwrap();
-        stream.set_read_timeout(Some(WAIT)).unwrap();
-        let mut s = Self { stream };
-        let f = read_frame(&mut s.stream).expect("authenticate from the broker");
-        match message::parse(&f, &Default::default()).unwrap() {
-            Message::Transport(t) => assert_eq!(t.role.as_str(), "authenticate"),
-            other => panic!("expected authenticate, got {other:?}"),
-        }
-        s
-    }
-
-    /// The next event payload, answering Transport messages on the way; panics if none comes
-    /// before the read timeout.
-    pub fn next_event(&mut self) -> Vec<u8> {
-        self.try_next_event().expect("an event before the deadline")
-    }
-
-    /// The next event, or `None` once the connection ends (or the deadline passes).
-    pub fn try_next_event(&mut self) -> Option<Vec<u8>> {
-        loop {
-            let f = read_frame(&mut self.stream).ok()?;
-            let reply = match message::parse(&f, &Default::default()).unwrap() {
-                Message::VoEvent(ev) => {
-                    let ack = message::build_ack(&ev.ivorn, None, "2024-01-01T00:00:00Z");
-                    self.stream.write_all(&ack).ok()?;
-                    return Some(f);
-                }
-                Message::Transport(t) if t.role.as_str() == "iamalive" => {
-                    message::build_iamalive_reply(&t.origin, None, "2024-01-01T00:00:00Z")
-                }
-                _ => continue,
-            };
-            self.stream.write_all(&reply).ok()?;
-        }
+    #[test]
+    fn a_frame_is_its_big_endian_length_then_the_payload_and_reads_back() {
+        let framed = frame(b"hello");
+        assert_eq!(framed, b"\0\0\0\x05hello");
+        assert_eq!(read_frame(&mut &framed[..]).unwrap(), b"hello");
+        let mut written = Vec::new();
+        write_frame(&mut written, &[7; 300]);
+        assert_eq!(&written[..4], &[0, 0, 1, 44]);
+        assert_eq!(read_frame(&mut &written[..]).unwrap(), [7; 300]);
     }
 }

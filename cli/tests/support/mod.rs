@@ -1,5 +1,5 @@
 //! Helpers for tests that run the real `vtp` binary on loopback with ephemeral ports (the
-//! process, log and socket helpers themselves are `vtp-testkit`'s).
+//! process, log and frame helpers are `vtp-testkit`'s, the raw peers `vtp_host::testing`'s).
 //!
 //! Waiting is always on something observable (a log line, bytes on a socket) with a bounded
 //! deadline, never a fixed sleep.
@@ -10,9 +10,9 @@ use std::process::Command;
 
 // Each test binary uses its own subset.
 #[allow(unused_imports)]
-pub use vtp_testkit::{
-    Log, Proc, RawSubscriber, TempDir, WAIT, loopback, read_frame, voevent, write_frame,
-};
+pub use vtp_host::testing::RawSubscriber;
+#[allow(unused_imports)]
+pub use vtp_testkit::{Log, Proc, TempDir, WAIT, loopback, read_frame, voevent, write_frame};
 
 pub const VTP: &str = env!("CARGO_BIN_EXE_vtp");
 /// Every runtime the binary is built with; socket tests run on each.
@@ -66,5 +66,5 @@ pub fn event_xml(ivorn: &str) -> Vec<u8> {
 pub fn submit_raw(port: u16, payload: &[u8]) -> (String, Option<String>) {
     let s = TcpStream::connect(loopback(port)).unwrap();
     s.set_read_timeout(Some(WAIT)).unwrap();
-    vtp_testkit::submit(s, payload)
+    vtp_host::testing::submit(s, payload)
 }

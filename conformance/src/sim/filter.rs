@@ -7,10 +7,7 @@
 //! used: the simulator tests the node's filter plumbing (per-feed filter sets, any-of, refused
 //! filters, shared compilation), not XPath.
 
-use std::ops::Range;
-
 use bytes::Bytes;
-use vtp_core::filter::{FilterEngine, FilterError, FilterId};
 
 /// Tags events may carry; filters select on them.
 pub(crate) const TAGS: [&str; 4] = ["grb", "gw", "sn", "nu"];
@@ -18,49 +15,10 @@ pub(crate) const TAGS: [&str; 4] = ["grb", "gw", "sn", "nu"];
 /// An expression the engine refuses (a syntax error).
 pub(crate) const BAD_FILTER: &str = "bad filter";
 
-/// The broker-side engine: `has:TEXT` is a substring test on the payload.
-#[derive(Debug, Default)]
-pub(crate) struct SubstringEngine {
-    exprs: Vec<Option<Box<[u8]>>>,
-}
-
-impl FilterEngine for SubstringEngine {
-    fn compile(&mut self, expr: &str) -> Result<FilterId, FilterError> {
-        let Some(text) = expr.strip_prefix("has:") else {
-            return Err(FilterError {
-                reason: format!("syntax error in {expr:?}: the simulator's filters are has:TEXT"),
-            });
-        };
-        let id = u32::try_from(self.exprs.len()).map_err(|_| FilterError {
-            reason: "too many filters".into(),
-        })?;
-        self.exprs.push(Some(text.as_bytes().into()));
-        Ok(FilterId(id))
-    }
-
-    fn release(&mut self, id: FilterId) {
-        if let Some(slot) = self.exprs.get_mut(id.0 as usize) {
-            *slot = None;
-        }
-    }
-
-    fn evaluate(
-        &mut self,
-        payload: &[u8],
-        _element: Range<usize>,
-        filters: &[FilterId],
-        verdicts: &mut Vec<bool>,
-    ) {
-        for id in filters {
-            // A released id evaluates to false (fail closed), never panics.
-            let pass = match self.exprs.get(id.0 as usize) {
-                Some(Some(text)) => contains(payload, text),
-                Some(None) | None => false,
-            };
-            verdicts.push(pass);
-        }
-    }
-}
+/// The broker-side engine: `has:TEXT` is a substring test on the payload. The brokers use
+/// [`SubstringEngine::fail_closed`], as a production engine behaves: a released filter
+/// evaluates to false, never panics.
+pub(crate) use vtp_core::testing::SubstringEngine;
 
 /// The reference verdict: does a subscriber that sent `filters` want `payload`?
 ///
@@ -115,12 +73,14 @@ pub(crate) fn ivorn_of(payload: &[u8]) -> Option<&str> {
 
 #[cfg(test)]
 mod tests {
+    use vtp_core::filter::FilterEngine;
+
     use super::*;
 
     #[test]
     fn engine_and_reference_agree() {
         let payload = event_payload("ivo://sim.vtp/a#1", &["grb", "sn"]);
-        let mut e = SubstringEngine::default();
+        let mut e = SubstringEngine::fail_closed();
         let grb = e.compile("has:tag:grb").expect("valid");
         let gw = e.compile("has:tag:gw").expect("valid");
         assert!(e.compile(BAD_FILTER).is_err());

@@ -458,7 +458,7 @@ impl Sim {
         let unix_now = UNIX0 + (self.now - self.t0);
         let node = Node::new(
             config,
-            Box::new(SubstringEngine::default()),
+            Box::new(SubstringEngine::fail_closed()),
             seed,
             self.now,
             unix_now,

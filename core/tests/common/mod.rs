@@ -3,15 +3,13 @@
 
 pub mod tsv;
 
-use std::ops::Range;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use vtp_core::config::Upstream;
-use vtp_core::filter::{FilterEngine, FilterError, FilterId};
+use vtp_core::filter::FilterEngine;
 use vtp_core::message::{self, Message, Transport};
+pub use vtp_core::testing::SubstringEngine;
 use vtp_core::{Action, Config, ConnId, Event, ListenerRole, Node, Peer};
 
 pub const LOCAL: &str = "ivo://example.org/broker";
@@ -39,41 +37,6 @@ pub fn transport(frame: &Bytes) -> Transport<'_> {
     match message::parse(&frame[4..], &Default::default()).expect("our own output parses") {
         Message::Transport(t) => t,
         other => panic!("expected Transport, got {other:?}"),
-    }
-}
-
-/// A filter engine for tests: `has:TEXT` passes when the event payload contains TEXT.
-#[derive(Debug, Default)]
-pub struct SubstringEngine {
-    exprs: Vec<Option<String>>,
-    pub evaluations: Arc<AtomicUsize>,
-}
-
-impl FilterEngine for SubstringEngine {
-    fn compile(&mut self, expr: &str) -> Result<FilterId, FilterError> {
-        let Some(text) = expr.strip_prefix("has:") else {
-            return Err(FilterError {
-                reason: format!("syntax error in {expr:?}"),
-            });
-        };
-        self.exprs.push(Some(text.to_owned()));
-        Ok(FilterId(self.exprs.len() as u32 - 1))
-    }
-    fn release(&mut self, id: FilterId) {
-        self.exprs[id.0 as usize] = None;
-    }
-    fn evaluate(
-        &mut self,
-        payload: &[u8],
-        _el: Range<usize>,
-        ids: &[FilterId],
-        out: &mut Vec<bool>,
-    ) {
-        for id in ids {
-            self.evaluations.fetch_add(1, Ordering::Relaxed);
-            let text = self.exprs[id.0 as usize].as_deref().expect("live filter");
-            out.push(payload.windows(text.len()).any(|w| w == text.as_bytes()));
-        }
     }
 }
 

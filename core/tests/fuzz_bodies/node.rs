@@ -27,15 +27,15 @@
 //!   output, and every submission ended with exactly one outcome.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::ops::Range;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use vtp_core::config::{AcceptVersions, DuplicateReply, InvalidFilters, SubscriberNak, Upstream};
-use vtp_core::filter::{FilterEngine, FilterError, FilterId, NoFilterEngine};
+use vtp_core::filter::{FilterEngine, NoFilterEngine};
 use vtp_core::frame::{self, FrameDecoder};
 use vtp_core::message::{self, Message, ParseLimits, TransportRole};
+use vtp_core::testing::SubstringEngine;
 use vtp_core::whitelist::Whitelist;
 use vtp_core::{
     Action, CloseReason, Config, ConnId, ConnRole, Event, EventKey, ListenerRole, Node, Peer,
@@ -391,65 +391,6 @@ pub(crate) fn config(flags: u8) -> Config {
     c
 }
 
-/// A filter engine for the harness: `has:TEXT` passes when the payload contains TEXT. It
-/// panics if the node evaluates a released expression, releases one twice, or compiles an
-/// expression it already holds, and counts the live ones.
-#[derive(Debug)]
-struct Engine {
-    exprs: Vec<Option<String>>,
-    live: Arc<AtomicUsize>,
-}
-
-impl FilterEngine for Engine {
-    fn compile(&mut self, expr: &str) -> Result<FilterId, FilterError> {
-        let Some(text) = expr.strip_prefix("has:") else {
-            return Err(FilterError {
-                reason: format!("not a has: filter: {expr:?}"),
-            });
-        };
-        assert!(
-            !self.exprs.iter().flatten().any(|e| e == text),
-            "the node compiled {expr:?} twice"
-        );
-        self.exprs.push(Some(text.to_owned()));
-        self.live.fetch_add(1, Ordering::Relaxed);
-        let id = u32::try_from(self.exprs.len() - 1).expect("fewer than 2^32 filters");
-        Ok(FilterId(id))
-    }
-
-    fn release(&mut self, id: FilterId) {
-        let slot = self
-            .exprs
-            .get_mut(id.0 as usize)
-            .expect("released an unknown id");
-        assert!(slot.take().is_some(), "filter {id:?} released twice");
-        self.live.fetch_sub(1, Ordering::Relaxed);
-    }
-
-    fn evaluate(
-        &mut self,
-        payload: &[u8],
-        element: Range<usize>,
-        filters: &[FilterId],
-        verdicts: &mut Vec<bool>,
-    ) {
-        assert!(
-            element.end <= payload.len(),
-            "element span out of the payload"
-        );
-        for id in filters {
-            let text = self
-                .exprs
-                .get(id.0 as usize)
-                .and_then(Option::as_deref)
-                .unwrap_or_else(|| panic!("evaluated released filter {id:?}"));
-            let found =
-                text.is_empty() || payload.windows(text.len()).any(|w| w == text.as_bytes());
-            verdicts.push(found);
-        }
-    }
-}
-
 /// What the driver knows about one connection.
 #[derive(Debug)]
 struct Model {
@@ -522,14 +463,15 @@ struct Sim {
 impl Sim {
     fn new(flags: u8) -> Self {
         let config = config(flags);
-        let live_filters = Arc::new(AtomicUsize::new(0));
+        // `has:TEXT` filters; the engine panics if the node evaluates a released expression,
+        // releases one twice, or compiles an expression it already holds, and counts the live
+        // ones.
+        let substrings = SubstringEngine::default();
+        let live_filters = substrings.live.clone();
         let engine: Box<dyn FilterEngine + Send> = if flags & flags::NO_FILTERS != 0 {
             Box::new(NoFilterEngine)
         } else {
-            Box::new(Engine {
-                exprs: Vec::new(),
-                live: live_filters.clone(),
-            })
+            Box::new(substrings)
         };
         let frame_len_max = config.limits.frame_len_max;
         let upstreams = config.upstreams.len();

@@ -1,0 +1,100 @@
+//! A raw VTP author and subscriber over blocking std sockets.
+
+use std::io::{self, Read, Write};
+use std::net::{TcpStream, ToSocketAddrs};
+
+use bytes::Bytes;
+use vtp_core::message::{self, Message};
+
+use super::WAIT;
+
+/// A raw subscriber: answers iamalive, acks events, returns their payloads.
+#[derive(Debug)]
+pub struct RawSubscriber {
+    /// The connection to the broker's broadcast port.
+    pub stream: TcpStream,
+}
+
+impl RawSubscriber {
+    /// Connects to a broadcast port and reads the broker's authenticate (which it speaks
+    /// first). Reads time out after [`WAIT`].
+    ///
+    /// # Panics
+    ///
+    /// If the connection fails or the broker's first frame is not an authenticate.
+    pub fn connect(addr: impl ToSocketAddrs) -> Self {
+        let stream = TcpStream::connect(addr).expect("connect to the broadcast port");
+        stream.set_read_timeout(Some(WAIT)).expect("read timeout");
+        let mut s = Self { stream };
+        let f = read_frame(&mut s.stream).expect("authenticate from the broker");
+        match message::parse(&f, &Default::default()).expect("a valid frame") {
+            Message::Transport(t) => assert_eq!(t.role.as_str(), "authenticate"),
+            other => panic!("expected authenticate, got {other:?}"),
+        }
+        s
+    }
+
+    /// The next event payload, answering Transport messages on the way.
+    ///
+    /// # Panics
+    ///
+    /// If none comes before the read timeout.
+    pub fn next_event(&mut self) -> Vec<u8> {
+        self.try_next_event().expect("an event before the deadline")
+    }
+
+    /// The next event, or `None` once the connection ends (or the deadline passes).
+    ///
+    /// # Panics
+    ///
+    /// If the broker sends a frame that does not parse.
+    pub fn try_next_event(&mut self) -> Option<Vec<u8>> {
+        loop {
+            let f = read_frame(&mut self.stream).ok()?;
+            let reply = match message::parse(&f, &Default::default()).expect("a valid frame") {
+                Message::VoEvent(ev) => {
+                    let ack = message::build_ack(&ev.ivorn, None, TS);
+                    self.stream.write_all(&ack).ok()?;
+                    return Some(f);
+                }
+                Message::Transport(t) if t.role.as_str() == "iamalive" => {
+                    message::build_iamalive_reply(&t.origin, None, TS)
+                }
+                _ => continue,
+            };
+            self.stream.write_all(&reply).ok()?;
+        }
+    }
+}
+
+/// Submits `payload` on `s` and returns the receipt's role (`ack` or `nak`) and Result text.
+///
+/// # Panics
+///
+/// If the write fails, no receipt comes (before the stream's read timeout, if it has one) or
+/// the reply is not a Transport message.
+pub fn submit(mut s: impl Read + Write, payload: &[u8]) -> (String, Option<String>) {
+    s.write_all(&frame(payload)).expect("submit");
+    let reply = read_frame(&mut s).expect("a receipt");
+    match message::parse(&reply, &Default::default()).expect("a valid frame") {
+        Message::Transport(t) => (t.role.as_str().to_owned(), t.result.map(|r| r.into_owned())),
+        other => panic!("expected a receipt, got {other:?}"),
+    }
+}
+
+/// The timestamp on every message the peers send.
+const TS: &str = "2024-01-01T00:00:00Z";
+
+/// `payload` as one frame.
+pub(super) fn frame(payload: &[u8]) -> Bytes {
+    vtp_core::frame::encode(payload).expect("a payload below 4 GiB")
+}
+
+/// Reads one frame (bounded by the stream's read timeout, if it has one).
+pub(super) fn read_frame(s: &mut impl Read) -> io::Result<Vec<u8>> {
+    let mut len = [0u8; 4];
+    s.read_exact(&mut len)?;
+    let mut payload = vec![0u8; u32::from_be_bytes(len) as usize];
+    s.read_exact(&mut payload)?;
+    Ok(payload)
+}
