@@ -4,7 +4,7 @@
 //! connect, set filters, answer (or not) and leave; authors submit events (some duplicates,
 //! arbitrarily chunked); the upstream relays events and keep-alives; idle authors connect;
 //! virtual time advances through every deadline. A reference model, a few dozen lines of
-//! plain rules written from PROTOCOL.md rather than from the node's code, predicts for each
+//! plain rules written from docs/protocol.md rather than from the node's code, predicts for each
 //! transition the exact multiset of actions (who gets an ack, a forward, an iamalive or a
 //! close, and why), and the node's counters. Any difference fails with the minimal sequence
 //! of transitions proptest can find.
@@ -123,7 +123,7 @@ enum Act {
     Other(String),
 }
 
-/// The reference model: PROTOCOL.md's rules for a broker with one upstream.
+/// The reference model: docs/protocol.md's rules for a broker with one upstream.
 #[derive(Debug)]
 struct Model {
     t0: Instant,
