@@ -6,7 +6,7 @@
 //! - frames go into a bounded per-connection [`Outbox`]; one that overflows means the peer is
 //!   not reading: the connection is dropped and the node told ([`CloseReason::OutboxFull`]);
 //! - [`Action::Close`] is performed only after everything queued before it was written;
-//! - [`Action::Connect`] becomes a dial request ([`Driver::pop_dial`]);
+//! - [`Action::Connect`] becomes a dial request ([`Driver::poll_dial`]);
 //! - store records and deliveries go to the [`Effects`] the runtime was given;
 //! - events go to [`Effects::event`] (logging, metrics, the embedding application);
 //! - after every input the driver asks [`Effects::durable_persists`] how many of the records it
@@ -15,9 +15,9 @@
 //!   call (see the crate docs, "Durability").
 //!
 //! The adapter's loop is then: call an input method, then for each connection returned by
-//! [`Driver::pop_ready`] call [`Driver::flush`] with a non-blocking writer; dial what
-//! [`Driver::pop_dial`] returns; sleep until [`Driver::poll_timeout`] or until the waker given
-//! to [`Effects::set_durable_waker`] fires, and call [`Driver::durable`] on every wake-up.
+//! [`Driver::poll_writable`] call [`Driver::flush`] with a non-blocking writer; dial what
+//! [`Driver::poll_dial`] returns; sleep until [`Driver::poll_timeout`] or until the waker given
+//! to [`Effects::set_durable_waker`] fires, and call [`Driver::handle_durable`] on every wake-up.
 
 use std::collections::{HashMap, VecDeque};
 use std::io;
@@ -63,7 +63,7 @@ pub trait Effects {
         handed
     }
     /// Wake `waker` whenever more persists become durable, so that the runtime calls
-    /// [`Driver::durable`]. Runtimes call this once, before their loop. Default: ignored (the
+    /// [`Driver::handle_durable`]. Runtimes call this once, before their loop. Default: ignored (the
     /// default [`Effects::durable_persists`] never lags behind).
     fn set_durable_waker(&mut self, _waker: Waker) {}
     /// At shutdown, before connections are closed: waits, for a bounded time, until the first
@@ -98,7 +98,8 @@ pub enum Flush {
 struct Conn {
     outbox: Outbox,
     close: Option<CloseReason>,
-    ready: bool,
+    /// Listed in `Driver::writable`.
+    writable: bool,
 }
 
 /// A node plus the per-connection send state every runtime needs.
@@ -106,7 +107,7 @@ struct Conn {
 pub struct Driver {
     node: Node,
     conns: HashMap<ConnId, Conn>,
-    ready: VecDeque<ConnId>,
+    writable: VecDeque<ConnId>,
     dials: VecDeque<(ConnId, Arc<str>)>,
     outbox_limits: OutboxLimits,
     /// Persist operations handed to [`Effects::store`].
@@ -121,7 +122,7 @@ impl Driver {
         Self {
             node,
             conns: HashMap::new(),
-            ready: VecDeque::new(),
+            writable: VecDeque::new(),
             dials: VecDeque::new(),
             outbox_limits,
             persists: 0,
@@ -145,7 +146,7 @@ impl Driver {
 
     /// A listener accepted `peer`. `None`: refused, close the socket without writing.
     #[must_use]
-    pub fn accept(
+    pub fn handle_accept(
         &mut self,
         listener: ListenerRole,
         peer: Peer,
@@ -160,20 +161,26 @@ impl Driver {
         conn
     }
 
-    /// A dial requested through [`Driver::pop_dial`] succeeded.
-    pub fn connected(&mut self, conn: ConnId, now: Instant, fx: &mut impl Effects) {
+    /// A dial requested through [`Driver::poll_dial`] succeeded.
+    pub fn handle_connected(&mut self, conn: ConnId, now: Instant, fx: &mut impl Effects) {
         self.node.handle_connected(conn, now);
         self.dispatch(fx);
     }
 
     /// Bytes read from `conn`.
-    pub fn input(&mut self, conn: ConnId, bytes: &[u8], now: Instant, fx: &mut impl Effects) {
+    pub fn handle_input(
+        &mut self,
+        conn: ConnId,
+        bytes: &[u8],
+        now: Instant,
+        fx: &mut impl Effects,
+    ) {
         self.node.handle_input(conn, bytes, now);
         self.dispatch(fx);
     }
 
     /// `conn` ended (EOF, read error, failed dial). The driver forgets it.
-    pub fn closed(
+    pub fn handle_closed(
         &mut self,
         conn: ConnId,
         reason: CloseReason,
@@ -191,7 +198,7 @@ impl Driver {
     /// durable ([`Node::reply_pending`]). Returns `true` when the socket can be closed at once
     /// (nothing left to write); otherwise keep it until [`Driver::flush`] returns
     /// [`Flush::Close`].
-    pub fn eof(&mut self, conn: ConnId, now: Instant, fx: &mut impl Effects) -> bool {
+    pub fn handle_eof(&mut self, conn: ConnId, now: Instant, fx: &mut impl Effects) -> bool {
         self.node.handle_closed(conn, CloseReason::PeerClosed, now);
         self.dispatch(fx);
         let pending = self.node.reply_pending(conn);
@@ -200,7 +207,7 @@ impl Driver {
             Some(_) if pending => false,
             Some(c) if !c.outbox.is_empty() => {
                 c.close.get_or_insert(CloseReason::PeerClosed);
-                self.mark_ready(conn);
+                self.mark_writable(conn);
                 false
             }
             _ => {
@@ -211,7 +218,7 @@ impl Driver {
     }
 
     /// The deadline from [`Driver::poll_timeout`] passed.
-    pub fn timeout(&mut self, now: Instant, fx: &mut impl Effects) {
+    pub fn handle_timeout(&mut self, now: Instant, fx: &mut impl Effects) {
         self.node.handle_timeout(now);
         self.dispatch(fx);
     }
@@ -236,7 +243,7 @@ impl Driver {
     /// The effects' durability waker fired ([`Effects::set_durable_waker`]): learns which
     /// persists are durable and queues the output the node held for them. Cheap when nothing is
     /// held; every other input method does the same on its way out.
-    pub fn durable(&mut self, fx: &mut impl Effects) {
+    pub fn handle_durable(&mut self, fx: &mut impl Effects) {
         self.dispatch(fx);
     }
 
@@ -259,26 +266,26 @@ impl Driver {
         self.dispatch(fx);
     }
 
-    /// When to call [`Driver::timeout`].
+    /// When to call [`Driver::handle_timeout`].
     #[must_use]
     pub fn poll_timeout(&self) -> Option<Instant> {
         self.node.poll_timeout()
     }
 
     /// A connection with data to write or a close to perform: call [`Driver::flush`] for it.
-    pub fn pop_ready(&mut self) -> Option<ConnId> {
-        while let Some(conn) = self.ready.pop_front() {
+    pub fn poll_writable(&mut self) -> Option<ConnId> {
+        while let Some(conn) = self.writable.pop_front() {
             if let Some(c) = self.conns.get_mut(&conn) {
-                c.ready = false;
+                c.writable = false;
                 return Some(conn);
             }
         }
         None
     }
 
-    /// An outgoing connection to open: report it with [`Driver::connected`] or
-    /// [`Driver::closed`].
-    pub fn pop_dial(&mut self) -> Option<(ConnId, Arc<str>)> {
+    /// An outgoing connection to open: report it with [`Driver::handle_connected`] or
+    /// [`Driver::handle_closed`].
+    pub fn poll_dial(&mut self) -> Option<(ConnId, Arc<str>)> {
         self.dials.pop_front()
     }
 
@@ -328,16 +335,16 @@ impl Driver {
         Conn {
             outbox: Outbox::new(self.outbox_limits),
             close: None,
-            ready: false,
+            writable: false,
         }
     }
 
-    fn mark_ready(&mut self, conn: ConnId) {
+    fn mark_writable(&mut self, conn: ConnId) {
         if let Some(c) = self.conns.get_mut(&conn)
-            && !c.ready
+            && !c.writable
         {
-            c.ready = true;
-            self.ready.push_back(conn);
+            c.writable = true;
+            self.writable.push_back(conn);
         }
     }
 
@@ -388,7 +395,7 @@ impl Driver {
                 let now = self.node.last_now();
                 self.node.handle_closed(conn, CloseReason::OutboxFull, now);
             }
-            self.mark_ready(conn);
+            self.mark_writable(conn);
             return;
         }
         match action {
@@ -396,7 +403,7 @@ impl Driver {
                 if let Some(c) = self.conns.get_mut(&conn) {
                     c.close.get_or_insert(reason);
                 }
-                self.mark_ready(conn);
+                self.mark_writable(conn);
             }
             Action::Connect { conn, endpoint } => {
                 self.conns.insert(conn, self.new_conn());
@@ -485,28 +492,30 @@ mod tests {
         let mut d = broker(now);
         let fx = &mut SlowStore::default();
         let feed = d
-            .accept(ListenerRole::Broadcast, PEER, now, fx)
+            .handle_accept(ListenerRole::Broadcast, PEER, now, fx)
             .expect("ok");
-        assert_eq!(d.pop_ready(), Some(feed));
+        assert_eq!(d.poll_writable(), Some(feed));
         let mut feed_wire = Vec::new();
         assert_eq!(d.flush(feed, &mut feed_wire, now, fx), Flush::Idle);
         feed_wire.clear();
         assert_eq!(fx.asked, 0, "nothing held, nothing asked");
 
-        let author = d.accept(ListenerRole::Receive, PEER, now, fx).expect("ok");
-        d.input(author, &event(1), now, fx);
+        let author = d
+            .handle_accept(ListenerRole::Receive, PEER, now, fx)
+            .expect("ok");
+        d.handle_input(author, &event(1), now, fx);
         assert_eq!(fx.asked, 1);
-        assert_eq!(d.pop_ready(), None, "no receipt, no forward yet");
-        d.durable(fx);
-        assert_eq!(d.pop_ready(), None);
+        assert_eq!(d.poll_writable(), None, "no receipt, no forward yet");
+        d.handle_durable(fx);
+        assert_eq!(d.poll_writable(), None);
 
         fx.durable = 1;
-        d.durable(fx);
-        let mut ready = Vec::new();
-        while let Some(c) = d.pop_ready() {
-            ready.push(c);
+        d.handle_durable(fx);
+        let mut writable = Vec::new();
+        while let Some(c) = d.poll_writable() {
+            writable.push(c);
         }
-        assert_eq!(ready, [author, feed]);
+        assert_eq!(writable, [author, feed]);
         let mut author_wire = Vec::new();
         assert_eq!(
             d.flush(author, &mut author_wire, now, fx),
@@ -516,7 +525,7 @@ mod tests {
         assert_eq!(d.flush(feed, &mut feed_wire, now, fx), Flush::Idle);
         assert_eq!(feed_wire, event(1), "the forward");
         let asked = fx.asked;
-        d.durable(fx);
+        d.handle_durable(fx);
         assert_eq!(fx.asked, asked, "nothing held: the effects are not asked");
     }
 
@@ -525,14 +534,16 @@ mod tests {
         let now = crate::testutil::origin();
         let mut d = broker(now);
         let fx = &mut SlowStore::default();
-        let author = d.accept(ListenerRole::Receive, PEER, now, fx).expect("ok");
-        d.input(author, &event(2), now, fx);
-        assert!(!d.eof(author, now, fx), "the receipt is still owed");
+        let author = d
+            .handle_accept(ListenerRole::Receive, PEER, now, fx)
+            .expect("ok");
+        d.handle_input(author, &event(2), now, fx);
+        assert!(!d.handle_eof(author, now, fx), "the receipt is still owed");
         assert!(d.is_open(author));
-        assert_eq!(d.pop_ready(), None);
+        assert_eq!(d.poll_writable(), None);
         fx.durable = 1;
-        d.durable(fx);
-        assert_eq!(d.pop_ready(), Some(author));
+        d.handle_durable(fx);
+        assert_eq!(d.poll_writable(), Some(author));
         let mut out = Vec::new();
         assert_eq!(
             d.flush(author, &mut out, now, fx),
@@ -547,11 +558,13 @@ mod tests {
         let now = crate::testutil::origin();
         let mut d = broker(now);
         let fx = &mut SlowStore::default();
-        let author = d.accept(ListenerRole::Receive, PEER, now, fx).expect("ok");
-        d.input(author, &event(3), now, fx);
+        let author = d
+            .handle_accept(ListenerRole::Receive, PEER, now, fx)
+            .expect("ok");
+        d.handle_input(author, &event(3), now, fx);
         d.shutdown(now, fx);
         assert!(fx.flushed);
-        assert_eq!(d.pop_ready(), Some(author));
+        assert_eq!(d.poll_writable(), Some(author));
         let mut out = Vec::new();
         assert_eq!(
             d.flush(author, &mut out, now, fx),
@@ -581,17 +594,17 @@ mod tests {
         let fx = &mut Fx;
         let peer = Peer::Ip(std::net::Ipv4Addr::LOCALHOST.into());
         let conn = d
-            .accept(ListenerRole::Receive, peer, now, fx)
+            .handle_accept(ListenerRole::Receive, peer, now, fx)
             .expect("accepted");
         let ev = b"<VOEvent xmlns='http://www.ivoa.net/xml/VOEvent/v2.0' \
                    ivorn='ivo://example.org/a#1' version='2.0'/>";
         let frame = crate::frame::encode(ev).expect("fits");
-        d.input(conn, &frame, now, fx);
+        d.handle_input(conn, &frame, now, fx);
         assert!(
-            !d.eof(conn, now, fx),
+            !d.handle_eof(conn, now, fx),
             "a receipt is queued: keep the socket"
         );
-        assert_eq!(d.pop_ready(), Some(conn));
+        assert_eq!(d.poll_writable(), Some(conn));
         let mut out = Vec::new();
         assert_eq!(
             d.flush(conn, &mut out, now, fx),
@@ -600,9 +613,9 @@ mod tests {
         assert!(!out.is_empty(), "the ack was written before the close");
         // A connection with nothing queued closes at once.
         let idle = d
-            .accept(ListenerRole::Receive, peer, now, fx)
+            .handle_accept(ListenerRole::Receive, peer, now, fx)
             .expect("accepted");
-        assert!(d.eof(idle, now, fx));
+        assert!(d.handle_eof(idle, now, fx));
         assert!(!d.is_open(idle));
     }
 }

@@ -704,10 +704,10 @@ fn driver_drops_a_subscriber_that_never_reads_and_keeps_feeding_the_healthy_one(
     let mut fx = Recorder::default();
     let peer = Peer::Ip([127, 0, 0, 1].into());
     let healthy = driver
-        .accept(ListenerRole::Broadcast, peer, t0, &mut fx)
+        .handle_accept(ListenerRole::Broadcast, peer, t0, &mut fx)
         .expect("accepted");
     let stuck = driver
-        .accept(ListenerRole::Broadcast, peer, t0, &mut fx)
+        .handle_accept(ListenerRole::Broadcast, peer, t0, &mut fx)
         .expect("accepted");
     let mut healthy_wire: Vec<u8> = Vec::new();
     let mut stuck_result = None;
@@ -717,12 +717,12 @@ fn driver_drops_a_subscriber_that_never_reads_and_keeps_feeding_the_healthy_one(
     for i in 0..events {
         let payload = event_xml(&format!("ivo://example.org/survey#driver-{i}"));
         let author = driver
-            .accept(ListenerRole::Receive, peer, t0, &mut fx)
+            .handle_accept(ListenerRole::Receive, peer, t0, &mut fx)
             .expect("accepted");
-        driver.input(author, &framed(&payload), t0, &mut fx);
+        driver.handle_input(author, &framed(&payload), t0, &mut fx);
         sent.push(payload);
         let mut author_wire = Vec::new();
-        while let Some(conn) = driver.pop_ready() {
+        while let Some(conn) = driver.poll_writable() {
             let flush = if conn == healthy {
                 driver.flush(conn, &mut healthy_wire, t0, &mut fx)
             } else if conn == stuck {

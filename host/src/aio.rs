@@ -221,7 +221,7 @@ pub async fn run<R: AsyncRuntime, E: Effects>(
     }
     drop(accepters);
     owner.driver.shutdown(Instant::now(), &mut fx);
-    owner.flush_ready(&mut fx);
+    owner.flush_writable(&mut fx);
     for path in &socket_files {
         let _ = std::fs::remove_file(path);
     }
@@ -401,14 +401,14 @@ impl<R: AsyncRuntime> Owner<R> {
         let now = Instant::now();
         match msg {
             Msg::Accepted(role, stream, peer) => {
-                if let Some(conn) = self.driver.accept(role, peer, now, fx) {
+                if let Some(conn) = self.driver.handle_accept(role, peer, now, fx) {
                     self.register(conn, stream);
                 }
             }
-            Msg::Input(conn, bytes) => self.driver.input(conn, &bytes, now, fx),
+            Msg::Input(conn, bytes) => self.driver.handle_input(conn, &bytes, now, fx),
             // End of stream: a receipt already queued is still written (half-close).
             Msg::Ended(conn) => {
-                if self.driver.eof(conn, now, fx) {
+                if self.driver.handle_eof(conn, now, fx) {
                     self.ios.remove(&conn);
                 }
             }
@@ -423,12 +423,12 @@ impl<R: AsyncRuntime> Owner<R> {
                 match result {
                     Ok(stream) if self.driver.is_open(conn) => {
                         self.register(conn, stream);
-                        self.driver.connected(conn, now, fx);
+                        self.driver.handle_connected(conn, now, fx);
                     }
                     Ok(_) => {}
                     Err(e) => {
                         let reason = CloseReason::ConnectFailed(e.to_string());
-                        self.driver.closed(conn, reason, now, fx);
+                        self.driver.handle_closed(conn, reason, now, fx);
                     }
                 }
             }
@@ -438,19 +438,19 @@ impl<R: AsyncRuntime> Owner<R> {
 
     /// Durable records, due timers, pending writes, pending dials.
     fn settle(&mut self, fx: &mut impl Effects) {
-        self.driver.durable(fx);
+        self.driver.handle_durable(fx);
         let now = Instant::now();
         if self.driver.poll_timeout().is_some_and(|t| t <= now) {
-            self.driver.timeout(now, fx);
+            self.driver.handle_timeout(now, fx);
         }
-        self.flush_ready(fx);
-        while let Some((conn, endpoint)) = self.driver.pop_dial() {
+        self.flush_writable(fx);
+        while let Some((conn, endpoint)) = self.driver.poll_dial() {
             self.dial(conn, &endpoint);
         }
     }
 
-    fn flush_ready(&mut self, fx: &mut impl Effects) {
-        while let Some(conn) = self.driver.pop_ready() {
+    fn flush_writable(&mut self, fx: &mut impl Effects) {
+        while let Some(conn) = self.driver.poll_writable() {
             self.flush(conn, fx);
         }
     }

@@ -502,7 +502,7 @@ impl Sim {
         host.dialing.clear();
         host.conn_links.clear();
         self.absorb(h);
-        self.flush_host(h);
+        self.poll_host(h);
     }
 
     pub(crate) fn new_event(&mut self, author: HostId, n: usize, probe: bool) -> usize {
@@ -564,14 +564,14 @@ impl Sim {
         match next {
             Next::Timed => {
                 if let Some((_, what)) = self.timed.pop_first() {
-                    self.on_timed(what);
+                    self.handle_timed(what);
                 }
             }
             Next::Pipe(l, d) => self.deliver(l, d),
             Next::Host(h) => {
                 trace!(self, "{}: timeout", self.hosts[h].name);
-                self.drive(h, |d, fx, now| d.timeout(now, fx));
-                self.flush_host(h);
+                self.drive(h, |d, fx, now| d.handle_timeout(now, fx));
+                self.poll_host(h);
             }
         }
         self.check_step();
@@ -616,7 +616,8 @@ impl Sim {
         best
     }
 
-    fn on_timed(&mut self, what: Timed) {
+    /// A scheduled happening is due.
+    fn handle_timed(&mut self, what: Timed) {
         match what {
             Timed::Submit {
                 author,
@@ -643,15 +644,15 @@ impl Sim {
             Timed::HealPartition(a, b) => self.heal_partition(a, b),
             Timed::Writable(h, incarnation, conn) => {
                 if self.hosts[h].incarnation == incarnation {
-                    self.flush_conn(h, conn);
-                    self.flush_host(h);
+                    self.flush(h, conn);
+                    self.poll_host(h);
                 }
             }
             Timed::DialFailed(h, incarnation, conn, reason) => {
                 if self.hosts[h].incarnation == incarnation && self.hosts[h].dialing.remove(&conn) {
                     let reason = CloseReason::ConnectFailed(reason.into());
-                    self.drive(h, |d, fx, now| d.closed(conn, reason, now, fx));
-                    self.flush_host(h);
+                    self.drive(h, |d, fx, now| d.handle_closed(conn, reason, now, fx));
+                    self.poll_host(h);
                 }
             }
             Timed::MuteDial(h) => self.mute_dial(h),
@@ -722,12 +723,18 @@ impl Sim {
         Some(r)
     }
 
-    /// Writes every ready connection of `h` and starts its dials, as a runtime's loop does.
-    fn flush_host(&mut self, h: HostId) {
-        while let Some(conn) = self.hosts[h].driver.as_mut().and_then(Driver::pop_ready) {
-            self.flush_conn(h, conn);
+    /// Carries out what host `h`'s driver asks for, as a runtime does after every input:
+    /// flushes each connection from [`Driver::poll_writable`], then starts each dial from
+    /// [`Driver::poll_dial`].
+    fn poll_host(&mut self, h: HostId) {
+        while let Some(conn) = self.hosts[h]
+            .driver
+            .as_mut()
+            .and_then(Driver::poll_writable)
+        {
+            self.flush(h, conn);
         }
-        while let Some((conn, endpoint)) = self.hosts[h].driver.as_mut().and_then(Driver::pop_dial)
+        while let Some((conn, endpoint)) = self.hosts[h].driver.as_mut().and_then(Driver::poll_dial)
         {
             self.dial(h, conn, &endpoint);
         }
@@ -735,7 +742,7 @@ impl Sim {
 
     /// Writes what `conn` has queued into its link; a connection still dialling is written
     /// once connected (as the runtimes do).
-    fn flush_conn(&mut self, h: HostId, conn: ConnId) {
+    fn flush(&mut self, h: HostId, conn: ConnId) {
         let Some(&l) = self.hosts[h].sockets.get(&conn) else {
             return;
         };
@@ -858,7 +865,7 @@ impl Sim {
             ))),
             None => {}
         }
-        self.flush_host(author);
+        self.poll_host(author);
     }
 
     // ----------------------------------------------------------------- deliveries
@@ -877,8 +884,8 @@ impl Sim {
             return;
         }
         match item {
-            Item::Syn => self.on_syn(l),
-            Item::SynAck => self.on_syn_ack(l),
+            Item::Syn => self.handle_accept(l),
+            Item::SynAck => self.handle_connected(l),
             Item::Data(first) => {
                 // Sometimes the reader finds several segments waiting and reads them at once.
                 let mut bytes = first;
@@ -899,14 +906,16 @@ impl Sim {
                         bytes = Bytes::from(m);
                     }
                 }
-                self.on_data(l, d, reader, &bytes);
+                self.handle_input(l, d, reader, &bytes);
             }
-            Item::Fin => self.on_end(l, reader, false),
-            Item::Rst => self.on_end(l, reader, true),
+            Item::Fin => self.handle_eof(l, reader, false),
+            Item::Rst => self.handle_eof(l, reader, true),
         }
     }
 
-    fn on_syn(&mut self, l: LinkId) {
+    /// A `Syn` reached the server end of link `l`: its driver accepts the connection
+    /// ([`Driver::handle_accept`]) or refuses it.
+    fn handle_accept(&mut self, l: LinkId) {
         let server = self.links[l].ends[SERVER].host;
         let client = self.links[l].ends[CLIENT].host;
         let at = self.now + self.latency();
@@ -917,7 +926,9 @@ impl Sim {
         let listener = self.links[l].listener;
         let peer = Peer::Ip(self.hosts[client].ip);
         let accepted = self
-            .drive(server, |d, fx, now| d.accept(listener, peer, now, fx))
+            .drive(server, |d, fx, now| {
+                d.handle_accept(listener, peer, now, fx)
+            })
             .flatten();
         let link = &mut self.links[l];
         link.pipes[DOWN].push(Item::SynAck, at);
@@ -934,7 +945,7 @@ impl Sim {
                     self.hosts[server].name,
                     self.hosts[client].name
                 );
-                self.flush_host(server);
+                self.poll_host(server);
             }
             None => {
                 link.pipes[DOWN].push(Item::Fin, at);
@@ -943,7 +954,9 @@ impl Sim {
         }
     }
 
-    fn on_syn_ack(&mut self, l: LinkId) {
+    /// A `SynAck` reached the client end of link `l`: its dial succeeded
+    /// ([`Driver::handle_connected`]).
+    fn handle_connected(&mut self, l: LinkId) {
         let client = self.links[l].ends[CLIENT];
         let h = client.host;
         self.links[l].established_at = Some(self.now);
@@ -963,11 +976,12 @@ impl Sim {
         }
         trace!(self, "{}: connected {conn}", self.hosts[h].name);
         self.hosts[h].sockets.insert(conn, l);
-        self.drive(h, |d, fx, now| d.connected(conn, now, fx));
-        self.flush_host(h);
+        self.drive(h, |d, fx, now| d.handle_connected(conn, now, fx));
+        self.poll_host(h);
     }
 
-    fn on_data(&mut self, l: LinkId, d: usize, reader: usize, bytes: &[u8]) {
+    /// Bytes of pipe `d` of link `l` reached its reader ([`Driver::handle_input`]).
+    fn handle_input(&mut self, l: LinkId, d: usize, reader: usize, bytes: &[u8]) {
         {
             let pipe = &mut self.links[l].pipes[d];
             pipe.read += bytes.len() as u64;
@@ -980,8 +994,10 @@ impl Sim {
         if let Some(conn) = end.conn
             && end.open
         {
-            self.drive(end.host, |dr, fx, now| dr.input(conn, bytes, now, fx));
-            self.flush_host(end.host);
+            self.drive(end.host, |dr, fx, now| {
+                dr.handle_input(conn, bytes, now, fx)
+            });
+            self.poll_host(end.host);
         }
         // The read made room: a writer waiting on this pipe can go on.
         let writer = self.links[l].ends[1 - reader];
@@ -989,13 +1005,14 @@ impl Sim {
             && let Some(conn) = writer.conn
             && writer.open
         {
-            self.flush_conn(writer.host, conn);
-            self.flush_host(writer.host);
+            self.flush(writer.host, conn);
+            self.poll_host(writer.host);
         }
     }
 
-    /// The reader of a pipe reached its end: an orderly `Fin` or a reset.
-    fn on_end(&mut self, l: LinkId, reader: usize, reset: bool) {
+    /// The reader of a pipe reached its end, an orderly `Fin` or a reset
+    /// ([`Driver::handle_eof`]; [`Driver::handle_closed`] for a refused dial).
+    fn handle_eof(&mut self, l: LinkId, reader: usize, reset: bool) {
         let end = self.links[l].ends[reader];
         let h = end.host;
         let out = if reader == CLIENT { UP } else { DOWN };
@@ -1018,8 +1035,8 @@ impl Sim {
         if reset && self.hosts[h].dialing.remove(&conn) {
             trace!(self, "{}: {conn} refused", self.hosts[h].name);
             let reason = CloseReason::ConnectFailed("connection refused".into());
-            self.drive(h, |d, fx, now| d.closed(conn, reason, now, fx));
-            self.flush_host(h);
+            self.drive(h, |d, fx, now| d.handle_closed(conn, reason, now, fx));
+            self.poll_host(h);
             return;
         }
         if !end.open {
@@ -1032,11 +1049,11 @@ impl Sim {
             if reset { "reset" } else { "eof" }
         );
         // A runtime reports a reset as the end of the stream too; the next write then fails.
-        let close_now = self.drive(h, |d, fx, now| d.eof(conn, now, fx));
+        let close_now = self.drive(h, |d, fx, now| d.handle_eof(conn, now, fx));
         if close_now == Some(true) {
             self.close_socket(l, reader);
         }
-        self.flush_host(h);
+        self.poll_host(h);
     }
 
     /// Host-side close of one end's socket: an orderly `Fin` goes out behind queued data, and
