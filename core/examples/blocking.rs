@@ -86,10 +86,9 @@ fn main() -> std::io::Result<()> {
                 }
             }
         }
-        if driver.poll_timeout().is_some_and(|t| t <= Instant::now()) {
-            driver.handle_timeout(Instant::now(), fx);
-        }
-        // Connections with new output, plus those whose socket buffer was full last time.
+        driver.handle_wakeup(Instant::now(), fx);
+        // Connections with new output, plus those whose socket buffer was full last time. (This
+        // broker has no upstreams and submits nothing: `poll_dial` never has a dial for it.)
         let mut todo = std::mem::take(&mut pending);
         todo.extend(std::iter::from_fn(|| driver.poll_writable()));
         for conn in todo {

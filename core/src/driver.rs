@@ -1,6 +1,6 @@
 //! The driving logic every runtime shares: outboxes, action dispatch order, effects.
 //!
-//! A runtime adapter (tokio, smol, mio, a simulator, your own loop) moves bytes and timers; a
+//! A runtime (tokio, smol, mio, the simulator, your own loop) moves bytes and timers; a
 //! [`Driver`] decides what to do with the node's actions, once for all of them:
 //!
 //! - frames go into a bounded per-connection [`Outbox`]; one that overflows means the peer is
@@ -14,10 +14,7 @@
 //!   ([`Node::handle_persisted`]): held receipts, forwards and deliveries go out in the same
 //!   call (see the crate docs, "Durability").
 //!
-//! The adapter's loop is then: call an input method, then for each connection returned by
-//! [`Driver::poll_writable`] call [`Driver::flush`] with a non-blocking writer; dial what
-//! [`Driver::poll_dial`] returns; sleep until [`Driver::poll_timeout`] or until the waker given
-//! to [`Effects::set_durable_waker`] fires, and call [`Driver::handle_durable`] on every wake-up.
+//! The order in which a runtime calls it is the driving contract on [`Driver`].
 
 use std::collections::{HashMap, VecDeque};
 use std::io;
@@ -98,11 +95,49 @@ pub enum Flush {
 struct Conn {
     outbox: Outbox,
     close: Option<CloseReason>,
-    /// Listed in `Driver::writable`.
+    /// Queued in `Driver::writable`.
     writable: bool,
 }
 
 /// A node plus the per-connection send state every runtime needs.
+///
+/// # Driving contract
+///
+/// One owner (a task, a thread, the simulator) holds the driver; it is never shared. The same
+/// words as [`Node`]'s: `handle_*` are inputs, `poll_*` are outputs.
+///
+/// 1. **Inputs.** Report what the sockets did with [`handle_accept`](Driver::handle_accept),
+///    [`handle_connected`](Driver::handle_connected), [`handle_input`](Driver::handle_input),
+///    [`handle_eof`](Driver::handle_eof) and [`handle_closed`](Driver::handle_closed), and give
+///    commands with [`submit`](Driver::submit), [`with_node`](Driver::with_node) and
+///    [`shutdown`](Driver::shutdown). Each takes `now` (never going backwards) and hands store
+///    operations, deliveries and events to the [`Effects`] before it returns: there is nothing
+///    to drain for those.
+/// 2. **Wake-up.** Once per turn of the loop, after the inputs of that turn (or with none, when
+///    the loop woke for its timer or for the durability waker), call
+///    [`handle_wakeup`](Driver::handle_wakeup): it releases the output held for records now
+///    durable ([`handle_durable`](Driver::handle_durable)) and fires the node's timers if
+///    [`poll_timeout`](Driver::poll_timeout) has passed
+///    ([`handle_timeout`](Driver::handle_timeout)). A loop whose effects make every record
+///    durable at once and whose clock only jumps to the next deadline (the simulator) needs it
+///    only when that deadline comes.
+/// 3. **Outputs**, after the inputs and the wake-up (several inputs may share one drain):
+///    1. for each connection [`poll_writable`](Driver::poll_writable) returns, call
+///       [`flush`](Driver::flush) with a non-blocking writer for its socket; on
+///       [`Flush::Pending`] call it again once the socket is writable, on [`Flush::Close`]
+///       close the socket (the driver has forgotten the connection);
+///    2. for each dial [`poll_dial`](Driver::poll_dial) returns, open the connection and report
+///       the outcome with `handle_connected` or `handle_closed`.
+///
+///    Writes go first, then dials, in every runtime and the simulator. A connection being
+///    dialled has no socket to write to yet: flush it once connected (a close queued for it
+///    meanwhile can be carried out with a writer that always returns `WouldBlock`). Reporting
+///    an outcome is an input again, so a loop that reports inline drains again.
+/// 4. **Sleep** until [`poll_timeout`](Driver::poll_timeout), a socket event, or the waker given
+///    to [`Effects::set_durable_waker`] (call that once, before the loop); then go to 1.
+///
+/// [`shutdown`](Driver::shutdown) ends the loop: flush what `poll_writable` returns, without
+/// waiting, and close the sockets.
 #[derive(Debug)]
 pub struct Driver {
     node: Node,
@@ -247,7 +282,20 @@ impl Driver {
         self.dispatch(fx);
     }
 
-    /// Closes everything (see [`Node::shutdown`]); flush the ready connections afterwards.
+    /// The loop woke up (a batch of inputs, its timer, the durability waker): releases the
+    /// output held for records now durable ([`Driver::handle_durable`]), then fires the node's
+    /// timers if `now` has reached [`Driver::poll_timeout`] ([`Driver::handle_timeout`]). Drain
+    /// [`Driver::poll_writable`] and [`Driver::poll_dial`] afterwards (see the driving
+    /// contract on [`Driver`]).
+    pub fn handle_wakeup(&mut self, now: Instant, fx: &mut impl Effects) {
+        self.handle_durable(fx);
+        if self.poll_timeout().is_some_and(|t| t <= now) {
+            self.handle_timeout(now, fx);
+        }
+    }
+
+    /// Closes everything (see [`Node::shutdown`]); flush the connections from
+    /// [`Driver::poll_writable`] afterwards.
     ///
     /// Output the node holds for records not yet durable is given a chance first: the driver
     /// waits (bounded) with [`Effects::flush_persists`] and queues what was released, so the
@@ -527,6 +575,47 @@ mod tests {
         let asked = fx.asked;
         d.handle_durable(fx);
         assert_eq!(fx.asked, asked, "nothing held: the effects are not asked");
+    }
+
+    #[test]
+    fn a_wakeup_releases_durable_output_and_fires_the_timers_only_when_due() {
+        let now = crate::testutil::origin();
+        let mut d = broker(now);
+        let fx = &mut SlowStore::default();
+        let feed = d
+            .handle_accept(ListenerRole::Broadcast, PEER, now, fx)
+            .expect("ok");
+        d.handle_wakeup(now, fx);
+        let mut feed_wire = Vec::new();
+        while let Some(c) = d.poll_writable() {
+            assert_eq!(d.flush(c, &mut feed_wire, now, fx), Flush::Idle);
+        }
+        let author = d
+            .handle_accept(ListenerRole::Receive, PEER, now, fx)
+            .expect("ok");
+        d.handle_input(author, &event(4), now, fx);
+        d.handle_wakeup(now, fx);
+        assert_eq!(d.poll_writable(), None, "the record is not durable yet");
+
+        fx.durable = 1;
+        d.handle_wakeup(now, fx);
+        assert_eq!(d.poll_writable(), Some(author), "the receipt");
+        assert_eq!(d.poll_writable(), Some(feed), "the forward");
+        let mut author_wire = Vec::new();
+        assert_eq!(
+            d.flush(author, &mut author_wire, now, fx),
+            Flush::Close(CloseReason::Done)
+        );
+        assert_eq!(d.flush(feed, &mut feed_wire, now, fx), Flush::Idle);
+
+        let due = d.poll_timeout().expect("a broker always has a timer");
+        assert!(due > now);
+        d.handle_wakeup(due - Duration::from_millis(1), fx);
+        assert_eq!(d.poll_writable(), None, "nothing due yet");
+        d.handle_wakeup(due, fx);
+        assert!(d.poll_timeout().is_some_and(|t| t > due), "the timer fired");
+        assert_eq!(d.poll_writable(), Some(feed), "the iamalive");
+        assert_eq!(d.poll_dial(), None);
     }
 
     #[test]

@@ -10,8 +10,9 @@
 //!   connection, one dial per outgoing connection, and one waiter per connection whose socket
 //!   buffer is full. Each sends a message to the owner over one bounded channel, so a flood of
 //!   input slows the readers, never grows memory;
-//! - the owner handles at most [`Options::budget`] messages per wake-up, then fires due timers,
-//!   writes what the node queued and starts the dials it asked for;
+//! - the owner handles at most [`Options::budget`] messages per wake-up, then wakes the driver
+//!   ([`Driver::handle_wakeup`]: durable records, due timers), writes what the node queued and
+//!   starts the dials it asked for;
 //! - writes happen in the owner with [`AsyncStream::try_write_vectored`] straight from each
 //!   connection's outbox; a socket that is full gets a waiter task and no further write until
 //!   it is writable again;
@@ -436,13 +437,9 @@ impl<R: AsyncRuntime> Owner<R> {
         }
     }
 
-    /// Durable records, due timers, pending writes, pending dials.
+    /// The wake-up (durable records, due timers), then pending writes and dials.
     fn settle(&mut self, fx: &mut impl Effects) {
-        self.driver.handle_durable(fx);
-        let now = Instant::now();
-        if self.driver.poll_timeout().is_some_and(|t| t <= now) {
-            self.driver.handle_timeout(now, fx);
-        }
+        self.driver.handle_wakeup(Instant::now(), fx);
         self.flush_writable(fx);
         while let Some((conn, endpoint)) = self.driver.poll_dial() {
             self.dial(conn, &endpoint);

@@ -2,8 +2,9 @@
 //! async runtime anywhere.
 //!
 //! [`run`] owns the node (through a [`Driver`]) and every socket on the calling thread. Each
-//! iteration it polls the shutdown future, fires due timers, opens requested dials, flushes the
-//! connections with queued output, then sleeps in [`mio::Poll::poll`] until a socket is ready,
+//! iteration it polls the shutdown future, wakes the driver ([`Driver::handle_wakeup`]: durable
+//! records, due timers), flushes the connections with queued output, opens requested dials,
+//! then sleeps in [`mio::Poll::poll`] until a socket is ready,
 //! the next timer is due or the [`mio::Waker`] fires. No protocol rule and no XML lives here.
 //!
 //! - **Reads** are edge-triggered and drained until `WouldBlock`, but at most
@@ -314,14 +315,11 @@ struct Loop {
 }
 
 impl Loop {
-    /// Durable records, due timers and accept retries, finished resolutions, pending dials and
-    /// writes.
+    /// The wake-up (durable records, due timers), accept retries, finished resolutions, then
+    /// pending writes and dials.
     fn settle(&mut self, fx: &mut impl Effects) {
-        self.driver.handle_durable(fx);
         let now = Instant::now();
-        if self.driver.poll_timeout().is_some_and(|t| t <= now) {
-            self.driver.handle_timeout(now, fx);
-        }
+        self.driver.handle_wakeup(now, fx);
         for (i, slot) in self.listeners.iter_mut().enumerate() {
             if slot.retry_at.is_some_and(|t| t <= now) {
                 slot.retry_at = None;
@@ -339,15 +337,16 @@ impl Loop {
                 }
             }
         }
+        // A dial that fails at once is reported inline, which may queue more output.
         loop {
             let mut idle = true;
-            while let Some((conn, endpoint)) = self.driver.poll_dial() {
-                idle = false;
-                self.dial(conn, &endpoint, fx);
-            }
             while let Some(conn) = self.driver.poll_writable() {
                 idle = false;
                 self.flush(conn, fx);
+            }
+            while let Some((conn, endpoint)) = self.driver.poll_dial() {
+                idle = false;
+                self.dial(conn, &endpoint, fx);
             }
             if idle {
                 break;

@@ -570,7 +570,7 @@ impl Sim {
             Next::Pipe(l, d) => self.deliver(l, d),
             Next::Host(h) => {
                 trace!(self, "{}: timeout", self.hosts[h].name);
-                self.drive(h, |d, fx, now| d.handle_timeout(now, fx));
+                self.drive(h, |d, fx, now| d.handle_wakeup(now, fx));
                 self.poll_host(h);
             }
         }
