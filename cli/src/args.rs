@@ -23,7 +23,7 @@ pub(crate) enum Command {
     Listen(ListenArgs),
 }
 
-/// Which driver runs the node (each is a cargo feature of vtp-cli).
+/// Which runtime runs the node (each is a cargo feature of vtp-cli).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub(crate) enum Runtime {
     /// tokio.

@@ -550,7 +550,7 @@ fn apply(sut: &mut Sut, m: &mut Model, t: &Transition) -> Result<(), TestCaseErr
         }
         Transition::Advance(secs) => {
             let target = sut.now + Duration::from_secs(u64::from(*secs));
-            // Wake up at every deadline the node names, like a driver; each wake-up must be
+            // Wake up at every deadline the node names, like a runtime; each wake-up must be
             // one the model expects (or the upstream's reconnect, whose jitter it does not
             // know), and do exactly what the model says.
             while let Some(t) = sut.node.poll_timeout() {

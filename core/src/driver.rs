@@ -42,7 +42,7 @@ pub enum StoreOp {
     },
 }
 
-/// The non-transport side effects a driver hands out. Implementations must not block: queue
+/// The non-transport side effects a [`Driver`] hands out. Implementations must not block: queue
 /// the work for another thread (the one exception is [`Effects::flush_persists`], at shutdown).
 ///
 /// A store that commits asynchronously reports its progress through

@@ -1,4 +1,4 @@
-//! What the node asks of its driver ([`Action`]) and tells its application ([`Event`]).
+//! What the node asks of its runtime ([`Action`]) and tells its application ([`Event`]).
 
 use std::fmt;
 use std::net::IpAddr;
@@ -13,7 +13,7 @@ use crate::seen::{EventKey, SeenRecord};
 pub struct ConnId(pub(crate) u64);
 
 impl ConnId {
-    /// The raw number, for logs and for drivers that key tables by it.
+    /// The raw number, for logs and for runtimes that key tables by it.
     pub fn get(self) -> u64 {
         self.0
     }
@@ -138,9 +138,10 @@ impl fmt::Debug for Delivery {
     }
 }
 
-/// A side effect the driver must perform, in queue order.
+/// A side effect to perform, in queue order: by the runtime, usually through its
+/// [`Driver`](crate::driver::Driver).
 ///
-/// Every variant that carries a `frame` asks the driver to write those bytes (already framed
+/// Every variant that carries a `frame` asks the runtime to write those bytes (already framed
 /// with the length prefix) to `conn`. The order matters: a `Nak` followed by a `Close` for the
 /// same connection must reach the socket in that order.
 #[derive(Clone, PartialEq, Eq)]

@@ -1,6 +1,6 @@
 //! The owner loop every async runtime shares: tokio, smol, or your own.
 //!
-//! A runtime adapter implements [`AsyncRuntime`] (spawn, sleep, listen, accept, connect) and
+//! A runtime crate implements [`AsyncRuntime`] (spawn, sleep, listen, accept, connect) and
 //! [`AsyncStream`] (readiness and non-blocking reads and writes), a few lines each; [`run`] does
 //! everything else, once:
 //!
@@ -310,7 +310,7 @@ impl<R: AsyncRuntime> AsFd for Stream<R> {
     }
 }
 
-/// The non-blocking writer the driver flushes an outbox into.
+/// The non-blocking writer [`Driver::flush`] writes an outbox into.
 impl<R: AsyncRuntime> Write for &Stream<R> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         self.write_vectored(&[IoSlice::new(buf)])

@@ -1,4 +1,4 @@
-//! `node_input`: a broker [`Node`] driven by a small program, checked against a driver's model.
+//! `node_input`: a broker [`Node`] driven by a small program, checked against a runtime's model.
 //!
 //! Input format: byte 0 is the configuration ([`flags`]); then operations, each an opcode byte
 //! (mod [`OPCODES`]) and its operands (see [`Op::decode`]; missing operand bytes read as 0).
@@ -8,12 +8,12 @@
 //! (0xF0 and above). At most [`OPS_MAX`] operations run and at most [`VIRTUAL_TIME_MAX`] of
 //! virtual time passes per input.
 //!
-//! After every operation the harness acts like a driver: it performs every action in order,
+//! After every operation the harness acts like a runtime: it performs every action in order,
 //! reads every event, and fires timers due at `now` until the node is quiet (a bounded number
 //! of rounds: a deadline that re-arms itself in the past is a spin). Checked all along:
 //!
 //! - no panic;
-//! - every write and close targets a connection the driver has open, with a role allowed to
+//! - every write and close targets a connection the runtime has open, with a role allowed to
 //!   receive it (feeds get the authenticate greeting first; only intakes get naks; a submission
 //!   frame goes out once, after the connect); nothing is closed twice;
 //! - **at most one receipt per intake**, and exactly one (followed by the close) as soon as the
@@ -86,7 +86,7 @@ pub(crate) mod flags {
 /// Number of opcodes; an opcode byte is taken modulo this.
 pub(crate) const OPCODES: u8 = 11;
 
-/// One driver operation.
+/// One runtime operation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Op<'a> {
     /// Accept on the receive (`feed == false`) or broadcast listener from a peer chosen by the
@@ -102,7 +102,7 @@ pub(crate) enum Op<'a> {
     Canned { conn: u8, kind: u8, id: u8 },
     /// Virtual time passes (see [`advance_secs`]).
     Advance(u8),
-    /// The connection ended: the peer closed it, or (`outbox_full`) the driver gave up on it.
+    /// The connection ended: the peer closed it, or (`outbox_full`) the runtime gave up on it.
     Close { conn: u8, outbox_full: bool },
     /// Submit raw bytes as an author (length as a big-endian `u16`).
     Submit(&'a [u8]),
@@ -449,7 +449,7 @@ impl FilterEngine for Engine {
     }
 }
 
-/// What the driver knows about one connection.
+/// What the runtime knows about one connection.
 #[derive(Debug)]
 struct Model {
     role: ConnRole,
@@ -502,7 +502,7 @@ struct Sim {
     conns: BTreeMap<ConnId, Model>,
     /// Every connection ever seen, in order.
     known: Vec<ConnId>,
-    /// The connections the driver has open.
+    /// The connections the runtime has open.
     open: BTreeSet<ConnId>,
     /// Open feeds and subscriptions.
     feeds_open: usize,
@@ -684,7 +684,7 @@ impl Sim {
     }
 
     /// A pending dial (selector below 0xF0) or a closed connection (a stale handle). Never an
-    /// established one: a driver reports each connect once.
+    /// established one: a runtime reports each connect once.
     fn pick_dialing(&self, sel: u8) -> Option<ConnId> {
         if sel < 0xF0 {
             self.nth_open(sel, |m| m.dialing)
@@ -725,7 +725,7 @@ impl Sim {
         self.touched.push(conn);
     }
 
-    /// `conn` is closed, by the node's `Close` or by the driver; false if it already was.
+    /// `conn` is closed, by the node's `Close` or by the runtime; false if it already was.
     fn closed(&mut self, conn: ConnId) -> bool {
         let Some(m) = self.conns.get_mut(&conn) else {
             return false;
@@ -745,7 +745,7 @@ impl Sim {
         true
     }
 
-    /// Lets `d` of virtual time pass, firing each deadline at its own instant, like a driver.
+    /// Lets `d` of virtual time pass, firing each deadline at its own instant, like a runtime.
     fn advance(&mut self, d: Duration) {
         let target = self.now + d;
         let mut steps = 0;
