@@ -98,10 +98,12 @@ macro_rules! trace {
 mod check;
 mod faults;
 mod filter;
+mod links;
 mod net;
 mod options;
 mod probes;
 mod rng;
+mod topology;
 mod world;
 
 use std::fmt;
