@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 use proptest::prelude::*;
 use proptest::sample::Index;
 use vtp_core::config::Upstream;
+use vtp_core::endpoint::{DialAddr, PORT_SUBSCRIBE};
 use vtp_core::filter::{FilterEngine, FilterError, FilterId};
 use vtp_core::{Action, CloseReason, Config, ConnId, ListenerRole, Node, Peer};
 
@@ -369,7 +370,7 @@ fn start() -> (Sut, Model) {
     // core/tests/durability.rs and the simulator (which reports persists through its store).
     c.policy.durability = vtp_core::config::Durability::Async;
     c.upstreams = vec![Upstream {
-        endpoints: vec!["upstream.example.org:8099".into()],
+        endpoints: vec![DialAddr::tcp("upstream.example.org", PORT_SUBSCRIBE)],
     }];
     let node = Node::new(
         c,

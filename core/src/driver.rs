@@ -18,10 +18,10 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::io;
-use std::sync::Arc;
 use std::task::Waker;
 use std::time::Instant;
 
+use crate::endpoint::DialAddr;
 use crate::node::{Node, SubmitError};
 use crate::outbox::{Outbox, OutboxLimits};
 use crate::output::{Action, CloseReason, ConnId, Delivery, Event, ListenerRole, Peer};
@@ -143,7 +143,7 @@ pub struct Driver {
     node: Node,
     conns: HashMap<ConnId, Conn>,
     writable: VecDeque<ConnId>,
-    dials: VecDeque<(ConnId, Arc<str>)>,
+    dials: VecDeque<(ConnId, DialAddr)>,
     outbox_limits: OutboxLimits,
     /// Persist operations handed to [`Effects::store`].
     persists: u64,
@@ -265,12 +265,12 @@ impl Driver {
     /// As [`Node::submit`].
     pub fn submit(
         &mut self,
-        endpoint: &str,
+        addr: DialAddr,
         payload: &[u8],
         now: Instant,
         fx: &mut impl Effects,
     ) -> Result<ConnId, SubmitError> {
-        let r = self.node.submit(endpoint, payload, now);
+        let r = self.node.submit(addr, payload, now);
         self.dispatch(fx);
         r
     }
@@ -331,9 +331,9 @@ impl Driver {
         None
     }
 
-    /// An outgoing connection to open: report it with [`Driver::handle_connected`] or
-    /// [`Driver::handle_closed`].
-    pub fn poll_dial(&mut self) -> Option<(ConnId, Arc<str>)> {
+    /// An outgoing connection to open, to an address whose port is resolved: report the outcome
+    /// with [`Driver::handle_connected`] or [`Driver::handle_closed`].
+    pub fn poll_dial(&mut self) -> Option<(ConnId, DialAddr)> {
         self.dials.pop_front()
     }
 
@@ -453,9 +453,9 @@ impl Driver {
                 }
                 self.mark_writable(conn);
             }
-            Action::Connect { conn, endpoint } => {
+            Action::Connect { conn, addr } => {
                 self.conns.insert(conn, self.new_conn());
-                self.dials.push_back((conn, endpoint));
+                self.dials.push_back((conn, addr));
             }
             Action::Persist(r) => {
                 self.persists += 1;

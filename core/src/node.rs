@@ -52,6 +52,7 @@ use crate::backoff::Backoff;
 use crate::config::{
     AcceptVersions, Config, DuplicateReply, Durability, InvalidFilters, SchemaCheck, SubscriberNak,
 };
+use crate::endpoint::DialAddr;
 use crate::filter::{FilterEngine, FilterId};
 use crate::frame::{self, FrameDecoder};
 use crate::ivoid::{self, EventIdError, Ivoid};
@@ -239,7 +240,7 @@ struct Submission {
 
 #[derive(Debug)]
 struct UpstreamState {
-    endpoints: Vec<Arc<str>>,
+    endpoints: Vec<DialAddr>,
     next_endpoint: usize,
     backoff: Backoff,
     conn: Option<ConnId>,
@@ -294,7 +295,7 @@ impl Node {
                 return Err(ConfigError::EmptyUpstream(i));
             }
             upstreams.push(UpstreamState {
-                endpoints: up.endpoints.iter().map(|e| Arc::from(e.as_str())).collect(),
+                endpoints: up.endpoints.clone(),
                 next_endpoint: 0,
                 backoff: Backoff::new(
                     config.timing.backoff,
@@ -551,7 +552,7 @@ impl Node {
 
     // -------------------------------------------------------------- commands
 
-    /// Submits one event to the broker at `endpoint`, as an author. The node emits
+    /// Submits one event to the broker at `addr`, as an author. The node emits
     /// [`Action::Connect`], then [`Action::Submit`] once connected, and finally one of
     /// [`Event::SubmissionAcked`], [`Event::SubmissionNaked`] or [`Event::SubmissionFailed`].
     /// The receipt deadline ([`Timing::receipt_timeout`](crate::config::Timing)) counts from now.
@@ -562,7 +563,7 @@ impl Node {
     /// if the node is shutting down.
     pub fn submit(
         &mut self,
-        endpoint: &str,
+        addr: DialAddr,
         payload: &[u8],
         now: Instant,
     ) -> Result<ConnId, SubmitError> {
@@ -603,10 +604,7 @@ impl Node {
             TimerKey::Conn(conn),
             now + self.config.timing.receipt_timeout,
         );
-        self.actions.push_back(Action::Connect {
-            conn,
-            endpoint: Arc::from(endpoint),
-        });
+        self.actions.push_back(Action::Connect { conn, addr });
         Ok(conn)
     }
 
@@ -1328,7 +1326,7 @@ impl Node {
         if up.conn.is_some() {
             return;
         }
-        let endpoint = up.endpoints[up.next_endpoint % up.endpoints.len()].clone();
+        let addr = up.endpoints[up.next_endpoint % up.endpoints.len()].clone();
         up.next_endpoint = (up.next_endpoint + 1) % up.endpoints.len();
         let conn = ConnId(self.next_conn);
         self.next_conn += 1;
@@ -1345,7 +1343,7 @@ impl Node {
             TimerKey::Conn(conn),
             now + self.config.timing.subscriber_silence,
         );
-        self.actions.push_back(Action::Connect { conn, endpoint });
+        self.actions.push_back(Action::Connect { conn, addr });
     }
 
     fn schedule_reconnect(&mut self, upstream: usize, lived: Duration, now: Instant) {
@@ -1358,7 +1356,7 @@ impl Node {
         }
         up.backoff.connection_ended(lived);
         let delay = up.backoff.next_delay();
-        let endpoint = up.endpoints[up.next_endpoint % up.endpoints.len()].clone();
+        let endpoint = Arc::from(up.endpoints[up.next_endpoint % up.endpoints.len()].to_string());
         self.timers.set(TimerKey::Reconnect(upstream), now + delay);
         self.events.push_back(Event::Reconnecting {
             upstream,

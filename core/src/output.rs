@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
+use crate::endpoint::DialAddr;
 use crate::seen::{EventKey, SeenRecord};
 
 /// Opaque handle of one connection, minted by the node and never reused.
@@ -204,13 +205,13 @@ pub enum Action {
         /// Why.
         reason: CloseReason,
     },
-    /// Open an outgoing connection to `endpoint` and report it with `handle_connected` or
+    /// Open an outgoing connection to `addr` and report it with `handle_connected` or
     /// `handle_closed`.
     Connect {
         /// Handle for the new connection.
         conn: ConnId,
-        /// Endpoint as configured (`host:port`, `[v6]:port`, `unix:/path`).
-        endpoint: Arc<str>,
+        /// Where to connect, the port resolved.
+        addr: DialAddr,
     },
     /// Record a seen-index entry in the durable store.
     Persist(SeenRecord),
@@ -262,9 +263,7 @@ impl fmt::Debug for Action {
                 write!(f, "DropDuplicate {{ conn: {conn}, key: {key:?} }}")
             }
             Self::Close { conn, reason } => write!(f, "Close {{ conn: {conn}, reason: {reason} }}"),
-            Self::Connect { conn, endpoint } => {
-                write!(f, "Connect {{ conn: {conn}, endpoint: {endpoint} }}")
-            }
+            Self::Connect { conn, addr } => write!(f, "Connect {{ conn: {conn}, addr: {addr} }}"),
             Self::Persist(r) => write!(f, "Persist({r:?})"),
             Self::Forget(k) => write!(f, "Forget({k:?})"),
             Self::Expire { before_unix_secs } => write!(f, "Expire({before_unix_secs})"),

@@ -229,8 +229,6 @@ pub async fn run<R: AsyncRuntime, E: Effects>(
     Ok(fx)
 }
 
-/// A dial endpoint without a port gets the broadcast port: it is a subscription.
-const DIAL_PORT_DEFAULT: u16 = 8099;
 /// Pause after a failed accept (out of file descriptors and the like).
 const ACCEPT_RETRY: Duration = Duration::from_millis(100);
 
@@ -441,8 +439,8 @@ impl<R: AsyncRuntime> Owner<R> {
     fn settle(&mut self, fx: &mut impl Effects) {
         self.driver.handle_wakeup(Instant::now(), fx);
         self.flush_writable(fx);
-        while let Some((conn, endpoint)) = self.driver.poll_dial() {
-            self.dial(conn, &endpoint);
+        while let Some((conn, addr)) = self.driver.poll_dial() {
+            self.dial(conn, addr);
         }
     }
 
@@ -495,20 +493,16 @@ impl<R: AsyncRuntime> Owner<R> {
         }
     }
 
-    fn dial(&mut self, conn: ConnId, endpoint: &str) {
+    fn dial(&mut self, conn: ConnId, addr: DialAddr) {
         let tx = self.tx.clone();
-        let addr = DialAddr::parse(endpoint, DIAL_PORT_DEFAULT);
         let task = R::spawn(async move {
             let result = match addr {
-                Ok(DialAddr::Tcp { host, port }) => {
-                    R::connect_tcp(&host, port).await.map(Stream::tcp)
-                }
-                Ok(DialAddr::Unix(path)) => R::connect_unix(&path).await.map(Stream::Unix),
-                Ok(other) => Err(io::Error::new(
+                DialAddr::Tcp { host, port } => R::connect_tcp(&host, port).await.map(Stream::tcp),
+                DialAddr::Unix(path) => R::connect_unix(&path).await.map(Stream::Unix),
+                other => Err(io::Error::new(
                     io::ErrorKind::Unsupported,
                     format!("cannot dial {other}: unsupported endpoint kind"),
                 )),
-                Err(e) => Err(io::Error::new(io::ErrorKind::InvalidInput, e.to_string())),
             };
             let _ = tx.send(Msg::Dialed(conn, result)).await;
         });

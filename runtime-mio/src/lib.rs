@@ -184,7 +184,6 @@ enum ReadHint {
 }
 
 const WAKER: Token = Token(usize::MAX);
-const DIAL_PORT_DEFAULT: u16 = 8099;
 const ACCEPT_RETRY: Duration = Duration::from_millis(100);
 
 /// Listener `i` has token `MAX - 1 - i`; connections have their `ConnId` (never reused).
@@ -344,9 +343,9 @@ impl Loop {
                 idle = false;
                 self.flush(conn, fx);
             }
-            while let Some((conn, endpoint)) = self.driver.poll_dial() {
+            while let Some((conn, addr)) = self.driver.poll_dial() {
                 idle = false;
-                self.dial(conn, &endpoint, fx);
+                self.dial(conn, addr, fx);
             }
             if idle {
                 break;
@@ -562,22 +561,18 @@ impl Loop {
         Some(io)
     }
 
-    fn dial(&mut self, conn: ConnId, endpoint: &str, fx: &mut impl Effects) {
-        let (host, port) = match DialAddr::parse(endpoint, DIAL_PORT_DEFAULT) {
-            Ok(DialAddr::Tcp { host, port }) => (host, port),
-            Ok(DialAddr::Unix(path)) => {
+    fn dial(&mut self, conn: ConnId, addr: DialAddr, fx: &mut impl Effects) {
+        let (host, port) = match addr {
+            DialAddr::Tcp { host, port } => (host, port),
+            DialAddr::Unix(path) => {
                 match UnixStream::connect(&path) {
                     Ok(s) => self.register(conn, Stream::Unix(s), Some(Vec::new()), fx),
                     Err(e) => self.dial_failed(conn, &e, fx),
                 }
                 return;
             }
-            Ok(other) => {
+            other => {
                 let e = io::Error::new(io::ErrorKind::Unsupported, format!("cannot dial {other}"));
-                return self.dial_failed(conn, &e, fx);
-            }
-            Err(e) => {
-                let e = io::Error::new(io::ErrorKind::InvalidInput, e.to_string());
                 return self.dial_failed(conn, &e, fx);
             }
         };

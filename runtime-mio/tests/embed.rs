@@ -9,6 +9,7 @@ use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use support::*;
+use vtp_core::endpoint::{DialAddr, PORT_SUBMIT};
 use vtp_core::{CloseReason, Event, ListenerRole};
 
 #[test]
@@ -57,8 +58,9 @@ fn is_outcome(e: &Event) -> bool {
 /// Submits like `vtp send`: a node with no listeners, stopped by its own outcome event.
 fn send(endpoint: &str, ivorn: &str) -> Event {
     let mut author = node(None);
+    let addr = DialAddr::parse(endpoint, PORT_SUBMIT).unwrap();
     author
-        .submit(endpoint, &event_xml(ivorn, 10), Instant::now())
+        .submit(addr, &event_xml(ivorn, 10), Instant::now())
         .unwrap();
     let stop = Stop::default();
     let (fx, reports) = collect(Some((stop.clone(), is_outcome)));

@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use vtp_core::driver::{Driver, Flush};
+use vtp_core::endpoint::{DialAddr, PORT_SUBMIT, PORT_SUBSCRIBE};
 use vtp_core::{CloseReason, ConnId, ListenerRole, Peer};
 
 use super::Violation;
@@ -41,9 +42,8 @@ impl Sim {
         {
             self.flush(h, conn);
         }
-        while let Some((conn, endpoint)) = self.hosts[h].driver.as_mut().and_then(Driver::poll_dial)
-        {
-            self.dial(h, conn, &endpoint);
+        while let Some((conn, addr)) = self.hosts[h].driver.as_mut().and_then(Driver::poll_dial) {
+            self.dial(h, conn, &addr);
         }
     }
 
@@ -92,20 +92,21 @@ impl Sim {
         }
     }
 
-    fn dial(&mut self, h: HostId, conn: ConnId, endpoint: &str) {
-        trace!(self, "{}: dial {conn} {endpoint}", self.hosts[h].name);
-        let target = endpoint
-            .strip_prefix("sim:")
-            .and_then(|rest| rest.rsplit_once(':'))
-            .and_then(|(name, port)| {
-                let listener = match port {
-                    "8098" => ListenerRole::Receive,
-                    "8099" => ListenerRole::Broadcast,
-                    _ => return None,
+    /// Opens a link to `addr`: its host name is a host's name, its port picks the listener.
+    fn dial(&mut self, h: HostId, conn: ConnId, addr: &DialAddr) {
+        trace!(self, "{}: dial {conn} {addr}", self.hosts[h].name);
+        let target = match addr {
+            DialAddr::Tcp { host, port } => {
+                let listener = match *port {
+                    PORT_SUBMIT => Some(ListenerRole::Receive),
+                    PORT_SUBSCRIBE => Some(ListenerRole::Broadcast),
+                    _ => None,
                 };
-                let host = self.hosts.iter().position(|x| x.name == name)?;
-                Some((host, listener))
-            });
+                let server = self.hosts.iter().position(|x| x.name == *host);
+                server.zip(listener)
+            }
+            _ => None,
+        };
         self.hosts[h].dialing.insert(conn);
         let Some((server, listener)) = target else {
             let at = self.now + Duration::from_millis(1);
@@ -145,15 +146,15 @@ impl Sim {
     }
 
     pub(crate) fn submit(&mut self, author: HostId, event: usize, broker: usize, attempt: u8) {
-        let endpoint = format!("sim:broker-{broker}:8098");
+        let addr = DialAddr::tcp(format!("broker-{broker}"), PORT_SUBMIT);
         let payload = self.events[event].payload.clone();
         trace!(
             self,
-            "{}: submit {} to {endpoint} (try {attempt})",
+            "{}: submit {} to {addr} (try {attempt})",
             self.hosts[author].name,
             self.events[event].ivorn
         );
-        let result = self.drive(author, |d, fx, now| d.submit(&endpoint, &payload, now, fx));
+        let result = self.drive(author, |d, fx, now| d.submit(addr, &payload, now, fx));
         match result {
             Some(Ok(conn)) => {
                 self.submissions.insert(

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use vtp_core::config::{DuplicateReply, InvalidFilters, Upstream};
 use vtp_core::driver::{Driver, Effects, StoreOp};
+use vtp_core::endpoint::{DialAddr, PORT_SUBSCRIBE};
 use vtp_core::{Config, ConnId, Delivery, Event, EventKey, Node};
 
 use super::filter::{self, SubstringEngine, TAGS};
@@ -96,7 +97,7 @@ pub(crate) struct Host {
 impl Sim {
     pub(crate) fn build(&mut self) {
         let o = self.options.clone();
-        let broker_endpoint = |b: usize| format!("sim:broker-{b}:8099");
+        let broker_endpoint = |b: usize| DialAddr::tcp(format!("broker-{b}"), PORT_SUBSCRIBE);
         for (i, ups) in o.broker_upstreams.iter().enumerate() {
             let mut c = Config::new(Some(format!("ivo://sim.vtp/broker-{i}")));
             c.timing.test_event_interval = o.test_events;

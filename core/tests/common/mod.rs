@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use vtp_core::config::Upstream;
+use vtp_core::endpoint::{DialAddr, PORT_SUBSCRIBE};
 use vtp_core::filter::{FilterEngine, FilterError, FilterId};
 use vtp_core::message::{self, Message, Transport};
 use vtp_core::{Action, Config, ConnId, Event, ListenerRole, Node, Peer};
@@ -88,7 +89,7 @@ pub fn broker_config() -> Config {
 pub fn upstream_config() -> Config {
     let mut c = broker_config();
     c.upstreams = vec![Upstream {
-        endpoints: vec!["127.0.0.1:8099".into()],
+        endpoints: vec![DialAddr::tcp("127.0.0.1", PORT_SUBSCRIBE)],
     }];
     c
 }

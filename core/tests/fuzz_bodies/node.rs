@@ -33,6 +33,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use vtp_core::config::{AcceptVersions, DuplicateReply, InvalidFilters, SubscriberNak, Upstream};
+use vtp_core::endpoint::{DialAddr, PORT_SUBMIT, PORT_SUBSCRIBE};
 use vtp_core::filter::{FilterEngine, FilterError, FilterId, NoFilterEngine};
 use vtp_core::frame::{self, FrameDecoder};
 use vtp_core::message::{self, Message, ParseLimits, TransportRole};
@@ -48,7 +49,7 @@ pub(crate) const LOCAL: &str = "ivo://example.org/broker";
 /// The upstream broker's IVOID, as used in canned messages.
 pub(crate) const UPSTREAM: &str = "ivo://example.org/upstream";
 /// Where submissions go (never resolved: the harness is the network).
-pub(crate) const SUBMIT_ENDPOINT: &str = "broker.invalid:8098";
+pub(crate) const SUBMIT_HOST: &str = "broker.invalid";
 /// Wall-clock anchor: 2024-05-01T12:00:00Z.
 const UNIX0: u64 = 1_714_564_800;
 /// Operations run per input at most, so one input cannot run for long.
@@ -379,7 +380,10 @@ pub(crate) fn config(flags: u8) -> Config {
     }
     if flags & flags::NO_UPSTREAM == 0 {
         c.upstreams = vec![Upstream {
-            endpoints: vec!["up1.invalid:8099".into(), "up2.invalid:8099".into()],
+            endpoints: vec![
+                DialAddr::tcp("up1.invalid", PORT_SUBSCRIBE),
+                DialAddr::tcp("up2.invalid", PORT_SUBSCRIBE),
+            ],
         }];
     }
     c.timing.test_event_interval = if flags & flags::NO_TEST_EVENTS == 0 {
@@ -632,12 +636,12 @@ impl Sim {
                 }
             }
             Op::Submit(bytes) => {
-                let _ = self.node.submit(SUBMIT_ENDPOINT, bytes, now);
+                let _ = self.node.submit(submit_addr(), bytes, now);
             }
             Op::SubmitCanned(id) => {
                 let payload = canned_payload(0, id);
                 self.node
-                    .submit(SUBMIT_ENDPOINT, &payload, now)
+                    .submit(submit_addr(), &payload, now)
                     .expect("a canned event is a valid submission");
             }
             Op::Shutdown => self.node.shutdown(now),
@@ -860,9 +864,9 @@ impl Sim {
                 assert!(self.closed(conn), "{conn} closed twice");
                 self.tally.closes += 1;
             }
-            Action::Connect { conn, endpoint } => {
+            Action::Connect { conn, addr } => {
                 assert!(!self.conns.contains_key(&conn), "{conn} dialed twice");
-                let role = if &*endpoint == SUBMIT_ENDPOINT {
+                let role = if addr == submit_addr() {
                     ConnRole::Submission
                 } else {
                     ConnRole::Subscription
@@ -1086,4 +1090,9 @@ fn check_frame(action: &Action, bytes: &[u8]) {
 #[allow(clippy::disallowed_methods)]
 fn origin() -> Instant {
     Instant::now()
+}
+
+/// Where submissions go: [`SUBMIT_HOST`] on the submit port.
+fn submit_addr() -> DialAddr {
+    DialAddr::tcp(SUBMIT_HOST, PORT_SUBMIT)
 }

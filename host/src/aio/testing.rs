@@ -143,7 +143,7 @@ pub fn subscription_dials_a_host_name(run: RunFn) {
     let port = upstream.local_addr().expect("local address").port();
     let mut config = Config::new(None);
     config.upstreams = vec![Upstream {
-        endpoints: vec![format!("localhost:{port}")],
+        endpoints: vec![vtp_core::endpoint::DialAddr::tcp("localhost", port)],
     }];
     let (fx, deliveries) = collect();
     let (stop_tx, stop) = stop();
