@@ -3,7 +3,7 @@
 //! Each subscriber connects (at most [`INFLIGHT_MAX`] over all threads waiting for their broker's
 //! first frame, so that a slow broker's accept queue never overflows), answers `iamalive` with an
 //! `iamalive` reply (Origin copied), acks every VOEvent (Origin = its IVORN, read by
-//! [`peek`](super::peek) without parsing the event), and does not answer `authenticate`
+//! [`peek`] without parsing the event), and does not answer `authenticate`
 //! (like pygcn: no filters, so every event is sent). A subscriber is *ready* once its first
 //! frame (the broker's `authenticate`) arrives: the broker has registered it by then.
 //!
