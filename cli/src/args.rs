@@ -1,5 +1,9 @@
 //! Command-line options: Comet's, from both generations, so existing command lines work.
 
+// The doc comments here are `--help` text, written for a terminal: `HOST[:PORT]` is not a
+// link, `<temp dir>` not a tag.
+#![allow(rustdoc::broken_intra_doc_links, rustdoc::invalid_html_tags)]
+
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -23,7 +27,7 @@ pub(crate) enum Command {
     Listen(ListenArgs),
 }
 
-/// Which driver runs the node (each is a cargo feature of vtp-cli).
+/// Which runtime runs the node (each is a cargo feature of vtp-cli).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub(crate) enum Runtime {
     /// tokio.

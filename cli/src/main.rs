@@ -15,7 +15,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use clap::Parser;
 use vtp_core::config::{self, Upstream};
-use vtp_core::endpoint::{DialAddr, ListenAddr};
+use vtp_core::endpoint::{DialAddr, ListenAddr, PORT_SUBMIT, PORT_SUBSCRIBE};
 #[cfg(feature = "xpath")]
 use vtp_core::filter::XPathEngine;
 use vtp_core::filter::{FilterEngine, NoFilterEngine};
@@ -148,14 +148,14 @@ fn broker(a: BrokerArgs) -> Result<(), Fail> {
             ListenerRole::Receive,
             &a.receive,
             a.receive_port,
-            8098,
+            PORT_SUBMIT,
             "--receive",
         ),
         (
             ListenerRole::Broadcast,
             &a.broadcast,
             a.broadcast_port,
-            8099,
+            PORT_SUBSCRIBE,
             "--broadcast",
         ),
     ] {
@@ -215,7 +215,7 @@ fn broker(a: BrokerArgs) -> Result<(), Fail> {
     };
     for s in &a.subscribe {
         config.upstreams.push(Upstream {
-            endpoints: vec![dial("--subscribe", s, 8099)?],
+            endpoints: vec![dial("--subscribe", s, PORT_SUBSCRIBE)?],
         });
     }
     config.filters = checked_filters(&a.handling.filter)?;
@@ -252,11 +252,9 @@ fn whitelist(flag: &str, values: &[String]) -> Result<Whitelist, Fail> {
     Ok(Whitelist::new(nets))
 }
 
-/// Normalises a dial endpoint (checks it, applies the default port).
-fn dial(flag: &str, s: &str, default_port: u16) -> Result<String, Fail> {
-    DialAddr::parse(s, default_port)
-        .map(|d| d.to_string())
-        .map_err(|e| usage(format!("{flag}: {e}")))
+/// Parses a dial endpoint, applying the default port.
+fn dial(flag: &str, s: &str, default_port: u16) -> Result<DialAddr, Fail> {
+    DialAddr::parse(s, default_port).map_err(|e| usage(format!("{flag}: {e}")))
 }
 
 fn build_handlers(h: &Handling, default_print: bool) -> Result<Option<Handlers>, Fail> {
@@ -432,7 +430,7 @@ fn send(a: SendArgs) -> Result<(), Fail> {
         (None, Some(h)) => h.clone(),
         (None, None) => "localhost".to_owned(),
     };
-    let mut endpoint = DialAddr::parse(&target, a.port.unwrap_or(8098))
+    let mut endpoint = DialAddr::parse(&target, a.port.unwrap_or(PORT_SUBMIT))
         .map_err(|e| usage(format!("target: {e}")))?;
     if let (Some(p), DialAddr::Tcp { port, .. }) = (a.port, &mut endpoint) {
         *port = p;
@@ -447,7 +445,7 @@ fn send(a: SendArgs) -> Result<(), Fail> {
     let now = Instant::now();
     let mut node = Node::new(config, Box::new(NoFilterEngine), seed(), now, unix_now())
         .map_err(|e| usage(e.to_string()))?;
-    node.submit(&endpoint.to_string(), &payload, now)
+    node.submit(endpoint.clone(), &payload, now)
         .map_err(|e| Fail(status::USAGE, format!("{}: {e}", describe(file.as_deref()))))?;
 
     let outcome: Arc<Mutex<Option<Result<(), Fail>>>> = Arc::default();
@@ -517,7 +515,7 @@ fn listen(a: ListenArgs) -> Result<(), Fail> {
     let endpoints = a
         .hosts
         .iter()
-        .map(|h| dial("HOST", h, 8099))
+        .map(|h| dial("HOST", h, PORT_SUBSCRIBE))
         .collect::<Result<Vec<_>, _>>()?;
     let mut config = Config::new(a.local_ivo.clone());
     config.upstreams = vec![Upstream { endpoints }];

@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use proptest::prelude::*;
 use proptest::sample::Index;
 use vtp_core::config::Upstream;
+use vtp_core::endpoint::{DialAddr, PORT_SUBSCRIBE};
 use vtp_core::testing::SubstringEngine;
 use vtp_core::{Action, CloseReason, Config, ConnId, ListenerRole, Node, Peer};
 
@@ -346,7 +347,7 @@ fn start() -> (Sut, Model) {
     // core/tests/durability.rs and the simulator (which reports persists through its store).
     c.policy.durability = vtp_core::config::Durability::Async;
     c.upstreams = vec![Upstream {
-        endpoints: vec!["upstream.example.org:8099".into()],
+        endpoints: vec![DialAddr::tcp("upstream.example.org", PORT_SUBSCRIBE)],
     }];
     let node = Node::new(
         c,
@@ -527,7 +528,7 @@ fn apply(sut: &mut Sut, m: &mut Model, t: &Transition) -> Result<(), TestCaseErr
         }
         Transition::Advance(secs) => {
             let target = sut.now + Duration::from_secs(u64::from(*secs));
-            // Wake up at every deadline the node names, like a driver; each wake-up must be
+            // Wake up at every deadline the node names, like a runtime; each wake-up must be
             // one the model expects (or the upstream's reconnect, whose jitter it does not
             // know), and do exactly what the model says.
             while let Some(t) = sut.node.poll_timeout() {

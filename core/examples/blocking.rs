@@ -59,7 +59,7 @@ fn main() -> std::io::Result<()> {
             while let Ok((sock, addr)) = listener.accept() {
                 busy = true;
                 let peer = Peer::Ip(addr.ip());
-                if let Some(conn) = driver.accept(*role, peer, Instant::now(), fx) {
+                if let Some(conn) = driver.handle_accept(*role, peer, Instant::now(), fx) {
                     sock.set_nonblocking(true)?;
                     socks.insert(conn, sock);
                 }
@@ -73,25 +73,24 @@ fn main() -> std::io::Result<()> {
             match sock.read(&mut buf) {
                 Ok(0) => {
                     socks.remove(&conn);
-                    driver.closed(conn, CloseReason::PeerClosed, Instant::now(), fx);
+                    driver.handle_closed(conn, CloseReason::PeerClosed, Instant::now(), fx);
                 }
                 Ok(n) => {
                     busy = true;
-                    driver.input(conn, &buf[..n], Instant::now(), fx);
+                    driver.handle_input(conn, &buf[..n], Instant::now(), fx);
                 }
                 Err(e) if e.kind() == ErrorKind::WouldBlock => {}
                 Err(_) => {
                     socks.remove(&conn);
-                    driver.closed(conn, CloseReason::PeerClosed, Instant::now(), fx);
+                    driver.handle_closed(conn, CloseReason::PeerClosed, Instant::now(), fx);
                 }
             }
         }
-        if driver.poll_timeout().is_some_and(|t| t <= Instant::now()) {
-            driver.timeout(Instant::now(), fx);
-        }
-        // Connections with new output, plus those whose socket buffer was full last time.
+        driver.handle_wakeup(Instant::now(), fx);
+        // Connections with new output, plus those whose socket buffer was full last time. (This
+        // broker has no upstreams and submits nothing: `poll_dial` never has a dial for it.)
         let mut todo = std::mem::take(&mut pending);
-        todo.extend(std::iter::from_fn(|| driver.pop_ready()));
+        todo.extend(std::iter::from_fn(|| driver.poll_writable()));
         for conn in todo {
             let Some(sock) = socks.get_mut(&conn) else {
                 continue;

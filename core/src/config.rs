@@ -7,6 +7,7 @@
 use std::time::Duration;
 
 use crate::backoff::BackoffConfig;
+use crate::endpoint::DialAddr;
 use crate::frame::FRAME_LEN_MAX_DEFAULT;
 use crate::message::ParseLimits;
 use crate::whitelist::Whitelist;
@@ -63,9 +64,10 @@ impl Default for Config {
 /// One upstream subscription: endpoints tried in order, one connection at a time.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Upstream {
-    /// Endpoints as the runtime understands them (`host:port`, `[v6]:port`, `unix:/path`).
-    /// Never empty.
-    pub endpoints: Vec<String>,
+    /// The brokers' addresses, ports resolved (parse a string with
+    /// [`DialAddr::parse`] and [`PORT_SUBSCRIBE`](crate::endpoint::PORT_SUBSCRIBE)). Never
+    /// empty.
+    pub endpoints: Vec<DialAddr>,
 }
 
 /// The longest iamalive period VTP allows: a subscriber must hear from its broker after at

@@ -1,12 +1,12 @@
 //! The driving logic every runtime shares: outboxes, action dispatch order, effects.
 //!
-//! A runtime adapter (tokio, smol, mio, a simulator, your own loop) moves bytes and timers; a
+//! A runtime (tokio, smol, mio, the simulator, your own loop) moves bytes and timers; a
 //! [`Driver`] decides what to do with the node's actions, once for all of them:
 //!
 //! - frames go into a bounded per-connection [`Outbox`]; one that overflows means the peer is
 //!   not reading: the connection is dropped and the node told ([`CloseReason::OutboxFull`]);
 //! - [`Action::Close`] is performed only after everything queued before it was written;
-//! - [`Action::Connect`] becomes a dial request ([`Driver::pop_dial`]);
+//! - [`Action::Connect`] becomes a dial request ([`Driver::poll_dial`]);
 //! - store records and deliveries go to the [`Effects`] the runtime was given;
 //! - events go to [`Effects::event`] (logging, metrics, the embedding application);
 //! - after every input the driver asks [`Effects::durable_persists`] how many of the records it
@@ -14,17 +14,14 @@
 //!   ([`Node::handle_persisted`]): held receipts, forwards and deliveries go out in the same
 //!   call (see the crate docs, "Durability").
 //!
-//! The adapter's loop is then: call an input method, then for each connection returned by
-//! [`Driver::pop_ready`] call [`Driver::flush`] with a non-blocking writer; dial what
-//! [`Driver::pop_dial`] returns; sleep until [`Driver::poll_timeout`] or until the waker given
-//! to [`Effects::set_durable_waker`] fires, and call [`Driver::durable`] on every wake-up.
+//! The order in which a runtime calls it is the driving contract on [`Driver`].
 
 use std::collections::{HashMap, VecDeque};
 use std::io;
-use std::sync::Arc;
 use std::task::Waker;
 use std::time::Instant;
 
+use crate::endpoint::DialAddr;
 use crate::node::{Node, SubmitError};
 use crate::outbox::{Outbox, OutboxLimits};
 use crate::output::{Action, CloseReason, ConnId, Delivery, Event, ListenerRole, Peer};
@@ -45,7 +42,7 @@ pub enum StoreOp {
     },
 }
 
-/// The non-transport side effects a driver hands out. Implementations must not block: queue
+/// The non-transport side effects a [`Driver`] hands out. Implementations must not block: queue
 /// the work for another thread (the one exception is [`Effects::flush_persists`], at shutdown).
 ///
 /// A store that commits asynchronously reports its progress through
@@ -63,7 +60,7 @@ pub trait Effects {
         handed
     }
     /// Wake `waker` whenever more persists become durable, so that the runtime calls
-    /// [`Driver::durable`]. Runtimes call this once, before their loop. Default: ignored (the
+    /// [`Driver::handle_durable`]. Runtimes call this once, before their loop. Default: ignored (the
     /// default [`Effects::durable_persists`] never lags behind).
     fn set_durable_waker(&mut self, _waker: Waker) {}
     /// At shutdown, before connections are closed: waits, for a bounded time, until the first
@@ -98,16 +95,55 @@ pub enum Flush {
 struct Conn {
     outbox: Outbox,
     close: Option<CloseReason>,
-    ready: bool,
+    /// Queued in `Driver::writable`.
+    writable: bool,
 }
 
 /// A node plus the per-connection send state every runtime needs.
+///
+/// # Driving contract
+///
+/// One owner (a task, a thread, the simulator) holds the driver; it is never shared. The same
+/// words as [`Node`]'s: `handle_*` are inputs, `poll_*` are outputs.
+///
+/// 1. **Inputs.** Report what the sockets did with [`handle_accept`](Driver::handle_accept),
+///    [`handle_connected`](Driver::handle_connected), [`handle_input`](Driver::handle_input),
+///    [`handle_eof`](Driver::handle_eof) and [`handle_closed`](Driver::handle_closed), and give
+///    commands with [`submit`](Driver::submit), [`with_node`](Driver::with_node) and
+///    [`shutdown`](Driver::shutdown). Each takes `now` (never going backwards) and hands store
+///    operations, deliveries and events to the [`Effects`] before it returns: there is nothing
+///    to drain for those.
+/// 2. **Wake-up.** Once per turn of the loop, after the inputs of that turn (or with none, when
+///    the loop woke for its timer or for the durability waker), call
+///    [`handle_wakeup`](Driver::handle_wakeup): it releases the output held for records now
+///    durable ([`handle_durable`](Driver::handle_durable)) and fires the node's timers if
+///    [`poll_timeout`](Driver::poll_timeout) has passed
+///    ([`handle_timeout`](Driver::handle_timeout)). A loop whose effects make every record
+///    durable at once and whose clock only jumps to the next deadline (the simulator) needs it
+///    only when that deadline comes.
+/// 3. **Outputs**, after the inputs and the wake-up (several inputs may share one drain):
+///    1. for each connection [`poll_writable`](Driver::poll_writable) returns, call
+///       [`flush`](Driver::flush) with a non-blocking writer for its socket; on
+///       [`Flush::Pending`] call it again once the socket is writable, on [`Flush::Close`]
+///       close the socket (the driver has forgotten the connection);
+///    2. for each dial [`poll_dial`](Driver::poll_dial) returns, open the connection and report
+///       the outcome with `handle_connected` or `handle_closed`.
+///
+///    Writes go first, then dials, in every runtime and the simulator. A connection being
+///    dialled has no socket to write to yet: flush it once connected (a close queued for it
+///    meanwhile can be carried out with a writer that always returns `WouldBlock`). Reporting
+///    an outcome is an input again, so a loop that reports inline drains again.
+/// 4. **Sleep** until [`poll_timeout`](Driver::poll_timeout), a socket event, or the waker given
+///    to [`Effects::set_durable_waker`] (call that once, before the loop); then go to 1.
+///
+/// [`shutdown`](Driver::shutdown) ends the loop: flush what `poll_writable` returns, without
+/// waiting, and close the sockets.
 #[derive(Debug)]
 pub struct Driver {
     node: Node,
     conns: HashMap<ConnId, Conn>,
-    ready: VecDeque<ConnId>,
-    dials: VecDeque<(ConnId, Arc<str>)>,
+    writable: VecDeque<ConnId>,
+    dials: VecDeque<(ConnId, DialAddr)>,
     outbox_limits: OutboxLimits,
     /// Persist operations handed to [`Effects::store`].
     persists: u64,
@@ -121,7 +157,7 @@ impl Driver {
         Self {
             node,
             conns: HashMap::new(),
-            ready: VecDeque::new(),
+            writable: VecDeque::new(),
             dials: VecDeque::new(),
             outbox_limits,
             persists: 0,
@@ -145,7 +181,7 @@ impl Driver {
 
     /// A listener accepted `peer`. `None`: refused, close the socket without writing.
     #[must_use]
-    pub fn accept(
+    pub fn handle_accept(
         &mut self,
         listener: ListenerRole,
         peer: Peer,
@@ -160,20 +196,26 @@ impl Driver {
         conn
     }
 
-    /// A dial requested through [`Driver::pop_dial`] succeeded.
-    pub fn connected(&mut self, conn: ConnId, now: Instant, fx: &mut impl Effects) {
+    /// A dial requested through [`Driver::poll_dial`] succeeded.
+    pub fn handle_connected(&mut self, conn: ConnId, now: Instant, fx: &mut impl Effects) {
         self.node.handle_connected(conn, now);
         self.dispatch(fx);
     }
 
     /// Bytes read from `conn`.
-    pub fn input(&mut self, conn: ConnId, bytes: &[u8], now: Instant, fx: &mut impl Effects) {
+    pub fn handle_input(
+        &mut self,
+        conn: ConnId,
+        bytes: &[u8],
+        now: Instant,
+        fx: &mut impl Effects,
+    ) {
         self.node.handle_input(conn, bytes, now);
         self.dispatch(fx);
     }
 
     /// `conn` ended (EOF, read error, failed dial). The driver forgets it.
-    pub fn closed(
+    pub fn handle_closed(
         &mut self,
         conn: ConnId,
         reason: CloseReason,
@@ -191,7 +233,7 @@ impl Driver {
     /// durable ([`Node::reply_pending`]). Returns `true` when the socket can be closed at once
     /// (nothing left to write); otherwise keep it until [`Driver::flush`] returns
     /// [`Flush::Close`].
-    pub fn eof(&mut self, conn: ConnId, now: Instant, fx: &mut impl Effects) -> bool {
+    pub fn handle_eof(&mut self, conn: ConnId, now: Instant, fx: &mut impl Effects) -> bool {
         self.node.handle_closed(conn, CloseReason::PeerClosed, now);
         self.dispatch(fx);
         let pending = self.node.reply_pending(conn);
@@ -200,7 +242,7 @@ impl Driver {
             Some(_) if pending => false,
             Some(c) if !c.outbox.is_empty() => {
                 c.close.get_or_insert(CloseReason::PeerClosed);
-                self.mark_ready(conn);
+                self.mark_writable(conn);
                 false
             }
             _ => {
@@ -211,7 +253,7 @@ impl Driver {
     }
 
     /// The deadline from [`Driver::poll_timeout`] passed.
-    pub fn timeout(&mut self, now: Instant, fx: &mut impl Effects) {
+    pub fn handle_timeout(&mut self, now: Instant, fx: &mut impl Effects) {
         self.node.handle_timeout(now);
         self.dispatch(fx);
     }
@@ -223,12 +265,12 @@ impl Driver {
     /// As [`Node::submit`].
     pub fn submit(
         &mut self,
-        endpoint: &str,
+        addr: DialAddr,
         payload: &[u8],
         now: Instant,
         fx: &mut impl Effects,
     ) -> Result<ConnId, SubmitError> {
-        let r = self.node.submit(endpoint, payload, now);
+        let r = self.node.submit(addr, payload, now);
         self.dispatch(fx);
         r
     }
@@ -236,11 +278,24 @@ impl Driver {
     /// The effects' durability waker fired ([`Effects::set_durable_waker`]): learns which
     /// persists are durable and queues the output the node held for them. Cheap when nothing is
     /// held; every other input method does the same on its way out.
-    pub fn durable(&mut self, fx: &mut impl Effects) {
+    pub fn handle_durable(&mut self, fx: &mut impl Effects) {
         self.dispatch(fx);
     }
 
-    /// Closes everything (see [`Node::shutdown`]); flush the ready connections afterwards.
+    /// The loop woke up (a batch of inputs, its timer, the durability waker): releases the
+    /// output held for records now durable ([`Driver::handle_durable`]), then fires the node's
+    /// timers if `now` has reached [`Driver::poll_timeout`] ([`Driver::handle_timeout`]). Drain
+    /// [`Driver::poll_writable`] and [`Driver::poll_dial`] afterwards (see the driving
+    /// contract on [`Driver`]).
+    pub fn handle_wakeup(&mut self, now: Instant, fx: &mut impl Effects) {
+        self.handle_durable(fx);
+        if self.poll_timeout().is_some_and(|t| t <= now) {
+            self.handle_timeout(now, fx);
+        }
+    }
+
+    /// Closes everything (see [`Node::shutdown`]); flush the connections from
+    /// [`Driver::poll_writable`] afterwards.
     ///
     /// Output the node holds for records not yet durable is given a chance first: the driver
     /// waits (bounded) with [`Effects::flush_persists`] and queues what was released, so the
@@ -259,26 +314,26 @@ impl Driver {
         self.dispatch(fx);
     }
 
-    /// When to call [`Driver::timeout`].
+    /// When to call [`Driver::handle_timeout`].
     #[must_use]
     pub fn poll_timeout(&self) -> Option<Instant> {
         self.node.poll_timeout()
     }
 
     /// A connection with data to write or a close to perform: call [`Driver::flush`] for it.
-    pub fn pop_ready(&mut self) -> Option<ConnId> {
-        while let Some(conn) = self.ready.pop_front() {
+    pub fn poll_writable(&mut self) -> Option<ConnId> {
+        while let Some(conn) = self.writable.pop_front() {
             if let Some(c) = self.conns.get_mut(&conn) {
-                c.ready = false;
+                c.writable = false;
                 return Some(conn);
             }
         }
         None
     }
 
-    /// An outgoing connection to open: report it with [`Driver::connected`] or
-    /// [`Driver::closed`].
-    pub fn pop_dial(&mut self) -> Option<(ConnId, Arc<str>)> {
+    /// An outgoing connection to open, to an address whose port is resolved: report the outcome
+    /// with [`Driver::handle_connected`] or [`Driver::handle_closed`].
+    pub fn poll_dial(&mut self) -> Option<(ConnId, DialAddr)> {
         self.dials.pop_front()
     }
 
@@ -328,16 +383,16 @@ impl Driver {
         Conn {
             outbox: Outbox::new(self.outbox_limits),
             close: None,
-            ready: false,
+            writable: false,
         }
     }
 
-    fn mark_ready(&mut self, conn: ConnId) {
+    fn mark_writable(&mut self, conn: ConnId) {
         if let Some(c) = self.conns.get_mut(&conn)
-            && !c.ready
+            && !c.writable
         {
-            c.ready = true;
-            self.ready.push_back(conn);
+            c.writable = true;
+            self.writable.push_back(conn);
         }
     }
 
@@ -388,7 +443,7 @@ impl Driver {
                 let now = self.node.last_now();
                 self.node.handle_closed(conn, CloseReason::OutboxFull, now);
             }
-            self.mark_ready(conn);
+            self.mark_writable(conn);
             return;
         }
         match action {
@@ -396,11 +451,11 @@ impl Driver {
                 if let Some(c) = self.conns.get_mut(&conn) {
                     c.close.get_or_insert(reason);
                 }
-                self.mark_ready(conn);
+                self.mark_writable(conn);
             }
-            Action::Connect { conn, endpoint } => {
+            Action::Connect { conn, addr } => {
                 self.conns.insert(conn, self.new_conn());
-                self.dials.push_back((conn, endpoint));
+                self.dials.push_back((conn, addr));
             }
             Action::Persist(r) => {
                 self.persists += 1;
@@ -485,28 +540,30 @@ mod tests {
         let mut d = broker(now);
         let fx = &mut SlowStore::default();
         let feed = d
-            .accept(ListenerRole::Broadcast, PEER, now, fx)
+            .handle_accept(ListenerRole::Broadcast, PEER, now, fx)
             .expect("ok");
-        assert_eq!(d.pop_ready(), Some(feed));
+        assert_eq!(d.poll_writable(), Some(feed));
         let mut feed_wire = Vec::new();
         assert_eq!(d.flush(feed, &mut feed_wire, now, fx), Flush::Idle);
         feed_wire.clear();
         assert_eq!(fx.asked, 0, "nothing held, nothing asked");
 
-        let author = d.accept(ListenerRole::Receive, PEER, now, fx).expect("ok");
-        d.input(author, &event(1), now, fx);
+        let author = d
+            .handle_accept(ListenerRole::Receive, PEER, now, fx)
+            .expect("ok");
+        d.handle_input(author, &event(1), now, fx);
         assert_eq!(fx.asked, 1);
-        assert_eq!(d.pop_ready(), None, "no receipt, no forward yet");
-        d.durable(fx);
-        assert_eq!(d.pop_ready(), None);
+        assert_eq!(d.poll_writable(), None, "no receipt, no forward yet");
+        d.handle_durable(fx);
+        assert_eq!(d.poll_writable(), None);
 
         fx.durable = 1;
-        d.durable(fx);
-        let mut ready = Vec::new();
-        while let Some(c) = d.pop_ready() {
-            ready.push(c);
+        d.handle_durable(fx);
+        let mut writable = Vec::new();
+        while let Some(c) = d.poll_writable() {
+            writable.push(c);
         }
-        assert_eq!(ready, [author, feed]);
+        assert_eq!(writable, [author, feed]);
         let mut author_wire = Vec::new();
         assert_eq!(
             d.flush(author, &mut author_wire, now, fx),
@@ -516,8 +573,49 @@ mod tests {
         assert_eq!(d.flush(feed, &mut feed_wire, now, fx), Flush::Idle);
         assert_eq!(feed_wire, event(1), "the forward");
         let asked = fx.asked;
-        d.durable(fx);
+        d.handle_durable(fx);
         assert_eq!(fx.asked, asked, "nothing held: the effects are not asked");
+    }
+
+    #[test]
+    fn a_wakeup_releases_durable_output_and_fires_the_timers_only_when_due() {
+        let now = crate::testutil::origin();
+        let mut d = broker(now);
+        let fx = &mut SlowStore::default();
+        let feed = d
+            .handle_accept(ListenerRole::Broadcast, PEER, now, fx)
+            .expect("ok");
+        d.handle_wakeup(now, fx);
+        let mut feed_wire = Vec::new();
+        while let Some(c) = d.poll_writable() {
+            assert_eq!(d.flush(c, &mut feed_wire, now, fx), Flush::Idle);
+        }
+        let author = d
+            .handle_accept(ListenerRole::Receive, PEER, now, fx)
+            .expect("ok");
+        d.handle_input(author, &event(4), now, fx);
+        d.handle_wakeup(now, fx);
+        assert_eq!(d.poll_writable(), None, "the record is not durable yet");
+
+        fx.durable = 1;
+        d.handle_wakeup(now, fx);
+        assert_eq!(d.poll_writable(), Some(author), "the receipt");
+        assert_eq!(d.poll_writable(), Some(feed), "the forward");
+        let mut author_wire = Vec::new();
+        assert_eq!(
+            d.flush(author, &mut author_wire, now, fx),
+            Flush::Close(CloseReason::Done)
+        );
+        assert_eq!(d.flush(feed, &mut feed_wire, now, fx), Flush::Idle);
+
+        let due = d.poll_timeout().expect("a broker always has a timer");
+        assert!(due > now);
+        d.handle_wakeup(due - Duration::from_millis(1), fx);
+        assert_eq!(d.poll_writable(), None, "nothing due yet");
+        d.handle_wakeup(due, fx);
+        assert!(d.poll_timeout().is_some_and(|t| t > due), "the timer fired");
+        assert_eq!(d.poll_writable(), Some(feed), "the iamalive");
+        assert_eq!(d.poll_dial(), None);
     }
 
     #[test]
@@ -525,14 +623,16 @@ mod tests {
         let now = crate::testutil::origin();
         let mut d = broker(now);
         let fx = &mut SlowStore::default();
-        let author = d.accept(ListenerRole::Receive, PEER, now, fx).expect("ok");
-        d.input(author, &event(2), now, fx);
-        assert!(!d.eof(author, now, fx), "the receipt is still owed");
+        let author = d
+            .handle_accept(ListenerRole::Receive, PEER, now, fx)
+            .expect("ok");
+        d.handle_input(author, &event(2), now, fx);
+        assert!(!d.handle_eof(author, now, fx), "the receipt is still owed");
         assert!(d.is_open(author));
-        assert_eq!(d.pop_ready(), None);
+        assert_eq!(d.poll_writable(), None);
         fx.durable = 1;
-        d.durable(fx);
-        assert_eq!(d.pop_ready(), Some(author));
+        d.handle_durable(fx);
+        assert_eq!(d.poll_writable(), Some(author));
         let mut out = Vec::new();
         assert_eq!(
             d.flush(author, &mut out, now, fx),
@@ -547,11 +647,13 @@ mod tests {
         let now = crate::testutil::origin();
         let mut d = broker(now);
         let fx = &mut SlowStore::default();
-        let author = d.accept(ListenerRole::Receive, PEER, now, fx).expect("ok");
-        d.input(author, &event(3), now, fx);
+        let author = d
+            .handle_accept(ListenerRole::Receive, PEER, now, fx)
+            .expect("ok");
+        d.handle_input(author, &event(3), now, fx);
         d.shutdown(now, fx);
         assert!(fx.flushed);
-        assert_eq!(d.pop_ready(), Some(author));
+        assert_eq!(d.poll_writable(), Some(author));
         let mut out = Vec::new();
         assert_eq!(
             d.flush(author, &mut out, now, fx),
@@ -581,17 +683,17 @@ mod tests {
         let fx = &mut Fx;
         let peer = Peer::Ip(std::net::Ipv4Addr::LOCALHOST.into());
         let conn = d
-            .accept(ListenerRole::Receive, peer, now, fx)
+            .handle_accept(ListenerRole::Receive, peer, now, fx)
             .expect("accepted");
         let ev = b"<VOEvent xmlns='http://www.ivoa.net/xml/VOEvent/v2.0' \
                    ivorn='ivo://example.org/a#1' version='2.0'/>";
         let frame = crate::frame::encode(ev).expect("fits");
-        d.input(conn, &frame, now, fx);
+        d.handle_input(conn, &frame, now, fx);
         assert!(
-            !d.eof(conn, now, fx),
+            !d.handle_eof(conn, now, fx),
             "a receipt is queued: keep the socket"
         );
-        assert_eq!(d.pop_ready(), Some(conn));
+        assert_eq!(d.poll_writable(), Some(conn));
         let mut out = Vec::new();
         assert_eq!(
             d.flush(conn, &mut out, now, fx),
@@ -600,9 +702,9 @@ mod tests {
         assert!(!out.is_empty(), "the ack was written before the close");
         // A connection with nothing queued closes at once.
         let idle = d
-            .accept(ListenerRole::Receive, peer, now, fx)
+            .handle_accept(ListenerRole::Receive, peer, now, fx)
             .expect("accepted");
-        assert!(d.eof(idle, now, fx));
+        assert!(d.handle_eof(idle, now, fx));
         assert!(!d.is_open(idle));
     }
 }

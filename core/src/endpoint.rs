@@ -10,12 +10,19 @@
 //! | `unix:/run/vtp.sock`, `unix:path=/run/vtp.sock` | a Unix-domain socket |
 //!
 //! Dialling (`--subscribe`, `--remote`, `vtp listen`, `vtp send`): `HOST`, `HOST:PORT`,
-//! `[V6]:PORT`, `tcp:HOST:PORT` or `unix:PATH`; the port defaults per use (8099 to subscribe,
-//! 8098 to submit). Host names are resolved by the runtime, not here.
+//! `[V6]:PORT`, `tcp:HOST:PORT` or `unix:PATH`; the port defaults per use
+//! ([`PORT_SUBSCRIBE`] to subscribe, [`PORT_SUBMIT`] to submit). The node dials only parsed
+//! addresses ([`DialAddr`], its port resolved): a runtime never parses an endpoint string nor
+//! knows a default port. Host names are resolved by the runtime, not here.
 
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::PathBuf;
+
+/// The port authors submit events to, a broker's `--receive` listener (Comet's default).
+pub const PORT_SUBMIT: u16 = 8098;
+/// The port subscribers connect to, a broker's `--broadcast` listener (Comet's default).
+pub const PORT_SUBSCRIBE: u16 = 8099;
 
 /// Where to listen.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -34,7 +41,8 @@ pub enum ListenAddr {
     Unix(PathBuf),
 }
 
-/// Where to connect.
+/// Where to connect: a host and a port, or a Unix-domain socket. Every field is resolved
+/// (the default port applied by [`DialAddr::parse`]), so dialling needs no further parsing.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum DialAddr {
@@ -194,7 +202,16 @@ impl fmt::Display for ListenAddr {
 }
 
 impl DialAddr {
-    /// Parses a dialling endpoint; `default_port` applies when none is given.
+    /// A TCP host (name or address) and port.
+    pub fn tcp(host: impl Into<String>, port: u16) -> Self {
+        Self::Tcp {
+            host: host.into(),
+            port,
+        }
+    }
+
+    /// Parses a dialling endpoint; `default_port` ([`PORT_SUBSCRIBE`] or [`PORT_SUBMIT`])
+    /// applies when none is given.
     ///
     /// # Errors
     ///
@@ -282,7 +299,7 @@ mod tests {
 
     #[test]
     fn dial_forms() {
-        let d = |s| DialAddr::parse(s, 8099);
+        let d = |s| DialAddr::parse(s, PORT_SUBSCRIBE);
         let t = |h: &str, p| DialAddr::Tcp {
             host: h.into(),
             port: p,

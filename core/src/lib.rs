@@ -28,7 +28,11 @@
 //!
 //! When a connection ends for any reason the node did not ask for (EOF, IO error, failed
 //! connect, outbox overflow), report it with [`Node::handle_closed`]. The per-connection send
-//! queue with partial-write handling is [`outbox::Outbox`], shared by every driver.
+//! queue with partial-write handling is [`outbox::Outbox`], shared by every runtime.
+//!
+//! [`driver::Driver`] does all of this once, for every runtime: it wraps a node with an outbox
+//! per connection and hands the other actions to the runtime's [`driver::Effects`]; a runtime
+//! then only moves bytes and sleeps (see its driving contract).
 //!
 //! # Time
 //!
@@ -37,18 +41,18 @@
 //! one anchor given to [`Node::new`]: `unix_now` at `now`. A simulator moves both clocks by
 //! advancing `now` alone. `poll_timeout` returns the last `now` while output is pending ("wake
 //! me now"), the earliest deadline otherwise, and `None` when nothing is scheduled; every
-//! deadline is re-armed or removed when it fires, so a driver that honours it never spins.
+//! deadline is re-armed or removed when it fires, so a runtime that honours it never spins.
 //!
 //! # Durability
 //!
-//! A node remembers the events it has processed in its seen-index; the driver persists each
+//! A node remembers the events it has processed in its seen-index; the runtime persists each
 //! new entry ([`Action::Persist`]) to a durable store, which reloads it after a restart
 //! ([`Node::restore_seen`]). With [`config::Durability::BeforeReply`] (the default) the node
 //! sends nothing that promises an event was recorded before the record is durable:
 //!
-//! - the Persist actions are numbered 1, 2, 3... in the order they are emitted; the driver
-//!   reports how many are durable with [`Node::handle_persisted`] (a cumulative count: a store
-//!   commits in order);
+//! - the Persist actions are numbered 1, 2, 3... in the order they are emitted; the runtime
+//!   (or [`driver::Driver`], asking its effects) reports how many are durable with
+//!   [`Node::handle_persisted`] (a cumulative count: a store commits in order);
 //! - for a **new event** the node emits `Persist` at once and holds the receipt (the ack to the
 //!   author and the close after it, or the ack to the upstream), every forward to subscribers
 //!   and the delivery to handlers until that Persist is durable; held output is released in
@@ -70,7 +74,7 @@
 //!
 //! **Cost.** A receipt waits for one commit. Commits are grouped: the store takes every
 //! record queued while the previous commit ran into the next one, so under load many events
-//! share one disk flush and throughput does not drop to one event per flush. The driver learns
+//! share one disk flush and throughput does not drop to one event per flush. The runtime learns
 //! of a commit through a waker ([`driver::Effects::set_durable_waker`]), not by polling.
 //! [`config::Durability::Async`] replies at once and persists behind: a crash can then lose
 //! the last records, and those events can be forwarded a second time.
@@ -81,9 +85,10 @@
 //! frame payloads (1 MiB, checked on the prefix before any allocation, with a "little-endian
 //! prefix?" hint), XML depth, attributes and text sizes ([`message::ParseLimits`]), connections,
 //! seen-index entries, filters per subscriber and filter length. Send queues are bounded by
-//! [`outbox::OutboxLimits`]; a subscriber whose queue overflows is dropped by the driver and
-//! reported to the node as [`CloseReason::OutboxFull`]. Timings (20 s author deadline, 60 s
-//! iamalive, 120 s subscriber silence, 30-day retention...) are in [`config::Timing`].
+//! [`outbox::OutboxLimits`]; a subscriber whose queue overflows is dropped by
+//! [`driver::Driver`] and reported to the node as [`CloseReason::OutboxFull`]. Timings (20 s
+//! author deadline, 60 s iamalive, 120 s subscriber silence, 30-day retention...) are in
+//! [`config::Timing`].
 //!
 //! # Errors and panics
 //!

@@ -4,14 +4,15 @@
 //!
 //! The core produces whole frames as [`Bytes`]; a non-blocking socket accepts however many bytes
 //! it likes. An [`Outbox`] sits between the two: frames are [`push`](Outbox::push)ed whole, the
-//! adapter writes from the front (with [`write_to`](Outbox::write_to), or with
+//! runtime writes from the front (with [`write_to`](Outbox::write_to), or with
 //! [`io_slices`](Outbox::io_slices) / [`front`](Outbox::front) and [`advance`](Outbox::advance)
 //! for runtimes that do not speak `std::io::Write`), and a cursor remembers how much of the front
 //! frame has gone out. Fully written frames are dropped, releasing their share of a fan-out buffer.
 //!
 //! The queue is bounded in frames and in unwritten bytes. A full outbox means the peer is not
 //! reading; the caller decides what to do (typically close a slow subscriber). The type is pure:
-//! it never touches a socket itself, so every runtime adapter reuses it.
+//! it never touches a socket itself, so every runtime reuses it (through
+//! [`Driver`](crate::driver::Driver), which keeps one per connection).
 
 use std::collections::VecDeque;
 use std::fmt;

@@ -1,4 +1,4 @@
-//! What the node asks of its driver ([`Action`]) and tells its application ([`Event`]).
+//! What the node asks of its runtime ([`Action`]) and tells its application ([`Event`]).
 
 use std::fmt;
 use std::net::IpAddr;
@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
+use crate::endpoint::DialAddr;
 use crate::seen::{EventKey, SeenRecord};
 use crate::violation::Violation;
 
@@ -14,7 +15,7 @@ use crate::violation::Violation;
 pub struct ConnId(pub(crate) u64);
 
 impl ConnId {
-    /// The raw number, for logs and for drivers that key tables by it.
+    /// The raw number, for logs and for runtimes that key tables by it.
     pub fn get(self) -> u64 {
         self.0
     }
@@ -140,9 +141,10 @@ impl fmt::Debug for Delivery {
     }
 }
 
-/// A side effect the driver must perform, in queue order.
+/// A side effect to perform, in queue order: by the runtime, usually through its
+/// [`Driver`](crate::driver::Driver).
 ///
-/// Every variant that carries a `frame` asks the driver to write those bytes (already framed
+/// Every variant that carries a `frame` asks the runtime to write those bytes (already framed
 /// with the length prefix) to `conn`. The order matters: a `Nak` followed by a `Close` for the
 /// same connection must reach the socket in that order.
 #[derive(Clone, PartialEq, Eq)]
@@ -205,13 +207,13 @@ pub enum Action {
         /// Why.
         reason: CloseReason,
     },
-    /// Open an outgoing connection to `endpoint` and report it with `handle_connected` or
+    /// Open an outgoing connection to `addr` and report it with `handle_connected` or
     /// `handle_closed`.
     Connect {
         /// Handle for the new connection.
         conn: ConnId,
-        /// Endpoint as configured (`host:port`, `[v6]:port`, `unix:/path`).
-        endpoint: Arc<str>,
+        /// Where to connect, the port resolved.
+        addr: DialAddr,
     },
     /// Record a seen-index entry in the durable store.
     Persist(SeenRecord),
@@ -263,9 +265,7 @@ impl fmt::Debug for Action {
                 write!(f, "DropDuplicate {{ conn: {conn}, key: {key:?} }}")
             }
             Self::Close { conn, reason } => write!(f, "Close {{ conn: {conn}, reason: {reason} }}"),
-            Self::Connect { conn, endpoint } => {
-                write!(f, "Connect {{ conn: {conn}, endpoint: {endpoint} }}")
-            }
+            Self::Connect { conn, addr } => write!(f, "Connect {{ conn: {conn}, addr: {addr} }}"),
             Self::Persist(r) => write!(f, "Persist({r:?})"),
             Self::Forget(k) => write!(f, "Forget({k:?})"),
             Self::Expire { before_unix_secs } => write!(f, "Expire({before_unix_secs})"),

@@ -1,6 +1,6 @@
 //! Wall time derived from monotonic time, and UTC timestamps for VTP messages.
 //!
-//! The core never reads a clock. The driver reads the wall clock **once**, together with an
+//! The core never reads a clock. The runtime reads the wall clock **once**, together with an
 //! `Instant`, and builds a [`WallClock`] from the pair; afterwards wall time is the anchor's
 //! UNIX time plus the monotonic time elapsed since the anchor.
 //! A simulator moves both clocks in lockstep simply by passing later `Instant`s.
@@ -28,7 +28,7 @@ impl WallClock {
     /// Anchors wall time: at the monotonic instant `anchor` it was `unix_at_anchor` after the
     /// UNIX epoch.
     ///
-    /// The driver typically passes `Instant::now()` and
+    /// The runtime typically passes `Instant::now()` and
     /// `SystemTime::now().duration_since(UNIX_EPOCH)` read back to back.
     pub fn new(anchor: Instant, unix_at_anchor: Duration) -> Self {
         Self {

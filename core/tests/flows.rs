@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use common::*;
 use vtp_core::config::{DuplicateReply, SubscriberNak, Upstream};
+use vtp_core::endpoint::{DialAddr, PORT_SUBMIT, PORT_SUBSCRIBE};
 use vtp_core::message::{Message, TransportRole};
 use vtp_core::{Action, CloseReason, Config, Event, ListenerRole};
 
@@ -428,15 +429,15 @@ fn subscriber(filters: &[&str]) -> Harness {
     c.timing.test_event_interval = None;
     c.filters = filters.iter().map(|s| s.to_string()).collect();
     c.upstreams = vec![Upstream {
-        endpoints: vec!["127.0.0.1:8099".into()],
+        endpoints: vec![DialAddr::tcp("127.0.0.1", PORT_SUBSCRIBE)],
     }];
     Harness::new(c)
 }
 
 fn connect_action(acts: &[Action]) -> Option<vtp_core::ConnId> {
     acts.iter().find_map(|a| match a {
-        Action::Connect { conn, endpoint } => {
-            assert_eq!(&**endpoint, "127.0.0.1:8099");
+        Action::Connect { conn, addr } => {
+            assert_eq!(*addr, DialAddr::tcp("127.0.0.1", PORT_SUBSCRIBE));
             Some(*conn)
         }
         _ => None,
@@ -545,10 +546,10 @@ fn same_element_bytes_from_two_upstreams_are_forwarded_once() {
     c.timing.test_event_interval = None;
     c.upstreams = vec![
         Upstream {
-            endpoints: vec!["127.0.0.1:8099".into()],
+            endpoints: vec![DialAddr::tcp("127.0.0.1", PORT_SUBSCRIBE)],
         },
         Upstream {
-            endpoints: vec!["127.0.0.2:8099".into()],
+            endpoints: vec![DialAddr::tcp("127.0.0.2", PORT_SUBSCRIBE)],
         },
     ];
     let mut h = Harness::new(c);
@@ -624,8 +625,11 @@ fn author_submission_succeeds_on_matching_ack_and_fails_cleanly_otherwise() {
     let ev = event_xml("ivo://example.org/s#7");
     // ack
     let mut h = Harness::new(Config::default());
-    let c = h.node.submit("127.0.0.1:8098", &ev, h.now).unwrap();
-    assert!(matches!(h.take().as_slice(), [Action::Connect { .. }]));
+    let c = h.node.submit(submit_addr(), &ev, h.now).unwrap();
+    assert!(matches!(
+        h.take().as_slice(),
+        [Action::Connect { addr, .. }] if *addr == submit_addr()
+    ));
     h.node.handle_connected(c, h.now);
     let acts = h.take();
     assert_eq!(&frames_to(&acts, c)[0][4..], &ev[..]);
@@ -643,7 +647,7 @@ fn author_submission_succeeds_on_matching_ack_and_fails_cleanly_otherwise() {
 
     // timeout
     let mut h = Harness::new(Config::default());
-    let c = h.node.submit("127.0.0.1:8098", &ev, h.now).unwrap();
+    let c = h.node.submit(submit_addr(), &ev, h.now).unwrap();
     h.node.handle_connected(c, h.now);
     h.run_until(20.0);
     assert!(h.events.iter().any(|e| matches!(
@@ -656,7 +660,7 @@ fn author_submission_succeeds_on_matching_ack_and_fails_cleanly_otherwise() {
 
     // early close
     let mut h = Harness::new(Config::default());
-    let c = h.node.submit("127.0.0.1:8098", &ev, h.now).unwrap();
+    let c = h.node.submit(submit_addr(), &ev, h.now).unwrap();
     h.node.handle_closed(c, CloseReason::PeerClosed, h.now);
     h.drain();
     assert!(h.events.iter().any(|e| matches!(
@@ -669,17 +673,22 @@ fn author_submission_succeeds_on_matching_ack_and_fails_cleanly_otherwise() {
 
     // not an event
     let mut h = Harness::new(Config::default());
-    assert!(h.node.submit("x:1", b"<nope", h.now).is_err());
+    assert!(h.node.submit(submit_addr(), b"<nope", h.now).is_err());
 
     // after shutdown: refused, nothing dialled
     let mut h = Harness::new(Config::default());
     h.node.shutdown(h.now);
     h.drain();
     assert_eq!(
-        h.node.submit("127.0.0.1:8098", &ev, h.now),
+        h.node.submit(submit_addr(), &ev, h.now),
         Err(vtp_core::node::SubmitError::ShuttingDown)
     );
     assert!(h.take().is_empty(), "no Connect after shutdown");
+}
+
+/// The broker an author submits to: `127.0.0.1` on the submit port.
+fn submit_addr() -> DialAddr {
+    DialAddr::tcp("127.0.0.1", PORT_SUBMIT)
 }
 
 #[test]

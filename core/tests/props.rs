@@ -5,7 +5,7 @@
 //! - the chunking of a stream never changes what the node does;
 //! - mutated events never panic, and an intake always answers a well-framed submission once;
 //! - queues and state stay bounded by the input (floods do not bank credit or grow state);
-//! - the driver drops a subscriber that never reads, once its outbox bound trips, while a
+//! - the `Driver` drops a subscriber that never reads, once its outbox bound trips, while a
 //!   healthy one receives every event.
 //!
 //! Proptest prints the minimal failing input when a property fails; failures are not persisted
@@ -395,9 +395,9 @@ proptest! {
     }
 
     /// Under any sequence of inputs, each input's actions are bounded by a function of that
-    /// input, the node holds exactly the connections a model of the driver believes open, the
+    /// input, the node holds exactly the connections a model of the runtime believes open, the
     /// seen-index holds at most the distinct events received, and no deadline is left in the
-    /// past (a driver that honours `poll_timeout` never spins).
+    /// past (a runtime that honours `poll_timeout` never spins).
     #[test]
     fn state_and_queues_stay_bounded(ops in prop::collection::vec(op(), 1..40)) {
         let b = broker();
@@ -465,7 +465,7 @@ proptest! {
                     let ticks = usize::from(*d) / 60 + 2;
                     let bound = ticks * (before + 4);
                     let target = h.t0 + std::time::Duration::from_secs_f64(secs);
-                    // Step through every deadline like a driver, checking each wake-up.
+                    // Step through every deadline like a runtime, checking each wake-up.
                     let mut count = 0;
                     while let Some(t) = h.node.poll_timeout() {
                         if t > target {
@@ -494,7 +494,7 @@ proptest! {
             let count = m.drain(&mut h.node);
             prop_assert!(count <= bound, "{:?}: {} actions > {}", op, count, bound);
             if let Some(up) = m.dialing.take() {
-                // The driver's dial succeeds at once.
+                // The runtime's dial succeeds at once.
                 h.node.handle_connected(up, h.now);
                 m.upstream = up;
                 m.drain(&mut h.node);
@@ -524,7 +524,7 @@ fn sorted_actions(actions: &[Action]) -> Vec<String> {
     all
 }
 
-/// What a driver knows about the node's connections, from the actions it performed.
+/// What a runtime knows about the node's connections, from the actions it performed.
 struct Model {
     open: BTreeSet<ConnId>,
     feeds: Vec<ConnId>,
@@ -652,7 +652,7 @@ fn op() -> impl Strategy<Value = Op> {
 
 // ------------------------------------------------------------------------ driver
 
-/// Records everything a driver hands out.
+/// Records everything a `Driver` hands out.
 #[derive(Debug, Default)]
 struct Recorder {
     stores: Vec<StoreOp>,
@@ -704,10 +704,10 @@ fn driver_drops_a_subscriber_that_never_reads_and_keeps_feeding_the_healthy_one(
     let mut fx = Recorder::default();
     let peer = Peer::Ip([127, 0, 0, 1].into());
     let healthy = driver
-        .accept(ListenerRole::Broadcast, peer, t0, &mut fx)
+        .handle_accept(ListenerRole::Broadcast, peer, t0, &mut fx)
         .expect("accepted");
     let stuck = driver
-        .accept(ListenerRole::Broadcast, peer, t0, &mut fx)
+        .handle_accept(ListenerRole::Broadcast, peer, t0, &mut fx)
         .expect("accepted");
     let mut healthy_wire: Vec<u8> = Vec::new();
     let mut stuck_result = None;
@@ -717,12 +717,12 @@ fn driver_drops_a_subscriber_that_never_reads_and_keeps_feeding_the_healthy_one(
     for i in 0..events {
         let payload = event_xml(&format!("ivo://example.org/survey#driver-{i}"));
         let author = driver
-            .accept(ListenerRole::Receive, peer, t0, &mut fx)
+            .handle_accept(ListenerRole::Receive, peer, t0, &mut fx)
             .expect("accepted");
-        driver.input(author, &framed(&payload), t0, &mut fx);
+        driver.handle_input(author, &framed(&payload), t0, &mut fx);
         sent.push(payload);
         let mut author_wire = Vec::new();
-        while let Some(conn) = driver.pop_ready() {
+        while let Some(conn) = driver.poll_writable() {
             let flush = if conn == healthy {
                 driver.flush(conn, &mut healthy_wire, t0, &mut fx)
             } else if conn == stuck {

@@ -304,7 +304,14 @@ fn an_upstreams_receipt_garbage_or_bad_ivorn_is_logged_and_the_event_dropped() {
 fn a_broker_answering_our_submission_with_something_else_is_logged() {
     let ev = event_xml("ivo://example.org/s#7");
     let mut h = Harness::new(Config::default());
-    let c = h.node.submit("127.0.0.1:8098", &ev, h.now).unwrap();
+    let c = h
+        .node
+        .submit(
+            vtp_core::endpoint::DialAddr::tcp("127.0.0.1", 8098),
+            &ev,
+            h.now,
+        )
+        .unwrap();
     h.node.handle_connected(c, h.now);
 
     let v = ignored(&mut h, c, &framed(&transport_xml("iamalive", LOCAL)));

@@ -1,6 +1,6 @@
 //! The owner loop every async runtime shares: tokio, smol, or your own.
 //!
-//! A runtime adapter implements [`AsyncRuntime`] (spawn, sleep, listen, accept, connect) and
+//! A runtime crate implements [`AsyncRuntime`] (spawn, sleep, listen, accept, connect) and
 //! [`AsyncStream`] (readiness and non-blocking reads and writes), a few lines each; [`run`] does
 //! everything else, once:
 //!
@@ -10,8 +10,9 @@
 //!   connection, one dial per outgoing connection, and one waiter per connection whose socket
 //!   buffer is full. Each sends a message to the owner over one bounded channel, so a flood of
 //!   input slows the readers, never grows memory;
-//! - the owner handles at most [`Options::budget`] messages per wake-up, then fires due timers,
-//!   writes what the node queued and starts the dials it asked for;
+//! - the owner handles at most [`Options::budget`] messages per wake-up, then wakes the driver
+//!   ([`Driver::handle_wakeup`]: durable records, due timers), writes what the node queued and
+//!   starts the dials it asked for;
 //! - writes happen in the owner with [`AsyncStream::try_write_vectored`] straight from each
 //!   connection's outbox; a socket that is full gets a waiter task and no further write until
 //!   it is writable again;
@@ -218,15 +219,13 @@ pub async fn run<R: AsyncRuntime, E: Effects>(
     }
     drop(accepters);
     owner.driver.shutdown(Instant::now(), &mut fx);
-    owner.flush_ready(&mut fx);
+    owner.flush_writable(&mut fx);
     for path in &socket_files {
         let _ = std::fs::remove_file(path);
     }
     Ok(fx)
 }
 
-/// A dial endpoint without a port gets the broadcast port: it is a subscription.
-const DIAL_PORT_DEFAULT: u16 = 8099;
 /// Pause after a failed accept (out of file descriptors and the like).
 const ACCEPT_RETRY: Duration = Duration::from_millis(100);
 
@@ -306,7 +305,7 @@ impl<R: AsyncRuntime> AsFd for Stream<R> {
     }
 }
 
-/// The non-blocking writer the driver flushes an outbox into.
+/// The non-blocking writer [`Driver::flush`] writes an outbox into.
 impl<R: AsyncRuntime> Write for &Stream<R> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         self.write_vectored(&[IoSlice::new(buf)])
@@ -398,14 +397,14 @@ impl<R: AsyncRuntime> Owner<R> {
         let now = Instant::now();
         match msg {
             Msg::Accepted(role, stream, peer) => {
-                if let Some(conn) = self.driver.accept(role, peer, now, fx) {
+                if let Some(conn) = self.driver.handle_accept(role, peer, now, fx) {
                     self.register(conn, stream);
                 }
             }
-            Msg::Input(conn, bytes) => self.driver.input(conn, &bytes, now, fx),
+            Msg::Input(conn, bytes) => self.driver.handle_input(conn, &bytes, now, fx),
             // End of stream: a receipt already queued is still written (half-close).
             Msg::Ended(conn) => {
-                if self.driver.eof(conn, now, fx) {
+                if self.driver.handle_eof(conn, now, fx) {
                     self.ios.remove(&conn);
                 }
             }
@@ -420,12 +419,12 @@ impl<R: AsyncRuntime> Owner<R> {
                 match result {
                     Ok(stream) if self.driver.is_open(conn) => {
                         self.register(conn, stream);
-                        self.driver.connected(conn, now, fx);
+                        self.driver.handle_connected(conn, now, fx);
                     }
                     Ok(_) => {}
                     Err(e) => {
                         let reason = CloseReason::ConnectFailed(e.to_string());
-                        self.driver.closed(conn, reason, now, fx);
+                        self.driver.handle_closed(conn, reason, now, fx);
                     }
                 }
             }
@@ -433,21 +432,17 @@ impl<R: AsyncRuntime> Owner<R> {
         }
     }
 
-    /// Durable records, due timers, pending writes, pending dials.
+    /// The wake-up (durable records, due timers), then pending writes and dials.
     fn settle(&mut self, fx: &mut impl Effects) {
-        self.driver.durable(fx);
-        let now = Instant::now();
-        if self.driver.poll_timeout().is_some_and(|t| t <= now) {
-            self.driver.timeout(now, fx);
-        }
-        self.flush_ready(fx);
-        while let Some((conn, endpoint)) = self.driver.pop_dial() {
-            self.dial(conn, &endpoint);
+        self.driver.handle_wakeup(Instant::now(), fx);
+        self.flush_writable(fx);
+        while let Some((conn, addr)) = self.driver.poll_dial() {
+            self.dial(conn, addr);
         }
     }
 
-    fn flush_ready(&mut self, fx: &mut impl Effects) {
-        while let Some(conn) = self.driver.pop_ready() {
+    fn flush_writable(&mut self, fx: &mut impl Effects) {
+        while let Some(conn) = self.driver.poll_writable() {
             self.flush(conn, fx);
         }
     }
@@ -495,20 +490,16 @@ impl<R: AsyncRuntime> Owner<R> {
         }
     }
 
-    fn dial(&mut self, conn: ConnId, endpoint: &str) {
+    fn dial(&mut self, conn: ConnId, addr: DialAddr) {
         let tx = self.tx.clone();
-        let addr = DialAddr::parse(endpoint, DIAL_PORT_DEFAULT);
         let task = R::spawn(async move {
             let result = match addr {
-                Ok(DialAddr::Tcp { host, port }) => {
-                    R::connect_tcp(&host, port).await.map(Stream::tcp)
-                }
-                Ok(DialAddr::Unix(path)) => R::connect_unix(&path).await.map(Stream::Unix),
-                Ok(other) => Err(io::Error::new(
+                DialAddr::Tcp { host, port } => R::connect_tcp(&host, port).await.map(Stream::tcp),
+                DialAddr::Unix(path) => R::connect_unix(&path).await.map(Stream::Unix),
+                other => Err(io::Error::new(
                     io::ErrorKind::Unsupported,
                     format!("cannot dial {other}: unsupported endpoint kind"),
                 )),
-                Err(e) => Err(io::Error::new(io::ErrorKind::InvalidInput, e.to_string())),
             };
             let _ = tx.send(Msg::Dialed(conn, result)).await;
         });

@@ -1,5 +1,5 @@
-//! The effects every runtime hands to its driver: the durable seen-index, the event handlers,
-//! logging, and an optional callback for embedding programs.
+//! The effects every runtime hands to its [`Driver`](vtp_core::driver::Driver): the durable
+//! seen-index, the event handlers, logging, and an optional callback for embedding programs.
 //!
 //! # Durability
 //!

@@ -152,7 +152,7 @@ fn bind_unix(path: &Path) -> io::Result<UnixListener> {
     Ok(l)
 }
 
-/// Tuning of a runtime adapter (not of the protocol: that is the node's [`vtp_core::Config`]).
+/// Tuning of a runtime (not of the protocol: that is the node's [`vtp_core::Config`]).
 #[derive(Debug, Clone, Copy)]
 pub struct Options {
     /// Per-connection send queue bounds.

@@ -2,8 +2,9 @@
 //! async runtime anywhere.
 //!
 //! [`run`] owns the node (through a [`Driver`]) and every socket on the calling thread. Each
-//! iteration it polls the shutdown future, fires due timers, opens requested dials, flushes the
-//! connections with queued output, then sleeps in [`mio::Poll::poll`] until a socket is ready,
+//! iteration it polls the shutdown future, wakes the driver ([`Driver::handle_wakeup`]: durable
+//! records, due timers), flushes the connections with queued output, opens requested dials,
+//! then sleeps in [`mio::Poll::poll`] until a socket is ready,
 //! the next timer is due or the [`mio::Waker`] fires. No protocol rule and no XML lives here.
 //!
 //! - **Reads** are edge-triggered and drained until `WouldBlock`, but at most
@@ -21,7 +22,7 @@
 //!   way, without resolution.
 //! - **Durability**: the effects get the loop's waker ([`Effects::set_durable_waker`]); the
 //!   store wakes the loop after each commit, and every iteration releases the receipts and
-//!   forwards the node held for records now durable ([`Driver::durable`]).
+//!   forwards the node held for records now durable ([`Driver::handle_durable`]).
 //! - **Shutdown**: the future is polled once per iteration with a [`std::task::Waker`] that
 //!   fires the loop's [`mio::Waker`], so any future works (a channel, a signal flag). When it
 //!   completes, the node shuts down, what can be written without blocking is written, every
@@ -159,7 +160,7 @@ pub fn run<E: Effects>(
         }
     }
     lp.driver.shutdown(Instant::now(), &mut fx);
-    lp.flush_ready(&mut fx);
+    lp.flush_writable(&mut fx);
     for slot in &lp.listeners {
         if let Some(p) = &slot.path {
             let _ = std::fs::remove_file(p);
@@ -183,7 +184,6 @@ enum ReadHint {
 }
 
 const WAKER: Token = Token(usize::MAX);
-const DIAL_PORT_DEFAULT: u16 = 8099;
 const ACCEPT_RETRY: Duration = Duration::from_millis(100);
 
 /// Listener `i` has token `MAX - 1 - i`; connections have their `ConnId` (never reused).
@@ -314,14 +314,11 @@ struct Loop {
 }
 
 impl Loop {
-    /// Durable records, due timers and accept retries, finished resolutions, pending dials and
-    /// writes.
+    /// The wake-up (durable records, due timers), accept retries, finished resolutions, then
+    /// pending writes and dials.
     fn settle(&mut self, fx: &mut impl Effects) {
-        self.driver.durable(fx);
         let now = Instant::now();
-        if self.driver.poll_timeout().is_some_and(|t| t <= now) {
-            self.driver.timeout(now, fx);
-        }
+        self.driver.handle_wakeup(now, fx);
         for (i, slot) in self.listeners.iter_mut().enumerate() {
             if slot.retry_at.is_some_and(|t| t <= now) {
                 slot.retry_at = None;
@@ -339,15 +336,16 @@ impl Loop {
                 }
             }
         }
+        // A dial that fails at once is reported inline, which may queue more output.
         loop {
             let mut idle = true;
-            while let Some((conn, endpoint)) = self.driver.pop_dial() {
-                idle = false;
-                self.dial(conn, &endpoint, fx);
-            }
-            while let Some(conn) = self.driver.pop_ready() {
+            while let Some(conn) = self.driver.poll_writable() {
                 idle = false;
                 self.flush(conn, fx);
+            }
+            while let Some((conn, addr)) = self.driver.poll_dial() {
+                idle = false;
+                self.dial(conn, addr, fx);
             }
             if idle {
                 break;
@@ -406,7 +404,7 @@ impl Loop {
             match accepted {
                 Ok((stream, peer)) => {
                     let now = Instant::now();
-                    if let Some(conn) = self.driver.accept(slot.role, peer, now, fx) {
+                    if let Some(conn) = self.driver.handle_accept(slot.role, peer, now, fx) {
                         self.register(conn, stream, None, fx);
                     }
                 }
@@ -434,7 +432,7 @@ impl Loop {
             match io.stream.read(&mut self.buf) {
                 Ok(0) => {
                     // End of stream: a receipt already queued is still written (half-close).
-                    if self.driver.eof(conn, Instant::now(), fx) {
+                    if self.driver.handle_eof(conn, Instant::now(), fx) {
                         drop(self.remove(token));
                     } else {
                         io.read_closed = true;
@@ -443,7 +441,8 @@ impl Loop {
                 }
                 Ok(n) => {
                     let drained = n < self.buf.len() && read == ReadHint::Data;
-                    self.driver.input(conn, &self.buf[..n], Instant::now(), fx);
+                    self.driver
+                        .handle_input(conn, &self.buf[..n], Instant::now(), fx);
                     if drained {
                         return;
                     }
@@ -463,12 +462,12 @@ impl Loop {
             let conn = io.conn;
             drop(io);
             self.driver
-                .closed(conn, CloseReason::PeerClosed, Instant::now(), fx);
+                .handle_closed(conn, CloseReason::PeerClosed, Instant::now(), fx);
         }
     }
 
-    fn flush_ready(&mut self, fx: &mut impl Effects) {
-        while let Some(conn) = self.driver.pop_ready() {
+    fn flush_writable(&mut self, fx: &mut impl Effects) {
+        while let Some(conn) = self.driver.poll_writable() {
             self.flush(conn, fx);
         }
     }
@@ -534,7 +533,7 @@ impl Loop {
                 None => CloseReason::PeerClosed,
             };
             tracing::warn!(%conn, "cannot register the socket: {e}");
-            self.driver.closed(conn, reason, Instant::now(), fx);
+            self.driver.handle_closed(conn, reason, Instant::now(), fx);
             return;
         }
         let io = Io {
@@ -552,7 +551,7 @@ impl Loop {
         if let Some(io) = self.remove(token) {
             tracing::warn!(conn = %io.conn, "socket dropped: poller error: {e}");
             self.driver
-                .closed(io.conn, CloseReason::PeerClosed, Instant::now(), fx);
+                .handle_closed(io.conn, CloseReason::PeerClosed, Instant::now(), fx);
         }
     }
 
@@ -562,22 +561,18 @@ impl Loop {
         Some(io)
     }
 
-    fn dial(&mut self, conn: ConnId, endpoint: &str, fx: &mut impl Effects) {
-        let (host, port) = match DialAddr::parse(endpoint, DIAL_PORT_DEFAULT) {
-            Ok(DialAddr::Tcp { host, port }) => (host, port),
-            Ok(DialAddr::Unix(path)) => {
+    fn dial(&mut self, conn: ConnId, addr: DialAddr, fx: &mut impl Effects) {
+        let (host, port) = match addr {
+            DialAddr::Tcp { host, port } => (host, port),
+            DialAddr::Unix(path) => {
                 match UnixStream::connect(&path) {
                     Ok(s) => self.register(conn, Stream::Unix(s), Some(Vec::new()), fx),
                     Err(e) => self.dial_failed(conn, &e, fx),
                 }
                 return;
             }
-            Ok(other) => {
+            other => {
                 let e = io::Error::new(io::ErrorKind::Unsupported, format!("cannot dial {other}"));
-                return self.dial_failed(conn, &e, fx);
-            }
-            Err(e) => {
-                let e = io::Error::new(io::ErrorKind::InvalidInput, e.to_string());
                 return self.dial_failed(conn, &e, fx);
             }
         };
@@ -639,7 +634,7 @@ impl Loop {
                         .reregister(source, token, Interest::READABLE);
                 match reregistered {
                     Ok(()) => {
-                        self.driver.connected(conn, Instant::now(), fx);
+                        self.driver.handle_connected(conn, Instant::now(), fx);
                         // Bytes queued while connecting, if any.
                         self.flush(conn, fx);
                     }
@@ -656,6 +651,6 @@ impl Loop {
 
     fn dial_failed(&mut self, conn: ConnId, e: &io::Error, fx: &mut impl Effects) {
         let reason = CloseReason::ConnectFailed(e.to_string());
-        self.driver.closed(conn, reason, Instant::now(), fx);
+        self.driver.handle_closed(conn, reason, Instant::now(), fx);
     }
 }

@@ -1,21 +1,243 @@
-//! Invariants that look at the whole world: queue bounds, mute subscribers, subscriptions
-//! after healing, and delivery along undisturbed paths.
+//! Every invariant of a run, in one place.
 //!
-//! The per-event safety checks (accepted twice, carried twice, filters) run where the
-//! simulator observes the event, in `world.rs`.
+//! - Per event, checked as the simulator looks at what each driver handed out (after every
+//!   input) and at what each subscriber link carries: no broker accepts an event twice, no
+//!   node hands one to its handlers twice, nothing is handed over before it is stored, no
+//!   connection carries an event twice, no subscriber gets an event its filters reject, every
+//!   submission gets at most one outcome, and no well-behaved peer reports a violation.
+//! - Over the whole world, after every step or at the end of a phase: queue bounds, mute
+//!   subscribers dropped, subscriptions back after healing, and delivery along undisturbed
+//!   paths.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use vtp_core::{CloseReason, ConnId, Event};
+
 use super::Violation;
-use super::net::{CLIENT, HostId, SERVER};
-use super::world::{Kind, Sim};
+use super::filter;
+use super::net::{CLIENT, DOWN, HostId, LinkId, SERVER};
+use super::topology::Kind;
+use super::world::{ATTEMPTS_MAX, Phase, Sim, Timed};
 
 /// The largest frame the simulation produces (events and test events are about 1 KiB): an
 /// outbox may exceed its byte bound by one such frame, when it holds nothing else.
 const FRAME_MAX: usize = 16 * 1024;
 
 impl Sim {
+    // ------------------------------------------------------------------ per event
+
+    /// Looks at everything host `h`'s driver handed out since the last look.
+    pub(crate) fn absorb(&mut self, h: HostId) {
+        let events = std::mem::take(&mut self.hosts[h].fx.events);
+        let deliveries = std::mem::take(&mut self.hosts[h].fx.deliveries);
+        for e in events {
+            self.observe(h, e);
+        }
+        for d in deliveries {
+            let key = (h, Arc::clone(&d.ivorn));
+            if self.delivered.contains_key(&key) {
+                self.fail(Violation::HandledTwice {
+                    node: self.hosts[h].name.clone(),
+                    ivorn: d.ivorn.to_string(),
+                });
+            } else {
+                trace!(self, "{}: handled {}", self.hosts[h].name, d.ivorn);
+                self.delivered.insert(key, self.now);
+            }
+            self.hosts[h].fx.handled += 1;
+        }
+        // Every event handed to the handlers was recorded in the store first, once.
+        let fx = &self.hosts[h].fx;
+        if fx.persisted != fx.handled {
+            let v = Violation::StoreMismatch {
+                node: self.hosts[h].name.clone(),
+                persisted: fx.persisted,
+                handled: fx.handled,
+            };
+            self.fail(v);
+        }
+    }
+
+    fn observe(&mut self, h: HostId, event: Event) {
+        let name = || self.hosts[h].name.clone();
+        match event {
+            Event::Accepted { ivorn, .. } => {
+                // Subscribers relay nothing: a double acceptance there is `HandledTwice`.
+                if !self.accepted.insert((h, Arc::clone(&ivorn)))
+                    && self.hosts[h].kind == Kind::Broker
+                {
+                    self.fail(Violation::AcceptedTwice {
+                        node: name(),
+                        ivorn: ivorn.to_string(),
+                    });
+                }
+                if let Some(&e) = self.by_ivorn.get(&ivorn) {
+                    self.events[e].first_accept.get_or_insert((self.now, h));
+                }
+            }
+            Event::FiltersSet {
+                conn,
+                accepted,
+                ref refused,
+            } => {
+                trace!(
+                    self,
+                    "{}: filters of {conn}: {accepted} accepted, {} refused",
+                    self.hosts[h].name,
+                    refused.len()
+                );
+                if let Some(&l) = self.hosts[h].sockets.get(&conn) {
+                    let queued = self.hosts[h]
+                        .driver
+                        .as_ref()
+                        .map_or(0, |d| d.queued_bytes(conn));
+                    let link = &mut self.links[l];
+                    link.filter_boundary = Some(link.pipes[DOWN].written + queued as u64);
+                }
+            }
+            Event::PeerDown { conn, reason, .. } => {
+                trace!(self, "{}: {conn} down ({reason})", self.hosts[h].name);
+                if let Some(&l) = self.hosts[h].conn_links.get(&conn)
+                    && let Some(side) = self.links[l].side_of(h, conn)
+                {
+                    self.links[l].ends[side].down_at.get_or_insert(self.now);
+                }
+            }
+            Event::ProtocolViolation { detail, .. } => self.fail(Violation::ProtocolViolation {
+                node: name(),
+                detail: detail.to_string(),
+            }),
+            Event::Refused { reason, .. } => self.fail(Violation::Refused {
+                node: name(),
+                reason,
+            }),
+            Event::SubmissionAcked { conn } => self.outcome(h, conn, None),
+            Event::SubmissionNaked { conn, reason } => {
+                self.outcome(h, conn, Some(Err(reason)));
+            }
+            Event::SubmissionFailed { conn, reason } => {
+                self.outcome(h, conn, Some(Ok(reason)));
+            }
+            other => trace!(self, "{}: {other:?}", self.hosts[h].name),
+        }
+    }
+
+    /// A submission's outcome: `None` ack, `Some(Err(reason))` nak, `Some(Ok(reason))` failure.
+    fn outcome(
+        &mut self,
+        h: HostId,
+        conn: ConnId,
+        outcome: Option<Result<CloseReason, Option<String>>>,
+    ) {
+        let Some(sub) = self.submissions.get_mut(&(h, conn)) else {
+            return;
+        };
+        sub.outcomes += 1;
+        let (event, attempt, outcomes) = (sub.event, sub.attempt, sub.outcomes);
+        let broker = sub.broker;
+        let author = self.hosts[h].name.clone();
+        let ivorn = self.events[event].ivorn.to_string();
+        trace!(self, "{author}: outcome of {ivorn}: {outcome:?}");
+        if outcomes > 1 {
+            return self.fail(Violation::ReceiptTwice { author, ivorn });
+        }
+        match outcome {
+            None => {}
+            // Comet's policy: a duplicate is nak'd; fine if that broker had accepted it.
+            Some(Err(Some(reason)))
+                if self.options.comet_policies
+                    && reason.contains("Previously seen")
+                    && self
+                        .accepted
+                        .contains(&(broker, Arc::clone(&self.events[event].ivorn))) => {}
+            Some(Err(reason)) => self.fail(Violation::SubmissionNaked {
+                author,
+                ivorn,
+                reason,
+            }),
+            Some(Ok(reason)) if self.events[event].probe => self.fail(Violation::ProbeFailed {
+                author,
+                ivorn,
+                outcome: reason.to_string(),
+            }),
+            Some(Ok(_))
+                if self.options.resubmit
+                    && attempt < ATTEMPTS_MAX
+                    && self.phase == Phase::Faults =>
+            {
+                let at = self.now
+                    + self
+                        .rng
+                        .duration(Duration::from_secs(1), Duration::from_secs(10));
+                let broker = self.rng.below(self.options.brokers);
+                self.schedule(
+                    at,
+                    Timed::Submit {
+                        author: h,
+                        event,
+                        broker,
+                        attempt: attempt + 1,
+                    },
+                );
+            }
+            Some(Ok(_)) => {}
+        }
+    }
+
+    /// Decodes what a subscriber receives on a broadcast link: each event at most once, and
+    /// none its filters reject once the broker had them.
+    pub(crate) fn tap(&mut self, l: LinkId, bytes: &[u8]) {
+        let client = self.links[l].ends[CLIENT].host;
+        let filters = &self.hosts[client].filters;
+        let comet = self.options.comet_policies;
+        let link = &mut self.links[l];
+        let boundary = link.filter_boundary;
+        let Some(tap) = link.pipes[DOWN].tap.as_mut() else {
+            return;
+        };
+        let mut frames: Vec<(Arc<str>, bool, bool)> = Vec::new();
+        let offset = &mut tap.offset;
+        // A framing error would already be reported by the node; the tap just stops.
+        let _ = tap.decoder.decode(bytes, |payload| {
+            let start = *offset;
+            *offset += (vtp_core::frame::PREFIX_LEN + payload.len()) as u64;
+            if let Some(ivorn) = filter::ivorn_of(payload) {
+                let after_filters = boundary.is_some_and(|b| start >= b);
+                frames.push((
+                    Arc::from(ivorn),
+                    after_filters,
+                    filter::wants(filters, comet, payload),
+                ));
+            }
+        });
+        let mut violations = Vec::new();
+        for (ivorn, after_filters, wanted) in frames {
+            let fresh = tap.ivorns.insert(Arc::clone(&ivorn));
+            let from = self.hosts[link.ends[SERVER].host].name.clone();
+            let to = self.hosts[client].name.clone();
+            if !fresh {
+                violations.push(Violation::CarriedTwice {
+                    from,
+                    to,
+                    ivorn: ivorn.to_string(),
+                });
+            } else if after_filters && !wanted {
+                violations.push(Violation::FilterBypassed {
+                    from,
+                    to,
+                    ivorn: ivorn.to_string(),
+                    filters: filters.clone(),
+                });
+            }
+        }
+        for v in violations {
+            self.fail(v);
+        }
+    }
+
+    // ---------------------------------------------------------------- whole world
+
     /// Every driver outbox and seen-index within its bound.
     pub(crate) fn check_bounds(&mut self) {
         if let Some(v) = self.bounds_violation() {

@@ -1,10 +1,13 @@
-//! Fault injection and healing.
+//! Fault injection and healing, and the restart of a node from its store.
 
 use std::collections::BTreeSet;
 use std::time::Duration;
 
+use vtp_core::SeenRecord;
+
 use super::net::{CLIENT, DOWN, HostId, Item, LinkId, SERVER, UP};
-use super::world::{FaultKind, Kind, Phase, Sim, Timed};
+use super::topology::Kind;
+use super::world::{FaultKind, Phase, Sim, Timed};
 
 impl Sim {
     pub(crate) fn inject(&mut self, kind: FaultKind) {
@@ -168,5 +171,43 @@ impl Sim {
             }
         }
         self.schedule(now + self.options.heal_bound, Timed::HealDeadline);
+    }
+
+    /// The node's process dies (every connection is reset) and starts again from its store.
+    pub(crate) fn restart(&mut self, h: HostId) {
+        let Some(config) = self.hosts[h].config.clone() else {
+            return;
+        };
+        trace!(self, "FAULT restart {}", self.hosts[h].name);
+        let conns: Vec<LinkId> = self.hosts[h].conn_links.values().copied().collect();
+        for l in conns {
+            for side in [CLIENT, SERVER] {
+                if self.links[l].ends[side].host == h && self.links[l].ends[side].open {
+                    self.abort_socket(l, side);
+                }
+            }
+        }
+        let mut driver = self.new_driver(config);
+        let records: Vec<SeenRecord> = self.hosts[h]
+            .fx
+            .store
+            .iter()
+            .map(|(&key, &unix_secs)| SeenRecord { key, unix_secs })
+            .collect();
+        let now = self.now;
+        let host = &mut self.hosts[h];
+        let restored = driver.with_node(&mut host.fx, |n| n.restore_seen(records, now));
+        trace!(
+            self,
+            "{} restored {restored} seen-index records", self.hosts[h].name
+        );
+        let host = &mut self.hosts[h];
+        host.driver = Some(driver);
+        host.incarnation += 1;
+        host.sockets.clear();
+        host.dialing.clear();
+        host.conn_links.clear();
+        self.absorb(h);
+        self.poll_host(h);
     }
 }

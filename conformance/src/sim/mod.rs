@@ -20,8 +20,8 @@
 //!   - *mute subscribers* `mute-0…` are hand-written peers that connect, read and never answer.
 //! - **Links** are TCP connections: ordered byte pipes with latency and a bounded window, that
 //!   cut every write at random boundaries ("one read is one frame" is the classic framing bug).
-//!   Endpoints are strings such as `sim:broker-3:8099`, resolved by the simulator when a node
-//!   asks to connect.
+//!   Nodes dial addresses such as `broker-3:8099`: the simulator resolves the host name to
+//!   the host of that name and the port to its listener.
 //! - **Faults** (each kind on or off per seed, at a seeded rate): connection resets,
 //!   half-open connections (a link silently stops carrying anything, for good), partitions
 //!   between two hosts (segments and connects wait until it heals), slow readers, and
@@ -98,10 +98,12 @@ macro_rules! trace {
 mod check;
 mod faults;
 mod filter;
+mod links;
 mod net;
 mod options;
 mod probes;
 mod rng;
+mod topology;
 mod world;
 
 use std::fmt;

@@ -6,7 +6,8 @@ use std::time::Duration;
 use super::Violation;
 use super::filter;
 use super::net::HostId;
-use super::world::{ATTEMPTS_MAX, Kind, Phase, Sim, Timed};
+use super::topology::Kind;
+use super::world::{ATTEMPTS_MAX, Phase, Sim, Timed};
 
 impl Sim {
     /// Submits one fresh event to each broker.

@@ -1,4 +1,4 @@
-//! A broker node: the input is a configuration byte and a program of driver operations.
+//! A broker node: the input is a configuration byte and a program of runtime operations.
 //!
 //! The body lives in `core/tests/fuzz_bodies/`, shared with the stable corpus replay.
 #![no_main]

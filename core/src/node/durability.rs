@@ -1,6 +1,6 @@
 //! Durability: the seen-index's records in the store. Persist actions are numbered in emission
 //! order; with [`Durability::BeforeReply`] the output that promises an event was recorded is
-//! held behind its persist and released, in order, once the driver reports it durable; old
+//! held behind its persist and released, in order, once the caller reports it durable; old
 //! records are expired on the prune timer.
 
 use std::ops::Range;

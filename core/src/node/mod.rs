@@ -3,7 +3,8 @@
 //! # Theory of operation
 //!
 //! A [`Node`] owns one machine per connection and the state they share (seen-index, filters,
-//! upstream back-offs, node-wide timers). A driver feeds it inputs and performs its outputs:
+//! upstream back-offs, node-wide timers). Its caller (usually the core's
+//! [`Driver`](crate::driver::Driver)) feeds it inputs and performs its outputs:
 //!
 //! | input | when |
 //! |---|---|
@@ -36,7 +37,7 @@
 //! reason or the log text.
 //!
 //! With [`Durability::BeforeReply`](crate::config::Durability::BeforeReply) (the default) the
-//! receipt, forwards and delivery of a new event are *held* until the driver reports its
+//! receipt, forwards and delivery of a new event are *held* until the caller reports its
 //! [`Action::Persist`] durable with [`Node::handle_persisted`]; the Persist actions are numbered
 //! 1, 2, 3... in the order they are emitted, and held output is released in that order. An
 //! intake whose receipt is held stays open (its deadline still runs; further input is ignored;
@@ -257,7 +258,7 @@ impl Node {
                 return Err(ConfigError::EmptyUpstream(i));
             }
             upstreams.push(UpstreamState {
-                endpoints: up.endpoints.iter().map(|e| Arc::from(e.as_str())).collect(),
+                endpoints: up.endpoints.clone(),
                 next_endpoint: 0,
                 backoff: Backoff::new(
                     config.timing.backoff,
@@ -309,7 +310,7 @@ impl Node {
 
     /// A listener accepted a connection from `peer`. Returns the new connection's handle, or
     /// `None` if it was refused (whitelist, connection limit, no local IVOID); a refused
-    /// connection must be closed by the driver without sending anything.
+    /// connection must be closed by the caller without sending anything.
     #[must_use]
     pub fn handle_accept(
         &mut self,
@@ -446,13 +447,13 @@ impl Node {
     }
 
     /// `conn` ended: the peer closed it, an IO error occurred, an outgoing connect failed, or the
-    /// driver gave up on it (e.g. [`CloseReason::OutboxFull`]). Unknown handles are ignored, so
+    /// caller gave up on it (e.g. [`CloseReason::OutboxFull`]). Unknown handles are ignored, so
     /// reporting a close the node itself asked for is harmless.
     ///
     /// An intake whose receipt is held ([`Node::reply_pending`]) survives
     /// [`CloseReason::PeerClosed`]: the author may only have half-closed its side and still
     /// wait for the receipt, which is sent once the record is durable (if the socket is really
-    /// gone, writing it fails and the driver drops it).
+    /// gone, writing it fails and the caller drops it).
     pub fn handle_closed(&mut self, conn: ConnId, reason: CloseReason, now: Instant) {
         self.advance(now);
         if reason == CloseReason::PeerClosed && self.replying.contains(&conn) {
@@ -612,7 +613,7 @@ impl Node {
         self.held.len()
     }
 
-    /// True while the receipt for the intake `conn` is held until a record is durable: a driver
+    /// True while the receipt for the intake `conn` is held until a record is durable: a caller
     /// that sees the author's end of stream keeps the socket open for it.
     pub fn reply_pending(&self, conn: ConnId) -> bool {
         self.replying.contains(&conn)

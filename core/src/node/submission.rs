@@ -6,6 +6,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 
+use crate::endpoint::DialAddr;
 use crate::frame;
 use crate::message::{self, Message, TransportRole};
 use crate::output::{Action, CloseReason, ConnId, ConnRole, Event};
@@ -21,7 +22,7 @@ pub(super) struct Submission {
 }
 
 impl Node {
-    /// Submits one event to the broker at `endpoint`, as an author. The node emits
+    /// Submits one event to the broker at `addr`, as an author. The node emits
     /// [`Action::Connect`], then [`Action::Submit`] once connected, and finally one of
     /// [`Event::SubmissionAcked`], [`Event::SubmissionNaked`] or [`Event::SubmissionFailed`].
     /// The receipt deadline ([`Timing::receipt_timeout`](crate::config::Timing)) counts from now.
@@ -32,7 +33,7 @@ impl Node {
     /// if the node is shutting down.
     pub fn submit(
         &mut self,
-        endpoint: &str,
+        addr: DialAddr,
         payload: &[u8],
         now: Instant,
     ) -> Result<ConnId, SubmitError> {
@@ -73,10 +74,7 @@ impl Node {
             TimerKey::Conn(conn),
             now + self.config.timing.receipt_timeout,
         );
-        self.actions.push_back(Action::Connect {
-            conn,
-            endpoint: Arc::from(endpoint),
-        });
+        self.actions.push_back(Action::Connect { conn, addr });
         Ok(conn)
     }
 

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::backoff::Backoff;
+use crate::endpoint::DialAddr;
 use crate::ivoid;
 use crate::message::{self, Message, TransportRole};
 use crate::output::{Action, ConnId, ConnRole, Event, Source};
@@ -22,7 +23,7 @@ pub(super) struct Subscription {
 
 #[derive(Debug)]
 pub(super) struct UpstreamState {
-    pub(super) endpoints: Vec<Arc<str>>,
+    pub(super) endpoints: Vec<DialAddr>,
     pub(super) next_endpoint: usize,
     pub(super) backoff: Backoff,
     pub(super) conn: Option<ConnId>,
@@ -39,7 +40,7 @@ impl Node {
         if up.conn.is_some() {
             return;
         }
-        let endpoint = up.endpoints[up.next_endpoint % up.endpoints.len()].clone();
+        let addr = up.endpoints[up.next_endpoint % up.endpoints.len()].clone();
         up.next_endpoint = (up.next_endpoint + 1) % up.endpoints.len();
         let conn = ConnId(self.next_conn);
         self.next_conn += 1;
@@ -56,7 +57,7 @@ impl Node {
             TimerKey::Conn(conn),
             now + self.config.timing.subscriber_silence,
         );
-        self.actions.push_back(Action::Connect { conn, endpoint });
+        self.actions.push_back(Action::Connect { conn, addr });
     }
 
     pub(super) fn schedule_reconnect(&mut self, upstream: usize, lived: Duration, now: Instant) {
@@ -69,7 +70,7 @@ impl Node {
         }
         up.backoff.connection_ended(lived);
         let delay = up.backoff.next_delay();
-        let endpoint = up.endpoints[up.next_endpoint % up.endpoints.len()].clone();
+        let endpoint = Arc::from(up.endpoints[up.next_endpoint % up.endpoints.len()].to_string());
         self.timers.set(TimerKey::Reconnect(upstream), now + delay);
         self.events.push_back(Event::Reconnecting {
             upstream,

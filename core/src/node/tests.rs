@@ -1,6 +1,6 @@
 //! `Node::new`'s checks of a configuration: each bad value is a `ConfigError` naming it.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use super::{ConfigError, Node};
 use crate::config::{Config, IAMALIVE_PERIOD_MAX, Upstream};
@@ -11,7 +11,7 @@ fn new_node(config: Config) -> Result<Node, ConfigError> {
         config,
         Box::new(NoFilterEngine),
         7,
-        Instant::now(),
+        crate::testutil::origin(),
         Duration::from_secs(1_700_000_000),
     )
 }

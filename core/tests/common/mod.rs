@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use vtp_core::config::Upstream;
+use vtp_core::endpoint::{DialAddr, PORT_SUBSCRIBE};
 use vtp_core::filter::FilterEngine;
 use vtp_core::message::{self, Message, Transport};
 pub use vtp_core::testing::SubstringEngine;
@@ -51,7 +52,7 @@ pub fn broker_config() -> Config {
 pub fn upstream_config() -> Config {
     let mut c = broker_config();
     c.upstreams = vec![Upstream {
-        endpoints: vec!["127.0.0.1:8099".into()],
+        endpoints: vec![DialAddr::tcp("127.0.0.1", PORT_SUBSCRIBE)],
     }];
     c
 }

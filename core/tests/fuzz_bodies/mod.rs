@@ -10,8 +10,8 @@
 //! - [`message_parse`]: the bytes are one frame payload; the parser must never panic, must
 //!   return well-formed results, must treat tighter limits as a subset of looser ones, and every
 //!   Transport message it accepts must survive a rebuild and re-parse unchanged.
-//! - [`node_input`]: the bytes are a configuration byte and a small program of driver operations
-//!   on a broker [`Node`](vtp_core::Node); a model of what the driver saw checks the node after
+//! - [`node_input`]: the bytes are a configuration byte and a small program of runtime operations
+//!   on a broker [`Node`](vtp_core::Node); a model of what the runtime saw checks the node after
 //!   every step (see [`node`]).
 //!
 //! The byte formats are pinned by the committed corpus (`core/fuzz/corpus/<target>/`): change a

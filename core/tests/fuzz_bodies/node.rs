@@ -1,4 +1,4 @@
-//! `node_input`: a broker [`Node`] driven by a small program, checked against a driver's model.
+//! `node_input`: a broker [`Node`] driven by a small program, checked against a runtime's model.
 //!
 //! Input format: byte 0 is the configuration ([`flags`]); then operations, each an opcode byte
 //! (mod [`OPCODES`]) and its operands (see [`Op::decode`]; missing operand bytes read as 0).
@@ -8,12 +8,12 @@
 //! (0xF0 and above). At most [`OPS_MAX`] operations run and at most [`VIRTUAL_TIME_MAX`] of
 //! virtual time passes per input.
 //!
-//! After every operation the harness acts like a driver: it performs every action in order,
+//! After every operation the harness acts like a runtime: it performs every action in order,
 //! reads every event, and fires timers due at `now` until the node is quiet (a bounded number
 //! of rounds: a deadline that re-arms itself in the past is a spin). Checked all along:
 //!
 //! - no panic;
-//! - every write and close targets a connection the driver has open, with a role allowed to
+//! - every write and close targets a connection the runtime has open, with a role allowed to
 //!   receive it (feeds get the authenticate greeting first; only intakes get naks; a submission
 //!   frame goes out once, after the connect); nothing is closed twice;
 //! - **at most one receipt per intake**, and exactly one (followed by the close) as soon as the
@@ -32,6 +32,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use vtp_core::config::{AcceptVersions, DuplicateReply, InvalidFilters, SubscriberNak, Upstream};
+use vtp_core::endpoint::{DialAddr, PORT_SUBMIT, PORT_SUBSCRIBE};
 use vtp_core::filter::{FilterEngine, NoFilterEngine};
 use vtp_core::frame::{self, FrameDecoder};
 use vtp_core::message::{self, Message, ParseLimits, TransportRole};
@@ -49,7 +50,7 @@ pub(crate) const LOCAL: &str = "ivo://example.org/broker";
 /// The upstream broker's IVOID, as used in canned messages.
 pub(crate) const UPSTREAM: &str = "ivo://example.org/upstream";
 /// Where submissions go (never resolved: the harness is the network).
-pub(crate) const SUBMIT_ENDPOINT: &str = "broker.invalid:8098";
+pub(crate) const SUBMIT_HOST: &str = "broker.invalid";
 /// Wall-clock anchor: 2024-05-01T12:00:00Z.
 const UNIX0: u64 = 1_714_564_800;
 /// Operations run per input at most, so one input cannot run for long.
@@ -87,7 +88,7 @@ pub(crate) mod flags {
 /// Number of opcodes; an opcode byte is taken modulo this.
 pub(crate) const OPCODES: u8 = 11;
 
-/// One driver operation.
+/// One runtime operation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Op<'a> {
     /// Accept on the receive (`feed == false`) or broadcast listener from a peer chosen by the
@@ -103,7 +104,7 @@ pub(crate) enum Op<'a> {
     Canned { conn: u8, kind: u8, id: u8 },
     /// Virtual time passes (see [`advance_secs`]).
     Advance(u8),
-    /// The connection ended: the peer closed it, or (`outbox_full`) the driver gave up on it.
+    /// The connection ended: the peer closed it, or (`outbox_full`) the runtime gave up on it.
     Close { conn: u8, outbox_full: bool },
     /// Submit raw bytes as an author (length as a big-endian `u16`).
     Submit(&'a [u8]),
@@ -380,7 +381,10 @@ pub(crate) fn config(flags: u8) -> Config {
     }
     if flags & flags::NO_UPSTREAM == 0 {
         c.upstreams = vec![Upstream {
-            endpoints: vec!["up1.invalid:8099".into(), "up2.invalid:8099".into()],
+            endpoints: vec![
+                DialAddr::tcp("up1.invalid", PORT_SUBSCRIBE),
+                DialAddr::tcp("up2.invalid", PORT_SUBSCRIBE),
+            ],
         }];
     }
     c.timing.test_event_interval = if flags & flags::NO_TEST_EVENTS == 0 {
@@ -391,7 +395,7 @@ pub(crate) fn config(flags: u8) -> Config {
     c
 }
 
-/// What the driver knows about one connection.
+/// What the runtime knows about one connection.
 #[derive(Debug)]
 struct Model {
     role: ConnRole,
@@ -444,7 +448,7 @@ struct Sim {
     conns: BTreeMap<ConnId, Model>,
     /// Every connection ever seen, in order.
     known: Vec<ConnId>,
-    /// The connections the driver has open.
+    /// The connections the runtime has open.
     open: BTreeSet<ConnId>,
     /// Open feeds and subscriptions.
     feeds_open: usize,
@@ -575,12 +579,12 @@ impl Sim {
                 }
             }
             Op::Submit(bytes) => {
-                let _ = self.node.submit(SUBMIT_ENDPOINT, bytes, now);
+                let _ = self.node.submit(submit_addr(), bytes, now);
             }
             Op::SubmitCanned(id) => {
                 let payload = canned_payload(0, id);
                 self.node
-                    .submit(SUBMIT_ENDPOINT, &payload, now)
+                    .submit(submit_addr(), &payload, now)
                     .expect("a canned event is a valid submission");
             }
             Op::Shutdown => self.node.shutdown(now),
@@ -627,7 +631,7 @@ impl Sim {
     }
 
     /// A pending dial (selector below 0xF0) or a closed connection (a stale handle). Never an
-    /// established one: a driver reports each connect once.
+    /// established one: a runtime reports each connect once.
     fn pick_dialing(&self, sel: u8) -> Option<ConnId> {
         if sel < 0xF0 {
             self.nth_open(sel, |m| m.dialing)
@@ -668,7 +672,7 @@ impl Sim {
         self.touched.push(conn);
     }
 
-    /// `conn` is closed, by the node's `Close` or by the driver; false if it already was.
+    /// `conn` is closed, by the node's `Close` or by the runtime; false if it already was.
     fn closed(&mut self, conn: ConnId) -> bool {
         let Some(m) = self.conns.get_mut(&conn) else {
             return false;
@@ -688,7 +692,7 @@ impl Sim {
         true
     }
 
-    /// Lets `d` of virtual time pass, firing each deadline at its own instant, like a driver.
+    /// Lets `d` of virtual time pass, firing each deadline at its own instant, like a runtime.
     fn advance(&mut self, d: Duration) {
         let target = self.now + d;
         let mut steps = 0;
@@ -803,9 +807,9 @@ impl Sim {
                 assert!(self.closed(conn), "{conn} closed twice");
                 self.tally.closes += 1;
             }
-            Action::Connect { conn, endpoint } => {
+            Action::Connect { conn, addr } => {
                 assert!(!self.conns.contains_key(&conn), "{conn} dialed twice");
-                let role = if &*endpoint == SUBMIT_ENDPOINT {
+                let role = if addr == submit_addr() {
                     ConnRole::Submission
                 } else {
                     ConnRole::Subscription
@@ -1041,4 +1045,9 @@ fn check_frame(action: &Action, bytes: &[u8]) {
 #[allow(clippy::disallowed_methods)]
 fn origin() -> Instant {
     Instant::now()
+}
+
+/// Where submissions go: [`SUBMIT_HOST`] on the submit port.
+fn submit_addr() -> DialAddr {
+    DialAddr::tcp(SUBMIT_HOST, PORT_SUBMIT)
 }

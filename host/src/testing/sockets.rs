@@ -31,7 +31,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use vtp_core::config::Upstream;
-use vtp_core::endpoint::ListenAddr;
+use vtp_core::endpoint::{DialAddr, ListenAddr, PORT_SUBMIT};
 use vtp_core::filter::NoFilterEngine;
 use vtp_core::message::{self, Message, TransportRole};
 use vtp_core::outbox::OutboxLimits;
@@ -219,7 +219,7 @@ pub fn subscription_dials_a_host_name_and_acks_events<R: Runtime>() {
     let port = upstream.local_addr().expect("local address").port();
     let mut config = Config::new(None);
     config.upstreams = vec![Upstream {
-        endpoints: vec![format!("localhost:{port}")],
+        endpoints: vec![DialAddr::tcp("localhost", port)],
     }];
     let (fx, reports) = collect(None);
     let stop = Stop::default();
@@ -625,8 +625,9 @@ impl Drop for FireOnDrop {
 /// Submits like `vtp send`: a node with no listeners, stopped by its own outcome event.
 fn send<R: Runtime>(endpoint: &str, ivorn: &str) -> Event {
     let mut author = node(Config::new(None));
+    let addr = DialAddr::parse(endpoint, PORT_SUBMIT).expect("a valid endpoint");
     author
-        .submit(endpoint, &event_xml(ivorn, 10), Instant::now())
+        .submit(addr, &event_xml(ivorn, 10), Instant::now())
         .expect("a valid submission");
     let stop = Stop::default();
     let (fx, reports) = collect(Some((stop.clone(), is_outcome)));
