@@ -1,4 +1,15 @@
 //! `vtp`: broker, author (`send`) and subscriber (`listen`) on the vtp sans-IO core.
+//!
+//! # Layering
+//!
+//! ```text
+//! cli  ->  runtime-tokio | runtime-smol | runtime-mio  ->  host  ->  core
+//! conformance  ->  core  (no host: the simulator gives the Driver in-memory effects)
+//! testkit: helpers for tests only
+//! ```
+//!
+//! This crate is the top layer: it parses options into the core's `Config`, picks a runtime and
+//! wires the host's effects (store, handlers, logging); nothing depends on it.
 // The doc comments of `args` are the `--help` text (clap), not rustdoc: `[V6]:PORT` and
 // `<temp dir>` are meant literally there.
 #![allow(rustdoc::broken_intra_doc_links, rustdoc::invalid_html_tags)]

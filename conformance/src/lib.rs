@@ -49,6 +49,17 @@
 //! The suite reports facts; it does not know which node it talks to. Known, intended
 //! differences of a node from a rule are kept by the caller as an explicit list (scenario name
 //! and reason), as in this crate's tests for vtp and Comet 3.1.0.
+//!
+//! # Layering
+//!
+//! ```text
+//! cli  ->  runtime-tokio | runtime-smol | runtime-mio  ->  host  ->  core
+//! conformance  ->  core  (no host: the simulator gives the Driver in-memory effects)
+//! testkit: helpers for tests only
+//! ```
+//!
+//! This crate sits beside the stack: its simulator drives the core's `Driver` directly, with
+//! in-memory effects of its own, and its scenarios speak to any node over TCP.
 
 #![warn(missing_docs)]
 

@@ -109,6 +109,17 @@
 //! `VOEvent` element bytes (VTP 2.0 §8), so a 1.1 and a 2.0 copy of one GCN notice are two
 //! events while byte-identical copies from two upstreams are forwarded once.
 //! Every other decision of docs/protocol.md §7.1 is documented where it is implemented.
+//!
+//! # Layering
+//!
+//! ```text
+//! cli  ->  runtime-tokio | runtime-smol | runtime-mio  ->  host  ->  core
+//! conformance  ->  core  (no host: the simulator gives the Driver in-memory effects)
+//! testkit: helpers for tests only
+//! ```
+//!
+//! This crate is the bottom layer: it depends on no other vtp crate, and every protocol and
+//! policy decision lives here; the layers above perform IO and decide nothing.
 
 #![warn(missing_docs)]
 

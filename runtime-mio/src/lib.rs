@@ -52,6 +52,18 @@
 //! vtp_mio::run(node, listeners, MyEffects, std::future::pending(), Default::default())?;
 //! # Ok(()) }
 //! ```
+//!
+//! # Layering
+//!
+//! ```text
+//! cli  ->  runtime-tokio | runtime-smol | runtime-mio  ->  host  ->  core
+//! conformance  ->  core  (no host: the simulator gives the Driver in-memory effects)
+//! testkit: helpers for tests only
+//! ```
+//!
+//! This crate is one of the three runtimes: it moves bytes and timers between a mio poll loop
+//! and the core's `Driver`, using `vtp-host` for everything else; it decides nothing about the
+//! protocol.
 
 #![warn(missing_docs)]
 

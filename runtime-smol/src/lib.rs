@@ -33,6 +33,17 @@
 //! let _effects = vtp_smol::block_on_run(node, listeners, MyEffects, shutdown, Default::default())?;
 //! # Ok(()) }
 //! ```
+//!
+//! # Layering
+//!
+//! ```text
+//! cli  ->  runtime-tokio | runtime-smol | runtime-mio  ->  host  ->  core
+//! conformance  ->  core  (no host: the simulator gives the Driver in-memory effects)
+//! testkit: helpers for tests only
+//! ```
+//!
+//! This crate is one of the three runtimes: it moves bytes and timers between smol and the
+//! core's `Driver`, using `vtp-host` for everything else; it decides nothing about the protocol.
 
 use std::future::Future;
 use std::io::{self, IoSlice, Read, Write};

@@ -26,6 +26,17 @@
 //! vtp_tokio::run(node, listeners, MyEffects, async { let _ = shutdown.await; }, Default::default()).await?;
 //! # Ok(()) }
 //! ```
+//!
+//! # Layering
+//!
+//! ```text
+//! cli  ->  runtime-tokio | runtime-smol | runtime-mio  ->  host  ->  core
+//! conformance  ->  core  (no host: the simulator gives the Driver in-memory effects)
+//! testkit: helpers for tests only
+//! ```
+//!
+//! This crate is one of the three runtimes: it moves bytes and timers between tokio and the
+//! core's `Driver`, using `vtp-host` for everything else; it decides nothing about the protocol.
 
 use std::future::Future;
 use std::io::{self, IoSlice, Read};

@@ -9,6 +9,16 @@
 //! Waiting is always on something observable (a log line, bytes on a socket) with a bounded
 //! deadline ([`WAIT`] unless told otherwise), never a fixed sleep. Every helper panics on
 //! failure, with what it was waiting for.
+//!
+//! # Layering
+//!
+//! ```text
+//! cli  ->  runtime-tokio | runtime-smol | runtime-mio  ->  host  ->  core
+//! conformance  ->  core  (no host: the simulator gives the Driver in-memory effects)
+//! testkit: helpers for tests only
+//! ```
+//!
+//! This crate depends on no vtp crate, so any crate's tests can use it without a cycle.
 #![allow(
     clippy::unwrap_used,
     reason = "test helpers: a failure is a panic with its message"
