@@ -1,14 +1,17 @@
 //! [`Command`]: a program run for every event, the event on its stdin (`--cmd`).
 
+use std::collections::HashSet;
 use std::fs;
 use std::io::{self, Read, Write};
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{self, Child, ExitStatus, Stdio};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
-use std::thread;
+use std::process::{self, Child, ChildStderr, ChildStdin, ChildStdout, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use rustix::event::{PollFd, PollFlags, Timespec, poll};
+use rustix::process::{Pid, Signal, WaitId, WaitIdOptions, kill_process_group, waitid};
 use tracing::debug;
 use vtp_core::Delivery;
 
@@ -23,17 +26,26 @@ use super::{Handler, HandlerError};
 /// as `` `PROGRAM` returned non-zero (CODE) ``. A program still running after the timeout
 /// (default 30 s; Comet has none) is killed and reported as [`HandlerError::Timeout`].
 ///
-/// Implementation note: stdin is written and stdout and stderr are read on three short-lived
-/// threads while the worker waits, so a program that never reads its stdin, or fills its
-/// output pipes, cannot deadlock the worker: it just runs into the timeout. At most as many
-/// programs run at once as the pool has workers. If the program leaves a descendant holding its
-/// pipes open, output collection is abandoned one second after the program itself ends.
+/// Each run is the leader of a process group of its own. When the program exits, when it
+/// times out, and when the pool gives up on it at shutdown ([`Handler::stop`]), the whole group
+/// is killed (`SIGKILL`): background processes the program started do not outlive it. (A
+/// descendant that leaves the group, e.g. with `setsid`, is out of reach.)
+///
+/// Implementation note: the worker itself writes stdin and reads stdout and stderr, all
+/// non-blocking, between checks of the program: no helper thread, so a program that never
+/// reads its stdin, or fills its output pipes, cannot deadlock the worker (it runs into the
+/// timeout), and a run holds no thread or pipe once it returns. At most as many programs run
+/// at once as the pool has workers. Output still arriving after the program ended (from a
+/// descendant that left the group) is collected for at most one second, then the pipes are
+/// closed.
 #[derive(Debug, Clone)]
 pub struct Command {
     program: PathBuf,
     args: Vec<String>,
     timeout: Duration,
     name: String,
+    /// The process groups of the runs in progress, shared by the clones.
+    running: Arc<Running>,
 }
 
 impl Command {
@@ -57,6 +69,7 @@ impl Command {
             args,
             timeout: Self::DEFAULT_TIMEOUT,
             name,
+            running: Arc::default(),
         })
     }
 
@@ -76,115 +89,264 @@ impl Command {
     ///
     /// # Errors
     ///
-    /// [`HandlerError::Spawn`], [`HandlerError::Wait`], [`HandlerError::Thread`] if it cannot be
-    /// run, [`HandlerError::NonZero`] if it fails, [`HandlerError::Timeout`] if it was killed.
+    /// [`HandlerError::Spawn`], [`HandlerError::Wait`] if it cannot be run or watched,
+    /// [`HandlerError::NonZero`] if it fails, [`HandlerError::Timeout`] if it was killed at
+    /// its timeout, [`HandlerError::Stopped`] if it was killed (or not started) because the
+    /// pool is shutting down.
     pub fn run(&self, payload: Bytes) -> Result<(), HandlerError> {
-        let mut child = process::Command::new(&self.program)
-            .args(&self.args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .map_err(|source| HandlerError::Spawn {
-                program: self.program.clone(),
-                source,
-            })?;
-        let (out_tx, out_rx) = mpsc::channel();
-        if let Err(e) = self.start_io(&mut child, payload, &out_tx) {
-            kill(&mut child);
-            return Err(e);
+        let stopped = || HandlerError::Stopped {
+            program: self.program.clone(),
+        };
+        let mut run = {
+            // Spawned and registered under the lock: `stop` sees every group it must kill.
+            let mut groups = self.running.lock();
+            if groups.stopped {
+                return Err(stopped());
+            }
+            let child = process::Command::new(&self.program)
+                .args(&self.args)
+                .process_group(0)
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .map_err(|source| HandlerError::Spawn {
+                    program: self.program.clone(),
+                    source,
+                })?;
+            let pgid = Pid::from_child(&child);
+            groups.pgids.insert(pgid);
+            Run {
+                child,
+                pgid,
+                running: &self.running,
+                reaped: None,
+            }
+        };
+        let wait_err = |source| HandlerError::Wait {
+            program: self.program.clone(),
+            source,
+        };
+        let mut pipes = Pipes::take(&mut run.child, payload).map_err(wait_err)?;
+        let exited = self.watch(&run, &mut pipes).map_err(wait_err)?;
+        let status = run.end().map_err(wait_err)?;
+        pipes.log(&self.program);
+        if self.running.lock().stopped && !status.success() {
+            return Err(stopped());
         }
-        drop(out_tx);
-        let status = self.wait(&mut child);
-        self.log_output(&out_rx);
-        match status? {
-            Some(status) if status.success() => Ok(()),
-            Some(status) => Err(HandlerError::NonZero {
+        match exited {
+            true if status.success() => Ok(()),
+            true => Err(HandlerError::NonZero {
                 program: self.program.clone(),
                 status,
             }),
-            None => Err(HandlerError::Timeout {
+            false => Err(HandlerError::Timeout {
                 program: self.program.clone(),
                 timeout: self.timeout,
             }),
         }
     }
 
-    /// Starts the stdin writer and the two output readers.
-    fn start_io(
-        &self,
-        child: &mut Child,
-        payload: Bytes,
-        out_tx: &Sender<Captured>,
-    ) -> Result<(), HandlerError> {
-        if let Some(mut stdin) = child.stdin.take() {
-            let program = self.program.clone();
-            spawn_io("vtp-cmd-stdin", move || {
-                // A program may exit or close stdin without reading it all: not an error.
-                if let Err(e) = stdin.write_all(&payload)
-                    && e.kind() != io::ErrorKind::BrokenPipe
-                {
-                    debug!(program = %program.display(), error = %e, "writing the event to stdin");
-                }
-            })?;
-        }
-        if let Some(stdout) = child.stdout.take() {
-            let tx = out_tx.clone();
-            spawn_io("vtp-cmd-stdout", move || {
-                let _ = tx.send(Captured::read("stdout", stdout));
-            })?;
-        }
-        if let Some(stderr) = child.stderr.take() {
-            let tx = out_tx.clone();
-            spawn_io("vtp-cmd-stderr", move || {
-                let _ = tx.send(Captured::read("stderr", stderr));
-            })?;
-        }
-        Ok(())
-    }
-
-    /// Waits for the child; `None` if it timed out and was killed.
-    fn wait(&self, child: &mut Child) -> Result<Option<ExitStatus>, HandlerError> {
+    /// Feeds and drains the pipes until the program exits (`true`, output collected for at
+    /// most [`OUTPUT_GRACE`] more) or the timeout (`false`). The program is left unreaped.
+    fn watch(&self, run: &Run<'_>, pipes: &mut Pipes) -> io::Result<bool> {
         let deadline = Instant::now() + self.timeout;
         let mut pause = Duration::from_millis(1);
         loop {
-            match child.try_wait() {
-                Ok(Some(status)) => return Ok(Some(status)),
-                Ok(None) => {}
-                Err(source) => {
-                    kill(child);
-                    return Err(HandlerError::Wait {
-                        program: self.program.clone(),
-                        source,
-                    });
+            if run.exited()? {
+                // Its descendants go with it; what they wrote is still in the pipes.
+                run.kill_group();
+                pipes.stdin = None;
+                let grace = Instant::now() + OUTPUT_GRACE;
+                while pipes.reading() {
+                    let now = Instant::now();
+                    if now >= grace {
+                        debug!(
+                            program = %self.program.display(),
+                            "output not collected: a process that left the group holds the pipe"
+                        );
+                        break;
+                    }
+                    pipes.pump(grace - now)?;
                 }
+                return Ok(true);
             }
             let now = Instant::now();
             if now >= deadline {
-                kill(child);
-                return Ok(None);
+                return Ok(false);
             }
-            thread::sleep(pause.min(deadline - now));
-            pause = (pause * 2).min(WAIT_PAUSE_MAX);
+            // Wakes on pipe activity; otherwise sleeps, up to WAIT_PAUSE_MAX, to check again.
+            if !pipes.pump(pause.min(deadline - now))? {
+                pause = (pause * 2).min(WAIT_PAUSE_MAX);
+            }
         }
     }
+}
 
-    /// Logs what the readers captured, waiting at most [`OUTPUT_GRACE`] for them.
-    fn log_output(&self, out_rx: &Receiver<Captured>) {
-        let deadline = Instant::now() + OUTPUT_GRACE;
+/// The process groups of a [`Command`]'s runs in progress.
+#[derive(Debug, Default)]
+struct Running(Mutex<Groups>);
+
+#[derive(Debug, Default)]
+struct Groups {
+    /// Leaders spawned and not yet reaped: their group ids cannot be reused.
+    pgids: HashSet<Pid>,
+    /// Set by [`Handler::stop`]: every group was killed, no new run starts.
+    stopped: bool,
+}
+
+impl Running {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Groups> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// One run of a [`Command`]: its child, the leader of group `pgid`, until reaped.
+struct Run<'a> {
+    child: Child,
+    pgid: Pid,
+    running: &'a Running,
+    reaped: Option<ExitStatus>,
+}
+
+impl Run<'_> {
+    /// Whether the leader has exited; it stays unreaped (a zombie keeps the group id).
+    fn exited(&self) -> io::Result<bool> {
+        let options = WaitIdOptions::EXITED | WaitIdOptions::NOHANG | WaitIdOptions::NOWAIT;
+        Ok(waitid(WaitId::Pid(self.pgid), options)?.is_some())
+    }
+
+    /// Kills every process of the group (none left is fine).
+    fn kill_group(&self) {
+        let _ = kill_process_group(self.pgid, Signal::KILL);
+    }
+
+    /// Kills the group, forgets it and reaps the leader.
+    fn end(&mut self) -> io::Result<ExitStatus> {
+        if let Some(status) = self.reaped {
+            return Ok(status);
+        }
+        self.kill_group();
+        // Forgotten before the reap frees the group id for reuse: `stop` never kills a stranger.
+        self.running.lock().pgids.remove(&self.pgid);
+        let status = self.child.wait()?;
+        self.reaped = Some(status);
+        Ok(status)
+    }
+}
+
+impl Drop for Run<'_> {
+    fn drop(&mut self) {
+        // On an early return or a panic: no process is left behind.
+        let _ = self.end();
+    }
+}
+
+/// A run's pipes, non-blocking, served by the worker; each is closed once done.
+struct Pipes {
+    stdin: Option<ChildStdin>,
+    payload: Bytes,
+    stdout: Option<ChildStdout>,
+    stderr: Option<ChildStderr>,
+    out: Captured,
+    err: Captured,
+}
+
+impl Pipes {
+    /// Takes the child's pipes and makes them non-blocking.
+    fn take(child: &mut Child, payload: Bytes) -> io::Result<Self> {
+        let pipes = Self {
+            stdin: child.stdin.take(),
+            payload,
+            stdout: child.stdout.take(),
+            stderr: child.stderr.take(),
+            out: Captured::new("stdout"),
+            err: Captured::new("stderr"),
+        };
+        if let Some(p) = &pipes.stdin {
+            rustix::io::ioctl_fionbio(p, true)?;
+        }
+        if let Some(p) = &pipes.stdout {
+            rustix::io::ioctl_fionbio(p, true)?;
+        }
+        if let Some(p) = &pipes.stderr {
+            rustix::io::ioctl_fionbio(p, true)?;
+        }
+        Ok(pipes)
+    }
+
+    /// Whether an output pipe is still open.
+    fn reading(&self) -> bool {
+        self.stdout.is_some() || self.stderr.is_some()
+    }
+
+    /// Waits at most `timeout` for a pipe to be ready and serves it; whether one was.
+    fn pump(&mut self, timeout: Duration) -> io::Result<bool> {
+        let mut fds = Vec::with_capacity(3);
+        if let Some(p) = &self.stdin {
+            fds.push(PollFd::new(p, PollFlags::OUT));
+        }
+        if let Some(p) = &self.stdout {
+            fds.push(PollFd::new(p, PollFlags::IN));
+        }
+        if let Some(p) = &self.stderr {
+            fds.push(PollFd::new(p, PollFlags::IN));
+        }
+        let timeout = Timespec::try_from(timeout).unwrap_or(Timespec {
+            tv_sec: i64::MAX,
+            tv_nsec: 0,
+        });
+        let ready = match poll(&mut fds, Some(&timeout)) {
+            Ok(n) => n > 0,
+            Err(rustix::io::Errno::INTR) => false,
+            Err(e) => return Err(e.into()),
+        };
+        let mut ready_fds = fds.iter().map(|fd| !fd.revents().is_empty());
+        let stdin_ready = self.stdin.is_some() && ready_fds.next() == Some(true);
+        let stdout_ready = self.stdout.is_some() && ready_fds.next() == Some(true);
+        let stderr_ready = self.stderr.is_some() && ready_fds.next() == Some(true);
+        drop(fds);
+        if stdin_ready {
+            self.write_stdin();
+        }
+        if stdout_ready && !self.out.read_from(self.stdout.as_mut()) {
+            self.stdout = None;
+        }
+        if stderr_ready && !self.err.read_from(self.stderr.as_mut()) {
+            self.stderr = None;
+        }
+        Ok(ready)
+    }
+
+    /// Writes what the pipe takes of the payload; closes stdin when all is written or the
+    /// program closed it (not an error: a program may ignore its stdin).
+    fn write_stdin(&mut self) {
+        let Some(stdin) = &mut self.stdin else { return };
         loop {
-            match out_rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
-                Ok(out) => out.log(&self.program),
-                Err(RecvTimeoutError::Disconnected) => return,
-                Err(RecvTimeoutError::Timeout) => {
-                    debug!(
-                        program = %self.program.display(),
-                        "output not collected: a descendant process still holds the pipe"
-                    );
+            if self.payload.is_empty() {
+                self.stdin = None;
+                return;
+            }
+            match stdin.write(&self.payload) {
+                Ok(n) => {
+                    let _ = self.payload.split_to(n);
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) => {
+                    if e.kind() != io::ErrorKind::BrokenPipe {
+                        debug!(error = %e, "writing the event to stdin");
+                    }
+                    self.stdin = None;
                     return;
                 }
             }
         }
+    }
+
+    fn log(&self, program: &Path) {
+        self.out.log(program);
+        self.err.log(program);
     }
 }
 
@@ -196,6 +358,15 @@ impl Handler for Command {
     fn handle(&self, delivery: &Delivery) -> Result<(), HandlerError> {
         self.run(delivery.payload.clone())
     }
+
+    /// Kills every run in progress with its process group; no run starts after this.
+    fn stop(&self) {
+        let mut groups = self.running.lock();
+        groups.stopped = true;
+        for &pgid in &groups.pgids {
+            let _ = kill_process_group(pgid, Signal::KILL);
+        }
+    }
 }
 
 /// Output captured from one of a command's streams.
@@ -206,28 +377,34 @@ struct Captured {
 }
 
 impl Captured {
-    /// Reads `pipe` to its end, keeping the first [`OUTPUT_MAX`] bytes.
-    fn read(stream: &'static str, mut pipe: impl Read) -> Self {
-        let mut kept = Vec::new();
-        let mut total = 0u64;
-        let mut buf = [0u8; 8192];
-        loop {
-            match pipe.read(&mut buf) {
-                Ok(0) => break,
-                Ok(n) => {
-                    total += n as u64;
-                    let room = OUTPUT_MAX - kept.len();
-                    kept.extend_from_slice(&buf[..n.min(room)]);
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(_) => break,
-            }
-        }
+    fn new(stream: &'static str) -> Self {
         Self {
             stream,
-            kept,
-            total,
+            kept: Vec::new(),
+            total: 0,
         }
+    }
+
+    /// Reads what `pipe` has now (at most [`READ_MAX`], so a writer that never stops cannot
+    /// hold the worker here), keeping the first [`OUTPUT_MAX`] bytes; whether it is still open
+    /// (`false` at its end or on an error).
+    fn read_from(&mut self, pipe: Option<&mut impl Read>) -> bool {
+        let Some(pipe) = pipe else { return false };
+        let mut buf = [0u8; 8192];
+        for _ in 0..READ_MAX / buf.len() {
+            match pipe.read(&mut buf) {
+                Ok(0) => return false,
+                Ok(n) => {
+                    self.total += n as u64;
+                    let room = OUTPUT_MAX - self.kept.len();
+                    self.kept.extend_from_slice(&buf[..n.min(room)]);
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return true,
+                Err(_) => return false,
+            }
+        }
+        true
     }
 
     fn log(&self, program: &Path) {
@@ -283,23 +460,11 @@ fn executable(path: &Path) -> Result<(), &'static str> {
     Ok(())
 }
 
-/// Starts a detached helper thread.
-fn spawn_io(name: &str, f: impl FnOnce() + Send + 'static) -> Result<(), HandlerError> {
-    thread::Builder::new()
-        .name(name.to_owned())
-        .spawn(f)
-        .map(drop)
-        .map_err(HandlerError::Thread)
-}
-
-/// Kills and reaps a child, ignoring errors (it may have exited already).
-fn kill(child: &mut Child) {
-    let _ = child.kill();
-    let _ = child.wait();
-}
-
 /// Bytes of each output stream of a [`Command`] kept for the log.
 const OUTPUT_MAX: usize = 64 * 1024;
+
+/// Bytes read from one output pipe before the worker checks the program again.
+const READ_MAX: usize = 64 * 1024;
 
 /// How long output collection may outlast a [`Command`]'s process.
 const OUTPUT_GRACE: Duration = Duration::from_secs(1);
@@ -312,6 +477,7 @@ mod tests {
     use super::*;
     use crate::handlers::GCN;
     use crate::testutil::{TempDir, capture_logs, delivery};
+    use std::thread;
 
     fn sh(script: &str) -> Command {
         Command::new("/bin/sh", vec!["-c".into(), script.into()]).unwrap()
@@ -392,6 +558,136 @@ mod tests {
         );
         // Exits at once without reading: success, the broken pipe is not an error.
         Command::new("true", Vec::new()).unwrap().run(big).unwrap();
+    }
+
+    /// A `#!/bin/sh` script with `body`, written into `tmp` and made executable.
+    fn script(tmp: &TempDir, body: &str) -> Command {
+        use std::os::unix::fs::PermissionsExt;
+        let path = tmp.path().join("script.sh");
+        fs::write(&path, format!("#!/bin/sh\n{body}\n")).unwrap();
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o755)).unwrap();
+        Command::new(&path, Vec::new()).unwrap()
+    }
+
+    /// Reads a pid the script wrote, waiting for the file at most 10 s.
+    fn read_pid(path: &Path) -> u32 {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Ok(text) = fs::read_to_string(path)
+                && text.ends_with('\n')
+            {
+                return text.trim().parse().unwrap();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{} never written",
+                path.display()
+            );
+            thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// Whether `pid` is gone or a zombie (dead, not yet reaped by its new parent).
+    fn dead(pid: u32) -> bool {
+        fs::read_to_string(format!("/proc/{pid}/stat")).map_or(true, |stat| {
+            stat.rsplit_once(") ")
+                .is_some_and(|(_, rest)| rest.starts_with('Z'))
+        })
+    }
+
+    /// Waits at most 5 s for `pid` to die; whether it did.
+    fn dies(pid: u32) -> bool {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !dead(pid) {
+            if Instant::now() >= deadline {
+                return false;
+            }
+            thread::sleep(Duration::from_millis(5));
+        }
+        true
+    }
+
+    /// Waits at most 5 s for no process of the group led by `pgid` to be left (zombies
+    /// included: their new parent reaps them soon).
+    fn group_gone(pgid: u32) -> bool {
+        use rustix::process::{Pid, test_kill_process_group};
+        let pgid = Pid::from_raw(i32::try_from(pgid).unwrap()).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while test_kill_process_group(pgid) != Err(rustix::io::Errno::SRCH) {
+            if Instant::now() >= deadline {
+                return false;
+            }
+            thread::sleep(Duration::from_millis(5));
+        }
+        true
+    }
+
+    #[test]
+    fn command_descendants_are_killed_when_it_exits() {
+        let tmp = TempDir::new("cmd-bg-exit");
+        let bg = tmp.path().join("bg.pid");
+        let me = tmp.path().join("me.pid");
+        let cmd = script(
+            &tmp,
+            &format!(
+                "sleep 60 &\necho $! > '{}'\necho $$ > '{}'",
+                bg.display(),
+                me.display()
+            ),
+        );
+        let start = Instant::now();
+        cmd.run(Bytes::from_static(b"x")).unwrap();
+        let took = start.elapsed();
+        let (bg, me) = (read_pid(&bg), read_pid(&me));
+        assert!(dies(bg), "background process {bg} still runs");
+        assert!(group_gone(me), "process group {me} still has members");
+        // The background process held the output pipes: they were not waited for.
+        assert!(took < OUTPUT_GRACE, "{took:?}");
+    }
+
+    #[test]
+    fn command_descendants_are_killed_at_the_timeout() {
+        let tmp = TempDir::new("cmd-bg-timeout");
+        let bg = tmp.path().join("bg.pid");
+        let me = tmp.path().join("me.pid");
+        let cmd = script(
+            &tmp,
+            &format!(
+                "sleep 60 &\necho $! > '{}'\necho $$ > '{}'\nsleep 60",
+                bg.display(),
+                me.display()
+            ),
+        )
+        .with_timeout(Duration::from_millis(300));
+        let err = cmd.run(Bytes::from_static(b"x")).unwrap_err();
+        assert!(matches!(err, HandlerError::Timeout { .. }), "{err:?}");
+        let (bg, me) = (read_pid(&bg), read_pid(&me));
+        assert!(dies(bg), "background process {bg} still runs");
+        assert!(group_gone(me), "process group {me} still has members");
+    }
+
+    #[test]
+    fn running_commands_are_killed_when_the_pool_gives_up_at_shutdown() {
+        let tmp = TempDir::new("cmd-shutdown");
+        let bg = tmp.path().join("bg.pid");
+        let me = tmp.path().join("me.pid");
+        let cmd = script(
+            &tmp,
+            &format!(
+                "sleep 60 &\necho $! > '{}'\necho $$ > '{}'\nsleep 60",
+                bg.display(),
+                me.display()
+            ),
+        );
+        let pool = crate::handlers::Handlers::new(vec![std::sync::Arc::new(cmd)], 1, 4);
+        assert!(pool.dispatch(delivery(GCN, b"x")));
+        let (bg, me) = (read_pid(&bg), read_pid(&me));
+        assert!(!pool.shutdown(Duration::from_millis(50)));
+        assert!(dies(me), "command {me} still runs after shutdown");
+        assert!(
+            dies(bg),
+            "background process {bg} still runs after shutdown"
+        );
     }
 
     #[test]

@@ -45,6 +45,12 @@ pub trait Handler: Send + Sync + 'static {
     ///
     /// Any [`HandlerError`]; the pool logs it at WARN and carries on.
     fn handle(&self, delivery: &Delivery) -> Result<(), HandlerError>;
+
+    /// Ends work in progress now: called (from another thread) when [`Handlers::shutdown`]
+    /// gives up waiting, just before the process moves on to exit. A handler that starts
+    /// processes kills them here; calls to [`handle`](Self::handle) still running should return
+    /// soon, and later ones should do nothing. The default does nothing.
+    fn stop(&self) {}
 }
 
 /// Why a handler could not be set up or failed on an event.
@@ -116,6 +122,15 @@ pub enum HandlerError {
         program: PathBuf,
         /// The limit it exceeded.
         timeout: Duration,
+    },
+    /// The command was killed, or not started, because the handlers are shutting down.
+    #[error(
+        "`{}` was stopped: the broker is shutting down and its handler grace period ran out",
+        program.display()
+    )]
+    Stopped {
+        /// The program.
+        program: PathBuf,
     },
     /// A helper thread could not be started (the system is out of threads or memory).
     #[error("cannot start a handler thread: the system is out of threads or memory")]

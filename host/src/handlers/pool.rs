@@ -27,6 +27,8 @@ pub struct Handlers {
     dropped: AtomicU64,
     queue_max: usize,
     names: Vec<String>,
+    /// The workers' handlers, to [`stop`](Handler::stop) at shutdown.
+    handlers: Arc<[Arc<dyn Handler>]>,
 }
 
 impl Handlers {
@@ -68,6 +70,7 @@ impl Handlers {
             dropped: AtomicU64::new(0),
             queue_max,
             names,
+            handlers,
         }
     }
 
@@ -98,15 +101,17 @@ impl Handlers {
     /// Stops taking deliveries, lets the workers finish the queue for at most `grace`, and
     /// returns whether they all finished.
     ///
-    /// After `grace`, queued deliveries not yet started are dropped, handlers still running are
-    /// left to finish on their own (their threads are detached; a [`Command`](super::Command)
-    /// still ends at its timeout) and a WARN is logged.
+    /// After `grace`, queued deliveries not yet started are dropped, every handler is told to
+    /// [`stop`](Handler::stop) (a [`Command`](super::Command) kills its running programs with
+    /// their process groups), handlers still running are left to finish on their own (their
+    /// threads are detached) and a WARN is logged.
     pub fn shutdown(self, grace: Duration) -> bool {
         let Self {
             tx,
             workers,
             done_rx,
             abandon,
+            handlers,
             ..
         } = self;
         // Workers drain the queue, then see the channel closed and return.
@@ -118,6 +123,9 @@ impl Handlers {
                 Ok(()) => {}
                 Err(RecvTimeoutError::Timeout) => {
                     abandon.store(true, Ordering::Release);
+                    for handler in handlers.iter() {
+                        handler.stop();
+                    }
                     let running = workers.iter().filter(|w| !w.is_finished()).count();
                     warn!(
                         running,
