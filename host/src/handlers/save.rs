@@ -13,7 +13,12 @@ use super::{Handler, HandlerError};
 ///
 /// The file is named after the ivorn by Comet's rule ([`SaveEvent::file_name`]) and holds the
 /// raw payload bytes as received (Comet re-encodes them as text; we do not). An existing file is
-/// never overwritten: `_` is appended to the name until it is new.
+/// never overwritten, and a valid event is never refused for want of a name: if the name is
+/// taken (an earlier save of the same ivorn, or another ivorn that sanitises alike), the event
+/// goes to `NAME_HASH`, where `HASH` is 16 hex digits of a hash of the whole ivorn, so distinct
+/// ivorns get distinct names and one ivorn always gets the same one; if that is taken too (the
+/// same ivorn saved again), to `NAME_HASH_2`, `NAME_HASH_3`, and so on. Names stay within 255
+/// bytes. (Comet appends `_` until the name is new, which runs out of room after 55 files.)
 ///
 /// Implementation note: each file is created with `O_CREAT | O_EXCL` ([`OpenOptions::create_new`]),
 /// which is atomic, so concurrent saves of one ivorn (by several workers or processes) each get
@@ -49,10 +54,17 @@ impl SaveEvent {
     /// # Errors
     ///
     /// [`HandlerError::Save`] if the file cannot be created or written (a partly written file
-    /// is removed), or if every candidate name up to 255 bytes is taken.
+    /// is removed).
     pub fn save(&self, ivorn: &str, payload: &[u8]) -> Result<PathBuf, HandlerError> {
-        let mut name = Self::file_name(ivorn);
+        let stem = Self::file_name(ivorn);
+        let hashed = format!("{stem}_{:016x}", fnv1a64(ivorn.as_bytes()));
+        let mut n = 0u64;
         loop {
+            let name = match n {
+                0 => stem.clone(),
+                1 => hashed.clone(),
+                n => format!("{hashed}_{n}"),
+            };
             let path = self.dir.join(&name);
             match OpenOptions::new().write(true).create_new(true).open(&path) {
                 Ok(mut file) => {
@@ -66,9 +78,7 @@ impl SaveEvent {
                         }
                     };
                 }
-                Err(e) if e.kind() == io::ErrorKind::AlreadyExists && name.len() < NAME_MAX => {
-                    name.push('_');
-                }
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => n += 1,
                 Err(source) => return Err(HandlerError::Save { path, source }),
             }
         }
@@ -80,8 +90,9 @@ impl SaveEvent {
     /// and `.`. `ivo://nasa.gsfc.gcn/SWIFT#BAT_GRB_Pos_532871-729` gives
     /// `ivo__nasa.gsfc.gcn_SWIFTBAT_GRB_Pos_532871729`, `..x` gives `.x`. Two additions keep
     /// the name usable and inside the directory: a name that would be empty, `.` or `..` is
-    /// `event`, and names are cut to 200 bytes (room for `_` suffixes within the 255-byte limit
-    /// of file names). The result never contains a path separator.
+    /// `event`, and names are cut to 200 bytes (room for the suffixes [`save`](Self::save) adds
+    /// to a taken name within the 255-byte limit of file names). The result never contains a
+    /// path separator.
     pub fn file_name(ivorn: &str) -> String {
         let rest = ivorn.strip_prefix('.').unwrap_or(ivorn);
         let mut name = String::with_capacity(rest.len().min(STEM_MAX));
@@ -114,11 +125,22 @@ impl Handler for SaveEvent {
     }
 }
 
-/// Longest file name [`SaveEvent`] tries (the usual `NAME_MAX`).
+/// Longest file name [`SaveEvent`] creates (the usual `NAME_MAX`): a 200-byte stem, `_`, 16 hex
+/// digits, `_` and at most 20 digits of a counter make 238.
+#[cfg(test)]
 const NAME_MAX: usize = 255;
 
-/// Longest name [`SaveEvent::file_name`] derives, leaving room for `_` suffixes.
+/// Longest name [`SaveEvent::file_name`] derives, leaving room for the suffixes of taken names.
 const STEM_MAX: usize = 200;
+
+/// FNV-1a, 64 bits: a hash that is the same on every platform and in every release, so one
+/// ivorn always gets the same name. Not collision-resistant against a chosen ivorn; a collision
+/// only costs a counter suffix.
+fn fnv1a64(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
 
 #[cfg(test)]
 mod tests {
@@ -179,9 +201,14 @@ mod tests {
         let second = save.save(GCN, b"two").unwrap();
         let third = save.save(GCN, b"three").unwrap();
         let name = "ivo__nasa.gsfc.gcn_SWIFTBAT_GRB_Pos_532871729";
+        let hashed = format!("{name}_{:016x}", fnv1a64(GCN.as_bytes()));
         assert_eq!(first, save.dir().join(name));
-        assert_eq!(second, save.dir().join(format!("{name}_")));
-        assert_eq!(third, save.dir().join(format!("{name}__")));
+        assert_eq!(second, save.dir().join(&hashed));
+        assert_eq!(third, save.dir().join(format!("{hashed}_2")));
+        // The same ivorn always gets the same names.
+        let again = SaveEvent::new(tmp.path().join("events/again")).unwrap();
+        assert_eq!(again.save(GCN, b"1").unwrap(), again.dir().join(name));
+        assert_eq!(again.save(GCN, b"2").unwrap(), again.dir().join(&hashed));
         assert_eq!(fs::read(&first).unwrap(), b"one \xff\x00");
         assert_eq!(fs::read(&second).unwrap(), b"two");
         assert_eq!(fs::read(&third).unwrap(), b"three");
@@ -189,8 +216,35 @@ mod tests {
         // A file that was there before is left alone.
         fs::write(save.dir().join(".x"), b"precious").unwrap();
         let path = save.save("..x", b"event").unwrap();
-        assert_eq!(path, save.dir().join(".x_"));
+        let hash = fnv1a64(b"..x");
+        assert_eq!(path, save.dir().join(format!(".x_{hash:016x}")));
         assert_eq!(fs::read(save.dir().join(".x")).unwrap(), b"precious");
+    }
+
+    #[test]
+    fn distinct_ivorns_that_sanitise_alike_all_get_a_file() {
+        let tmp = TempDir::new("save-alike");
+        let save = SaveEvent::new(tmp.path()).unwrap();
+        // Past the 200-byte cut only the serial differs: every ivorn gets the same Comet name.
+        let prefix = format!("ivo://example.org/{}#", "x".repeat(300));
+        let mut paths = BTreeSet::new();
+        for i in 0..100 {
+            let ivorn = format!("{prefix}{i}");
+            let path = save.save(&ivorn, ivorn.as_bytes()).unwrap();
+            assert_eq!(path.parent(), Some(tmp.path()));
+            let name = path.file_name().unwrap().to_str().unwrap();
+            assert!(name.len() <= NAME_MAX, "{} bytes", name.len());
+            assert_eq!(fs::read(&path).unwrap(), ivorn.as_bytes());
+            paths.insert(path);
+        }
+        assert_eq!(paths.len(), 100);
+        assert_eq!(files(tmp.path()).len(), 100);
+        // Ivorns whose names differ only by `_` suffixes do not crowd each other out either.
+        let base = format!("ivo://example.org/{}", "y".repeat(250));
+        for i in 0..60 {
+            let ivorn = format!("{base}#{}", "-".repeat(i));
+            save.save(&ivorn, b"y").unwrap();
+        }
     }
 
     #[test]
