@@ -755,7 +755,7 @@ fn accepts_beyond_the_connection_limit_and_off_whitelist_are_refused_silently() 
 
 /// One submission from an author at `ip`; returns the actions and events it caused.
 fn submit_from(h: &mut Harness, ip: &str, ev: &[u8]) -> (Vec<Action>, Vec<Event>) {
-    let peer = vtp_core::Peer::Ip(ip.parse().unwrap());
+    let peer = vtp_core::Peer::Ip(ip.parse().expect("an IP address"));
     let a = h
         .node
         .handle_accept(ListenerRole::Receive, peer, h.now)
@@ -821,7 +821,7 @@ fn a_flooding_author_cannot_evict_or_block_another_and_is_naked_with_the_reason(
     let (acts, _) = submit_from(&mut h, "192.0.2.1", &event_xml("ivo://example.org/real#2"));
     assert_eq!(forwards(&acts), vec![s]);
     assert!(acts.iter().any(|a| matches!(a, Action::Forget(_))));
-    let flood = vtp_core::Peer::Ip("198.51.100.7".parse().unwrap());
+    let flood = vtp_core::Peer::Ip("198.51.100.7".parse().expect("an IP address"));
     assert_eq!(h.node.seen_len_of_author(flood), 8);
 }
 
