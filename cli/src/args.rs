@@ -159,6 +159,18 @@ pub(crate) struct BrokerArgs {
     /// more pile up is not reading, and is dropped. (At least one frame is always queued.)
     #[arg(long, value_name = "BYTES", default_value_t = OutboxLimits::default().bytes_max)]
     pub(crate) outbox_bytes: usize,
+    /// Most events the seen-index (duplicate detection) remembers. When full, each author
+    /// network (IPv4 address, IPv6 /64) and each upstream keeps its fair share: an author over
+    /// its share is naked ("seen-index quota for this source exhausted; try later"), one below
+    /// it takes the place of the oldest entry of the largest source. Logged at 80 % and 100 %.
+    #[arg(long, value_name = "ENTRIES", default_value_t = 500_000,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+    pub(crate) seen_max: usize,
+    /// Days an event stays in the seen-index: resubmitted or relayed within them, it is a
+    /// duplicate and is not forwarded again.
+    #[arg(long, value_name = "DAYS", default_value_t = 30,
+          value_parser = clap::value_parser!(u64).range(1..=36_500))]
+    pub(crate) seen_retention: u64,
     #[command(flatten)]
     pub(crate) handling: Handling,
     #[command(flatten)]

@@ -204,6 +204,8 @@ fn broker(a: BrokerArgs) -> Result<(), Fail> {
     config.timing.intake_deadline = Duration::from_secs(a.receive_timeout.max(1));
     config.limits.frame_len_max = a.frame_limit;
     config.limits.connections_max = a.max_connections;
+    config.limits.seen_entries_max = a.seen_max;
+    config.timing.seen_retention = Duration::from_secs(a.seen_retention * 86_400);
     config.policy.duplicate_reply = match a.duplicate_reply {
         args::DuplicateReply::Ack => config::DuplicateReply::Ack,
         args::DuplicateReply::Nak => config::DuplicateReply::Nak,

@@ -457,6 +457,9 @@ fn bad_arguments_get_one_line_naming_them() {
             ][..],
             "at most 90s",
         ),
+        (&["broker", "--seen-max", "0"][..], "--seen-max"),
+        (&["broker", "--seen-retention", "x"][..], "--seen-retention"),
+        (&["broker", "--seen-retention", "0"][..], "--seen-retention"),
         (&["send", "--bogus"][..], "--bogus"),
         (&["listen"][..], "HOST"),
     ] {
@@ -471,7 +474,10 @@ fn bad_arguments_get_one_line_naming_them() {
         .output()
         .unwrap();
     assert_eq!(help.status.code(), Some(0));
-    assert!(String::from_utf8_lossy(&help.stdout).contains("--subscriber-whitelist"));
+    let help = String::from_utf8_lossy(&help.stdout);
+    for flag in ["--subscriber-whitelist", "--seen-max", "--seen-retention"] {
+        assert!(help.contains(flag), "{flag} missing from --help");
+    }
 }
 
 #[test]

@@ -89,7 +89,7 @@ pub struct Timing {
     pub receipt_timeout: Duration,
     /// Broker: interval of test events to subscribers; `None` disables (3600 s; first at start).
     pub test_event_interval: Option<Duration>,
-    /// Seen-index retention (30 days).
+    /// Seen-index retention (`--seen-retention`, 30 days).
     pub seen_retention: Duration,
     /// Seen-index pruning period (6 h; first at start).
     pub prune_interval: Duration,
@@ -130,8 +130,13 @@ pub struct Limits {
     /// Most connections accepted at once per listener role (authors; subscribers), so idle
     /// subscribers can never lock authors out; beyond, accepts are refused.
     pub connections_max: usize,
-    /// Most entries in the seen-index; the oldest is evicted beyond.
+    /// Most entries in the seen-index (`--seen-max`, 500,000). When full, a new entry evicts
+    /// the oldest of a source over its fair share, or an author over its share is naked: see
+    /// [`crate::seen`].
     pub seen_entries_max: usize,
+    /// Most distinct sources (author networks, upstreams) the seen-index tracks shares for
+    /// (1024); sources beyond share one bucket.
+    pub seen_sources_max: usize,
     /// Most filters one subscriber may send; extra ones are dropped (logged).
     pub filters_per_feed_max: usize,
     /// Longest filter expression accepted, in bytes.
@@ -147,6 +152,7 @@ impl Default for Limits {
             outstanding_acks_max: 10,
             connections_max: 20_000,
             seen_entries_max: 500_000,
+            seen_sources_max: 1024,
             filters_per_feed_max: 32,
             filter_len_max: 4096,
         }

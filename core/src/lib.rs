@@ -152,5 +152,5 @@ pub use node::{ConfigError, Node, SubmitError};
 pub use output::{
     Action, CloseReason, ConnId, ConnRole, Delivery, Event, ListenerRole, Peer, Source,
 };
-pub use seen::{EventKey, SeenRecord};
+pub use seen::{EventKey, SeenLevel, SeenRecord};
 pub use violation::Violation;

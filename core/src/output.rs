@@ -7,7 +7,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use crate::endpoint::DialAddr;
-use crate::seen::{EventKey, SeenRecord};
+use crate::seen::{EventKey, SeenLevel, SeenRecord};
 use crate::violation::Violation;
 
 /// Opaque handle of one connection, minted by the node and never reused.
@@ -389,5 +389,17 @@ pub enum Event {
     Pruned {
         /// How many.
         removed: usize,
+    },
+    /// The seen-index's fill level changed: high at 80 % of
+    /// [`Limits::seen_entries_max`](crate::config::Limits::seen_entries_max), full at 100 %
+    /// (new entries then evict others over their fair share, or are refused), back to high
+    /// below 90 % and to normal below 70 %. Reported once per change.
+    SeenIndexLevel {
+        /// The new level.
+        level: SeenLevel,
+        /// Entries now.
+        entries: usize,
+        /// The bound.
+        max: usize,
     },
 }

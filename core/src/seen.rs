@@ -10,14 +10,42 @@
 //! is single-owner), so two upstreams delivering the same bytes at once forward them once
 //! (Comet issue #30). Entries carry the wall-clock second they were inserted, so they survive a
 //! restart through the runtime's store and expire after the retention period (30 days by
-//! default). The index is bounded: when full, the oldest entry is evicted and reported so the
-//! store can forget it too.
+//! default).
+//!
+//! # Bounds and fairness
+//!
+//! The index holds at most `entries_max` keys. Each entry remembers its [`SeenSource`]: the
+//! author's network (an IPv4 address, an IPv6 /64), the upstream, the node itself (test
+//! events), or "restored" for entries loaded from the store, whose source is not recorded.
+//! While there is room every source inserts freely. When the index is full, a new entry from
+//! source `S` is placed by the *fair share* `entries_max / k`, `k` being the number of sources
+//! holding entries (counting `S`):
+//!
+//! - `S` below its share: the oldest entry of the largest other source is evicted. That source
+//!   holds more than its share (the entries sum to `entries_max`), so a source at or below its
+//!   share never loses an entry to another one.
+//! - `S` at or over its share: an author's event is refused ([`Seen::Refused`]; the node naks
+//!   it), so a flooding author can neither evict nor block the others; an upstream or the node
+//!   itself evicts its *own* oldest entry (an upstream's events cannot be refused, only acked).
+//!
+//! Restored entries form one source like the others: after a restart with a full index they
+//! give way only above their fair share, oldest first, and otherwise leave by expiry.
+//!
+//! The table of sources is bounded too: beyond `sources_max` sources, new ones share one
+//! [`SeenSource::Other`] bucket, so many addresses cannot grow memory, and together get one
+//! share. (Many addresses still get many shares up to that bound: fairness per network cannot
+//! stop an attacker who has as many networks as the bound; the whitelist can.)
+//!
+//! The index also reports its fill level ([`SeenLevel`]) with hysteresis: high at 80 % of the
+//! bound, full at 100 %, back to high below 90 % and to normal below 70 %.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::fmt;
+use std::net::IpAddr;
 
 use sha2::{Digest, Sha256};
 
+use crate::output::Peer;
 /// The identity of one event: SHA-256 of its `VOEvent` element bytes.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct EventKey(pub [u8; 32]);
@@ -67,34 +95,211 @@ pub struct SeenRecord {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[must_use]
 pub enum Seen {
-    /// First sighting: the key was inserted. If the index was full, the oldest entry was evicted
-    /// to make room and is returned so the store can forget it.
+    /// First sighting: the key was inserted. If the index was full, an entry was evicted to
+    /// make room (see the [module docs](self)) and is returned so the store can forget it.
     New {
         /// The entry evicted to make room, if any.
         evicted: Option<EventKey>,
     },
     /// Already in the index: a duplicate.
     Duplicate,
+    /// Not inserted: the index is full and this author's source holds its fair share already.
+    Refused,
 }
 
-/// Bounded in-memory index of seen events with time-based expiry.
+/// Who caused a seen-index entry: the unit of its fair share (see the [module docs](self)).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum SeenSource {
+    /// Loaded from the store at start-up (the source of a stored record is not kept).
+    Restored,
+    /// The node itself: its test events.
+    Local,
+    /// An upstream, by its index in the configuration.
+    Upstream(usize),
+    /// An author over TCP: its IPv4 address, or its IPv6 address's /64 (host bits zero).
+    Author(IpAddr),
+    /// Authors on Unix-domain sockets, together.
+    UnixAuthor,
+    /// Every source beyond the bound on the table of sources, together.
+    Other,
+}
+
+impl SeenSource {
+    /// The source of an author's submissions from `peer`: its IPv4 address (an IPv4-mapped
+    /// IPv6 address counts as IPv4) or its IPv6 /64.
+    pub fn author(peer: Peer) -> Self {
+        match peer {
+            Peer::Local => Self::UnixAuthor,
+            Peer::Ip(ip) => match ip.to_canonical() {
+                IpAddr::V4(v4) => Self::Author(IpAddr::V4(v4)),
+                IpAddr::V6(v6) => {
+                    let net = u128::from(v6) & !u128::from(u64::MAX);
+                    Self::Author(IpAddr::V6(net.into()))
+                }
+            },
+        }
+    }
+
+    /// Whether the source's events can be refused. An upstream's cannot (we ack everything it
+    /// sends), nor can the node's own: over their share they recycle their own oldest entries.
+    fn refusable(self) -> bool {
+        matches!(self, Self::Author(_) | Self::UnixAuthor | Self::Other)
+    }
+}
+
+/// How full the seen-index is, with hysteresis (see the [module docs](self)).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum SeenLevel {
+    /// Below 80 % of the bound (or back below 70 %).
+    Normal,
+    /// At or over 80 % of the bound (until below 70 %).
+    High,
+    /// At the bound (until below 90 %): new entries evict or are refused.
+    Full,
+}
+
+/// Bounded in-memory index of seen events with time-based expiry and per-source fair shares.
 #[derive(Debug)]
 pub struct SeenIndex {
-    entries: HashMap<EventKey, u64>,
-    // Insertion order (oldest first). May hold stale pairs for keys that were re-inserted after
-    // expiry; a pair is live only if it matches `entries`.
-    order: VecDeque<SeenRecord>,
+    entries: HashMap<EventKey, Entry>,
+    /// Per source, its entries in insertion order (oldest first). A pair is live only if it
+    /// matches `entries`; stale pairs are skipped and compacted away.
+    sources: BTreeMap<SeenSource, Queue>,
     entries_max: usize,
+    sources_max: usize,
+    level: SeenLevel,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Entry {
+    unix_secs: u64,
+    source: SeenSource,
+}
+
+#[derive(Debug, Default)]
+struct Queue {
+    order: VecDeque<SeenRecord>,
+    live: usize,
 }
 
 impl SeenIndex {
-    /// An empty index holding at most `entries_max` keys (at least 1).
-    pub fn new(entries_max: usize) -> Self {
+    /// An empty index holding at most `entries_max` keys (at least 1), from at most
+    /// `sources_max` distinct sources (at least 1) plus the shared [`SeenSource::Other`].
+    pub fn new(entries_max: usize, sources_max: usize) -> Self {
         Self {
             entries: HashMap::new(),
-            order: VecDeque::new(),
+            sources: BTreeMap::new(),
             entries_max: entries_max.max(1),
+            sources_max: sources_max.max(1),
+            level: SeenLevel::Normal,
         }
+    }
+
+    /// Atomically checks for `key` and inserts it at `unix_secs` for `source` if absent.
+    pub fn check_and_insert(&mut self, key: EventKey, unix_secs: u64, source: SeenSource) -> Seen {
+        if self.entries.contains_key(&key) {
+            return Seen::Duplicate;
+        }
+        let source = if self.sources.contains_key(&source) || self.sources.len() < self.sources_max
+        {
+            source
+        } else {
+            SeenSource::Other
+        };
+        let mut evicted = None;
+        if self.entries.len() >= self.entries_max {
+            let held = self.sources.get(&source).map_or(0, |q| q.live);
+            let k = self.sources.len() + usize::from(held == 0);
+            let share = self.entries_max / k;
+            let victim = if held < share {
+                self.largest_other(source)
+            } else if source.refusable() {
+                return Seen::Refused;
+            } else {
+                Some(source)
+            };
+            evicted = victim.and_then(|v| self.evict_oldest(v));
+            if evicted.is_none() {
+                return Seen::Refused;
+            }
+        }
+        self.entries.insert(key, Entry { unix_secs, source });
+        let q = self.sources.entry(source).or_default();
+        q.order.push_back(SeenRecord { key, unix_secs });
+        q.live += 1;
+        self.compact_if_sparse(source);
+        Seen::New { evicted }
+    }
+
+    /// Loads records from a store at start-up, as [`SeenSource::Restored`]. Records already
+    /// expired at `now_unix_secs` under `retention_secs` are skipped; if there are more than
+    /// the bound, the newest are kept. Returns the number of entries loaded.
+    pub fn restore(
+        &mut self,
+        records: impl IntoIterator<Item = SeenRecord>,
+        now_unix_secs: u64,
+        retention_secs: u64,
+    ) -> usize {
+        let cutoff = now_unix_secs.saturating_sub(retention_secs);
+        let mut fresh: Vec<SeenRecord> = records
+            .into_iter()
+            .filter(|r| r.unix_secs > cutoff || retention_secs == 0)
+            .collect();
+        fresh.sort_by_key(|r| r.unix_secs);
+        let room = self.entries_max.saturating_sub(self.entries.len());
+        let skip = fresh.len().saturating_sub(room);
+        let mut loaded = 0;
+        for r in fresh.into_iter().skip(skip) {
+            if let Seen::New { .. } =
+                self.check_and_insert(r.key, r.unix_secs, SeenSource::Restored)
+            {
+                loaded += 1;
+            }
+        }
+        loaded
+    }
+
+    /// Removes every entry inserted at or before `cutoff_unix_secs` (age ≥ retention). Returns
+    /// how many were removed.
+    pub fn expire(&mut self, cutoff_unix_secs: u64) -> usize {
+        let mut removed = 0;
+        for (&source, q) in &mut self.sources {
+            while let Some(front) = q.order.front().copied() {
+                if front.unix_secs > cutoff_unix_secs {
+                    break;
+                }
+                q.order.pop_front();
+                let entry = Entry {
+                    unix_secs: front.unix_secs,
+                    source,
+                };
+                if self.entries.get(&front.key) == Some(&entry) {
+                    self.entries.remove(&front.key);
+                    q.live -= 1;
+                    removed += 1;
+                }
+            }
+        }
+        self.sources.retain(|_, q| q.live > 0);
+        removed
+    }
+
+    /// The fill level, if it changed since the last call (with hysteresis: high at 80 %, full
+    /// at 100 %; back to high below 90 %, to normal below 70 %).
+    pub fn level_change(&mut self) -> Option<SeenLevel> {
+        let (len, max) = (self.entries.len() as u128, self.entries_max as u128);
+        let at = |percent: u128| len * 100 >= max * percent;
+        let level = match self.level {
+            _ if len >= max => SeenLevel::Full,
+            SeenLevel::Full if at(90) => SeenLevel::Full,
+            SeenLevel::Normal if !at(80) => SeenLevel::Normal,
+            _ if at(70) => SeenLevel::High,
+            _ => SeenLevel::Normal,
+        };
+        (level != self.level).then(|| {
+            self.level = level;
+            level
+        })
     }
 
     /// Number of live entries.
@@ -112,81 +317,70 @@ impl SeenIndex {
         self.entries.contains_key(key)
     }
 
-    /// Atomically checks for `key` and inserts it at `unix_secs` if absent.
-    pub fn check_and_insert(&mut self, key: EventKey, unix_secs: u64) -> Seen {
-        if self.entries.contains_key(&key) {
-            return Seen::Duplicate;
-        }
-        let evicted = if self.entries.len() >= self.entries_max {
-            self.evict_oldest()
-        } else {
-            None
-        };
-        self.entries.insert(key, unix_secs);
-        self.order.push_back(SeenRecord { key, unix_secs });
-        self.compact_if_sparse();
-        Seen::New { evicted }
+    /// The bound on entries.
+    pub fn entries_max(&self) -> usize {
+        self.entries_max
     }
 
-    /// Loads records from a store at start-up. Records already expired at `now_unix_secs` under
-    /// `retention_secs` are skipped; if there are more than the bound, the newest are kept.
-    /// Returns the number of entries loaded.
-    pub fn restore(
-        &mut self,
-        records: impl IntoIterator<Item = SeenRecord>,
-        now_unix_secs: u64,
-        retention_secs: u64,
-    ) -> usize {
-        let cutoff = now_unix_secs.saturating_sub(retention_secs);
-        let mut fresh: Vec<SeenRecord> = records
-            .into_iter()
-            .filter(|r| r.unix_secs > cutoff || retention_secs == 0)
-            .collect();
-        fresh.sort_by_key(|r| r.unix_secs);
-        let skip = fresh.len().saturating_sub(self.entries_max);
-        let mut loaded = 0;
-        for r in fresh.into_iter().skip(skip) {
-            if let Seen::New { .. } = self.check_and_insert(r.key, r.unix_secs) {
-                loaded += 1;
+    /// Live entries of one source.
+    pub fn source_len(&self, source: SeenSource) -> usize {
+        self.sources.get(&source).map_or(0, |q| q.live)
+    }
+
+    /// Number of sources holding entries.
+    pub fn sources(&self) -> usize {
+        self.sources.len()
+    }
+
+    /// The source other than `not` holding the most entries (the first in source order on a
+    /// tie, so the choice is deterministic).
+    fn largest_other(&self, not: SeenSource) -> Option<SeenSource> {
+        let mut best: Option<(usize, SeenSource)> = None;
+        for (&s, q) in &self.sources {
+            if s != not && q.live > best.map_or(0, |b| b.0) {
+                best = Some((q.live, s));
             }
         }
-        loaded
+        best.map(|b| b.1)
     }
 
-    /// Removes every entry inserted at or before `cutoff_unix_secs` (age ≥ retention). Returns
-    /// how many were removed.
-    pub fn expire(&mut self, cutoff_unix_secs: u64) -> usize {
-        let mut removed = 0;
-        while let Some(front) = self.order.front().copied() {
-            if front.unix_secs > cutoff_unix_secs {
+    fn evict_oldest(&mut self, source: SeenSource) -> Option<EventKey> {
+        let q = self.sources.get_mut(&source)?;
+        let mut evicted = None;
+        while let Some(front) = q.order.pop_front() {
+            let entry = Entry {
+                unix_secs: front.unix_secs,
+                source,
+            };
+            if self.entries.get(&front.key) == Some(&entry) {
+                self.entries.remove(&front.key);
+                q.live -= 1;
+                evicted = Some(front.key);
                 break;
             }
-            self.order.pop_front();
-            if self.entries.get(&front.key) == Some(&front.unix_secs) {
-                self.entries.remove(&front.key);
-                removed += 1;
-            }
         }
-        removed
+        if q.live == 0 {
+            self.sources.remove(&source);
+        }
+        evicted
     }
 
-    fn evict_oldest(&mut self) -> Option<EventKey> {
-        while let Some(front) = self.order.pop_front() {
-            if self.entries.get(&front.key) == Some(&front.unix_secs) {
-                self.entries.remove(&front.key);
-                return Some(front.key);
-            }
-        }
-        None
-    }
-
-    fn compact_if_sparse(&mut self) {
-        // Stale pairs only arise from restore() of unsorted duplicates; keep `order` within a
-        // constant factor of the live entries so memory stays bounded.
-        if self.order.len() > 2 * self.entries.len() + 64 {
+    fn compact_if_sparse(&mut self, source: SeenSource) {
+        // Stale pairs cannot arise today (a key is removed from its queue's front when it
+        // expires or is evicted); this keeps a queue within a constant factor of its live
+        // entries should that change, so memory stays bounded.
+        let Some(q) = self.sources.get_mut(&source) else {
+            return;
+        };
+        if q.order.len() > 2 * q.live + 64 {
             let entries = &self.entries;
-            self.order
-                .retain(|r| entries.get(&r.key) == Some(&r.unix_secs));
+            q.order.retain(|r| {
+                entries.get(&r.key)
+                    == Some(&Entry {
+                        unix_secs: r.unix_secs,
+                        source,
+                    })
+            });
         }
     }
 }
@@ -195,20 +389,26 @@ impl SeenIndex {
 mod tests {
     use super::*;
 
+    const A: SeenSource = SeenSource::Upstream(0);
+
     fn key(n: u8) -> EventKey {
         EventKey([n; 32])
     }
 
+    fn author(n: u8) -> SeenSource {
+        SeenSource::Author(IpAddr::from([10, 0, 0, n]))
+    }
+
     #[test]
     fn check_and_insert_detects_duplicates() {
-        let mut idx = SeenIndex::new(10);
+        let mut idx = SeenIndex::new(10, 8);
         assert_eq!(
-            idx.check_and_insert(key(1), 100),
+            idx.check_and_insert(key(1), 100, A),
             Seen::New { evicted: None }
         );
-        assert_eq!(idx.check_and_insert(key(1), 101), Seen::Duplicate);
+        assert_eq!(idx.check_and_insert(key(1), 101, A), Seen::Duplicate);
         assert_eq!(
-            idx.check_and_insert(key(2), 101),
+            idx.check_and_insert(key(2), 101, A),
             Seen::New { evicted: None }
         );
         assert_eq!(idx.len(), 2);
@@ -216,11 +416,11 @@ mod tests {
 
     #[test]
     fn bounded_evicts_oldest() {
-        let mut idx = SeenIndex::new(2);
-        let _ = idx.check_and_insert(key(1), 1);
-        let _ = idx.check_and_insert(key(2), 2);
+        let mut idx = SeenIndex::new(2, 8);
+        let _ = idx.check_and_insert(key(1), 1, A);
+        let _ = idx.check_and_insert(key(2), 2, A);
         assert_eq!(
-            idx.check_and_insert(key(3), 3),
+            idx.check_and_insert(key(3), 3, A),
             Seen::New {
                 evicted: Some(key(1))
             }
@@ -231,20 +431,23 @@ mod tests {
 
     #[test]
     fn expire_removes_old_entries_only() {
-        let mut idx = SeenIndex::new(10);
-        let _ = idx.check_and_insert(key(1), 10);
-        let _ = idx.check_and_insert(key(2), 20);
-        let _ = idx.check_and_insert(key(3), 30);
+        let mut idx = SeenIndex::new(10, 8);
+        let _ = idx.check_and_insert(key(1), 10, A);
+        let _ = idx.check_and_insert(key(2), 20, A);
+        let _ = idx.check_and_insert(key(3), 30, A);
         assert_eq!(idx.expire(20), 2);
         assert!(idx.contains(&key(3)));
         assert!(!idx.contains(&key(2)));
         // Re-inserting an expired key is a new sighting.
-        assert!(matches!(idx.check_and_insert(key(1), 40), Seen::New { .. }));
+        assert!(matches!(
+            idx.check_and_insert(key(1), 40, A),
+            Seen::New { .. }
+        ));
     }
 
     #[test]
     fn restore_skips_expired_and_keeps_newest() {
-        let mut idx = SeenIndex::new(2);
+        let mut idx = SeenIndex::new(2, 8);
         let recs = [
             SeenRecord {
                 key: key(1),
@@ -268,6 +471,96 @@ mod tests {
         assert_eq!(idx.restore(recs, 600, 520), 2);
         assert!(idx.contains(&key(2)) && idx.contains(&key(3)));
         assert!(!idx.contains(&key(4)));
+    }
+
+    #[test]
+    fn a_flooding_author_is_refused_and_evicts_nobody() {
+        let mut idx = SeenIndex::new(10, 8);
+        let (flood, other) = (author(1), author(2));
+        let _ = idx.check_and_insert(key(100), 1, other);
+        for n in 0..9 {
+            assert_eq!(
+                idx.check_and_insert(key(n), 2, flood),
+                Seen::New { evicted: None }
+            );
+        }
+        // Full, and the flooder holds 9 of 10 entries, over its share of 5: refused.
+        assert_eq!(idx.check_and_insert(key(50), 3, flood), Seen::Refused);
+        assert!(idx.contains(&key(100)));
+        assert_eq!(idx.check_and_insert(key(100), 3, other), Seen::Duplicate);
+        // The other author is below its share: it is not blocked, the flooder gives way.
+        assert_eq!(
+            idx.check_and_insert(key(101), 3, other),
+            Seen::New {
+                evicted: Some(key(0))
+            }
+        );
+        assert_eq!((idx.source_len(flood), idx.source_len(other)), (8, 2));
+    }
+
+    #[test]
+    fn an_upstream_over_its_share_recycles_its_own_entries() {
+        let mut idx = SeenIndex::new(4, 8);
+        let _ = idx.check_and_insert(key(100), 1, author(1));
+        for n in 0..3 {
+            let _ = idx.check_and_insert(key(n), 2, A);
+        }
+        assert_eq!(
+            idx.check_and_insert(key(3), 3, A),
+            Seen::New {
+                evicted: Some(key(0))
+            }
+        );
+        assert!(idx.contains(&key(100)));
+    }
+
+    #[test]
+    fn sources_beyond_the_bound_share_one_bucket() {
+        let mut idx = SeenIndex::new(100, 2);
+        for n in 0..5 {
+            let _ = idx.check_and_insert(key(n), 1, author(n));
+        }
+        assert_eq!(idx.sources(), 3);
+        assert_eq!(idx.source_len(SeenSource::Other), 3);
+    }
+
+    #[test]
+    fn ipv6_authors_are_grouped_by_slash_64() {
+        let a: IpAddr = "2001:db8:1:2:aaaa::1"
+            .parse()
+            .unwrap_or(IpAddr::from([0; 4]));
+        let b: IpAddr = "2001:db8:1:2:bbbb::2"
+            .parse()
+            .unwrap_or(IpAddr::from([0; 4]));
+        let c: IpAddr = "2001:db8:1:3::1".parse().unwrap_or(IpAddr::from([0; 4]));
+        assert_eq!(
+            SeenSource::author(Peer::Ip(a)),
+            SeenSource::author(Peer::Ip(b))
+        );
+        assert_ne!(
+            SeenSource::author(Peer::Ip(a)),
+            SeenSource::author(Peer::Ip(c))
+        );
+        let mapped: IpAddr = "::ffff:10.0.0.1".parse().unwrap_or(IpAddr::from([0; 4]));
+        assert_eq!(SeenSource::author(Peer::Ip(mapped)), author(1));
+    }
+
+    #[test]
+    fn level_changes_once_per_crossing_with_hysteresis() {
+        let mut idx = SeenIndex::new(10, 8);
+        let mut changes = Vec::new();
+        for n in 0..12 {
+            let _ = idx.check_and_insert(key(n), u64::from(n), A);
+            changes.extend(idx.level_change());
+        }
+        assert_eq!(changes, [SeenLevel::High, SeenLevel::Full]);
+        // 10 entries at seconds 2..=11: expiring up to 3 leaves 8 (below 90 %: high), up to 5
+        // leaves 6 (below 70 %: normal).
+        let _ = idx.expire(3);
+        assert_eq!(idx.level_change(), Some(SeenLevel::High));
+        let _ = idx.expire(5);
+        assert_eq!(idx.level_change(), Some(SeenLevel::Normal));
+        assert_eq!(idx.level_change(), None);
     }
 
     #[test]

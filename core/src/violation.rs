@@ -88,6 +88,12 @@ pub enum Violation {
     /// An author's VOEvent 2.0 event is not valid against the schema
     /// ([`SchemaCheck::V2_0`](crate::config::SchemaCheck::V2_0)): naked.
     Schema(SchemaError),
+    /// The seen-index is full and the event's source already holds its fair share of it
+    /// ([`crate::seen`]): an author's submission is naked (`Event rejected: seen-index quota
+    /// for this source exhausted; try later`), so that it evicts nobody else's entries. An
+    /// upstream recycles its own entries instead, so its event is refused only when the bound
+    /// is below the number of sources; it is then acked and dropped (logged with this text).
+    SeenQuota,
     /// An upstream sent an ack or a nak, though we send it nothing to answer: ignored.
     UnsolicitedReceipt {
         /// `Ack` or `Nak`.
@@ -155,6 +161,9 @@ impl fmt::Display for Violation {
                 }
             }
             Self::Schema(e) => write!(f, "Event rejected: {e}"),
+            Self::SeenQuota => {
+                f.write_str("Event rejected: seen-index quota for this source exhausted; try later")
+            }
             Self::UnsolicitedReceipt { role } => write!(
                 f,
                 "upstream sent an unsolicited {} receipt, ignored",
@@ -292,6 +301,10 @@ mod tests {
                     "Event rejected: {}",
                     SchemaError::WrongRoot { found: "x".into() }
                 ),
+            ),
+            (
+                Violation::SeenQuota,
+                "Event rejected: seen-index quota for this source exhausted; try later".into(),
             ),
             (
                 Violation::UnsolicitedReceipt {

@@ -9,7 +9,7 @@ use common::*;
 use vtp_core::config::{DuplicateReply, SubscriberNak, Upstream};
 use vtp_core::endpoint::{DialAddr, PORT_SUBMIT, PORT_SUBSCRIBE};
 use vtp_core::message::{Message, TransportRole};
-use vtp_core::{Action, CloseReason, Config, Event, ListenerRole};
+use vtp_core::{Action, CloseReason, Config, Event, ListenerRole, SeenLevel};
 
 // ------------------------------------------------------------------ author -> broker (§3.1)
 
@@ -749,4 +749,88 @@ fn accepts_beyond_the_connection_limit_and_off_whitelist_are_refused_silently() 
             .handle_accept(ListenerRole::Broadcast, vtp_core::Peer::Ip(local), h.now)
             .is_some()
     );
+}
+
+// ------------------------------------------------------------------ seen-index fairness
+
+/// One submission from an author at `ip`; returns the actions and events it caused.
+fn submit_from(h: &mut Harness, ip: &str, ev: &[u8]) -> (Vec<Action>, Vec<Event>) {
+    let peer = vtp_core::Peer::Ip(ip.parse().expect("an IP address"));
+    let a = h
+        .node
+        .handle_accept(ListenerRole::Receive, peer, h.now)
+        .expect("accepted");
+    h.input(a, &framed(ev));
+    h.drain();
+    let events = std::mem::take(&mut h.events);
+    (h.take(), events)
+}
+
+#[test]
+fn a_flooding_author_cannot_evict_or_block_another_and_is_naked_with_the_reason() {
+    let mut c = broker_config();
+    c.limits.seen_entries_max = 10;
+    let mut h = Harness::new(c);
+    let s = h.accept(ListenerRole::Broadcast);
+    h.take();
+    let real = event_xml("ivo://example.org/real#1");
+    let (acts, _) = submit_from(&mut h, "192.0.2.1", &real);
+    assert_eq!(forwards(&acts), vec![s]);
+
+    let mut naks = Vec::new();
+    let mut levels = Vec::new();
+    for i in 0..30 {
+        let ev = event_xml(&format!("ivo://example.org/flood#{i}"));
+        let (acts, events) = submit_from(&mut h, "198.51.100.7", &ev);
+        for e in events {
+            if let Event::SeenIndexLevel {
+                level,
+                entries,
+                max,
+            } = e
+            {
+                levels.push((level, entries, max));
+            }
+        }
+        if let [frame] = &frames_to(&acts, receipt_conn(&acts))[..] {
+            let t = transport(frame);
+            if t.role == TransportRole::Nak {
+                assert!(forwards(&acts).is_empty(), "a naked event is not forwarded");
+                naks.push(t.result.expect("reason").into_owned());
+            }
+        }
+    }
+    // 9 flood entries fill the index; the other 21 are naked, and evict nothing.
+    assert_eq!(naks.len(), 21);
+    assert!(
+        naks.iter()
+            .all(|r| r == "Event rejected: seen-index quota for this source exhausted; try later")
+    );
+    assert_eq!(h.node.seen_len(), 10);
+    assert_eq!(
+        levels,
+        [(SeenLevel::High, 8, 10), (SeenLevel::Full, 10, 10)],
+        "80 % and 100 % reported once each"
+    );
+
+    // The real author's entry survived the flood: resubmitted, it is still a duplicate.
+    let (acts, events) = submit_from(&mut h, "192.0.2.1", &real);
+    assert!(forwards(&acts).is_empty(), "not forwarded again");
+    assert!(events.iter().any(|e| matches!(e, Event::Duplicate { .. })));
+    // And it is not blocked: its new event is accepted, the flooder's oldest entry gives way.
+    let (acts, _) = submit_from(&mut h, "192.0.2.1", &event_xml("ivo://example.org/real#2"));
+    assert_eq!(forwards(&acts), vec![s]);
+    assert!(acts.iter().any(|a| matches!(a, Action::Forget(_))));
+    let flood = vtp_core::Peer::Ip("198.51.100.7".parse().expect("an IP address"));
+    assert_eq!(h.node.seen_len_of_author(flood), 8);
+}
+
+/// The intake connection an action list answers (the one its first receipt goes to).
+fn receipt_conn(acts: &[Action]) -> vtp_core::ConnId {
+    acts.iter()
+        .find_map(|a| match a {
+            Action::Ack { conn, .. } | Action::Nak { conn, .. } => Some(*conn),
+            _ => None,
+        })
+        .expect("a receipt")
 }

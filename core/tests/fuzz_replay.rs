@@ -161,7 +161,10 @@ fn node_seeds_reach_their_states() {
     let t = tally("small_limits");
     // The connection limit became per role after this seed was made, so it no longer reaches a
     // refusal; per-role refusals are covered by props.rs, flows.rs and the hostile tests.
-    assert!(t.forgets >= 2 && t.naks >= 1, "{t:?}");
+    // Its authors share one address, so since the seen-index keeps fair shares per source an
+    // author over its share is naked instead of evicting (Forget); eviction between sources is
+    // covered by seen.rs and flows.rs.
+    assert!(t.naks >= 2, "{t:?}");
     assert_eq!((t.filters_accepted, t.filters_refused), (2, 2), "{t:?}");
 
     let t = tally("submissions");

@@ -24,7 +24,7 @@ use std::task::Waker;
 use std::time::Duration;
 
 use vtp_core::driver::{Effects, StoreOp};
-use vtp_core::{ConnId, Delivery, Event, EventKey};
+use vtp_core::{ConnId, Delivery, Event, EventKey, SeenLevel};
 
 use crate::handlers::Handlers;
 use crate::store::{SendError, StoreWorker};
@@ -252,6 +252,24 @@ pub fn log_event(e: &Event) {
             delay.as_secs_f64()
         ),
         Event::Pruned { removed } => info!(removed, "expired seen-index entries pruned"),
+        Event::SeenIndexLevel {
+            level: SeenLevel::Normal,
+            entries,
+            max,
+        } => info!("seen-index back below 70 % full ({entries} of {max} entries)"),
+        Event::SeenIndexLevel {
+            level: SeenLevel::High,
+            entries,
+            max,
+        } => warn!("seen-index nearly full ({entries} of {max} entries; --seen-max)"),
+        Event::SeenIndexLevel {
+            level: SeenLevel::Full,
+            entries,
+            max,
+        } => warn!(
+            "seen-index full ({entries} of {max} entries; --seen-max): sources over their fair \
+             share now recycle their own entries or are naked"
+        ),
         other => debug!("{other:?}"),
     }
 }

@@ -85,5 +85,17 @@ impl Node {
         if removed > 0 {
             self.events.push_back(Event::Pruned { removed });
         }
+        self.note_seen_level();
+    }
+
+    /// Reports a change of the seen-index's fill level (80 %, 100 %, with hysteresis).
+    pub(super) fn note_seen_level(&mut self) {
+        if let Some(level) = self.seen.level_change() {
+            self.events.push_back(Event::SeenIndexLevel {
+                level,
+                entries: self.seen.len(),
+                max: self.seen.entries_max(),
+            });
+        }
     }
 }

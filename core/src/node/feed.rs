@@ -13,7 +13,7 @@ use crate::config::{InvalidFilters, SubscriberNak};
 use crate::frame;
 use crate::message::{self, Message, TransportRole, VoEvent};
 use crate::output::{Action, CloseReason, ConnId, ConnRole, Delivery, Event, Source};
-use crate::seen::{EventKey, Seen};
+use crate::seen::{EventKey, Seen, SeenSource};
 use crate::time::format_utc;
 
 use super::durability::Held;
@@ -213,9 +213,11 @@ impl Node {
             Ok(Message::VoEvent(ev)) => {
                 let key = EventKey::of_element(&payload[ev.element.clone()]);
                 let unix = self.clock.unix_secs_at(now);
-                if let Seen::New { evicted: Some(old) } = self.seen.check_and_insert(key, unix) {
+                let seen = self.seen.check_and_insert(key, unix, SeenSource::Local);
+                if let Seen::New { evicted: Some(old) } = seen {
                     self.actions.push_back(Action::Forget(old));
                 }
+                self.note_seen_level();
                 self.fan_out(&frame, &payload, ev.element.clone());
             }
             Ok(Message::Transport(_)) | Err(_) => {

@@ -10,7 +10,7 @@ use crate::ivoid;
 use crate::message::{self, Message, VoEvent, VoEventNamespace};
 use crate::output::{Action, CloseReason, ConnId, ConnRole, Event, Source};
 use crate::schema;
-use crate::seen::{EventKey, Seen};
+use crate::seen::{EventKey, Seen, SeenSource};
 use crate::violation::Violation;
 
 use super::Node;
@@ -36,7 +36,15 @@ impl Node {
         }
         let key = EventKey::of_element(&payload[ev.element.clone()]);
         let unix = self.clock.unix_secs_at(now);
-        match self.seen.check_and_insert(key, unix) {
+        let source = self
+            .authors
+            .get(&conn)
+            .copied()
+            .unwrap_or(SeenSource::Other);
+        let seen = self.seen.check_and_insert(key, unix, source);
+        self.note_seen_level();
+        match seen {
+            Seen::Refused => self.reject(conn, &ev.ivorn, Violation::SeenQuota, now),
             Seen::Duplicate => {
                 self.actions.push_back(Action::DropDuplicate { conn, key });
                 self.events.push_back(Event::Duplicate { conn, key });

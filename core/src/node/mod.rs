@@ -70,7 +70,7 @@ use crate::frame::{self, FrameDecoder};
 use crate::ivoid::Ivoid;
 use crate::message::{self, Message};
 use crate::output::{Action, CloseReason, ConnId, ConnRole, Event, ListenerRole, Peer};
-use crate::seen::{EventKey, SeenIndex, SeenRecord};
+use crate::seen::{EventKey, SeenIndex, SeenRecord, SeenSource};
 use crate::time::{WallClock, format_utc};
 use crate::timer::Timers;
 use crate::violation::Violation;
@@ -116,6 +116,8 @@ pub struct Node {
     feeds: usize,
     upstreams: Vec<UpstreamState>,
     seen: SeenIndex,
+    /// The seen-index source of each open intake: its author's network.
+    authors: HashMap<ConnId, SeenSource>,
     filters: FilterTable,
     timers: Timers<TimerKey>,
     actions: VecDeque<Action>,
@@ -221,7 +223,11 @@ impl Node {
         }
         Ok(Self {
             local_ivo: config.local_ivo.as_deref().map(Arc::from),
-            seen: SeenIndex::new(config.limits.seen_entries_max),
+            seen: SeenIndex::new(
+                config.limits.seen_entries_max,
+                config.limits.seen_sources_max,
+            ),
+            authors: HashMap::new(),
             clock: WallClock::new(now, unix_now),
             last_now: now,
             next_conn: 1,
@@ -317,6 +323,7 @@ impl Node {
                     TimerKey::Conn(conn),
                     now + self.config.timing.intake_deadline,
                 );
+                self.authors.insert(conn, SeenSource::author(peer));
                 Kind::Intake
             }
             ListenerRole::Broadcast => {
@@ -468,8 +475,11 @@ impl Node {
     ) -> usize {
         self.advance(now);
         let unix = self.clock.unix_secs_at(now);
-        self.seen
-            .restore(records, unix, self.config.timing.seen_retention.as_secs())
+        let loaded = self
+            .seen
+            .restore(records, unix, self.config.timing.seen_retention.as_secs());
+        self.note_seen_level();
+        loaded
     }
 
     /// Closes every connection, stops reconnecting and refuses new connections.
@@ -532,6 +542,12 @@ impl Node {
     /// Entries in the seen-index.
     pub fn seen_len(&self) -> usize {
         self.seen.len()
+    }
+
+    /// Entries in the seen-index held for an author at `peer` (its network: see
+    /// [`crate::seen`]).
+    pub fn seen_len_of_author(&self, peer: crate::output::Peer) -> usize {
+        self.seen.source_len(SeenSource::author(peer))
     }
 
     /// True if this event's key is in the seen-index.
@@ -624,6 +640,7 @@ impl Node {
             return;
         };
         self.replying.remove(&conn);
+        self.authors.remove(&conn);
         self.timers.cancel(TimerKey::Conn(conn));
         let role = c.kind.role();
         match c.kind {

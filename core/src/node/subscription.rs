@@ -10,7 +10,7 @@ use crate::endpoint::DialAddr;
 use crate::ivoid;
 use crate::message::{self, Message, TransportRole};
 use crate::output::{Action, ConnId, ConnRole, Event, Source};
-use crate::seen::{EventKey, Seen};
+use crate::seen::{EventKey, Seen, SeenSource};
 use crate::violation::Violation;
 
 use super::{Kind, Node, TimerKey};
@@ -143,7 +143,22 @@ impl Node {
                 }
                 let key = EventKey::of_element(&payload[ev.element.clone()]);
                 let unix = self.clock.unix_secs_at(now);
-                match self.seen.check_and_insert(key, unix) {
+                let source = match self.conns.get(&conn).map(|c| &c.kind) {
+                    Some(Kind::Subscription(s)) => SeenSource::Upstream(s.upstream),
+                    _ => SeenSource::Other,
+                };
+                let seen = self.seen.check_and_insert(key, unix, source);
+                self.note_seen_level();
+                match seen {
+                    Seen::Refused => {
+                        let mark = self.actions.len();
+                        self.ack(conn, &ev.ivorn, now);
+                        self.hold(mark);
+                        self.events.push_back(Event::ProtocolViolation {
+                            conn,
+                            detail: Violation::SeenQuota,
+                        });
+                    }
                     Seen::Duplicate => {
                         let mark = self.actions.len();
                         self.ack(conn, &ev.ivorn, now);
