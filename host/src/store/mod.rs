@@ -125,8 +125,9 @@ pub use worker::{OnDurable, StoreWorker};
 ///
 /// Every error names the directory or file and says what to do; `node` is left as it was.
 /// [`StoreError::CreateDir`] if `dir` cannot be created (it names a file, or a parent is not
-/// writable), [`StoreError::Open`] if the seen-index file cannot be opened, is locked by another
-/// process, or is not a seen-index file, [`StoreError::Truncated`] if it is shorter than it was
+/// writable), [`StoreError::Locked`] if another process holds the seen-index file,
+/// [`StoreError::Open`] if it cannot be opened or repaired (the OS error says why) or is not a
+/// seen-index file, [`StoreError::Truncated`] if it is shorter than it was
 /// when last written, [`StoreError::Read`] if its records cannot be read, and
 /// [`StoreError::Spawn`] if the worker thread cannot be started.
 pub fn open_for(node: &mut Node, dir: &Path, now: Instant) -> Result<Opened, StoreError> {
@@ -171,19 +172,29 @@ pub enum StoreError {
         #[source]
         source: io::Error,
     },
-    /// The seen-index file could not be opened, is locked by another process, or is not a
-    /// seen-index file.
+    /// The seen-index file is locked by another process.
     #[error(
-        "cannot open the seen-index store `{}`: is another vtp process using it, or is it not a \
-         vtp seen-index file (move it aside to start with an empty index)?",
+        "cannot open the seen-index store `{}`: another vtp process is using it (give each \
+         broker its own --eventdb DIR)",
+        path.display()
+    )]
+    Locked {
+        /// The seen-index file.
+        path: PathBuf,
+    },
+    /// The seen-index file could not be opened, created or repaired (the OS error says why:
+    /// no space, read-only file system, permission), or is not a seen-index file.
+    #[error(
+        "cannot open the seen-index store `{}`: {error}; fix the cause (free space, \
+         permissions, a read-only mount), or move the file aside if it is not a vtp seen-index \
+         file",
         path.display()
     )]
     Open {
         /// The seen-index file.
         path: PathBuf,
-        /// The cause.
-        #[source]
-        source: io::Error,
+        /// The cause, shown in the message.
+        error: io::Error,
     },
     /// The log is shorter than it was when last written: it was truncated, emptied or replaced.
     #[error(
@@ -275,7 +286,14 @@ pub struct SeenStore {
     compact_min: u64,
     /// Encoding buffer, reused.
     buf: Vec<u8>,
+    /// Test seam: called before each write to the log with its range; an error fails it.
+    #[cfg(test)]
+    fail_write: Option<FailWrite>,
 }
+
+/// A failure injected into writes to the log (tests).
+#[cfg(test)]
+type FailWrite = Box<dyn FnMut(u64, u64) -> io::Result<()> + Send>;
 
 impl SeenStore {
     /// Opens or creates `<dir>/vtp-seen.log`, creating `dir` if needed, and locks it.
@@ -287,8 +305,9 @@ impl SeenStore {
     ///
     /// # Errors
     ///
-    /// [`StoreError::CreateDir`] if the directory cannot be created, [`StoreError::Open`] if the
-    /// file cannot be opened, is locked by another process, or is not a seen-index file, and
+    /// [`StoreError::CreateDir`] if the directory cannot be created, [`StoreError::Locked`] if
+    /// another process holds the file, [`StoreError::Open`] if it cannot be opened or repaired
+    /// or is not a seen-index file, and
     /// [`StoreError::Truncated`] if it is shorter than it was when last written.
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
         Self::open_with(dir, COMPACT_MIN_RECORDS)
@@ -301,9 +320,9 @@ impl SeenStore {
             source,
         })?;
         let path = dir.join(STORE_FILE_NAME);
-        let open_err = |source: io::Error| StoreError::Open {
+        let open_err = |error: io::Error| StoreError::Open {
             path: path.clone(),
-            source,
+            error,
         };
         let file = fs::OpenOptions::new()
             .read(true)
@@ -312,7 +331,10 @@ impl SeenStore {
             .truncate(false)
             .open(&path)
             .map_err(open_err)?;
-        lock(&file).map_err(open_err)?;
+        lock(&file).map_err(|e| match e.kind() {
+            io::ErrorKind::WouldBlock => StoreError::Locked { path: path.clone() },
+            _ => open_err(e),
+        })?;
         // Only the lock holder tidies up: a compaction cut short leaves its new file behind.
         let _ = fs::remove_file(dir.join(COMPACT_FILE_NAME));
         let legacy = dir.join(LEGACY_FILE_NAME);
@@ -347,6 +369,8 @@ impl SeenStore {
             live_at_compaction: 0,
             compact_min,
             buf: Vec::new(),
+            #[cfg(test)]
+            fail_write: None,
         };
         store.recover().map_err(open_err)?;
         Ok(store)
@@ -415,13 +439,26 @@ impl SeenStore {
     fn write_batch(&mut self) -> io::Result<()> {
         let end = self.tail + self.buf.len() as u64;
         if end > self.len {
-            // Zeros written ahead, so commits overwrite allocated blocks in place.
+            // Zeros written ahead, so commits overwrite allocated blocks in place. On a disk
+            // with less than that free, the batch alone extends the file: a commit succeeds as
+            // soon as its own bytes fit.
             let new_len = end + GROW_BYTES;
-            write_zeros(&self.file, self.len, new_len)?;
-            self.len = new_len;
+            match self.fault(self.len, new_len) {
+                Ok(()) => match write_zeros(&self.file, self.len, new_len) {
+                    Ok(()) => self.len = new_len,
+                    Err(e) => {
+                        debug!(error = %e, "seen-index: cannot preallocate; writing the batch alone")
+                    }
+                },
+                Err(e) => {
+                    debug!(error = %e, "seen-index: cannot preallocate; writing the batch alone")
+                }
+            }
         }
+        self.fault(self.tail, end)?;
         self.file.write_all_at(&self.buf, self.tail)?;
         self.file.sync_data()?;
+        self.len = self.len.max(end);
         if self.len > self.known_len {
             // After the fdatasync: the length file never runs ahead of the log.
             if let Err(e) = self.save_len(self.len) {
@@ -431,6 +468,18 @@ impl SeenStore {
                 );
             }
         }
+        Ok(())
+    }
+
+    /// The test seam for a write of `from..to` of the log: the injected failure, if any.
+    #[cfg(test)]
+    fn fault(&mut self, from: u64, to: u64) -> io::Result<()> {
+        self.fail_write.as_mut().map_or(Ok(()), |f| f(from, to))
+    }
+
+    #[cfg(not(test))]
+    #[expect(clippy::unused_self, reason = "the test build injects faults here")]
+    fn fault(&mut self, _from: u64, _to: u64) -> io::Result<()> {
         Ok(())
     }
 

@@ -104,8 +104,51 @@ fn open_errors_name_the_path() {
     // The file is locked while open: a second open fails and names the file.
     let _first = SeenStore::open(tmp.path()).unwrap();
     let err = SeenStore::open(tmp.path()).unwrap_err();
-    assert!(matches!(err, StoreError::Open { .. }), "{err:?}");
+    assert!(matches!(err, StoreError::Locked { .. }), "{err:?}");
     assert!(err.to_string().contains(STORE_FILE_NAME), "{err}");
+    assert!(err.to_string().contains("another vtp process"), "{err}");
+}
+
+#[test]
+fn an_open_that_fails_for_another_reason_shows_the_os_error_not_a_lock() {
+    let tmp = TempDir::new("store-open-os");
+    // A directory where the log should be: opening it for writing fails with EISDIR.
+    std::fs::create_dir(tmp.path().join(STORE_FILE_NAME)).unwrap();
+    let err = SeenStore::open(tmp.path()).unwrap_err();
+    assert!(matches!(err, StoreError::Open { .. }), "{err:?}");
+    let text = err.to_string();
+    assert!(text.contains("Is a directory"), "{text}");
+    assert!(!text.contains("another vtp process"), "{text}");
+}
+
+#[test]
+fn a_commit_succeeds_as_soon_as_its_own_bytes_fit_on_the_disk() {
+    let tmp = TempDir::new("store-nospace");
+    let mut store = SeenStore::open(tmp.path()).unwrap();
+    // A disk with room for 100 more records past the preallocated file, not for 1 MiB.
+    let cap = store.len + 100 * RECORD_LEN as u64;
+    store.fail_write = Some(Box::new(move |_, to| {
+        if to > cap {
+            Err(io::Error::from(io::ErrorKind::StorageFull))
+        } else {
+            Ok(())
+        }
+    }));
+    let fill = (store.len - store.tail) / RECORD_LEN as u64 + 5;
+    store.apply(&persist_all(0..fill)).unwrap();
+    assert_eq!(store.len, store.tail, "grown by the batch alone");
+    // Past the room left, a commit fails; once space is freed it goes through.
+    let err = store.apply(&persist_all(fill..fill + 200)).unwrap_err();
+    assert!(matches!(err, StoreError::Write { .. }), "{err:?}");
+    store.fail_write = None;
+    store.apply(&persist_all(fill..fill + 200)).unwrap();
+    assert!(
+        store.len > store.tail + GROW_BYTES / 2,
+        "preallocating again"
+    );
+    drop(store);
+    let store = SeenStore::open(tmp.path()).unwrap();
+    assert_eq!(store.load().unwrap().len() as u64, fill + 200);
 }
 
 #[test]
@@ -574,7 +617,7 @@ fn open_for_a_bad_directory_says_what_is_wrong_and_leaves_the_node_alone() {
     let mut other = node();
     let opened = open_for(&mut other, tmp.path(), Instant::now()).unwrap();
     let err = open_for(&mut fresh, tmp.path(), Instant::now()).unwrap_err();
-    assert!(matches!(err, StoreError::Open { .. }), "{err:?}");
+    assert!(matches!(err, StoreError::Locked { .. }), "{err:?}");
     let text = err.to_string();
     assert!(text.contains(STORE_FILE_NAME), "{text}");
     assert!(text.contains("another vtp process"), "{text}");
