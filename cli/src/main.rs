@@ -37,7 +37,7 @@ use vtp_host::effects::HostEffects;
 use vtp_host::handlers::{self, Handler, Handlers};
 use vtp_host::net::{Bound, Options};
 use vtp_host::shutdown::Shutdown;
-use vtp_host::store::{self, StoreError};
+use vtp_host::store;
 
 use args::{BrokerArgs, Cli, Command, Common, Handling, ListenArgs, Runtime, SendArgs};
 
@@ -318,15 +318,8 @@ fn serve(
     })?;
     let mut fx = HostEffects::new();
     if let Some(dir) = eventdb {
-        let opened = store::open_for(&mut node, dir, now).map_err(|e| match e {
-            StoreError::CreateDir { .. } | StoreError::Open { .. } => Fail(
-                status::RUNTIME,
-                format!(
-                    "{e} (another vtp may be using it: give each broker its own --eventdb DIR)"
-                ),
-            ),
-            e => Fail::from(e),
-        })?;
+        // The error says what is wrong: a lock held by another vtp, or the OS error.
+        let opened = store::open_for(&mut node, dir, now)?;
         fx = fx.with_store(opened.worker);
     }
     if let Some(h) = handlers {

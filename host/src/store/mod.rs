@@ -41,10 +41,18 @@
 //!
 //! # Crashes, damage and size
 //!
-//! Reading stops at the first record that does not check out: after a crash that is the batch
-//! whose fdatasync had not returned (none of it was reported durable), and it is zeroed before
-//! new records go there. Non-zero bytes after that point are reported with a warning. A file
-//! that is not a seen-index file is refused, not overwritten.
+//! The last record of each commit carries a batch-end flag. Loading keeps every record that
+//! checks out in every batch but the last, skipping (with a warning naming how many and at
+//! which offsets) those that do not: that is damage, since those batches were durable. The
+//! last batch, if any of its records does not check out or its end record is missing, is the
+//! commit a crash cut short (none of it was reported durable): it is dropped and zeroed before
+//! new records go there, with a warning. A file that is not a seen-index file is refused, not
+//! overwritten.
+//!
+//! The log's length is also kept in `<dir>/vtp-seen.len` ([`LEN_FILE_NAME`]), rewritten after
+//! each growth and compaction and never ahead of the log: a log shorter than that (truncated,
+//! emptied, replaced) is refused at start with [`StoreError::Truncated`], which names both
+//! lengths; deleting the length file is the operator's way to start with what is left.
 //!
 //! The log grows by one record per operation. When it holds at least twice as many records as
 //! were live at its last rewrite, plus [`COMPACT_MIN_RECORDS`], the worker rewrites it with only
@@ -84,6 +92,9 @@ pub const COMPACT_MIN_RECORDS: u64 = 65_536;
 /// A compaction's new file, renamed over [`STORE_FILE_NAME`] once complete.
 const COMPACT_FILE_NAME: &str = "vtp-seen.log.compact";
 
+/// The file beside the log that holds its last known length (see [`StoreError::Truncated`]).
+pub const LEN_FILE_NAME: &str = "vtp-seen.len";
+
 /// The file of vtp versions that kept the seen-index in redb.
 const LEGACY_FILE_NAME: &str = "vtp-seen.redb";
 
@@ -114,8 +125,10 @@ pub use worker::{OnDurable, StoreWorker};
 ///
 /// Every error names the directory or file and says what to do; `node` is left as it was.
 /// [`StoreError::CreateDir`] if `dir` cannot be created (it names a file, or a parent is not
-/// writable), [`StoreError::Open`] if the seen-index file cannot be opened, is locked by another
-/// process, or is not a seen-index file, [`StoreError::Read`] if its records cannot be read, and
+/// writable), [`StoreError::Locked`] if another process holds the seen-index file,
+/// [`StoreError::Open`] if it cannot be opened or repaired (the OS error says why) or is not a
+/// seen-index file, [`StoreError::Truncated`] if it is shorter than it was
+/// when last written, [`StoreError::Read`] if its records cannot be read, and
 /// [`StoreError::Spawn`] if the worker thread cannot be started.
 pub fn open_for(node: &mut Node, dir: &Path, now: Instant) -> Result<Opened, StoreError> {
     let store = SeenStore::open(dir)?;
@@ -159,19 +172,49 @@ pub enum StoreError {
         #[source]
         source: io::Error,
     },
-    /// The seen-index file could not be opened, is locked by another process, or is not a
-    /// seen-index file.
+    /// The seen-index file is locked by another process.
     #[error(
-        "cannot open the seen-index store `{}`: is another vtp process using it, or is it not a \
-         vtp seen-index file (move it aside to start with an empty index)?",
+        "cannot open the seen-index store `{}`: another vtp process is using it (give each \
+         broker its own --eventdb DIR)",
+        path.display()
+    )]
+    Locked {
+        /// The seen-index file.
+        path: PathBuf,
+    },
+    /// The seen-index file could not be opened, created or repaired (the OS error says why:
+    /// no space, read-only file system, permission), or is not a seen-index file.
+    #[error(
+        "cannot open the seen-index store `{}`: {error}; fix the cause (free space, \
+         permissions, a read-only mount), or move the file aside if it is not a vtp seen-index \
+         file",
         path.display()
     )]
     Open {
         /// The seen-index file.
         path: PathBuf,
-        /// The cause.
-        #[source]
-        source: io::Error,
+        /// The cause, shown in the message.
+        error: io::Error,
+    },
+    /// The log is shorter than it was when last written: it was truncated, emptied or replaced.
+    #[error(
+        "refusing to start: the seen-index log `{}` is {len} bytes but was {known} bytes when \
+         last written (recorded in `{}`), so it was truncated or replaced and events it held \
+         could be forwarded again; restore it from a backup, or delete `{}` to start with what \
+         is left",
+        path.display(),
+        len_path.display(),
+        len_path.display()
+    )]
+    Truncated {
+        /// The seen-index file.
+        path: PathBuf,
+        /// Its length now.
+        len: u64,
+        /// Its length when last written.
+        known: u64,
+        /// The file that recorded `known` ([`LEN_FILE_NAME`]).
+        len_path: PathBuf,
     },
     /// Reading the records failed.
     #[error(
@@ -233,6 +276,8 @@ pub struct SeenStore {
     tail: u64,
     /// Length of the file: written bytes, zeros past `tail`.
     len: u64,
+    /// The length [`LEN_FILE_NAME`] holds (0 when it is missing): never more than `len`.
+    known_len: u64,
     /// Records in the file.
     records: u64,
     /// Live records when the file was last written whole (at creation, open or compaction).
@@ -241,20 +286,29 @@ pub struct SeenStore {
     compact_min: u64,
     /// Encoding buffer, reused.
     buf: Vec<u8>,
+    /// Test seam: called before each write to the log with its range; an error fails it.
+    #[cfg(test)]
+    fail_write: Option<FailWrite>,
 }
+
+/// A failure injected into writes to the log (tests).
+#[cfg(test)]
+type FailWrite = Box<dyn FnMut(u64, u64) -> io::Result<()> + Send>;
 
 impl SeenStore {
     /// Opens or creates `<dir>/vtp-seen.log`, creating `dir` if needed, and locks it.
     ///
-    /// A file left by a crash is repaired: reading stops at the first record that does not
-    /// check out (a batch whose commit was cut short) and everything after it is zeroed, with
-    /// a warning when that was more than zeros. A file with more dead records than live ones is
-    /// compacted.
+    /// A file left by a crash is repaired: a last batch whose commit was cut short is zeroed,
+    /// with a warning when that was more than zeros; damaged records before it are skipped
+    /// with a warning (see the module docs). A file with more dead records than live ones, or
+    /// of format version 1, is rewritten.
     ///
     /// # Errors
     ///
-    /// [`StoreError::CreateDir`] if the directory cannot be created, [`StoreError::Open`] if the
-    /// file cannot be opened, is locked by another process, or is not a seen-index file.
+    /// [`StoreError::CreateDir`] if the directory cannot be created, [`StoreError::Locked`] if
+    /// another process holds the file, [`StoreError::Open`] if it cannot be opened or repaired
+    /// or is not a seen-index file, and
+    /// [`StoreError::Truncated`] if it is shorter than it was when last written.
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
         Self::open_with(dir, COMPACT_MIN_RECORDS)
     }
@@ -266,9 +320,9 @@ impl SeenStore {
             source,
         })?;
         let path = dir.join(STORE_FILE_NAME);
-        let open_err = |source: io::Error| StoreError::Open {
+        let open_err = |error: io::Error| StoreError::Open {
             path: path.clone(),
-            source,
+            error,
         };
         let file = fs::OpenOptions::new()
             .read(true)
@@ -277,7 +331,10 @@ impl SeenStore {
             .truncate(false)
             .open(&path)
             .map_err(open_err)?;
-        lock(&file).map_err(open_err)?;
+        lock(&file).map_err(|e| match e.kind() {
+            io::ErrorKind::WouldBlock => StoreError::Locked { path: path.clone() },
+            _ => open_err(e),
+        })?;
         // Only the lock holder tidies up: a compaction cut short leaves its new file behind.
         let _ = fs::remove_file(dir.join(COMPACT_FILE_NAME));
         let legacy = dir.join(LEGACY_FILE_NAME);
@@ -289,15 +346,31 @@ impl SeenStore {
                 path.display()
             );
         }
+        let len = file.metadata().map_err(open_err)?.len();
+        let len_path = dir.join(LEN_FILE_NAME);
+        let known_len = read_len(&len_path).map_err(open_err)?;
+        if let Some(known) = known_len
+            && len < known
+        {
+            return Err(StoreError::Truncated {
+                path,
+                len,
+                known,
+                len_path,
+            });
+        }
         let mut store = Self {
             file,
             path: path.clone(),
             tail: log::HEADER_LEN,
-            len: 0,
+            len,
+            known_len: known_len.unwrap_or(0),
             records: 0,
             live_at_compaction: 0,
             compact_min,
             buf: Vec::new(),
+            #[cfg(test)]
+            fail_write: None,
         };
         store.recover().map_err(open_err)?;
         Ok(store)
@@ -342,6 +415,7 @@ impl SeenStore {
         if n == 0 {
             return Ok(());
         }
+        log::mark_batch_end(&mut self.buf);
         self.write_batch().map_err(|source| StoreError::Write {
             path: self.path.clone(),
             source,
@@ -365,57 +439,136 @@ impl SeenStore {
     fn write_batch(&mut self) -> io::Result<()> {
         let end = self.tail + self.buf.len() as u64;
         if end > self.len {
-            // Zeros written ahead, so commits overwrite allocated blocks in place.
+            // Zeros written ahead, so commits overwrite allocated blocks in place. On a disk
+            // with less than that free, the batch alone extends the file: a commit succeeds as
+            // soon as its own bytes fit.
             let new_len = end + GROW_BYTES;
-            write_zeros(&self.file, self.len, new_len)?;
-            self.len = new_len;
+            match self.fault(self.len, new_len) {
+                Ok(()) => match write_zeros(&self.file, self.len, new_len) {
+                    Ok(()) => self.len = new_len,
+                    Err(e) => {
+                        debug!(error = %e, "seen-index: cannot preallocate; writing the batch alone")
+                    }
+                },
+                Err(e) => {
+                    debug!(error = %e, "seen-index: cannot preallocate; writing the batch alone")
+                }
+            }
         }
+        self.fault(self.tail, end)?;
         self.file.write_all_at(&self.buf, self.tail)?;
-        self.file.sync_data()
+        self.file.sync_data()?;
+        self.len = self.len.max(end);
+        if self.len > self.known_len {
+            // After the fdatasync: the length file never runs ahead of the log.
+            if let Err(e) = self.save_len(self.len) {
+                warn!(
+                    error = %e,
+                    "seen-index: cannot record the log's length; a truncation may go unnoticed"
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// The test seam for a write of `from..to` of the log: the injected failure, if any.
+    #[cfg(test)]
+    fn fault(&mut self, from: u64, to: u64) -> io::Result<()> {
+        self.fail_write.as_mut().map_or(Ok(()), |f| f(from, to))
+    }
+
+    #[cfg(not(test))]
+    #[expect(clippy::unused_self, reason = "the test build injects faults here")]
+    fn fault(&mut self, _from: u64, _to: u64) -> io::Result<()> {
+        Ok(())
+    }
+
+    /// Records `len` in [`LEN_FILE_NAME`] and makes it durable.
+    fn save_len(&mut self, len: u64) -> io::Result<()> {
+        let dir = self.path.parent().unwrap_or(Path::new("."));
+        let len_path = dir.join(LEN_FILE_NAME);
+        let new = !len_path.exists();
+        let f = fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&len_path)?;
+        f.write_all_at(&log::len_record(len), 0)?;
+        f.sync_data()?;
+        if new {
+            File::open(dir)?.sync_all()?;
+        }
+        self.known_len = len;
+        Ok(())
     }
 
     /// Reads the file: checks the header, finds the tail, zeroes what follows it, compacts.
     fn recover(&mut self) -> io::Result<()> {
-        let len = self.file.metadata()?.len();
+        let len = self.len;
         let mut head = [0u8; log::HEADER_LEN as usize];
         let got = usize::try_from(len).map_or(head.len(), |l| l.min(head.len()));
         self.file.read_exact_at(&mut head[..got], 0)?;
-        match log::check_header(&head[..got]) {
-            log::Header::Ours => {}
-            log::Header::Blank => return self.rewrite(&log::Replay::default()),
+        let v1 = match log::check_header(&head[..got]) {
+            log::Header::Ours => false,
+            log::Header::V1 => true,
+            log::Header::Blank if self.known_len == 0 => {
+                return self.rewrite(&log::Replay::default());
+            }
+            log::Header::Blank => {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!(
+                        "its header is zeros, yet it was written before (its length is recorded \
+                         in {LEN_FILE_NAME}): it is damaged; restore it from a backup, or move \
+                         both files aside to start with an empty index"
+                    ),
+                ));
+            }
             log::Header::Foreign(why) => {
                 return Err(io::Error::new(
                     io::ErrorKind::InvalidData,
                     format!("not a vtp seen-index file: {why}"),
                 ));
             }
-        }
+        };
         let mut replay = log::Replay::default();
-        let scan = log::scan(&self.file, len, |op| replay.apply(op))?;
-        if scan.junk_after_tail > 0 {
+        let scan = log::scan(&self.file, len, v1, |op| replay.apply(op))?;
+        if !scan.damaged.is_empty() {
+            warn!(
+                path = %self.path.display(),
+                records = scan.damaged.len(),
+                offsets = %Offsets(&scan.damaged),
+                "seen-index: records that do not check out (damage) are skipped; the valid \
+                 records after them are kept. Check the disk (see the system log)"
+            );
+        }
+        if scan.junk_after_tail > 0 || scan.dropped > 0 {
             warn!(
                 path = %self.path.display(),
                 offset = scan.tail,
+                dropped_records = scan.dropped,
                 bytes = scan.junk_after_tail,
-                "seen-index: records after this offset do not check out (a commit cut short \
-                 by a crash, or damage) and are discarded"
+                "seen-index: the last batch written does not check out (a commit cut short by \
+                 a crash, or damage) and is discarded"
             );
             write_zeros(&self.file, scan.tail, len)?;
             self.file.sync_data()?;
         }
         self.tail = scan.tail;
-        self.len = len;
         self.records = scan.records;
         self.live_at_compaction = replay.0.len() as u64;
-        if self.records >= 2 * self.live_at_compaction + self.compact_min {
+        if v1 || self.records >= 2 * self.live_at_compaction + self.compact_min {
             self.rewrite(&replay)?;
+        } else if self.known_len != len {
+            // A log of a version that kept no length file.
+            self.save_len(len)?;
         }
         Ok(())
     }
 
     fn replay(&self) -> io::Result<log::Replay> {
         let mut replay = log::Replay::default();
-        log::scan(&self.file, self.tail, |op| replay.apply(op))?;
+        log::scan(&self.file, self.tail, false, |op| replay.apply(op))?;
         Ok(replay)
     }
 
@@ -433,7 +586,7 @@ impl SeenStore {
     /// Writes `replay`'s records to a new file, makes it durable and puts it in place of the
     /// current one (a crash at any point leaves either the old file or the new one).
     fn rewrite(&mut self, replay: &log::Replay) -> io::Result<()> {
-        let dir = self.path.parent().unwrap_or(Path::new("."));
+        let dir = self.path.parent().unwrap_or(Path::new(".")).to_owned();
         let tmp_path = dir.join(COMPACT_FILE_NAME);
         let tmp = fs::OpenOptions::new()
             .read(true)
@@ -450,19 +603,84 @@ impl SeenStore {
                 unix_secs,
             });
             log::encode(&op, &mut buf);
+            // Each record its own batch: the file is durable before it replaces the log, so
+            // damage to any record later costs that record only.
+            log::mark_batch_end(&mut buf);
         }
         let tail = buf.len() as u64;
         let len = tail + GROW_BYTES;
         tmp.write_all_at(&buf, 0)?;
         write_zeros(&tmp, tail, len)?;
         tmp.sync_all()?;
+        // The length file must not run ahead of whichever log a crash leaves in place.
+        if self.known_len > len {
+            self.save_len(len)?;
+        }
         fs::rename(&tmp_path, &self.path)?;
-        File::open(dir)?.sync_all()?;
+        File::open(&dir)?.sync_all()?;
         self.file = tmp;
         self.tail = tail;
         self.len = len;
         self.records = replay.0.len() as u64;
         self.live_at_compaction = self.records;
+        if let Err(e) = self.save_len(len) {
+            warn!(
+                error = %e,
+                "seen-index: cannot record the log's length; a truncation may go unnoticed"
+            );
+        }
+        Ok(())
+    }
+}
+
+/// The length [`LEN_FILE_NAME`] at `path` holds: `None` if there is no such file (a new store,
+/// or one written by an earlier version) or, with a warning, if it does not check out.
+fn read_len(path: &Path) -> io::Result<Option<u64>> {
+    match fs::read(path) {
+        Ok(bytes) => {
+            let len = log::decode_len(&bytes);
+            if len.is_none() {
+                warn!(
+                    path = %path.display(),
+                    "seen-index: the length file does not check out and is ignored: a \
+                     truncation of the log cannot be detected at this start"
+                );
+            }
+            Ok(len)
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// Record offsets for a log line: runs of consecutive records as `first-last`, at most 16.
+struct Offsets<'a>(&'a [u64]);
+
+impl fmt::Display for Offsets<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut runs = 0;
+        let mut i = 0;
+        while i < self.0.len() {
+            let first = self.0[i];
+            let mut last = first;
+            while i + 1 < self.0.len() && self.0[i + 1] == last + RECORD_LEN as u64 {
+                i += 1;
+                last = self.0[i];
+            }
+            i += 1;
+            if runs == 16 {
+                return write!(f, " and more");
+            }
+            if runs > 0 {
+                write!(f, ", ")?;
+            }
+            if first == last {
+                write!(f, "{first}")?;
+            } else {
+                write!(f, "{first}-{last}")?;
+            }
+            runs += 1;
+        }
         Ok(())
     }
 }

@@ -104,8 +104,51 @@ fn open_errors_name_the_path() {
     // The file is locked while open: a second open fails and names the file.
     let _first = SeenStore::open(tmp.path()).unwrap();
     let err = SeenStore::open(tmp.path()).unwrap_err();
-    assert!(matches!(err, StoreError::Open { .. }), "{err:?}");
+    assert!(matches!(err, StoreError::Locked { .. }), "{err:?}");
     assert!(err.to_string().contains(STORE_FILE_NAME), "{err}");
+    assert!(err.to_string().contains("another vtp process"), "{err}");
+}
+
+#[test]
+fn an_open_that_fails_for_another_reason_shows_the_os_error_not_a_lock() {
+    let tmp = TempDir::new("store-open-os");
+    // A directory where the log should be: opening it for writing fails with EISDIR.
+    std::fs::create_dir(tmp.path().join(STORE_FILE_NAME)).unwrap();
+    let err = SeenStore::open(tmp.path()).unwrap_err();
+    assert!(matches!(err, StoreError::Open { .. }), "{err:?}");
+    let text = err.to_string();
+    assert!(text.contains("Is a directory"), "{text}");
+    assert!(!text.contains("another vtp process"), "{text}");
+}
+
+#[test]
+fn a_commit_succeeds_as_soon_as_its_own_bytes_fit_on_the_disk() {
+    let tmp = TempDir::new("store-nospace");
+    let mut store = SeenStore::open(tmp.path()).unwrap();
+    // A disk with room for 100 more records past the preallocated file, not for 1 MiB.
+    let cap = store.len + 100 * RECORD_LEN as u64;
+    store.fail_write = Some(Box::new(move |_, to| {
+        if to > cap {
+            Err(io::Error::from(io::ErrorKind::StorageFull))
+        } else {
+            Ok(())
+        }
+    }));
+    let fill = (store.len - store.tail) / RECORD_LEN as u64 + 5;
+    store.apply(&persist_all(0..fill)).unwrap();
+    assert_eq!(store.len, store.tail, "grown by the batch alone");
+    // Past the room left, a commit fails; once space is freed it goes through.
+    let err = store.apply(&persist_all(fill..fill + 200)).unwrap_err();
+    assert!(matches!(err, StoreError::Write { .. }), "{err:?}");
+    store.fail_write = None;
+    store.apply(&persist_all(fill..fill + 200)).unwrap();
+    assert!(
+        store.len > store.tail + GROW_BYTES / 2,
+        "preallocating again"
+    );
+    drop(store);
+    let store = SeenStore::open(tmp.path()).unwrap();
+    assert_eq!(store.load().unwrap().len() as u64, fill + 200);
 }
 
 #[test]
@@ -128,12 +171,13 @@ fn a_batch_cut_short_by_a_crash_is_discarded_and_overwritten() {
     store.apply(&persist_all(0..5)).unwrap();
     let tail = store.tail;
     drop(store);
-    // A crash during the next commit: its second record made it to the disk, its first
-    // only in part, and so did a third one.
+    // A power loss during the next commit: its second and last records made it to the disk,
+    // its first only in part.
     let mut torn = Vec::new();
     for op in persist_all(5..8) {
         log::encode(&op, &mut torn);
     }
+    log::mark_batch_end(&mut torn);
     torn[3] ^= 0x40;
     let mut bytes = file_bytes(tmp.path());
     let at = usize::try_from(tail).unwrap();
@@ -141,10 +185,7 @@ fn a_batch_cut_short_by_a_crash_is_discarded_and_overwritten() {
     std::fs::write(tmp.path().join(STORE_FILE_NAME), &bytes).unwrap();
 
     let mut store = SeenStore::open(tmp.path()).unwrap();
-    assert_eq!(
-        store.tail, tail,
-        "the tail is the first record that does not check out"
-    );
+    assert_eq!(store.tail, tail, "the tail is the start of the torn batch");
     assert_eq!(
         sorted(store.load().unwrap()),
         (0..5).map(record).collect::<Vec<_>>()
@@ -285,8 +326,8 @@ proptest::proptest! {
 
     /// Any sequence of batches, with reopens and compactions (the threshold made small)
     /// between them, loads as the operations add up to; a last batch torn at any byte loads
-    /// as the batches before it plus the records of the last one before the tear, and the
-    /// torn part never comes back after more commits.
+    /// as the batches before it (the last one is dropped whole unless the tear left it intact),
+    /// and the torn part never comes back after more commits.
     #[test]
     fn the_log_loads_what_the_operations_add_up_to_even_after_a_torn_batch(
         batches in proptest::collection::vec(
@@ -341,10 +382,11 @@ proptest::proptest! {
         let intact = bytes[usize::try_from(last_start).unwrap()..e]
             .chunks_exact(RECORD_LEN)
             .zip(last)
-            .take_while(|(rec, op)| log::decode((*rec).try_into().unwrap()) == Some(**op))
+            .take_while(|(rec, op)| log::decode((*rec).try_into().unwrap()).map(|d| d.0) == Some(**op))
             .count();
         proptest::prop_assert!(intact <= usize::try_from((cut - last_start) / RECORD_LEN as u64).unwrap() + 1);
-        let kept = before_last + intact;
+        // A last batch with any record damaged is dropped whole: it may be a torn commit.
+        let kept = if intact == last.len() { done.len() } else { before_last };
         let mut store = SeenStore::open_with(tmp.path(), compact_min).unwrap();
         proptest::prop_assert_eq!(store.load().unwrap(), model(&done[..kept]));
         // More commits go where the tear was; nothing of the torn part comes back.
@@ -356,6 +398,170 @@ proptest::proptest! {
         want.extend_from_slice(&more);
         proptest::prop_assert_eq!(store.load().unwrap(), model(&want));
     }
+}
+
+/// Writes `n` records, one commit each (as the broker does at a low rate), and closes the store.
+fn one_per_commit(dir: &Path, n: u64) {
+    let mut store = SeenStore::open(dir).unwrap();
+    for i in 0..n {
+        store.apply(&persist_all(i..i + 1)).unwrap();
+    }
+}
+
+/// Offset of record `i` (from 0) of a file written by [`one_per_commit`].
+fn record_at(i: u64) -> usize {
+    usize::try_from(log::HEADER_LEN + i * RECORD_LEN as u64).unwrap()
+}
+
+#[test]
+fn a_damaged_record_is_skipped_and_the_records_after_it_are_kept() {
+    let tmp = TempDir::new("store-damage");
+    one_per_commit(tmp.path(), 100);
+    let mut bytes = file_bytes(tmp.path());
+    // One flipped byte in the tenth record's key.
+    bytes[record_at(9) + 20] ^= 0x01;
+    std::fs::write(tmp.path().join(STORE_FILE_NAME), &bytes).unwrap();
+
+    let mut store = SeenStore::open(tmp.path()).unwrap();
+    let want: Vec<_> = (0..100).filter(|&i| i != 9).map(record).collect();
+    assert_eq!(sorted(store.load().unwrap()), want);
+    assert_eq!(
+        store.tail,
+        record_at(100) as u64,
+        "new records go after the last one"
+    );
+    // The damaged record stays skipped after more commits and a reopen.
+    store.apply(&persist_all(200..201)).unwrap();
+    drop(store);
+    let store = SeenStore::open(tmp.path()).unwrap();
+    let mut want = want;
+    want.push(record(200));
+    assert_eq!(sorted(store.load().unwrap()), want);
+
+    // Damage within a batch: the batch's other records are kept too, as long as it is not
+    // the last batch written.
+    let tmp = TempDir::new("store-damage-batch");
+    let mut store = SeenStore::open(tmp.path()).unwrap();
+    for start in (0..100).step_by(10) {
+        store.apply(&persist_all(start..start + 10)).unwrap();
+    }
+    drop(store);
+    let mut bytes = file_bytes(tmp.path());
+    bytes[record_at(9) + 2] ^= 0x80;
+    bytes[record_at(95) + 44] ^= 0x80;
+    std::fs::write(tmp.path().join(STORE_FILE_NAME), &bytes).unwrap();
+    let store = SeenStore::open(tmp.path()).unwrap();
+    let want: Vec<_> = (0..90).filter(|&i| i != 9).map(record).collect();
+    assert_eq!(
+        sorted(store.load().unwrap()),
+        want,
+        "record 9 skipped; the last batch (90..100), damaged, is dropped whole"
+    );
+    assert_eq!(store.tail, record_at(90) as u64);
+}
+
+#[test]
+fn damage_is_told_from_a_torn_tail_by_the_scan() {
+    let tmp = TempDir::new("store-scan");
+    one_per_commit(tmp.path(), 5);
+    let path = tmp.path().join(STORE_FILE_NAME);
+    let mut bytes = file_bytes(tmp.path());
+    bytes[record_at(1) + 9] ^= 0x10;
+    // A torn commit after the last one: a record with no batch end.
+    let mut torn = Vec::new();
+    log::encode(&StoreOp::Persist(record(7)), &mut torn);
+    bytes[record_at(5)..record_at(6)].copy_from_slice(&torn);
+    std::fs::write(&path, &bytes).unwrap();
+    let file = File::open(&path).unwrap();
+    let mut kept = Vec::new();
+    let scan = log::scan(&file, bytes.len() as u64, false, |op| kept.push(op)).unwrap();
+    assert_eq!(scan.damaged, vec![record_at(1) as u64]);
+    assert_eq!(scan.records, 4);
+    assert_eq!(scan.dropped, 1);
+    assert_eq!(scan.tail, record_at(5) as u64);
+    assert_eq!(kept.len(), 4);
+}
+
+#[test]
+fn a_truncated_or_emptied_log_is_refused_with_both_lengths() {
+    let tmp = TempDir::new("store-truncated");
+    one_per_commit(tmp.path(), 100);
+    let path = tmp.path().join(STORE_FILE_NAME);
+    let full = std::fs::metadata(&path).unwrap().len();
+    for cut in [1000, 0] {
+        let f = fs::OpenOptions::new().write(true).open(&path).unwrap();
+        f.set_len(cut).unwrap();
+        drop(f);
+        let err = SeenStore::open(tmp.path()).unwrap_err();
+        assert!(matches!(err, StoreError::Truncated { .. }), "{err:?}");
+        let text = err.to_string();
+        assert!(text.contains(&format!("is {cut} bytes")), "{text}");
+        assert!(text.contains(&format!("was {full} bytes")), "{text}");
+        assert!(text.contains(LEN_FILE_NAME), "{text}");
+        assert_eq!(
+            std::fs::metadata(&path).unwrap().len(),
+            cut,
+            "left as it was"
+        );
+    }
+    // The operator's way out: delete the length file and start with what is there.
+    std::fs::remove_file(tmp.path().join(LEN_FILE_NAME)).unwrap();
+    let store = SeenStore::open(tmp.path()).unwrap();
+    assert!(store.load().unwrap().is_empty());
+    drop(store);
+    assert!(
+        SeenStore::open(tmp.path()).is_ok(),
+        "the new length is recorded"
+    );
+}
+
+#[test]
+fn the_length_file_follows_growth_and_compaction() {
+    let tmp = TempDir::new("store-len");
+    let len_path = tmp.path().join(LEN_FILE_NAME);
+    let known = || log::decode_len(&std::fs::read(&len_path).unwrap()).unwrap();
+    let log_len = || {
+        std::fs::metadata(tmp.path().join(STORE_FILE_NAME))
+            .unwrap()
+            .len()
+    };
+    let mut store = SeenStore::open_with(tmp.path(), 16).unwrap();
+    assert_eq!(known(), log_len());
+    let per_grow = GROW_BYTES / RECORD_LEN as u64;
+    store.apply(&persist_all(0..per_grow + 1)).unwrap();
+    assert_eq!(known(), log_len(), "after growing");
+    let forget: Vec<_> = (0..per_grow)
+        .map(|i| StoreOp::Forget(record(i).key))
+        .collect();
+    store.apply(&forget).unwrap();
+    store.apply(&persist_all(1 << 30..(1 << 30) + 100)).unwrap();
+    assert!(store.records < per_grow, "compacted: {}", store.records);
+    assert_eq!(known(), log_len(), "after a compaction shrank the log");
+}
+
+#[test]
+fn a_version_1_log_loads_and_is_rewritten_as_version_2() {
+    let tmp = TempDir::new("store-v1");
+    // Version 1: no batch-end flags, no length file; reading stops at the first bad record.
+    let mut bytes = log::header().to_vec();
+    bytes[8] = 1;
+    for op in persist_all(0..10) {
+        log::encode(&op, &mut bytes);
+    }
+    let at = bytes.len();
+    bytes.resize(at + 4 * RECORD_LEN, 0);
+    bytes[record_at(5) + 10] ^= 1;
+    std::fs::write(tmp.path().join(STORE_FILE_NAME), &bytes).unwrap();
+    let store = SeenStore::open(tmp.path()).unwrap();
+    assert_eq!(
+        sorted(store.load().unwrap()),
+        (0..5).map(record).collect::<Vec<_>>()
+    );
+    assert_eq!(
+        log::check_header(&file_bytes(tmp.path())[..16]),
+        log::Header::Ours
+    );
+    assert!(tmp.path().join(LEN_FILE_NAME).exists());
 }
 
 /// A node whose wall clock is a minute past the newest [`record`] used here, so none of them is
@@ -411,7 +617,7 @@ fn open_for_a_bad_directory_says_what_is_wrong_and_leaves_the_node_alone() {
     let mut other = node();
     let opened = open_for(&mut other, tmp.path(), Instant::now()).unwrap();
     let err = open_for(&mut fresh, tmp.path(), Instant::now()).unwrap_err();
-    assert!(matches!(err, StoreError::Open { .. }), "{err:?}");
+    assert!(matches!(err, StoreError::Locked { .. }), "{err:?}");
     let text = err.to_string();
     assert!(text.contains(STORE_FILE_NAME), "{text}");
     assert!(text.contains("another vtp process"), "{text}");
