@@ -331,10 +331,11 @@ fn serve(
         fx = fx.with_handlers(h);
     }
     let bound = vtp_host::net::bind(&listeners)?;
+    // Signal handlers before the "listening" lines: once those are out, SIGHUP is ignored.
+    let shutdown = vtp_host::shutdown::on_signals()?;
     for (role, addr) in bound.addrs() {
         tracing::info!("listening for {} on {addr}", role_name(role));
     }
-    let shutdown = vtp_host::shutdown::on_signals()?;
     let fx = run_node(runtime, node, bound, fx, shutdown, options)?;
     fx.finish(Duration::from_secs(5));
     filter_counters.log();

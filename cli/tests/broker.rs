@@ -202,6 +202,38 @@ fn relay_chain_with_a_cycle_delivers_each_event_once_and_never_loops() {
 }
 
 #[test]
+fn sighup_is_logged_and_ignored_and_the_broker_keeps_serving() {
+    for rt in RUNTIMES {
+        let mut b = Broker::start("hup", &["--broadcast-test-interval", "0", "--runtime", rt]);
+        let sent = Command::new("kill")
+            .arg("-HUP")
+            .arg(b.proc.child.id().to_string())
+            .status()
+            .unwrap();
+        assert!(sent.success());
+        let line = b
+            .proc
+            .log
+            .wait_for("the SIGHUP warning", |l| l.contains("SIGHUP"));
+        assert!(
+            line.contains("WARN") && line.contains("reload is not supported"),
+            "{rt}: {line}"
+        );
+        let e = event_xml("ivo://vtp.test/author#after-hup");
+        assert_eq!(
+            submit_raw(b.receive, &e).0,
+            "ack",
+            "{rt}: serving after SIGHUP"
+        );
+        assert!(
+            b.proc.child.try_wait().unwrap().is_none(),
+            "{rt}: still running"
+        );
+        assert_eq!(b.proc.terminate(), Some(0), "{rt}: clean stop on SIGTERM");
+    }
+}
+
+#[test]
 fn restarted_broker_keeps_its_seen_index() {
     for rt in RUNTIMES {
         let db = TempDir::new("restart");
