@@ -33,7 +33,7 @@ use vtp_core::filter::{FilterEngine, NoFilterEngine};
 use vtp_core::node::ConfigError;
 use vtp_core::whitelist::{IpNet, Whitelist};
 use vtp_core::{Config, Event, ListenerRole, Node};
-use vtp_host::effects::HostEffects;
+use vtp_host::effects::{HostEffects, printable};
 use vtp_host::handlers::{self, Handler, Handlers};
 use vtp_host::net::{Bound, Options};
 use vtp_host::shutdown::Shutdown;
@@ -470,7 +470,9 @@ fn send(a: SendArgs) -> Result<(), Fail> {
                 status::NAK,
                 format!(
                     "event refused by {target}: {}",
-                    reason.as_deref().unwrap_or("(no reason given)")
+                    reason
+                        .as_deref()
+                        .map_or("(no reason given)".into(), printable)
                 ),
             )),
             Event::SubmissionFailed { reason, .. } => {
