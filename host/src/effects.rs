@@ -24,7 +24,7 @@ use std::task::Waker;
 use std::time::Duration;
 
 use vtp_core::driver::{Effects, StoreOp};
-use vtp_core::{ConnId, Delivery, Event, EventKey};
+use vtp_core::{CloseReason, ConnId, Delivery, Event, EventKey};
 
 use crate::handlers::Handlers;
 use crate::store::{SendError, StoreWorker};
@@ -227,7 +227,19 @@ pub fn log_event(e: &Event) {
     use tracing::{debug, info, warn};
     match e {
         Event::PeerUp { conn, role } => debug!(%conn, ?role, "connection up"),
-        Event::PeerDown { conn, role, reason } => debug!(%conn, ?role, %reason, "connection down"),
+        // A peer the node dropped for not reading or for breaking the protocol: INFO, naming
+        // it; the ordinary ends of connections stay at DEBUG.
+        Event::PeerDown {
+            conn,
+            role,
+            peer,
+            reason,
+        } => match (peer, reason) {
+            (Some(peer), CloseReason::OutboxFull | CloseReason::FramingError(_)) => {
+                info!(%conn, ?role, "connection down: dropped {peer}: {reason}")
+            }
+            _ => debug!(%conn, ?role, %reason, "connection down"),
+        },
         Event::Refused {
             listener,
             peer,

@@ -69,6 +69,7 @@ impl Node {
                 frame,
                 sent: false,
             }),
+            None,
         );
         self.timers.set(
             TimerKey::Conn(conn),
