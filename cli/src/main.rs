@@ -33,7 +33,7 @@ use vtp_core::filter::{FilterEngine, NoFilterEngine};
 use vtp_core::node::ConfigError;
 use vtp_core::whitelist::{IpNet, Whitelist};
 use vtp_core::{Config, Event, ListenerRole, Node};
-use vtp_host::effects::HostEffects;
+use vtp_host::effects::{HostEffects, printable};
 use vtp_host::handlers::{self, Handler, Handlers};
 use vtp_host::net::{Bound, Options};
 use vtp_host::shutdown::Shutdown;
@@ -326,10 +326,11 @@ fn serve(
         fx = fx.with_handlers(h);
     }
     let bound = vtp_host::net::bind(&listeners)?;
+    // Signal handlers before the "listening" lines: once those are out, SIGHUP is ignored.
+    let shutdown = vtp_host::shutdown::on_signals()?;
     for (role, addr) in bound.addrs() {
         tracing::info!("listening for {} on {addr}", role_name(role));
     }
-    let shutdown = vtp_host::shutdown::on_signals()?;
     let fx = run_node(runtime, node, bound, fx, shutdown, options)?;
     fx.finish(Duration::from_secs(5));
     filter_counters.log();
@@ -464,7 +465,9 @@ fn send(a: SendArgs) -> Result<(), Fail> {
                 status::NAK,
                 format!(
                     "event refused by {target}: {}",
-                    reason.as_deref().unwrap_or("(no reason given)")
+                    reason
+                        .as_deref()
+                        .map_or("(no reason given)".into(), printable)
                 ),
             )),
             Event::SubmissionFailed { reason, .. } => {

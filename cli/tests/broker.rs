@@ -127,6 +127,68 @@ fn send_exit_statuses_distinguish_ack_nak_timeout_and_connection_failure() {
     );
 }
 
+/// A Transport nak from a fake broker.
+fn nak_xml(origin: &str, result: &str) -> Vec<u8> {
+    format!(
+        "<trn:Transport xmlns:trn=\"http://telescope-networks.org/schema/Transport/v1.1\" \
+         version=\"1.0\" role=\"nak\"><Origin>{origin}</Origin>\
+         <TimeStamp>2026-11-22T01:50:13</TimeStamp><Meta><Result>{result}</Result></Meta>\
+         </trn:Transport>"
+    )
+    .into_bytes()
+}
+
+#[test]
+fn send_ignores_a_nak_for_another_event_and_escapes_the_brokers_text() {
+    let files = TempDir::new("send-nak");
+    let (good, _) = write_event(&files, "good.xml", "ivo://vtp.test/author#n1");
+    for rt in RUNTIMES {
+        let fake = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = fake.local_addr().unwrap().port();
+        let broker = std::thread::spawn(move || {
+            let (mut s, _) = fake.accept().unwrap();
+            s.set_read_timeout(Some(WAIT)).unwrap();
+            read_frame(&mut s).unwrap();
+            write_frame(&mut s, &nak_xml("ivo://vtp.test/author#other", "not yours"));
+            // XML 1.0 has no ESC, but it allows the C1 controls (U+009B is CSI, the 8-bit ANSI
+            // escape) and line breaks.
+            write_frame(
+                &mut s,
+                &nak_xml(
+                    "ivo://vtp.test/author#n1",
+                    "\u{9b}31mred\r\nvtp: event acknowledged \u{9b}0m ünïcode",
+                ),
+            );
+            // Until vtp send hangs up.
+            let _ = s.read_to_end(&mut Vec::new());
+        });
+        let (code, err) = vtp_send(port, &good, &["--timeout", "10", "--runtime", rt]);
+        broker.join().unwrap();
+        assert_eq!(code, Some(1), "{rt}: refused by its own nak: {err}");
+        assert!(
+            err.contains("broker sent nak with Origin \"ivo://vtp.test/author#other\""),
+            "{rt}: the other event's nak is a protocol error: {err}"
+        );
+        assert!(
+            !err.contains("refused by 127.0.0.1:{port}: not yours"),
+            "{rt}: {err}"
+        );
+        assert!(
+            err.contains(&format!(
+                "vtp: event refused by 127.0.0.1:{port}: \\u{{9b}}31mred\\nvtp: event \
+                 acknowledged \\u{{9b}}0m ünïcode"
+            )),
+            "{rt}: the broker's text escaped on one line: {err}"
+        );
+        assert!(!err.contains('\u{9b}'), "{rt}: no raw CSI: {err:?}");
+        assert!(
+            !err.lines()
+                .any(|l| l.starts_with("vtp: event acknowledged")),
+            "{rt}: no forged line: {err}"
+        );
+    }
+}
+
 #[test]
 fn relay_chain_with_a_cycle_delivers_each_event_once_and_never_loops() {
     // A (entry) -> B -> C, and C <-> D subscribe to each other: a chain feeding a cycle.
@@ -199,6 +261,38 @@ fn relay_chain_with_a_cycle_delivers_each_event_once_and_never_loops() {
     assert_eq!(submit_raw(a.receive, &e2).0, "ack");
     assert_eq!(sub_c.next_event(), e2, "C forwarded e1 once");
     assert_eq!(sub_d.next_event(), e2, "D forwarded e1 once");
+}
+
+#[test]
+fn sighup_is_logged_and_ignored_and_the_broker_keeps_serving() {
+    for rt in RUNTIMES {
+        let mut b = Broker::start("hup", &["--broadcast-test-interval", "0", "--runtime", rt]);
+        let sent = Command::new("kill")
+            .arg("-HUP")
+            .arg(b.proc.child.id().to_string())
+            .status()
+            .unwrap();
+        assert!(sent.success());
+        let line = b
+            .proc
+            .log
+            .wait_for("the SIGHUP warning", |l| l.contains("SIGHUP"));
+        assert!(
+            line.contains("WARN") && line.contains("reload is not supported"),
+            "{rt}: {line}"
+        );
+        let e = event_xml("ivo://vtp.test/author#after-hup");
+        assert_eq!(
+            submit_raw(b.receive, &e).0,
+            "ack",
+            "{rt}: serving after SIGHUP"
+        );
+        assert!(
+            b.proc.child.try_wait().unwrap().is_none(),
+            "{rt}: still running"
+        );
+        assert_eq!(b.proc.terminate(), Some(0), "{rt}: clean stop on SIGTERM");
+    }
 }
 
 #[test]

@@ -290,6 +290,29 @@ fn length_prefix_bombs_are_closed_and_memory_does_not_grow() {
 }
 
 #[test]
+fn a_subscriber_closed_for_a_protocol_violation_is_logged_at_info_with_its_address() {
+    for_each_runtime(|rt| {
+        // Without -v: the line must be at INFO.
+        let b = Broker::start(
+            &format!("viol-info-{rt}"),
+            &["--runtime", rt, "--broadcast-test-interval", "0"],
+        );
+        let mut s = TcpStream::connect(("127.0.0.1", b.broadcast)).unwrap();
+        let mut bomb = u32::MAX.to_be_bytes().to_vec();
+        bomb.extend_from_slice(b"garbage");
+        let _ = s.write_all(&bomb);
+        assert!(read_to_close(&mut s).is_some(), "{rt}: closed");
+        let line = b.proc.log.wait_for("the close logged", |l| {
+            l.contains("connection down") && l.contains("framing error")
+        });
+        assert!(
+            line.contains("INFO") && line.contains("dropped 127.0.0.1: framing error"),
+            "{rt}: {line}"
+        );
+    });
+}
+
+#[test]
 fn billion_laughs_and_xxe_are_refused_never_relayed_and_memory_stays_bounded() {
     const ROUNDS: usize = 3;
     const PER_ROUND: usize = 20;

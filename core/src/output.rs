@@ -45,6 +45,15 @@ pub enum Peer {
     Local,
 }
 
+impl fmt::Display for Peer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Ip(ip) => write!(f, "{ip}"),
+            Self::Local => f.write_str("a Unix-socket peer"),
+        }
+    }
+}
+
 /// What a connection is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ConnRole {
@@ -292,6 +301,8 @@ pub enum Event {
         conn: ConnId,
         /// What it was for.
         role: ConnRole,
+        /// Who, for a connection a listener accepted (`None` for the node's own dials).
+        peer: Option<Peer>,
         /// Why.
         reason: CloseReason,
     },

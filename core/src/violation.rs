@@ -99,8 +99,8 @@ pub enum Violation {
         /// `Ack` or `Nak`.
         role: TransportRole,
     },
-    /// A broker answered our submission with something other than its receipt (an ack for
-    /// another event, an iamalive...): ignored.
+    /// A broker answered our submission with something other than its receipt (an ack or nak
+    /// for another event, an iamalive...): ignored.
     NotOurReceipt {
         /// The Transport message's role.
         role: TransportRole,

@@ -329,6 +329,21 @@ fn a_broker_answering_our_submission_with_something_else_is_logged() {
          ivo://example.org/s#7; ignored"
     );
 
+    // A nak naming another event is no refusal of ours: reported and ignored, like an ack.
+    let v = ignored(
+        &mut h,
+        c,
+        &framed(&transport_xml("nak", "ivo://example.org/s#6")),
+    );
+    assert_eq!(
+        v,
+        Violation::NotOurReceipt {
+            role: TransportRole::Nak,
+            origin: "ivo://example.org/s#6".into(),
+            ivorn: "ivo://example.org/s#7".into(),
+        }
+    );
+
     let v = ignored(&mut h, c, &framed(&event_xml("ivo://example.org/s#8")));
     assert_eq!(
         v,
@@ -342,4 +357,16 @@ fn a_broker_answering_our_submission_with_something_else_is_logged() {
         "broker sent an event (ivo://example.org/s#8) where only Transport messages belong; \
          ignored"
     );
+
+    // The submission is still waiting: its own nak refuses it and closes the connection.
+    h.take();
+    h.input(c, &framed(&transport_xml("nak", "ivo://example.org/s#7")));
+    assert!(
+        h.events
+            .iter()
+            .any(|e| matches!(e, Event::SubmissionNaked { conn, .. } if *conn == c)),
+        "{:?}",
+        h.events
+    );
+    assert!(closed(&h.actions, c).is_some());
 }

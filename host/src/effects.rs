@@ -24,7 +24,7 @@ use std::task::Waker;
 use std::time::Duration;
 
 use vtp_core::driver::{Effects, StoreOp};
-use vtp_core::{ConnId, Delivery, Event, EventKey, SeenLevel};
+use vtp_core::{CloseReason, ConnId, Delivery, Event, EventKey, SeenLevel};
 
 use crate::handlers::Handlers;
 use crate::store::{SendError, StoreWorker};
@@ -204,12 +204,42 @@ impl Effects for HostEffects {
 /// forwards still go out.
 const SHUTDOWN_DURABLE_WAIT: Duration = Duration::from_secs(5);
 
-/// Logs a node event at the level it deserves.
+/// A peer's text made safe to print: control characters (ESC, newlines, ...) escaped as
+/// [`char::escape_default`] spells them (`\u{1b}`, `\n`), so a peer cannot forge log lines or
+/// drive the terminal; every other character, UTF-8 included, is kept as is.
+pub fn printable(text: &str) -> std::borrow::Cow<'_, str> {
+    if !text.chars().any(char::is_control) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
+/// Logs a node event at the level it deserves; a peer's texts go through [`printable`].
 pub fn log_event(e: &Event) {
     use tracing::{debug, info, warn};
     match e {
         Event::PeerUp { conn, role } => debug!(%conn, ?role, "connection up"),
-        Event::PeerDown { conn, role, reason } => debug!(%conn, ?role, %reason, "connection down"),
+        // A peer the node dropped for not reading or for breaking the protocol: INFO, naming
+        // it; the ordinary ends of connections stay at DEBUG.
+        Event::PeerDown {
+            conn,
+            role,
+            peer,
+            reason,
+        } => match (peer, reason) {
+            (Some(peer), CloseReason::OutboxFull | CloseReason::FramingError(_)) => {
+                info!(%conn, ?role, "connection down: dropped {peer}: {reason}")
+            }
+            _ => debug!(%conn, ?role, %reason, "connection down"),
+        },
         Event::Refused {
             listener,
             peer,
@@ -235,11 +265,16 @@ pub fn log_event(e: &Event) {
             conn,
             origin,
             reason,
-        } => info!(%conn, "subscriber nak'd {origin}: {}", reason.as_deref().unwrap_or("")),
+        } => info!(
+            %conn,
+            "subscriber nak'd {}: {}",
+            printable(origin),
+            printable(reason.as_deref().unwrap_or(""))
+        ),
         Event::ProtocolViolation { conn, detail } => info!(%conn, "protocol violation: {detail}"),
         Event::SubmissionAcked { conn } => info!(%conn, "event acknowledged"),
         Event::SubmissionNaked { conn, reason } => {
-            warn!(%conn, "event refused: {}", reason.as_deref().unwrap_or("(no reason given)"))
+            warn!(%conn, "event refused: {}", reason.as_deref().map_or("(no reason given)".into(), printable))
         }
         Event::SubmissionFailed { conn, reason } => warn!(%conn, "submission failed: {reason}"),
         Event::Reconnecting {
@@ -303,6 +338,18 @@ mod tests {
         fn wake_by_ref(self: &Arc<Self>) {
             let _ = self.0.lock().unwrap().send(());
         }
+    }
+
+    #[test]
+    fn printable_escapes_control_characters_only() {
+        assert!(matches!(
+            printable("plain ü 星"),
+            std::borrow::Cow::Borrowed("plain ü 星")
+        ));
+        assert_eq!(
+            printable("a\x1b[31mred\nfake line\r\tü"),
+            "a\\u{1b}[31mred\\nfake line\\r\\tü"
+        );
     }
 
     #[test]

@@ -1,5 +1,7 @@
 //! A runtime-neutral shutdown signal: a future any runtime can await (tokio, smol, or the mio
 //! loop polling it with its own waker), completed by a [`Trigger`] or by SIGINT / SIGTERM.
+//! SIGHUP is logged and ignored (configuration reload is not supported yet): without a handler
+//! its default action would kill the process and lose queued work.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -58,21 +60,30 @@ impl Future for Shutdown {
 }
 
 /// A future that completes on the first SIGINT or SIGTERM (a thread waits for the signals).
+/// SIGHUP does not stop it: each one is logged at WARN and ignored.
 ///
 /// # Errors
 ///
 /// If the signal handlers cannot be installed.
 pub fn on_signals() -> std::io::Result<Shutdown> {
-    use signal_hook::consts::{SIGINT, SIGTERM};
-    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])?;
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP])?;
     let (trigger, shutdown) = pair();
     std::thread::Builder::new()
         .name("vtp-signals".into())
         .spawn(move || {
-            if let Some(sig) = signals.forever().next() {
+            for sig in signals.forever() {
+                if sig == SIGHUP {
+                    tracing::warn!(
+                        "SIGHUP: ignored (configuration reload is not supported yet; restart \
+                         vtp to change its configuration, SIGTERM stops it cleanly)"
+                    );
+                    continue;
+                }
                 let name = if sig == SIGINT { "SIGINT" } else { "SIGTERM" };
                 tracing::info!("{name}: shutting down");
                 trigger.fire();
+                break;
             }
         })?;
     Ok(shutdown)

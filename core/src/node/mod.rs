@@ -138,6 +138,8 @@ pub struct Node {
 struct Conn {
     decoder: FrameDecoder,
     kind: Kind,
+    /// Who, for an accepted connection (named when it is closed).
+    peer: Option<Peer>,
 }
 
 #[derive(Debug)]
@@ -333,7 +335,7 @@ impl Node {
                 Kind::Feed(Feed::default())
             }
         };
-        self.insert_conn(conn, kind);
+        self.insert_conn(conn, kind, Some(peer));
         Some(conn)
     }
 
@@ -603,13 +605,14 @@ impl Node {
         id
     }
 
-    fn insert_conn(&mut self, conn: ConnId, kind: Kind) {
+    fn insert_conn(&mut self, conn: ConnId, kind: Kind, peer: Option<Peer>) {
         let role = kind.role();
         self.conns.insert(
             conn,
             Conn {
                 decoder: FrameDecoder::new(self.config.limits.frame_len_max),
                 kind,
+                peer,
             },
         );
         match role {
@@ -662,8 +665,12 @@ impl Node {
                 }
             }
         }
-        self.events
-            .push_back(Event::PeerDown { conn, role, reason });
+        self.events.push_back(Event::PeerDown {
+            conn,
+            role,
+            peer: c.peer,
+            reason,
+        });
     }
 
     fn handle_frame(&mut self, conn: ConnId, payload: &[u8], now: Instant) {

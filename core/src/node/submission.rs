@@ -69,6 +69,7 @@ impl Node {
                 frame,
                 sent: false,
             }),
+            None,
         );
         self.timers.set(
             TimerKey::Conn(conn),
@@ -95,9 +96,10 @@ impl Node {
                 self.events.push_back(Event::SubmissionAcked { conn });
                 self.close(conn, CloseReason::Done, now);
             }
-            // One connection carries one submission, so any nak on it refuses ours (a broker
-            // that could not parse the event cannot quote its ivorn).
-            TransportRole::Nak => {
+            // A nak must name our event, as an ack must: one for another event is a protocol
+            // error (reported and ignored; the receipt deadline still runs), not a refusal.
+            // `submit` only sends events whose ivorn it could read, so a broker can quote it.
+            TransportRole::Nak if ours => {
                 let reason = t.result.as_deref().map(str::to_owned);
                 self.events
                     .push_back(Event::SubmissionNaked { conn, reason });

@@ -51,6 +51,7 @@ impl Node {
                 upstream,
                 connected_at: None,
             }),
+            None,
         );
         // Bound the connect attempt by the silence timeout.
         self.timers.set(

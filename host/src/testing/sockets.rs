@@ -566,6 +566,7 @@ pub fn a_subscriber_that_never_reads_is_dropped_while_a_healthy_one_keeps_receiv
                 conn,
                 reason,
                 role: ConnRole::Feed,
+                ..
             } = e
             {
                 assert_eq!(
