@@ -8,6 +8,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use vtp_core::outbox::OutboxLimits;
+use vtp_host::handlers;
 
 /// vtp: a VOEvent Transport Protocol broker, author and subscriber (Comet- and pygcn-compatible).
 #[derive(Debug, Parser)]
@@ -83,6 +84,13 @@ pub(crate) struct Handling {
     /// Kill a --cmd process still running after this many seconds.
     #[arg(long, value_name = "SECS", default_value_t = 30)]
     pub(crate) cmd_timeout: u64,
+    /// Most event bytes held for slow handlers (--print-event, --save-event, --cmd): beyond
+    /// it, an event is not handed to the handlers (subscribers still get it); each one is
+    /// counted and logged at WARN with its IVORN. (One event is always taken when none is
+    /// held.)
+    #[arg(long, value_name = "BYTES", default_value_t = handlers::QUEUE_BYTES_DEFAULT,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+    pub(crate) handler_queue_bytes: usize,
     /// XPath filter sent upstream in the authenticate reply: the upstream broker sends only
     /// events matching at least one filter. Repeatable.
     #[arg(long, value_name = "XPATH")]

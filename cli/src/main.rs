@@ -297,7 +297,9 @@ fn build_handlers(h: &Handling, default_print: bool) -> Result<Option<Handlers>,
     if list.is_empty() {
         return Ok(None);
     }
-    Ok(Some(Handlers::new(list, 4, 4096)))
+    Ok(Some(
+        Handlers::new(list, 4, 4096).with_queue_bytes(h.handler_queue_bytes),
+    ))
 }
 
 /// Builds the node and its effects, runs until SIGINT/SIGTERM, flushes the store.

@@ -575,6 +575,29 @@ fn bad_arguments_get_one_line_naming_them() {
 }
 
 #[test]
+fn handler_queue_bytes_is_documented_and_checked_on_every_runtime() {
+    for rt in RUNTIMES {
+        let help = Command::new(VTP)
+            .args(["broker", "--runtime", rt, "--help"])
+            .output()
+            .unwrap();
+        assert_eq!(help.status.code(), Some(0), "{rt}");
+        let help = String::from_utf8_lossy(&help.stdout);
+        assert!(help.contains("--handler-queue-bytes"), "{rt}: {help}");
+        for bad in ["0", "x", "64MiB"] {
+            let out = Command::new(VTP)
+                .args(["broker", "--runtime", rt, "--handler-queue-bytes", bad])
+                .output()
+                .unwrap();
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(2), "{rt} {bad}: {err}");
+            assert_eq!(err.trim_end().lines().count(), 1, "{rt} {bad}: {err}");
+            assert!(err.contains("--handler-queue-bytes"), "{rt} {bad}: {err}");
+        }
+    }
+}
+
+#[test]
 fn an_author_that_half_closes_after_sending_still_gets_its_receipt() {
     for rt in RUNTIMES {
         let b = Broker::start("half", &["--broadcast-test-interval", "0", "--runtime", rt]);

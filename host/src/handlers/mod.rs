@@ -6,10 +6,14 @@
 //! passes the [`Delivery`] to [`Handlers::dispatch`], which never blocks: it puts the delivery on
 //! a bounded queue and returns. A fixed pool of worker threads takes deliveries from the queue
 //! and runs every [`Handler`] on each, in the order given. A failing handler is logged at WARN
-//! and the others still run; a panicking one is caught and logged at ERROR. When the queue is
-//! full (handlers too slow or stuck) the delivery is dropped *for the handlers only* and logged
-//! at WARN: forwarding to subscribers happens in the core and never waits for handlers. As in
-//! Comet, handlers run after the receipt is sent, and their outcome never changes it.
+//! and the others still run; a panicking one is caught and logged at ERROR. The queue is bounded
+//! by count and by bytes (the ivorn and payload of every delivery queued or being handled). When
+//! it is full (handlers too slow or stuck) the delivery is dropped *for the handlers only*,
+//! counted ([`Handlers::dropped`]) and logged at WARN with its ivorn (rate-limited): forwarding
+//! to subscribers happens in the core and never waits for handlers. At shutdown, queued
+//! deliveries still waiting when the grace period runs out are counted and logged the same way,
+//! and a summary line gives both counts. As in Comet, handlers run after the receipt is sent,
+//! and their outcome never changes it.
 //!
 //! Three handlers mirror Comet's (docs/protocol.md §4.5): [`PrintEvent`] (`--print-event`),
 //! [`SaveEvent`] (`--save-event`) and [`Command`] (`--cmd`). A library user implements
@@ -29,7 +33,7 @@ mod print;
 mod save;
 
 pub use command::Command;
-pub use pool::Handlers;
+pub use pool::{DROP_LOGS_PER_SEC, Handlers, QUEUE_BYTES_DEFAULT};
 pub use print::PrintEvent;
 pub use save::SaveEvent;
 

@@ -2,38 +2,67 @@
 
 use std::fmt;
 use std::panic::{self, AssertUnwindSafe};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use tracing::{error, warn};
+use tracing::{error, info, warn};
 use vtp_core::Delivery;
 
 use super::Handler;
 use crate::store::ErrorChain;
 
+/// Default for [`Handlers::with_queue_bytes`]: most event bytes the pool holds (64 MiB).
+pub const QUEUE_BYTES_DEFAULT: usize = 64 << 20;
+
 /// Runs handlers on every delivery, on a bounded pool of worker threads.
+///
+/// The queue is bounded twice: by count (`queue_max` deliveries) and by bytes (the ivorn and
+/// payload of every delivery queued or being handled, at most
+/// [`with_queue_bytes`](Self::with_queue_bytes), default [`QUEUE_BYTES_DEFAULT`]). A delivery's
+/// payload may be shared with the forwards to subscribers; it counts anyway, since the queue
+/// keeps it alive. At either bound the delivery is dropped for the handlers, counted
+/// ([`dropped`](Self::dropped)) and logged at WARN with its ivorn (at most
+/// [`DROP_LOGS_PER_SEC`] lines a second with ivorns, then a count).
 ///
 /// Dropping it without [`shutdown`](Self::shutdown) lets the workers finish the queue in the
 /// background.
 pub struct Handlers {
     tx: SyncSender<Delivery>,
+    /// The queue's receiving end, shared by the workers; drained at shutdown to count and log
+    /// what is dropped.
+    rx: Arc<Mutex<Receiver<Delivery>>>,
     workers: Vec<JoinHandle<()>>,
     /// Disconnected once every worker has returned (each holds a sender it never uses).
     done_rx: Receiver<()>,
-    abandon: Arc<AtomicBool>,
+    shared: Arc<Shared>,
+    /// Deliveries not queued: either bound reached, or no worker left.
     dropped: AtomicU64,
+    dropped_log: Mutex<DropLog>,
     queue_max: usize,
+    bytes_max: usize,
     names: Vec<String>,
     /// The workers' handlers, to [`stop`](Handler::stop) at shutdown.
     handlers: Arc<[Arc<dyn Handler>]>,
 }
 
+/// State shared by the pool and its workers.
+struct Shared {
+    /// Set when shutdown gives up: workers drop what is left instead of handling it.
+    abandon: AtomicBool,
+    /// Event bytes of the deliveries queued or being handled.
+    queued_bytes: AtomicUsize,
+    /// Queued deliveries dropped because shutdown gave up.
+    abandoned: AtomicU64,
+    abandoned_log: Mutex<DropLog>,
+}
+
 impl Handlers {
     /// Starts `workers` threads (at least one) serving a queue of at most `queue_max`
-    /// deliveries (at least one), each delivery going to every handler in order.
+    /// deliveries (at least one) and [`QUEUE_BYTES_DEFAULT`] bytes, each delivery going to
+    /// every handler in order.
     ///
     /// A worker thread the system refuses to start is logged at ERROR and the pool runs with
     /// fewer; with none at all, every [`dispatch`](Self::dispatch) returns `false` (and warns).
@@ -42,19 +71,24 @@ impl Handlers {
         let (tx, rx) = mpsc::sync_channel::<Delivery>(queue_max);
         let rx = Arc::new(Mutex::new(rx));
         let (done_tx, done_rx) = mpsc::channel::<()>();
-        let abandon = Arc::new(AtomicBool::new(false));
+        let shared = Arc::new(Shared {
+            abandon: AtomicBool::new(false),
+            queued_bytes: AtomicUsize::new(0),
+            abandoned: AtomicU64::new(0),
+            abandoned_log: Mutex::new(DropLog::default()),
+        });
         let names = handlers.iter().map(|h| h.name().to_owned()).collect();
         let handlers: Arc<[Arc<dyn Handler>]> = handlers.into();
         let mut threads = Vec::with_capacity(workers.max(1));
         for i in 0..workers.max(1) {
             let rx = Arc::clone(&rx);
             let handlers = Arc::clone(&handlers);
-            let abandon = Arc::clone(&abandon);
+            let shared = Arc::clone(&shared);
             let done = done_tx.clone();
             let spawned = thread::Builder::new()
                 .name(format!("vtp-handler-{i}"))
                 .spawn(move || {
-                    serve(&rx, &handlers, &abandon);
+                    serve(&rx, &handlers, &shared);
                     drop(done);
                 });
             match spawned {
@@ -64,32 +98,72 @@ impl Handlers {
         }
         Self {
             tx,
+            rx,
             workers: threads,
             done_rx,
-            abandon,
+            shared,
             dropped: AtomicU64::new(0),
+            dropped_log: Mutex::new(DropLog::default()),
             queue_max,
+            bytes_max: QUEUE_BYTES_DEFAULT,
             names,
             handlers,
         }
     }
 
+    /// Bounds the event bytes (ivorn plus payload) of the deliveries queued or being handled
+    /// to `bytes_max` (at least one byte). One delivery is always taken when none is held, so
+    /// an event larger than the bound is still handled when the handlers are idle.
+    #[must_use]
+    pub fn with_queue_bytes(mut self, bytes_max: usize) -> Self {
+        self.bytes_max = bytes_max.max(1);
+        self
+    }
+
     /// Queues a delivery for the handlers without blocking; returns whether it was queued.
     ///
-    /// If the queue is full the delivery is dropped for the handlers (subscribers are not
-    /// affected), a WARN is logged and [`dropped`](Self::dropped) counts it.
+    /// If the queue is full (by count or by bytes) the delivery is dropped for the handlers
+    /// (subscribers are not affected), a WARN with its ivorn is logged (rate-limited) and
+    /// [`dropped`](Self::dropped) counts it.
     pub fn dispatch(&self, delivery: Delivery) -> bool {
-        let (delivery, why) = match self.tx.try_send(delivery) {
-            Ok(()) => return true,
-            Err(TrySendError::Full(d)) => (d, "handler queue full (handlers too slow or stuck)"),
-            Err(TrySendError::Disconnected(d)) => (d, "handler workers have stopped"),
+        let size = event_bytes(&delivery);
+        let held =
+            self.shared
+                .queued_bytes
+                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |q| {
+                    (q == 0 || q.saturating_add(size) <= self.bytes_max).then(|| q + size)
+                });
+        let (delivery, why) = match held {
+            Err(_) => (
+                delivery,
+                "handler queue full by bytes (handlers too slow or stuck)",
+            ),
+            Ok(_) => match self.tx.try_send(delivery) {
+                Ok(()) => return true,
+                Err(TrySendError::Full(d)) => {
+                    self.shared.release(size);
+                    (d, "handler queue full (handlers too slow or stuck)")
+                }
+                Err(TrySendError::Disconnected(d)) => {
+                    self.shared.release(size);
+                    (d, "handler workers have stopped")
+                }
+            },
         };
-        self.dropped.fetch_add(1, Ordering::Relaxed);
-        warn!(
-            ivorn = %delivery.ivorn,
-            queue_max = self.queue_max,
-            "{why}: event not handed to the handlers; subscribers still receive it"
-        );
+        let dropped = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
+        let mut log = self
+            .dropped_log
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        log.note(&delivery.ivorn, Instant::now(), |ivorn| {
+            warn!(
+                ivorn = %ivorn,
+                queue_max = self.queue_max,
+                queue_bytes_max = self.bytes_max,
+                dropped,
+                "{why}: event not handed to the handlers; subscribers still receive it"
+            );
+        });
         false
     }
 
@@ -98,50 +172,89 @@ impl Handlers {
         self.dropped.load(Ordering::Relaxed)
     }
 
+    /// Event bytes (ivorn plus payload) of the deliveries queued or being handled now.
+    pub fn queued_bytes(&self) -> usize {
+        self.shared.queued_bytes.load(Ordering::Acquire)
+    }
+
     /// Stops taking deliveries, lets the workers finish the queue for at most `grace`, and
     /// returns whether they all finished.
     ///
-    /// After `grace`, queued deliveries not yet started are dropped, every handler is told to
-    /// [`stop`](Handler::stop) (a [`Command`](super::Command) kills its running programs with
-    /// their process groups), handlers still running are left to finish on their own (their
-    /// threads are detached) and a WARN is logged.
+    /// After `grace`, queued deliveries not yet started are dropped, each counted and logged
+    /// at WARN with its ivorn (rate-limited as in [`dispatch`](Self::dispatch)), every handler
+    /// is told to [`stop`](Handler::stop) (a [`Command`](super::Command) kills its running
+    /// programs with their process groups), handlers still running are left to finish on their
+    /// own (their threads are detached) and a WARN is logged. Either way a summary line gives
+    /// the deliveries not queued and those dropped at shutdown.
     pub fn shutdown(self, grace: Duration) -> bool {
         let Self {
             tx,
+            rx,
             workers,
             done_rx,
-            abandon,
+            shared,
+            dropped,
+            dropped_log,
             handlers,
             ..
         } = self;
         // Workers drain the queue, then see the channel closed and return.
         drop(tx);
         let deadline = Instant::now() + grace;
-        loop {
+        let finished = loop {
             match done_rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
-                Err(RecvTimeoutError::Disconnected) => break,
+                Err(RecvTimeoutError::Disconnected) => break true,
                 Ok(()) => {}
-                Err(RecvTimeoutError::Timeout) => {
-                    abandon.store(true, Ordering::Release);
-                    for handler in handlers.iter() {
-                        handler.stop();
-                    }
-                    let running = workers.iter().filter(|w| !w.is_finished()).count();
-                    warn!(
-                        running,
-                        ?grace,
-                        "handlers did not finish in time: queued events dropped, \
-                         running handlers left to finish on their own"
-                    );
-                    return false;
-                }
+                Err(RecvTimeoutError::Timeout) => break false,
             }
+        };
+        if finished {
+            for worker in workers {
+                // Every worker has returned; a panic in a handler is caught inside it.
+                let _ = worker.join();
+            }
+        } else {
+            shared.abandon.store(true, Ordering::Release);
+            // Every worker is busy in a handler (an idle one would be taking deliveries), so
+            // the lock is free or held for a moment; what is left is dropped here.
+            let rx = rx.lock().unwrap_or_else(PoisonError::into_inner);
+            while let Ok(delivery) = rx.try_recv() {
+                shared.abandon_one(&delivery);
+            }
+            drop(rx);
+            for handler in handlers.iter() {
+                handler.stop();
+            }
+            let running = workers.iter().filter(|w| !w.is_finished()).count();
+            warn!(
+                running,
+                ?grace,
+                "handlers did not finish in time: queued events dropped, \
+                 running handlers left to finish on their own"
+            );
         }
-        for worker in workers {
-            // Every worker has returned; a panic in a handler is caught inside it.
-            let _ = worker.join();
+        dropped_log
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .flush("handler queue full");
+        shared
+            .abandoned_log
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .flush("dropped at shutdown");
+        let not_queued = dropped.load(Ordering::Relaxed);
+        let abandoned = shared.abandoned.load(Ordering::Relaxed);
+        if not_queued > 0 || abandoned > 0 {
+            warn!(
+                not_queued,
+                dropped_at_shutdown = abandoned,
+                "handlers stopped: {not_queued} events not handed to the handlers (queue full), \
+                 {abandoned} queued events dropped at shutdown"
+            );
+        } else {
+            info!("handlers stopped: every accepted event was handed to the handlers");
         }
-        true
+        finished
     }
 }
 
@@ -151,20 +264,100 @@ impl fmt::Debug for Handlers {
             .field("handlers", &self.names)
             .field("workers", &self.workers.len())
             .field("queue_max", &self.queue_max)
+            .field("bytes_max", &self.bytes_max)
+            .field("queued_bytes", &self.queued_bytes())
             .field("dropped", &self.dropped())
             .finish()
     }
 }
 
-/// A worker: takes deliveries until the queue is closed and empty, or `abandon` is set.
-fn serve(rx: &Mutex<Receiver<Delivery>>, handlers: &[Arc<dyn Handler>], abandon: &AtomicBool) {
+impl Shared {
+    fn release(&self, size: usize) {
+        self.queued_bytes.fetch_sub(size, Ordering::AcqRel);
+    }
+
+    /// Drops a queued delivery because shutdown gave up: counted, logged, its bytes released.
+    fn abandon_one(&self, delivery: &Delivery) {
+        self.release(event_bytes(delivery));
+        let dropped = self.abandoned.fetch_add(1, Ordering::Relaxed) + 1;
+        let mut log = self
+            .abandoned_log
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        log.note(&delivery.ivorn, Instant::now(), |ivorn| {
+            warn!(
+                ivorn = %ivorn,
+                dropped,
+                "handler grace period over: queued event dropped, not handed to the handlers"
+            );
+        });
+    }
+}
+
+/// Most WARN lines a second that name the ivorn of a dropped delivery; beyond it, a count.
+pub const DROP_LOGS_PER_SEC: u32 = 10;
+
+/// Rate limit for the WARN lines about dropped deliveries: the first [`DROP_LOGS_PER_SEC`] of
+/// each one-second window name their ivorn; the rest are counted and reported as one line when
+/// the next window opens (or at [`flush`](Self::flush)).
+#[derive(Debug, Default)]
+struct DropLog {
+    window: Option<Instant>,
+    logged: u32,
+    suppressed: u64,
+}
+
+impl DropLog {
+    /// Notes one drop at `now`: calls `log` with the ivorn if this window still has room.
+    fn note(&mut self, ivorn: &str, now: Instant, log: impl FnOnce(&str)) {
+        match self.window {
+            Some(start) if now.saturating_duration_since(start) < Duration::from_secs(1) => {}
+            _ => {
+                self.flush("dropped");
+                self.window = Some(now);
+                self.logged = 0;
+            }
+        }
+        if self.logged < DROP_LOGS_PER_SEC {
+            self.logged += 1;
+            log(ivorn);
+        } else {
+            self.suppressed += 1;
+        }
+    }
+
+    /// Reports the drops counted but not logged so far, if any.
+    fn flush(&mut self, what: &str) {
+        if self.suppressed > 0 {
+            warn!(
+                suppressed = self.suppressed,
+                "{what}: {} more events not handed to the handlers (ivorns not logged: \
+                 more than {DROP_LOGS_PER_SEC} a second)",
+                self.suppressed
+            );
+            self.suppressed = 0;
+        }
+    }
+}
+
+/// The bytes a delivery keeps alive while queued: its ivorn and its payload.
+fn event_bytes(delivery: &Delivery) -> usize {
+    delivery.ivorn.len() + delivery.payload.len()
+}
+
+/// A worker: takes deliveries until the queue is closed and empty, or shutdown gives up.
+fn serve(rx: &Mutex<Receiver<Delivery>>, handlers: &[Arc<dyn Handler>], shared: &Shared) {
     loop {
+        if shared.abandon.load(Ordering::Acquire) {
+            return;
+        }
         // The lock is only held while waiting; a poisoned lock still guards a usable receiver.
         let next = rx.lock().unwrap_or_else(PoisonError::into_inner).recv();
         let Ok(delivery) = next else {
             return;
         };
-        if abandon.load(Ordering::Acquire) {
+        if shared.abandon.load(Ordering::Acquire) {
+            shared.abandon_one(&delivery);
             return;
         }
         for handler in handlers {
@@ -183,6 +376,7 @@ fn serve(rx: &Mutex<Receiver<Delivery>>, handlers: &[Arc<dyn Handler>], abandon:
                 ),
             }
         }
+        shared.release(event_bytes(&delivery));
     }
 }
 
@@ -252,6 +446,100 @@ mod tests {
         assert_eq!(rest, ["ivo://a/b#2", "ivo://a/b#3"]);
     }
 
+    #[test]
+    fn the_queue_holds_at_most_its_byte_bound() {
+        let (handler, started, release) = blocking();
+        let counting = Arc::new(Counting::default());
+        // Every delivery holds 1,024 payload bytes plus a 12-byte ivorn.
+        let one = 1024 + "ivo://a/b#00".len();
+        let pool =
+            Handlers::new(vec![handler, counting.clone()], 1, 100).with_queue_bytes(4 * one + 100);
+        let payload = [b'x'; 1024];
+        assert!(pool.dispatch(delivery("ivo://a/b#00", &payload)));
+        // The only worker is now stuck in the handler; its delivery still counts.
+        assert_eq!(
+            &*started.recv_timeout(Duration::from_secs(30)).unwrap(),
+            "ivo://a/b#00"
+        );
+        let (queued, logs) = capture_logs(|| {
+            (1..10)
+                .map(|i| pool.dispatch(delivery(&format!("ivo://a/b#{i:02}"), &payload)))
+                .collect::<Vec<_>>()
+        });
+        assert_eq!(
+            queued,
+            [true, true, true, false, false, false, false, false, false]
+        );
+        assert_eq!(pool.queued_bytes(), 4 * one);
+        assert_eq!(pool.dropped(), 6);
+        for i in 4..10 {
+            let ivorn = format!("ivo://a/b#{i:02}");
+            assert!(
+                logs.lines().any(|l| l.contains("WARN")
+                    && l.contains("handler queue full by bytes")
+                    && l.contains(&ivorn)),
+                "{ivorn} not logged: {logs}"
+            );
+        }
+        for _ in 0..4 {
+            release.send(()).unwrap();
+        }
+        let (finished, logs) = capture_logs(|| pool.shutdown(Duration::from_secs(30)));
+        assert!(finished);
+        assert!(
+            logs.contains("6 events not handed to the handlers (queue full), 0 queued events"),
+            "{logs}"
+        );
+        assert_eq!(counting.0.load(Ordering::SeqCst), 4);
+        let rest: Vec<_> = started.try_iter().map(|s| s.to_string()).collect();
+        assert_eq!(rest, ["ivo://a/b#01", "ivo://a/b#02", "ivo://a/b#03"]);
+    }
+
+    #[test]
+    fn bytes_are_released_once_handled_and_one_large_event_always_fits() {
+        let counting = Arc::new(Counting::default());
+        let pool = Handlers::new(vec![counting.clone()], 1, 100).with_queue_bytes(10);
+        for i in 0..5 {
+            // Larger than the bound, taken because nothing else is held: wait until handled.
+            assert!(pool.dispatch(delivery(&format!("ivo://a/b#{i}"), &[b'x'; 100])));
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while pool.queued_bytes() > 0 {
+                assert!(Instant::now() < deadline, "bytes never released");
+                thread::yield_now();
+            }
+        }
+        assert!(pool.shutdown(Duration::from_secs(30)));
+        assert_eq!(counting.0.load(Ordering::SeqCst), 5);
+    }
+
+    #[test]
+    fn drop_logs_name_the_first_ivorns_of_each_second_then_count_the_rest() {
+        let t0 = Instant::now();
+        let mut log = DropLog::default();
+        let mut named = Vec::new();
+        let (_, logs) = capture_logs(|| {
+            for i in 0..25 {
+                log.note(&format!("ivo://a/b#{i}"), t0, |ivorn| {
+                    named.push(ivorn.to_owned())
+                });
+            }
+            // The next second opens a new window: the count of the unnamed comes first.
+            log.note("ivo://a/b#late", t0 + Duration::from_secs(1), |ivorn| {
+                named.push(ivorn.to_owned());
+            });
+            log.flush("dropped");
+        });
+        assert_eq!(named.len(), DROP_LOGS_PER_SEC as usize + 1);
+        assert_eq!(named[0], "ivo://a/b#0");
+        assert_eq!(named.last().unwrap(), "ivo://a/b#late");
+        let count = 25 - DROP_LOGS_PER_SEC;
+        assert!(
+            logs.contains(&format!("{count} more events not handed to the handlers")),
+            "{logs}"
+        );
+        assert_eq!(logs.matches("more events").count(), 1, "{logs}");
+    }
+
     struct Failing;
 
     impl Handler for Failing {
@@ -315,8 +603,22 @@ mod tests {
         }
         started.recv_timeout(Duration::from_secs(30)).unwrap();
         let start = Instant::now();
-        assert!(!pool.shutdown(Duration::from_millis(50)));
+        let (finished, logs) = capture_logs(|| pool.shutdown(Duration::from_millis(50)));
+        assert!(!finished);
         assert!(start.elapsed() < Duration::from_secs(5));
+        // The two queued deliveries are counted and named; the running one is not dropped.
+        for ivorn in ["ivo://a/b#1", "ivo://a/b#2"] {
+            assert!(
+                logs.lines()
+                    .any(|l| l.contains("WARN") && l.contains("dropped") && l.contains(ivorn)),
+                "{ivorn} not logged as dropped: {logs}"
+            );
+        }
+        assert!(!logs.contains("ivo://a/b#0"), "{logs}");
+        assert!(
+            logs.contains("2 queued events dropped at shutdown"),
+            "{logs}"
+        );
         // Let the stuck handler finish: the worker then drops the queued deliveries and exits,
         // dropping the handlers (so `started` disconnects) without starting another one.
         release.send(()).unwrap();
