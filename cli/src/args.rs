@@ -74,7 +74,8 @@ pub(crate) struct Handling {
     /// Save every accepted event to a file named after its IVORN.
     #[arg(long)]
     pub(crate) save_event: bool,
-    /// Directory for --save-event (default: the current directory; created if missing).
+    /// Directory for --save-event (default: the current directory; created if missing). Only
+    /// this user may write to it.
     #[arg(long, value_name = "DIR")]
     pub(crate) save_event_directory: Option<PathBuf>,
     /// Run PROG (with arguments, split on whitespace; no shell) for every event, the event on
@@ -120,7 +121,9 @@ pub(crate) struct BrokerArgs {
     /// or --broadcast.
     #[arg(long, value_name = "IVOID")]
     pub(crate) local_ivo: Option<String>,
-    /// Directory of the seen-event database (default: <temp dir>/vtp-eventdb).
+    /// Directory of the seen-event database; only this user may write to it. Default:
+    /// $STATE_DIRECTORY (systemd), /var/lib/vtp for root, else $XDG_STATE_HOME/vtp or
+    /// ~/.local/state/vtp (created with mode 0700).
     #[arg(long, value_name = "DIR")]
     pub(crate) eventdb: Option<PathBuf>,
     /// Networks allowed to submit (CIDR or ADDR/NETMASK; several per flag, comma or space
@@ -259,7 +262,8 @@ pub(crate) struct ListenArgs {
     /// Our IVOA identifier, sent in iamalive and authenticate replies (optional).
     #[arg(long, value_name = "IVOID")]
     pub(crate) local_ivo: Option<String>,
-    /// Directory of a persistent seen-event database (default: in memory only).
+    /// Directory of a persistent seen-event database (default: in memory only); only this
+    /// user may write to it.
     #[arg(long, value_name = "DIR")]
     pub(crate) eventdb: Option<PathBuf>,
     /// Seconds without a valid message from the broker before reconnecting.

@@ -232,10 +232,11 @@ fn broker(a: BrokerArgs) -> Result<(), Fail> {
         });
     }
     config.filters = checked_filters(&a.handling.filter)?;
-    let eventdb = a
-        .eventdb
-        .clone()
-        .unwrap_or_else(|| std::env::temp_dir().join("vtp-eventdb"));
+    // Per user, never a shared temp directory (see `store::default_dir`).
+    let eventdb = match &a.eventdb {
+        Some(dir) => dir.clone(),
+        None => store::default_dir_from_env()?,
+    };
     let mut options = Options::default();
     options.outbox.bytes_max = a.outbox_bytes;
     serve(

@@ -610,3 +610,49 @@ fn an_author_that_half_closes_after_sending_still_gets_its_receipt() {
         assert!(text.contains("role=\"ack\""), "{rt}: {text}");
     }
 }
+
+/// Without `--eventdb`, the seen-index goes to the per-user default (here `$STATE_DIRECTORY`,
+/// which comes first for every user, root too), created with mode 0700 and its parents; the
+/// start-up log names it. A user other than root without it gets `$XDG_STATE_HOME/vtp`.
+#[test]
+fn without_eventdb_the_seen_index_goes_to_the_per_user_state_directory() {
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = TempDir::new("default-db");
+    let home = tmp.path().join("home");
+    let xdg = tmp.path().join("xdg");
+    let state = tmp.path().join("systemd/vtp");
+    let run = |name: &str, state_directory: Option<&std::path::Path>, want: &std::path::Path| {
+        let mut cmd = Command::new(VTP);
+        cmd.args(["broker", "--local-ivo", "ivo://vtp.test/default-db"])
+            .args(["--receive", "127.0.0.1:0", "--broadcast", "127.0.0.1:0"])
+            .env("HOME", &home)
+            .env("XDG_STATE_HOME", &xdg)
+            .env_remove("STATE_DIRECTORY");
+        if let Some(s) = state_directory {
+            cmd.env("STATE_DIRECTORY", s);
+        }
+        let mut proc = Proc::spawn(name, cmd);
+        let line = proc.log.wait_for("the seen-index opened", |l| {
+            l.contains("entries restored from")
+        });
+        assert!(line.contains(&want.display().to_string()), "{line}");
+        proc.log.wait_after("listening for subscribers on");
+        proc.terminate();
+        let mode = std::fs::metadata(want).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o700, "{}", want.display());
+        assert!(want.join("vtp-seen.log").is_file());
+    };
+    run("default-db-systemd", Some(&state), &state);
+    let parent = std::fs::metadata(tmp.path().join("systemd")).unwrap();
+    assert_eq!(parent.permissions().mode() & 0o777, 0o700);
+    if !running_as_root() {
+        run("default-db-xdg", None, &xdg.join("vtp"));
+    }
+}
+
+/// Whether this test runs as root (which would get `/var/lib/vtp`, not a temp directory).
+fn running_as_root() -> bool {
+    std::fs::metadata("/proc/self")
+        .map(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0)
+        .unwrap_or(true)
+}

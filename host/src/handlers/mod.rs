@@ -73,6 +73,19 @@ pub enum HandlerError {
         #[source]
         source: io::Error,
     },
+    /// The save directory belongs to another user or others can write to it.
+    #[error(
+        "refusing to save events in `{}`: {why}, so another user could plant files or \
+         symbolic links in it; use a directory only you can write to (`chmod go-w` it, or give \
+         another with --save-event-directory DIR)",
+        dir.display()
+    )]
+    UnsafeDir {
+        /// The directory.
+        dir: PathBuf,
+        /// What is wrong with it.
+        why: String,
+    },
     /// Writing an event file failed (no partial file is left behind).
     #[error("cannot save the event to `{}`", path.display())]
     Save {

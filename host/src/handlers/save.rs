@@ -30,16 +30,28 @@ pub struct SaveEvent {
 }
 
 impl SaveEvent {
-    /// A handler saving into `dir`, created (with its parents) if missing.
+    /// A handler saving into `dir`, created (with its parents, mode 0755) if missing.
+    ///
+    /// The directory must belong to the user running vtp and be writable by nobody else, as
+    /// the seen-index's must: otherwise another user could plant a symbolic link under the name
+    /// of an event to come. (Files are created with `O_EXCL`, which does not follow a link, so
+    /// such a link would divert no write; it would still take that name.)
     ///
     /// # Errors
     ///
-    /// [`HandlerError::CreateDir`] if `dir` cannot be created or is not a directory.
+    /// [`HandlerError::CreateDir`] if `dir` cannot be created or is not a directory,
+    /// [`HandlerError::UnsafeDir`] if another user owns it or others can write to it.
     pub fn new(dir: impl Into<PathBuf>) -> Result<Self, HandlerError> {
         let dir = dir.into();
-        fs::create_dir_all(&dir).map_err(|source| HandlerError::CreateDir {
-            dir: dir.clone(),
-            source,
+        crate::store::create_checked(&dir, 0o755).map_err(|e| match e {
+            Ok(source) => HandlerError::CreateDir {
+                dir: dir.clone(),
+                source,
+            },
+            Err(why) => HandlerError::UnsafeDir {
+                dir: dir.clone(),
+                why,
+            },
         })?;
         Ok(Self { dir })
     }
@@ -305,5 +317,37 @@ mod tests {
         let err = SaveEvent::new(&file).unwrap_err();
         assert!(matches!(err, HandlerError::CreateDir { .. }), "{err:?}");
         assert!(err.to_string().contains("file"), "{err}");
+    }
+
+    #[test]
+    fn a_directory_others_can_write_to_or_another_user_owns_is_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let tmp = TempDir::new("save-unsafe");
+        let open = tmp.path().join("open");
+        fs::create_dir(&open).unwrap();
+        fs::set_permissions(&open, fs::Permissions::from_mode(0o1777)).unwrap();
+        let foreign = if rustix::process::geteuid().is_root() {
+            let d = tmp.path().join("nobody");
+            fs::create_dir(&d).unwrap();
+            std::os::unix::fs::chown(&d, Some(65_534), Some(65_534)).unwrap();
+            d
+        } else {
+            PathBuf::from("/")
+        };
+        for (dir, why) in [
+            (&open, "writable by its group or by others (mode 1777)"),
+            (&foreign, "not by this user"),
+        ] {
+            let err = SaveEvent::new(dir).unwrap_err();
+            assert!(matches!(err, HandlerError::UnsafeDir { .. }), "{err:?}");
+            let text = err.to_string();
+            assert!(text.contains(why), "{text}");
+            assert!(text.contains("--save-event-directory DIR"), "{text}");
+        }
+        // A new one is created without write access for others, and accepted.
+        let new = tmp.path().join("a/b");
+        SaveEvent::new(&new).unwrap();
+        let mode = fs::metadata(&new).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o755);
     }
 }

@@ -65,11 +65,21 @@
 //! plus [`COMPACT_MIN_RECORDS`].
 //!
 //! The file is locked (`flock`) while open: a second process opening the same directory gets
-//! [`StoreError::Open`].
+//! [`StoreError::Locked`].
+//!
+//! # The directory
+//!
+//! The directory is created with mode 0700 if missing, and refused ([`StoreError::UnsafeDir`])
+//! unless it belongs to the user running vtp and nobody else can write to it: otherwise another
+//! local user could plant a symbolic link for the store to write through, or hold the lock.
+//! Every file in it is opened relative to a handle on the directory (`openat`) with
+//! `O_NOFOLLOW`, so a symbolic link there is refused, not followed; a compaction's new file is
+//! created with `O_EXCL` after any stale one (or a link) is removed. [`default_dir`] is the
+//! directory `vtp broker` uses when given none: a per-user one, never a shared temp directory.
 
 use std::fmt;
 use std::fs::{self, File};
-use std::io;
+use std::io::{self, Read};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -101,8 +111,12 @@ const LEGACY_FILE_NAME: &str = "vtp-seen.redb";
 /// How far ahead of the last record the file is filled with zeros.
 const GROW_BYTES: u64 = 1024 * 1024;
 
+mod dir;
 mod log;
 mod worker;
+pub(crate) use dir::create_checked;
+use dir::{How, exists_in, open_in, remove_in, rename_in};
+pub use dir::{default_dir, default_dir_from_env};
 use log::RECORD_LEN;
 pub use worker::{OnDurable, StoreWorker};
 
@@ -125,7 +139,8 @@ pub use worker::{OnDurable, StoreWorker};
 ///
 /// Every error names the directory or file and says what to do; `node` is left as it was.
 /// [`StoreError::CreateDir`] if `dir` cannot be created (it names a file, or a parent is not
-/// writable), [`StoreError::Locked`] if another process holds the seen-index file,
+/// writable), [`StoreError::UnsafeDir`] if another user owns it or could write to it,
+/// [`StoreError::Locked`] if another process holds the seen-index file,
 /// [`StoreError::Open`] if it cannot be opened or repaired (the OS error says why) or is not a
 /// seen-index file, [`StoreError::Truncated`] if it is shorter than it was
 /// when last written, [`StoreError::Read`] if its records cannot be read, and
@@ -172,6 +187,25 @@ pub enum StoreError {
         #[source]
         source: io::Error,
     },
+    /// The store directory belongs to another user or others can write to it.
+    #[error(
+        "refusing to use the seen-index directory `{}`: {why}, so another user could plant \
+         files or symbolic links in it; use a directory only you can write to (`chmod go-w` \
+         it, or give another with --eventdb DIR)",
+        dir.display()
+    )]
+    UnsafeDir {
+        /// The directory.
+        dir: PathBuf,
+        /// What is wrong with it.
+        why: String,
+    },
+    /// No directory was given and the environment names none ([`default_dir`]).
+    #[error(
+        "cannot choose a directory for the seen-index: none of STATE_DIRECTORY, XDG_STATE_HOME \
+         or HOME is set to an absolute path; give one with --eventdb DIR"
+    )]
+    NoDefaultDir,
     /// The seen-index file is locked by another process.
     #[error(
         "cannot open the seen-index store `{}`: another vtp process is using it (give each \
@@ -271,6 +305,8 @@ pub enum SendError {
 pub struct SeenStore {
     /// The open file, exclusively locked.
     file: File,
+    /// The directory holding it: every file of the store is opened relative to this.
+    dir: File,
     path: PathBuf,
     /// Offset of the next record.
     tail: u64,
@@ -305,7 +341,8 @@ impl SeenStore {
     ///
     /// # Errors
     ///
-    /// [`StoreError::CreateDir`] if the directory cannot be created, [`StoreError::Locked`] if
+    /// [`StoreError::CreateDir`] if the directory cannot be created, [`StoreError::UnsafeDir`]
+    /// if another user owns it or could write to it, [`StoreError::Locked`] if
     /// another process holds the file, [`StoreError::Open`] if it cannot be opened or repaired
     /// or is not a seen-index file, and
     /// [`StoreError::Truncated`] if it is shorter than it was when last written.
@@ -315,30 +352,21 @@ impl SeenStore {
 
     /// [`open`](Self::open) with another compaction threshold (tests make it small).
     fn open_with(dir: &Path, compact_min: u64) -> Result<Self, StoreError> {
-        fs::create_dir_all(dir).map_err(|source| StoreError::CreateDir {
-            dir: dir.to_owned(),
-            source,
-        })?;
+        let dir_handle = dir::open_store_dir(dir)?;
         let path = dir.join(STORE_FILE_NAME);
         let open_err = |error: io::Error| StoreError::Open {
             path: path.clone(),
             error,
         };
-        let file = fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&path)
-            .map_err(open_err)?;
+        let file = open_in(&dir_handle, STORE_FILE_NAME, How::ReadWrite).map_err(open_err)?;
         lock(&file).map_err(|e| match e.kind() {
             io::ErrorKind::WouldBlock => StoreError::Locked { path: path.clone() },
             _ => open_err(e),
         })?;
         // Only the lock holder tidies up: a compaction cut short leaves its new file behind.
-        let _ = fs::remove_file(dir.join(COMPACT_FILE_NAME));
-        let legacy = dir.join(LEGACY_FILE_NAME);
-        if legacy.exists() {
+        let _ = remove_in(&dir_handle, COMPACT_FILE_NAME);
+        if exists_in(&dir_handle, LEGACY_FILE_NAME) {
+            let legacy = dir.join(LEGACY_FILE_NAME);
             warn!(
                 "{} was written by an earlier vtp (redb) and is not read: the seen-index starts \
                  from {}; delete the old file",
@@ -348,7 +376,7 @@ impl SeenStore {
         }
         let len = file.metadata().map_err(open_err)?.len();
         let len_path = dir.join(LEN_FILE_NAME);
-        let known_len = read_len(&len_path).map_err(open_err)?;
+        let known_len = read_len(&dir_handle, &len_path).map_err(open_err)?;
         if let Some(known) = known_len
             && len < known
         {
@@ -361,6 +389,7 @@ impl SeenStore {
         }
         let mut store = Self {
             file,
+            dir: dir_handle,
             path: path.clone(),
             tail: log::HEADER_LEN,
             len,
@@ -485,18 +514,17 @@ impl SeenStore {
 
     /// Records `len` in [`LEN_FILE_NAME`] and makes it durable.
     fn save_len(&mut self, len: u64) -> io::Result<()> {
-        let dir = self.path.parent().unwrap_or(Path::new("."));
-        let len_path = dir.join(LEN_FILE_NAME);
-        let new = !len_path.exists();
-        let f = fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&len_path)?;
+        let (f, new) = match open_in(&self.dir, LEN_FILE_NAME, How::CreateNew) {
+            Ok(f) => (f, true),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                (open_in(&self.dir, LEN_FILE_NAME, How::Write)?, false)
+            }
+            Err(e) => return Err(e),
+        };
         f.write_all_at(&log::len_record(len), 0)?;
         f.sync_data()?;
         if new {
-            File::open(dir)?.sync_all()?;
+            self.dir.sync_all()?;
         }
         self.known_len = len;
         Ok(())
@@ -585,15 +613,12 @@ impl SeenStore {
 
     /// Writes `replay`'s records to a new file, makes it durable and puts it in place of the
     /// current one (a crash at any point leaves either the old file or the new one).
+    ///
+    /// The new file is created exclusively, after removing whatever has its name (a stale
+    /// file, or a symbolic link, which is removed itself: its target is left alone).
     fn rewrite(&mut self, replay: &log::Replay) -> io::Result<()> {
-        let dir = self.path.parent().unwrap_or(Path::new(".")).to_owned();
-        let tmp_path = dir.join(COMPACT_FILE_NAME);
-        let tmp = fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&tmp_path)?;
+        remove_in(&self.dir, COMPACT_FILE_NAME)?;
+        let tmp = open_in(&self.dir, COMPACT_FILE_NAME, How::CreateNew)?;
         lock(&tmp)?;
         let mut buf = Vec::with_capacity(log::HEADER_LEN as usize + replay.0.len() * RECORD_LEN);
         buf.extend_from_slice(&log::header());
@@ -616,8 +641,8 @@ impl SeenStore {
         if self.known_len > len {
             self.save_len(len)?;
         }
-        fs::rename(&tmp_path, &self.path)?;
-        File::open(&dir)?.sync_all()?;
+        rename_in(&self.dir, COMPACT_FILE_NAME, STORE_FILE_NAME)?;
+        self.dir.sync_all()?;
         self.file = tmp;
         self.tail = tail;
         self.len = len;
@@ -633,10 +658,15 @@ impl SeenStore {
     }
 }
 
-/// The length [`LEN_FILE_NAME`] at `path` holds: `None` if there is no such file (a new store,
-/// or one written by an earlier version) or, with a warning, if it does not check out.
-fn read_len(path: &Path) -> io::Result<Option<u64>> {
-    match fs::read(path) {
+/// The length [`LEN_FILE_NAME`] in `dir` (at `path`) holds: `None` if there is no such file (a
+/// new store, or one written by an earlier version) or, with a warning, if it does not check
+/// out.
+fn read_len(dir: &File, path: &Path) -> io::Result<Option<u64>> {
+    let read = |mut f: File| {
+        let mut bytes = Vec::new();
+        f.read_to_end(&mut bytes).map(|_| bytes)
+    };
+    match open_in(dir, LEN_FILE_NAME, How::Read).and_then(read) {
         Ok(bytes) => {
             let len = log::decode_len(&bytes);
             if len.is_none() {

@@ -624,3 +624,172 @@ fn open_for_a_bad_directory_says_what_is_wrong_and_leaves_the_node_alone() {
     assert_eq!(fresh.seen_len(), 0);
     opened.worker.flush_and_stop().unwrap();
 }
+
+#[test]
+fn the_default_directory_follows_systemd_then_root_then_xdg_then_home() {
+    use std::ffi::OsStr;
+    let s = |v: &'static str| Some(OsStr::new(v));
+    let user = 1000;
+    let dir = |sd, xdg, home, euid| default_dir(sd, xdg, home, euid).map_err(|e| e.to_string());
+    // systemd's StateDirectory= comes first, for root too; of several, the first.
+    assert_eq!(
+        dir(s("/var/lib/a:/var/lib/b"), s("/x"), s("/h"), 0),
+        Ok("/var/lib/a".into())
+    );
+    assert_eq!(dir(s("/srv/st"), None, None, user), Ok("/srv/st".into()));
+    // Root: /var/lib/vtp, whatever XDG_STATE_HOME and HOME say.
+    assert_eq!(dir(None, s("/x"), s("/root"), 0), Ok("/var/lib/vtp".into()));
+    assert_eq!(dir(s(""), None, None, 0), Ok("/var/lib/vtp".into()));
+    // A user: XDG_STATE_HOME/vtp, else HOME/.local/state/vtp.
+    assert_eq!(
+        dir(None, s("/home/u/st"), s("/home/u"), user),
+        Ok("/home/u/st/vtp".into())
+    );
+    assert_eq!(
+        dir(None, None, s("/home/u"), user),
+        Ok("/home/u/.local/state/vtp".into())
+    );
+    // Empty or relative values are skipped.
+    assert_eq!(
+        dir(s("rel"), s(""), s("/home/u"), user),
+        Ok("/home/u/.local/state/vtp".into())
+    );
+    assert_eq!(
+        dir(s(""), s("rel/st"), s("/home/u"), user),
+        Ok("/home/u/.local/state/vtp".into())
+    );
+    // Nothing to go by: an error that says what to do.
+    let err = dir(None, s("rel"), s(""), user).unwrap_err();
+    assert!(
+        err.contains("HOME") && err.contains("--eventdb DIR"),
+        "{err}"
+    );
+    assert!(dir(None, None, None, user).is_err());
+}
+
+#[test]
+fn a_new_directory_is_created_private_with_its_parents() {
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = TempDir::new("store-mode");
+    let dir = tmp.path().join("state/vtp");
+    drop(SeenStore::open(&dir).unwrap());
+    for d in [&dir, &tmp.path().join("state")] {
+        let mode = std::fs::metadata(d).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o700, "{}", d.display());
+    }
+    let mode = std::fs::metadata(dir.join(STORE_FILE_NAME))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o077, 0, "{mode:o}");
+}
+
+#[test]
+fn a_directory_others_can_write_to_is_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = TempDir::new("store-open-dir");
+    for mode in [0o777, 0o1777, 0o770, 0o702] {
+        let dir = tmp.path().join(format!("m{mode:o}"));
+        std::fs::create_dir(&dir).unwrap();
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(mode)).unwrap();
+        let err = SeenStore::open(&dir).unwrap_err();
+        assert!(matches!(err, StoreError::UnsafeDir { .. }), "{err:?}");
+        let text = err.to_string();
+        assert!(text.contains(&dir.display().to_string()), "{text}");
+        assert!(
+            text.contains("writable by its group or by others"),
+            "{text}"
+        );
+        assert!(
+            text.contains("chmod go-w") && text.contains("--eventdb"),
+            "{text}"
+        );
+        assert!(!dir.join(STORE_FILE_NAME).exists(), "nothing created in it");
+    }
+}
+
+#[test]
+fn a_directory_of_another_user_is_refused() {
+    let tmp = TempDir::new("store-foreign-dir");
+    let dir = if rustix::process::geteuid().is_root() {
+        let d = tmp.path().join("nobody");
+        std::fs::create_dir(&d).unwrap();
+        std::os::unix::fs::chown(&d, Some(65_534), Some(65_534)).unwrap();
+        d
+    } else {
+        // Owned by root; refused before anything is tried in it.
+        PathBuf::from("/")
+    };
+    let err = SeenStore::open(&dir).unwrap_err();
+    assert!(matches!(err, StoreError::UnsafeDir { .. }), "{err:?}");
+    let text = err.to_string();
+    assert!(text.contains("not by this user"), "{text}");
+    assert!(!dir.join(STORE_FILE_NAME).exists(), "nothing created in it");
+}
+
+/// A file outside the store that a planted link points to, and what it holds.
+fn victim(tmp: &TempDir) -> (PathBuf, &'static [u8]) {
+    let outside = tmp.path().join("outside");
+    std::fs::create_dir_all(&outside).unwrap();
+    let path = outside.join("precious");
+    std::fs::write(&path, b"precious data").unwrap();
+    (path, b"precious data")
+}
+
+#[test]
+fn a_symlink_planted_as_the_log_or_length_file_is_refused_not_followed() {
+    let tmp = TempDir::new("store-link-log");
+    let (target, content) = victim(&tmp);
+    let missing = tmp.path().join("outside/created-by-vtp");
+    for (name, to) in [
+        (STORE_FILE_NAME, &target),
+        (STORE_FILE_NAME, &missing),
+        (LEN_FILE_NAME, &target),
+    ] {
+        let dir = tmp.path().join(format!("db-{name}-{}", to.exists()));
+        std::fs::create_dir(&dir).unwrap();
+        std::os::unix::fs::symlink(to, dir.join(name)).unwrap();
+        let err = SeenStore::open(&dir).unwrap_err();
+        assert!(matches!(err, StoreError::Open { .. }), "{name}: {err:?}");
+        let text = err.to_string();
+        assert!(
+            text.contains(&format!("`{name}` is a symbolic link")) && text.contains("remove it"),
+            "{text}"
+        );
+        assert!(
+            std::fs::read(&target).unwrap() == content,
+            "the target is untouched"
+        );
+        assert!(!missing.exists(), "nothing created through the link");
+    }
+}
+
+#[test]
+fn a_symlink_planted_as_the_compaction_file_is_replaced_not_followed() {
+    let tmp = TempDir::new("store-link-compact");
+    let (target, content) = victim(&tmp);
+    let dir = tmp.path().join("db");
+    let link = dir.join(COMPACT_FILE_NAME);
+    // At open, a stale one is removed: the link itself.
+    std::fs::create_dir(&dir).unwrap();
+    std::os::unix::fs::symlink(&target, &link).unwrap();
+    let mut store = SeenStore::open_with(&dir, 4).unwrap();
+    assert!(link.symlink_metadata().is_err(), "the link is removed");
+    // While running (planted after the open): the compaction does not write through it.
+    std::os::unix::fs::symlink(&target, &link).unwrap();
+    store.apply(&persist_all(0..8)).unwrap();
+    assert_eq!(store.records, 8, "compacted");
+    assert!(
+        std::fs::read(&target).unwrap() == content,
+        "the target is untouched"
+    );
+    assert!(link.symlink_metadata().is_err(), "the link is gone");
+    let log = dir.join(STORE_FILE_NAME).symlink_metadata().unwrap();
+    assert!(log.file_type().is_file());
+    drop(store);
+    let store = SeenStore::open(&dir).unwrap();
+    assert_eq!(
+        sorted(store.load().unwrap()),
+        (0..8).map(record).collect::<Vec<_>>()
+    );
+}
