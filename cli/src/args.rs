@@ -1,8 +1,8 @@
 //! Command-line options: Comet's, from both generations, so existing command lines work.
 
 // The doc comments here are `--help` text, written for a terminal: `HOST[:PORT]` is not a
-// link, `<temp dir>` not a tag.
-#![allow(rustdoc::broken_intra_doc_links, rustdoc::invalid_html_tags)]
+// link.
+#![allow(rustdoc::broken_intra_doc_links)]
 
 use std::path::PathBuf;
 

@@ -10,9 +10,6 @@
 //!
 //! This crate is the top layer: it parses options into the core's `Config`, picks a runtime and
 //! wires the host's effects (store, handlers, logging); nothing depends on it.
-// The doc comments of `args` are the `--help` text (clap), not rustdoc: `[V6]:PORT` and
-// `<temp dir>` are meant literally there.
-#![allow(rustdoc::broken_intra_doc_links, rustdoc::invalid_html_tags)]
 
 mod args;
 
