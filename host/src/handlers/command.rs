@@ -622,19 +622,23 @@ mod tests {
         true
     }
 
+    /// A script that starts `sleep 60` in the background, writes its pid to `bg.pid` and its
+    /// own to `me.pid`, then runs `then`. Returns the command and the two pid files.
+    fn leaves_a_child(tmp: &TempDir, then: &str) -> (Command, PathBuf, PathBuf) {
+        let bg = tmp.path().join("bg.pid");
+        let me = tmp.path().join("me.pid");
+        let body = format!(
+            "sleep 60 &\necho $! > '{}'\necho $$ > '{}'\n{then}",
+            bg.display(),
+            me.display()
+        );
+        (script(tmp, &body), bg, me)
+    }
+
     #[test]
     fn command_descendants_are_killed_when_it_exits() {
         let tmp = TempDir::new("cmd-bg-exit");
-        let bg = tmp.path().join("bg.pid");
-        let me = tmp.path().join("me.pid");
-        let cmd = script(
-            &tmp,
-            &format!(
-                "sleep 60 &\necho $! > '{}'\necho $$ > '{}'",
-                bg.display(),
-                me.display()
-            ),
-        );
+        let (cmd, bg, me) = leaves_a_child(&tmp, "");
         let start = Instant::now();
         cmd.run(Bytes::from_static(b"x")).unwrap();
         let took = start.elapsed();
@@ -648,17 +652,8 @@ mod tests {
     #[test]
     fn command_descendants_are_killed_at_the_timeout() {
         let tmp = TempDir::new("cmd-bg-timeout");
-        let bg = tmp.path().join("bg.pid");
-        let me = tmp.path().join("me.pid");
-        let cmd = script(
-            &tmp,
-            &format!(
-                "sleep 60 &\necho $! > '{}'\necho $$ > '{}'\nsleep 60",
-                bg.display(),
-                me.display()
-            ),
-        )
-        .with_timeout(Duration::from_millis(300));
+        let (cmd, bg, me) = leaves_a_child(&tmp, "sleep 60");
+        let cmd = cmd.with_timeout(Duration::from_millis(300));
         let err = cmd.run(Bytes::from_static(b"x")).unwrap_err();
         assert!(matches!(err, HandlerError::Timeout { .. }), "{err:?}");
         let (bg, me) = (read_pid(&bg), read_pid(&me));
@@ -669,16 +664,7 @@ mod tests {
     #[test]
     fn running_commands_are_killed_when_the_pool_gives_up_at_shutdown() {
         let tmp = TempDir::new("cmd-shutdown");
-        let bg = tmp.path().join("bg.pid");
-        let me = tmp.path().join("me.pid");
-        let cmd = script(
-            &tmp,
-            &format!(
-                "sleep 60 &\necho $! > '{}'\necho $$ > '{}'\nsleep 60",
-                bg.display(),
-                me.display()
-            ),
-        );
+        let (cmd, bg, me) = leaves_a_child(&tmp, "sleep 60");
         let pool = crate::handlers::Handlers::new(vec![std::sync::Arc::new(cmd)], 1, 4);
         assert!(pool.dispatch(delivery(GCN, b"x")));
         let (bg, me) = (read_pid(&bg), read_pid(&me));
