@@ -59,8 +59,17 @@ pub trait Effects {
     fn durable_persists(&mut self, handed: u64) -> u64 {
         handed
     }
-    /// Wake `waker` whenever more persists become durable, so that the runtime calls
-    /// [`Driver::handle_durable`]. Runtimes call this once, before their loop. Default: ignored (the
+    /// True while the store can commit records; false while its commits fail (a full or
+    /// failing disk). Called by the driver before each input and wake-up; must be cheap and
+    /// must not block. A change is passed to the node ([`Node::handle_store_status`]): while
+    /// unhealthy, with [`Durability::BeforeReply`](crate::config::Durability::BeforeReply), new
+    /// submissions are naked at once instead of waiting for a commit that may never come.
+    /// Default: always healthy.
+    fn store_healthy(&mut self) -> bool {
+        true
+    }
+    /// Wake `waker` whenever more persists become durable or [`Effects::store_healthy`]
+    /// changes, so that the runtime calls [`Driver::handle_durable`]. Runtimes call this once, before their loop. Default: ignored (the
     /// default [`Effects::durable_persists`] never lags behind).
     fn set_durable_waker(&mut self, _waker: Waker) {}
     /// At shutdown, before connections are closed: waits, for a bounded time, until the first
@@ -149,6 +158,8 @@ pub struct Driver {
     persists: u64,
     /// Of those, how many the effects reported durable.
     durable: u64,
+    /// The last [`Effects::store_healthy`] passed to the node.
+    store_healthy: bool,
 }
 
 impl Driver {
@@ -162,6 +173,7 @@ impl Driver {
             outbox_limits,
             persists: 0,
             durable: 0,
+            store_healthy: true,
         }
     }
 
@@ -210,6 +222,7 @@ impl Driver {
         now: Instant,
         fx: &mut impl Effects,
     ) {
+        self.sync_store_health(now, fx);
         self.node.handle_input(conn, bytes, now);
         self.dispatch(fx);
     }
@@ -275,10 +288,13 @@ impl Driver {
         r
     }
 
-    /// The effects' durability waker fired ([`Effects::set_durable_waker`]): learns which
-    /// persists are durable and queues the output the node held for them. Cheap when nothing is
-    /// held; every other input method does the same on its way out.
+    /// The effects' durability waker fired ([`Effects::set_durable_waker`]): learns whether
+    /// the store is healthy and which persists are durable, and queues the output the node held
+    /// for them. Cheap when nothing is held; every other input method does the same on its way
+    /// out.
     pub fn handle_durable(&mut self, fx: &mut impl Effects) {
+        let now = self.node.last_now();
+        self.sync_store_health(now, fx);
         self.dispatch(fx);
     }
 
@@ -396,6 +412,15 @@ impl Driver {
         }
     }
 
+    /// Tells the node when [`Effects::store_healthy`] changed.
+    fn sync_store_health(&mut self, now: Instant, fx: &mut impl Effects) {
+        let healthy = fx.store_healthy();
+        if healthy != self.store_healthy {
+            self.store_healthy = healthy;
+            self.node.handle_store_status(healthy, now);
+        }
+    }
+
     fn dispatch(&mut self, fx: &mut impl Effects) {
         loop {
             // `perform` may report an overflow back to the node, which queues more actions: the
@@ -508,6 +533,131 @@ mod tests {
             self.durable = handed;
             handed
         }
+    }
+
+    /// Effects whose store makes every record durable at once, or fails every commit.
+    struct FlakyStore {
+        healthy: bool,
+        persisted: usize,
+    }
+    impl Effects for FlakyStore {
+        fn store(&mut self, op: StoreOp) {
+            if matches!(op, StoreOp::Persist(_)) {
+                self.persisted += 1;
+            }
+        }
+        fn deliver(&mut self, _: Delivery) {}
+        fn event(&mut self, _: Event) {}
+        fn durable_persists(&mut self, handed: u64) -> u64 {
+            if self.healthy { handed } else { 0 }
+        }
+        fn store_healthy(&mut self) -> bool {
+            self.healthy
+        }
+    }
+
+    /// Submits `frame` on a new intake and returns what was written to it and to `feed`.
+    fn submit_once(
+        d: &mut Driver,
+        fx: &mut impl Effects,
+        feed: ConnId,
+        frame: &[u8],
+        now: Instant,
+    ) -> (String, Vec<u8>) {
+        let author = d
+            .handle_accept(ListenerRole::Receive, PEER, now, fx)
+            .expect("ok");
+        d.handle_input(author, frame, now, fx);
+        d.handle_wakeup(now, fx);
+        let (mut author_wire, mut feed_wire) = (Vec::new(), Vec::new());
+        while let Some(c) = d.poll_writable() {
+            let wire = if c == author {
+                &mut author_wire
+            } else {
+                assert_eq!(c, feed);
+                &mut feed_wire
+            };
+            let _ = d.flush(c, wire, now, fx);
+        }
+        (
+            String::from_utf8_lossy(&author_wire).into_owned(),
+            feed_wire,
+        )
+    }
+
+    #[test]
+    fn while_the_store_fails_new_events_are_naked_at_once_and_accepted_again_once_it_heals() {
+        let now = crate::testutil::origin();
+        let mut d = broker(now);
+        let fx = &mut FlakyStore {
+            healthy: true,
+            persisted: 0,
+        };
+        let feed = d
+            .handle_accept(ListenerRole::Broadcast, PEER, now, fx)
+            .expect("ok");
+        while let Some(c) = d.poll_writable() {
+            let _ = d.flush(c, &mut Vec::new(), now, fx);
+        }
+        let (reply, fwd) = submit_once(&mut d, fx, feed, &event(1), now);
+        assert!(reply.contains("role=\"ack\""), "{reply}");
+        assert_eq!(fwd, event(1));
+        assert_eq!(fx.persisted, 1);
+
+        // The disk fills: a new event is naked at once, not recorded, not forwarded.
+        fx.healthy = false;
+        let (reply, fwd) = submit_once(&mut d, fx, feed, &event(2), now);
+        assert!(reply.contains("role=\"nak\""), "{reply}");
+        assert!(
+            reply.contains(crate::node::NAK_STORE_UNAVAILABLE),
+            "{reply}"
+        );
+        assert!(fwd.is_empty(), "not forwarded");
+        assert_eq!(fx.persisted, 1, "not persisted");
+        assert!(!d.node().has_seen(&EventKey::of_element(&event(2)[4..])));
+        // A duplicate is answered as usual (acked by default), not naked for the store.
+        let (reply, fwd) = submit_once(&mut d, fx, feed, &event(1), now);
+        assert!(reply.contains("role=\"ack\""), "{reply}");
+        assert!(fwd.is_empty());
+
+        // The disk has room again: the same event is accepted.
+        fx.healthy = true;
+        d.handle_durable(fx);
+        let (reply, fwd) = submit_once(&mut d, fx, feed, &event(2), now);
+        assert!(reply.contains("role=\"ack\""), "{reply}");
+        assert_eq!(fwd, event(2));
+        assert_eq!(fx.persisted, 2);
+    }
+
+    #[test]
+    fn with_async_durability_a_failing_store_changes_nothing() {
+        let now = crate::testutil::origin();
+        let mut config = Config::new(Some("ivo://example.org/b".into()));
+        config.timing.test_event_interval = None;
+        config.policy.durability = crate::config::Durability::Async;
+        let node = Node::new(
+            config,
+            Box::new(NoFilterEngine),
+            1,
+            now,
+            Duration::from_secs(1_700_000_000),
+        )
+        .expect("config");
+        let mut d = Driver::new(node, OutboxLimits::default());
+        let fx = &mut FlakyStore {
+            healthy: false,
+            persisted: 0,
+        };
+        let feed = d
+            .handle_accept(ListenerRole::Broadcast, PEER, now, fx)
+            .expect("ok");
+        while let Some(c) = d.poll_writable() {
+            let _ = d.flush(c, &mut Vec::new(), now, fx);
+        }
+        let (reply, fwd) = submit_once(&mut d, fx, feed, &event(1), now);
+        assert!(reply.contains("role=\"ack\""), "{reply}");
+        assert_eq!(fwd, event(1));
+        assert_eq!(fx.persisted, 1);
     }
 
     fn broker(now: Instant) -> Driver {

@@ -17,6 +17,10 @@
 //! held output grow without bound; once the disk catches up, the guarantee is back. Likewise,
 //! once the store thread has stopped, every persist counts as durable.
 //!
+//! While the store's commits fail ([`StoreWorker::is_healthy`] is false, a full or failing
+//! disk) [`Effects::store_healthy`] says so, and the node naks an author's new event at once
+//! ("storage unavailable") instead of holding its ack until the author's deadline.
+//!
 //! [`STORE_QUEUE_MAX`]: crate::store::STORE_QUEUE_MAX
 
 use std::collections::VecDeque;
@@ -157,6 +161,10 @@ impl Effects for HostEffects {
 
     fn durable_persists(&mut self, handed: u64) -> u64 {
         self.settle().min(handed)
+    }
+
+    fn store_healthy(&mut self) -> bool {
+        self.store.as_ref().is_none_or(StoreWorker::is_healthy)
     }
 
     fn set_durable_waker(&mut self, waker: Waker) {

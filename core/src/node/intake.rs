@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use crate::config::{AcceptVersions, DuplicateReply, SchemaCheck};
+use crate::config::{AcceptVersions, DuplicateReply, Durability, SchemaCheck};
 use crate::ivoid;
 use crate::message::{self, Message, VoEvent, VoEventNamespace};
 use crate::output::{Action, CloseReason, ConnId, ConnRole, Event, Source};
@@ -14,6 +14,11 @@ use crate::seen::{EventKey, Seen, SeenSource};
 use crate::violation::Violation;
 
 use super::Node;
+
+/// The nak reason for an author's new event while the store's commits fail (see
+/// [`Node::handle_store_status`]): the event was not recorded; the author may send it again.
+pub const NAK_STORE_UNAVAILABLE: &str =
+    "Event rejected: storage unavailable at this broker; not recorded, try again later";
 
 impl Node {
     pub(super) fn intake_frame(&mut self, conn: ConnId, payload: &[u8], now: Instant) {
@@ -35,6 +40,10 @@ impl Node {
             return self.reject(conn, &ev.ivorn, violation, now);
         }
         let key = EventKey::of_element(&payload[ev.element.clone()]);
+        if self.refuses_for_store(&key) {
+            self.nak(conn, &ev.ivorn, NAK_STORE_UNAVAILABLE, now);
+            return self.close(conn, CloseReason::Done, now);
+        }
         let unix = self.clock.unix_secs_at(now);
         let source = self
             .authors
@@ -69,6 +78,14 @@ impl Node {
                 self.accept_event(conn, Source::Author(conn), ivorn, key, payload, &ev, now);
             }
         }
+    }
+
+    /// True when the event `key` would need a persist the store cannot make now: the store
+    /// reports failing commits, replies wait for durability, and the event is not a duplicate.
+    fn refuses_for_store(&self, key: &EventKey) -> bool {
+        !self.store_healthy
+            && self.config.policy.durability == Durability::BeforeReply
+            && !self.seen.contains(key)
     }
 
     /// Receiver checks on an author's event (docs/protocol.md §4.1): IVOID, version, then schema.

@@ -15,6 +15,7 @@
 //! | [`Node::handle_timeout`] | the deadline from [`Node::poll_timeout`] passed |
 //! | [`Node::submit`] | command: submit one event as an author |
 //! | [`Node::handle_persisted`] | the store made more [`Action::Persist`] records durable |
+//! | [`Node::handle_store_status`] | the store's commits started failing, or work again |
 //! | [`Node::restore_seen`] | start-up: seen-index records loaded from the store |
 //! | [`Node::shutdown`] | command: close everything |
 //!
@@ -76,6 +77,7 @@ use crate::timer::Timers;
 use crate::violation::Violation;
 
 pub use errors::{ConfigError, SubmitError};
+pub use intake::NAK_STORE_UNAVAILABLE;
 
 use durability::Held;
 use feed::Feed;
@@ -132,6 +134,8 @@ pub struct Node {
     held: VecDeque<(u64, Held)>,
     /// Intake connections whose receipt is held.
     replying: BTreeSet<ConnId>,
+    /// False while the store reports failing commits ([`Node::handle_store_status`]).
+    store_healthy: bool,
 }
 
 #[derive(Debug)]
@@ -253,6 +257,7 @@ impl Node {
             persisted: 0,
             held: VecDeque::new(),
             replying: BTreeSet::new(),
+            store_healthy: true,
             config,
         })
     }
@@ -464,6 +469,18 @@ impl Node {
                 }
             }
         }
+    }
+
+    /// The store's commits started failing (`healthy` false: a full or failing disk) or
+    /// succeed again (true). While unhealthy, with
+    /// [`Durability::BeforeReply`](crate::config::Durability::BeforeReply), an author's new
+    /// event (one whose record would have to be persisted) is naked at once with
+    /// [`NAK_STORE_UNAVAILABLE`] and not recorded, forwarded or delivered; duplicates are
+    /// answered as usual, and output already held stays held until its record is durable or
+    /// its connection's deadline passes. With `Async` nothing changes. Healthy at construction.
+    pub fn handle_store_status(&mut self, healthy: bool, now: Instant) {
+        self.advance(now);
+        self.store_healthy = healthy;
     }
 
     // -------------------------------------------------------------- commands

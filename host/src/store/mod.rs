@@ -35,7 +35,9 @@
 //! persists to these sequence numbers.
 //!
 //! A failed commit is logged (`tracing::error`) and the batch is kept and retried, together
-//! with whatever arrived meanwhile, no sooner than one second later. While the disk keeps
+//! with whatever arrived meanwhile, no sooner than one second later. From a failed commit until
+//! the next one succeeds [`StoreWorker::is_healthy`] is false (the waker is woken on each
+//! change): the node then naks authors' new events instead of holding their receipts. While the disk keeps
 //! failing the worker stops taking operations once its batch holds [`STORE_QUEUE_MAX`], so
 //! memory stays bounded and [`StoreWorker::send`] reports [`SendError::Full`] to the caller.
 //!

@@ -4,7 +4,7 @@
 use std::fmt;
 use std::panic::{self, AssertUnwindSafe};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender, TryRecvError};
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::task::Waker;
@@ -36,6 +36,8 @@ pub struct StoreWorker {
 struct Durable {
     /// The last sequence number committed.
     seq: AtomicU64,
+    /// Set when a commit fails, cleared by the next one that succeeds.
+    failing: AtomicBool,
     /// The loop's waker; also the lock `changed` waits with.
     waker: Mutex<Option<Waker>>,
     /// Notified after every commit.
@@ -54,6 +56,17 @@ impl Durable {
             w.wake_by_ref();
         }
         self.changed.notify_all();
+    }
+
+    /// Sets the health flag; on a change, wakes the loop so it learns of it.
+    fn set_failing(&self, failing: bool) {
+        if self.failing.swap(failing, Ordering::AcqRel) == failing {
+            return;
+        }
+        let waker = self.waker.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(w) = &*waker {
+            w.wake_by_ref();
+        }
     }
 }
 
@@ -141,7 +154,14 @@ impl StoreWorker {
         self.durable.load()
     }
 
-    /// Wakes `waker` after every commit from now on (replacing any earlier one). Runtimes give
+    /// False from a failed commit (a full or failing disk) until the next one succeeds; the
+    /// waker from [`set_waker`](Self::set_waker) is woken on each change.
+    pub fn is_healthy(&self) -> bool {
+        !self.durable.failing.load(Ordering::Acquire)
+    }
+
+    /// Wakes `waker` after every commit and every change of [`is_healthy`](Self::is_healthy)
+    /// from now on (replacing any earlier one). Runtimes give
     /// the waker of their loop, which then learns what became durable.
     pub fn set_waker(&self, waker: Waker) {
         let mut slot = self
@@ -261,10 +281,12 @@ impl Committer {
                     self.batch.clear();
                     retry_at = None;
                     failures = 0;
+                    self.durable.failing.store(false, Ordering::Release);
                     self.publish();
                 }
                 Err(e) => {
                     failures += 1;
+                    self.durable.set_failing(true);
                     error!(
                         error = %ErrorChain(&e),
                         ops = self.batch.len(),
@@ -398,6 +420,35 @@ mod tests {
         fn wake_by_ref(self: &Arc<Self>) {
             let _ = self.0.lock().unwrap().send(());
         }
+    }
+
+    #[test]
+    fn the_worker_reports_unhealthy_after_a_failed_commit_and_healthy_after_the_next_success() {
+        let tmp = TempDir::new("store-health");
+        let mut store = SeenStore::open(tmp.path()).unwrap();
+        let full = Arc::new(AtomicBool::new(true));
+        let disk = Arc::clone(&full);
+        store.fail_write = Some(Box::new(move |_, _| {
+            if disk.load(Ordering::SeqCst) {
+                Err(std::io::Error::from(std::io::ErrorKind::StorageFull))
+            } else {
+                Ok(())
+            }
+        }));
+        let mut worker = StoreWorker::spawn(store, None).unwrap();
+        let (tx, rx) = mpsc::channel();
+        worker.set_waker(Waker::from(Arc::new(CountingWake(Mutex::new(tx)))));
+        assert!(worker.is_healthy());
+        let seq = worker.send(StoreOp::Persist(record(1))).unwrap();
+        rx.recv_timeout(Duration::from_secs(30))
+            .expect("woken by the failed commit");
+        assert!(!worker.is_healthy());
+        assert!(!worker.wait_durable(seq, Duration::from_millis(10)));
+        // Space is freed: the retry (a second later) commits, and the store is healthy again.
+        full.store(false, Ordering::SeqCst);
+        assert!(worker.wait_durable(seq, Duration::from_secs(30)));
+        assert!(worker.is_healthy());
+        worker.flush_and_stop().unwrap();
     }
 
     #[test]
