@@ -170,6 +170,12 @@ pub(crate) struct BrokerArgs {
     /// more pile up is not reading, and is dropped. (At least one frame is always queued.)
     #[arg(long, value_name = "BYTES", default_value_t = OutboxLimits::default().bytes_max)]
     pub(crate) outbox_bytes: usize,
+    /// Most protocol violations (unparsable frames, messages wrong for the role...) one
+    /// subscriber or upstream may send within 10 s; one more and it is dropped. Only the first
+    /// 5 of each 10 s are logged, then one line saying the rest are not.
+    #[arg(long, value_name = "N", default_value_t = 100,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub(crate) violations_max: u32,
     /// Most events the seen-index (duplicate detection) remembers. When full, each author
     /// network (IPv4 address, IPv6 /64) and each upstream keeps its fair share: an author over
     /// its share is naked ("seen-index quota for this source exhausted; try later"), one below

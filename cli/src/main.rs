@@ -201,6 +201,7 @@ fn broker(a: BrokerArgs) -> Result<(), Fail> {
     config.timing.intake_deadline = Duration::from_secs(a.receive_timeout.max(1));
     config.limits.frame_len_max = a.frame_limit;
     config.limits.connections_max = a.max_connections;
+    config.limits.violations_max = a.violations_max;
     config.limits.seen_entries_max = a.seen_max;
     config.timing.seen_retention = Duration::from_secs(a.seen_retention * 86_400);
     config.policy.duplicate_reply = match a.duplicate_reply {

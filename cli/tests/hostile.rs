@@ -11,7 +11,7 @@
 //! The behaviours (one test each): an author sending one byte per second; more idle connections
 //! than `--max-connections`; length-prefix bombs; billion laughs and XXE; subscribers that never
 //! read; a flood of submissions; a subscriber that naks everything; malformed authenticate
-//! replies; filters built to be slow.
+//! replies; filters built to be slow; a subscriber flooding garbage frames.
 //!
 //! Every wait is on something observable (bytes, EOF, a log line, an arrival) with a bounded
 //! deadline. The only timed pauses are the ones a hostile peer is made of (one byte per second)
@@ -308,6 +308,66 @@ fn a_subscriber_closed_for_a_protocol_violation_is_logged_at_info_with_its_addre
         assert!(
             line.contains("INFO") && line.contains("dropped 127.0.0.1: framing error"),
             "{rt}: {line}"
+        );
+    });
+}
+
+#[test]
+fn a_subscriber_flooding_garbage_frames_is_dropped_and_its_log_lines_are_bounded() {
+    for_each_runtime(|rt| {
+        // Without -v: every line about the flood is at INFO, so this counts what an operator
+        // gets by default.
+        let b = Broker::start(
+            &format!("viol-flood-{rt}"),
+            &["--runtime", rt, "--broadcast-test-interval", "0"],
+        );
+        let mut s = TcpStream::connect(("127.0.0.1", b.broadcast)).unwrap();
+        let garbage = frame(b"not xml");
+        let flood: Vec<u8> = garbage
+            .iter()
+            .copied()
+            .cycle()
+            .take(garbage.len() * 20_000)
+            .collect();
+        // The broker drops us long before the end: the write may fail.
+        let _ = s.write_all(&flood);
+        assert!(read_to_close(&mut s).is_some(), "{rt}: closed");
+        let line = b.proc.log.wait_for("the close logged", |l| {
+            l.contains("connection down") && l.contains("protocol violations within")
+        });
+        assert!(
+            line.contains("INFO")
+                && line.contains("dropped 127.0.0.1: 101 protocol violations within 10 s"),
+            "{rt}: {line}"
+        );
+        // The node reports in order: every line about the flood is written before the close.
+        let text = b.proc.log.text();
+        let about: Vec<&str> = text
+            .lines()
+            .filter(|l| l.contains("protocol violation"))
+            .collect();
+        assert_eq!(
+            about
+                .iter()
+                .filter(|l| l.contains("protocol violation: "))
+                .count(),
+            5,
+            "{rt}: the first 5 are logged: {about:#?}"
+        );
+        assert_eq!(
+            about
+                .iter()
+                .filter(|l| l.contains("further protocol violations not logged"))
+                .count(),
+            1,
+            "{rt}: then one summary: {about:#?}"
+        );
+        assert_eq!(about.len(), 7, "{rt}: and the close: {about:#?}");
+        assert!(
+            text.len() < 16 << 10,
+            "{rt}: {} bytes of log: {}",
+            text.len(),
+            log_tail(&b)
         );
     });
 }

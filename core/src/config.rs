@@ -141,6 +141,23 @@ pub struct Limits {
     pub filters_per_feed_max: usize,
     /// Longest filter expression accepted, in bytes.
     pub filter_len_max: usize,
+    /// Most protocol violations one connection may commit within
+    /// [`violations_window`](Self::violations_window) and keep its connection
+    /// (`--violations-max`, 100); one more closes it with [`CloseReason::TooManyViolations`].
+    ///
+    /// [`CloseReason::TooManyViolations`]: crate::CloseReason::TooManyViolations
+    pub violations_max: u32,
+    /// The window [`violations_max`](Self::violations_max) and
+    /// [`violations_logged_max`](Self::violations_logged_max) count in (10 s): it starts at a
+    /// connection's first violation and a new one starts at the first violation after it ends.
+    pub violations_window: Duration,
+    /// Most [`Event::ProtocolViolation`] reports per connection per window (5); the next
+    /// violation is reported once as [`Event::ViolationsSuppressed`] and later ones in that
+    /// window are only counted, so a flood cannot flood the log.
+    ///
+    /// [`Event::ProtocolViolation`]: crate::Event::ProtocolViolation
+    /// [`Event::ViolationsSuppressed`]: crate::Event::ViolationsSuppressed
+    pub violations_logged_max: u32,
 }
 
 impl Default for Limits {
@@ -155,6 +172,9 @@ impl Default for Limits {
             seen_sources_max: 1024,
             filters_per_feed_max: 32,
             filter_len_max: 4096,
+            violations_max: 100,
+            violations_window: Duration::from_secs(10),
+            violations_logged_max: 5,
         }
     }
 }

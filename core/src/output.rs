@@ -90,6 +90,15 @@ pub enum CloseReason {
     FramingError(Violation),
     /// The peer's outbox overflowed: it is not reading.
     OutboxFull,
+    /// The peer committed more than
+    /// [`Limits::violations_max`](crate::config::Limits::violations_max) protocol violations
+    /// within [`Limits::violations_window`](crate::config::Limits::violations_window).
+    TooManyViolations {
+        /// Violations counted in the window, this one included.
+        count: u32,
+        /// The window.
+        window: std::time::Duration,
+    },
     /// The peer closed the connection or an IO error occurred.
     PeerClosed,
     /// An outgoing connection could not be established.
@@ -110,6 +119,11 @@ impl fmt::Display for CloseReason {
             Self::ReceiptTimeout => f.write_str("no receipt before the deadline"),
             Self::FramingError(e) => write!(f, "framing error: {e}"),
             Self::OutboxFull => f.write_str("send queue full: peer is not reading"),
+            Self::TooManyViolations { count, window } => write!(
+                f,
+                "{count} protocol violations within {} s",
+                window.as_secs_f64()
+            ),
             Self::PeerClosed => f.write_str("closed by peer"),
             Self::ConnectFailed(e) => write!(f, "connect failed: {e}"),
             Self::Shutdown => f.write_str("shutting down"),
@@ -367,6 +381,19 @@ pub enum Event {
         conn: ConnId,
         /// What was wrong; its `Display` is the text to log.
         detail: Violation,
+    },
+    /// A connection passed
+    /// [`Limits::violations_logged_max`](crate::config::Limits::violations_logged_max)
+    /// violations in the current window: its further violations in the window are counted
+    /// (and close it past [`Limits::violations_max`](crate::config::Limits::violations_max))
+    /// but not reported. Reported once per connection per window.
+    ViolationsSuppressed {
+        /// Connection.
+        conn: ConnId,
+        /// Violations reported in the window before this.
+        reported: u32,
+        /// The window.
+        window: std::time::Duration,
     },
     /// Author role: the broker acknowledged our event.
     SubmissionAcked {

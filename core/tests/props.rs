@@ -426,7 +426,9 @@ proptest! {
                         continue;
                     };
                     h.node.handle_input(f, &feed_reply(*kind).repeat(*n), h.now);
-                    0
+                    // Replies cause nothing; more violations than `Limits::violations_max`
+                    // close the feed.
+                    1
                 }
                 Op::UpstreamSends(ids) => {
                     let frames: Vec<u8> = ids

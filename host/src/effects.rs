@@ -243,7 +243,12 @@ pub fn log_event(e: &Event) {
             peer,
             reason,
         } => match (peer, reason) {
-            (Some(peer), CloseReason::OutboxFull | CloseReason::FramingError(_)) => {
+            (
+                Some(peer),
+                CloseReason::OutboxFull
+                | CloseReason::FramingError(_)
+                | CloseReason::TooManyViolations { .. },
+            ) => {
                 info!(%conn, ?role, "connection down: dropped {peer}: {reason}")
             }
             _ => debug!(%conn, ?role, %reason, "connection down"),
@@ -280,6 +285,15 @@ pub fn log_event(e: &Event) {
             printable(reason.as_deref().unwrap_or(""))
         ),
         Event::ProtocolViolation { conn, detail } => info!(%conn, "protocol violation: {detail}"),
+        Event::ViolationsSuppressed {
+            conn,
+            reported,
+            window,
+        } => info!(
+            %conn,
+            "further protocol violations not logged: only the first {reported} per {} s are",
+            window.as_secs_f64()
+        ),
         Event::SubmissionAcked { conn } => info!(%conn, "event acknowledged"),
         Event::SubmissionNaked { conn, reason } => {
             warn!(%conn, "event refused: {}", reason.as_deref().map_or("(no reason given)".into(), printable))

@@ -44,7 +44,7 @@ impl Feed {
 
 impl Node {
     pub(super) fn feed_frame(&mut self, conn: ConnId, payload: &[u8], now: Instant) {
-        let Some(t) = self.expect_transport(conn, payload, ConnRole::Feed) else {
+        let Some(t) = self.expect_transport(conn, payload, ConnRole::Feed, now) else {
             return;
         };
         let Some(Conn {

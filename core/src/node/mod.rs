@@ -37,6 +37,14 @@
 //! [`CloseReason::FramingError`] for a stream that cannot continue. Its `Display` is the nak
 //! reason or the log text.
 //!
+//! A connection kept open after a violation (feed, subscription, submission) may commit
+//! [`Limits::violations_max`](crate::config::Limits::violations_max) of them per
+//! [`Limits::violations_window`](crate::config::Limits::violations_window); one more closes it
+//! with [`CloseReason::TooManyViolations`]. Only the first
+//! [`Limits::violations_logged_max`](crate::config::Limits::violations_logged_max) of a window
+//! are reported, then one [`Event::ViolationsSuppressed`], so a flood of garbage costs a bounded
+//! number of log lines.
+//!
 //! With [`Durability::BeforeReply`](crate::config::Durability::BeforeReply) (the default) the
 //! receipt, forwards and delivery of a new event are *held* until the caller reports its
 //! [`Action::Persist`] durable with [`Node::handle_persisted`]; the Persist actions are numbered
@@ -144,6 +152,18 @@ struct Conn {
     kind: Kind,
     /// Who, for an accepted connection (named when it is closed).
     peer: Option<Peer>,
+    /// Protocol violations in the current window.
+    violations: Violations,
+}
+
+/// A connection's protocol violations in its current window
+/// ([`Limits::violations_window`](crate::config::Limits::violations_window)).
+#[derive(Debug, Default)]
+struct Violations {
+    /// When the window began: at the first violation after the previous one ended.
+    since: Option<Instant>,
+    /// Violations counted since then.
+    count: u32,
 }
 
 #[derive(Debug)]
@@ -630,6 +650,7 @@ impl Node {
                 decoder: FrameDecoder::new(self.config.limits.frame_len_max),
                 kind,
                 peer,
+                violations: Violations::default(),
             },
         );
         match role {
@@ -711,6 +732,7 @@ impl Node {
         conn: ConnId,
         payload: &'p [u8],
         on: ConnRole,
+        now: Instant,
     ) -> Option<message::Transport<'p>> {
         // A node never reads `Response` or `TimeStamp`: `parse_routing` skips extracting them.
         let detail = match message::parse_routing(payload, &self.config.limits.parse) {
@@ -721,9 +743,42 @@ impl Node {
             },
             Err(error) => Violation::Unparsable { on, error },
         };
-        self.events
-            .push_back(Event::ProtocolViolation { conn, detail });
+        self.violation(conn, detail, now);
         None
+    }
+
+    /// Counts a violation `conn` committed and keeps its connection for: reported as
+    /// [`Event::ProtocolViolation`] while the window has reported fewer than
+    /// `violations_logged_max`, then once as [`Event::ViolationsSuppressed`]; past
+    /// `violations_max` in the window the connection is closed with
+    /// [`CloseReason::TooManyViolations`]. The caller must not touch `conn` afterwards without
+    /// looking it up again.
+    fn violation(&mut self, conn: ConnId, detail: Violation, now: Instant) {
+        let limits = &self.config.limits;
+        let window = limits.violations_window;
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        let v = &mut c.violations;
+        if v.since.is_none_or(|since| now >= since + window) {
+            v.since = Some(now);
+            v.count = 0;
+        }
+        v.count = v.count.saturating_add(1);
+        let count = v.count;
+        if count <= limits.violations_logged_max {
+            self.events
+                .push_back(Event::ProtocolViolation { conn, detail });
+        } else if count == limits.violations_logged_max.saturating_add(1) {
+            self.events.push_back(Event::ViolationsSuppressed {
+                conn,
+                reported: limits.violations_logged_max,
+                window,
+            });
+        }
+        if count > self.config.limits.violations_max {
+            self.close(conn, CloseReason::TooManyViolations { count, window }, now);
+        }
     }
 
     fn conn_deadline(&mut self, conn: ConnId, now: Instant) {

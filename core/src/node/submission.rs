@@ -80,7 +80,7 @@ impl Node {
     }
 
     pub(super) fn submission_frame(&mut self, conn: ConnId, payload: &[u8], now: Instant) {
-        let Some(t) = self.expect_transport(conn, payload, ConnRole::Submission) else {
+        let Some(t) = self.expect_transport(conn, payload, ConnRole::Submission, now) else {
             return;
         };
         let Some(Conn {
@@ -106,14 +106,15 @@ impl Node {
                 self.close(conn, CloseReason::Done, now);
             }
             _ => {
-                self.events.push_back(Event::ProtocolViolation {
+                self.violation(
                     conn,
-                    detail: Violation::NotOurReceipt {
+                    Violation::NotOurReceipt {
                         role: t.role,
                         origin: t.origin.into_owned(),
                         ivorn: sub.ivorn.clone(),
                     },
-                });
+                    now,
+                );
             }
         }
     }

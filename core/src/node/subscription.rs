@@ -84,13 +84,14 @@ impl Node {
         let msg = match message::parse(payload, &self.config.limits.parse) {
             Ok(m) => m,
             Err(error) => {
-                self.events.push_back(Event::ProtocolViolation {
+                self.violation(
                     conn,
-                    detail: Violation::Unparsable {
+                    Violation::Unparsable {
                         on: ConnRole::Subscription,
                         error,
                     },
-                });
+                    now,
+                );
                 return;
             }
         };
@@ -121,10 +122,7 @@ impl Node {
                     self.actions.push_back(Action::Authenticate { conn, frame });
                 }
                 TransportRole::Ack | TransportRole::Nak => {
-                    self.events.push_back(Event::ProtocolViolation {
-                        conn,
-                        detail: Violation::UnsolicitedReceipt { role: t.role },
-                    });
+                    self.violation(conn, Violation::UnsolicitedReceipt { role: t.role }, now);
                 }
             },
             Message::VoEvent(ev) => {
@@ -132,14 +130,15 @@ impl Node {
                 // ack of a new event or a duplicate waits for the store like an author's.
                 if let Err(error) = ivoid::check_event_ivorn(&ev.ivorn) {
                     self.ack(conn, &ev.ivorn, now);
-                    self.events.push_back(Event::ProtocolViolation {
+                    self.violation(
                         conn,
-                        detail: Violation::BadIvorn {
+                        Violation::BadIvorn {
                             on: ConnRole::Subscription,
                             ivorn: ev.ivorn.to_string(),
                             error,
                         },
-                    });
+                        now,
+                    );
                     return;
                 }
                 let key = EventKey::of_element(&payload[ev.element.clone()]);
@@ -155,10 +154,7 @@ impl Node {
                         let mark = self.actions.len();
                         self.ack(conn, &ev.ivorn, now);
                         self.hold(mark);
-                        self.events.push_back(Event::ProtocolViolation {
-                            conn,
-                            detail: Violation::SeenQuota,
-                        });
+                        self.violation(conn, Violation::SeenQuota, now);
                     }
                     Seen::Duplicate => {
                         let mark = self.actions.len();
