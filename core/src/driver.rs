@@ -593,12 +593,7 @@ mod tests {
             healthy: true,
             persisted: 0,
         };
-        let feed = d
-            .handle_accept(ListenerRole::Broadcast, PEER, now, fx)
-            .expect("ok");
-        while let Some(c) = d.poll_writable() {
-            let _ = d.flush(c, &mut Vec::new(), now, fx);
-        }
+        let feed = subscriber(&mut d, now, fx);
         let (reply, fwd) = submit_once(&mut d, fx, feed, &event(1), now);
         assert!(reply.contains("role=\"ack\""), "{reply}");
         assert_eq!(fwd, event(1));
@@ -632,28 +627,12 @@ mod tests {
     #[test]
     fn with_async_durability_a_failing_store_changes_nothing() {
         let now = crate::testutil::origin();
-        let mut config = Config::new(Some("ivo://example.org/b".into()));
-        config.timing.test_event_interval = None;
-        config.policy.durability = crate::config::Durability::Async;
-        let node = Node::new(
-            config,
-            Box::new(NoFilterEngine),
-            1,
-            now,
-            Duration::from_secs(1_700_000_000),
-        )
-        .expect("config");
-        let mut d = Driver::new(node, OutboxLimits::default());
+        let mut d = broker_with(now, crate::config::Durability::Async);
         let fx = &mut FlakyStore {
             healthy: false,
             persisted: 0,
         };
-        let feed = d
-            .handle_accept(ListenerRole::Broadcast, PEER, now, fx)
-            .expect("ok");
-        while let Some(c) = d.poll_writable() {
-            let _ = d.flush(c, &mut Vec::new(), now, fx);
-        }
+        let feed = subscriber(&mut d, now, fx);
         let (reply, fwd) = submit_once(&mut d, fx, feed, &event(1), now);
         assert!(reply.contains("role=\"ack\""), "{reply}");
         assert_eq!(fwd, event(1));
@@ -661,8 +640,13 @@ mod tests {
     }
 
     fn broker(now: Instant) -> Driver {
+        broker_with(now, crate::config::Durability::BeforeReply)
+    }
+
+    fn broker_with(now: Instant, durability: crate::config::Durability) -> Driver {
         let mut config = Config::new(Some("ivo://example.org/b".into()));
         config.timing.test_event_interval = None;
+        config.policy.durability = durability;
         let node = Node::new(
             config,
             Box::new(NoFilterEngine),
@@ -683,6 +667,17 @@ mod tests {
     }
 
     const PEER: Peer = Peer::Ip(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST));
+
+    /// A subscriber connection on `d`, its authenticate already written.
+    fn subscriber(d: &mut Driver, now: Instant, fx: &mut impl Effects) -> ConnId {
+        let feed = d
+            .handle_accept(ListenerRole::Broadcast, PEER, now, fx)
+            .expect("ok");
+        while let Some(c) = d.poll_writable() {
+            let _ = d.flush(c, &mut Vec::new(), now, fx);
+        }
+        feed
+    }
 
     /// An author connection on `d` that has sent event `n`.
     fn submit(d: &mut Driver, n: u32, now: Instant, fx: &mut impl Effects) -> ConnId {
