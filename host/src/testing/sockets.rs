@@ -428,13 +428,7 @@ pub fn a_connection_over_its_read_budget_is_served_again_without_a_new_wakeup<R:
 ///
 /// When the runtime misbehaves.
 pub fn a_frame_much_larger_than_socket_buffers_arrives_whole<R: Runtime>() {
-    let bound = bind(&[
-        (ListenerRole::Receive, listen("127.0.0.1:0")),
-        (ListenerRole::Broadcast, listen("127.0.0.1:0")),
-    ])
-    .expect("bind");
-    let receive = bound.port(ListenerRole::Receive).expect("a TCP port");
-    let broadcast = bound.port(ListenerRole::Broadcast).expect("a TCP port");
+    let (bound, receive, broadcast) = loopback_listeners();
     let broker = Running::start::<R>(bound, Options::default());
     let mut sub = RawSubscriber::connect(SocketAddr::from(([127, 0, 0, 1], broadcast)));
     let _ = broker.reports.wait_event("subscriber up", is_feed_up);
@@ -522,13 +516,7 @@ pub fn a_subscriber_that_never_reads_is_dropped_while_a_healthy_one_keeps_receiv
         },
         ..Options::default()
     };
-    let bound = bind(&[
-        (ListenerRole::Receive, listen("127.0.0.1:0")),
-        (ListenerRole::Broadcast, listen("127.0.0.1:0")),
-    ])
-    .expect("bind");
-    let receive = bound.port(ListenerRole::Receive).expect("a TCP port");
-    let broadcast = bound.port(ListenerRole::Broadcast).expect("a TCP port");
+    let (bound, receive, broadcast) = loopback_listeners();
     let broker = Running::start::<R>(bound, options);
 
     let mut healthy = RawSubscriber::connect(SocketAddr::from(([127, 0, 0, 1], broadcast)));
@@ -621,6 +609,18 @@ impl Drop for FireOnDrop {
     fn drop(&mut self) {
         self.0.fire();
     }
+}
+
+/// An author and a subscriber listener on 127.0.0.1, ephemeral ports: (bound, receive, broadcast).
+fn loopback_listeners() -> (Bound, u16, u16) {
+    let bound = bind(&[
+        (ListenerRole::Receive, listen("127.0.0.1:0")),
+        (ListenerRole::Broadcast, listen("127.0.0.1:0")),
+    ])
+    .expect("bind");
+    let receive = bound.port(ListenerRole::Receive).expect("a TCP port");
+    let broadcast = bound.port(ListenerRole::Broadcast).expect("a TCP port");
+    (bound, receive, broadcast)
 }
 
 /// Submits like `vtp send`: a node with no listeners, stopped by its own outcome event.
