@@ -134,3 +134,25 @@ fn an_upstream_sending_garbage_is_closed_too() {
         Some(CloseReason::TooManyViolations { count, .. }) if count == MAX + 1
     ));
 }
+
+#[test]
+fn an_upstream_whose_events_the_full_seen_index_refuses_is_not_closed_for_it() {
+    // One entry in all: an author's event fills it, so the upstream's share is zero and each of
+    // its events is refused. That is this node's state, not the upstream's fault.
+    let mut c = config(upstream_config());
+    c.limits.seen_entries_max = 1;
+    let mut h = Harness::new(c);
+    let (up, _feed) = h.connect_upstream_and_feed();
+    let author = h.accept(ListenerRole::Receive);
+    h.input(author, &framed(&event_xml("ivo://example.org/author#1")));
+    h.take();
+    h.events.clear();
+    for i in 0..(MAX + 5) {
+        let ev = event_xml(&format!("ivo://example.org/up#{i}"));
+        h.input(up, &framed(&ev));
+    }
+    let (reported, _, closed) = outcome(&mut h, up);
+    assert_eq!(closed, None, "the upstream is kept");
+    assert!(reported >= 1, "the refusal is reported");
+    assert!(reported <= LOGGED as usize, "and rate-limited: {reported}");
+}

@@ -754,6 +754,19 @@ impl Node {
     /// [`CloseReason::TooManyViolations`]. The caller must not touch `conn` afterwards without
     /// looking it up again.
     fn violation(&mut self, conn: ConnId, detail: Violation, now: Instant) {
+        self.report_fault(conn, detail, true, now);
+    }
+
+    /// Reports `detail` on `conn` under the per-window log limit; closes the connection past
+    /// `violations_max` only when `counts` (a refusal caused by this node's own state, such as
+    /// a full seen-index, is reported but never held against the peer).
+    pub(super) fn report_fault(
+        &mut self,
+        conn: ConnId,
+        detail: Violation,
+        counts: bool,
+        now: Instant,
+    ) {
         let limits = &self.config.limits;
         let window = limits.violations_window;
         let Some(c) = self.conns.get_mut(&conn) else {
@@ -776,7 +789,7 @@ impl Node {
                 window,
             });
         }
-        if count > self.config.limits.violations_max {
+        if counts && count > self.config.limits.violations_max {
             self.close(conn, CloseReason::TooManyViolations { count, window }, now);
         }
     }

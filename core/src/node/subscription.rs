@@ -154,7 +154,7 @@ impl Node {
                         let mark = self.actions.len();
                         self.ack(conn, &ev.ivorn, now);
                         self.hold(mark);
-                        self.violation(conn, Violation::SeenQuota, now);
+                        self.report_fault(conn, Violation::SeenQuota, false, now);
                     }
                     Seen::Duplicate => {
                         let mark = self.actions.len();
