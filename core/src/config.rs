@@ -128,8 +128,45 @@ pub struct Limits {
     /// a whole period old does not.
     pub outstanding_acks_max: u32,
     /// Most connections accepted at once per listener role (authors; subscribers), so idle
-    /// subscribers can never lock authors out; beyond, accepts are refused.
+    /// subscribers can never lock authors out; beyond, accepts are refused
+    /// (`--max-connections`, 20,000; the `vtp` binary lowers it to fit its file-descriptor
+    /// limit).
     pub connections_max: usize,
+    /// Most author connections open at once from one address (`--author-connections-per-address`,
+    /// 32); beyond, accepts from that address are refused (closed at once, nothing sent) while
+    /// other addresses are served. An address is an IPv4 address or an IPv6 /64 (an
+    /// IPv4-mapped IPv6 address counts as IPv4), as for the seen-index's shares; Unix-socket
+    /// peers are not counted.
+    ///
+    /// Why 32: an author connection carries one event and lives from accept to its receipt,
+    /// milliseconds on a healthy path and at most
+    /// [`Timing::intake_deadline`] (20 s). Even a pipeline submitting a burst from one host
+    /// rarely has more than a handful open at once (`vtp-bench` drives 8 to 32 concurrent
+    /// authors); 32 leaves room for that while one address that opens connections and sends
+    /// nothing holds at most 32 of the [`connections_max`](Self::connections_max) slots and
+    /// file descriptors, so it can no longer lock other authors out.
+    pub author_connections_per_address: usize,
+    /// Most subscriber connections open at once from one address
+    /// (`--subscriber-connections-per-address`, 64); beyond, accepts from that address are
+    /// refused. Addresses as for
+    /// [`author_connections_per_address`](Self::author_connections_per_address).
+    ///
+    /// Why 64: a subscriber is one long-lived connection per listening process; one address
+    /// usually runs one or two, but a site behind NAT, or a host running a listener per
+    /// instrument team, can run dozens. 64 serves them while one address can take at most 64
+    /// of the subscriber slots.
+    pub subscriber_connections_per_address: usize,
+    /// Most [`Event::Refused`] reports per [`refusals_window`](Self::refusals_window) (5):
+    /// further refusals in the window are only counted ([`crate::Node::refusals`]) and reported
+    /// together as one [`Event::RefusalsSuppressed`] when the window ends, so a flood of
+    /// connections costs a bounded number of log lines.
+    ///
+    /// [`Event::Refused`]: crate::Event::Refused
+    /// [`Event::RefusalsSuppressed`]: crate::Event::RefusalsSuppressed
+    pub refusals_logged_max: u32,
+    /// The window [`refusals_logged_max`](Self::refusals_logged_max) counts in (10 s): it
+    /// starts at the first refusal after the previous window ended.
+    pub refusals_window: Duration,
     /// Most entries in the seen-index (`--seen-max`, 500,000). When full, a new entry evicts
     /// the oldest of a source over its fair share, or an author over its share is naked: see
     /// [`crate::seen`].
@@ -168,6 +205,10 @@ impl Default for Limits {
             iamalive_missed_max: 1,
             outstanding_acks_max: 10,
             connections_max: 20_000,
+            author_connections_per_address: 32,
+            subscriber_connections_per_address: 64,
+            refusals_logged_max: 5,
+            refusals_window: Duration::from_secs(10),
             seen_entries_max: 500_000,
             seen_sources_max: 1024,
             filters_per_feed_max: 32,

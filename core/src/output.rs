@@ -45,12 +45,81 @@ pub enum Peer {
     Local,
 }
 
+impl Peer {
+    /// The network this peer counts as wherever the node bounds what one source may hold (the
+    /// per-address connection caps, the seen-index's shares): its IPv4 address (an IPv4-mapped
+    /// IPv6 address counts as IPv4) or its IPv6 /64 (host bits zero). `None` for a Unix-socket
+    /// peer.
+    pub fn network(self) -> Option<IpAddr> {
+        match self {
+            Self::Local => None,
+            Self::Ip(ip) => Some(match ip.to_canonical() {
+                IpAddr::V4(v4) => IpAddr::V4(v4),
+                IpAddr::V6(v6) => IpAddr::V6((u128::from(v6) & !u128::from(u64::MAX)).into()),
+            }),
+        }
+    }
+}
+
 impl fmt::Display for Peer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::Ip(ip) => write!(f, "{ip}"),
             Self::Local => f.write_str("a Unix-socket peer"),
         }
+    }
+}
+
+/// Accepts the node refused, by cause: since start ([`Node::refusals`](crate::Node::refusals)),
+/// or those of one window that were counted but not reported
+/// ([`Event::RefusalsSuppressed`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RefusalCounts {
+    /// The peer's address held its per-address share already
+    /// ([`Limits::author_connections_per_address`](crate::config::Limits::author_connections_per_address),
+    /// [`Limits::subscriber_connections_per_address`](crate::config::Limits::subscriber_connections_per_address)).
+    pub per_address: u64,
+    /// Every slot of the role was taken
+    /// ([`Limits::connections_max`](crate::config::Limits::connections_max)).
+    pub connections_max: u64,
+    /// The peer is not on the role's whitelist.
+    pub whitelist: u64,
+    /// Anything else: the node is shutting down, or has no local IVOID.
+    pub other: u64,
+}
+
+impl RefusalCounts {
+    /// Refusals of every cause.
+    pub fn total(&self) -> u64 {
+        self.per_address + self.connections_max + self.whitelist + self.other
+    }
+}
+
+impl fmt::Display for RefusalCounts {
+    /// The non-zero causes, e.g. `120 over a per-address limit, 3 not whitelisted`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let parts = [
+            (self.per_address, "over a per-address limit"),
+            (self.connections_max, "over the connection limit"),
+            (self.whitelist, "not whitelisted"),
+            (self.other, "other causes"),
+        ];
+        let mut first = true;
+        for (n, what) in parts {
+            if n == 0 {
+                continue;
+            }
+            if !first {
+                f.write_str(", ")?;
+            }
+            first = false;
+            write!(f, "{n} {what}")?;
+        }
+        if first {
+            f.write_str("none")?;
+        }
+        Ok(())
     }
 }
 
@@ -326,8 +395,19 @@ pub enum Event {
         listener: ListenerRole,
         /// Who.
         peer: Peer,
-        /// Why (whitelist, connection limit, role not enabled).
+        /// Why (whitelist, connection limit, per-address limit, role not enabled), naming
+        /// the limit's flag.
         reason: String,
+    },
+    /// More accepts were refused in one window than
+    /// [`Limits::refusals_logged_max`](crate::config::Limits::refusals_logged_max): those not
+    /// reported as [`Event::Refused`], by cause. Reported once when the window ends (or at
+    /// shutdown).
+    RefusalsSuppressed {
+        /// The refusals counted but not reported.
+        counts: RefusalCounts,
+        /// The window.
+        window: std::time::Duration,
     },
     /// A Unix-socket peer was accepted without a whitelist check.
     UnixPeerNotWhitelisted {

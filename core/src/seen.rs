@@ -128,16 +128,7 @@ impl SeenSource {
     /// The source of an author's submissions from `peer`: its IPv4 address (an IPv4-mapped
     /// IPv6 address counts as IPv4) or its IPv6 /64.
     pub fn author(peer: Peer) -> Self {
-        match peer {
-            Peer::Local => Self::UnixAuthor,
-            Peer::Ip(ip) => match ip.to_canonical() {
-                IpAddr::V4(v4) => Self::Author(IpAddr::V4(v4)),
-                IpAddr::V6(v6) => {
-                    let net = u128::from(v6) & !u128::from(u64::MAX);
-                    Self::Author(IpAddr::V6(net.into()))
-                }
-            },
-        }
+        peer.network().map_or(Self::UnixAuthor, Self::Author)
     }
 
     /// Whether the source's events can be refused. An upstream's cannot (we ack everything it

@@ -258,6 +258,14 @@ pub fn log_event(e: &Event) {
             peer,
             reason,
         } => warn!(?listener, ?peer, "refused: {reason}"),
+        Event::RefusalsSuppressed { counts, window } => warn!(
+            refused = counts.total(),
+            "{} more connections refused within {} s ({counts}); only the first few refusals \
+             of each {} s are logged one by one",
+            counts.total(),
+            window.as_secs_f64(),
+            window.as_secs_f64()
+        ),
         Event::UnixPeerNotWhitelisted { conn } => {
             debug!(%conn, "Unix-socket peer accepted without IP whitelist check")
         }

@@ -61,6 +61,7 @@
 //! | file | what it holds |
 //! |---|---|
 //! | `mod.rs` | [`Node`]: construction, inputs, outputs, queries, connections, frame dispatch |
+//! | `admission.rs` | who may connect: connection and per-address limits, whitelists, refusal reports |
 //! | `intake.rs` | submissions from authors: checks, ack or nak, the end of the exchange |
 //! | `feed.rs` | subscribers: fan-out, the iamalive tick, test events, their acks and naks |
 //! | `filters.rs` | the filter table shared by every feed, and each feed's filters |
@@ -69,6 +70,7 @@
 //! | `durability.rs` | seen-index records: persist numbering, hold and release, expiry |
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -78,7 +80,9 @@ use crate::filter::FilterEngine;
 use crate::frame::{self, FrameDecoder};
 use crate::ivoid::Ivoid;
 use crate::message::{self, Message};
-use crate::output::{Action, CloseReason, ConnId, ConnRole, Event, ListenerRole, Peer};
+use crate::output::{
+    Action, CloseReason, ConnId, ConnRole, Event, ListenerRole, Peer, RefusalCounts,
+};
 use crate::seen::{EventKey, SeenIndex, SeenRecord, SeenSource};
 use crate::time::{WallClock, format_utc};
 use crate::timer::Timers;
@@ -87,12 +91,14 @@ use crate::violation::Violation;
 pub use errors::{ConfigError, SubmitError};
 pub use intake::NAK_STORE_UNAVAILABLE;
 
+use admission::RefusalLog;
 use durability::Held;
 use feed::Feed;
 use filters::FilterTable;
 use submission::Submission;
 use subscription::{Subscription, UpstreamState};
 
+mod admission;
 mod durability;
 mod errors;
 mod feed;
@@ -109,6 +115,8 @@ enum TimerKey {
     Prune,
     Reconnect(usize),
     Conn(ConnId),
+    /// The end of a refusal window with refusals counted but not reported.
+    RefusalReport,
 }
 
 /// The VTP node. See the [module docs](self) for the driving contract.
@@ -124,6 +132,14 @@ pub struct Node {
     served: usize,
     /// Open feeds (subscribers).
     feeds: usize,
+    /// Open intakes and feeds per listener role and peer network ([`Peer::network`]);
+    /// Unix-socket peers are not counted. An entry is removed when its count reaches zero, so
+    /// the map never holds more entries than open connections.
+    per_address: HashMap<(ListenerRole, IpAddr), usize>,
+    /// Accepts refused since start, by cause.
+    refusals: RefusalCounts,
+    /// Which refusals of the current window are reported.
+    refusal_log: RefusalLog,
     upstreams: Vec<UpstreamState>,
     seen: SeenIndex,
     /// The seen-index source of each open intake: its author's network.
@@ -260,6 +276,9 @@ impl Node {
             conns: BTreeMap::new(),
             served: 0,
             feeds: 0,
+            per_address: HashMap::new(),
+            refusals: RefusalCounts::default(),
+            refusal_log: RefusalLog::default(),
             upstreams,
             filters: FilterTable {
                 engine,
@@ -285,8 +304,14 @@ impl Node {
     // ---------------------------------------------------------------- inputs
 
     /// A listener accepted a connection from `peer`. Returns the new connection's handle, or
-    /// `None` if it was refused (whitelist, connection limit, no local IVOID); a refused
-    /// connection must be closed by the caller without sending anything.
+    /// `None` if it was refused (no local IVOID, connection limit, whitelist, per-address
+    /// limit); a refused connection must be closed by the caller at once, without sending
+    /// anything, so that the listen queue keeps draining.
+    ///
+    /// Every refusal is counted ([`Node::refusals`]); the first
+    /// [`Limits::refusals_logged_max`](crate::config::Limits::refusals_logged_max) of each
+    /// [`Limits::refusals_window`](crate::config::Limits::refusals_window) are reported as
+    /// [`Event::Refused`], the rest as one [`Event::RefusalsSuppressed`] when the window ends.
     #[must_use]
     pub fn handle_accept(
         &mut self,
@@ -295,50 +320,14 @@ impl Node {
         now: Instant,
     ) -> Option<ConnId> {
         self.advance(now);
-        let refuse = |reason: String| Event::Refused {
-            listener,
-            peer,
-            reason,
+        let local_ivo = match self.admit(listener, peer) {
+            Ok(local_ivo) => local_ivo,
+            Err(refusal) => {
+                self.refuse(listener, peer, refusal, now);
+                return None;
+            }
         };
-        if self.shut_down {
-            self.events
-                .push_back(refuse("node is shutting down".into()));
-            return None;
-        }
-        let Some(local_ivo) = self.local_ivo.clone() else {
-            self.events.push_back(refuse(
-                "no local IVOID configured: a broker needs --local-ivo to receive or broadcast"
-                    .into(),
-            ));
-            return None;
-        };
-        let open = match listener {
-            ListenerRole::Receive => self.served,
-            ListenerRole::Broadcast => self.feeds,
-        };
-        if open >= self.config.limits.connections_max {
-            self.events.push_back(refuse(format!(
-                "connection limit reached ({} connections)",
-                self.config.limits.connections_max
-            )));
-            return None;
-        }
-        let whitelist = match listener {
-            ListenerRole::Receive => &self.config.author_whitelist,
-            ListenerRole::Broadcast => &self.config.subscriber_whitelist,
-        };
-        if let Peer::Ip(ip) = peer
-            && !whitelist.allows(ip)
-        {
-            let what = match listener {
-                ListenerRole::Receive => "submission",
-                ListenerRole::Broadcast => "subscription",
-            };
-            self.events.push_back(refuse(format!(
-                "attempted {what} from non-whitelisted {ip}"
-            )));
-            return None;
-        }
+        self.hold_address(listener, peer);
         let conn = self.mint();
         if peer == Peer::Local {
             self.events
@@ -451,6 +440,7 @@ impl Node {
                 TimerKey::Prune => self.prune(now),
                 TimerKey::Reconnect(i) => self.dial(i, now),
                 TimerKey::Conn(conn) => self.conn_deadline(conn, now),
+                TimerKey::RefusalReport => self.report_suppressed_refusals(),
             }
         }
     }
@@ -535,6 +525,7 @@ impl Node {
         self.timers.cancel(TimerKey::IamaliveTick);
         self.timers.cancel(TimerKey::TestEvent);
         self.timers.cancel(TimerKey::Prune);
+        self.report_suppressed_refusals();
     }
 
     // --------------------------------------------------------------- outputs
@@ -571,6 +562,20 @@ impl Node {
     /// Number of connected subscribers (feeds).
     pub fn feeds(&self) -> usize {
         self.feeds
+    }
+
+    /// Open connections accepted on `listener` from `peer`'s network ([`Peer::network`]): what
+    /// the per-address limits count. Always 0 for a Unix-socket peer.
+    pub fn connections_from(&self, listener: ListenerRole, peer: Peer) -> usize {
+        peer.network()
+            .and_then(|net| self.per_address.get(&(listener, net)))
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// Accepts refused since start, by cause (reported or not).
+    pub fn refusals(&self) -> RefusalCounts {
+        self.refusals
     }
 
     /// What a connection is for, if it is open.
@@ -685,9 +690,13 @@ impl Node {
         self.timers.cancel(TimerKey::Conn(conn));
         let role = c.kind.role();
         match c.kind {
-            Kind::Intake => self.served -= 1,
+            Kind::Intake => {
+                self.served -= 1;
+                self.release_address(ListenerRole::Receive, c.peer);
+            }
             Kind::Feed(feed) => {
                 self.feeds -= 1;
+                self.release_address(ListenerRole::Broadcast, c.peer);
                 self.release_filters(feed.filters);
             }
             Kind::Subscription(s) => {
