@@ -37,7 +37,7 @@ use std::path::{Path, PathBuf};
 use std::pin::pin;
 use std::sync::Arc;
 use std::task::Waker;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use async_channel::{Receiver, Sender};
 use bytes::{Bytes, BytesMut};
@@ -47,7 +47,7 @@ use vtp_core::driver::{Driver, Effects, Flush};
 use vtp_core::endpoint::DialAddr;
 use vtp_core::{CloseReason, ConnId, ListenerRole, Node, Peer};
 
-use crate::net::{Bound, Options, StdListener};
+use crate::net::{ACCEPT_RETRY, AcceptFailures, Bound, Options, StdListener};
 
 /// What an async runtime provides to [`run`]: tasks, a timer, listeners and dials.
 ///
@@ -226,9 +226,6 @@ pub async fn run<R: AsyncRuntime, E: Effects>(
     Ok(fx)
 }
 
-/// Pause after a failed accept (out of file descriptors and the like).
-const ACCEPT_RETRY: Duration = Duration::from_millis(100);
-
 enum Wake<R: AsyncRuntime> {
     Stop,
     Message(Msg<R>),
@@ -350,6 +347,7 @@ fn spawn_accept<R: AsyncRuntime>(
         StdListener::Unix(l, _path) => Listener::Unix(R::listen_unix(l)?),
     };
     Ok(R::spawn(async move {
+        let mut failures = AcceptFailures::default();
         loop {
             match listener.accept().await {
                 Ok((stream, peer)) => {
@@ -357,9 +355,12 @@ fn spawn_accept<R: AsyncRuntime>(
                         return;
                     }
                 }
+                // Out of file descriptors, typically: this task pauses (the others go on)
+                // and tries again; the warning is rate-limited.
                 Err(e) => {
-                    tracing::warn!("accept failed: {e}; retrying in {ACCEPT_RETRY:?}");
-                    R::sleep_until(Instant::now() + ACCEPT_RETRY).await;
+                    let now = Instant::now();
+                    failures.failed(&e, now);
+                    R::sleep_until(now + ACCEPT_RETRY).await;
                 }
             }
         }

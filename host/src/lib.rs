@@ -25,7 +25,10 @@
 //! - [`effects`]: [`HostEffects`](effects::HostEffects), the core's
 //!   [`Effects`](vtp_core::driver::Effects) over the store and the handlers, plus logging and
 //!   hooks for embedding programs;
-//! - [`net`]: the listening sockets, bound once for every runtime;
+//! - [`net`]: the listening sockets, bound once for every runtime, and the rate limit on the
+//!   accept loops' failure warnings;
+//! - [`fdlimit`]: the file-descriptor budget: raise the soft `RLIMIT_NOFILE` at start and
+//!   derive the connection cap that fits under it;
 //! - [`shutdown`]: a runtime-neutral shutdown signal (a [`Trigger`](shutdown::Trigger), or
 //!   SIGINT / SIGTERM);
 //! - `aio` (cargo feature `async`): the owner loop the async runtimes (`vtp-tokio`,
@@ -53,6 +56,7 @@
 #[cfg(feature = "async")]
 pub mod aio;
 pub mod effects;
+pub mod fdlimit;
 pub mod handlers;
 pub mod net;
 pub mod shutdown;

@@ -12,6 +12,7 @@ use std::net::{SocketAddr, TcpListener, ToSocketAddrs};
 use std::os::unix::fs::FileTypeExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use socket2::{Domain, Protocol, Socket, Type};
 use vtp_core::ListenerRole;
@@ -152,6 +153,53 @@ fn bind_unix(path: &Path) -> io::Result<UnixListener> {
     Ok(l)
 }
 
+/// Pause of an accept loop after a failed accept (out of file descriptors and the like): the
+/// loop neither spins on the error nor holds up other work meanwhile.
+pub const ACCEPT_RETRY: Duration = Duration::from_millis(100);
+
+/// At most one `accept failed` warning per listener this often; the failures in between are
+/// counted and the count is part of the next warning.
+pub const ACCEPT_FAILURE_LOG_PERIOD: Duration = Duration::from_secs(1);
+
+/// Rate limit for an accept loop's `accept failed` warning: out of file descriptors, an
+/// accept fails at every retry ([`ACCEPT_RETRY`]), and one line each time would flood the log.
+/// The first failure is logged at once, then at most one line per
+/// [`ACCEPT_FAILURE_LOG_PERIOD`], saying how many failures were not logged since the last.
+#[derive(Debug, Default)]
+pub struct AcceptFailures {
+    last_logged: Option<Instant>,
+    suppressed: u64,
+}
+
+impl AcceptFailures {
+    /// Notes a failed accept at `now`; logs it at WARN unless a line was logged less than
+    /// [`ACCEPT_FAILURE_LOG_PERIOD`] ago.
+    pub fn failed(&mut self, error: &io::Error, now: Instant) {
+        match self.note(now) {
+            Some(0) => tracing::warn!("accept failed: {error}; retrying in {ACCEPT_RETRY:?}"),
+            Some(suppressed) => tracing::warn!(
+                suppressed,
+                "accept failed: {error}; retrying in {ACCEPT_RETRY:?} ({suppressed} more \
+                 failures since the last warning)"
+            ),
+            None => {}
+        }
+    }
+
+    /// `Some(failures not logged since the last line)` when this failure is to be logged.
+    fn note(&mut self, now: Instant) -> Option<u64> {
+        if self
+            .last_logged
+            .is_some_and(|t| now.saturating_duration_since(t) < ACCEPT_FAILURE_LOG_PERIOD)
+        {
+            self.suppressed += 1;
+            return None;
+        }
+        self.last_logged = Some(now);
+        Some(std::mem::take(&mut self.suppressed))
+    }
+}
+
 /// Tuning of a runtime (not of the protocol: that is the node's [`vtp_core::Config`]).
 #[derive(Debug, Clone, Copy)]
 pub struct Options {
@@ -226,6 +274,24 @@ impl Bound {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn accept_failures_are_logged_at_most_once_a_second_with_a_count() {
+        let t0 = Instant::now();
+        let mut f = AcceptFailures::default();
+        assert_eq!(f.note(t0), Some(0), "the first is logged");
+        // Ten a second (the retry pause) for three seconds.
+        let mut logged = Vec::new();
+        for i in 1..30 {
+            if let Some(n) = f.note(t0 + ACCEPT_RETRY * i) {
+                logged.push((i, n));
+            }
+        }
+        assert_eq!(logged, [(10, 9), (20, 9)]);
+        // A failure long after: logged at once with what was left uncounted.
+        assert_eq!(f.note(t0 + Duration::from_secs(60)), Some(9));
+        assert_eq!(f.note(t0 + Duration::from_secs(120)), Some(0));
+    }
 
     #[test]
     fn any_port_zero_binds_both_families_on_one_port() {

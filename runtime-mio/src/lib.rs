@@ -83,7 +83,7 @@ use mio::{Events, Interest, Poll, Token};
 use vtp_core::driver::{Driver, Effects, Flush};
 use vtp_core::endpoint::DialAddr;
 use vtp_core::{CloseReason, ConnId, ListenerRole, Node, Peer};
-use vtp_host::net::StdListener;
+use vtp_host::net::{ACCEPT_RETRY, AcceptFailures, StdListener};
 pub use vtp_host::net::{Bound, Options, bind};
 
 /// Most reads (of [`Options::read_chunk`] bytes each) from one connection per wake-up before
@@ -124,6 +124,7 @@ pub fn run<E: Effects>(
             listener,
             path,
             retry_at: None,
+            failures: AcceptFailures::default(),
         });
     }
     let (resolved_tx, resolved_rx) = mpsc::channel();
@@ -196,7 +197,6 @@ enum ReadHint {
 }
 
 const WAKER: Token = Token(usize::MAX);
-const ACCEPT_RETRY: Duration = Duration::from_millis(100);
 
 /// Listener `i` has token `MAX - 1 - i`; connections have their `ConnId` (never reused).
 fn listener_token(i: usize) -> Token {
@@ -234,6 +234,8 @@ struct ListenerSlot {
     path: Option<PathBuf>,
     /// Set after an accept error (out of file descriptors...): retry then.
     retry_at: Option<Instant>,
+    /// Rate limit of the `accept failed` warning.
+    failures: AcceptFailures,
 }
 
 enum Stream {
@@ -422,9 +424,12 @@ impl Loop {
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                // Out of file descriptors, typically: this listener waits (every other
+                // source is still served) and tries again; the warning is rate-limited.
                 Err(e) => {
-                    tracing::warn!("accept failed: {e}; retrying in 100 ms");
-                    slot.retry_at = Some(Instant::now() + ACCEPT_RETRY);
+                    let now = Instant::now();
+                    slot.failures.failed(&e, now);
+                    slot.retry_at = Some(now + ACCEPT_RETRY);
                     return;
                 }
             }
