@@ -7,6 +7,7 @@
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use vtp_core::config::Limits;
 use vtp_core::outbox::OutboxLimits;
 use vtp_host::handlers;
 
@@ -163,9 +164,24 @@ pub(crate) struct BrokerArgs {
     /// Largest frame accepted, in bytes.
     #[arg(long, value_name = "BYTES", default_value_t = 1 << 20)]
     pub(crate) frame_limit: u32,
-    /// Most author connections, and most subscriber connections, at once; more are refused.
-    #[arg(long, value_name = "N", default_value_t = 20_000)]
-    pub(crate) max_connections: usize,
+    /// Most author connections, and most subscriber connections, at once; more are accepted
+    /// and closed at once. Default: 20,000, or fewer if that many do not fit the
+    /// file-descriptor limit (the soft limit is raised to the hard one at start; both and the
+    /// cap are logged). A value that does not fit is lowered, with a warning.
+    #[arg(long, value_name = "N",
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+    pub(crate) max_connections: Option<usize>,
+    /// Most author connections open at once from one address (an IPv4 address or an IPv6
+    /// /64; Unix-socket peers are not counted); more from that address are accepted and closed
+    /// at once, while other addresses are served.
+    #[arg(long, value_name = "N", default_value_t = Limits::default().author_connections_per_address,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+    pub(crate) author_connections_per_address: usize,
+    /// Most subscriber connections open at once from one address (as for
+    /// --author-connections-per-address).
+    #[arg(long, value_name = "N", default_value_t = Limits::default().subscriber_connections_per_address,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+    pub(crate) subscriber_connections_per_address: usize,
     /// Most bytes queued for one connection beyond its socket buffer: a subscriber that lets
     /// more pile up is not reading, and is dropped. (At least one frame is always queued.)
     #[arg(long, value_name = "BYTES", default_value_t = OutboxLimits::default().bytes_max)]

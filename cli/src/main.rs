@@ -31,6 +31,7 @@ use vtp_core::node::ConfigError;
 use vtp_core::whitelist::{IpNet, Whitelist};
 use vtp_core::{Config, Event, ListenerRole, Node};
 use vtp_host::effects::{HostEffects, printable};
+use vtp_host::fdlimit::{self, FdReserve};
 use vtp_host::handlers::{self, Handler, Handlers};
 use vtp_host::net::{Bound, Options};
 use vtp_host::shutdown::Shutdown;
@@ -200,7 +201,8 @@ fn broker(a: BrokerArgs) -> Result<(), Fail> {
     config.timing.iamalive_period = Duration::from_secs(a.iamalive_interval);
     config.timing.intake_deadline = Duration::from_secs(a.receive_timeout.max(1));
     config.limits.frame_len_max = a.frame_limit;
-    config.limits.connections_max = a.max_connections;
+    config.limits.author_connections_per_address = a.author_connections_per_address;
+    config.limits.subscriber_connections_per_address = a.subscriber_connections_per_address;
     config.limits.violations_max = a.violations_max;
     config.limits.seen_entries_max = a.seen_max;
     config.timing.seen_retention = Duration::from_secs(a.seen_retention * 86_400);
@@ -230,6 +232,7 @@ fn broker(a: BrokerArgs) -> Result<(), Fail> {
         });
     }
     config.filters = checked_filters(&a.handling.filter)?;
+    config.limits.connections_max = connections_max(a.max_connections, &listeners, &config);
     // Per user, never a shared temp directory (see `store::default_dir`).
     let eventdb = match &a.eventdb {
         Some(dir) => dir.clone(),
@@ -246,6 +249,99 @@ fn broker(a: BrokerArgs) -> Result<(), Fail> {
         options,
     )
 }
+
+/// Raises the soft file-descriptor limit to the hard one and returns the connection cap per
+/// listener role: `flag` (`--max-connections`, default `Limits::default().connections_max`) lowered to
+/// what fits under the limit once the broker's other descriptors are set aside. Logs the
+/// limits and the caps at INFO; a `flag` that does not fit, or a limit that cannot be raised,
+/// at WARN.
+fn connections_max(
+    flag: Option<usize>,
+    listeners: &[(ListenerRole, ListenAddr)],
+    config: &Config,
+) -> usize {
+    let raised = fdlimit::raise_nofile();
+    let (before, after) = (raised.before, raised.after);
+    let show = |v: Option<u64>| v.map_or_else(|| "unlimited".to_owned(), |n| n.to_string());
+    if let Some(e) = &raised.error {
+        tracing::warn!(
+            "cannot raise the soft file-descriptor limit ({}) to the hard limit ({}): {e}",
+            show(before.soft),
+            show(before.hard)
+        );
+    }
+    if after.soft == before.soft {
+        tracing::info!(
+            "file descriptors: soft limit {} (hard limit {})",
+            show(after.soft),
+            show(after.hard)
+        );
+    } else {
+        tracing::info!(
+            "file descriptors: soft limit raised from {} to {} (hard limit {})",
+            show(before.soft),
+            show(after.soft),
+            show(after.hard)
+        );
+    }
+    let reserve = FdReserve {
+        // A bare port binds two sockets (IPv4 and IPv6).
+        listeners: listeners
+            .iter()
+            .map(|(_, a)| {
+                if matches!(a, ListenAddr::AnyTcp(_)) {
+                    2
+                } else {
+                    1
+                }
+            })
+            .sum(),
+        upstreams: config.upstreams.len(),
+        handler_workers: HANDLER_WORKERS,
+        store: true,
+    };
+    let roles = [ListenerRole::Receive, ListenerRole::Broadcast]
+        .into_iter()
+        .filter(|role| listeners.iter().any(|(r, _)| r == role))
+        .count();
+    let fits = fdlimit::connection_cap(after.soft, &reserve, roles);
+    let cap = match flag {
+        Some(n) if n > fits => {
+            tracing::warn!(
+                "--max-connections {n} does not fit the file-descriptor limit ({}, of which {} \
+                 are set aside for listeners, upstreams, handlers and the store): using {fits}",
+                show(after.soft),
+                reserve.total()
+            );
+            fits
+        }
+        Some(n) => n,
+        None => vtp_core::config::Limits::default()
+            .connections_max
+            .min(fits),
+    };
+    if roles == 0 {
+        return cap;
+    }
+    let limits = &config.limits;
+    tracing::info!(
+        "connections: at most {cap} authors and {cap} subscribers at once ({} fit the \
+         file-descriptor limit, {} descriptors set aside); at most {} authors and {} \
+         subscribers per address",
+        if fits == usize::MAX {
+            "any number".to_owned()
+        } else {
+            fits.to_string()
+        },
+        reserve.total(),
+        limits.author_connections_per_address,
+        limits.subscriber_connections_per_address
+    );
+    cap
+}
+
+/// Threads running the event handlers (each runs one handler call at a time).
+const HANDLER_WORKERS: usize = 4;
 
 fn whitelist(flag: &str, values: &[String]) -> Result<Whitelist, Fail> {
     if values.is_empty() {
@@ -297,7 +393,7 @@ fn build_handlers(h: &Handling, default_print: bool) -> Result<Option<Handlers>,
         return Ok(None);
     }
     Ok(Some(
-        Handlers::new(list, 4, 4096).with_queue_bytes(h.handler_queue_bytes),
+        Handlers::new(list, HANDLER_WORKERS, 4096).with_queue_bytes(h.handler_queue_bytes),
     ))
 }
 
