@@ -552,6 +552,18 @@ fn bad_arguments_get_one_line_naming_them() {
             "at most 90s",
         ),
         (&["broker", "--seen-max", "0"][..], "--seen-max"),
+        (
+            &["broker", "--max-connections", "0"][..],
+            "--max-connections",
+        ),
+        (
+            &["broker", "--author-connections-per-address", "0"][..],
+            "--author-connections-per-address",
+        ),
+        (
+            &["broker", "--subscriber-connections-per-address", "x"][..],
+            "--subscriber-connections-per-address",
+        ),
         (&["broker", "--seen-retention", "x"][..], "--seen-retention"),
         (&["broker", "--seen-retention", "0"][..], "--seen-retention"),
         (&["send", "--bogus"][..], "--bogus"),
@@ -569,9 +581,20 @@ fn bad_arguments_get_one_line_naming_them() {
         .unwrap();
     assert_eq!(help.status.code(), Some(0));
     let help = String::from_utf8_lossy(&help.stdout);
-    for flag in ["--subscriber-whitelist", "--seen-max", "--seen-retention"] {
+    for flag in [
+        "--subscriber-whitelist",
+        "--seen-max",
+        "--seen-retention",
+        "--max-connections",
+        "--author-connections-per-address",
+        "--subscriber-connections-per-address",
+    ] {
         assert!(help.contains(flag), "{flag} missing from --help");
     }
+    assert!(
+        help.contains("[default: 32]") && help.contains("[default: 64]"),
+        "{help}"
+    );
 }
 
 #[test]

@@ -746,13 +746,17 @@ fn filters_built_to_be_slow_are_refused_and_the_broker_stays_fast() {
 // ============================================================================== the broker
 
 /// Starts `vtp broker -v` on `rt` with the test defaults (2 s receive timeout, 1 s iamalive,
-/// 200 connections, no test events), each overridable by `overrides`.
+/// 200 connections, no per-address limits, no test events), each overridable by `overrides`.
 fn start(name: &str, rt: &str, overrides: &[(&str, &str)]) -> Broker {
     let mut opts: Vec<(&str, &str)> = vec![
         ("--receive-timeout", "2"),
         ("--iamalive-interval", "1"),
         ("--max-connections", "200"),
         ("--broadcast-test-interval", "0"),
+        // Every peer here is on 127.0.0.1: the per-address limits are tested on their own
+        // (`one_address_holding_thousands_of_connections_locks_no_one_out`).
+        ("--author-connections-per-address", "100000"),
+        ("--subscriber-connections-per-address", "100000"),
     ];
     for (k, v) in overrides {
         match opts.iter_mut().find(|(o, _)| o == k) {

@@ -6,6 +6,7 @@
 //! - [`Stop`]: a one-shot shutdown signal built from std, which any runtime can wait on;
 //! - [`RawSubscriber`] and [`submit`]: a raw VTP subscriber and author over blocking std
 //!   sockets, which check what the node sends them with [`vtp_core::message::parse`];
+//!   [`connect_from`] connects from a chosen source address (127.0.0.2: another peer);
 //! - [`sockets`]: the socket tests every runtime runs (tokio, smol, mio), each generic over a
 //!   [`Runtime`] and declared in a runtime's tests by [`socket_tests!`](crate::socket_tests).
 //!
@@ -19,7 +20,7 @@ pub mod sockets;
 use std::time::Duration;
 
 pub use effects::{Collect, Reports, Stop, StopWhen, collect};
-pub use peers::{RawSubscriber, submit};
+pub use peers::{RawSubscriber, connect_from, submit};
 pub use sockets::{Running, Runtime};
 
 /// The bound on every wait for the node.

@@ -1,7 +1,7 @@
 //! A raw VTP author and subscriber over blocking std sockets.
 
 use std::io::{self, Read, Write};
-use std::net::{TcpStream, ToSocketAddrs};
+use std::net::{IpAddr, SocketAddr, TcpStream, ToSocketAddrs};
 
 use bytes::Bytes;
 use vtp_core::message::{self, Message};
@@ -23,7 +23,16 @@ impl RawSubscriber {
     ///
     /// If the connection fails or the broker's first frame is not an authenticate.
     pub fn connect(addr: impl ToSocketAddrs) -> Self {
-        let stream = TcpStream::connect(addr).expect("connect to the broadcast port");
+        Self::on(TcpStream::connect(addr).expect("connect to the broadcast port"))
+    }
+
+    /// Like [`RawSubscriber::connect`], on a connection made by the caller (say, with
+    /// [`connect_from`]).
+    ///
+    /// # Panics
+    ///
+    /// If the broker's first frame is not an authenticate.
+    pub fn on(stream: TcpStream) -> Self {
         stream.set_read_timeout(Some(WAIT)).expect("read timeout");
         let mut s = Self { stream };
         let f = read_frame(&mut s.stream).expect("authenticate from the broker");
@@ -65,6 +74,26 @@ impl RawSubscriber {
             self.stream.write_all(&reply).ok()?;
         }
     }
+}
+
+/// A TCP connection to `to` from the address `from` (any port): on Linux every address of
+/// 127.0.0.0/8 is loopback, so `127.0.0.2` lets a test be a peer other than `127.0.0.1`.
+/// Reads time out after [`WAIT`].
+///
+/// # Panics
+///
+/// If the socket cannot be bound or the connection fails.
+pub fn connect_from(from: IpAddr, to: SocketAddr) -> TcpStream {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let s =
+        Socket::new(Domain::for_address(to), Type::STREAM, Some(Protocol::TCP)).expect("a socket");
+    s.bind(&SocketAddr::new(from, 0).into())
+        .unwrap_or_else(|e| panic!("bind {from}: {e}"));
+    s.connect(&to.into())
+        .unwrap_or_else(|e| panic!("connect from {from} to {to}: {e}"));
+    let s: TcpStream = s.into();
+    s.set_read_timeout(Some(WAIT)).expect("read timeout");
+    s
 }
 
 /// Submits `payload` on `s` and returns the receipt's role (`ack` or `nak`) and Result text.

@@ -23,7 +23,7 @@
 //! runs on a thread of its own ([`Running`]) and the test's thread is the peer.
 
 use std::io::{self, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 use std::sync::mpsc;
@@ -38,7 +38,7 @@ use vtp_core::outbox::OutboxLimits;
 use vtp_core::{CloseReason, Config, ConnRole, Event, ListenerRole, Node, Source};
 
 use super::peers::{self, frame};
-use super::{Collect, RawSubscriber, Reports, Stop, WAIT, collect, submit};
+use super::{Collect, RawSubscriber, Reports, Stop, WAIT, collect, connect_from, submit};
 use crate::net::{Bound, Options, bind};
 
 /// How a runtime runs a node: the parameter of every test in this module.
@@ -80,6 +80,7 @@ macro_rules! socket_tests {
             run_blocks_with_own_effects_until_the_shutdown_future_completes,
             dials_host_names_off_the_loop_and_unix_sockets,
             a_refused_dial_is_reported_as_connect_failed,
+            connections_over_the_per_address_limit_are_closed_at_once_and_others_served,
         );
     };
     ($runtime:ty: $($test:ident),+ $(,)?) => {
@@ -106,10 +107,14 @@ pub struct Running {
 impl Running {
     /// Starts a broker ([`broker`]) on `R`, on the bound listeners.
     pub fn start<R: Runtime>(bound: Bound, options: Options) -> Self {
+        Self::start_node::<R>(broker(), bound, options)
+    }
+
+    /// Starts `node` on `R`, on the bound listeners.
+    pub fn start_node<R: Runtime>(node: Node, bound: Bound, options: Options) -> Self {
         let (fx, reports) = collect(None);
         let stop = Stop::default();
         let wait = stop.clone();
-        let node = broker();
         let handle = std::thread::spawn(move || R::run(node, bound, fx, wait, options));
         Self {
             stop,
@@ -595,6 +600,65 @@ pub fn a_subscriber_that_never_reads_is_dropped_while_a_healthy_one_keeps_receiv
 
     broker.stop();
     reader.join().expect("reader thread");
+}
+
+// ------------------------------------------------------------------- per-address limits
+
+/// With at most 2 author and 2 subscriber connections per address, 2 idle connections from
+/// 127.0.0.1 to each listener are held, every further one from 127.0.0.1 is accepted and
+/// closed at once without a byte, and an author and a subscriber at 127.0.0.2 are served.
+///
+/// # Panics
+///
+/// When the runtime misbehaves.
+pub fn connections_over_the_per_address_limit_are_closed_at_once_and_others_served<R: Runtime>() {
+    const EXTRA: usize = 20;
+    let mut config = Config::new(Some("ivo://vtp.test/broker".into()));
+    config.timing.test_event_interval = None;
+    config.limits.author_connections_per_address = 2;
+    config.limits.subscriber_connections_per_address = 2;
+    let (bound, receive, broadcast) = loopback_listeners();
+    let broker = Running::start_node::<R>(node(config), bound, Options::default());
+    let flood: IpAddr = [127, 0, 0, 1].into();
+    let other: IpAddr = [127, 0, 0, 2].into();
+    let receive = SocketAddr::from((flood, receive));
+    let broadcast = SocketAddr::from((flood, broadcast));
+    // Accepted in connection order: the first two of each are held (the subscribers get the
+    // authenticate), every later one is refused.
+    let held_authors: Vec<TcpStream> = (0..2).map(|_| connect_from(flood, receive)).collect();
+    let held_subs: Vec<RawSubscriber> = (0..2)
+        .map(|_| RawSubscriber::on(connect_from(flood, broadcast)))
+        .collect();
+    let started = Instant::now();
+    let refused: Vec<TcpStream> = (0..EXTRA)
+        .flat_map(|_| [connect_from(flood, receive), connect_from(flood, broadcast)])
+        .collect();
+    for mut s in refused {
+        let mut byte = [0u8; 1];
+        match s.read(&mut byte) {
+            Ok(0) => {}
+            Err(e) if e.kind() == io::ErrorKind::ConnectionReset => {}
+            Ok(_) => panic!("a connection over the limit got a byte"),
+            Err(e) => panic!("a connection over the limit was not closed: {e}"),
+        }
+    }
+    assert!(
+        started.elapsed() < WAIT / 3,
+        "closed at once, not at a deadline: {:?}",
+        started.elapsed()
+    );
+    // Another address is served on both listeners.
+    let mut sub = RawSubscriber::on(connect_from(other, broadcast));
+    let ev = event_xml("ivo://vtp.test/a#per-address", 10);
+    assert_eq!(submit(connect_from(other, receive), &ev).0, "ack");
+    assert_eq!(sub.next_event(), ev);
+    let refusals = |e: &Event| match e {
+        Event::Refused { reason, .. } => reason.contains("per-address limit reached"),
+        _ => false,
+    };
+    let _ = broker.reports.wait_event("a per-address refusal", refusals);
+    drop((held_authors, held_subs));
+    broker.stop();
 }
 
 // ----------------------------------------------------------------------------- helpers
