@@ -173,9 +173,16 @@ pub async fn run<R: AsyncRuntime, E: Effects>(
             StdListener::Tcp(_) => None,
         })
         .collect();
+    // Accepted connections not yet handed to the node hold a file descriptor each: at most
+    // ACCEPTS_IN_FLIGHT at once, so a flood cannot exhaust the descriptors before the node
+    // refuses what is over its limits (each refusal frees a permit at once).
+    let (permits, accepted) = async_channel::bounded(ACCEPTS_IN_FLIGHT);
     let accepters = listeners
         .into_iter()
-        .map(|(role, l)| spawn_accept::<R>(role, l, tx.clone()))
+        .map(|(role, l)| {
+            let permits = (permits.clone(), accepted.clone());
+            spawn_accept::<R>(role, l, tx.clone(), permits)
+        })
         .collect::<io::Result<Vec<_>>>()?;
     fx.set_durable_waker(Waker::from(Arc::new(DurableWake(tx.clone()))));
     let mut owner = Owner::<R> {
@@ -183,6 +190,7 @@ pub async fn run<R: AsyncRuntime, E: Effects>(
         ios: HashMap::new(),
         dials: HashMap::new(),
         tx,
+        accepted,
         options,
     };
     owner.driver.with_node(&mut fx, |_| ());
@@ -225,6 +233,9 @@ pub async fn run<R: AsyncRuntime, E: Effects>(
     }
     Ok(fx)
 }
+
+/// Most connections accepted but not yet handled by the owner, over every listener.
+const ACCEPTS_IN_FLIGHT: usize = 16;
 
 enum Wake<R: AsyncRuntime> {
     Stop,
@@ -337,10 +348,15 @@ impl<R: AsyncRuntime> Listener<R> {
     }
 }
 
+/// The accept loop of one listener. Before each accept it takes a permit (sends into
+/// `permits`, waiting while [`ACCEPTS_IN_FLIGHT`] accepted connections are not handled yet);
+/// the owner gives it back (receives) when it handles the connection, the loop itself when the
+/// accept fails.
 fn spawn_accept<R: AsyncRuntime>(
     role: ListenerRole,
     listener: StdListener,
     tx: Sender<Msg<R>>,
+    permits: (Sender<()>, Receiver<()>),
 ) -> io::Result<R::Task> {
     let listener = match listener {
         StdListener::Tcp(l) => Listener::<R>::Tcp(R::listen_tcp(l)?),
@@ -349,6 +365,9 @@ fn spawn_accept<R: AsyncRuntime>(
     Ok(R::spawn(async move {
         let mut failures = AcceptFailures::default();
         loop {
+            if permits.0.send(()).await.is_err() {
+                return;
+            }
             match listener.accept().await {
                 Ok((stream, peer)) => {
                     if tx.send(Msg::Accepted(role, stream, peer)).await.is_err() {
@@ -358,6 +377,7 @@ fn spawn_accept<R: AsyncRuntime>(
                 // Out of file descriptors, typically: this task pauses (the others go on)
                 // and tries again; the warning is rate-limited.
                 Err(e) => {
+                    let _ = permits.1.try_recv();
                     let now = Instant::now();
                     failures.failed(&e, now);
                     R::sleep_until(now + ACCEPT_RETRY).await;
@@ -379,6 +399,8 @@ struct Owner<R: AsyncRuntime> {
     ios: HashMap<ConnId, Io<R>>,
     dials: HashMap<ConnId, R::Task>,
     tx: Sender<Msg<R>>,
+    /// Permits of the accept loops: one is taken back per accepted connection handled.
+    accepted: Receiver<()>,
     options: Options,
 }
 
@@ -398,6 +420,7 @@ impl<R: AsyncRuntime> Owner<R> {
         let now = Instant::now();
         match msg {
             Msg::Accepted(role, stream, peer) => {
+                let _ = self.accepted.try_recv();
                 if let Some(conn) = self.driver.handle_accept(role, peer, now, fx) {
                     self.register(conn, stream);
                 }

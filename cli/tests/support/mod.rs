@@ -41,6 +41,12 @@ impl Broker {
             .arg("--eventdb")
             .arg(db.path())
             .args(extra);
+        Self::spawn(name, cmd, db)
+    }
+
+    /// Runs `cmd`, a broker receiving and broadcasting on TCP (its event database in `db`);
+    /// waits until both listeners are up.
+    pub fn spawn(name: &str, cmd: Command, db: TempDir) -> Self {
         let proc = Proc::spawn(name, cmd);
         let port = |what: &str| -> u16 {
             let addr = proc.log.wait_after(&format!("listening for {what} on"));
