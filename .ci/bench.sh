@@ -40,7 +40,8 @@
 # Settings shared by every broker: --local-ivo ivo://vtp.bench/broker, receive and broadcast
 # on 127.0.0.1 (Comet through conformance/peers/comet_twistd.py), author and subscriber
 # whitelists 127.0.0.0/8, a fresh event database, test events off, default log level,
-# iamalive period 60 s (HOLD_IAMALIVE in the hold workload).
+# iamalive period 60 s (HOLD_IAMALIVE in the hold workload). vtp's per-address connection
+# limits are lifted: every generated peer is on 127.0.0.1.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 repo="$PWD"
@@ -121,7 +122,9 @@ start() {
         --local-ivo ivo://vtp.bench/broker \
         --receive 127.0.0.1:0 --broadcast 127.0.0.1:0 --eventdb "$db" \
         --broadcast-test-interval 0 --iamalive-interval "$iamalive" \
-        --author-whitelist 127.0.0.0/8 --subscriber-whitelist 127.0.0.0/8 2>"$log" &
+        --author-whitelist 127.0.0.0/8 --subscriber-whitelist 127.0.0.0/8 \
+        --author-connections-per-address 100000 --subscriber-connections-per-address 100000 \
+        2>"$log" &
       ;;
   esac
   broker_pid=$!
