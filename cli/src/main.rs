@@ -232,7 +232,8 @@ fn broker(a: BrokerArgs) -> Result<(), Fail> {
         });
     }
     config.filters = checked_filters(&a.handling.filter)?;
-    config.limits.connections_max = connections_max(a.max_connections, &listeners, &config);
+    let fds = FdPlan::new(a.max_connections, &listeners, config.upstreams.len());
+    config.limits.connections_max = fds.cap;
     // Per user, never a shared temp directory (see `store::default_dir`).
     let eventdb = match &a.eventdb {
         Some(dir) => dir.clone(),
@@ -247,97 +248,120 @@ fn broker(a: BrokerArgs) -> Result<(), Fail> {
         Some(&eventdb),
         a.common.runtime,
         options,
+        Some(&fds),
     )
 }
 
-/// Raises the soft file-descriptor limit to the hard one and returns the connection cap per
-/// listener role: `flag` (`--max-connections`, default `Limits::default().connections_max`) lowered to
-/// what fits under the limit once the broker's other descriptors are set aside. Logs the
-/// limits and the caps at INFO; a `flag` that does not fit, or a limit that cannot be raised,
-/// at WARN.
-fn connections_max(
+/// The file-descriptor budget of a broker: the limits before and after raising the soft one,
+/// and the connection cap per listener role that fits under it.
+struct FdPlan {
+    raised: fdlimit::Raised,
+    reserve: FdReserve,
+    /// Roles the broker serves (0, 1 or 2).
+    roles: usize,
+    /// Connections per role that fit under the limit.
+    fits: usize,
+    /// `--max-connections`, if given.
     flag: Option<usize>,
-    listeners: &[(ListenerRole, ListenAddr)],
-    config: &Config,
-) -> usize {
-    let raised = fdlimit::raise_nofile();
-    let (before, after) = (raised.before, raised.after);
-    let show = |v: Option<u64>| v.map_or_else(|| "unlimited".to_owned(), |n| n.to_string());
-    if let Some(e) = &raised.error {
-        tracing::warn!(
-            "cannot raise the soft file-descriptor limit ({}) to the hard limit ({}): {e}",
-            show(before.soft),
-            show(before.hard)
-        );
+    /// The cap used: `flag` (default `Limits::default().connections_max`), at most `fits`.
+    cap: usize,
+}
+
+impl FdPlan {
+    /// Raises the soft file-descriptor limit to the hard one and fits `flag`
+    /// (`--max-connections`) under it, once the broker's other descriptors are set aside.
+    fn new(
+        flag: Option<usize>,
+        listeners: &[(ListenerRole, ListenAddr)],
+        upstreams: usize,
+    ) -> Self {
+        let raised = fdlimit::raise_nofile();
+        let reserve = FdReserve {
+            // A bare port binds two sockets (IPv4 and IPv6).
+            listeners: listeners
+                .iter()
+                .map(|(_, a)| {
+                    if matches!(a, ListenAddr::AnyTcp(_)) {
+                        2
+                    } else {
+                        1
+                    }
+                })
+                .sum(),
+            upstreams,
+            handler_workers: HANDLER_WORKERS,
+            store: true,
+        };
+        let roles = [ListenerRole::Receive, ListenerRole::Broadcast]
+            .into_iter()
+            .filter(|role| listeners.iter().any(|(r, _)| r == role))
+            .count();
+        let fits = fdlimit::connection_cap(raised.after.soft, &reserve, roles);
+        let default = vtp_core::config::Limits::default().connections_max;
+        let cap = flag.unwrap_or(default).min(fits);
+        Self {
+            raised,
+            reserve,
+            roles,
+            fits,
+            flag,
+            cap,
+        }
     }
-    if after.soft == before.soft {
-        tracing::info!(
-            "file descriptors: soft limit {} (hard limit {})",
-            show(after.soft),
-            show(after.hard)
-        );
-    } else {
-        tracing::info!(
-            "file descriptors: soft limit raised from {} to {} (hard limit {})",
-            show(before.soft),
-            show(after.soft),
-            show(after.hard)
-        );
-    }
-    let reserve = FdReserve {
-        // A bare port binds two sockets (IPv4 and IPv6).
-        listeners: listeners
-            .iter()
-            .map(|(_, a)| {
-                if matches!(a, ListenAddr::AnyTcp(_)) {
-                    2
-                } else {
-                    1
-                }
-            })
-            .sum(),
-        upstreams: config.upstreams.len(),
-        handler_workers: HANDLER_WORKERS,
-        store: true,
-    };
-    let roles = [ListenerRole::Receive, ListenerRole::Broadcast]
-        .into_iter()
-        .filter(|role| listeners.iter().any(|(r, _)| r == role))
-        .count();
-    let fits = fdlimit::connection_cap(after.soft, &reserve, roles);
-    let cap = match flag {
-        Some(n) if n > fits => {
+
+    /// Logs the limits and the caps at INFO; a limit that could not be raised, or a
+    /// `--max-connections` that does not fit, at WARN.
+    fn log(&self, limits: &vtp_core::config::Limits) {
+        let (before, after) = (self.raised.before, self.raised.after);
+        let show = |v: Option<u64>| v.map_or_else(|| "unlimited".to_owned(), |n| n.to_string());
+        if let Some(e) = &self.raised.error {
+            tracing::warn!(
+                "cannot raise the soft file-descriptor limit ({}) to the hard limit ({}): {e}",
+                show(before.soft),
+                show(before.hard)
+            );
+        }
+        if after.soft == before.soft {
+            tracing::info!(
+                "file descriptors: soft limit {} (hard limit {})",
+                show(after.soft),
+                show(after.hard)
+            );
+        } else {
+            tracing::info!(
+                "file descriptors: soft limit raised from {} to {} (hard limit {})",
+                show(before.soft),
+                show(after.soft),
+                show(after.hard)
+            );
+        }
+        if let Some(n) = self.flag.filter(|n| *n > self.fits) {
             tracing::warn!(
                 "--max-connections {n} does not fit the file-descriptor limit ({}, of which {} \
-                 are set aside for listeners, upstreams, handlers and the store): using {fits}",
+                 are set aside for listeners, upstreams, handlers and the store): using {}",
                 show(after.soft),
-                reserve.total()
+                self.reserve.total(),
+                self.fits
             );
-            fits
         }
-        Some(n) => n,
-        None => vtp_core::config::Limits::default()
-            .connections_max
-            .min(fits),
-    };
-    if roles == 0 {
-        return cap;
-    }
-    let limits = &config.limits;
-    tracing::info!(
-        "connections: at most {cap} authors and {cap} subscribers at once ({} fit the \
-         file-descriptor limit, {} descriptors set aside); at most {} authors and {} \
-         subscribers per address",
-        if fits == usize::MAX {
+        if self.roles == 0 {
+            return;
+        }
+        let fits = if self.fits == usize::MAX {
             "any number".to_owned()
         } else {
-            fits.to_string()
-        },
-        reserve.total(),
-        limits.author_connections_per_address,
-        limits.subscriber_connections_per_address
-    );
-    cap
+            self.fits.to_string()
+        };
+        tracing::info!(
+            "connections: at most {cap} authors and {cap} subscribers at once ({fits} fit the \
+             file-descriptor limit, {} descriptors set aside); at most {} authors and {} \
+             subscribers per address",
+            self.reserve.total(),
+            limits.author_connections_per_address,
+            limits.subscriber_connections_per_address,
+            cap = self.cap,
+        );
+    }
 }
 
 /// Threads running the event handlers (each runs one handler call at a time).
@@ -397,7 +421,8 @@ fn build_handlers(h: &Handling, default_print: bool) -> Result<Option<Handlers>,
     ))
 }
 
-/// Builds the node and its effects, runs until SIGINT/SIGTERM, flushes the store.
+/// Builds the node and its effects (a broker's file-descriptor budget `fds` is logged once the
+/// configuration is known valid), runs until SIGINT/SIGTERM, flushes the store.
 fn serve(
     config: Config,
     listeners: Vec<(ListenerRole, ListenAddr)>,
@@ -405,6 +430,7 @@ fn serve(
     eventdb: Option<&Path>,
     runtime: Runtime,
     options: Options,
+    fds: Option<&FdPlan>,
 ) -> Result<(), Fail> {
     let handlers = build_handlers(handling, false)?;
     let now = Instant::now();
@@ -413,6 +439,9 @@ fn serve(
         ConfigError::IamalivePeriod { .. } => usage(format!("--iamalive-interval: {e}")),
         e => usage(e.to_string()),
     })?;
+    if let Some(fds) = fds {
+        fds.log(&node.config().limits);
+    }
     let mut fx = HostEffects::new();
     if let Some(dir) = eventdb {
         // The error says what is wrong: a lock held by another vtp, or the OS error.
@@ -641,5 +670,6 @@ fn listen(a: ListenArgs) -> Result<(), Fail> {
         eventdb.as_deref(),
         a.common.runtime,
         Options::default(),
+        None,
     )
 }
