@@ -7,6 +7,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use crate::endpoint::DialAddr;
+use crate::identity::Identity;
 use crate::seen::{EventKey, SeenLevel, SeenRecord};
 use crate::violation::Violation;
 
@@ -105,6 +106,14 @@ pub enum CloseReason {
     ConnectFailed(String),
     /// The node is shutting down.
     Shutdown,
+    /// A TLS connection did not complete its handshake within
+    /// [`Timing::handshake_deadline`](crate::config::Timing::handshake_deadline).
+    TlsHandshakeTimeout,
+    /// The TLS layer failed (a bad handshake, a certificate that does not verify, an alert);
+    /// reported by the caller, with the TLS library's message.
+    Tls(String),
+    /// The peer's certificate identity (or its lack) is not allowed for this role.
+    NotAuthorized(String),
 }
 
 impl fmt::Display for CloseReason {
@@ -127,6 +136,9 @@ impl fmt::Display for CloseReason {
             Self::PeerClosed => f.write_str("closed by peer"),
             Self::ConnectFailed(e) => write!(f, "connect failed: {e}"),
             Self::Shutdown => f.write_str("shutting down"),
+            Self::TlsHandshakeTimeout => f.write_str("TLS handshake not completed in time"),
+            Self::Tls(e) => write!(f, "TLS: {e}"),
+            Self::NotAuthorized(e) => write!(f, "not authorized: {e}"),
         }
     }
 }
@@ -328,6 +340,15 @@ pub enum Event {
         peer: Peer,
         /// Why (whitelist, connection limit, role not enabled).
         reason: String,
+    },
+    /// A TLS connection completed its handshake and was allowed in; it now speaks VTP.
+    Secured {
+        /// Connection.
+        conn: ConnId,
+        /// Who.
+        peer: Peer,
+        /// The verified client certificate's identity, if the peer presented one.
+        identity: Option<Identity>,
     },
     /// A Unix-socket peer was accepted without a whitelist check.
     UnixPeerNotWhitelisted {
