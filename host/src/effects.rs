@@ -247,7 +247,10 @@ pub fn log_event(e: &Event) {
                 Some(peer),
                 CloseReason::OutboxFull
                 | CloseReason::FramingError(_)
-                | CloseReason::TooManyViolations { .. },
+                | CloseReason::TooManyViolations { .. }
+                | CloseReason::TlsHandshakeTimeout
+                | CloseReason::Tls(_)
+                | CloseReason::NotAuthorized(_),
             ) => {
                 info!(%conn, ?role, "connection down: dropped {peer}: {reason}")
             }
@@ -258,6 +261,14 @@ pub fn log_event(e: &Event) {
             peer,
             reason,
         } => warn!(?listener, ?peer, "refused: {reason}"),
+        Event::Secured {
+            conn,
+            peer,
+            identity,
+        } => match identity {
+            Some(id) => info!(%conn, "TLS peer {peer}: certificate identity {id}"),
+            None => info!(%conn, "TLS peer {peer}: no client certificate"),
+        },
         Event::UnixPeerNotWhitelisted { conn } => {
             debug!(%conn, "Unix-socket peer accepted without IP whitelist check")
         }
