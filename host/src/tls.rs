@@ -28,7 +28,6 @@ use sha2::{Digest, Sha256};
 use vtp_core::endpoint::TlsListen;
 use vtp_core::identity::{DNS_NAMES_MAX, Identity, NAME_LEN_MAX};
 
-
 /// Largest certificate, key or CA file read (1 MiB): these are operator files, but a wrong
 /// path (a device, a huge log) must not hang or exhaust the start-up.
 pub const PEM_FILE_MAX: u64 = 1024 * 1024;
@@ -320,4 +319,155 @@ pub fn identity(der: &[u8]) -> Identity {
         }
     }
     id
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Dir(PathBuf);
+
+    impl Drop for Dir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn dir(name: &str) -> Dir {
+        let d = std::env::temp_dir().join(format!("vtp-tls-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        Dir(d)
+    }
+
+    /// A self-signed certificate and its key, valid or expired, written to `d`.
+    fn pair(d: &Path, name: &str, expired: bool) -> (PathBuf, PathBuf) {
+        let mut p = rcgen::CertificateParams::new(vec!["localhost".to_owned()]).unwrap();
+        if expired {
+            p.not_before = rcgen::date_time_ymd(2020, 1, 1);
+            p.not_after = rcgen::date_time_ymd(2021, 1, 1);
+        }
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = p.self_signed(&key).unwrap();
+        let (c, k) = (d.join(format!("{name}.pem")), d.join(format!("{name}.key")));
+        std::fs::write(&c, cert.pem()).unwrap();
+        std::fs::write(&k, key.serialize_pem()).unwrap();
+        (c, k)
+    }
+
+    fn listen(cert: &Path, key: &Path, ca: Option<&Path>) -> TlsListen {
+        TlsListen {
+            private_key: key.to_owned(),
+            cert_key: cert.to_owned(),
+            extra_cert_chain: None,
+            client_ca: ca.map(Path::to_owned),
+        }
+    }
+
+    fn server_err(files: &TlsListen) -> String {
+        server_config(files)
+            .map(|_| ())
+            .expect_err("refused")
+            .to_string()
+    }
+
+    #[test]
+    fn each_bad_server_file_is_named_with_its_problem() {
+        let d = dir("server");
+        let (cert, key) = pair(&d.0, "a", false);
+        let (_, other_key) = pair(&d.0, "b", false);
+        let missing = d.0.join("missing.pem");
+        let text = d.0.join("text.pem");
+        std::fs::write(&text, "hello\n").unwrap();
+        let big = d.0.join("big.pem");
+        std::fs::write(&big, vec![b'x'; (PEM_FILE_MAX + 1) as usize]).unwrap();
+
+        let e = server_err(&listen(&missing, &key, None));
+        assert!(
+            e.contains("missing.pem") && e.contains("cannot open the certificate"),
+            "{e}"
+        );
+        let e = server_err(&listen(&text, &key, None));
+        assert!(
+            e.contains("text.pem") && e.contains("no certificate"),
+            "{e}"
+        );
+        let e = server_err(&listen(&cert, &text, None));
+        assert!(
+            e.contains("text.pem") && e.contains("no private key"),
+            "{e}"
+        );
+        let e = server_err(&listen(&cert, &other_key, None));
+        assert!(e.contains("does not match the certificate"), "{e}");
+        let e = server_err(&listen(&cert, &key, Some(&text)));
+        assert!(e.contains("clientCA="), "{e}");
+        let e = server_err(&listen(&big, &key, None));
+        assert!(e.contains("larger than 1 MiB"), "{e}");
+        let (config, warnings) = server_config(&listen(&cert, &key, Some(&cert))).unwrap();
+        assert!(warnings.is_empty(), "{warnings:?}");
+        assert!(config.alpn_protocols.is_empty());
+    }
+
+    #[test]
+    fn an_expired_certificate_is_a_warning_not_an_error() {
+        let d = dir("expired");
+        let (cert, key) = pair(&d.0, "old", true);
+        let (_, warnings) = server_config(&listen(&cert, &key, None)).unwrap();
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert!(warnings[0].contains("expired"), "{warnings:?}");
+    }
+
+    #[test]
+    fn client_settings_are_checked_too() {
+        let d = dir("client");
+        let (cert, key) = pair(&d.0, "c", false);
+        let (_, other_key) = pair(&d.0, "d", false);
+        let ok = ClientFiles {
+            ca: Some(cert.clone()),
+            cert: Some(cert.clone()),
+            key: Some(key.clone()),
+        };
+        assert!(client_config(&ok).is_ok());
+        let half = ClientFiles {
+            key: None,
+            ..ok.clone()
+        };
+        let e = client_config(&half).err().unwrap().to_string();
+        assert!(e.contains("go together"), "{e}");
+        let mismatch = ClientFiles {
+            key: Some(other_key),
+            ..ok.clone()
+        };
+        let e = client_config(&mismatch).err().unwrap().to_string();
+        assert!(e.contains("does not match"), "{e}");
+        let bad_ca = ClientFiles {
+            ca: Some(d.0.join("nope.pem")),
+            ..ok
+        };
+        let e = client_config(&bad_ca).err().unwrap().to_string();
+        assert!(e.contains("nope.pem") && e.contains("--tls-ca"), "{e}");
+    }
+
+    #[test]
+    fn identity_reads_names_and_fingerprint_and_bounds_them() {
+        let mut p = rcgen::CertificateParams::new(
+            (0..40)
+                .map(|i| format!("h{i}.example.org"))
+                .collect::<Vec<_>>(),
+        )
+        .unwrap();
+        p.distinguished_name
+            .push(rcgen::DnType::CommonName, "author1");
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = p.self_signed(&key).unwrap();
+        let id = identity(cert.der());
+        assert_eq!(id.common_name.as_deref(), Some("author1"));
+        assert_eq!(id.dns_names.len(), DNS_NAMES_MAX);
+        assert_eq!(id.dns_names[0], "h0.example.org");
+        let want: [u8; 32] = Sha256::digest(cert.der()).into();
+        assert_eq!(id.sha256, want);
+        // Not a certificate at all: a fingerprint, no names.
+        let junk = identity(b"junk");
+        assert!(junk.common_name.is_none() && junk.dns_names.is_empty());
+    }
 }
