@@ -184,6 +184,44 @@ impl Pki {
     }
 }
 
+/// Submits `payload` over TLS to 127.0.0.1:`port` (the server verified as `localhost`) and
+/// returns the receipt's role and Result text, or what went wrong instead.
+///
+/// # Errors
+///
+/// The handshake, the write or the read failed, or the reply is not a receipt.
+pub fn submit_tls(
+    port: u16,
+    config: Arc<ClientConfig>,
+    payload: &[u8],
+) -> Result<(String, Option<String>), String> {
+    let mut s = tls_connect(port, config);
+    s.write_all(&frame(payload))
+        .map_err(|e| format!("submit: {e}"))?;
+    let reply = read_frame(&mut s).map_err(|e| format!("no receipt: {e}"))?;
+    match message::parse(&reply, &Default::default()) {
+        Ok(Message::Transport(t)) => {
+            Ok((t.role.as_str().to_owned(), t.result.map(|r| r.into_owned())))
+        }
+        other => Err(format!("not a receipt: {other:?}")),
+    }
+}
+
+/// The first flight of a TLS client (its ClientHello record), as a hostile peer replays it.
+///
+/// # Panics
+///
+/// If rustls cannot start a session with `config`.
+pub fn client_hello(config: Arc<ClientConfig>) -> Vec<u8> {
+    let name = ServerName::try_from("localhost").expect("a server name");
+    let mut conn = ClientConnection::new(config, name).expect("a session");
+    let mut out = Vec::new();
+    while conn.wants_write() {
+        conn.write_tls(&mut out).expect("a ClientHello");
+    }
+    out
+}
+
 /// A blocking TLS stream to 127.0.0.1:`port`, verifying the server as `localhost`.
 type Tls = StreamOwned<ClientConnection, TcpStream>;
 
