@@ -254,6 +254,9 @@ pub fn log_event(e: &Event) {
             ) => {
                 info!(%conn, ?role, "connection down: dropped {peer}: {reason}")
             }
+            // Our own TLS dial failed (a certificate that does not verify or does not name the
+            // host): the operator must see why, not only that we reconnect.
+            (None, CloseReason::Tls(_)) => warn!(%conn, ?role, "connection down: {reason}"),
             _ => debug!(%conn, ?role, %reason, "connection down"),
         },
         Event::Refused {
