@@ -254,3 +254,148 @@ pub fn comet_sendvo(port: u16, file: &Path) -> (Option<i32>, String) {
     let code = p.wait_exit();
     (code, p.log.text())
 }
+
+// ------------------------------------------------------------------------------ TLS peers
+
+/// The stunnel binary, found (and installed when missing) once per test binary by
+/// `setup_stunnel.sh`. Panics, failing the test, if there is none.
+pub fn stunnel_bin() -> &'static Path {
+    static STUNNEL: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    let bin = STUNNEL.get_or_init(|| {
+        let script = peers_dir().join("setup_stunnel.sh");
+        let out = Command::new("bash")
+            .arg(&script)
+            .output()
+            .map_err(|e| format!("cannot run {}: {e}", script.display()))?;
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        match stdout.lines().rev().find(|l| !l.trim().is_empty()) {
+            Some(p) if out.status.success() => Ok(PathBuf::from(p.trim())),
+            _ => Err(format!(
+                "{} failed ({}): stunnel is required for these tests\nstderr:\n{}",
+                script.display(),
+                out.status,
+                String::from_utf8_lossy(&out.stderr)
+            )),
+        }
+    });
+    match bin {
+        Ok(p) => p,
+        Err(e) => panic!("{e}"),
+    }
+}
+
+/// The test certificates `conformance/peers/tls_certs.sh` makes with the openssl command (see
+/// there for each file), in a directory removed on drop.
+pub struct Certs(TempDir);
+
+impl Certs {
+    pub fn new(name: &str) -> Self {
+        let dir = TempDir::new(name);
+        let script = peers_dir().join("tls_certs.sh");
+        let out = Command::new("bash")
+            .arg(&script)
+            .arg(dir.path())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{} failed ({}):\n{}",
+            script.display(),
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Self(dir)
+    }
+
+    /// The path of `file` (`ca.pem`, `server.key`, ...).
+    pub fn path(&self, file: &str) -> PathBuf {
+        self.0.path().join(file)
+    }
+
+    /// Its path as a string, for command lines.
+    pub fn arg(&self, file: &str) -> String {
+        self.path(file).to_str().unwrap().to_owned()
+    }
+}
+
+/// stunnel 5 (Debian's stunnel4) with one service, accepting on 127.0.0.1, in the foreground
+/// and logging connections and certificate checks (`debug = info`) to stderr.
+pub struct Stunnel {
+    pub proc: Proc,
+    /// Where it accepts.
+    pub port: u16,
+    _dir: TempDir,
+}
+
+impl Stunnel {
+    /// Client mode: plain TCP in, TLS out to 127.0.0.1:`connect`, verifying that the server's
+    /// certificate chains to `ca` and names `host`; presenting `cert` (certificate and key
+    /// files) when given.
+    pub fn client(
+        name: &str,
+        connect: u16,
+        ca: &Path,
+        host: &str,
+        cert: Option<(&Path, &Path)>,
+    ) -> Self {
+        let mut service = format!(
+            "client = yes\nconnect = 127.0.0.1:{connect}\nCAfile = {}\nverifyChain = yes\n\
+             checkHost = {host}\n",
+            ca.display()
+        );
+        if let Some((cert, key)) = cert {
+            service += &format!("cert = {}\nkey = {}\n", cert.display(), key.display());
+        }
+        Self::start(name, &service)
+    }
+
+    /// Server mode: TLS in with `cert` and `key`, plain TCP out to 127.0.0.1:`connect`.
+    pub fn server(name: &str, connect: u16, cert: &Path, key: &Path) -> Self {
+        let service = format!(
+            "connect = 127.0.0.1:{connect}\ncert = {}\nkey = {}\n",
+            cert.display(),
+            key.display()
+        );
+        Self::start(name, &service)
+    }
+
+    /// Starts it on an ephemeral port (`accept = 127.0.0.1:0`); returns once it reports the
+    /// port it bound.
+    fn start(name: &str, service: &str) -> Self {
+        let dir = TempDir::new(name);
+        let conf = dir.path().join("stunnel.conf");
+        let text = format!(
+            "foreground = yes\npid =\nsyslog = no\ndebug = info\n\n[{name}]\n\
+             accept = 127.0.0.1:0\n{service}"
+        );
+        std::fs::write(&conf, text).unwrap();
+        let mut cmd = Command::new(stunnel_bin());
+        cmd.arg(&conf);
+        let proc = Proc::spawn_group(name, cmd);
+        let marker = format!("Service [{name}] (FD=");
+        let line = proc.log.wait_for("stunnel to bind", |l| {
+            l.contains(&marker) || l.contains("failed")
+        });
+        assert!(
+            line.contains(&marker),
+            "stunnel {name} did not start:\n{}",
+            proc.log.text()
+        );
+        let port = port_after(&line, "bound to 127.0.0.1:");
+        Self {
+            proc,
+            port,
+            _dir: dir,
+        }
+    }
+}
+
+/// `conformance/peers/tls_peer.py` (Python's ssl module) run to completion with `args`: its
+/// exit code and output (it bounds its own waits by `--timeout`, 10 s by default).
+pub fn tls_peer(name: &str, args: &[&str]) -> (Option<i32>, String) {
+    let mut cmd = Command::new(venv_bin("python"));
+    cmd.arg(peers_dir().join("tls_peer.py")).args(args);
+    let mut p = Proc::spawn_group(name, cmd);
+    let code = p.wait_exit();
+    (code, p.log.text())
+}
