@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Every test of the project, from a fresh clone on a fresh machine: the README's test command.
-# Installs what it needs (Rust components, the Python venv with real Comet and pygcn), then runs
-# formatting, lints and the whole test suite (unit, property, flow, socket and interop tests).
+# Installs what it needs (Rust components, the Python venv with real Comet and pygcn, stunnel),
+# then runs formatting, lints and the whole test suite (unit, property, flow, socket and interop
+# tests, TLS interop included).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
@@ -11,7 +12,7 @@ step() { printf '\n=== %s\n' "$*"; }
 step "toolchain components"
 rustup component add rustfmt clippy >/dev/null 2>&1 || true
 
-step "real peers: Comet 3.1.0 + pygcn 1.1.3 venv"
+step "real peers: Comet 3.1.0 + pygcn 1.1.3 venv, stunnel"
 VTP_PEERS_VENV="$(bash conformance/peers/setup.sh | tail -n 1)"
 export VTP_PEERS_VENV
 echo "venv: $VTP_PEERS_VENV"

@@ -67,6 +67,22 @@ pub(crate) struct Common {
     pub(crate) runtime: Runtime,
 }
 
+/// TLS of outgoing connections (`tls:HOST:PORT`).
+#[derive(Debug, Args, Default)]
+pub(crate) struct ClientTls {
+    /// Verify TLS servers (tls:HOST:PORT) against the CA certificates in FILE (PEM) only,
+    /// instead of the system's trust roots. The server's certificate must name HOST either way.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) tls_ca: Option<PathBuf>,
+    /// Present this client certificate (PEM, intermediates after it) to TLS servers, for
+    /// brokers that require a certificate identity. Needs --tls-client-key.
+    #[arg(long, value_name = "FILE", requires = "tls_client_key")]
+    pub(crate) tls_client_cert: Option<PathBuf>,
+    /// The private key (PEM) of --tls-client-cert.
+    #[arg(long, value_name = "FILE", requires = "tls_client_cert")]
+    pub(crate) tls_client_key: Option<PathBuf>,
+}
+
 #[derive(Debug, Args)]
 pub(crate) struct Handling {
     /// Log every accepted event.
@@ -102,7 +118,10 @@ pub(crate) struct Handling {
 #[derive(Debug, Args)]
 pub(crate) struct BrokerArgs {
     /// Accept event submissions from authors on ENDPOINT (default port 8098). ENDPOINT: PORT,
-    /// HOST:PORT, [V6]:PORT, tcp:PORT[:interface=ADDR] or unix:PATH. Repeatable.
+    /// HOST:PORT, [V6]:PORT, tcp:PORT[:interface=ADDR], unix:PATH, or TLS:
+    /// ssl:PORT:privateKey=KEY.pem:certKey=CERT.pem[:interface=ADDR][:extraCertChain=CHAIN.pem][:clientCA=CA.pem]
+    /// (tls: is an alias; clientCA= requires client certificates issued by that CA).
+    /// Repeatable: plain and TLS listeners can be mixed.
     #[arg(long, value_name = "ENDPOINT", num_args = 0..=1, default_missing_value = "")]
     pub(crate) receive: Vec<String>,
     /// Serve subscribers on ENDPOINT (default port 8099). Same forms as --receive. Repeatable.
@@ -114,10 +133,28 @@ pub(crate) struct BrokerArgs {
     /// Port for a bare --broadcast (Comet 1.x/3.x style).
     #[arg(long, value_name = "PORT")]
     pub(crate) broadcast_port: Option<u16>,
-    /// Subscribe to the broker at HOST[:PORT] (default port 8099) and relay its events.
-    /// Repeatable: one subscription each.
+    /// Subscribe to the broker at HOST[:PORT] (default port 8099) and relay its events;
+    /// tls:HOST[:PORT] connects with TLS (see --tls-ca). Repeatable: one subscription each.
     #[arg(long, visible_alias = "remote", value_name = "HOST[:PORT]")]
     pub(crate) subscribe: Vec<String>,
+    /// Only authors presenting a TLS client certificate with this identity may submit: a
+    /// certificate name (subject CN or DNS name, any case) or sha256:HEX (the SHA-256 of the
+    /// DER certificate, pinning one certificate). Repeatable. Needs TLS --receive listeners
+    /// with clientCA=; checked in addition to --author-whitelist.
+    #[arg(long, value_name = "ID")]
+    pub(crate) author_identity: Vec<String>,
+    /// Only subscribers presenting a TLS client certificate with this identity may subscribe
+    /// (same forms as --author-identity; needs TLS --broadcast listeners with clientCA=).
+    #[arg(long, value_name = "ID")]
+    pub(crate) subscriber_identity: Vec<String>,
+    /// Seconds a TLS connection may take to complete its handshake before it is closed.
+    #[arg(long, value_name = "SECS", default_value_t = 10,
+          value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub(crate) tls_handshake_timeout: u64,
+    /// Most TLS handshakes in progress at once; TLS connections beyond are closed at once.
+    #[arg(long, value_name = "N", default_value_t = 256,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+    pub(crate) tls_handshakes_max: usize,
     /// This broker's IVOA identifier, e.g. ivo://example.org/broker. Required with --receive
     /// or --broadcast.
     #[arg(long, value_name = "IVOID")]
@@ -207,6 +244,8 @@ pub(crate) struct BrokerArgs {
     #[command(flatten)]
     pub(crate) handling: Handling,
     #[command(flatten)]
+    pub(crate) tls: ClientTls,
+    #[command(flatten)]
     pub(crate) common: Common,
 }
 
@@ -250,7 +289,8 @@ pub(crate) enum SchemaCheck {
 #[derive(Debug, Args)]
 #[command(disable_help_flag = true)]
 pub(crate) struct SendArgs {
-    /// Broker to submit to: HOST[:PORT] (default port 8098), [V6]:PORT or unix:PATH.
+    /// Broker to submit to: HOST[:PORT] (default port 8098), [V6]:PORT, tls:HOST[:PORT] or
+    /// unix:PATH.
     #[arg(value_name = "TARGET")]
     pub(crate) target: Option<String>,
     /// Event file (default: standard input).
@@ -272,13 +312,15 @@ pub(crate) struct SendArgs {
     #[arg(long, action = clap::ArgAction::Help)]
     pub(crate) help: Option<bool>,
     #[command(flatten)]
+    pub(crate) tls: ClientTls,
+    #[command(flatten)]
     pub(crate) common: Common,
 }
 
 #[derive(Debug, Args)]
 pub(crate) struct ListenArgs {
     /// Brokers to subscribe to, tried in turn (failover): HOST[:PORT] (default port 8099),
-    /// [V6]:PORT or unix:PATH.
+    /// [V6]:PORT, tls:HOST[:PORT] or unix:PATH.
     #[arg(value_name = "HOST[:PORT]", required = true)]
     pub(crate) hosts: Vec<String>,
     /// Our IVOA identifier, sent in iamalive and authenticate replies (optional).
@@ -293,6 +335,8 @@ pub(crate) struct ListenArgs {
     pub(crate) silence_timeout: u64,
     #[command(flatten)]
     pub(crate) handling: Handling,
+    #[command(flatten)]
+    pub(crate) tls: ClientTls,
     #[command(flatten)]
     pub(crate) common: Common,
 }

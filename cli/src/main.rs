@@ -23,10 +23,11 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use clap::Parser;
 use vtp_core::config::{self, Upstream};
-use vtp_core::endpoint::{DialAddr, ListenAddr, PORT_SUBMIT, PORT_SUBSCRIBE};
+use vtp_core::endpoint::{DialAddr, ListenAddr, ListenEndpoint, PORT_SUBMIT, PORT_SUBSCRIBE};
 #[cfg(feature = "xpath")]
 use vtp_core::filter::XPathEngine;
 use vtp_core::filter::{FilterEngine, NoFilterEngine};
+use vtp_core::identity::IdentityRule;
 use vtp_core::node::ConfigError;
 use vtp_core::whitelist::{IpNet, Whitelist};
 use vtp_core::{Config, Event, ListenerRole, Node};
@@ -37,7 +38,7 @@ use vtp_host::net::{Bound, Options};
 use vtp_host::shutdown::Shutdown;
 use vtp_host::store;
 
-use args::{BrokerArgs, Cli, Command, Common, Handling, ListenArgs, Runtime, SendArgs};
+use args::{BrokerArgs, Cli, ClientTls, Command, Common, Handling, ListenArgs, Runtime, SendArgs};
 
 /// Exit statuses of `vtp send` (and of every command for usage errors).
 mod status {
@@ -175,12 +176,12 @@ fn broker(a: BrokerArgs) -> Result<(), Fail> {
             )));
         }
         for v in values {
-            let addr = if v.is_empty() {
-                ListenAddr::AnyTcp(port.unwrap_or(default))
+            let endpoint = if v.is_empty() {
+                ListenAddr::AnyTcp(port.unwrap_or(default)).into()
             } else {
-                ListenAddr::parse(v).map_err(|e| usage(format!("{flag}: {e}")))?
+                ListenEndpoint::parse(v).map_err(|e| usage(format!("{flag}: {e}")))?
             };
-            listeners.push((role, addr));
+            listeners.push((role, endpoint));
         }
     }
     if listeners.is_empty() && a.subscribe.is_empty() {
@@ -234,6 +235,11 @@ fn broker(a: BrokerArgs) -> Result<(), Fail> {
     config.filters = checked_filters(&a.handling.filter)?;
     let fds = FdPlan::new(a.max_connections, &listeners, config.upstreams.len());
     config.limits.connections_max = fds.cap;
+    config.author_identities = identities("--author-identity", &a.author_identity)?;
+    config.subscriber_identities = identities("--subscriber-identity", &a.subscriber_identity)?;
+    check_identity_listeners(&config, &listeners)?;
+    config.timing.handshake_deadline = Duration::from_secs(a.tls_handshake_timeout);
+    config.limits.handshakes_max = a.tls_handshakes_max;
     // Per user, never a shared temp directory (see `store::default_dir`).
     let eventdb = match &a.eventdb {
         Some(dir) => dir.clone(),
@@ -241,9 +247,11 @@ fn broker(a: BrokerArgs) -> Result<(), Fail> {
     };
     let mut options = Options::default();
     options.outbox.bytes_max = a.outbox_bytes;
+    let client_tls = client_tls(&a.tls, &config.upstreams)?;
     serve(
         config,
         listeners,
+        client_tls,
         &a.handling,
         Some(&eventdb),
         a.common.runtime,
@@ -272,7 +280,7 @@ impl FdPlan {
     /// (`--max-connections`) under it, once the broker's other descriptors are set aside.
     fn new(
         flag: Option<usize>,
-        listeners: &[(ListenerRole, ListenAddr)],
+        listeners: &[(ListenerRole, ListenEndpoint)],
         upstreams: usize,
     ) -> Self {
         let raised = fdlimit::raise_nofile();
@@ -280,8 +288,8 @@ impl FdPlan {
             // A bare port binds two sockets (IPv4 and IPv6).
             listeners: listeners
                 .iter()
-                .map(|(_, a)| {
-                    if matches!(a, ListenAddr::AnyTcp(_)) {
+                .map(|(_, e)| {
+                    if matches!(e.addr, ListenAddr::AnyTcp(_)) {
                         2
                     } else {
                         1
@@ -367,6 +375,92 @@ impl FdPlan {
 /// Threads running the event handlers (each runs one handler call at a time).
 const HANDLER_WORKERS: usize = 4;
 
+/// `--author-identity` / `--subscriber-identity` values.
+fn identities(flag: &str, values: &[String]) -> Result<Vec<IdentityRule>, Fail> {
+    values
+        .iter()
+        .map(|v| IdentityRule::parse(v).map_err(|e| usage(format!("{flag}: {e}"))))
+        .collect()
+}
+
+/// A role restricted to certificate identities can only be served on TLS listeners that ask
+/// for client certificates: any other listener of that role would refuse every peer.
+fn check_identity_listeners(
+    config: &Config,
+    listeners: &[(ListenerRole, ListenEndpoint)],
+) -> Result<(), Fail> {
+    for (role, ep) in listeners {
+        let (rules, flag) = match role {
+            ListenerRole::Receive => (&config.author_identities, "--author-identity"),
+            ListenerRole::Broadcast => (&config.subscriber_identities, "--subscriber-identity"),
+        };
+        let asks_for_certificates = ep.tls.as_ref().is_some_and(|t| t.client_ca.is_some());
+        if !rules.is_empty() && !asks_for_certificates {
+            let what = if ep.tls.is_some() {
+                "a TLS listener without clientCA= (it asks no client certificate)"
+            } else {
+                "a plain listener (no certificate can be presented on it)"
+            };
+            return Err(usage(format!(
+                "{flag} is given, but {ep} is {what}: every {} on it would be refused; add \
+                 :clientCA=CA.pem to it, or remove it",
+                match role {
+                    ListenerRole::Receive => "author",
+                    ListenerRole::Broadcast => "subscriber",
+                }
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// The TLS configuration of outgoing connections, when any dial is `tls:`; the files are loaded
+/// and checked now, so a bad one stops the start with its name.
+fn client_tls(
+    files: &ClientTls,
+    upstreams: &[Upstream],
+) -> Result<Option<vtp_host::transport::ClientTls>, Fail> {
+    let needed = upstreams
+        .iter()
+        .flat_map(|u| &u.endpoints)
+        .any(DialAddr::is_tls);
+    client_tls_for(files, needed)
+}
+
+fn client_tls_for(
+    files: &ClientTls,
+    needed: bool,
+) -> Result<Option<vtp_host::transport::ClientTls>, Fail> {
+    let given = files.tls_ca.is_some() || files.tls_client_cert.is_some();
+    if !needed {
+        if given {
+            tracing::warn!(
+                "--tls-ca / --tls-client-cert are given but no endpoint is tls:HOST:PORT; they \
+                 are not used"
+            );
+        }
+        return Ok(None);
+    }
+    #[cfg(feature = "tls")]
+    {
+        let files = vtp_host::tls::ClientFiles {
+            ca: files.tls_ca.clone(),
+            cert: files.tls_client_cert.clone(),
+            key: files.tls_client_key.clone(),
+        };
+        let (config, warnings) =
+            vtp_host::tls::client_config(&files).map_err(|e| usage(e.to_string()))?;
+        for w in warnings {
+            tracing::warn!("{w}");
+        }
+        Ok(Some(config))
+    }
+    #[cfg(not(feature = "tls"))]
+    Err(usage(
+        "tls:HOST:PORT endpoints need a build with TLS (cargo feature `tls`)",
+    ))
+}
+
 fn whitelist(flag: &str, values: &[String]) -> Result<Whitelist, Fail> {
     if values.is_empty() {
         return Ok(Whitelist::allow_all());
@@ -423,9 +517,11 @@ fn build_handlers(h: &Handling, default_print: bool) -> Result<Option<Handlers>,
 
 /// Builds the node and its effects (a broker's file-descriptor budget `fds` is logged once the
 /// configuration is known valid), runs until SIGINT/SIGTERM, flushes the store.
+#[allow(clippy::too_many_arguments)]
 fn serve(
     config: Config,
-    listeners: Vec<(ListenerRole, ListenAddr)>,
+    listeners: Vec<(ListenerRole, ListenEndpoint)>,
+    client_tls: Option<vtp_host::transport::ClientTls>,
     handling: &Handling,
     eventdb: Option<&Path>,
     runtime: Runtime,
@@ -451,7 +547,10 @@ fn serve(
     if let Some(h) = handlers {
         fx = fx.with_handlers(h);
     }
-    let bound = vtp_host::net::bind(&listeners)?;
+    let mut bound = vtp_host::net::bind_endpoints(&listeners)?;
+    if let Some(tls) = client_tls {
+        bound = bound.with_client_tls(tls);
+    }
     // Signal handlers before the "listening" lines: once those are out, SIGHUP is ignored.
     let shutdown = vtp_host::shutdown::on_signals()?;
     for (role, addr) in bound.addrs() {
@@ -565,9 +664,12 @@ fn send(a: SendArgs) -> Result<(), Fail> {
     };
     let mut endpoint = DialAddr::parse(&target, a.port.unwrap_or(PORT_SUBMIT))
         .map_err(|e| usage(format!("target: {e}")))?;
-    if let (Some(p), DialAddr::Tcp { port, .. }) = (a.port, &mut endpoint) {
+    if let (Some(p), DialAddr::Tcp { port, .. } | DialAddr::Tls { port, .. }) =
+        (a.port, &mut endpoint)
+    {
         *port = p;
     }
+    let client_tls = client_tls_for(&a.tls, endpoint.is_tls())?;
     let file = match (&a.file, &a.file_opt) {
         (Some(_), Some(_)) => return Err(usage("give the event file once")),
         (f, g) => f.clone().or_else(|| g.clone()),
@@ -610,14 +712,11 @@ fn send(a: SendArgs) -> Result<(), Fail> {
         }
         trigger.fire();
     });
-    run_node(
-        a.common.runtime,
-        node,
-        vtp_host::net::bind(&[])?,
-        fx,
-        done,
-        Options::default(),
-    )?;
+    let mut bound = vtp_host::net::bind(&[])?;
+    if let Some(tls) = client_tls {
+        bound = bound.with_client_tls(tls);
+    }
+    run_node(a.common.runtime, node, bound, fx, done, Options::default())?;
     let result = outcome
         .lock()
         .ok()
@@ -654,6 +753,7 @@ fn listen(a: ListenArgs) -> Result<(), Fail> {
         .collect::<Result<Vec<_>, _>>()?;
     let mut config = Config::new(a.local_ivo.clone());
     config.upstreams = vec![Upstream { endpoints }];
+    let client_tls = client_tls(&a.tls, &config.upstreams)?;
     config.filters = checked_filters(&a.handling.filter)?;
     config.timing.test_event_interval = None;
     config.timing.subscriber_silence = Duration::from_secs(a.silence_timeout.max(1));
@@ -666,6 +766,7 @@ fn listen(a: ListenArgs) -> Result<(), Fail> {
     serve(
         config,
         Vec::new(),
+        client_tls,
         &handling,
         eventdb.as_deref(),
         a.common.runtime,

@@ -566,6 +566,38 @@ fn bad_arguments_get_one_line_naming_them() {
         ),
         (&["broker", "--seen-retention", "x"][..], "--seen-retention"),
         (&["broker", "--seen-retention", "0"][..], "--seen-retention"),
+        (
+            &[
+                "broker",
+                "--local-ivo",
+                "ivo://a.b/c",
+                "--receive",
+                "127.0.0.1:0",
+                "--author-identity",
+                "author1",
+            ][..],
+            "--author-identity is given, but 127.0.0.1:0 is a plain listener",
+        ),
+        (
+            &[
+                "broker",
+                "--local-ivo",
+                "ivo://a.b/c",
+                "--broadcast",
+                "0",
+                "--subscriber-identity",
+                "sha256:zz",
+            ][..],
+            "--subscriber-identity",
+        ),
+        (
+            &["broker", "--local-ivo", "ivo://a.b/c", "--receive", "ssl:0"][..],
+            "privateKey=",
+        ),
+        (
+            &["send", "--tls-client-cert", "c.pem"][..],
+            "--tls-client-key",
+        ),
         (&["send", "--bogus"][..], "--bogus"),
         (&["listen"][..], "HOST"),
     ] {
@@ -575,6 +607,28 @@ fn bad_arguments_get_one_line_naming_them() {
         assert_eq!(err.trim_end().lines().count(), 1, "{args:?}: {err}");
         assert!(err.contains(want), "{args:?}: {err}");
     }
+    // A TLS listener whose key cannot be read: the file and the problem, before serving.
+    let out = Command::new(VTP)
+        .args([
+            "broker",
+            "--local-ivo",
+            "ivo://a.b/c",
+            "--eventdb",
+            &std::env::temp_dir()
+                .join(format!("vtp-tls-args-{}", std::process::id()))
+                .display()
+                .to_string(),
+            "--receive",
+            "ssl:0:interface=127.0.0.1:privateKey=/nonexistent/key.pem:certKey=/nonexistent/cert.pem",
+        ])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_ne!(out.status.code(), Some(0), "{err}");
+    assert!(
+        err.contains("/nonexistent/cert.pem: cannot open the certificate"),
+        "{err}"
+    );
     let help = Command::new(VTP)
         .args(["broker", "--help"])
         .output()
@@ -588,6 +642,12 @@ fn bad_arguments_get_one_line_naming_them() {
         "--max-connections",
         "--author-connections-per-address",
         "--subscriber-connections-per-address",
+        "ssl:PORT:privateKey=KEY.pem:certKey=CERT.pem",
+        "--author-identity",
+        "--subscriber-identity",
+        "--tls-ca",
+        "--tls-handshake-timeout",
+        "--tls-handshakes-max",
     ] {
         assert!(help.contains(flag), "{flag} missing from --help");
     }

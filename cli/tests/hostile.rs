@@ -11,7 +11,8 @@
 //! The behaviours (one test each): an author sending one byte per second; more idle connections
 //! than `--max-connections`; length-prefix bombs; billion laughs and XXE; subscribers that never
 //! read; a flood of submissions; a subscriber that naks everything; malformed authenticate
-//! replies; filters built to be slow; a subscriber flooding garbage frames.
+//! replies; filters built to be slow; a subscriber flooding garbage frames; a flood of TLS
+//! handshakes that never finish, with garbage and plaintext on the TLS port.
 //!
 //! Every wait is on something observable (bytes, EOF, a log line, an arrival) with a bounded
 //! deadline. The only timed pauses are the ones a hostile peer is made of (one byte per second)
@@ -738,6 +739,92 @@ fn filters_built_to_be_slow_are_refused_and_the_broker_stays_fast() {
         }
         for s in &subs {
             s.assert_up(rt);
+        }
+        h.finish(rt, &b);
+    });
+}
+
+#[test]
+fn a_flood_of_unfinished_tls_handshakes_is_capped_and_timed_out_and_memory_stays_bounded() {
+    // 300 connections per round to the TLS port: the first 64 start a handshake (half a
+    // ClientHello, then silence), the rest are refused at once; every 10th sends garbage or
+    // plaintext VTP instead. All are gone by the 2 s deadline, and then a TLS author is acked.
+    const FLOOD: usize = 300;
+    const CAP: usize = 64;
+    let pki = vtp_host::testing::tls::Pki::new("hostile-flood");
+    let hello = vtp_host::testing::tls::client_hello(pki.client(None, None));
+    let tls_receive = format!(
+        "ssl:0:interface=127.0.0.1:privateKey={}:certKey={}",
+        pki.server_key.display(),
+        pki.server_cert.display()
+    );
+    for_each_runtime(|rt| {
+        let b = start(
+            "tlsflood",
+            rt,
+            &[
+                ("--receive", &tls_receive),
+                ("--tls-handshakes-max", &CAP.to_string()),
+                ("--tls-handshake-timeout", "2"),
+                ("--max-connections", "1000"),
+            ],
+        );
+        let tls_port: u16 = {
+            let line = b.proc.log.wait_for("the TLS listener", |l| {
+                l.contains("listening for authors on tls:")
+            });
+            line.rsplit(':').next().unwrap().trim().parse().unwrap()
+        };
+        let h = Healthy::start(&b, "tlsflood");
+        let base = rss(&b);
+        let watch = RssWatch::start(&b);
+        let mut after_round = Vec::new();
+        for round in 0..2 {
+            let started = Instant::now();
+            let mut conns: Vec<TcpStream> = Vec::with_capacity(FLOOD);
+            for i in 0..FLOOD {
+                let mut c = TcpStream::connect(("127.0.0.1", tls_port)).unwrap();
+                let bytes: &[u8] = match i % 10 {
+                    0 => b"\x16\x03\x01\x00\x05\x01\x02\x03\x04\x05garbage",
+                    5 => &frame(&event_xml("ivo://vtp.test/plain#x"))[..],
+                    _ => &hello[..hello.len() / 2],
+                };
+                let _ = c.write_all(bytes);
+                conns.push(c);
+            }
+            // Every connection ends, none with a VTP answer, within the deadline and slack.
+            for mut c in conns {
+                c.set_read_timeout(Some(WAIT)).unwrap();
+                let got = read_to_close(&mut c)
+                    .unwrap_or_else(|| panic!("{rt}: a flood connection was never closed"));
+                assert!(
+                    !got.windows(9).any(|w| w == b"Transport"),
+                    "{rt}: a VTP answer on the TLS port"
+                );
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(2) + LATENCY,
+                "{rt}: round {round}: the flood took {:?} to be closed",
+                started.elapsed()
+            );
+            h.pulse_ok(rt);
+            // A real TLS author is served once the flood is gone.
+            let ivorn = format!("ivo://vtp.test/tls#{rt}-{round}");
+            let receipt = vtp_host::testing::tls::submit_tls(
+                tls_port,
+                pki.client(None, None),
+                &event_xml(&ivorn),
+            );
+            assert_eq!(receipt.map(|r| r.0), Ok("ack".to_owned()), "{rt}");
+            after_round.push(rss(&b));
+        }
+        check_memory(rt, &b, base, watch.peak(), &after_round);
+        for what in [
+            "TLS handshake limit reached",
+            "TLS handshake not completed in time",
+            "dropped 127.0.0.1: TLS: ",
+        ] {
+            b.proc.log.wait_for(what, |l| l.contains(what));
         }
         h.finish(rt, &b);
     });

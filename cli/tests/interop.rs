@@ -2,9 +2,10 @@
 //! `comet-sendvo`) and pygcn 1.1.3, run as separate processes on 127.0.0.1.
 //!
 //! The peers live in a Python venv made by `conformance/peers/setup.sh` (idempotent; see
-//! `conformance/peers/README.md`). A peer that cannot be installed or started fails the test:
-//! nothing here is skipped. Every wait is on a log line or bytes, with a bounded deadline; every
-//! peer process is killed (with its process group) when its test ends, panics included.
+//! `conformance/peers/README.md`); the helpers that run them are in `peers/`. A peer that cannot
+//! be installed or started fails the test: nothing here is skipped. Every wait is on a log line
+//! or bytes, with a bounded deadline; every peer process is killed (with its process group) when
+//! its test ends, panics included.
 //!
 //! Comet 3.1.0 listens on every interface and has no option to change that, so Comet brokers
 //! run through `comet_twistd.py` with `VTP_COMET_INTERFACE=127.0.0.1`, and always with
@@ -12,252 +13,19 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod peers;
 mod support;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
-use std::sync::OnceLock;
 
+use peers::*;
 use support::*;
 
 const GCN: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
     "/../core/tests/data/gcn_swift_bat.xml"
 );
-
-// ------------------------------------------------------------------------------ the peers
-
-/// The repository root.
-fn repo() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap()
-}
-
-/// `conformance/peers`: the scripts that drive the peers.
-fn peers_dir() -> PathBuf {
-    repo().join("conformance/peers")
-}
-
-/// The peers venv, set up once per test binary by `setup.sh` (which uses `VTP_PEERS_VENV` when
-/// set, as CI does, and then only checks it). Panics, failing the test, if setup fails.
-fn venv() -> &'static Path {
-    static VENV: OnceLock<Result<PathBuf, String>> = OnceLock::new();
-    let venv = VENV.get_or_init(|| {
-        let script = peers_dir().join("setup.sh");
-        let out = Command::new("bash")
-            .arg(&script)
-            .output()
-            .map_err(|e| format!("cannot run {}: {e}", script.display()))?;
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        let path = stdout.lines().rev().find(|l| !l.trim().is_empty());
-        match path {
-            Some(p) if out.status.success() && Path::new(p.trim()).join("bin").is_dir() => {
-                Ok(PathBuf::from(p.trim()))
-            }
-            _ => Err(format!(
-                "{} failed ({}): the real Comet and pygcn are required for these tests\n\
-                 stdout:\n{stdout}\nstderr:\n{stderr}",
-                script.display(),
-                out.status
-            )),
-        }
-    });
-    match venv {
-        Ok(p) => p,
-        Err(e) => panic!("{e}"),
-    }
-}
-
-fn venv_bin(name: &str) -> PathBuf {
-    venv().join("bin").join(name)
-}
-
-/// A command for a Comet/twistd program, with none of `comet_twistd.py`'s knobs inherited from
-/// the environment by accident, running in `cwd` (Comet may write lock files there).
-fn comet_command(program: impl AsRef<std::ffi::OsStr>, cwd: &Path) -> Command {
-    let mut cmd = Command::new(program);
-    for knob in [
-        "VTP_COMET_INTERFACE",
-        "VTP_COMET_IAMALIVE_INTERVAL",
-        "VTP_COMET_ALIVE_INTERVAL",
-        "VTP_COMET_RECEIVER_TIMEOUT",
-    ] {
-        cmd.env_remove(knob);
-    }
-    cmd.current_dir(cwd);
-    cmd
-}
-
-/// The port in a Twisted line `... <factory> (WhitelistingFactory) starting on <port>`.
-fn port_after(line: &str, marker: &str) -> u16 {
-    let at = line.find(marker).unwrap() + marker.len();
-    let digits: String = line[at..]
-        .chars()
-        .take_while(char::is_ascii_digit)
-        .collect();
-    digits
-        .parse()
-        .unwrap_or_else(|e| panic!("no port in {line:?}: {e}"))
-}
-
-/// How Twisted names a loopback TCP peer at `port` in Comet's log lines.
-fn ipv4(port: u16) -> String {
-    format!("IPv4Address(type='TCP', host='127.0.0.1', port={port})")
-}
-
-/// A Comet 3.1.0 broker (receiver and broadcaster) on 127.0.0.1, ephemeral ports, `-v`.
-struct CometBroker {
-    proc: Proc,
-    receive: u16,
-    broadcast: u16,
-    _dir: TempDir,
-}
-
-impl CometBroker {
-    fn start(name: &str) -> Self {
-        let dir = TempDir::new(name);
-        let db = dir.path().join("eventdb");
-        std::fs::create_dir(&db).unwrap();
-        let mut cmd = comet_command(venv_bin("python"), dir.path());
-        cmd.arg(peers_dir().join("comet_twistd.py"))
-            .env("VTP_COMET_INTERFACE", "127.0.0.1")
-            .args(["-n", "--logfile=-", "--pidfile=", "comet", "-v"])
-            .args([
-                "--receive",
-                "--receive-port=0",
-                "--broadcast",
-                "--broadcast-port=0",
-            ])
-            .arg(format!("--local-ivo=ivo://vtp.test/{name}"))
-            .arg(format!("--eventdb={}", db.display()))
-            .arg("--broadcast-test-interval=0")
-            .args([
-                "--author-whitelist=127.0.0.0/8",
-                "--subscriber-whitelist=127.0.0.0/8",
-            ]);
-        let proc = Proc::spawn_group(name, cmd);
-        let port = |factory: &str| {
-            let marker = format!("{factory} (WhitelistingFactory) starting on ");
-            let line = proc.log.wait_for(&marker, |l| l.contains(&marker));
-            port_after(&line, &marker)
-        };
-        let receive = port("VOEventReceiverFactory");
-        let broadcast = port("VOEventBroadcasterFactory");
-        // comet_twistd.py applied the bind address (it reports each patch on stderr).
-        assert_eq!(
-            proc.log
-                .count(|l| l.contains("vtp-comet: listen interface = 127.0.0.1")),
-            1,
-            "{}",
-            proc.log.text()
-        );
-        Self {
-            proc,
-            receive,
-            broadcast,
-            _dir: dir,
-        }
-    }
-}
-
-/// A Comet 3.1.0 subscriber (`-v`) whose `--cmd` handler, `comet_save_raw.py`, saves the exact
-/// bytes of every event it accepts as `<raw>/<n>.xml`.
-struct CometSubscriber {
-    proc: Proc,
-    raw: PathBuf,
-    /// How Comet names the broker in its log lines.
-    broker: String,
-    _dir: TempDir,
-}
-
-impl CometSubscriber {
-    /// Starts it against the broker at 127.0.0.1:`port`; returns once the broker's authenticate
-    /// has arrived (the broker has registered it).
-    fn start(name: &str, port: u16, filters: &[&str]) -> Self {
-        let dir = TempDir::new(name);
-        let db = dir.path().join("eventdb");
-        std::fs::create_dir(&db).unwrap();
-        let raw = dir.path().join("raw");
-        let mut cmd = comet_command(venv_bin("twistd"), dir.path());
-        cmd.env("VTP_SAVE_DIR", &raw)
-            .args(["-n", "--logfile=-", "--pidfile=", "comet", "-v"])
-            .arg(format!("--remote=127.0.0.1:{port}"))
-            .arg(format!("--local-ivo=ivo://vtp.test/{name}"))
-            .arg(format!("--eventdb={}", db.display()))
-            .arg(format!(
-                "--cmd={}",
-                peers_dir().join("comet_save_raw.py").display()
-            ));
-        for f in filters {
-            cmd.arg(format!("--filter={f}"));
-        }
-        let proc = Proc::spawn_group(name, cmd);
-        let broker = ipv4(port);
-        let auth = format!("Authenticate received from {broker}");
-        proc.log.wait_for(&auth, |l| l.contains(&auth));
-        Self {
-            proc,
-            raw,
-            broker,
-            _dir: dir,
-        }
-    }
-
-    /// Waits until the `--cmd` handler reports `<n>.xml` saved; returns its bytes.
-    fn received(&self, n: usize) -> Vec<u8> {
-        let said = format!("External process said: saved {n}.xml ");
-        self.proc.log.wait_for(&said, |l| l.contains(&said));
-        std::fs::read(self.raw.join(format!("{n}.xml"))).unwrap()
-    }
-
-    fn iamalives(&self) -> usize {
-        let line = format!("IAmAlive received from {}", self.broker);
-        self.proc.log.count(|l| l.contains(&line))
-    }
-
-    fn wait_iamalives(&self, n: usize) {
-        let line = format!("IAmAlive received from {}", self.broker);
-        self.proc.log.wait_count(&line, n, |l| l.contains(&line));
-    }
-}
-
-/// pygcn 1.1.3's `listen()` through `pygcn_listen.py`, saving the exact bytes of every event
-/// as `<out>/<n>.xml`.
-struct Pygcn {
-    proc: Proc,
-    out: PathBuf,
-    _dir: TempDir,
-}
-
-impl Pygcn {
-    /// Starts it against the broker at 127.0.0.1:`port`; returns once the broker's authenticate
-    /// has arrived (the broker has registered it).
-    fn start(name: &str, port: u16) -> Self {
-        let dir = TempDir::new(name);
-        let out = dir.path().join("out");
-        let mut cmd = Command::new(venv_bin("python"));
-        cmd.arg(peers_dir().join("pygcn_listen.py"))
-            .args(["127.0.0.1", &port.to_string()])
-            .arg(&out)
-            .current_dir(dir.path());
-        let proc = Proc::spawn_group(name, cmd);
-        proc.log.wait_for("pygcn registered", |l| {
-            l.contains("vtp.pygcn INFO frame n=1 ") && l.ends_with(" role=authenticate")
-        });
-        Self {
-            proc,
-            out,
-            _dir: dir,
-        }
-    }
-
-    /// Waits until pygcn's handler reports `<n>.xml` saved; returns its bytes.
-    fn received(&self, n: usize) -> Vec<u8> {
-        let said = format!("vtp.pygcn INFO saved {n}.xml ");
-        self.proc.log.wait_for(&said, |l| l.contains(&said));
-        std::fs::read(self.out.join(format!("{n}.xml"))).unwrap()
-    }
-}
 
 // ------------------------------------------------------------------------------- vtp side
 
@@ -273,25 +41,6 @@ fn vtp_send(port: u16, file: &Path) -> (Option<i32>, String) {
         out.status.code(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
-}
-
-/// `comet-sendvo -h 127.0.0.1 -p <port> -f <file>` under a deadline (it has no timeout of its
-/// own): exit code and output (it logs to stdout).
-fn comet_sendvo(port: u16, file: &Path) -> (Option<i32>, String) {
-    let mut cmd = comet_command(venv_bin("comet-sendvo"), &std::env::temp_dir());
-    cmd.args(["-h", "127.0.0.1", "-p", &port.to_string(), "-f"])
-        .arg(file);
-    let mut p = Proc::spawn_group("comet-sendvo", cmd);
-    let code = p.wait_exit();
-    (code, p.log.text())
-}
-
-/// Writes `event_xml(ivorn)` to `dir/name`; returns the path and the bytes.
-fn write_event(dir: &TempDir, name: &str, ivorn: &str) -> (PathBuf, Vec<u8>) {
-    let bytes = event_xml(ivorn);
-    let p = dir.path().join(name);
-    std::fs::write(&p, &bytes).unwrap();
-    (p, bytes)
 }
 
 /// The filter of tests 5 and 6: matches `event_xml`'s author, not the GCN fixture's.

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Install the real VTP peers (Comet 3.1.0 broker/subscriber/sender, pygcn 1.1.3 listener)
-# into a private venv. Idempotent and non-interactive; prints the venv path on its last line.
+# into a private venv, and stunnel (setup_stunnel.sh), the TLS shim the TLS interop tests put
+# in front of them. Idempotent and non-interactive; prints the venv path on its last line.
 #
 #   VTP_PEERS_VENV   venv location (default: <repo>/target/peers-venv)
 #   VTP_PEERS_PYTHON interpreter used to create the venv (default: the first of python3 and
@@ -31,7 +32,11 @@ reqs=(
   "zope.interface==8.7"
 )
 stamp="$venv/.vtp-peers-stamp"
+
 reqs_text="$(printf '%s\n' "${reqs[@]}")"
+
+# stunnel is a system package, not part of the venv: checked (and installed) every time.
+bash "$here/setup_stunnel.sh" >/dev/null
 
 # True when interpreter $1 is >= 3.11 and has the gdbm module.
 has_gdbm() {

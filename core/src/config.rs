@@ -9,6 +9,7 @@ use std::time::Duration;
 use crate::backoff::BackoffConfig;
 use crate::endpoint::DialAddr;
 use crate::frame::FRAME_LEN_MAX_DEFAULT;
+use crate::identity::IdentityRule;
 use crate::message::ParseLimits;
 use crate::whitelist::Whitelist;
 
@@ -36,6 +37,13 @@ pub struct Config {
     /// Upstream brokers to subscribe to. Each upstream is one subscription; its endpoints are
     /// tried in turn (failover), one connection at a time.
     pub upstreams: Vec<Upstream>,
+    /// Certificate identities allowed to submit (`--author-identity`). When not empty, an
+    /// author must connect over TLS and present a verified client certificate one of these
+    /// names, in addition to passing the IP whitelist; plain connections are refused.
+    pub author_identities: Vec<IdentityRule>,
+    /// Certificate identities allowed to subscribe (`--subscriber-identity`), as
+    /// [`author_identities`](Self::author_identities).
+    pub subscriber_identities: Vec<IdentityRule>,
 }
 
 impl Config {
@@ -51,6 +59,8 @@ impl Config {
             subscriber_whitelist: Whitelist::allow_all(),
             filters: Vec::new(),
             upstreams: Vec::new(),
+            author_identities: Vec::new(),
+            subscriber_identities: Vec::new(),
         }
     }
 }
@@ -95,6 +105,9 @@ pub struct Timing {
     pub prune_interval: Duration,
     /// Reconnect back-off of subscriptions.
     pub backoff: BackoffConfig,
+    /// A TLS connection a listener accepted is closed if its handshake has not completed this
+    /// long after accept (10 s; `--tls-handshake-timeout`).
+    pub handshake_deadline: Duration,
 }
 
 impl Default for Timing {
@@ -108,6 +121,7 @@ impl Default for Timing {
             seen_retention: Duration::from_secs(30 * 24 * 3600),
             prune_interval: Duration::from_secs(6 * 3600),
             backoff: BackoffConfig::default(),
+            handshake_deadline: Duration::from_secs(10),
         }
     }
 }
@@ -195,6 +209,11 @@ pub struct Limits {
     /// [`Event::ProtocolViolation`]: crate::Event::ProtocolViolation
     /// [`Event::ViolationsSuppressed`]: crate::Event::ViolationsSuppressed
     pub violations_logged_max: u32,
+    /// Most TLS handshakes in progress at once on all listeners (`--tls-handshakes-max`,
+    /// 256); a TLS connection accepted beyond it is refused (closed at once), so a flood of
+    /// handshakes costs bounded CPU and memory and ends within
+    /// [`Timing::handshake_deadline`].
+    pub handshakes_max: usize,
 }
 
 impl Default for Limits {
@@ -216,6 +235,7 @@ impl Default for Limits {
             violations_max: 100,
             violations_window: Duration::from_secs(10),
             violations_logged_max: 5,
+            handshakes_max: 256,
         }
     }
 }

@@ -22,6 +22,7 @@ use std::task::Waker;
 use std::time::Instant;
 
 use crate::endpoint::DialAddr;
+use crate::identity::Identity;
 use crate::node::{Node, SubmitError};
 use crate::outbox::{Outbox, OutboxLimits};
 use crate::output::{Action, CloseReason, ConnId, Delivery, Event, ListenerRole, Peer};
@@ -206,6 +207,39 @@ impl Driver {
         }
         self.dispatch(fx);
         conn
+    }
+
+    /// A TLS listener accepted `peer` (see [`Node::handle_accept_tls`]). `None`: refused,
+    /// close the socket without writing. Otherwise run the handshake and report it with
+    /// [`Driver::handle_secured`] (or a failure with [`Driver::handle_closed`] and
+    /// [`CloseReason::Tls`]); the node queues nothing for the connection before that.
+    #[must_use]
+    pub fn handle_accept_tls(
+        &mut self,
+        listener: ListenerRole,
+        peer: Peer,
+        now: Instant,
+        fx: &mut impl Effects,
+    ) -> Option<ConnId> {
+        let conn = self.node.handle_accept_tls(listener, peer, now);
+        if let Some(c) = conn {
+            self.conns.insert(c, self.new_conn());
+        }
+        self.dispatch(fx);
+        conn
+    }
+
+    /// The TLS handshake of `conn` completed, with the client certificate's identity (see
+    /// [`Node::handle_secured`]).
+    pub fn handle_secured(
+        &mut self,
+        conn: ConnId,
+        identity: Option<Identity>,
+        now: Instant,
+        fx: &mut impl Effects,
+    ) {
+        self.node.handle_secured(conn, identity, now);
+        self.dispatch(fx);
     }
 
     /// A dial requested through [`Driver::poll_dial`] succeeded.

@@ -8,9 +8,10 @@
 //! | `127.0.0.1:8098`, `[::1]:8098`, `localhost:8098` | port on one address or host |
 //! | `tcp:8098`, `tcp:8098:interface=127.0.0.1`, `tcp:port=8098:interface=::1` | Twisted's endpoint syntax |
 //! | `unix:/run/vtp.sock`, `unix:path=/run/vtp.sock` | a Unix-domain socket |
+//! | `ssl:8098:privateKey=KEY.pem:certKey=CERT.pem[:interface=ADDR][:extraCertChain=CHAIN.pem][:clientCA=CA.pem]` | TLS ([`ListenEndpoint`]); `tls:` is an alias |
 //!
 //! Dialling (`--subscribe`, `--remote`, `vtp listen`, `vtp send`): `HOST`, `HOST:PORT`,
-//! `[V6]:PORT`, `tcp:HOST:PORT` or `unix:PATH`; the port defaults per use
+//! `[V6]:PORT`, `tcp:HOST:PORT`, `tls:HOST:PORT` (or `ssl:`) or `unix:PATH`; the port defaults per use
 //! ([`PORT_SUBSCRIBE`] to subscribe, [`PORT_SUBMIT`] to submit). The node dials only parsed
 //! addresses ([`DialAddr`], its port resolved): a runtime never parses an endpoint string nor
 //! knows a default port. Host names are resolved by the runtime, not here.
@@ -55,6 +56,39 @@ pub enum DialAddr {
     },
     /// A Unix-domain socket path.
     Unix(PathBuf),
+    /// A TCP host and port, spoken over TLS: the server's certificate is verified against the
+    /// trust roots and must name `host`.
+    Tls {
+        /// Host name or address: what the server's certificate must name.
+        host: String,
+        /// Port.
+        port: u16,
+    },
+}
+
+/// A listening endpoint: where, and whether it speaks TLS.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListenEndpoint {
+    /// The address.
+    pub addr: ListenAddr,
+    /// TLS settings, for `ssl:`/`tls:` endpoints.
+    pub tls: Option<TlsListen>,
+}
+
+/// The files of a TLS listener, as Twisted's `ssl:` endpoint names them. Loaded (and checked)
+/// by the host at start.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsListen {
+    /// `privateKey=`: the server's private key (PEM).
+    pub private_key: PathBuf,
+    /// `certKey=`: the server's certificate (PEM; may hold the chain after it). Twisted's
+    /// default when omitted: the `privateKey=` file, holding both.
+    pub cert_key: PathBuf,
+    /// `extraCertChain=`: intermediate certificates sent after the server's (PEM).
+    pub extra_cert_chain: Option<PathBuf>,
+    /// `clientCA=` (a vtp extension): require a client certificate that chains to one of
+    /// the certificates in this PEM file (mutual TLS).
+    pub client_ca: Option<PathBuf>,
 }
 
 /// A malformed endpoint string.
@@ -190,6 +224,156 @@ impl ListenAddr {
     }
 }
 
+impl ListenEndpoint {
+    /// Parses a listening endpoint: any [`ListenAddr`] form (plain), or Twisted's TLS form
+    /// `ssl:PORT:privateKey=KEY:certKey=CERT[:interface=ADDR][:extraCertChain=FILE][:clientCA=FILE]`
+    /// (`tls:` is an alias; `port=PORT` may replace `PORT`; `\:` escapes a colon in a value,
+    /// and an IPv6 `interface=` may also be written unescaped).
+    ///
+    /// # Errors
+    ///
+    /// [`EndpointError`] naming the string and the problem.
+    pub fn parse(input: &str) -> Result<Self, EndpointError> {
+        let s = input.trim();
+        let Some(rest) = s.strip_prefix("ssl:").or_else(|| s.strip_prefix("tls:")) else {
+            return Ok(Self {
+                addr: ListenAddr::parse(input)?,
+                tls: None,
+            });
+        };
+        let fields = twisted_fields(rest);
+        let mut port_num = None;
+        let mut interface: Option<String> = None;
+        let (mut key, mut cert, mut chain, mut ca) = (None, None, None, None);
+        let mut i = 0;
+        while i < fields.len() {
+            let field = &fields[i];
+            i += 1;
+            let Some((name, value)) = field.split_once('=') else {
+                if port_num.is_none()
+                    && !field.is_empty()
+                    && field.bytes().all(|b| b.is_ascii_digit())
+                {
+                    port_num = Some(port(input, field)?);
+                    continue;
+                }
+                return Err(err(
+                    input,
+                    &format!(
+                        "unexpected {field:?}: expected ssl:PORT:privateKey=KEY.pem:certKey=CERT.pem[:interface=ADDR][:extraCertChain=CHAIN.pem][:clientCA=CA.pem]"
+                    ),
+                ));
+            };
+            let path = || {
+                if value.is_empty() {
+                    Err(err(input, &format!("{name}= needs a file path")))
+                } else {
+                    Ok(PathBuf::from(value))
+                }
+            };
+            match name {
+                "port" => port_num = Some(port(input, value)?),
+                "interface" => {
+                    // An unescaped IPv6 address was split at its colons: join the pieces back.
+                    let mut v = value.to_owned();
+                    while i < fields.len() && !fields[i].contains('=') {
+                        v.push(':');
+                        v.push_str(&fields[i]);
+                        i += 1;
+                    }
+                    interface = Some(v);
+                }
+                "privateKey" => key = Some(path()?),
+                "certKey" => cert = Some(path()?),
+                "extraCertChain" => chain = Some(path()?),
+                "clientCA" => ca = Some(path()?),
+                "backlog" => {
+                    value
+                        .parse::<u32>()
+                        .map_err(|_| err(input, "backlog must be a number"))?;
+                }
+                other => {
+                    return Err(err(
+                        input,
+                        &format!(
+                            "unknown option {other}=; TLS listeners take privateKey=, certKey=, interface=, extraCertChain= and clientCA="
+                        ),
+                    ));
+                }
+            }
+        }
+        let Some(port) = port_num else {
+            return Err(err(
+                input,
+                "ssl: needs a port, e.g. ssl:8098:privateKey=KEY.pem:certKey=CERT.pem",
+            ));
+        };
+        let Some(private_key) = key else {
+            return Err(err(
+                input,
+                "ssl: needs privateKey=KEY.pem (and certKey=CERT.pem)",
+            ));
+        };
+        let addr = match interface {
+            None => ListenAddr::AnyTcp(port),
+            Some(i) if i.is_empty() => ListenAddr::AnyTcp(port),
+            Some(host) => ListenAddr::Tcp {
+                host: host.trim_matches(['[', ']']).to_owned(),
+                port,
+            },
+        };
+        Ok(Self {
+            addr,
+            tls: Some(TlsListen {
+                cert_key: cert.unwrap_or_else(|| private_key.clone()),
+                private_key,
+                extra_cert_chain: chain,
+                client_ca: ca,
+            }),
+        })
+    }
+}
+
+impl From<ListenAddr> for ListenEndpoint {
+    fn from(addr: ListenAddr) -> Self {
+        Self { addr, tls: None }
+    }
+}
+
+impl fmt::Display for ListenEndpoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (&self.tls, &self.addr) {
+            (None, a) => write!(f, "{a}"),
+            (Some(_), ListenAddr::AnyTcp(p)) => write!(f, "tls:{p}"),
+            (Some(_), a) => write!(f, "tls:{a}"),
+        }
+    }
+}
+
+/// Splits Twisted's `a:b\:c` at unescaped colons, unescaping `\:` and `\\`.
+fn twisted_fields(s: &str) -> Vec<String> {
+    let mut out = vec![String::new()];
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => {
+                if let Some(n) = chars.next()
+                    && let Some(last) = out.last_mut()
+                {
+                    last.push(n);
+                }
+            }
+            ':' => out.push(String::new()),
+            c => {
+                if let Some(last) = out.last_mut() {
+                    last.push(c);
+                }
+            }
+        }
+    }
+    out
+}
+
 impl fmt::Display for ListenAddr {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -225,7 +409,10 @@ impl DialAddr {
             }
             return Ok(Self::Unix(PathBuf::from(path)));
         }
-        let s = s.strip_prefix("tcp:").unwrap_or(s);
+        let (tls, s) = match s.strip_prefix("tls:").or_else(|| s.strip_prefix("ssl:")) {
+            Some(rest) => (true, rest),
+            None => (false, s.strip_prefix("tcp:").unwrap_or(s)),
+        };
         let (host, port) = split_host_port(input, s)?;
         if host.is_empty() {
             return Err(err(input, "expected HOST, HOST:PORT or [IPV6]:PORT"));
@@ -233,10 +420,17 @@ impl DialAddr {
         if host.bytes().any(|b| b.is_ascii_whitespace() || b == b'/') {
             return Err(err(input, "a host name cannot contain spaces or `/`"));
         }
-        Ok(Self::Tcp {
-            host: host.to_owned(),
-            port: port.unwrap_or(default_port),
+        let (host, port) = (host.to_owned(), port.unwrap_or(default_port));
+        Ok(if tls {
+            Self::Tls { host, port }
+        } else {
+            Self::Tcp { host, port }
         })
+    }
+
+    /// True for [`DialAddr::Tls`].
+    pub fn is_tls(&self) -> bool {
+        matches!(self, Self::Tls { .. })
     }
 }
 
@@ -246,6 +440,8 @@ impl fmt::Display for DialAddr {
             Self::Tcp { host, port } if host.contains(':') => write!(f, "[{host}]:{port}"),
             Self::Tcp { host, port } => write!(f, "{host}:{port}"),
             Self::Unix(p) => write!(f, "unix:{}", p.display()),
+            Self::Tls { host, port } if host.contains(':') => write!(f, "tls:[{host}]:{port}"),
+            Self::Tls { host, port } => write!(f, "tls:{host}:{port}"),
         }
     }
 }
@@ -312,5 +508,68 @@ mod tests {
         assert_eq!(d("unix:/x"), Ok(DialAddr::Unix("/x".into())));
         assert!(d("").is_err() && d("a b").is_err() && d("h:99999").is_err());
         assert_eq!(t("::1", 5).to_string(), "[::1]:5");
+        let tls = |h: &str, p| DialAddr::Tls {
+            host: h.into(),
+            port: p,
+        };
+        assert_eq!(d("tls:example.org"), Ok(tls("example.org", 8099)));
+        assert_eq!(d("ssl:example.org:5000"), Ok(tls("example.org", 5000)));
+        assert_eq!(d("tls:[::1]:1"), Ok(tls("::1", 1)));
+        assert_eq!(tls("::1", 1).to_string(), "tls:[::1]:1");
+        assert!(d("tls:").is_err() && d("tls:h:x").is_err());
+        assert!(tls("h", 1).is_tls() && !t("h", 1).is_tls());
+    }
+
+    #[test]
+    fn tls_listen_forms() {
+        let files = |key: &str, cert: &str, chain: Option<&str>, ca: Option<&str>| TlsListen {
+            private_key: key.into(),
+            cert_key: cert.into(),
+            extra_cert_chain: chain.map(Into::into),
+            client_ca: ca.map(Into::into),
+        };
+        let e = |s| ListenEndpoint::parse(s);
+        assert_eq!(
+            e("ssl:8098:privateKey=k.pem:certKey=c.pem"),
+            Ok(ListenEndpoint {
+                addr: ListenAddr::AnyTcp(8098),
+                tls: Some(files("k.pem", "c.pem", None, None)),
+            })
+        );
+        assert_eq!(
+            e("tls:8099:interface=127.0.0.1:certKey=c.pem:privateKey=k.pem:clientCA=ca.pem"),
+            Ok(ListenEndpoint {
+                addr: tcp("127.0.0.1", 8099),
+                tls: Some(files("k.pem", "c.pem", None, Some("ca.pem"))),
+            })
+        );
+        // Twisted's defaults and escapes; an unescaped IPv6 interface.
+        assert_eq!(
+            e("ssl:port=1:privateKey=both.pem:extraCertChain=ch.pem:interface=::1"),
+            Ok(ListenEndpoint {
+                addr: tcp("::1", 1),
+                tls: Some(files("both.pem", "both.pem", Some("ch.pem"), None)),
+            })
+        );
+        assert_eq!(
+            e("ssl:2:interface=\\:\\:1:privateKey=/a\\:b/k.pem").map(|x| x.addr),
+            Ok(tcp("::1", 2))
+        );
+        assert_eq!(
+            e("ssl:2:interface=::1:privateKey=/a\\:b/k.pem").map(|x| x.tls.map(|t| t.private_key)),
+            Ok(Some("/a:b/k.pem".into()))
+        );
+        // Plain forms pass through.
+        assert_eq!(e("8098"), Ok(ListenAddr::AnyTcp(8098).into()));
+        for (bad, why) in [
+            ("ssl:8098", "privateKey="),
+            ("ssl:privateKey=k", "needs a port"),
+            ("ssl:8098:privateKey=", "needs a file path"),
+            ("ssl:8098:privateKey=k:verify=yes", "unknown option verify="),
+            ("tls:x:privateKey=k", "unexpected"),
+        ] {
+            let err = e(bad).expect_err(bad);
+            assert!(err.to_string().contains(why), "{bad}: {err}");
+        }
     }
 }

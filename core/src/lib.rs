@@ -129,6 +129,7 @@ pub mod driver;
 pub mod endpoint;
 pub mod filter;
 pub mod frame;
+pub mod identity;
 pub mod ivoid;
 pub mod message;
 pub mod node;

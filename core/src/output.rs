@@ -7,6 +7,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use crate::endpoint::DialAddr;
+use crate::identity::Identity;
 use crate::seen::{EventKey, SeenLevel, SeenRecord};
 use crate::violation::Violation;
 
@@ -85,14 +86,18 @@ pub struct RefusalCounts {
     pub connections_max: u64,
     /// The peer is not on the role's whitelist.
     pub whitelist: u64,
-    /// Anything else: the node is shutting down, or has no local IVOID.
+    /// [`Limits::handshakes_max`](crate::config::Limits::handshakes_max) TLS handshakes were
+    /// in progress.
+    pub handshakes: u64,
+    /// Anything else: the node is shutting down, has no local IVOID, or the role requires a
+    /// certificate identity and the connection is plain.
     pub other: u64,
 }
 
 impl RefusalCounts {
     /// Refusals of every cause.
     pub fn total(&self) -> u64 {
-        self.per_address + self.connections_max + self.whitelist + self.other
+        self.per_address + self.connections_max + self.whitelist + self.handshakes + self.other
     }
 }
 
@@ -103,6 +108,7 @@ impl fmt::Display for RefusalCounts {
             (self.per_address, "over a per-address limit"),
             (self.connections_max, "over the connection limit"),
             (self.whitelist, "not whitelisted"),
+            (self.handshakes, "over the TLS handshake limit"),
             (self.other, "other causes"),
         ];
         let mut first = true;
@@ -174,6 +180,14 @@ pub enum CloseReason {
     ConnectFailed(String),
     /// The node is shutting down.
     Shutdown,
+    /// A TLS connection did not complete its handshake within
+    /// [`Timing::handshake_deadline`](crate::config::Timing::handshake_deadline).
+    TlsHandshakeTimeout,
+    /// The TLS layer failed (a bad handshake, a certificate that does not verify, an alert);
+    /// reported by the caller, with the TLS library's message.
+    Tls(String),
+    /// The peer's certificate identity (or its lack) is not allowed for this role.
+    NotAuthorized(String),
 }
 
 impl fmt::Display for CloseReason {
@@ -196,6 +210,9 @@ impl fmt::Display for CloseReason {
             Self::PeerClosed => f.write_str("closed by peer"),
             Self::ConnectFailed(e) => write!(f, "connect failed: {e}"),
             Self::Shutdown => f.write_str("shutting down"),
+            Self::TlsHandshakeTimeout => f.write_str("TLS handshake not completed in time"),
+            Self::Tls(e) => write!(f, "TLS: {e}"),
+            Self::NotAuthorized(e) => write!(f, "not authorized: {e}"),
         }
     }
 }
@@ -408,6 +425,15 @@ pub enum Event {
         counts: RefusalCounts,
         /// The window.
         window: std::time::Duration,
+    },
+    /// A TLS connection completed its handshake and was allowed in; it now speaks VTP.
+    Secured {
+        /// Connection.
+        conn: ConnId,
+        /// Who.
+        peer: Peer,
+        /// The verified client certificate's identity, if the peer presented one.
+        identity: Option<Identity>,
     },
     /// A Unix-socket peer was accepted without a whitelist check.
     UnixPeerNotWhitelisted {

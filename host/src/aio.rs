@@ -47,7 +47,8 @@ use vtp_core::driver::{Driver, Effects, Flush};
 use vtp_core::endpoint::DialAddr;
 use vtp_core::{CloseReason, ConnId, ListenerRole, Node, Peer};
 
-use crate::net::{ACCEPT_RETRY, AcceptFailures, Bound, Options, StdListener};
+use crate::net::{ACCEPT_RETRY, AcceptFailures, Bound, Listening, Options, StdListener};
+use crate::transport::{self, ClientTls, ServerTls, Transport};
 
 /// What an async runtime provides to [`run`]: tasks, a timer, listeners and dials.
 ///
@@ -164,11 +165,11 @@ pub async fn run<R: AsyncRuntime, E: Effects>(
     options: Options,
 ) -> io::Result<E> {
     let (tx, rx) = async_channel::bounded(options.channel.max(1));
-    let listeners = bound.into_listeners();
+    let (listeners, client_tls) = bound.into_parts();
     // Unix socket files this broker created, removed when it stops.
     let socket_files: Vec<PathBuf> = listeners
         .iter()
-        .filter_map(|(_, l)| match l {
+        .filter_map(|l| match &l.listener {
             StdListener::Unix(_, path) => Some(path.clone()),
             StdListener::Tcp(_) => None,
         })
@@ -179,9 +180,9 @@ pub async fn run<R: AsyncRuntime, E: Effects>(
     let (permits, accepted) = async_channel::bounded(ACCEPTS_IN_FLIGHT);
     let accepters = listeners
         .into_iter()
-        .map(|(role, l)| {
+        .map(|l| {
             let permits = (permits.clone(), accepted.clone());
-            spawn_accept::<R>(role, l, tx.clone(), permits)
+            spawn_accept::<R>(l, tx.clone(), permits)
         })
         .collect::<io::Result<Vec<_>>>()?;
     fx.set_durable_waker(Waker::from(Arc::new(DurableWake(tx.clone()))));
@@ -192,6 +193,7 @@ pub async fn run<R: AsyncRuntime, E: Effects>(
         tx,
         accepted,
         options,
+        client_tls,
     };
     owner.driver.with_node(&mut fx, |_| ());
     owner.settle(&mut fx);
@@ -245,11 +247,12 @@ enum Wake<R: AsyncRuntime> {
 
 /// From the IO tasks to the owner.
 enum Msg<R: AsyncRuntime> {
-    Accepted(ListenerRole, Stream<R>, Peer),
+    Accepted(ListenerRole, Stream<R>, Peer, Option<ServerTls>),
     Input(ConnId, Bytes),
     Ended(ConnId),
     Writable(ConnId),
-    Dialed(ConnId, io::Result<Stream<R>>),
+    /// A dial finished; with the host name the server must prove, for a TLS dial.
+    Dialed(ConnId, io::Result<Stream<R>>, Option<String>),
     /// The store committed: held output may be released (by `settle`).
     Durable,
 }
@@ -353,11 +356,15 @@ impl<R: AsyncRuntime> Listener<R> {
 /// the owner gives it back (receives) when it handles the connection, the loop itself when the
 /// accept fails.
 fn spawn_accept<R: AsyncRuntime>(
-    role: ListenerRole,
-    listener: StdListener,
+    l: Listening,
     tx: Sender<Msg<R>>,
     permits: (Sender<()>, Receiver<()>),
 ) -> io::Result<R::Task> {
+    let Listening {
+        role,
+        listener,
+        tls,
+    } = l;
     let listener = match listener {
         StdListener::Tcp(l) => Listener::<R>::Tcp(R::listen_tcp(l)?),
         StdListener::Unix(l, _path) => Listener::Unix(R::listen_unix(l)?),
@@ -370,7 +377,8 @@ fn spawn_accept<R: AsyncRuntime>(
             }
             match listener.accept().await {
                 Ok((stream, peer)) => {
-                    if tx.send(Msg::Accepted(role, stream, peer)).await.is_err() {
+                    let msg = Msg::Accepted(role, stream, peer, tls.clone());
+                    if tx.send(msg).await.is_err() {
                         return;
                     }
                 }
@@ -390,6 +398,7 @@ fn spawn_accept<R: AsyncRuntime>(
 /// A connection's IO tasks; dropping it cancels them.
 struct Io<R: AsyncRuntime> {
     stream: Arc<Stream<R>>,
+    transport: Transport,
     _reader: R::Task,
     waiter: Option<R::Task>,
 }
@@ -402,6 +411,7 @@ struct Owner<R: AsyncRuntime> {
     /// Permits of the accept loops: one is taken back per accepted connection handled.
     accepted: Receiver<()>,
     options: Options,
+    client_tls: Option<ClientTls>,
 }
 
 impl<R: AsyncRuntime> Owner<R> {
@@ -419,16 +429,35 @@ impl<R: AsyncRuntime> Owner<R> {
     fn handle(&mut self, msg: Msg<R>, fx: &mut impl Effects) {
         let now = Instant::now();
         match msg {
-            Msg::Accepted(role, stream, peer) => {
+            Msg::Accepted(role, stream, peer, tls) => {
                 let _ = self.accepted.try_recv();
-                if let Some(conn) = self.driver.handle_accept(role, peer, now, fx) {
-                    self.register(conn, stream);
+                let accepted =
+                    transport::accept(&mut self.driver, role, peer, tls.as_ref(), now, fx);
+                if let Some((conn, transport)) = accepted {
+                    self.register(conn, stream, transport);
                 }
             }
-            Msg::Input(conn, bytes) => self.driver.handle_input(conn, &bytes, now, fx),
+            Msg::Input(conn, bytes) => {
+                let Some(io) = self.ios.get_mut(&conn) else {
+                    return;
+                };
+                match io.transport.input(&mut self.driver, conn, &bytes, now, fx) {
+                    Ok(false) => {}
+                    // A handshake message to send.
+                    Ok(true) => self.flush(conn, fx),
+                    Err(()) => {
+                        io.transport.flush_final(&mut &*io.stream);
+                        let _ = SockRef::from(&*io.stream).shutdown(Shutdown::Both);
+                        self.ios.remove(&conn);
+                    }
+                }
+            }
             // End of stream: a receipt already queued is still written (half-close).
             Msg::Ended(conn) => {
-                if self.driver.handle_eof(conn, now, fx) {
+                let Some(io) = self.ios.get_mut(&conn) else {
+                    return;
+                };
+                if io.transport.eof(&mut self.driver, conn, now, fx) {
                     self.ios.remove(&conn);
                 }
             }
@@ -438,12 +467,20 @@ impl<R: AsyncRuntime> Owner<R> {
                     self.flush(conn, fx);
                 }
             }
-            Msg::Dialed(conn, result) => {
+            Msg::Dialed(conn, result, tls_host) => {
                 self.dials.remove(&conn);
+                let result = result.and_then(|stream| {
+                    let t = transport::dial(tls_host.as_deref(), self.client_tls.as_ref())?;
+                    Ok((stream, t))
+                });
                 match result {
-                    Ok(stream) if self.driver.is_open(conn) => {
-                        self.register(conn, stream);
-                        self.driver.handle_connected(conn, now, fx);
+                    Ok((stream, transport)) if self.driver.is_open(conn) => {
+                        self.register(conn, stream, transport);
+                        if let Some(io) = self.ios.get_mut(&conn) {
+                            io.transport.connected(&mut self.driver, conn, now, fx);
+                        }
+                        // Bytes queued while connecting, or a TLS ClientHello.
+                        self.flush(conn, fx);
                     }
                     Ok(_) => {}
                     Err(e) => {
@@ -471,7 +508,7 @@ impl<R: AsyncRuntime> Owner<R> {
         }
     }
 
-    fn register(&mut self, conn: ConnId, stream: Stream<R>) {
+    fn register(&mut self, conn: ConnId, stream: Stream<R>, transport: Transport) {
         let stream = Arc::new(stream);
         let reader = R::spawn(read_loop(
             conn,
@@ -481,6 +518,7 @@ impl<R: AsyncRuntime> Owner<R> {
         ));
         let io = Io {
             stream,
+            transport,
             _reader: reader,
             waiter: None,
         };
@@ -496,7 +534,11 @@ impl<R: AsyncRuntime> Owner<R> {
             return;
         }
         let stream = io.stream.clone();
-        match self.driver.flush(conn, &mut &*stream, Instant::now(), fx) {
+        let now = Instant::now();
+        match io
+            .transport
+            .flush(&mut self.driver, conn, &mut &*stream, now, fx)
+        {
             Flush::Idle => {}
             Flush::Pending => {
                 let tx = self.tx.clone();
@@ -517,15 +559,21 @@ impl<R: AsyncRuntime> Owner<R> {
     fn dial(&mut self, conn: ConnId, addr: DialAddr) {
         let tx = self.tx.clone();
         let task = R::spawn(async move {
+            let mut tls_host = None;
             let result = match addr {
                 DialAddr::Tcp { host, port } => R::connect_tcp(&host, port).await.map(Stream::tcp),
+                DialAddr::Tls { host, port } => {
+                    let r = R::connect_tcp(&host, port).await.map(Stream::tcp);
+                    tls_host = Some(host);
+                    r
+                }
                 DialAddr::Unix(path) => R::connect_unix(&path).await.map(Stream::Unix),
                 other => Err(io::Error::new(
                     io::ErrorKind::Unsupported,
                     format!("cannot dial {other}: unsupported endpoint kind"),
                 )),
             };
-            let _ = tx.send(Msg::Dialed(conn, result)).await;
+            let _ = tx.send(Msg::Dialed(conn, result, tls_host)).await;
         });
         self.dials.insert(conn, task);
     }

@@ -247,10 +247,16 @@ pub fn log_event(e: &Event) {
                 Some(peer),
                 CloseReason::OutboxFull
                 | CloseReason::FramingError(_)
-                | CloseReason::TooManyViolations { .. },
+                | CloseReason::TooManyViolations { .. }
+                | CloseReason::TlsHandshakeTimeout
+                | CloseReason::Tls(_)
+                | CloseReason::NotAuthorized(_),
             ) => {
                 info!(%conn, ?role, "connection down: dropped {peer}: {reason}")
             }
+            // Our own TLS dial failed (a certificate that does not verify or does not name the
+            // host): the operator must see why, not only that we reconnect.
+            (None, CloseReason::Tls(_)) => warn!(%conn, ?role, "connection down: {reason}"),
             _ => debug!(%conn, ?role, %reason, "connection down"),
         },
         Event::Refused {
@@ -266,6 +272,14 @@ pub fn log_event(e: &Event) {
             window.as_secs_f64(),
             window.as_secs_f64()
         ),
+        Event::Secured {
+            conn,
+            peer,
+            identity,
+        } => match identity {
+            Some(id) => info!(%conn, "TLS peer {peer}: certificate identity {id}"),
+            None => info!(%conn, "TLS peer {peer}: no client certificate"),
+        },
         Event::UnixPeerNotWhitelisted { conn } => {
             debug!(%conn, "Unix-socket peer accepted without IP whitelist check")
         }

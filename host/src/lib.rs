@@ -25,10 +25,14 @@
 //! - [`effects`]: [`HostEffects`](effects::HostEffects), the core's
 //!   [`Effects`](vtp_core::driver::Effects) over the store and the handlers, plus logging and
 //!   hooks for embedding programs;
-//! - [`net`]: the listening sockets, bound once for every runtime, and the rate limit on the
-//!   accept loops' failure warnings;
+//! - [`net`]: the listening sockets, bound once for every runtime (TLS listeners get their
+//!   configuration here too), and the rate limit on the accept loops' failure warnings;
 //! - [`fdlimit`]: the file-descriptor budget: raise the soft `RLIMIT_NOFILE` at start and
 //!   derive the connection cap that fits under it;
+//! - [`transport`]: plain or TLS, the byte transform between each socket and the core's
+//!   driver that every runtime routes its reads, writes and ends through;
+//! - `tls` (cargo feature `tls`, on by default): certificates and keys loaded with errors that
+//!   name the file, rustls configurations, the identity of a client certificate;
 //! - [`shutdown`]: a runtime-neutral shutdown signal (a [`Trigger`](shutdown::Trigger), or
 //!   SIGINT / SIGTERM);
 //! - `aio` (cargo feature `async`): the owner loop the async runtimes (`vtp-tokio`,
@@ -63,6 +67,9 @@ pub mod shutdown;
 pub mod store;
 #[cfg(feature = "testing")]
 pub mod testing;
+#[cfg(feature = "tls")]
+pub mod tls;
+pub mod transport;
 
 #[cfg(test)]
 mod testutil;

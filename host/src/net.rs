@@ -16,8 +16,10 @@ use std::time::{Duration, Instant};
 
 use socket2::{Domain, Protocol, Socket, Type};
 use vtp_core::ListenerRole;
-use vtp_core::endpoint::ListenAddr;
+use vtp_core::endpoint::{ListenAddr, ListenEndpoint};
 use vtp_core::outbox::OutboxLimits;
+
+use crate::transport::{ClientTls, ServerTls};
 
 /// A bound, listening, non-blocking socket.
 #[derive(Debug)]
@@ -224,32 +226,76 @@ impl Default for Options {
     }
 }
 
-/// Listeners bound before the node runs (so a test can bind port 0 and learn the port).
+/// Listeners bound before the node runs (so a test can bind port 0 and learn the port), with
+/// the TLS settings of those that speak TLS and of outgoing TLS connections.
 #[derive(Debug)]
 pub struct Bound {
-    listeners: Vec<(ListenerRole, StdListener)>,
+    listeners: Vec<Listening>,
+    client_tls: Option<ClientTls>,
+}
+
+/// One bound listener, as a runtime registers it.
+#[derive(Debug)]
+pub struct Listening {
+    /// Authors or subscribers.
+    pub role: ListenerRole,
+    /// The socket.
+    pub listener: StdListener,
+    /// Its TLS configuration, for an `ssl:`/`tls:` endpoint.
+    pub tls: Option<ServerTls>,
 }
 
 impl Bound {
-    /// The bound addresses, per role, as text (`127.0.0.1:40123`, `unix:/path`).
+    /// The bound addresses, per role, as text (`127.0.0.1:40123`, `tls:127.0.0.1:40124`,
+    /// `unix:/path`).
     pub fn addrs(&self) -> Vec<(ListenerRole, String)> {
         self.listeners
             .iter()
-            .map(|(r, l)| (*r, l.local_addr()))
+            .map(|l| {
+                let addr = l.listener.local_addr();
+                let addr = if l.tls.is_some() {
+                    format!("tls:{addr}")
+                } else {
+                    addr
+                };
+                (l.role, addr)
+            })
             .collect()
     }
 
-    /// The first TCP port bound for `role`.
+    /// The first TCP port bound for `role` (plain or TLS).
     pub fn port(&self, role: ListenerRole) -> Option<u16> {
         self.listeners
             .iter()
-            .filter(|(r, _)| *r == role)
-            .find_map(|(_, l)| l.tcp_addr())
+            .filter(|l| l.role == role)
+            .find_map(|l| l.listener.tcp_addr())
             .map(|a| a.port())
+    }
+
+    /// The first TCP port bound for `role` that speaks TLS (`tls`) or not.
+    pub fn port_of(&self, role: ListenerRole, tls: bool) -> Option<u16> {
+        self.listeners
+            .iter()
+            .filter(|l| l.role == role && l.tls.is_some() == tls)
+            .find_map(|l| l.listener.tcp_addr())
+            .map(|a| a.port())
+    }
+
+    /// Sets the TLS configuration of outgoing connections (`tls:HOST:PORT` dials); without
+    /// it such a dial fails with a message saying so.
+    #[must_use]
+    pub fn with_client_tls(mut self, config: ClientTls) -> Self {
+        self.client_tls = Some(config);
+        self
+    }
+
+    /// The listeners and the client TLS configuration, for a runtime to register.
+    pub fn into_parts(self) -> (Vec<Listening>, Option<ClientTls>) {
+        (self.listeners, self.client_tls)
     }
 }
 
-/// Binds every listener; fails on the first that cannot be bound, naming it.
+/// Binds every plain listener; fails on the first that cannot be bound, naming it.
 ///
 /// # Errors
 ///
@@ -258,17 +304,66 @@ pub fn bind(endpoints: &[(ListenerRole, ListenAddr)]) -> io::Result<Bound> {
     let mut listeners = Vec::new();
     for (role, addr) in endpoints {
         for l in bind_one(addr)? {
-            listeners.push((*role, l));
+            listeners.push(Listening {
+                role: *role,
+                listener: l,
+                tls: None,
+            });
         }
     }
-    Ok(Bound { listeners })
+    Ok(Bound {
+        listeners,
+        client_tls: None,
+    })
 }
 
-impl Bound {
-    /// The listeners, for a runtime to register.
-    pub fn into_listeners(self) -> Vec<(ListenerRole, StdListener)> {
-        self.listeners
+/// Binds every listener, plain or TLS; each TLS listener's certificate and key are loaded and
+/// checked first. Warnings (an expired certificate) are logged.
+///
+/// # Errors
+///
+/// A TLS file that cannot be used (the message names it and the problem), a TLS endpoint in a
+/// build without TLS, or the OS error of a bind, with the endpoint in its message.
+pub fn bind_endpoints(endpoints: &[(ListenerRole, ListenEndpoint)]) -> io::Result<Bound> {
+    let mut listeners = Vec::new();
+    for (role, ep) in endpoints {
+        let tls = match &ep.tls {
+            None => None,
+            Some(files) => Some(server_tls(ep, files)?),
+        };
+        for l in bind_one(&ep.addr)? {
+            listeners.push(Listening {
+                role: *role,
+                listener: l,
+                tls: tls.clone(),
+            });
+        }
     }
+    Ok(Bound {
+        listeners,
+        client_tls: None,
+    })
+}
+
+#[cfg(feature = "tls")]
+fn server_tls(ep: &ListenEndpoint, files: &vtp_core::endpoint::TlsListen) -> io::Result<ServerTls> {
+    let (config, warnings) = crate::tls::server_config(files)
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, format!("{ep}: {e}")))?;
+    for w in warnings {
+        tracing::warn!("{ep}: {w}");
+    }
+    Ok(config)
+}
+
+#[cfg(not(feature = "tls"))]
+fn server_tls(
+    ep: &ListenEndpoint,
+    _files: &vtp_core::endpoint::TlsListen,
+) -> io::Result<ServerTls> {
+    Err(io::Error::new(
+        io::ErrorKind::Unsupported,
+        format!("{ep}: this build has no TLS (cargo feature `tls`); use a plain endpoint"),
+    ))
 }
 
 #[cfg(test)]

@@ -84,7 +84,8 @@ use vtp_core::driver::{Driver, Effects, Flush};
 use vtp_core::endpoint::DialAddr;
 use vtp_core::{CloseReason, ConnId, ListenerRole, Node, Peer};
 use vtp_host::net::{ACCEPT_RETRY, AcceptFailures, StdListener};
-pub use vtp_host::net::{Bound, Options, bind};
+pub use vtp_host::net::{Bound, Options, bind, bind_endpoints};
+use vtp_host::transport::{self, ClientTls, ServerTls, Transport};
 
 /// Most reads (of [`Options::read_chunk`] bytes each) from one connection per wake-up before
 /// the others get their turn.
@@ -108,8 +109,10 @@ pub fn run<E: Effects>(
     let poll = Poll::new()?;
     let waker = Arc::new(LoopWaker(mio::Waker::new(poll.registry(), WAKER)?));
     let mut listeners = Vec::new();
-    for (i, (role, l)) in bound.into_listeners().into_iter().enumerate() {
-        let (mut listener, path) = match l {
+    let (bound, client_tls) = bound.into_parts();
+    for (i, l) in bound.into_iter().enumerate() {
+        let (role, tls) = (l.role, l.tls);
+        let (mut listener, path) = match l.listener {
             StdListener::Tcp(l) => (Listener::Tcp(TcpListener::from_std(l)), None),
             StdListener::Unix(l, p) => (Listener::Unix(UnixListener::from_std(l)), Some(p)),
         };
@@ -121,6 +124,7 @@ pub fn run<E: Effects>(
             .register(source, listener_token(i), Interest::READABLE)?;
         listeners.push(ListenerSlot {
             role,
+            tls,
             listener,
             path,
             retry_at: None,
@@ -139,6 +143,8 @@ pub fn run<E: Effects>(
         resolved_rx,
         buf: vec![0; options.read_chunk.max(1)],
         options,
+        client_tls,
+        tls_dials: HashMap::new(),
     };
     lp.driver.with_node(&mut fx, |_| ());
     let task_waker = std::task::Waker::from(waker);
@@ -230,6 +236,8 @@ enum Listener {
 
 struct ListenerSlot {
     role: ListenerRole,
+    /// For a TLS listener.
+    tls: Option<ServerTls>,
     listener: Listener,
     path: Option<PathBuf>,
     /// Set after an accept error (out of file descriptors...): retry then.
@@ -303,6 +311,7 @@ impl Write for NotYet {
 struct Io {
     conn: ConnId,
     stream: Stream,
+    transport: Transport,
     /// `Some` while connecting: the addresses to try next (last first).
     dialing: Option<Vec<SocketAddr>>,
     /// `WRITABLE` interest is registered (a flush is pending).
@@ -325,6 +334,9 @@ struct Loop {
     resolved_rx: mpsc::Receiver<Resolved>,
     buf: Vec<u8>,
     options: Options,
+    client_tls: Option<ClientTls>,
+    /// Dials in progress to `tls:` endpoints: the host name the server must prove.
+    tls_dials: HashMap<ConnId, String>,
 }
 
 impl Loop {
@@ -417,9 +429,12 @@ impl Loop {
             };
             match accepted {
                 Ok((stream, peer)) => {
+                    let (role, tls) = (slot.role, slot.tls.clone());
                     let now = Instant::now();
-                    if let Some(conn) = self.driver.handle_accept(slot.role, peer, now, fx) {
-                        self.register(conn, stream, None, fx);
+                    let accepted =
+                        transport::accept(&mut self.driver, role, peer, tls.as_ref(), now, fx);
+                    if let Some((conn, transport)) = accepted {
+                        self.register(conn, stream, transport, None, fx);
                     }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
@@ -449,7 +464,7 @@ impl Loop {
             match io.stream.read(&mut self.buf) {
                 Ok(0) => {
                     // End of stream: a receipt already queued is still written (half-close).
-                    if self.driver.handle_eof(conn, Instant::now(), fx) {
+                    if io.transport.eof(&mut self.driver, conn, Instant::now(), fx) {
                         drop(self.remove(token));
                     } else {
                         io.read_closed = true;
@@ -458,8 +473,20 @@ impl Loop {
                 }
                 Ok(n) => {
                     let drained = n < self.buf.len() && read == ReadHint::Data;
-                    self.driver
-                        .handle_input(conn, &self.buf[..n], Instant::now(), fx);
+                    let now = Instant::now();
+                    match io
+                        .transport
+                        .input(&mut self.driver, conn, &self.buf[..n], now, fx)
+                    {
+                        Ok(false) => {}
+                        // A handshake message to send.
+                        Ok(true) => self.flush(conn, fx),
+                        Err(()) => {
+                            io.transport.flush_final(&mut io.stream);
+                            drop(self.remove(token));
+                            return;
+                        }
+                    }
                     if drained {
                         return;
                     }
@@ -493,7 +520,10 @@ impl Loop {
         let token = conn_token(conn);
         let now = Instant::now();
         let result = match self.ios.get_mut(&token) {
-            Some(io) if io.dialing.is_none() => self.driver.flush(conn, &mut io.stream, now, fx),
+            Some(io) if io.dialing.is_none() => {
+                io.transport
+                    .flush(&mut self.driver, conn, &mut io.stream, now, fx)
+            }
             // Resolving or connecting: only a close can be carried out; bytes wait.
             _ => self.driver.flush(conn, &mut NotYet, now, fx),
         };
@@ -501,6 +531,7 @@ impl Loop {
             Flush::Idle => self.set_writable(token, false, fx),
             Flush::Pending => self.set_writable(token, true, fx),
             Flush::Close(_) => {
+                self.tls_dials.remove(&conn);
                 if let Some(io) = self.remove(token) {
                     io.stream.shutdown_write();
                 }
@@ -532,6 +563,7 @@ impl Loop {
         &mut self,
         conn: ConnId,
         mut stream: Stream,
+        transport: Transport,
         dialing: Option<Vec<SocketAddr>>,
         fx: &mut impl Effects,
     ) {
@@ -556,6 +588,7 @@ impl Loop {
         let io = Io {
             conn,
             stream,
+            transport,
             dialing,
             writable: false,
             read_closed: false,
@@ -581,9 +614,16 @@ impl Loop {
     fn dial(&mut self, conn: ConnId, addr: DialAddr, fx: &mut impl Effects) {
         let (host, port) = match addr {
             DialAddr::Tcp { host, port } => (host, port),
+            DialAddr::Tls { host, port } => {
+                self.tls_dials.insert(conn, host.clone());
+                (host, port)
+            }
             DialAddr::Unix(path) => {
                 match UnixStream::connect(&path) {
-                    Ok(s) => self.register(conn, Stream::Unix(s), Some(Vec::new()), fx),
+                    Ok(s) => {
+                        let plain = Transport::Plain;
+                        self.register(conn, Stream::Unix(s), plain, Some(Vec::new()), fx);
+                    }
                     Err(e) => self.dial_failed(conn, &e, fx),
                 }
                 return;
@@ -622,7 +662,10 @@ impl Loop {
     ) {
         while let Some(addr) = addrs.pop() {
             match TcpStream::connect(addr) {
-                Ok(s) => return self.register(conn, Stream::Tcp(s), Some(addrs), fx),
+                Ok(s) => {
+                    let plain = Transport::Plain;
+                    return self.register(conn, Stream::Tcp(s), plain, Some(addrs), fx);
+                }
                 Err(e) => last = Some(e),
             }
         }
@@ -640,6 +683,14 @@ impl Loop {
         };
         match io.stream.connect_result() {
             Ok(()) => {
+                let tls_host = self.tls_dials.remove(&conn);
+                match transport::dial(tls_host.as_deref(), self.client_tls.as_ref()) {
+                    Ok(t) => io.transport = t,
+                    Err(e) => {
+                        drop(self.remove(token));
+                        return self.dial_failed(conn, &e, fx);
+                    }
+                }
                 io.dialing = None;
                 if let Stream::Tcp(s) = &io.stream {
                     let _ = s.set_nodelay(true);
@@ -651,8 +702,11 @@ impl Loop {
                         .reregister(source, token, Interest::READABLE);
                 match reregistered {
                     Ok(()) => {
-                        self.driver.handle_connected(conn, Instant::now(), fx);
-                        // Bytes queued while connecting, if any.
+                        if let Some(io) = self.ios.get_mut(&token) {
+                            io.transport
+                                .connected(&mut self.driver, conn, Instant::now(), fx);
+                        }
+                        // Bytes queued while connecting, or a TLS ClientHello.
                         self.flush(conn, fx);
                     }
                     Err(e) => self.lost(token, &e, fx),
@@ -667,6 +721,7 @@ impl Loop {
     }
 
     fn dial_failed(&mut self, conn: ConnId, e: &io::Error, fx: &mut impl Effects) {
+        self.tls_dials.remove(&conn);
         let reason = CloseReason::ConnectFailed(e.to_string());
         self.driver.handle_closed(conn, reason, Instant::now(), fx);
     }

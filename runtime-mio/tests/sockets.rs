@@ -25,3 +25,4 @@ impl Runtime for Mio {
 }
 
 vtp_host::socket_tests!(Mio);
+vtp_host::tls_socket_tests!(Mio);

@@ -22,3 +22,4 @@ impl Runtime for Smol {
 }
 
 vtp_host::socket_tests!(Smol);
+vtp_host::tls_socket_tests!(Smol);

@@ -52,7 +52,7 @@ use tokio::task::JoinHandle;
 use vtp_core::Node;
 use vtp_core::driver::Effects;
 use vtp_host::aio::{self, AsyncRuntime, AsyncStream};
-pub use vtp_host::net::{Bound, Options, bind};
+pub use vtp_host::net::{Bound, Options, bind, bind_endpoints};
 
 /// Runs `node` on the bound listeners until `shutdown` completes, then closes every connection
 /// (flushing what can be flushed without waiting) and returns the effects. Call it within a

@@ -25,6 +25,7 @@ impl Runtime for Tokio {
 }
 
 vtp_host::socket_tests!(Tokio);
+vtp_host::tls_socket_tests!(Tokio);
 
 /// Compile-time check: `run` can be `tokio::spawn`ed on a multi-threaded runtime.
 #[allow(dead_code)]

@@ -6,6 +6,7 @@
 #![allow(dead_code, unreachable_pub, clippy::unwrap_used)]
 
 use std::net::TcpStream;
+use std::path::PathBuf;
 use std::process::Command;
 
 // Each test binary uses its own subset.
@@ -35,17 +36,23 @@ impl Broker {
     }
 
     pub fn start_with_db(name: &str, extra: &[&str], db: TempDir) -> Self {
+        let plain = ["--receive", "127.0.0.1:0", "--broadcast", "127.0.0.1:0"];
+        Self::start_listening(name, &[&plain[..], extra].concat(), db)
+    }
+
+    /// Starts a broker with exactly the listeners in `args` (one --receive and one --broadcast,
+    /// plain or TLS, whose ports are read from the log) and the other arguments there.
+    pub fn start_listening(name: &str, args: &[&str], db: TempDir) -> Self {
         let mut cmd = Command::new(VTP);
         cmd.args(["broker", "--local-ivo", &format!("ivo://vtp.test/{name}")])
-            .args(["--receive", "127.0.0.1:0", "--broadcast", "127.0.0.1:0"])
             .arg("--eventdb")
             .arg(db.path())
-            .args(extra);
+            .args(args);
         Self::spawn(name, cmd, db)
     }
 
-    /// Runs `cmd`, a broker receiving and broadcasting on TCP (its event database in `db`);
-    /// waits until both listeners are up.
+    /// Runs `cmd`, a broker receiving and broadcasting (its event database in `db`); waits
+    /// until both listeners are up.
     pub fn spawn(name: &str, cmd: Command, db: TempDir) -> Self {
         let proc = Proc::spawn(name, cmd);
         let port = |what: &str| -> u16 {
@@ -66,6 +73,14 @@ impl Broker {
 /// A minimal VOEvent 2.0 document by `ivo://vtp.test/author`.
 pub fn event_xml(ivorn: &str) -> Vec<u8> {
     voevent(ivorn, "ivo://vtp.test/author")
+}
+
+/// Writes `event_xml(ivorn)` to `dir/name`; returns the path and the bytes.
+pub fn write_event(dir: &TempDir, name: &str, ivorn: &str) -> (PathBuf, Vec<u8>) {
+    let bytes = event_xml(ivorn);
+    let p = dir.path().join(name);
+    std::fs::write(&p, &bytes).unwrap();
+    (p, bytes)
 }
 
 /// Submits `payload` over raw TCP and returns the reply's role and Result text.

@@ -1,6 +1,7 @@
-//! Who may connect: the checks of [`Node::handle_accept`] (local IVOID, connection limit,
-//! whitelist, per-address limits), the per-address counts, and the rate limit on reporting
-//! refusals.
+//! Who may connect: the checks of [`Node::handle_accept`] and [`Node::handle_accept_tls`]
+//! (local IVOID, connection limit, whitelist, per-address limits, certificate identities
+//! required of the role, concurrent TLS handshakes), the per-address counts, and the rate limit
+//! on reporting refusals.
 //!
 //! A refusal is counted by cause ([`Node::refusals`]). The first
 //! [`Limits::refusals_logged_max`] of a window of [`Limits::refusals_window`] are reported as
@@ -31,6 +32,7 @@ enum Cause {
     PerAddress,
     ConnectionsMax,
     Whitelist,
+    Handshakes,
     Other,
 }
 
@@ -40,6 +42,7 @@ impl Cause {
             Self::PerAddress => &mut counts.per_address,
             Self::ConnectionsMax => &mut counts.connections_max,
             Self::Whitelist => &mut counts.whitelist,
+            Self::Handshakes => &mut counts.handshakes,
             Self::Other => &mut counts.other,
         };
         *n = n.saturating_add(1);
@@ -59,7 +62,12 @@ pub(super) struct RefusalLog {
 
 impl Node {
     /// The local IVOID the new connection will use, or why it is refused.
-    pub(super) fn admit(&self, listener: ListenerRole, peer: Peer) -> Result<Arc<str>, Refusal> {
+    pub(super) fn admit(
+        &self,
+        listener: ListenerRole,
+        peer: Peer,
+        tls: bool,
+    ) -> Result<Arc<str>, Refusal> {
         let refuse = |cause, reason: String| Err(Refusal { cause, reason });
         if self.shut_down {
             return refuse(Cause::Other, "node is shutting down".into());
@@ -124,6 +132,26 @@ impl Node {
                     ),
                 );
             }
+        }
+        if !tls {
+            let (rules, flag) = self.identity_rules(listener);
+            if !rules.is_empty() {
+                return refuse(
+                    Cause::Other,
+                    format!(
+                        "plain connection on a listener whose role requires a certificate \
+                         identity ({flag}); connect with TLS and a client certificate"
+                    ),
+                );
+            }
+        } else if self.handshakes >= limits.handshakes_max {
+            return refuse(
+                Cause::Handshakes,
+                format!(
+                    "TLS handshake limit reached ({} handshakes in progress; --tls-handshakes-max)",
+                    limits.handshakes_max
+                ),
+            );
         }
         Ok(local_ivo)
     }

@@ -9,6 +9,8 @@
 //! | input | when |
 //! |---|---|
 //! | [`Node::handle_accept`] | a listener accepted a connection (`Receive` or `Broadcast`) |
+//! | [`Node::handle_accept_tls`] | a TLS listener accepted a connection (handshake not yet run) |
+//! | [`Node::handle_secured`] | that connection's TLS handshake completed, with the client's certificate identity |
 //! | [`Node::handle_connected`] | an outgoing connection asked for by [`Action::Connect`] is up |
 //! | [`Node::handle_input`] | bytes were read from a connection (any chunking) |
 //! | [`Node::handle_closed`] | a connection ended (peer close, IO error, connect failure, outbox overflow) |
@@ -78,6 +80,7 @@ use crate::backoff::Backoff;
 use crate::config::{Config, IAMALIVE_PERIOD_MAX};
 use crate::filter::FilterEngine;
 use crate::frame::{self, FrameDecoder};
+use crate::identity::{Identity, IdentityRule};
 use crate::ivoid::Ivoid;
 use crate::message::{self, Message};
 use crate::output::{
@@ -140,6 +143,9 @@ pub struct Node {
     refusals: RefusalCounts,
     /// Which refusals of the current window are reported.
     refusal_log: RefusalLog,
+    /// TLS connections accepted whose handshake has not completed (counted in `served` and
+    /// `feeds` too).
+    handshakes: usize,
     upstreams: Vec<UpstreamState>,
     seen: SeenIndex,
     /// The seen-index source of each open intake: its author's network.
@@ -184,6 +190,8 @@ struct Violations {
 
 #[derive(Debug)]
 enum Kind {
+    /// Accepted by a TLS listener, handshake in progress: silent until secured.
+    Handshake(ListenerRole),
     Intake,
     Feed(Feed),
     Subscription(Subscription),
@@ -193,7 +201,8 @@ enum Kind {
 impl Kind {
     fn role(&self) -> ConnRole {
         match self {
-            Self::Intake => ConnRole::Intake,
+            Self::Handshake(ListenerRole::Receive) | Self::Intake => ConnRole::Intake,
+            Self::Handshake(ListenerRole::Broadcast) => ConnRole::Feed,
             Self::Feed(_) => ConnRole::Feed,
             Self::Subscription(_) => ConnRole::Subscription,
             Self::Submission(_) => ConnRole::Submission,
@@ -279,6 +288,7 @@ impl Node {
             per_address: HashMap::new(),
             refusals: RefusalCounts::default(),
             refusal_log: RefusalLog::default(),
+            handshakes: 0,
             upstreams,
             filters: FilterTable {
                 engine,
@@ -303,10 +313,11 @@ impl Node {
 
     // ---------------------------------------------------------------- inputs
 
-    /// A listener accepted a connection from `peer`. Returns the new connection's handle, or
-    /// `None` if it was refused (no local IVOID, connection limit, whitelist, per-address
-    /// limit); a refused connection must be closed by the caller at once, without sending
-    /// anything, so that the listen queue keeps draining.
+    /// A listener accepted a plain (not TLS) connection from `peer`. Returns the new
+    /// connection's handle, or `None` if it was refused (no local IVOID, connection limit,
+    /// whitelist, per-address limit, a role that requires a certificate identity); a refused
+    /// connection must be closed by the caller at once, without sending anything, so that the
+    /// listen queue keeps draining.
     ///
     /// Every refusal is counted ([`Node::refusals`]); the first
     /// [`Limits::refusals_logged_max`](crate::config::Limits::refusals_logged_max) of each
@@ -319,8 +330,97 @@ impl Node {
         peer: Peer,
         now: Instant,
     ) -> Option<ConnId> {
+        self.accept(listener, peer, false, now)
+    }
+
+    /// A TLS listener accepted a connection from `peer`; its handshake has not run yet. As
+    /// [`Node::handle_accept`], and also refused when
+    /// [`Limits::handshakes_max`](crate::config::Limits::handshakes_max) handshakes are in
+    /// progress. The connection stays silent (the node sends nothing and reads nothing on it)
+    /// until the caller reports the completed handshake with [`Node::handle_secured`]; if that
+    /// does not happen within
+    /// [`Timing::handshake_deadline`](crate::config::Timing::handshake_deadline) the node closes
+    /// it with [`CloseReason::TlsHandshakeTimeout`]. A failed handshake is reported with
+    /// [`Node::handle_closed`] and [`CloseReason::Tls`].
+    #[must_use]
+    pub fn handle_accept_tls(
+        &mut self,
+        listener: ListenerRole,
+        peer: Peer,
+        now: Instant,
+    ) -> Option<ConnId> {
+        self.accept(listener, peer, true, now)
+    }
+
+    /// The TLS handshake of `conn` (accepted with [`Node::handle_accept_tls`]) completed;
+    /// `identity` is the verified client certificate's, if the peer presented one. The node
+    /// checks it against [`Config::author_identities`] or [`Config::subscriber_identities`]:
+    /// refused, the connection is closed with [`CloseReason::NotAuthorized`] before any VTP
+    /// exchange; allowed, it starts as a plain connection would at accept (a subscriber gets its
+    /// authenticate message; an author's deadline starts). Reported as [`Event::Secured`].
+    /// Unknown or already secured connections are ignored.
+    pub fn handle_secured(&mut self, conn: ConnId, identity: Option<Identity>, now: Instant) {
         self.advance(now);
-        let local_ivo = match self.admit(listener, peer) {
+        let Some(c) = self.conns.get(&conn) else {
+            return;
+        };
+        let Kind::Handshake(listener) = c.kind else {
+            return;
+        };
+        let peer = c.peer.unwrap_or(Peer::Local);
+        self.timers.cancel(TimerKey::Conn(conn));
+        let (rules, flag) = self.identity_rules(listener);
+        if !rules.is_empty() {
+            let refusal = match &identity {
+                None => Some(format!(
+                    "no client certificate; {flag} requires one (configure clientCA= on the listener)"
+                )),
+                Some(id) if !id.allowed_by(rules) => Some(format!(
+                    "certificate identity {id} is not allowed by {flag}"
+                )),
+                Some(_) => None,
+            };
+            if let Some(reason) = refusal {
+                // Still a handshake: removing it counts it out.
+                self.close(conn, CloseReason::NotAuthorized(reason), now);
+                return;
+            }
+        }
+        self.handshakes -= 1;
+        self.events.push_back(Event::Secured {
+            conn,
+            peer,
+            identity,
+        });
+        let Some(local_ivo) = self.local_ivo.clone() else {
+            return;
+        };
+        let kind = self.start(conn, listener, peer, &local_ivo, now);
+        if let Some(c) = self.conns.get_mut(&conn) {
+            let role = kind.role();
+            c.kind = kind;
+            self.events.push_back(Event::PeerUp { conn, role });
+        }
+    }
+
+    fn identity_rules(&self, listener: ListenerRole) -> (&[IdentityRule], &'static str) {
+        match listener {
+            ListenerRole::Receive => (&self.config.author_identities, "--author-identity"),
+            ListenerRole::Broadcast => {
+                (&self.config.subscriber_identities, "--subscriber-identity")
+            }
+        }
+    }
+
+    fn accept(
+        &mut self,
+        listener: ListenerRole,
+        peer: Peer,
+        tls: bool,
+        now: Instant,
+    ) -> Option<ConnId> {
+        self.advance(now);
+        let local_ivo = match self.admit(listener, peer, tls) {
             Ok(local_ivo) => local_ivo,
             Err(refusal) => {
                 self.refuse(listener, peer, refusal, now);
@@ -333,7 +433,31 @@ impl Node {
             self.events
                 .push_back(Event::UnixPeerNotWhitelisted { conn });
         }
-        let kind = match listener {
+        let kind = if tls {
+            self.handshakes += 1;
+            self.timers.set(
+                TimerKey::Conn(conn),
+                now + self.config.timing.handshake_deadline,
+            );
+            Kind::Handshake(listener)
+        } else {
+            self.start(conn, listener, peer, &local_ivo, now)
+        };
+        self.insert_conn(conn, kind, Some(peer));
+        Some(conn)
+    }
+
+    /// The machine an accepted connection starts with, once it may speak VTP: an author's
+    /// deadline, or a subscriber's authenticate message.
+    fn start(
+        &mut self,
+        conn: ConnId,
+        listener: ListenerRole,
+        peer: Peer,
+        local_ivo: &str,
+        now: Instant,
+    ) -> Kind {
+        match listener {
             ListenerRole::Receive => {
                 self.timers.set(
                     TimerKey::Conn(conn),
@@ -344,13 +468,11 @@ impl Node {
             }
             ListenerRole::Broadcast => {
                 let ts = self.stamp(now);
-                let frame = message::build_authenticate(&local_ivo, ts.as_str());
+                let frame = message::build_authenticate(local_ivo, ts.as_str());
                 self.actions.push_back(Action::Authenticate { conn, frame });
                 Kind::Feed(Feed::default())
             }
-        };
-        self.insert_conn(conn, kind, Some(peer));
-        Some(conn)
+        }
     }
 
     /// An outgoing connection requested by [`Action::Connect`] is established.
@@ -372,7 +494,7 @@ impl Node {
                     self.actions.push_back(Action::Submit { conn, frame });
                 }
             }
-            Kind::Intake | Kind::Feed(_) => return,
+            Kind::Handshake(_) | Kind::Intake | Kind::Feed(_) => return,
         }
         let role = c.kind.role();
         self.events.push_back(Event::PeerUp { conn, role });
@@ -649,6 +771,8 @@ impl Node {
 
     fn insert_conn(&mut self, conn: ConnId, kind: Kind, peer: Option<Peer>) {
         let role = kind.role();
+        // A handshaking connection counts against its role's limit, and is up once secured.
+        let up = !matches!(kind, Kind::Handshake(_));
         self.conns.insert(
             conn,
             Conn {
@@ -663,7 +787,9 @@ impl Node {
             ConnRole::Feed => self.feeds += 1,
             ConnRole::Subscription | ConnRole::Submission => return,
         }
-        self.events.push_back(Event::PeerUp { conn, role });
+        if up {
+            self.events.push_back(Event::PeerUp { conn, role });
+        }
     }
 
     fn stamp(&self, now: Instant) -> crate::time::UtcStamp {
@@ -690,6 +816,14 @@ impl Node {
         self.timers.cancel(TimerKey::Conn(conn));
         let role = c.kind.role();
         match c.kind {
+            Kind::Handshake(listener) => {
+                self.handshakes -= 1;
+                match listener {
+                    ListenerRole::Receive => self.served -= 1,
+                    ListenerRole::Broadcast => self.feeds -= 1,
+                }
+                self.release_address(listener, c.peer);
+            }
             Kind::Intake => {
                 self.served -= 1;
                 self.release_address(ListenerRole::Receive, c.peer);
@@ -725,6 +859,9 @@ impl Node {
             return;
         };
         match c.kind {
+            // The caller passes no plaintext before the handshake completes; if it did, nothing
+            // is read before the peer's identity is known.
+            Kind::Handshake(_) => {}
             // A second frame after the submission, while its receipt waits: ignored.
             Kind::Intake if self.replying.contains(&conn) => {}
             Kind::Intake => self.intake_frame(conn, payload, now),
@@ -808,6 +945,7 @@ impl Node {
             return;
         };
         let reason = match &c.kind {
+            Kind::Handshake(_) => CloseReason::TlsHandshakeTimeout,
             Kind::Intake => CloseReason::IntakeDeadline,
             Kind::Subscription(_) => CloseReason::UpstreamSilent,
             Kind::Submission(_) => CloseReason::ReceiptTimeout,

@@ -8,7 +8,9 @@
 //!   sockets, which check what the node sends them with [`vtp_core::message::parse`];
 //!   [`connect_from`] connects from a chosen source address (127.0.0.2: another peer);
 //! - [`sockets`]: the socket tests every runtime runs (tokio, smol, mio), each generic over a
-//!   [`Runtime`] and declared in a runtime's tests by [`socket_tests!`](crate::socket_tests).
+//!   [`Runtime`] and declared in a runtime's tests by [`socket_tests!`](crate::socket_tests);
+//! - [`tls`]: the TLS socket tests every runtime runs, with the certificates they make
+//!   ([`tls::Pki`]), declared by [`tls_socket_tests!`](crate::tls_socket_tests).
 //!
 //! Every wait is bounded ([`WAIT`]); a helper panics, saying what it waited for, when the node
 //! misbehaves, so a broken runtime fails a test and never hangs it.
@@ -16,6 +18,7 @@
 mod effects;
 mod peers;
 pub mod sockets;
+pub mod tls;
 
 use std::time::Duration;
 
