@@ -138,6 +138,9 @@ pub enum Source {
     Author(ConnId),
     /// Received from an upstream broker.
     Upstream(ConnId),
+    /// Read back from a host's handler spool: accepted earlier, by this run or one before a
+    /// restart, on a connection that is not known any more.
+    Spool,
 }
 
 /// An accepted event handed to the application's handlers (print, save, cmd, callbacks).
