@@ -34,6 +34,7 @@ mod save;
 
 pub use command::Command;
 pub use pool::{DROP_LOGS_PER_SEC, Handlers, QUEUE_BYTES_DEFAULT};
+pub(crate) use pool::{Feed, Refused};
 pub use print::PrintEvent;
 pub use save::SaveEvent;
 
