@@ -247,12 +247,21 @@ impl Handlers {
                 handler.stop();
             }
             let running = workers.iter().filter(|w| !w.is_finished()).count();
-            warn!(
-                running,
-                ?grace,
-                "handlers did not finish in time: queued events dropped (spooled ones stay in \
-                 the spool), running handlers left to finish on their own"
-            );
+            if shared.spool_done.get().is_some() {
+                warn!(
+                    running,
+                    ?grace,
+                    "handlers did not finish in time: queued events stay in the handler spool \
+                     (handled after the next start), running handlers were told to stop"
+                );
+            } else {
+                warn!(
+                    running,
+                    ?grace,
+                    "handlers did not finish in time: queued events dropped, \
+                     running handlers left to finish on their own"
+                );
+            }
         }
         shared
             .dropped_log

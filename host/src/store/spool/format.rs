@@ -171,7 +171,7 @@ pub(crate) fn decode_head(bytes: &[u8; HEAD_LEN]) -> Option<Head> {
     let len = u32::from_le_bytes(bytes[8..12].try_into().expect("4 bytes"));
     let body_crc = u32::from_le_bytes(bytes[12..16].try_into().expect("4 bytes"));
     let id = u64_at(bytes, 16);
-    if kind == Kind::Done && (len as usize % 8 != 0 || id != u64::from(len) / 8) {
+    if kind == Kind::Done && (!len.is_multiple_of(8) || id != u64::from(len) / 8) {
         return None;
     }
     Some(Head {

@@ -14,21 +14,23 @@
 //!
 //! Every entry not yet done is **pending**, and is either **handed** (queued in memory for
 //! the handlers, or being handled) or **parked** (on disk only). Entries are handed in id
-//! order: every pending id at or below [`Spool::handed`] is in memory, every one above it is
-//! parked. A new entry is handed at once when it is the only parked one and the handlers'
-//! queue has room; otherwise it waits, and the worker reads parked entries back
-//! ([`Spool::read`]) whenever that queue drains. After a restart every pending entry is
-//! parked, so the events accepted but not handled before it are handled first.
+//! order: every pending id at or below a mark is in memory, every one above it is parked. A
+//! new entry is handed at once when it is the only parked one and the handlers' queue has
+//! room; otherwise it waits, and the worker reads parked entries back whenever that queue
+//! drains. After a restart every pending entry is parked, so the events accepted but not
+//! handled before it are handled first.
 //!
 //! # Bounds and deletion
 //!
-//! The records in all segments take at most the spool's cap (`--handler-spool-bytes`); an entry
-//! that does not fit is not spooled (the worker hands it to the in-memory queue, or drops it,
-//! counted and logged). The last segment is kept up to [`GROW_BYTES`] ahead with written zeros,
-//! like the seen-index log, which the cap does not count. A new segment is started once the
-//! last one holds a sixteenth of the cap (at least 64 KiB, at most 16 MiB); the oldest segment
-//! is deleted once none of its entries is pending. Segments go oldest first, and a done mark
-//! lives in the same segment as its entry or a later one, so no entry outlives its mark.
+//! The records in all segments take at most the spool's cap (`--handler-spool-bytes`); an
+//! entry that does not fit is not spooled (the worker hands it to the in-memory queue, or
+//! drops it, counted and logged). The last segment is kept up to 1 MiB ahead with written
+//! zeros, like the seen-index log, which the cap does not count. A new segment is started once
+//! the last one holds a sixteenth of the cap (at least 64 KiB, at most 16 MiB); the oldest
+//! segment is deleted once none of its entries is pending. A done mark lives in its entry's
+//! segment or a later one, and segments go oldest first, so a mark is never deleted while its
+//! entry is kept. (One entry pending for long, behind a stuck handler, keeps the segments
+//! after it, and their bytes count against the cap, until it is done.)
 //!
 //! # Crashes and damage
 //!
