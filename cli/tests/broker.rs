@@ -569,7 +569,12 @@ fn bad_arguments_get_one_line_naming_them() {
         .unwrap();
     assert_eq!(help.status.code(), Some(0));
     let help = String::from_utf8_lossy(&help.stdout);
-    for flag in ["--subscriber-whitelist", "--seen-max", "--seen-retention"] {
+    for flag in [
+        "--subscriber-whitelist",
+        "--seen-max",
+        "--seen-retention",
+        "--handler-spool-bytes",
+    ] {
         assert!(help.contains(flag), "{flag} missing from --help");
     }
 }

@@ -140,6 +140,45 @@ fn stop_and_restart(rt: &str, stop: Stop) {
     );
 }
 
+#[test]
+fn nothing_is_spooled_without_handlers_or_with_the_spool_off() {
+    for (name, args) in [
+        ("spool-none", &["--broadcast-test-interval", "0"][..]),
+        (
+            "spool-off",
+            &[
+                "--broadcast-test-interval",
+                "0",
+                "--print-event",
+                "--handler-spool-bytes",
+                "0",
+            ][..],
+        ),
+        (
+            "spool-on",
+            &["--broadcast-test-interval", "0", "--print-event"][..],
+        ),
+    ] {
+        let mut b = Broker::start(name, args);
+        let ivorn = format!("ivo://vtp.test/spool#{name}");
+        assert_eq!(submit_raw(b.receive, &event_xml(&ivorn)).0, "ack");
+        if name != "spool-none" {
+            b.proc
+                .log
+                .wait_for("print-event", |l| l.contains(&format!("ivorn=\"{ivorn}\"")));
+        }
+        assert_eq!(b.proc.terminate(), Some(0));
+        let spooled = std::fs::read_dir(b.db.path())
+            .unwrap()
+            .filter(|e| {
+                let name = e.as_ref().unwrap().file_name();
+                name.to_str().unwrap().starts_with("vtp-spool.")
+            })
+            .count();
+        assert_eq!(spooled, usize::from(name == "spool-on"), "{name}");
+    }
+}
+
 /// The ivorns of the events the command has filed in `out`.
 fn handled(out: &Path) -> Vec<String> {
     let mut ivorns = Vec::new();
