@@ -3,6 +3,7 @@
 //! durability", and the [spool's](super::spool)).
 
 use std::fmt;
+use std::fs::File;
 use std::panic::{self, AssertUnwindSafe};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -15,7 +16,7 @@ use std::time::{Duration, Instant};
 use tracing::{debug, error, info, warn};
 use vtp_core::Delivery;
 
-use super::spool::Spool;
+use super::spool::{Spool, Staged};
 use super::{ErrorChain, STORE_QUEUE_MAX, SeenStore, SendError, StoreError, StoreOp};
 use crate::handlers::{Feed, Handlers, Refused};
 
@@ -341,9 +342,17 @@ impl Committer {
                         Err(TryRecvError::Disconnected) => open = false,
                     }
                 }
-                None => match rx.recv() {
-                    Ok(job) => open &= self.take(job),
-                    Err(_) => open = false,
+                None => match self.spool.as_ref().and_then(Spooler::dones_due_in) {
+                    // Done marks wait for the next commit, or at most DONE_DELAY.
+                    Some(due) => match rx.recv_timeout(due) {
+                        Ok(job) => open &= self.take(job),
+                        Err(RecvTimeoutError::Timeout) => {}
+                        Err(RecvTimeoutError::Disconnected) => open = false,
+                    },
+                    None => match rx.recv() {
+                        Ok(job) => open &= self.take(job),
+                        Err(_) => open = false,
+                    },
                 },
                 Some(at) => {
                     let wait = at.saturating_duration_since(Instant::now());
@@ -417,7 +426,7 @@ impl Committer {
             }
             Job::Done(id) => {
                 if let (Some(spool), Some(id)) = (&mut self.spool, id) {
-                    spool.dones.push(id);
+                    spool.note_done(id);
                 }
             }
             Job::Attach(feed) => {
@@ -435,14 +444,24 @@ impl Committer {
         self.batch.len() + self.spool.as_ref().map_or(0, |s| s.entries.len())
     }
 
-    /// Writes the spool's part of the batch (entries synced; done marks synced only when
-    /// `last`), then commits the seen-index's and publishes the batch durable. The spool's
-    /// part is never retried: a delivery it could not take is queued in memory instead.
+    /// Writes the spool's part of the batch and the seen-index's, `fdatasync`s both (at the
+    /// same time, the spool's on the spool's sync thread) and publishes the batch durable. The
+    /// spool's part is never retried: a delivery it could not take is queued in memory
+    /// instead.
     fn commit(&mut self, last: bool) -> Result<(), StoreError> {
-        if let Some(spool) = &mut self.spool {
-            spool.write(last);
-        }
-        self.store.apply(&self.batch)?;
+        let staged = self.spool.as_mut().and_then(|s| s.begin(last));
+        let seen = match staged {
+            None => self.store.apply(&self.batch),
+            Some((staged, sync)) => {
+                let seen = self.store.apply(&self.batch);
+                let synced = sync.map_or(Ok(()), SyncWait::wait);
+                if let Some(spool) = &mut self.spool {
+                    spool.end(staged, synced);
+                }
+                seen
+            }
+        };
+        seen?;
         if !self.batch.is_empty() || self.last_seq > self.published {
             debug!(
                 ops = self.batch.len(),
@@ -475,10 +494,15 @@ impl Committer {
 struct Spooler {
     spool: Spool,
     feed: Option<Feed>,
+    /// The thread that `fdatasync`s the spool while the worker commits the seen-index (none
+    /// if it could not be started: the worker syncs both itself).
+    syncer: Option<Syncer>,
     /// Deliveries to write with the next commit.
     entries: Vec<Delivery>,
-    /// Ids the handlers are done with, to mark with the next commit.
+    /// Ids the handlers are done with, to mark with the next write.
     dones: Vec<u64>,
+    /// When the oldest of `dones` came.
+    dones_since: Option<Instant>,
     /// Spooled, to queue once the seen-index part of their commit is durable too.
     ready: Vec<(u64, Delivery)>,
     /// Not spooled (the spool is full or failing), to queue in memory after the commit.
@@ -489,11 +513,18 @@ struct Spooler {
 
 impl Spooler {
     fn new(spool: Spool) -> Self {
+        let syncer = Syncer::spawn()
+            .inspect_err(|e| {
+                warn!("cannot start the handler spool's sync thread ({e}); syncing in turn");
+            })
+            .ok();
         Self {
             spool,
             feed: None,
+            syncer,
             entries: Vec::new(),
             dones: Vec::new(),
+            dones_since: None,
             ready: Vec::new(),
             unspooled: Vec::new(),
             refill: false,
@@ -504,13 +535,41 @@ impl Spooler {
         self.refill && self.feed.is_some()
     }
 
-    fn write(&mut self, last: bool) {
-        if self.entries.is_empty() && self.dones.is_empty() && !last {
-            return;
+    fn note_done(&mut self, id: u64) {
+        self.dones.push(id);
+        self.dones_since.get_or_insert_with(Instant::now);
+    }
+
+    /// How long until the done marks waiting must be written (`None`: none waits).
+    fn dones_due_in(&self) -> Option<Duration> {
+        self.dones_since
+            .map(|since| DONE_DELAY.saturating_sub(since.elapsed()))
+    }
+
+    /// Begins the spool's part of a commit: the entries taken, and the done marks if entries
+    /// go too, or many wait, or the oldest has waited [`DONE_DELAY`], or this is the `last`
+    /// commit. Returns the write and, if it needs an `fdatasync`, that sync under way.
+    fn begin(&mut self, last: bool) -> Option<(Staged, Option<SyncWait<'_>>)> {
+        let dones_due = last
+            || self.dones.len() >= DONE_BATCH
+            || self.dones_due_in().is_some_and(|d| d.is_zero());
+        let dones_go = dones_due && !self.dones.is_empty();
+        if self.entries.is_empty() && !dones_go && !last {
+            return None;
         }
         let entries = std::mem::take(&mut self.entries);
-        let written = self.spool.write(entries, &self.dones, last);
+        let mut staged = self.spool.begin(entries, &self.dones, last);
         self.dones.clear();
+        self.dones_since = None;
+        let sync = staged.sync.take().map(|file| match &self.syncer {
+            Some(syncer) => syncer.start(file),
+            None => SyncWait::Done(file.sync_data()),
+        });
+        Some((staged, sync))
+    }
+
+    fn end(&mut self, staged: Staged, synced: std::io::Result<()>) {
+        let written = self.spool.end(staged, synced);
         self.ready.extend(written.spooled);
         self.unspooled.extend(written.unspooled);
     }
@@ -576,7 +635,7 @@ impl Spooler {
                          since it was written): its handler work is lost. Check the disk"
                     );
                     self.spool.set_handed(id);
-                    self.dones.push(id);
+                    self.note_done(id);
                 }
                 Err(e) => {
                     error!(
@@ -585,7 +644,7 @@ impl Spooler {
                          lost. Check the disk"
                     );
                     self.spool.set_handed(id);
-                    self.dones.push(id);
+                    self.note_done(id);
                 }
             }
         }
@@ -613,6 +672,61 @@ const STOP_ATTEMPTS: u32 = 3;
 
 /// Most bytes of parked deliveries read back between two looks at the queue of jobs.
 const REFILL_BYTES: u64 = 4 << 20;
+
+/// Done marks are written with the next entries, or once this many wait, or once the oldest
+/// has waited [`DONE_DELAY`] (a crash before loses them: those events are handled again).
+const DONE_BATCH: usize = 1024;
+const DONE_DELAY: Duration = Duration::from_secs(1);
+
+/// A thread that `fdatasync`s spool segments for the worker, so that the spool's sync and the
+/// seen-index's run at the same time.
+struct Syncer {
+    tx: Sender<Arc<File>>,
+    rx: Receiver<std::io::Result<()>>,
+}
+
+/// An `fdatasync` under way (or done).
+enum SyncWait<'a> {
+    Started(&'a Syncer),
+    Done(std::io::Result<()>),
+}
+
+impl Syncer {
+    fn spawn() -> std::io::Result<Self> {
+        let (tx, files) = mpsc::channel::<Arc<File>>();
+        let (results, rx) = mpsc::channel();
+        thread::Builder::new()
+            .name("vtp-spool-sync".into())
+            .spawn(move || {
+                // Ends when the worker drops its sender.
+                for file in files {
+                    if results.send(file.sync_data()).is_err() {
+                        return;
+                    }
+                }
+            })?;
+        Ok(Self { tx, rx })
+    }
+
+    fn start(&self, file: Arc<File>) -> SyncWait<'_> {
+        match self.tx.send(file) {
+            Ok(()) => SyncWait::Started(self),
+            Err(mpsc::SendError(file)) => SyncWait::Done(file.sync_data()),
+        }
+    }
+}
+
+impl SyncWait<'_> {
+    fn wait(self) -> std::io::Result<()> {
+        match self {
+            Self::Started(syncer) => syncer
+                .rx
+                .recv()
+                .unwrap_or_else(|_| Err(std::io::Error::other("the spool's sync thread died"))),
+            Self::Done(result) => result,
+        }
+    }
+}
 
 #[cfg(test)]
 mod tests {

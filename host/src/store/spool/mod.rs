@@ -7,10 +7,12 @@
 //! (oldest first, the last one taking appends), each a header and records (`format.rs`):
 //! **entries** (an id, the event's key, ivorn and payload) and **done marks** (ids of entries
 //! whose handlers have all run). The [`StoreWorker`](super::StoreWorker) owns it: an entry is
-//! written, with one `fdatasync`, in the same commit as (or a commit before) the event's
-//! seen-index record, so an ack that waits for the record also waits for the entry. Done marks
-//! are written with the next commit but not synced on their own: losing some in a crash only
-//! means their events are handled again (handlers are at-least-once).
+//! written in the same commit as (or a commit before) the event's seen-index record, its
+//! `fdatasync` running beside the seen-index's (on a helper thread), and the commit is
+//! published durable once both are done, so an ack that waits for the record also waits for
+//! the entry. Done marks are written with the next entries, or once 1,024 wait or the oldest
+//! has waited a second, and are not synced on their own: losing some in a crash only means
+//! their events are handled again (handlers are at-least-once). A clean stop syncs them.
 //!
 //! Every entry not yet done is **pending**, and is either **handed** (queued in memory for
 //! the handlers, or being handled) or **parked** (on disk only). Entries are handed in id
@@ -24,13 +26,16 @@
 //!
 //! The records in all segments take at most the spool's cap (`--handler-spool-bytes`); an
 //! entry that does not fit is not spooled (the worker hands it to the in-memory queue, or
-//! drops it, counted and logged). The last segment is kept up to 1 MiB ahead with written
-//! zeros, like the seen-index log, which the cap does not count. A new segment is started once
-//! the last one holds a sixteenth of the cap (at least 64 KiB, at most 16 MiB); the oldest
-//! segment is deleted once none of its entries is pending. A done mark lives in its entry's
-//! segment or a later one, and segments go oldest first, so a mark is never deleted while its
-//! entry is kept. (One entry pending for long, behind a stuck handler, keeps the segments
-//! after it, and their bytes count against the cap, until it is done.)
+//! drops it, counted and logged). A new segment is started once the last one holds a
+//! sixteenth of the cap (at least 64 KiB, at most 16 MiB). It is prepared on another thread
+//! once the last one is half full: written with zeros to its full size and made durable, so
+//! that a commit overwrites allocated blocks and its `fdatasync` flushes data only, as the
+//! seen-index log's does (the cap does not count those zeros; without a spare ready, a segment
+//! is created at once and grown 1 MiB at a time). The oldest segment is deleted once none of
+//! its entries is pending. A done mark lives in its entry's segment or a later one, and
+//! segments go oldest first, so a mark is never deleted while its entry is kept. (One entry
+//! pending for long, behind a stuck handler, keeps the segments after it, and their bytes
+//! count against the cap, until it is done.)
 //!
 //! # Crashes and damage
 //!
@@ -50,9 +55,10 @@ use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::thread::JoinHandle;
 
 use bytes::Bytes;
-use tracing::{error, info, warn};
+use tracing::{debug, error, info, warn};
 use vtp_core::{Delivery, Source};
 
 use super::dir::{How, open_in, remove_in, rename_in};
@@ -100,7 +106,7 @@ impl Loc {
 #[derive(Debug)]
 struct Segment {
     number: u64,
-    file: File,
+    file: Arc<File>,
     /// Offset just past its last record.
     tail: u64,
     /// Length of the file (zeros past `tail`).
@@ -109,7 +115,22 @@ struct Segment {
     live: u64,
 }
 
-/// What [`Spool::write`] did with a batch.
+/// A write begun ([`Spool::begin`]), waiting for its `fdatasync`.
+#[derive(Debug, Default)]
+pub(crate) struct Staged {
+    /// The segment to `fdatasync` before [`Spool::end`], if the write needs it.
+    pub(crate) sync: Option<Arc<File>>,
+    /// Entries written, with their ids and places.
+    new: Vec<(u64, Loc, Delivery)>,
+    /// Bytes written.
+    len: u64,
+    /// The error writing them, if any.
+    failed: Option<io::Error>,
+    /// What is known already: the entries not spooled.
+    written: Written,
+}
+
+/// What [`Spool::end`] did with a batch.
 #[derive(Debug, Default)]
 pub(crate) struct Written {
     /// Entries now durable in the spool, with their ids (parked until handed).
@@ -139,6 +160,8 @@ pub(crate) struct Spool {
     buf: Vec<u8>,
     /// Entries refused for the cap since it was last reached (0: not full).
     refused: u64,
+    /// The next segment being prepared ([`Spool::prepare_spare`]): the file and its length.
+    spare: Option<JoinHandle<io::Result<(File, u64)>>>,
     /// Test seam: called before each write; an error fails it.
     #[cfg(test)]
     pub(crate) fail_write: Option<Box<dyn FnMut() -> io::Result<()> + Send>>,
@@ -177,6 +200,7 @@ impl Spool {
             parked: 0,
             buf: Vec::new(),
             refused: 0,
+            spare: None,
             #[cfg(test)]
             fail_write: None,
         };
@@ -216,9 +240,20 @@ impl Spool {
 
     /// Writes `entries` (each with a new id, as long as they fit the cap) and done marks for
     /// the pending ones of `dones`, then `fdatasync`s if any entry was written or `sync` asks
-    /// (at shutdown). Deletes the segments left with no pending entry.
+    /// (at shutdown). Deletes the segments left with no pending entry. [`begin`](Self::begin)
+    /// and [`end`](Self::end) in one, for a caller with nothing to do meanwhile.
+    #[cfg(test)]
     pub(crate) fn write(&mut self, entries: Vec<Delivery>, dones: &[u64], sync: bool) -> Written {
-        let mut written = Written::default();
+        let staged = self.begin(entries, dones, sync);
+        let synced = staged.sync.as_ref().map_or(Ok(()), |f| f.sync_data());
+        self.end(staged, synced)
+    }
+
+    /// The first half of a write: the records written (not yet synced). Sync
+    /// [`Staged::sync`] if it is there (the caller may do so on another thread, while it
+    /// commits the seen-index), then pass the outcome to [`end`](Self::end).
+    pub(crate) fn begin(&mut self, entries: Vec<Delivery>, dones: &[u64], sync: bool) -> Staged {
+        let mut staged = Staged::default();
         let mut done = Vec::with_capacity(dones.len());
         for &id in dones {
             if self.finish(id) {
@@ -244,11 +279,10 @@ impl Spool {
             format::encode_done(chunk, &mut self.buf);
         }
         let Some(segment) = self.segments.back().map(|s| s.number) else {
-            written.unspooled = entries;
-            return written;
+            staged.written.unspooled = entries;
+            return staged;
         };
         let start = self.segments.back().map_or(0, |s| s.tail);
-        let mut new = Vec::new();
         for d in entries {
             let len = format::entry_len(&d.ivorn, d.payload.len());
             let fits = len.is_some_and(|l| self.bytes + (self.buf.len() + l) as u64 <= self.cap);
@@ -256,7 +290,7 @@ impl Spool {
                 if len.is_some() {
                     self.note_full();
                 }
-                written.unspooled.push(d);
+                staged.written.unspooled.push(d);
                 continue;
             }
             if self.refused > 0 {
@@ -275,31 +309,58 @@ impl Spool {
                 .try_into()
                 .expect("a head");
             let head = format::decode_head(head).expect("just encoded");
-            new.push((id, loc(segment, at, &head), d));
+            staged.new.push((id, loc(segment, at, &head), d));
         }
         if self.buf.is_empty() {
-            return written;
+            return staged;
         }
-        let synced = !new.is_empty() || sync;
-        match self.append(synced) {
+        staged.len = self.buf.len() as u64;
+        match self.append() {
             Ok(()) => {
-                let last = self.segments.back_mut().expect("appended to it");
-                for (id, loc, d) in new {
-                    self.pending.insert(id, loc);
-                    last.live += 1;
-                    self.parked += 1;
-                    written.spooled.push((id, d));
+                if !staged.new.is_empty() || sync {
+                    staged.sync = self.segments.back().map(|s| Arc::clone(&s.file));
+                }
+            }
+            Err(e) => staged.failed = Some(e),
+        }
+        self.prepare_spare();
+        staged
+    }
+
+    /// The second half of a write: with its `fdatasync`'s outcome, the new entries become
+    /// pending (parked), or, if the write or the sync failed, are handed back unspooled (the
+    /// records written are then overwritten by the next write).
+    pub(crate) fn end(&mut self, mut staged: Staged, synced: io::Result<()>) -> Written {
+        let mut written = std::mem::take(&mut staged.written);
+        match staged.failed.take().map_or(synced, Err) {
+            Ok(()) => {
+                if let Some(last) = self.segments.back_mut() {
+                    for (id, loc, d) in staged.new {
+                        self.pending.insert(id, loc);
+                        last.live += 1;
+                        self.parked += 1;
+                        written.spooled.push((id, d));
+                    }
                 }
             }
             Err(e) => {
                 error!(
                     dir = %self.dir_path.display(),
-                    events = new.len(),
+                    events = staged.new.len(),
                     "handler spool: cannot write: {}; these events are handed to the \
                      handlers' in-memory queue only",
                     ErrorChain(&e)
                 );
-                written.unspooled.extend(new.into_iter().map(|(_, _, d)| d));
+                if staged.sync.is_some()
+                    && let Some(last) = self.segments.back_mut()
+                {
+                    // Written but not known durable: the next write goes over it.
+                    last.tail -= staged.len;
+                    self.bytes -= staged.len;
+                }
+                written
+                    .unspooled
+                    .extend(staged.new.into_iter().map(|(_, _, d)| d));
             }
         }
         self.delete_done_segments();
@@ -409,9 +470,9 @@ impl Spool {
         self.refused += 1;
     }
 
-    /// Writes `buf` at the tail of the last segment, growing the file ahead with zeros;
-    /// `fdatasync`s if `sync`.
-    fn append(&mut self, sync: bool) -> io::Result<()> {
+    /// Writes `buf` at the tail of the last segment (not synced), growing the file ahead with
+    /// zeros.
+    fn append(&mut self) -> io::Result<()> {
         #[cfg(test)]
         if let Some(fail) = &mut self.fail_write {
             fail()?;
@@ -428,36 +489,81 @@ impl Spool {
             }
         }
         seg.file.write_all_at(&self.buf, seg.tail)?;
-        if sync {
-            seg.file.sync_data()?;
-        }
         seg.len = seg.len.max(end);
         seg.tail = end;
         self.bytes += self.buf.len() as u64;
         Ok(())
     }
 
-    /// Starts a new last segment: created under a temporary name, made durable, renamed.
+    /// Starts a new last segment: the spare prepared ahead if there is one, else one created
+    /// now; its header written and made durable under the temporary name, then renamed.
     fn rotate(&mut self) -> io::Result<()> {
         let number = self.segments.back().map_or(1, |s| s.number + 1);
         let name = segment_name(number);
-        remove_in(&self.dir, TMP_NAME)?;
-        let file = open_in(&self.dir, TMP_NAME, How::CreateNew)?;
-        let len = HEADER_LEN + GROW_BYTES.min(self.segment_target);
-        file.write_all_at(&format::header(number, self.next_id), 0)?;
-        write_zeros(&file, HEADER_LEN, len)?;
-        file.sync_all()?;
+        let header = format::header(number, self.next_id);
+        let spare = match self.spare.take().map(JoinHandle::join) {
+            Some(Ok(Ok(spare))) => Some(spare),
+            Some(Ok(Err(e))) => {
+                debug!("handler spool: no spare segment ({e}); creating one now");
+                None
+            }
+            Some(Err(_)) | None => None,
+        };
+        let (file, len) = match spare {
+            Some((file, len)) => {
+                file.write_all_at(&header, 0)?;
+                file.sync_data()?;
+                (file, len)
+            }
+            None => {
+                remove_in(&self.dir, TMP_NAME)?;
+                let file = open_in(&self.dir, TMP_NAME, How::CreateNew)?;
+                let len = HEADER_LEN + GROW_BYTES.min(self.segment_target);
+                file.write_all_at(&header, 0)?;
+                write_zeros(&file, HEADER_LEN, len)?;
+                file.sync_all()?;
+                (file, len)
+            }
+        };
         rename_in(&self.dir, TMP_NAME, &name)?;
         self.dir.sync_all()?;
         self.segments.push_back(Segment {
             number,
-            file,
+            file: Arc::new(file),
             tail: HEADER_LEN,
             len,
             live: 0,
         });
         self.bytes += HEADER_LEN;
         Ok(())
+    }
+
+    /// Once the last segment is half full, prepares the next one on another thread: the
+    /// temporary file, written with zeros to the segment size and made durable, so that
+    /// neither filling it nor growing it costs a commit anything.
+    fn prepare_spare(&mut self) {
+        if self.spare.is_some()
+            || self
+                .segments
+                .back()
+                .is_some_and(|s| s.tail < self.segment_target / 2)
+        {
+            return;
+        }
+        let Ok(dir) = self.dir.try_clone() else {
+            return;
+        };
+        let len = HEADER_LEN + self.segment_target;
+        let spawned = std::thread::Builder::new()
+            .name("vtp-spool-spare".into())
+            .spawn(move || {
+                remove_in(&dir, TMP_NAME)?;
+                let file = open_in(&dir, TMP_NAME, How::CreateNew)?;
+                write_zeros(&file, 0, len)?;
+                file.sync_all()?;
+                Ok((file, len))
+            });
+        self.spare = spawned.ok();
     }
 
     /// Deletes the oldest segments while none of their entries is pending (never the last).
@@ -563,7 +669,7 @@ impl Spool {
         self.bytes += tail;
         self.segments.push_back(Segment {
             number,
-            file,
+            file: Arc::new(file),
             tail,
             len,
             live: 0,
@@ -642,6 +748,15 @@ impl Spool {
                 }
                 Ok(Some(Body::Done(format::done_ids(&body).collect())))
             }
+        }
+    }
+}
+
+impl Drop for Spool {
+    fn drop(&mut self) {
+        // Not left running: a spool opened next in this directory starts by removing its file.
+        if let Some(spare) = self.spare.take() {
+            let _ = spare.join();
         }
     }
 }

@@ -45,7 +45,7 @@ fn segment_files(dir: &Path) -> Vec<String> {
     let mut names: Vec<String> = fs::read_dir(dir)
         .unwrap()
         .map(|e| e.unwrap().file_name().into_string().unwrap())
-        .filter(|n| n.starts_with(SEGMENT_PREFIX))
+        .filter(|n| n.starts_with(SEGMENT_PREFIX) && n != TMP_NAME)
         .collect();
     names.sort();
     names
@@ -228,6 +228,15 @@ fn segments_are_deleted_oldest_first_once_all_their_entries_are_done() {
     }
     assert_eq!(spool.segment_numbers(), [1, 2, 3]);
     assert_eq!(segment_files(tmp.path()).len(), 3);
+    // Segments after the first were prepared ahead, written with zeros to their full size.
+    let target = HEADER_LEN + 2 * one;
+    assert_eq!(spool.segments[1].len, HEADER_LEN + target);
+    assert_eq!(
+        fs::metadata(tmp.path().join(segment_name(2)))
+            .unwrap()
+            .len(),
+        HEADER_LEN + target
+    );
     drain(&mut spool);
     // Done with the second segment's entries: the first still holds a pending one.
     spool.write(Vec::new(), &[3, 4, 1], false);
