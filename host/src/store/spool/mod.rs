@@ -122,7 +122,7 @@ pub(crate) struct Staged {
     pub(crate) sync: Option<Arc<File>>,
     /// Entries written, with their ids and places.
     new: Vec<(u64, Loc, Delivery)>,
-    /// Bytes written.
+    /// Bytes written (0 if the write failed).
     len: u64,
     /// The error writing them, if any.
     failed: Option<io::Error>,
@@ -314,9 +314,9 @@ impl Spool {
         if self.buf.is_empty() {
             return staged;
         }
-        staged.len = self.buf.len() as u64;
         match self.append() {
             Ok(()) => {
+                staged.len = self.buf.len() as u64;
                 if !staged.new.is_empty() || sync {
                     staged.sync = self.segments.back().map(|s| Arc::clone(&s.file));
                 }
@@ -351,12 +351,14 @@ impl Spool {
                      handlers' in-memory queue only",
                     ErrorChain(&e)
                 );
-                if staged.sync.is_some()
-                    && let Some(last) = self.segments.back_mut()
+                if let Some(last) = self.segments.back_mut()
+                    && staged.len > 0
                 {
-                    // Written but not known durable: the next write goes over it.
+                    // Written but not known durable: zeroed (best effort), so that no record
+                    // of it is read at the next start, and the next write goes there.
                     last.tail -= staged.len;
                     self.bytes -= staged.len;
+                    let _ = write_zeros(&last.file, last.tail, last.tail + staged.len);
                 }
                 written
                     .unspooled
@@ -488,7 +490,11 @@ impl Spool {
                 seg.len = new_len;
             }
         }
-        seg.file.write_all_at(&self.buf, seg.tail)?;
+        if let Err(e) = seg.file.write_all_at(&self.buf, seg.tail) {
+            // Part of it may be there: zeroed (best effort), as a failed sync's would be.
+            let _ = write_zeros(&seg.file, seg.tail, end);
+            return Err(e);
+        }
         seg.len = seg.len.max(end);
         seg.tail = end;
         self.bytes += self.buf.len() as u64;

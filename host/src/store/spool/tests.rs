@@ -287,6 +287,28 @@ fn a_failed_write_spools_nothing_and_the_spool_goes_on() {
 }
 
 #[test]
+fn entries_whose_sync_failed_are_handed_back_and_written_over() {
+    let tmp = TempDir::new("spool-sync-fail");
+    let mut spool = open(tmp.path(), SPOOL_BYTES_DEFAULT);
+    spool.write(events(0..1), &[], false);
+    let bytes = spool.bytes();
+    let staged = spool.begin(events(1..3), &[], false);
+    assert!(staged.sync.is_some(), "entries need a sync");
+    let (w, logs) = capture_logs(|| spool.end(staged, Err(io::Error::other("EIO"))));
+    assert!(w.spooled.is_empty());
+    assert_eq!(w.unspooled.len(), 2);
+    assert!(logs.contains("ERROR") && logs.contains("EIO"), "{logs}");
+    assert_eq!((spool.bytes(), spool.pending()), (bytes, 1));
+    spool.write(events(3..4), &[], false);
+    drop(spool);
+    let mut spool = open(tmp.path(), SPOOL_BYTES_DEFAULT);
+    assert_eq!(
+        ivorns(&drain(&mut spool)),
+        ["#0", "#3"].map(|s| format!("ivo://vtp.test/spool{s}"))
+    );
+}
+
+#[test]
 fn a_file_named_like_a_segment_that_is_not_one_is_refused() {
     let tmp = TempDir::new("spool-foreign");
     fs::write(
