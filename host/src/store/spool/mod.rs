@@ -35,7 +35,9 @@
 //! its entries is pending. A done mark lives in its entry's segment or a later one, and
 //! segments go oldest first, so a mark is never deleted while its entry is kept. (One entry
 //! pending for long, behind a stuck handler, keeps the segments after it, and their bytes
-//! count against the cap, until it is done.)
+//! count against the cap, until it is done.) Only the last segment is kept open, plus the
+//! older one entries are being read back from and the spare being prepared: a few file
+//! descriptors, whatever the cap.
 //!
 //! # Crashes and damage
 //!
@@ -106,7 +108,8 @@ impl Loc {
 #[derive(Debug)]
 struct Segment {
     number: u64,
-    file: Arc<File>,
+    /// Open only while it is the last one (appends); older ones are opened to read back.
+    file: Option<Arc<File>>,
     /// Offset just past its last record.
     tail: u64,
     /// Length of the file (zeros past `tail`).
@@ -160,6 +163,8 @@ pub(crate) struct Spool {
     buf: Vec<u8>,
     /// Entries refused for the cap since it was last reached (0: not full).
     refused: u64,
+    /// The older segment last read back from, kept open for the next reads.
+    reader: Option<(u64, Arc<File>)>,
     /// The next segment being prepared ([`Spool::prepare_spare`]): the file and its length.
     spare: Option<JoinHandle<io::Result<(File, u64)>>>,
     /// Test seam: called before each write; an error fails it.
@@ -200,6 +205,7 @@ impl Spool {
             parked: 0,
             buf: Vec::new(),
             refused: 0,
+            reader: None,
             spare: None,
             #[cfg(test)]
             fail_write: None,
@@ -210,6 +216,14 @@ impl Spool {
             spool
                 .load_segment(number, Some(number) == last)
                 .map_err(|e| (at(&name), e))?;
+        }
+        if let Some(last) = spool.segments.back_mut()
+            && last.file.is_none()
+        {
+            // The last one was empty and removed: appends go to the one before.
+            let name = segment_name(last.number);
+            let file = open_in(&spool.dir, &name, How::ReadWrite).map_err(|e| (at(&name), e))?;
+            last.file = Some(Arc::new(file));
         }
         for loc in spool.pending.values() {
             if let Ok(i) = spool.find(loc.segment) {
@@ -318,7 +332,7 @@ impl Spool {
             Ok(()) => {
                 staged.len = self.buf.len() as u64;
                 if !staged.new.is_empty() || sync {
-                    staged.sync = self.segments.back().map(|s| Arc::clone(&s.file));
+                    staged.sync = self.segments.back().and_then(|s| s.file.clone());
                 }
             }
             Err(e) => staged.failed = Some(e),
@@ -352,13 +366,14 @@ impl Spool {
                     ErrorChain(&e)
                 );
                 if let Some(last) = self.segments.back_mut()
+                    && let Some(file) = &last.file
                     && staged.len > 0
                 {
                     // Written but not known durable: zeroed (best effort), so that no record
                     // of it is read at the next start, and the next write goes there.
                     last.tail -= staged.len;
                     self.bytes -= staged.len;
-                    let _ = write_zeros(&last.file, last.tail, last.tail + staged.len);
+                    let _ = write_zeros(file, last.tail, last.tail + staged.len);
                 }
                 written
                     .unspooled
@@ -392,14 +407,24 @@ impl Spool {
     /// # Errors
     ///
     /// The error reading its segment.
-    pub(crate) fn read(&self, loc: Loc) -> io::Result<Option<Delivery>> {
+    pub(crate) fn read(&mut self, loc: Loc) -> io::Result<Option<Delivery>> {
         let i = self
             .find(loc.segment)
             .map_err(|()| io::Error::other("its segment is gone"))?;
+        let file = match &self.segments[i].file {
+            Some(file) => Arc::clone(file),
+            None => match &self.reader {
+                Some((n, file)) if *n == loc.segment => Arc::clone(file),
+                _ => {
+                    let name = segment_name(loc.segment);
+                    let file = Arc::new(open_in(&self.dir, &name, How::Read)?);
+                    self.reader = Some((loc.segment, Arc::clone(&file)));
+                    file
+                }
+            },
+        };
         let mut body = vec![0u8; loc.len as usize];
-        self.segments[i]
-            .file
-            .read_exact_at(&mut body, loc.at + HEAD_LEN as u64)?;
+        file.read_exact_at(&mut body, loc.at + HEAD_LEN as u64)?;
         if crc32fast::hash(&body) != loc.body_crc {
             return Ok(None);
         }
@@ -481,18 +506,19 @@ impl Spool {
         }
         let grow = GROW_BYTES.min(self.segment_target);
         let seg = self.segments.back_mut().expect("a segment");
+        let file = Arc::clone(seg.file.as_ref().expect("the last segment is open"));
         let end = seg.tail + self.buf.len() as u64;
         if end > seg.len {
             // As the seen-index: a commit then overwrites allocated zeros and its fdatasync
             // flushes data only. Without room for them, the records alone extend the file.
             let new_len = end + grow;
-            if write_zeros(&seg.file, seg.len, new_len).is_ok() {
+            if write_zeros(&file, seg.len, new_len).is_ok() {
                 seg.len = new_len;
             }
         }
-        if let Err(e) = seg.file.write_all_at(&self.buf, seg.tail) {
+        if let Err(e) = file.write_all_at(&self.buf, seg.tail) {
             // Part of it may be there: zeroed (best effort), as a failed sync's would be.
-            let _ = write_zeros(&seg.file, seg.tail, end);
+            let _ = write_zeros(&file, seg.tail, end);
             return Err(e);
         }
         seg.len = seg.len.max(end);
@@ -533,9 +559,14 @@ impl Spool {
         };
         rename_in(&self.dir, TMP_NAME, &name)?;
         self.dir.sync_all()?;
+        if let Some(last) = self.segments.back_mut() {
+            // Only the last segment stays open: the spool holds few descriptors however many
+            // segments its cap allows.
+            last.file = None;
+        }
         self.segments.push_back(Segment {
             number,
-            file: Arc::new(file),
+            file: Some(Arc::new(file)),
             tail: HEADER_LEN,
             len,
             live: 0,
@@ -585,6 +616,9 @@ impl Spool {
             }
             let gone = self.segments.pop_front().expect("checked");
             self.bytes -= gone.tail;
+            if self.reader.as_ref().is_some_and(|r| r.0 == gone.number) {
+                self.reader = None;
+            }
         }
     }
 
@@ -675,7 +709,7 @@ impl Spool {
         self.bytes += tail;
         self.segments.push_back(Segment {
             number,
-            file: Arc::new(file),
+            file: last.then(|| Arc::new(file)),
             tail,
             len,
             live: 0,

@@ -237,7 +237,10 @@ fn segments_are_deleted_oldest_first_once_all_their_entries_are_done() {
             .len(),
         HEADER_LEN + target
     );
-    drain(&mut spool);
+    let opened = spool.segments.iter().filter(|s| s.file.is_some()).count();
+    assert_eq!(opened, 1, "only the last segment is kept open");
+    // Read back from the closed ones.
+    assert_eq!(drain(&mut spool).len(), 6);
     // Done with the second segment's entries: the first still holds a pending one.
     spool.write(Vec::new(), &[3, 4, 1], false);
     assert_eq!(spool.segment_numbers(), [1, 2, 3]);
@@ -357,4 +360,8 @@ fn an_empty_segment_left_by_a_crash_is_removed() {
     assert!(logs.contains("empty segment is removed"), "{logs}");
     assert_eq!(spool.segment_numbers(), [1]);
     assert_eq!(drain(&mut spool).len(), 2);
+    // Appends go on in the segment before it.
+    assert_eq!(spool.write(events(2..3), &[], false).spooled[0].0, 3);
+    drop(spool);
+    assert_eq!(drain(&mut open(tmp.path(), SPOOL_BYTES_DEFAULT)).len(), 3);
 }
