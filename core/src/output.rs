@@ -250,7 +250,9 @@ pub enum Action {
         /// Cut-off, inclusive.
         before_unix_secs: u64,
     },
-    /// Run the event handlers on an accepted event.
+    /// Run the event handlers on an accepted event. With
+    /// [`DeliveryTiming::BeforeRecord`](crate::config::DeliveryTiming::BeforeRecord) it comes
+    /// just before the event's `Persist`, never held; otherwise with the receipt.
     Deliver(Delivery),
 }
 
