@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use vtp_core::config::Limits;
 use vtp_core::outbox::OutboxLimits;
-use vtp_host::handlers;
+use vtp_host::{handlers, store};
 
 /// vtp: a VOEvent Transport Protocol broker, author and subscriber (Comet- and pygcn-compatible).
 #[derive(Debug, Parser)]
@@ -109,6 +109,15 @@ pub(crate) struct Handling {
     #[arg(long, value_name = "BYTES", default_value_t = handlers::QUEUE_BYTES_DEFAULT,
           value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
     pub(crate) handler_queue_bytes: usize,
+    /// Most bytes of the on-disk handler spool in the --eventdb directory: events accepted
+    /// but not yet handled by --print-event, --save-event and --cmd are kept there (written
+    /// before their ack), so they are handled after a restart or a crash (handlers are
+    /// at-least-once: an event may be handled twice after a crash), and events beyond
+    /// --handler-queue-bytes wait there instead of being dropped. When it is full an event is
+    /// only queued in memory (or, that full too, dropped: counted and logged with its IVORN).
+    /// 0 turns it off (in-memory queue only). Needs --eventdb (always there for the broker).
+    #[arg(long, value_name = "BYTES", default_value_t = store::spool::SPOOL_BYTES_DEFAULT)]
+    pub(crate) handler_spool_bytes: u64,
     /// XPath filter sent upstream in the authenticate reply: the upstream broker sends only
     /// events matching at least one filter. Repeatable.
     #[arg(long, value_name = "XPATH")]

@@ -529,6 +529,15 @@ fn serve(
     fds: Option<&FdPlan>,
 ) -> Result<(), Fail> {
     let handlers = build_handlers(handling, false)?;
+    let spool_bytes = match (&handlers, eventdb) {
+        (Some(_), Some(_)) => handling.handler_spool_bytes,
+        _ => 0,
+    };
+    let mut config = config;
+    if spool_bytes > 0 {
+        // Each delivery is spooled in the commit of its event's record, before the ack.
+        config.policy.delivery_timing = config::DeliveryTiming::BeforeRecord;
+    }
     let now = Instant::now();
     let (engine, filter_counters) = filter_engine();
     let mut node = Node::new(config, engine, seed(), now, unix_now()).map_err(|e| match e {
@@ -541,7 +550,7 @@ fn serve(
     let mut fx = HostEffects::new();
     if let Some(dir) = eventdb {
         // The error says what is wrong: a lock held by another vtp, or the OS error.
-        let opened = store::open_for(&mut node, dir, now)?;
+        let opened = store::open_with_spool(&mut node, dir, now, spool_bytes)?;
         fx = fx.with_store(opened.worker);
     }
     if let Some(h) = handlers {

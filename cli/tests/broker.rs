@@ -648,6 +648,7 @@ fn bad_arguments_get_one_line_naming_them() {
         "--tls-ca",
         "--tls-handshake-timeout",
         "--tls-handshakes-max",
+        "--handler-spool-bytes",
     ] {
         assert!(help.contains(flag), "{flag} missing from --help");
     }

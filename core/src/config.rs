@@ -257,6 +257,9 @@ pub struct Policy {
     /// When receipts, forwards and deliveries of a new event go out relative to its
     /// seen-index record becoming durable.
     pub durability: Durability,
+    /// When a new event's [`Action::Deliver`](crate::Action::Deliver) is queued: with its
+    /// receipt, or ahead of its record for a host that spools deliveries.
+    pub delivery_timing: DeliveryTiming,
 }
 
 impl Default for Policy {
@@ -268,6 +271,7 @@ impl Default for Policy {
             invalid_filters: InvalidFilters::SendNothing,
             schema: SchemaCheck::V2_0,
             durability: Durability::BeforeReply,
+            delivery_timing: DeliveryTiming::WithReceipt,
         }
     }
 }
@@ -321,6 +325,28 @@ pub enum InvalidFilters {
     SendNothing,
     /// Comet: an empty filter set means everything.
     SendEverything,
+}
+
+/// When a new event's [`Action::Deliver`] is queued relative to its [`Action::Persist`] (see the
+/// crate docs, "Durability").
+///
+/// [`Action::Deliver`]: crate::Action::Deliver
+/// [`Action::Persist`]: crate::Action::Persist
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum DeliveryTiming {
+    /// With the event's receipt and forwards: after its `Persist`, and under
+    /// [`Durability::BeforeReply`] held until that record is durable, so handlers only ever see
+    /// events whose record is on disk. Handler work queued in memory is lost in a crash.
+    WithReceipt,
+    /// Just before the event's `Persist`, never held. For a host that writes every delivery
+    /// ahead to a durable spool which a store committing in order makes durable no later than
+    /// the record (the vtp store's handler spool), and runs the handlers once that commit is
+    /// done: the receipt, held behind the record, then never goes out for an event whose
+    /// handler work could be lost in a crash. A host without such a spool should keep
+    /// [`WithReceipt`](Self::WithReceipt): with this, its handlers may see an event before its
+    /// record is durable.
+    BeforeRecord,
 }
 
 /// When a new event's receipt, forwards and delivery go out relative to the commit of its

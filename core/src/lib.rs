@@ -72,6 +72,13 @@
 //! the disk, the resubmission is acked as a duplicate and the event is never forwarded
 //! (at-most-once, the window being the time between a commit and the write of its output).
 //!
+//! **Handlers.** By default the delivery to handlers is held with the receipt, so handlers see
+//! only events whose record is durable; work still queued for them in memory is lost in a
+//! crash. With [`config::DeliveryTiming::BeforeRecord`] the node queues the delivery just before
+//! the event's `Persist` instead, for a host that writes it ahead to a durable handler spool in
+//! the same (or an earlier) commit as the record: an acked event's handler work then survives
+//! a crash, and the host runs the handlers once the commit is durable.
+//!
 //! **Cost.** A receipt waits for one commit. Commits are grouped: the store takes every
 //! record queued while the previous commit ran into the next one, so under load many events
 //! share one disk flush and throughput does not drop to one event per flush. The runtime learns

@@ -224,6 +224,9 @@ pub enum Source {
     Author(ConnId),
     /// Received from an upstream broker.
     Upstream(ConnId),
+    /// Read back from a host's handler spool: accepted earlier, by this run or one before a
+    /// restart, on a connection that is not known any more.
+    Spool,
 }
 
 /// An accepted event handed to the application's handlers (print, save, cmd, callbacks).
@@ -333,7 +336,9 @@ pub enum Action {
         /// Cut-off, inclusive.
         before_unix_secs: u64,
     },
-    /// Run the event handlers on an accepted event.
+    /// Run the event handlers on an accepted event. With
+    /// [`DeliveryTiming::BeforeRecord`](crate::config::DeliveryTiming::BeforeRecord) it comes
+    /// just before the event's `Persist`, never held; otherwise with the receipt.
     Deliver(Delivery),
 }
 

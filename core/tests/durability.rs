@@ -5,7 +5,7 @@ mod common;
 
 use bytes::Bytes;
 use common::*;
-use vtp_core::config::Durability;
+use vtp_core::config::{DeliveryTiming, Durability};
 use vtp_core::message::TransportRole;
 use vtp_core::{Action, CloseReason, ConnId, ListenerRole};
 
@@ -369,4 +369,61 @@ fn async_durability_replies_at_once() {
     );
     h.persisted(1);
     assert!(h.take().is_empty());
+}
+
+#[test]
+fn with_delivery_before_record_the_delivery_precedes_the_persist_and_is_never_held() {
+    let mut c = broker_config();
+    c.policy.delivery_timing = DeliveryTiming::BeforeRecord;
+    let mut h = Harness::new(c);
+    h.auto_persist = false;
+    h.run_until(0.0);
+    let feed = h.accept(ListenerRole::Broadcast);
+    h.take();
+    let a = submit(&mut h, "ivo://example.org/survey#ahead");
+    assert_eq!(
+        kinds(&h.take()),
+        ["deliver ivo://example.org/survey#ahead", "persist"],
+        "the delivery goes first, so a store committing in order makes it durable first"
+    );
+    assert!(h.node.reply_pending(a));
+    h.persisted(1);
+    assert_eq!(
+        kinds(&h.take()),
+        [
+            format!("ack {a}"),
+            format!("close {a}"),
+            format!("forward {feed}")
+        ],
+        "the receipt still waits for the record; no second delivery"
+    );
+    // A duplicate is not delivered at all.
+    let b = submit(&mut h, "ivo://example.org/survey#ahead");
+    assert_eq!(
+        kinds(&h.take()),
+        [
+            format!("duplicate {b}"),
+            format!("ack {b}"),
+            format!("close {b}")
+        ]
+    );
+}
+
+#[test]
+fn with_delivery_before_record_an_upstream_event_is_delivered_before_its_persist() {
+    let mut c = upstream_config();
+    c.policy.delivery_timing = DeliveryTiming::BeforeRecord;
+    let mut h = Harness::new(c);
+    h.auto_persist = false;
+    let (up, feed) = h.connect_upstream_and_feed();
+    h.input(up, &framed(&event_xml("ivo://example.org/survey#u2")));
+    assert_eq!(
+        kinds(&h.take()),
+        ["deliver ivo://example.org/survey#u2", "persist"]
+    );
+    h.persisted(1);
+    assert_eq!(
+        kinds(&h.take()),
+        [format!("ack {up}"), format!("forward {feed}")]
+    );
 }

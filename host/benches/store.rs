@@ -1,7 +1,8 @@
 //! The seen-index store's numbers on the disk under `CARGO_TARGET_TMPDIR` (or `VTP_BENCH_DIR`):
 //! commit latency and the committing thread's CPU for a group commit of 8 records (what 8
-//! authors waiting for their acks make), the same for 1 and 64 records, loading 100,000
-//! records, and compacting a log of mostly dead records. Run with
+//! authors waiting for their acks make), the same for 1 and 64 records, the latency of one
+//! event through the store worker with and without its delivery in the handler spool, loading
+//! 100,000 records, and compacting a log of mostly dead records. Run with
 //! `cargo bench -p vtp-host --bench store`.
 //!
 //! A plain `main` (no harness). CPU time is the calling thread's own (`/proc/thread-self/
@@ -15,9 +16,15 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
-use vtp_core::driver::StoreOp;
-use vtp_core::{EventKey, SeenRecord};
-use vtp_host::store::{COMPACT_MIN_RECORDS, SeenStore};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use vtp_core::driver::{Effects, StoreOp};
+use vtp_core::{Delivery, EventKey, SeenRecord, Source};
+use vtp_host::effects::HostEffects;
+use vtp_host::handlers::{Handler, HandlerError, Handlers};
+use vtp_host::store::spool::SPOOL_BYTES_DEFAULT;
+use vtp_host::store::{COMPACT_MIN_RECORDS, SeenStore, StoreWorker};
 
 const COMMITS: usize = 2_000;
 
@@ -66,6 +73,52 @@ fn main() {
         let _ = std::fs::remove_dir_all(&dir);
     }
 
+    // Through the worker, one event at a time as one author makes them: its record alone,
+    // or its record and its 10 KB delivery in the handler spool (the same commit).
+    for spool in [false, true] {
+        let mut store = SeenStore::open(&dir).expect("open the store");
+        if spool {
+            store
+                .open_spool(SPOOL_BYTES_DEFAULT)
+                .expect("open the spool");
+        }
+        let worker = StoreWorker::spawn(store, None).expect("start the worker");
+        let handlers = Handlers::new(vec![Arc::new(Nop)], 1, 4096);
+        let mut fx = HostEffects::new()
+            .with_store(worker)
+            .with_handlers(handlers);
+        let mut lat = Vec::with_capacity(COMMITS);
+        for i in 0..COMMITS as u64 {
+            next += 1;
+            let r = record(next);
+            let d = Delivery {
+                ivorn: format!("ivo://bench/spool#{next}").into(),
+                key: r.key,
+                payload: Bytes::from(vec![b'x'; 10_000]),
+                source: Source::Spool,
+            };
+            let t = Instant::now();
+            fx.deliver(d);
+            fx.store(StoreOp::Persist(r));
+            assert_eq!(fx.flush_persists(i + 1), i + 1, "durable");
+            lat.push(t.elapsed().as_secs_f64() * 1e3);
+        }
+        fx.finish(std::time::Duration::from_secs(30));
+        lat.sort_by(f64::total_cmp);
+        println!(
+            "{:<44} {:>9.3} {:>9.3} {:>9.3}",
+            if spool {
+                "worker, record + 10 KB spooled delivery"
+            } else {
+                "worker, record (delivery in memory)"
+            },
+            lat[lat.len() / 2],
+            lat[lat.len() * 99 / 100],
+            lat[lat.len() - 1],
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
     // Load: 100,000 live records.
     let mut store = SeenStore::open(&dir).expect("open the store");
     let ops: Vec<StoreOp> = (0..100_000).map(|i| StoreOp::Persist(record(i))).collect();
@@ -103,6 +156,19 @@ fn main() {
     );
     drop(store);
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A handler that does nothing.
+struct Nop;
+
+impl Handler for Nop {
+    fn name(&self) -> &str {
+        "nop"
+    }
+
+    fn handle(&self, _: &Delivery) -> Result<(), HandlerError> {
+        Ok(())
+    }
 }
 
 fn record(i: u64) -> SeenRecord {

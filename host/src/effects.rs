@@ -17,6 +17,18 @@
 //! held output grow without bound; once the disk catches up, the guarantee is back. Likewise,
 //! once the store thread has stopped, every persist counts as durable.
 //!
+//! # Handler spool
+//!
+//! Given a store with a handler spool ([`store::open_with_spool`](crate::store::open_with_spool))
+//! and handlers, [`HostEffects`] links them: each delivery goes to the store worker
+//! ([`StoreWorker`] spools it in the commit of the operations sent before it, and queues it for
+//! the handlers once that commit is durable) instead of straight to the handlers. With the
+//! node's [`DeliveryTiming::BeforeRecord`](vtp_core::config::DeliveryTiming::BeforeRecord) the
+//! delivery comes just before its event's `Persist`, so the receipt held behind that record is
+//! never sent for an event whose handler work is not on disk. Deliveries sent to the store and
+//! not durable yet are bounded ([`SPOOL_INFLIGHT_BYTES_MAX`]); beyond that, and when the store
+//! cannot take one, a delivery goes straight to the handlers' queue, as without a spool.
+//!
 //! While the store's commits fail ([`StoreWorker::is_healthy`] is false, a full or failing
 //! disk) [`Effects::store_healthy`] says so, and the node naks an author's new event at once
 //! ("storage unavailable") instead of holding its ack until the author's deadline.
@@ -50,6 +62,12 @@ pub struct HostEffects {
     persists: u64,
     /// Persists not known durable yet: (persist number, store sequence number), in order.
     unsettled: VecDeque<(u64, u64)>,
+    /// Deliveries go to the store's handler spool (it has one, and handlers are linked to it).
+    spooling: bool,
+    /// Spooled deliveries not known durable yet: (store sequence number, event bytes).
+    spool_inflight: VecDeque<(u64, usize)>,
+    /// The event bytes of those.
+    spool_inflight_bytes: usize,
 }
 
 impl std::fmt::Debug for HostEffects {
@@ -60,6 +78,8 @@ impl std::fmt::Debug for HostEffects {
             .field("store_dropped", &self.store_dropped)
             .field("persists", &self.persists)
             .field("unsettled", &self.unsettled.len())
+            .field("spooling", &self.spooling)
+            .field("spool_inflight", &self.spool_inflight.len())
             .finish_non_exhaustive()
     }
 }
@@ -70,16 +90,75 @@ impl HostEffects {
         Self::default()
     }
 
-    /// Persist the seen-index through this worker.
+    /// Persist the seen-index through this worker. If it has a handler spool and handlers
+    /// are given too, deliveries go through the spool (see the module docs).
     pub fn with_store(mut self, store: StoreWorker) -> Self {
         self.store = Some(store);
+        self.link_spool();
         self
     }
 
     /// Run these handlers on every accepted event.
     pub fn with_handlers(mut self, handlers: Handlers) -> Self {
         self.handlers = Some(handlers);
+        self.link_spool();
         self
+    }
+
+    /// True when deliveries go through the store's handler spool.
+    pub fn is_spooling(&self) -> bool {
+        self.spooling
+    }
+
+    /// Once both a store with a spool and handlers are here: the worker queues spooled
+    /// deliveries for the handlers, which tell it when each is done.
+    fn link_spool(&mut self) {
+        if self.spooling {
+            return;
+        }
+        if let (Some(store), Some(handlers)) = (&self.store, &self.handlers)
+            && store.has_spool()
+            && store.attach_handlers(handlers)
+        {
+            self.spooling = true;
+        }
+    }
+
+    /// Sends a delivery to the spool; hands it back if it should go straight to the handlers.
+    fn spool(&mut self, delivery: Delivery) -> Result<(), Delivery> {
+        let Some(store) = &mut self.store else {
+            return Err(delivery);
+        };
+        if store.is_stopped() {
+            self.spool_inflight.clear();
+            self.spool_inflight_bytes = 0;
+        } else {
+            let durable = store.durable_seq();
+            while let Some(&(seq, size)) = self.spool_inflight.front() {
+                if seq > durable {
+                    break;
+                }
+                self.spool_inflight.pop_front();
+                self.spool_inflight_bytes -= size;
+            }
+        }
+        let size = delivery.ivorn.len() + delivery.payload.len();
+        if !self.spool_inflight.is_empty()
+            && self.spool_inflight_bytes + size > SPOOL_INFLIGHT_BYTES_MAX
+        {
+            return Err(delivery);
+        }
+        match store.send_spool(delivery) {
+            Ok(seq) => {
+                self.spool_inflight.push_back((seq, size));
+                self.spool_inflight_bytes += size;
+                Ok(())
+            }
+            Err((e, delivery)) => {
+                tracing::debug!("handler spool: {e}; event handed to the handlers' queue");
+                Err(delivery)
+            }
+        }
     }
 
     /// Call `hook` with every node event.
@@ -115,18 +194,20 @@ impl HostEffects {
             .map_or(self.persists, |&(persist, _)| persist - 1)
     }
 
-    /// Flushes the store (every queued record committed) and lets handlers finish queued work
-    /// for up to `grace`. Call at shutdown, after the runtime returned.
+    /// Lets handlers finish queued work for up to `grace`, then flushes the store (every
+    /// queued record committed, with the done marks of the handled events: what is left in
+    /// the handler spool is handled after the next start). Call at shutdown, after the runtime
+    /// returned.
     pub fn finish(self, grace: Duration) {
-        if let Some(store) = self.store
-            && let Err(e) = store.flush_and_stop()
-        {
-            tracing::error!("seen-index store: final commit failed: {e}");
-        }
         if let Some(h) = self.handlers
             && !h.shutdown(grace)
         {
             tracing::warn!("event handlers still running after {grace:?}; not waiting");
+        }
+        if let Some(store) = self.store
+            && let Err(e) = store.flush_and_stop()
+        {
+            tracing::error!("seen-index store: final commit failed: {e}");
         }
     }
 }
@@ -189,10 +270,20 @@ impl Effects for HostEffects {
         if let Some(hook) = &mut self.on_delivery {
             hook(&delivery);
         }
-        if let Some(h) = &self.handlers
-            && !h.dispatch(delivery)
-        {
-            tracing::warn!("handler queue full: event not passed to handlers");
+        if self.handlers.is_none() {
+            return;
+        }
+        let delivery = if self.spooling {
+            match self.spool(delivery) {
+                Ok(()) => return,
+                Err(delivery) => delivery,
+            }
+        } else {
+            delivery
+        };
+        if let Some(h) = &self.handlers {
+            // A delivery not queued is counted and logged (rate-limited) by the handlers.
+            h.dispatch(delivery);
         }
     }
 
@@ -207,6 +298,10 @@ impl Effects for HostEffects {
         }
     }
 }
+
+/// Most event bytes of deliveries sent to the handler spool and not durable yet (a slow or
+/// failing disk); beyond it deliveries go straight to the handlers' queue.
+pub const SPOOL_INFLIGHT_BYTES_MAX: usize = 64 << 20;
 
 /// How long shutdown waits for the last records to be durable, so that their receipts and
 /// forwards still go out.

@@ -18,7 +18,8 @@
 //! - [`store`]: the seen-index on disk ([`SeenStore`], an append-only log file; `store/log.rs`
 //!   is its record format) and the thread that owns it ([`StoreWorker`], `store/worker.rs`),
 //!   which turns the core's `Persist`, `Forget` and `Expire` actions into group commits and
-//!   reports which of them are durable; [`store::open_for`] is the start-up sequence;
+//!   reports which of them are durable; [`store::open_for`] is the start-up sequence; the
+//!   handler spool beside it ([`store::spool`], `store/spool/`) keeps the handlers' work;
 //! - [`handlers`]: what is done with every accepted event ([`Handler`]: [`PrintEvent`],
 //!   [`SaveEvent`], [`Command`], one file each) on a bounded pool of worker threads
 //!   ([`Handlers`], `handlers/pool.rs`);
@@ -52,8 +53,14 @@
 //! [`StoreWorker::durable_seq`], and the runtime's waker is passed to
 //! [`StoreWorker::set_waker`], so receipts held until their records are durable go out as soon
 //! as a commit lands ([`effects::HostEffects`] does all of this). At shutdown:
-//! [`StoreWorker::flush_and_stop`] and [`Handlers::shutdown`]
+//! [`Handlers::shutdown`] and [`StoreWorker::flush_and_stop`]
 //! ([`HostEffects::finish`](effects::HostEffects::finish) calls both).
+//!
+//! With a handler spool ([`store::open_with_spool`] instead of `open_for`, and the node's
+//! [`DeliveryTiming::BeforeRecord`](vtp_core::config::DeliveryTiming::BeforeRecord)),
+//! `deliver(delivery)` goes to the store worker, which writes it in the commit of the event's
+//! record and queues it for the handlers from there ([`store::spool`]): handlers are then
+//! at-least-once across restarts and crashes.
 
 #![warn(missing_docs)]
 

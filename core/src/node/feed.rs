@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 
-use crate::config::{InvalidFilters, SubscriberNak};
+use crate::config::{DeliveryTiming, InvalidFilters, SubscriberNak};
 use crate::frame;
 use crate::message::{self, Message, TransportRole, VoEvent};
 use crate::output::{Action, CloseReason, ConnId, ConnRole, Delivery, Event, Source};
@@ -80,24 +80,37 @@ impl Node {
         }
     }
 
-    /// A new event from any source: forward to every feed whose filters pass, then deliver to
-    /// the handlers, at once or held behind its persist. The payload is framed once; every feed
-    /// shares that `Bytes`.
-    #[allow(clippy::too_many_arguments)]
+    /// Frames a new event's payload once, before its record is persisted; with
+    /// [`DeliveryTiming::BeforeRecord`] also queues its delivery now, ahead of the `Persist`
+    /// (never held). `None` only if the payload cannot be framed, which cannot happen: it came
+    /// through a frame.
+    pub(super) fn frame_event(
+        &mut self,
+        source: &Source,
+        ivorn: &Arc<str>,
+        key: EventKey,
+        payload: &[u8],
+    ) -> Option<Bytes> {
+        let frame = frame::encode(payload).ok()?;
+        if self.config.policy.delivery_timing == DeliveryTiming::BeforeRecord {
+            self.actions
+                .push_back(Action::Deliver(delivery(source, ivorn, key, &frame)));
+        }
+        Some(frame)
+    }
+
+    /// A new event from any source, framed by [`frame_event`](Self::frame_event): forward to
+    /// every feed whose filters pass, then deliver to the handlers (unless already delivered
+    /// ahead), at once or held behind its persist. Every feed shares the one framed `Bytes`.
     pub(super) fn accept_event(
         &mut self,
         conn: ConnId,
         source: Source,
         ivorn: Arc<str>,
         key: EventKey,
-        payload: &[u8],
+        frame: Bytes,
         ev: &VoEvent<'_>,
-        _now: Instant,
     ) {
-        let Ok(frame) = frame::encode(payload) else {
-            // Unreachable: the payload came through a frame, so it fits one.
-            return;
-        };
         let mark = self.actions.len();
         if self.holding() {
             let element = ev.element.clone();
@@ -107,19 +120,17 @@ impl Node {
             };
             self.held.push_back((self.persists, fan_out));
         } else {
-            self.fan_out(&frame, payload, ev.element.clone());
+            self.fan_out(&frame, &frame[frame::PREFIX_LEN..], ev.element.clone());
         }
         self.events.push_back(Event::Accepted {
             conn,
             ivorn: ivorn.clone(),
             key,
         });
-        self.actions.push_back(Action::Deliver(Delivery {
-            ivorn,
-            key,
-            payload: frame.slice(frame::PREFIX_LEN..),
-            source,
-        }));
+        if self.config.policy.delivery_timing == DeliveryTiming::WithReceipt {
+            self.actions
+                .push_back(Action::Deliver(delivery(&source, &ivorn, key, &frame)));
+        }
         self.hold(mark);
     }
 
@@ -224,5 +235,15 @@ impl Node {
                 debug_assert!(false, "test event must parse as a VOEvent");
             }
         }
+    }
+}
+
+/// The delivery of a new event whose framed bytes are `frame`: the payload shares them.
+fn delivery(source: &Source, ivorn: &Arc<str>, key: EventKey, frame: &Bytes) -> Delivery {
+    Delivery {
+        ivorn: ivorn.clone(),
+        key,
+        payload: frame.slice(frame::PREFIX_LEN..),
+        source: source.clone(),
     }
 }

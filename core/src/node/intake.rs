@@ -70,12 +70,16 @@ impl Node {
                 self.end_intake(conn, mark, now);
             }
             Seen::New { evicted } => {
+                let ivorn: Arc<str> = Arc::from(ev.ivorn.as_ref());
+                let source = Source::Author(conn);
+                let frame = self.frame_event(&source, &ivorn, key, payload);
                 self.persist(key, unix, evicted);
                 let mark = self.actions.len();
                 self.ack(conn, &ev.ivorn, now);
                 self.end_intake(conn, mark, now);
-                let ivorn: Arc<str> = Arc::from(ev.ivorn.as_ref());
-                self.accept_event(conn, Source::Author(conn), ivorn, key, payload, &ev, now);
+                if let Some(frame) = frame {
+                    self.accept_event(conn, source, ivorn, key, frame, &ev);
+                }
             }
         }
     }

@@ -164,20 +164,16 @@ impl Node {
                         self.events.push_back(Event::Duplicate { conn, key });
                     }
                     Seen::New { evicted } => {
+                        let ivorn: Arc<str> = Arc::from(ev.ivorn.as_ref());
+                        let source = Source::Upstream(conn);
+                        let frame = self.frame_event(&source, &ivorn, key, payload);
                         self.persist(key, unix, evicted);
                         let mark = self.actions.len();
                         self.ack(conn, &ev.ivorn, now);
                         self.hold(mark);
-                        let ivorn: Arc<str> = Arc::from(ev.ivorn.as_ref());
-                        self.accept_event(
-                            conn,
-                            Source::Upstream(conn),
-                            ivorn,
-                            key,
-                            payload,
-                            &ev,
-                            now,
-                        );
+                        if let Some(frame) = frame {
+                            self.accept_event(conn, source, ivorn, key, frame, &ev);
+                        }
                     }
                 }
             }

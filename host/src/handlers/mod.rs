@@ -15,6 +15,14 @@
 //! and a summary line gives both counts. As in Comet, handlers run after the receipt is sent,
 //! and their outcome never changes it.
 //!
+//! With the store's handler spool ([`crate::store::spool`]) every delivery is first written to
+//! disk, before its receipt goes out, and queued from there: a delivery beyond the queue's
+//! bounds waits on disk (not dropped) until the queue drains below half, queued work left at
+//! shutdown stays on disk, and after a restart or a crash what was not handled is handled
+//! first. Handlers are then **at-least-once**: an event whose handlers ran just before a crash
+//! (before its done mark reached the disk) is handled again. [`SaveEvent`] makes no second
+//! copy of the same bytes; a `--cmd` program should tolerate seeing an event twice.
+//!
 //! Three handlers mirror Comet's (docs/protocol.md §4.5): [`PrintEvent`] (`--print-event`),
 //! [`SaveEvent`] (`--save-event`) and [`Command`] (`--cmd`). A library user implements
 //! [`Handler`] for their own callback.
@@ -34,6 +42,7 @@ mod save;
 
 pub use command::Command;
 pub use pool::{DROP_LOGS_PER_SEC, Handlers, QUEUE_BYTES_DEFAULT};
+pub(crate) use pool::{Feed, Refused};
 pub use print::PrintEvent;
 pub use save::SaveEvent;
 

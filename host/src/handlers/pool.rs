@@ -4,14 +4,14 @@ use std::fmt;
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use tracing::{error, info, warn};
 use vtp_core::Delivery;
 
-use super::Handler;
+use super::{Handler, HandlerError};
 use crate::store::ErrorChain;
 
 /// Default for [`Handlers::with_queue_bytes`]: most event bytes the pool holds (64 MiB).
@@ -27,37 +27,74 @@ pub const QUEUE_BYTES_DEFAULT: usize = 64 << 20;
 /// ([`dropped`](Self::dropped)) and logged at WARN with its ivorn (at most
 /// [`DROP_LOGS_PER_SEC`] lines a second with ivorns, then a count).
 ///
+/// With the store's handler spool (linked by
+/// [`HostEffects`](crate::effects::HostEffects)), the store worker queues deliveries it has
+/// spooled instead: one that does not fit stays in the spool and is queued once the queue has
+/// drained below half of both bounds, and after each one is handled the worker is told, so
+/// that it marks it done. Spooled deliveries still queued, or whose command was stopped, when
+/// [`shutdown`](Self::shutdown) gives up stay in the spool for the next start.
+///
 /// Dropping it without [`shutdown`](Self::shutdown) lets the workers finish the queue in the
 /// background.
 pub struct Handlers {
-    tx: SyncSender<Delivery>,
     /// The queue's receiving end, shared by the workers; drained at shutdown to count and log
     /// what is dropped.
-    rx: Arc<Mutex<Receiver<Delivery>>>,
+    rx: Arc<Mutex<Receiver<Item>>>,
     workers: Vec<JoinHandle<()>>,
     /// Disconnected once every worker has returned (each holds a sender it never uses).
     done_rx: Receiver<()>,
     shared: Arc<Shared>,
-    /// Deliveries not queued: either bound reached, or no worker left.
-    dropped: AtomicU64,
-    dropped_log: Mutex<DropLog>,
-    queue_max: usize,
-    bytes_max: usize,
     names: Vec<String>,
     /// The workers' handlers, to [`stop`](Handler::stop) at shutdown.
     handlers: Arc<[Arc<dyn Handler>]>,
 }
 
-/// State shared by the pool and its workers.
+/// A delivery on the queue, with its id in the handler spool if it is spooled.
+struct Item {
+    delivery: Delivery,
+    spool: Option<u64>,
+}
+
+/// Told after each delivery is handled: `Some(id)` for a spooled delivery whose handlers have
+/// all run (none was stopped by a shutdown), `None` for any other (the queue drained a bit).
+pub(crate) type SpoolDone = Box<dyn Fn(Option<u64>) + Send + Sync>;
+
+/// State shared by the pool, its workers and the store worker's [`Feed`].
 struct Shared {
+    /// The queue's sending end; taken at shutdown, which closes the queue.
+    tx: Mutex<Option<SyncSender<Item>>>,
+    queue_max: usize,
+    bytes_max: AtomicUsize,
     /// Set when shutdown gives up: workers drop what is left instead of handling it.
     abandon: AtomicBool,
     /// Event bytes of the deliveries queued or being handled.
     queued_bytes: AtomicUsize,
+    /// Deliveries queued or being handled.
+    queued: AtomicUsize,
+    /// Deliveries not queued: either bound reached, or no worker left.
+    dropped: AtomicU64,
+    dropped_log: Mutex<DropLog>,
     /// Queued deliveries dropped because shutdown gave up.
     abandoned: AtomicU64,
     abandoned_log: Mutex<DropLog>,
+    /// Spooled deliveries left unhandled at shutdown: they stay in the spool.
+    kept: AtomicU64,
+    spool_done: OnceLock<SpoolDone>,
 }
+
+/// Why [`Feed::offer`] did not queue a delivery (it stays in the spool).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Refused {
+    /// A bound is reached: try again once the queue drains.
+    Full,
+    /// The pool is shutting down.
+    Closed,
+}
+
+/// The store worker's handle on the queue: it queues spooled deliveries and watches the queue
+/// drain.
+#[derive(Clone)]
+pub(crate) struct Feed(Arc<Shared>);
 
 impl Handlers {
     /// Starts `workers` threads (at least one) serving a queue of at most `queue_max`
@@ -68,14 +105,22 @@ impl Handlers {
     /// fewer; with none at all, every [`dispatch`](Self::dispatch) returns `false` (and warns).
     pub fn new(handlers: Vec<Arc<dyn Handler>>, workers: usize, queue_max: usize) -> Self {
         let queue_max = queue_max.max(1);
-        let (tx, rx) = mpsc::sync_channel::<Delivery>(queue_max);
+        let (tx, rx) = mpsc::sync_channel::<Item>(queue_max);
         let rx = Arc::new(Mutex::new(rx));
         let (done_tx, done_rx) = mpsc::channel::<()>();
         let shared = Arc::new(Shared {
+            tx: Mutex::new(Some(tx)),
+            queue_max,
+            bytes_max: AtomicUsize::new(QUEUE_BYTES_DEFAULT),
             abandon: AtomicBool::new(false),
             queued_bytes: AtomicUsize::new(0),
+            queued: AtomicUsize::new(0),
+            dropped: AtomicU64::new(0),
+            dropped_log: Mutex::new(DropLog::default()),
             abandoned: AtomicU64::new(0),
             abandoned_log: Mutex::new(DropLog::default()),
+            kept: AtomicU64::new(0),
+            spool_done: OnceLock::new(),
         });
         let names = handlers.iter().map(|h| h.name().to_owned()).collect();
         let handlers: Arc<[Arc<dyn Handler>]> = handlers.into();
@@ -97,15 +142,10 @@ impl Handlers {
             }
         }
         Self {
-            tx,
             rx,
             workers: threads,
             done_rx,
             shared,
-            dropped: AtomicU64::new(0),
-            dropped_log: Mutex::new(DropLog::default()),
-            queue_max,
-            bytes_max: QUEUE_BYTES_DEFAULT,
             names,
             handlers,
         }
@@ -115,8 +155,10 @@ impl Handlers {
     /// to `bytes_max` (at least one byte). One delivery is always taken when none is held, so
     /// an event larger than the bound is still handled when the handlers are idle.
     #[must_use]
-    pub fn with_queue_bytes(mut self, bytes_max: usize) -> Self {
-        self.bytes_max = bytes_max.max(1);
+    pub fn with_queue_bytes(self, bytes_max: usize) -> Self {
+        self.shared
+            .bytes_max
+            .store(bytes_max.max(1), Ordering::Relaxed);
         self
     }
 
@@ -126,50 +168,12 @@ impl Handlers {
     /// (subscribers are not affected), a WARN with its ivorn is logged (rate-limited) and
     /// [`dropped`](Self::dropped) counts it.
     pub fn dispatch(&self, delivery: Delivery) -> bool {
-        let size = event_bytes(&delivery);
-        let held =
-            self.shared
-                .queued_bytes
-                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |q| {
-                    (q == 0 || q.saturating_add(size) <= self.bytes_max).then(|| q + size)
-                });
-        let (delivery, why) = match held {
-            Err(_) => (
-                delivery,
-                "handler queue full by bytes (handlers too slow or stuck)",
-            ),
-            Ok(_) => match self.tx.try_send(delivery) {
-                Ok(()) => return true,
-                Err(TrySendError::Full(d)) => {
-                    self.shared.release(size);
-                    (d, "handler queue full (handlers too slow or stuck)")
-                }
-                Err(TrySendError::Disconnected(d)) => {
-                    self.shared.release(size);
-                    (d, "handler workers have stopped")
-                }
-            },
-        };
-        let dropped = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
-        let mut log = self
-            .dropped_log
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        log.note(&delivery.ivorn, Instant::now(), |ivorn| {
-            warn!(
-                ivorn = %ivorn,
-                queue_max = self.queue_max,
-                queue_bytes_max = self.bytes_max,
-                dropped,
-                "{why}: event not handed to the handlers; subscribers still receive it"
-            );
-        });
-        false
+        self.shared.dispatch(delivery)
     }
 
     /// How many deliveries [`dispatch`](Self::dispatch) has dropped so far.
     pub fn dropped(&self) -> u64 {
-        self.dropped.load(Ordering::Relaxed)
+        self.shared.dropped.load(Ordering::Relaxed)
     }
 
     /// Event bytes (ivorn plus payload) of the deliveries queued or being handled now.
@@ -177,29 +181,46 @@ impl Handlers {
         self.shared.queued_bytes.load(Ordering::Acquire)
     }
 
+    /// The store worker's handle on the queue, for the handler spool.
+    pub(crate) fn feed(&self) -> Feed {
+        Feed(Arc::clone(&self.shared))
+    }
+
+    /// Calls `done` after each delivery is handled (see [`SpoolDone`]); only the first call
+    /// takes effect.
+    pub(crate) fn set_spool_done(&self, done: SpoolDone) {
+        let _ = self.shared.spool_done.set(done);
+    }
+
     /// Stops taking deliveries, lets the workers finish the queue for at most `grace`, and
     /// returns whether they all finished.
     ///
     /// After `grace`, queued deliveries not yet started are dropped, each counted and logged
-    /// at WARN with its ivorn (rate-limited as in [`dispatch`](Self::dispatch)), every handler
-    /// is told to [`stop`](Handler::stop) (a [`Command`](super::Command) kills its running
-    /// programs with their process groups), handlers still running are left to finish on their
-    /// own (their threads are detached) and a WARN is logged. Either way a summary line gives
-    /// the deliveries not queued and those dropped at shutdown.
+    /// at WARN with its ivorn (rate-limited as in [`dispatch`](Self::dispatch)) — except
+    /// spooled ones, which stay in the handler spool and are handled after the next start
+    /// (their count is logged at INFO) — every handler is told to [`stop`](Handler::stop) (a
+    /// [`Command`](super::Command) kills its running programs with their process groups; a
+    /// spooled event whose command is stopped so stays in the spool too), handlers still
+    /// running are left to finish on their own (their threads are detached) and a WARN is
+    /// logged. Either way a summary line gives the deliveries not queued and those dropped at
+    /// shutdown.
     pub fn shutdown(self, grace: Duration) -> bool {
         let Self {
-            tx,
             rx,
             workers,
             done_rx,
             shared,
-            dropped,
-            dropped_log,
             handlers,
             ..
         } = self;
         // Workers drain the queue, then see the channel closed and return.
-        drop(tx);
+        drop(
+            shared
+                .tx
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .take(),
+        );
         let deadline = Instant::now() + grace;
         let finished = loop {
             match done_rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
@@ -218,22 +239,32 @@ impl Handlers {
             // Every worker is busy in a handler (an idle one would be taking deliveries), so
             // the lock is free or held for a moment; what is left is dropped here.
             let rx = rx.lock().unwrap_or_else(PoisonError::into_inner);
-            while let Ok(delivery) = rx.try_recv() {
-                shared.abandon_one(&delivery);
+            while let Ok(item) = rx.try_recv() {
+                shared.abandon_one(&item);
             }
             drop(rx);
             for handler in handlers.iter() {
                 handler.stop();
             }
             let running = workers.iter().filter(|w| !w.is_finished()).count();
-            warn!(
-                running,
-                ?grace,
-                "handlers did not finish in time: queued events dropped, \
-                 running handlers left to finish on their own"
-            );
+            if shared.spool_done.get().is_some() {
+                warn!(
+                    running,
+                    ?grace,
+                    "handlers did not finish in time: queued events stay in the handler spool \
+                     (handled after the next start), running handlers were told to stop"
+                );
+            } else {
+                warn!(
+                    running,
+                    ?grace,
+                    "handlers did not finish in time: queued events dropped, \
+                     running handlers left to finish on their own"
+                );
+            }
         }
-        dropped_log
+        shared
+            .dropped_log
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .flush("handler queue full");
@@ -242,8 +273,9 @@ impl Handlers {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .flush("dropped at shutdown");
-        let not_queued = dropped.load(Ordering::Relaxed);
+        let not_queued = shared.dropped.load(Ordering::Relaxed);
         let abandoned = shared.abandoned.load(Ordering::Relaxed);
+        let kept = shared.kept.load(Ordering::Relaxed);
         if not_queued > 0 || abandoned > 0 {
             warn!(
                 not_queued,
@@ -254,6 +286,13 @@ impl Handlers {
         } else {
             info!("handlers stopped: every accepted event was handed to the handlers");
         }
+        if kept > 0 {
+            info!(
+                kept,
+                "{kept} queued events were not handled before the grace period ran out: they \
+                 stay in the handler spool and are handled after the next start"
+            );
+        }
         finished
     }
 }
@@ -263,28 +302,151 @@ impl fmt::Debug for Handlers {
         f.debug_struct("Handlers")
             .field("handlers", &self.names)
             .field("workers", &self.workers.len())
-            .field("queue_max", &self.queue_max)
-            .field("bytes_max", &self.bytes_max)
+            .field("queue_max", &self.shared.queue_max)
+            .field("bytes_max", &self.shared.bytes_max.load(Ordering::Relaxed))
             .field("queued_bytes", &self.queued_bytes())
             .field("dropped", &self.dropped())
             .finish()
     }
 }
 
-impl Shared {
-    fn release(&self, size: usize) {
-        self.queued_bytes.fetch_sub(size, Ordering::AcqRel);
+impl Feed {
+    /// Queues a spooled delivery (`id` in the spool) without blocking. A refusal is not a
+    /// drop: the delivery stays in the spool.
+    pub(crate) fn offer(&self, delivery: Delivery, id: u64) -> Result<(), Refused> {
+        let item = Item {
+            delivery,
+            spool: Some(id),
+        };
+        self.0.try_queue(item).map_err(|(_, why)| match why {
+            Why::Bytes | Why::Count => Refused::Full,
+            Why::Closed => Refused::Closed,
+        })
     }
 
-    /// Drops a queued delivery because shutdown gave up: counted, logged, its bytes released.
-    fn abandon_one(&self, delivery: &Delivery) {
-        self.release(event_bytes(delivery));
+    /// [`Handlers::dispatch`]: queues a delivery that is not spooled, or drops it (counted and
+    /// logged).
+    pub(crate) fn dispatch(&self, delivery: Delivery) -> bool {
+        self.0.dispatch(delivery)
+    }
+
+    /// True when the queue has drained to half of both its bounds (or less), and is open:
+    /// time to queue parked deliveries again.
+    pub(crate) fn wants_refill(&self) -> bool {
+        let s = &self.0;
+        let bytes = s.queued_bytes.load(Ordering::Acquire);
+        let queued = s.queued.load(Ordering::Acquire);
+        bytes <= s.bytes_max.load(Ordering::Relaxed) / 2
+            && queued <= s.queue_max / 2
+            && !self.is_closed()
+    }
+
+    /// True when a delivery of `bytes` event bytes would be queued now.
+    pub(crate) fn has_room(&self, bytes: usize) -> bool {
+        let s = &self.0;
+        let held = s.queued_bytes.load(Ordering::Acquire);
+        (held == 0 || held.saturating_add(bytes) <= s.bytes_max.load(Ordering::Relaxed))
+            && s.queued.load(Ordering::Acquire) < s.queue_max
+    }
+
+    /// True once the pool shuts down.
+    pub(crate) fn is_closed(&self) -> bool {
+        self.0
+            .tx
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .is_none()
+    }
+}
+
+/// Why [`Shared::try_queue`] did not queue.
+#[derive(Debug, Clone, Copy)]
+enum Why {
+    Bytes,
+    Count,
+    Closed,
+}
+
+impl Shared {
+    /// Queues `item`, or hands it back with the reason.
+    fn try_queue(&self, item: Item) -> Result<(), (Item, Why)> {
+        let size = event_bytes(&item.delivery);
+        let bytes_max = self.bytes_max.load(Ordering::Relaxed);
+        let held = self
+            .queued_bytes
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |q| {
+                (q == 0 || q.saturating_add(size) <= bytes_max).then(|| q + size)
+            });
+        if held.is_err() {
+            return Err((item, Why::Bytes));
+        }
+        self.queued.fetch_add(1, Ordering::AcqRel);
+        let tx = self.tx.lock().unwrap_or_else(PoisonError::into_inner);
+        let sent = match tx.as_ref() {
+            Some(tx) => tx.try_send(item),
+            None => Err(TrySendError::Disconnected(item)),
+        };
+        drop(tx);
+        sent.map_err(|e| {
+            self.release(size);
+            match e {
+                TrySendError::Full(item) => (item, Why::Count),
+                TrySendError::Disconnected(item) => (item, Why::Closed),
+            }
+        })
+    }
+
+    fn dispatch(&self, delivery: Delivery) -> bool {
+        let item = Item {
+            delivery,
+            spool: None,
+        };
+        let (item, why) = match self.try_queue(item) {
+            Ok(()) => return true,
+            Err(refused) => refused,
+        };
+        let why = match why {
+            Why::Bytes => "handler queue full by bytes (handlers too slow or stuck)",
+            Why::Count => "handler queue full (handlers too slow or stuck)",
+            Why::Closed => "handler workers have stopped",
+        };
+        let dropped = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
+        let mut log = self
+            .dropped_log
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        log.note(&item.delivery.ivorn, Instant::now(), |ivorn| {
+            warn!(
+                ivorn = %ivorn,
+                queue_max = self.queue_max,
+                queue_bytes_max = self.bytes_max.load(Ordering::Relaxed),
+                dropped,
+                "{why}: event not handed to the handlers; subscribers still receive it"
+            );
+        });
+        false
+    }
+
+    /// Releases what a delivery held: its bytes and its place.
+    fn release(&self, size: usize) {
+        self.queued_bytes.fetch_sub(size, Ordering::AcqRel);
+        self.queued.fetch_sub(1, Ordering::AcqRel);
+    }
+
+    /// Gives up a queued delivery because shutdown gave up: its bytes released; a spooled one
+    /// stays in the spool (counted), any other is dropped (counted and logged).
+    fn abandon_one(&self, item: &Item) {
+        self.release(event_bytes(&item.delivery));
+        if item.spool.is_some() {
+            self.kept.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
         let dropped = self.abandoned.fetch_add(1, Ordering::Relaxed) + 1;
         let mut log = self
             .abandoned_log
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        log.note(&delivery.ivorn, Instant::now(), |ivorn| {
+        log.note(&item.delivery.ivorn, Instant::now(), |ivorn| {
             warn!(
                 ivorn = %ivorn,
                 dropped,
@@ -346,29 +508,34 @@ fn event_bytes(delivery: &Delivery) -> usize {
 }
 
 /// A worker: takes deliveries until the queue is closed and empty, or shutdown gives up.
-fn serve(rx: &Mutex<Receiver<Delivery>>, handlers: &[Arc<dyn Handler>], shared: &Shared) {
+fn serve(rx: &Mutex<Receiver<Item>>, handlers: &[Arc<dyn Handler>], shared: &Shared) {
     loop {
         if shared.abandon.load(Ordering::Acquire) {
             return;
         }
         // The lock is only held while waiting; a poisoned lock still guards a usable receiver.
         let next = rx.lock().unwrap_or_else(PoisonError::into_inner).recv();
-        let Ok(delivery) = next else {
+        let Ok(item) = next else {
             return;
         };
         if shared.abandon.load(Ordering::Acquire) {
-            shared.abandon_one(&delivery);
+            shared.abandon_one(&item);
             return;
         }
+        let delivery = &item.delivery;
+        let mut stopped = false;
         for handler in handlers {
-            match panic::catch_unwind(AssertUnwindSafe(|| handler.handle(&delivery))) {
+            match panic::catch_unwind(AssertUnwindSafe(|| handler.handle(delivery))) {
                 Ok(Ok(())) => {}
-                Ok(Err(e)) => warn!(
-                    handler = handler.name(),
-                    ivorn = %delivery.ivorn,
-                    "{}",
-                    ErrorChain(&e)
-                ),
+                Ok(Err(e)) => {
+                    stopped |= matches!(e, HandlerError::Stopped { .. });
+                    warn!(
+                        handler = handler.name(),
+                        ivorn = %delivery.ivorn,
+                        "{}",
+                        ErrorChain(&e)
+                    );
+                }
                 Err(_) => error!(
                     handler = handler.name(),
                     ivorn = %delivery.ivorn,
@@ -376,7 +543,12 @@ fn serve(rx: &Mutex<Receiver<Delivery>>, handlers: &[Arc<dyn Handler>], shared: 
                 ),
             }
         }
-        shared.release(event_bytes(&delivery));
+        shared.release(event_bytes(delivery));
+        // A run cut short by the shutdown is not done: the event is handled again after the
+        // next start.
+        if let Some(done) = shared.spool_done.get() {
+            done(item.spool.filter(|_| !stopped));
+        }
     }
 }
 

@@ -20,6 +20,11 @@ use super::{Handler, HandlerError};
 /// same ivorn saved again), to `NAME_HASH_2`, `NAME_HASH_3`, and so on. Names stay within 255
 /// bytes. (Comet appends `_` until the name is new, which runs out of room after 55 files.)
 ///
+/// Saving the very same bytes again is a no-op: if a taken name already holds exactly this
+/// payload (the event was saved before, and is handled again after a restart: handlers are
+/// at-least-once), that file counts as the save and no copy is made. So replays from the
+/// handler spool are idempotent.
+///
 /// Implementation note: each file is created with `O_CREAT | O_EXCL` ([`OpenOptions::create_new`]),
 /// which is atomic, so concurrent saves of one ivorn (by several workers or processes) each get
 /// their own file. Comet needs a lock file in the process's working directory for that; we
@@ -90,7 +95,12 @@ impl SaveEvent {
                         }
                     };
                 }
-                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => n += 1,
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                    if holds(&path, payload) {
+                        return Ok(path);
+                    }
+                    n += 1;
+                }
                 Err(source) => return Err(HandlerError::Save { path, source }),
             }
         }
@@ -144,6 +154,23 @@ const NAME_MAX: usize = 255;
 
 /// Longest name [`SaveEvent::file_name`] derives, leaving room for the suffixes of taken names.
 const STEM_MAX: usize = 200;
+
+/// True if `path` is a regular file (not followed if a link) holding exactly `payload`.
+fn holds(path: &Path, payload: &[u8]) -> bool {
+    use rustix::fs::{Mode, OFlags};
+    // Non-blocking, so that a planted FIFO cannot stall the handler.
+    let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC;
+    let Ok(fd) = rustix::fs::open(path, flags, Mode::empty()) else {
+        return false;
+    };
+    let mut file = fs::File::from(fd);
+    match file.metadata() {
+        Ok(m) if m.is_file() && m.len() == payload.len() as u64 => {}
+        _ => return false,
+    }
+    let mut held = Vec::with_capacity(payload.len());
+    io::Read::read_to_end(&mut file, &mut held).is_ok() && held == payload
+}
 
 /// FNV-1a, 64 bits: a hash that is the same on every platform and in every release, so one
 /// ivorn always gets the same name. Not collision-resistant against a chosen ivorn; a collision
@@ -231,6 +258,25 @@ mod tests {
         let hash = fnv1a64(b"..x");
         assert_eq!(path, save.dir().join(format!(".x_{hash:016x}")));
         assert_eq!(fs::read(save.dir().join(".x")).unwrap(), b"precious");
+    }
+
+    #[test]
+    fn saving_the_same_bytes_again_makes_no_copy() {
+        let tmp = TempDir::new("save-replay");
+        let save = SaveEvent::new(tmp.path()).unwrap();
+        let first = save.save(GCN, b"the event").unwrap();
+        assert_eq!(save.save(GCN, b"the event").unwrap(), first);
+        // Other bytes under the same ivorn are a new file, and their replay finds that one.
+        let other = save.save(GCN, b"a correction").unwrap();
+        assert_ne!(other, first);
+        assert_eq!(save.save(GCN, b"a correction").unwrap(), other);
+        assert_eq!(save.save(GCN, b"the event").unwrap(), first);
+        assert_eq!(files(tmp.path()).len(), 2);
+        // A prefix of the bytes (a save cut short by a crash) is not the event: a copy is made.
+        let cut = save.save("ivo://a/b#cut", b"the ev").unwrap();
+        let whole = save.save("ivo://a/b#cut", b"the event").unwrap();
+        assert_ne!(cut, whole);
+        assert_eq!(fs::read(&whole).unwrap(), b"the event");
     }
 
     #[test]

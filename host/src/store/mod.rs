@@ -115,6 +115,7 @@ const GROW_BYTES: u64 = 1024 * 1024;
 
 mod dir;
 mod log;
+pub mod spool;
 mod worker;
 pub(crate) use dir::create_checked;
 use dir::{How, exists_in, open_in, remove_in, rename_in};
@@ -132,7 +133,7 @@ pub use worker::{OnDurable, StoreWorker};
 /// [`HostEffects::with_store`](crate::effects::HostEffects::with_store), which persists, reports
 /// durability and wakes the runtime's loop after each commit. Records older than the node's
 /// `seen_retention` are not restored. How many entries were restored is logged at INFO and
-/// returned in [`Opened::restored`].
+/// returned in [`Opened::restored`]. No handler spool is opened: see [`open_with_spool`].
 ///
 /// The steps it takes, [`SeenStore::open`], [`SeenStore::load`] and [`StoreWorker::spawn`],
 /// stay public for a program that wants an [`OnDurable`] callback or a store without a node.
@@ -148,8 +149,37 @@ pub use worker::{OnDurable, StoreWorker};
 /// when last written, [`StoreError::Read`] if its records cannot be read, and
 /// [`StoreError::Spawn`] if the worker thread cannot be started.
 pub fn open_for(node: &mut Node, dir: &Path, now: Instant) -> Result<Opened, StoreError> {
-    let store = SeenStore::open(dir)?;
+    open_with_spool(node, dir, now, 0)
+}
+
+/// [`open_for`] with a handler spool ([`spool`]) whose records take at most `spool_bytes`
+/// (0: no spool; a warning is logged if spool files are there, since their events will not be
+/// handled). Give the worker to [`HostEffects`](crate::effects::HostEffects) together with the
+/// handlers, and configure the node with
+/// [`DeliveryTiming::BeforeRecord`](vtp_core::config::DeliveryTiming::BeforeRecord), so that a
+/// delivery is spooled in the commit of its event's record.
+///
+/// # Errors
+///
+/// As [`open_for`]; [`StoreError::Open`] also for a spool segment that cannot be read.
+pub fn open_with_spool(
+    node: &mut Node,
+    dir: &Path,
+    now: Instant,
+    spool_bytes: u64,
+) -> Result<Opened, StoreError> {
+    let mut store = SeenStore::open(dir)?;
     let records = store.load()?;
+    if spool_bytes > 0 {
+        store.open_spool(spool_bytes)?;
+    } else if spool::any_segment(&store.dir) {
+        warn!(
+            "handler spool files (vtp-spool.*) are in {} but the spool is off (no handler, or \
+             --handler-spool-bytes 0): the events in them are not handled; turn the spool on \
+             to handle them, or delete the files",
+            dir.display()
+        );
+    }
     // Started before the node is touched, so that on error the node is as it was.
     let worker = StoreWorker::spawn(store, None)?;
     let restored = node.restore_seen(records, now);
@@ -324,6 +354,8 @@ pub struct SeenStore {
     compact_min: u64,
     /// Encoding buffer, reused.
     buf: Vec<u8>,
+    /// The handler spool, once [`open_spool`](Self::open_spool)ed; the worker takes it.
+    spool: Option<spool::Spool>,
     /// Test seam: called before each write to the log with its range; an error fails it.
     #[cfg(test)]
     fail_write: Option<FailWrite>,
@@ -400,6 +432,7 @@ impl SeenStore {
             live_at_compaction: 0,
             compact_min,
             buf: Vec::new(),
+            spool: None,
             #[cfg(test)]
             fail_write: None,
         };
@@ -410,6 +443,22 @@ impl SeenStore {
     /// The seen-index file.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Opens the handler spool in the store's directory (see [`spool`]), its records bounded
+    /// to `cap` bytes; the [`StoreWorker`] this store is given to runs it. Logs at INFO how
+    /// many events from before the restart are not handled yet, and at WARN any damage.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Open`] naming the file at fault: a segment that cannot be read or
+    /// repaired (the OS error says why), or a file named like a segment that is not one.
+    pub fn open_spool(&mut self, cap: u64) -> Result<(), StoreError> {
+        let dir = self.path.parent().unwrap_or(Path::new("."));
+        let spool = spool::Spool::open(&self.dir, dir, cap)
+            .map_err(|(path, error)| StoreError::Open { path, error })?;
+        self.spool = Some(spool);
+        Ok(())
     }
 
     /// Every stored record, in key order (for `Node::restore_seen`).

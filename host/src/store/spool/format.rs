@@ -1,0 +1,286 @@
+//! The handler spool's file format: a segment header, then variable-length checksummed records.
+//!
+//! ```text
+//! segment header (32 bytes): [0..8]   b"VTPSPOOL"
+//!                            [8..12]  u32 LE format version (1)
+//!                            [12..16] CRC-32 (LE) of bytes 16..32
+//!                            [16..24] u64 LE segment number (as in the file name)
+//!                            [24..32] u64 LE first id: every entry in the segment has an id at
+//!                                     least this (ids keep growing when segments are deleted)
+//! record head (24 bytes):    [0..4]   CRC-32 (LE) of bytes 4..24
+//!                            [4]      kind: 1 entry, 2 done
+//!                            [5..8]   zero
+//!                            [8..12]  u32 LE body length
+//!                            [12..16] CRC-32 (LE) of the body
+//!                            [16..24] u64 LE: the entry's id (entry), the number of ids (done)
+//! entry body:                [0..32]  event key
+//!                            [32..34] u16 LE ivorn length, then the ivorn (UTF-8), then the
+//!                                     payload as received (the rest of the body)
+//! done body:                 u64 LE ids of entries whose handlers have all run
+//! ```
+//!
+//! The head has its own checksum so that a damaged body costs that record only: its length
+//! still says where the next record starts. A head that does not check out (zeros past the
+//! last record, a write cut short, damage) ends what can be read of the segment.
+
+use vtp_core::EventKey;
+
+/// First bytes of every spool segment.
+const MAGIC: [u8; 8] = *b"VTPSPOOL";
+const VERSION: u32 = 1;
+/// Length of a segment header.
+pub(crate) const HEADER_LEN: u64 = 32;
+/// Length of a record head.
+pub(crate) const HEAD_LEN: usize = 24;
+/// Most ids in one done record (64 KiB of body).
+pub(crate) const DONE_IDS_MAX: usize = 8192;
+/// Bytes of an entry body before the ivorn: the key and the ivorn's length.
+const ENTRY_FIXED: usize = 34;
+
+/// What kind of record a head introduces.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Kind {
+    /// An event for the handlers.
+    Entry,
+    /// Ids of entries done with.
+    Done,
+}
+
+/// A record head that checks out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Head {
+    pub(crate) kind: Kind,
+    pub(crate) len: u32,
+    pub(crate) body_crc: u32,
+    /// The entry's id, or the number of ids in a done record.
+    pub(crate) id: u64,
+}
+
+/// The header of a new segment.
+pub(crate) fn header(number: u64, first_id: u64) -> [u8; HEADER_LEN as usize] {
+    let mut h = [0u8; HEADER_LEN as usize];
+    h[..8].copy_from_slice(&MAGIC);
+    h[8..12].copy_from_slice(&VERSION.to_le_bytes());
+    h[16..24].copy_from_slice(&number.to_le_bytes());
+    h[24..32].copy_from_slice(&first_id.to_le_bytes());
+    let crc = crc32fast::hash(&h[16..32]);
+    h[12..16].copy_from_slice(&crc.to_le_bytes());
+    h
+}
+
+/// What the first bytes of a segment say.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Header {
+    /// A segment: its number and first id.
+    Ours { number: u64, first_id: u64 },
+    /// Shorter than a header, or only zeros: a segment whose creation was cut short.
+    Blank,
+    /// Something else; the reason says what.
+    Foreign(&'static str),
+}
+
+/// Checks the first bytes of a segment (`bytes` is shorter than [`HEADER_LEN`] only when the
+/// file is).
+pub(crate) fn check_header(bytes: &[u8]) -> Header {
+    if bytes.iter().all(|&b| b == 0) {
+        return Header::Blank;
+    }
+    if bytes.len() < HEADER_LEN as usize || bytes[..8] != MAGIC {
+        return Header::Foreign("it does not start like a vtp handler spool segment");
+    }
+    if bytes[8..12] != VERSION.to_le_bytes() {
+        return Header::Foreign("it is a vtp handler spool segment of another format version");
+    }
+    if bytes[12..16] != crc32fast::hash(&bytes[16..32]).to_le_bytes() {
+        return Header::Foreign("its header does not check out (damage)");
+    }
+    Header::Ours {
+        number: u64_at(bytes, 16),
+        first_id: u64_at(bytes, 24),
+    }
+}
+
+/// Bytes an entry record of this event takes: head and body. `None` if it cannot be spooled
+/// (an ivorn longer than 65,535 bytes, or a body over 4 GiB).
+pub(crate) fn entry_len(ivorn: &str, payload_len: usize) -> Option<usize> {
+    u16::try_from(ivorn.len()).ok()?;
+    let body = ENTRY_FIXED + ivorn.len() + payload_len;
+    u32::try_from(body).ok()?;
+    Some(HEAD_LEN + body)
+}
+
+/// Appends an entry record to `out`; false (nothing appended) if it cannot be spooled
+/// ([`entry_len`]).
+pub(crate) fn encode_entry(
+    id: u64,
+    key: &EventKey,
+    ivorn: &str,
+    payload: &[u8],
+    out: &mut Vec<u8>,
+) -> bool {
+    let Some(len) = entry_len(ivorn, payload.len()) else {
+        return false;
+    };
+    let start = out.len();
+    out.reserve(len);
+    out.extend_from_slice(&[0; HEAD_LEN]);
+    out.extend_from_slice(&key.0);
+    out.extend_from_slice(&(ivorn.len() as u16).to_le_bytes());
+    out.extend_from_slice(ivorn.as_bytes());
+    out.extend_from_slice(payload);
+    finish(&mut out[start..], Kind::Entry, id);
+    true
+}
+
+/// Appends a done record for `ids` (at most [`DONE_IDS_MAX`]) to `out`.
+pub(crate) fn encode_done(ids: &[u64], out: &mut Vec<u8>) {
+    debug_assert!(ids.len() <= DONE_IDS_MAX);
+    let start = out.len();
+    out.extend_from_slice(&[0; HEAD_LEN]);
+    for id in ids {
+        out.extend_from_slice(&id.to_le_bytes());
+    }
+    finish(&mut out[start..], Kind::Done, ids.len() as u64);
+}
+
+/// Fills in the head of the record in `rec` (head and body).
+fn finish(rec: &mut [u8], kind: Kind, id: u64) {
+    let (head, body) = rec.split_at_mut(HEAD_LEN);
+    head[4] = match kind {
+        Kind::Entry => 1,
+        Kind::Done => 2,
+    };
+    let len = u32::try_from(body.len()).expect("checked by the caller");
+    head[8..12].copy_from_slice(&len.to_le_bytes());
+    head[12..16].copy_from_slice(&crc32fast::hash(body).to_le_bytes());
+    head[16..24].copy_from_slice(&id.to_le_bytes());
+    let crc = crc32fast::hash(&head[4..]);
+    head[..4].copy_from_slice(&crc.to_le_bytes());
+}
+
+/// The head in `bytes`, or `None` if it does not check out.
+pub(crate) fn decode_head(bytes: &[u8; HEAD_LEN]) -> Option<Head> {
+    if bytes[..4] != crc32fast::hash(&bytes[4..]).to_le_bytes() || bytes[5..8] != [0; 3] {
+        return None;
+    }
+    let kind = match bytes[4] {
+        1 => Kind::Entry,
+        2 => Kind::Done,
+        _ => return None,
+    };
+    let len = u32::from_le_bytes(bytes[8..12].try_into().expect("4 bytes"));
+    let body_crc = u32::from_le_bytes(bytes[12..16].try_into().expect("4 bytes"));
+    let id = u64_at(bytes, 16);
+    if kind == Kind::Done && (!len.is_multiple_of(8) || id != u64::from(len) / 8) {
+        return None;
+    }
+    Some(Head {
+        kind,
+        len,
+        body_crc,
+        id,
+    })
+}
+
+/// An entry body's key, ivorn and the offset of its payload; `None` if it does not parse.
+pub(crate) fn decode_entry(body: &[u8]) -> Option<(EventKey, &str, usize)> {
+    if body.len() < ENTRY_FIXED {
+        return None;
+    }
+    let key = EventKey(body[..32].try_into().expect("32 bytes"));
+    let ivorn_len = usize::from(u16::from_le_bytes([body[32], body[33]]));
+    let ivorn = body.get(ENTRY_FIXED..ENTRY_FIXED + ivorn_len)?;
+    let ivorn = std::str::from_utf8(ivorn).ok()?;
+    Some((key, ivorn, ENTRY_FIXED + ivorn_len))
+}
+
+/// The ids in a done body.
+pub(crate) fn done_ids(body: &[u8]) -> impl Iterator<Item = u64> + '_ {
+    body.chunks_exact(8)
+        .map(|c| u64::from_le_bytes(c.try_into().expect("8 bytes")))
+}
+
+fn u64_at(bytes: &[u8], at: usize) -> u64 {
+    u64::from_le_bytes(bytes[at..at + 8].try_into().expect("8 bytes"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn head_of(buf: &[u8]) -> Head {
+        decode_head(buf[..HEAD_LEN].try_into().unwrap()).unwrap()
+    }
+
+    #[test]
+    fn an_entry_round_trips() {
+        let key = EventKey([7; 32]);
+        let mut buf = Vec::new();
+        assert!(encode_entry(42, &key, "ivo://a/b#1", b"<xml/>", &mut buf));
+        assert_eq!(buf.len(), entry_len("ivo://a/b#1", 6).unwrap());
+        let head = head_of(&buf);
+        assert_eq!(head.kind, Kind::Entry);
+        assert_eq!(head.id, 42);
+        assert_eq!(head.len as usize, buf.len() - HEAD_LEN);
+        let body = &buf[HEAD_LEN..];
+        assert_eq!(head.body_crc, crc32fast::hash(body));
+        let (k, ivorn, at) = decode_entry(body).unwrap();
+        assert_eq!(
+            (k, ivorn, &body[at..]),
+            (key, "ivo://a/b#1", &b"<xml/>"[..])
+        );
+    }
+
+    #[test]
+    fn a_done_record_round_trips() {
+        let mut buf = Vec::new();
+        encode_done(&[1, 5, u64::MAX], &mut buf);
+        let head = head_of(&buf);
+        assert_eq!((head.kind, head.id, head.len), (Kind::Done, 3, 24));
+        assert_eq!(
+            done_ids(&buf[HEAD_LEN..]).collect::<Vec<_>>(),
+            [1, 5, u64::MAX]
+        );
+    }
+
+    #[test]
+    fn zeros_and_any_flipped_bit_of_a_head_do_not_decode() {
+        assert_eq!(decode_head(&[0; HEAD_LEN]), None);
+        let mut buf = Vec::new();
+        encode_entry(1, &EventKey([1; 32]), "ivo://a/b#1", b"x", &mut buf);
+        for bit in 0..HEAD_LEN * 8 {
+            let mut head: [u8; HEAD_LEN] = buf[..HEAD_LEN].try_into().unwrap();
+            head[bit / 8] ^= 1 << (bit % 8);
+            assert_eq!(decode_head(&head), None, "bit {bit}");
+        }
+    }
+
+    #[test]
+    fn what_cannot_be_spooled_is_refused() {
+        let long = "x".repeat(70_000);
+        assert_eq!(entry_len(&long, 0), None);
+        let mut buf = Vec::new();
+        assert!(!encode_entry(1, &EventKey([0; 32]), &long, b"", &mut buf));
+        assert!(buf.is_empty());
+    }
+
+    #[test]
+    fn headers_are_told_apart() {
+        assert_eq!(
+            check_header(&header(3, 77)),
+            Header::Ours {
+                number: 3,
+                first_id: 77
+            }
+        );
+        assert_eq!(check_header(&[]), Header::Blank);
+        assert_eq!(check_header(&[0; 32]), Header::Blank);
+        assert!(matches!(check_header(b"VTPSEEN1"), Header::Foreign(_)));
+        let mut bad = header(3, 77);
+        bad[20] ^= 1;
+        assert!(matches!(check_header(&bad), Header::Foreign(r) if r.contains("damage")));
+        let mut other = header(3, 77);
+        other[8] = 9;
+        assert!(matches!(check_header(&other), Header::Foreign(r) if r.contains("version")));
+    }
+}
