@@ -101,7 +101,7 @@ fn one_address_holding_thousands_of_connections_locks_out_no_author_and_no_subsc
         let logged = b
             .proc
             .log
-            .count(|l| l.contains("refused: per-address limit"));
+            .count(|l| l.contains("receive listener: per-address limit"));
         assert!(
             logged <= 10,
             "{rt}: {logged} refusals logged one by one out of {}",

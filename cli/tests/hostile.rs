@@ -282,7 +282,7 @@ fn length_prefix_bombs_are_closed_and_memory_does_not_grow() {
         }
         check_memory(rt, &b, base, watch.peak(), &after_round);
         // Logged before the close, but collected from the pipe asynchronously: wait.
-        let framing = |l: &str| l.contains("connection down") && l.contains("framing error");
+        let framing = |l: &str| l.contains(" dropped") && l.contains("framing error");
         b.proc
             .log
             .wait_count("bombs closed as framing errors", 3 * PER_ROUND, framing);
@@ -299,15 +299,18 @@ fn a_subscriber_closed_for_a_protocol_violation_is_logged_at_info_with_its_addre
             &["--runtime", rt, "--broadcast-test-interval", "0"],
         );
         let mut s = TcpStream::connect(("127.0.0.1", b.broadcast)).unwrap();
+        let me = s.local_addr().unwrap();
         let mut bomb = u32::MAX.to_be_bytes().to_vec();
         bomb.extend_from_slice(b"garbage");
         let _ = s.write_all(&bomb);
         assert!(read_to_close(&mut s).is_some(), "{rt}: closed");
         let line = b.proc.log.wait_for("the close logged", |l| {
-            l.contains("connection down") && l.contains("framing error")
+            l.contains(&format!("subscriber {me} dropped after ")) && l.contains("framing error")
         });
         assert!(
-            line.contains("INFO") && line.contains("dropped 127.0.0.1: framing error"),
+            line.contains("INFO")
+                && line.contains(", 0 events sent: framing error")
+                && line.contains("class=protocol"),
             "{rt}: {line}"
         );
     });
@@ -323,6 +326,7 @@ fn a_subscriber_flooding_garbage_frames_is_dropped_and_its_log_lines_are_bounded
             &["--runtime", rt, "--broadcast-test-interval", "0"],
         );
         let mut s = TcpStream::connect(("127.0.0.1", b.broadcast)).unwrap();
+        let me = s.local_addr().unwrap();
         let garbage = frame(b"not xml");
         let flood: Vec<u8> = garbage
             .iter()
@@ -334,11 +338,12 @@ fn a_subscriber_flooding_garbage_frames_is_dropped_and_its_log_lines_are_bounded
         let _ = s.write_all(&flood);
         assert!(read_to_close(&mut s).is_some(), "{rt}: closed");
         let line = b.proc.log.wait_for("the close logged", |l| {
-            l.contains("connection down") && l.contains("protocol violations within")
+            l.contains(&format!("subscriber {me} dropped"))
+                && l.contains("protocol violations within")
         });
         assert!(
             line.contains("INFO")
-                && line.contains("dropped 127.0.0.1: 101 protocol violations within 10 s"),
+                && line.contains(", 0 events sent: 101 protocol violations within 10 s"),
             "{rt}: {line}"
         );
         // The node reports in order: every line about the flood is written before the close.
@@ -456,7 +461,7 @@ fn subscribers_that_never_read_are_dropped_and_others_keep_their_latency() {
             .map(|_| TcpStream::connect(("127.0.0.1", b.broadcast)).unwrap())
             .collect();
         b.proc.log.wait_count("deaf feeds up", DEAF + 1, |l| {
-            l.contains("connection up") && l.contains("Feed")
+            l.contains("subscriber 127.0.0.1:") && l.contains(" connected")
         });
         let base = rss(&b);
         let watch = RssWatch::start(&b);
@@ -822,7 +827,7 @@ fn a_flood_of_unfinished_tls_handshakes_is_capped_and_timed_out_and_memory_stays
         for what in [
             "TLS handshake limit reached",
             "TLS handshake not completed in time",
-            "dropped 127.0.0.1: TLS: ",
+            "dropped before its TLS session was up: TLS: ",
         ] {
             b.proc.log.wait_for(what, |l| l.contains(what));
         }

@@ -136,12 +136,7 @@ fn vtp_broker_delivers_the_authors_exact_bytes_to_comet_and_pygcn() {
         "{}",
         b.proc.log.text()
     );
-    assert_eq!(
-        b.proc
-            .log
-            .count(|l| l.contains("connection down") && l.contains("Feed")),
-        0
-    );
+    assert_eq!(b.proc.log.count(subscriber_down), 0);
 }
 
 #[test]
@@ -170,13 +165,13 @@ fn pygcn_and_comet_subscriber_answer_iamalive_and_stay_connected() {
     // with no drop, both answered every one. Neither side saw a reconnect.
     let blog = &b.proc.log;
     assert_eq!(
-        blog.count(|l| l.contains("connection up") && l.contains("role=Feed")),
+        blog.count(|l| l.contains("subscriber 127.0.0.1:") && l.contains(" connected")),
         2,
         "{}",
         blog.text()
     );
     assert_eq!(
-        blog.count(|l| l.contains("connection down")),
+        blog.count(peer_down),
         0,
         "vtp dropped a subscriber:\n{}",
         blog.text()
@@ -329,6 +324,6 @@ fn comet_subscribers_xpath_filter_reaches_vtp_and_is_honoured() {
         .split_whitespace()
         .find(|w| w.starts_with("conn=#"))
         .unwrap();
-    let down = |l: &str| l.contains("connection down") && l.split_whitespace().any(|w| w == conn);
+    let down = |l: &str| subscriber_down(l) && l.split_whitespace().any(|w| w == conn);
     assert_eq!(blog.count(down), 0, "{}", blog.text());
 }

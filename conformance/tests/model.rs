@@ -383,7 +383,7 @@ fn start() -> (Sut, Model) {
 
 /// Applies one transition to both; fails on the first difference.
 fn apply(sut: &mut Sut, m: &mut Model, t: &Transition) -> Result<(), TestCaseError> {
-    let peer = Peer::Ip([127, 0, 0, 1].into());
+    let peer = Peer::Tcp(([127, 0, 0, 1], 40000).into());
     let feed = |m: &Model, i: &Index| (!m.feeds.is_empty()).then(|| i.index(m.feeds.len()));
     let (expected, actual) = match t {
         Transition::OpenFeed => {

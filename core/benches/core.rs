@@ -211,7 +211,7 @@ fn broker_bench(feeds: usize, events: usize) -> BrokerFigures {
         .map(|i| unique_event(feeds * 1_000_000 + i))
         .collect();
     let now = Instant::now();
-    let peer = Peer::Ip(Ipv4Addr::LOCALHOST.into());
+    let peer = Peer::Tcp((Ipv4Addr::LOCALHOST, 40000).into());
     let mut times: Vec<Duration> = Vec::with_capacity(RUNS * events);
     let (mut alloc_count, mut alloc_bytes) = (usize::MAX, usize::MAX);
     for run in frames.chunks(warmup + events) {
@@ -307,7 +307,7 @@ fn ack_bench() -> AckFigures {
     let rounds = 400;
     let ack = frame::encode(payload).expect("fits a frame");
     let now = Instant::now();
-    let peer = Peer::Ip(Ipv4Addr::LOCALHOST.into());
+    let peer = Peer::Tcp((Ipv4Addr::LOCALHOST, 40000).into());
     let mut node = broker(now);
     let conns: Vec<_> = (0..feeds)
         .map(|_| {

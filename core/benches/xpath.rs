@@ -288,7 +288,7 @@ fn fan_out(packets: &[(String, Vec<u8>)]) {
         Duration::from_secs(1_714_564_800),
     )
     .expect("config");
-    let peer = Peer::Ip(Ipv4Addr::LOCALHOST.into());
+    let peer = Peer::Tcp((Ipv4Addr::LOCALHOST, 40000).into());
     let drain = |node: &mut Node| {
         let mut forwards = 0usize;
         while let Some(a) = node.poll_action() {

@@ -58,7 +58,7 @@ fn main() -> std::io::Result<()> {
         for (listener, role) in &listeners {
             while let Ok((sock, addr)) = listener.accept() {
                 busy = true;
-                let peer = Peer::Ip(addr.ip());
+                let peer = Peer::Tcp(addr);
                 if let Some(conn) = driver.handle_accept(*role, peer, Instant::now(), fx) {
                     sock.set_nonblocking(true)?;
                     socks.insert(conn, sock);

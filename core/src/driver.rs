@@ -700,7 +700,10 @@ mod tests {
         crate::frame::encode(ev.as_bytes()).expect("fits")
     }
 
-    const PEER: Peer = Peer::Ip(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST));
+    const PEER: Peer = Peer::Tcp(std::net::SocketAddr::new(
+        std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
+        40000,
+    ));
 
     /// A subscriber connection on `d`, its authenticate already written.
     fn subscriber(d: &mut Driver, now: Instant, fx: &mut impl Effects) -> ConnId {
@@ -851,7 +854,7 @@ mod tests {
         .expect("config");
         let mut d = Driver::new(node, OutboxLimits::default());
         let fx = &mut Fx;
-        let peer = Peer::Ip(std::net::Ipv4Addr::LOCALHOST.into());
+        let peer = Peer::Tcp((std::net::Ipv4Addr::LOCALHOST, 40000).into());
         let conn = d
             .handle_accept(ListenerRole::Receive, peer, now, fx)
             .expect("accepted");

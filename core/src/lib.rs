@@ -158,8 +158,8 @@ mod testutil;
 pub use config::Config;
 pub use node::{ConfigError, Node, SubmitError};
 pub use output::{
-    Action, CloseReason, ConnId, ConnRole, Delivery, Event, ListenerRole, Peer, RefusalCounts,
-    Source,
+    Action, CloseClass, CloseReason, ConnId, ConnRole, Delivery, Event, ListenerRole, Peer,
+    RefusalCounts, Remote, Source,
 };
 pub use seen::{EventKey, SeenLevel, SeenRecord};
 pub use violation::Violation;

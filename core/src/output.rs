@@ -1,7 +1,7 @@
 //! What the node asks of its runtime ([`Action`]) and tells its application ([`Event`]).
 
 use std::fmt;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -37,36 +37,96 @@ pub enum ListenerRole {
     Broadcast,
 }
 
-/// The far end of an accepted connection, for the whitelist.
+impl fmt::Display for ListenerRole {
+    /// `receive` or `broadcast`, as the flags name the listeners.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Receive => "receive",
+            Self::Broadcast => "broadcast",
+        })
+    }
+}
+
+/// The far end of an accepted connection: what the whitelists, the per-address limits and the
+/// seen-index's shares look at (the IP address only, through [`Peer::ip`] and
+/// [`Peer::network`]), and what the logs name (with the port).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Peer {
-    /// A TCP peer.
-    Ip(IpAddr),
+    /// A TCP peer: its address and port.
+    Tcp(SocketAddr),
     /// A Unix-domain socket peer: not subject to IP whitelists (logged).
     Local,
 }
 
 impl Peer {
+    /// The peer's IP address; `None` for a Unix-socket peer. Every policy keyed by the peer
+    /// (whitelists, per-address limits, seen-index shares) uses this or [`Peer::network`],
+    /// never the port.
+    pub fn ip(self) -> Option<IpAddr> {
+        match self {
+            Self::Tcp(addr) => Some(addr.ip()),
+            Self::Local => None,
+        }
+    }
+
     /// The network this peer counts as wherever the node bounds what one source may hold (the
     /// per-address connection caps, the seen-index's shares): its IPv4 address (an IPv4-mapped
     /// IPv6 address counts as IPv4) or its IPv6 /64 (host bits zero). `None` for a Unix-socket
     /// peer.
     pub fn network(self) -> Option<IpAddr> {
-        match self {
-            Self::Local => None,
-            Self::Ip(ip) => Some(match ip.to_canonical() {
-                IpAddr::V4(v4) => IpAddr::V4(v4),
-                IpAddr::V6(v6) => IpAddr::V6((u128::from(v6) & !u128::from(u64::MAX)).into()),
-            }),
-        }
+        Some(match self.ip()?.to_canonical() {
+            IpAddr::V4(v4) => IpAddr::V4(v4),
+            IpAddr::V6(v6) => IpAddr::V6((u128::from(v6) & !u128::from(u64::MAX)).into()),
+        })
+    }
+}
+
+impl From<SocketAddr> for Peer {
+    fn from(addr: SocketAddr) -> Self {
+        Self::Tcp(addr)
     }
 }
 
 impl fmt::Display for Peer {
+    /// `127.0.0.1:48272`, `[2001:db8::1]:48272` (an IPv4-mapped IPv6 address as its IPv4
+    /// address), or `a Unix-socket peer`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Self::Ip(ip) => write!(f, "{ip}"),
+            Self::Tcp(addr) => write!(
+                f,
+                "{}",
+                SocketAddr::new(addr.ip().to_canonical(), addr.port())
+            ),
             Self::Local => f.write_str("a Unix-socket peer"),
+        }
+    }
+}
+
+/// The far end of a connection, as the node knows it and the logs name it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Remote {
+    /// A listener accepted the connection from this peer.
+    Accepted(Peer),
+    /// The node dialled this endpoint (an upstream, or a broker it submits to), as
+    /// [`DialAddr`] displays it: `host:port`, `tls:host:port` or `unix:path`.
+    Dialled(Arc<str>),
+}
+
+impl Remote {
+    /// The peer, for an accepted connection.
+    pub fn peer(&self) -> Option<Peer> {
+        match self {
+            Self::Accepted(peer) => Some(*peer),
+            Self::Dialled(_) => None,
+        }
+    }
+}
+
+impl fmt::Display for Remote {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Accepted(peer) => write!(f, "{peer}"),
+            Self::Dialled(endpoint) => f.write_str(endpoint),
         }
     }
 }
@@ -142,6 +202,19 @@ pub enum ConnRole {
     Submission,
 }
 
+impl fmt::Display for ConnRole {
+    /// Who is at the far end: `author`, `subscriber`, `upstream` or `broker` (the broker we
+    /// submit to).
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Intake => "author",
+            Self::Feed => "subscriber",
+            Self::Subscription => "upstream",
+            Self::Submission => "broker",
+        })
+    }
+}
+
 /// Why the node closes (or saw the close of) a connection.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
@@ -176,7 +249,11 @@ pub enum CloseReason {
     },
     /// The peer closed the connection or an IO error occurred.
     PeerClosed,
-    /// An outgoing connection could not be established.
+    /// An outgoing connection was refused: nobody listens at the address (see
+    /// [`CloseReason::connect_failed`]).
+    ConnectRefused,
+    /// An outgoing connection could not be established (the name did not resolve, the network
+    /// is unreachable, the attempt timed out...): the error's text.
     ConnectFailed(String),
     /// The node is shutting down.
     Shutdown,
@@ -208,12 +285,100 @@ impl fmt::Display for CloseReason {
                 window.as_secs_f64()
             ),
             Self::PeerClosed => f.write_str("closed by peer"),
+            Self::ConnectRefused => f.write_str("connection refused"),
             Self::ConnectFailed(e) => write!(f, "connect failed: {e}"),
             Self::Shutdown => f.write_str("shutting down"),
             Self::TlsHandshakeTimeout => f.write_str("TLS handshake not completed in time"),
             Self::Tls(e) => write!(f, "TLS: {e}"),
             Self::NotAuthorized(e) => write!(f, "not authorized: {e}"),
         }
+    }
+}
+
+impl CloseReason {
+    /// The reason a dial failed with `error`: [`CloseReason::ConnectRefused`] for a refused
+    /// connection, otherwise [`CloseReason::ConnectFailed`] with the error's text.
+    pub fn connect_failed(error: &std::io::Error) -> Self {
+        match error.kind() {
+            std::io::ErrorKind::ConnectionRefused => Self::ConnectRefused,
+            _ => Self::ConnectFailed(error.to_string()),
+        }
+    }
+
+    /// The reason's class: what a log line or a metric groups it under.
+    pub fn class(&self) -> CloseClass {
+        match self {
+            Self::Done => CloseClass::Done,
+            Self::ConnectRefused => CloseClass::Refused,
+            Self::ConnectFailed(_) => CloseClass::Unreachable,
+            Self::PeerClosed => CloseClass::Closed,
+            Self::IntakeDeadline
+            | Self::IamaliveUnanswered
+            | Self::UpstreamSilent
+            | Self::ReceiptTimeout => CloseClass::Silent,
+            Self::OutstandingAcks(_) | Self::OutboxFull => CloseClass::Slow,
+            Self::FramingError(_) | Self::TooManyViolations { .. } | Self::SubscriberNak => {
+                CloseClass::Protocol
+            }
+            Self::TlsHandshakeTimeout | Self::Tls(_) => CloseClass::Tls,
+            Self::NotAuthorized(_) => CloseClass::NotAuthorized,
+            Self::Shutdown => CloseClass::Shutdown,
+        }
+    }
+}
+
+/// A [`CloseReason`] by kind ([`CloseReason::class`]): what an operator asks first about a
+/// lost connection. Its `Display` is [`CloseClass::as_str`], one word.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum CloseClass {
+    /// The exchange completed ([`CloseReason::Done`]).
+    Done,
+    /// Our dial was refused: nobody listens there ([`CloseReason::ConnectRefused`]).
+    Refused,
+    /// Our dial failed otherwise: no address, no route, no answer
+    /// ([`CloseReason::ConnectFailed`]).
+    Unreachable,
+    /// The peer closed the connection, or it broke ([`CloseReason::PeerClosed`]).
+    Closed,
+    /// The peer went quiet past a deadline: an upstream sent nothing, a subscriber left an
+    /// iamalive unanswered, an author sent no event, a broker sent no receipt.
+    Silent,
+    /// The peer did not keep up: its send queue filled, or its acks fell behind.
+    Slow,
+    /// The peer broke the protocol (framing, too many violations), or a subscriber nak'd an
+    /// event under the disconnect policy.
+    Protocol,
+    /// The TLS handshake failed or did not complete in time.
+    Tls,
+    /// The peer's certificate identity (or its lack) is not allowed for the role.
+    NotAuthorized,
+    /// The node is shutting down.
+    Shutdown,
+}
+
+impl CloseClass {
+    /// One word, for a log field or a metric label: `done`, `refused`, `unreachable`,
+    /// `closed`, `silent`, `slow`, `protocol`, `tls`, `unauthorized` or `shutdown`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Done => "done",
+            Self::Refused => "refused",
+            Self::Unreachable => "unreachable",
+            Self::Closed => "closed",
+            Self::Silent => "silent",
+            Self::Slow => "slow",
+            Self::Protocol => "protocol",
+            Self::Tls => "tls",
+            Self::NotAuthorized => "unauthorized",
+            Self::Shutdown => "shutdown",
+        }
+    }
+}
+
+impl fmt::Display for CloseClass {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 
@@ -393,23 +558,33 @@ impl fmt::Debug for Action {
 #[must_use]
 #[non_exhaustive]
 pub enum Event {
-    /// A connection was accepted or established.
+    /// A connection was accepted (a TLS one: once secured) or established: it now speaks VTP.
     PeerUp {
         /// Connection.
         conn: ConnId,
         /// What it is for.
         role: ConnRole,
+        /// Who: the accepted peer's address and port, or the endpoint dialled.
+        remote: Remote,
     },
-    /// A connection ended (closed by us or the peer).
+    /// A connection ended (closed by us or the peer), or a dial or TLS handshake failed.
     PeerDown {
         /// Connection.
         conn: ConnId,
         /// What it was for.
         role: ConnRole,
-        /// Who, for a connection a listener accepted (`None` for the node's own dials).
-        peer: Option<Peer>,
+        /// Who: the accepted peer's address and port, or the endpoint dialled.
+        remote: Remote,
         /// Why.
         reason: CloseReason,
+        /// How long it was up, from its [`Event::PeerUp`]; `None` if it never came up (a failed
+        /// dial, a TLS handshake that did not complete or was refused).
+        connected_for: Option<std::time::Duration>,
+        /// Events forwarded to it (a feed: test events included); 0 for other roles.
+        events_sent: u64,
+        /// Events received on it (a subscription: new, duplicate or refused alike); 0 for
+        /// other roles.
+        events_received: u64,
     },
     /// An accept was refused before anything was sent.
     Refused {
@@ -453,6 +628,8 @@ pub enum Event {
         ivorn: Arc<str>,
         /// Its identity.
         key: EventKey,
+        /// Who sent it: the author's address and port, or the upstream's endpoint.
+        remote: Remote,
     },
     /// An author's event was refused with a nak.
     Rejected {
@@ -460,6 +637,8 @@ pub enum Event {
         conn: ConnId,
         /// What was wrong; its `Display` is the nak's reason, as sent.
         reason: Violation,
+        /// Who sent it: the author's address and port.
+        remote: Remote,
     },
     /// An event was a duplicate and was not relayed.
     Duplicate {
@@ -467,6 +646,10 @@ pub enum Event {
         conn: ConnId,
         /// Its identity.
         key: EventKey,
+        /// Its `ivorn`.
+        ivorn: Arc<str>,
+        /// Who sent it: the author's address and port, or the upstream's endpoint.
+        remote: Remote,
     },
     /// A subscriber set its filters (authenticate reply).
     FiltersSet {
@@ -533,6 +716,8 @@ pub enum Event {
         endpoint: Arc<str>,
         /// Delay.
         delay: std::time::Duration,
+        /// Why: how the previous connection or attempt ended.
+        reason: CloseReason,
     },
     /// Entries were removed from the seen-index by expiry.
     Pruned {
@@ -551,4 +736,91 @@ pub enum Event {
         /// The bound.
         max: usize,
     },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn peers_print_with_their_port_and_count_by_address() {
+        let v4 = Peer::Tcp("127.0.0.1:48272".parse().expect("an address"));
+        let v6 = Peer::Tcp("[2001:db8::1:2]:48272".parse().expect("an address"));
+        let mapped = Peer::Tcp("[::ffff:192.0.2.7]:5".parse().expect("an address"));
+        assert_eq!(v4.to_string(), "127.0.0.1:48272");
+        assert_eq!(v6.to_string(), "[2001:db8::1:2]:48272");
+        assert_eq!(
+            mapped.to_string(),
+            "192.0.2.7:5",
+            "shown as the IPv4 peer it is"
+        );
+        assert_eq!(Peer::Local.to_string(), "a Unix-socket peer");
+        assert_eq!(v4.ip(), Some(IpAddr::from([127, 0, 0, 1])));
+        assert_eq!(mapped.network(), Some(IpAddr::from([192, 0, 2, 7])));
+        assert_eq!(v6.network(), "2001:db8::".parse().ok());
+        assert_eq!(Peer::Local.network(), None);
+        let dialled = Remote::Dialled(Arc::from("tls:broker.example:8099"));
+        assert_eq!(dialled.to_string(), "tls:broker.example:8099");
+        assert_eq!(dialled.peer(), None);
+        assert_eq!(Remote::Accepted(v4).peer(), Some(v4));
+    }
+
+    #[test]
+    fn roles_and_listeners_print_as_words() {
+        let roles = [
+            ConnRole::Intake,
+            ConnRole::Feed,
+            ConnRole::Subscription,
+            ConnRole::Submission,
+        ];
+        let words: Vec<String> = roles.iter().map(ToString::to_string).collect();
+        assert_eq!(words, ["author", "subscriber", "upstream", "broker"]);
+        assert_eq!(ListenerRole::Receive.to_string(), "receive");
+        assert_eq!(ListenerRole::Broadcast.to_string(), "broadcast");
+    }
+
+    #[test]
+    fn each_close_reason_has_its_class() {
+        let rows = [
+            (CloseReason::Done, "done"),
+            (CloseReason::ConnectRefused, "refused"),
+            (CloseReason::ConnectFailed("no route".into()), "unreachable"),
+            (CloseReason::PeerClosed, "closed"),
+            (CloseReason::UpstreamSilent, "silent"),
+            (CloseReason::IamaliveUnanswered, "silent"),
+            (CloseReason::IntakeDeadline, "silent"),
+            (CloseReason::ReceiptTimeout, "silent"),
+            (CloseReason::OutboxFull, "slow"),
+            (CloseReason::OutstandingAcks(3), "slow"),
+            (CloseReason::SubscriberNak, "protocol"),
+            (
+                CloseReason::TooManyViolations {
+                    count: 101,
+                    window: std::time::Duration::from_secs(10),
+                },
+                "protocol",
+            ),
+            (CloseReason::Tls("bad certificate".into()), "tls"),
+            (CloseReason::TlsHandshakeTimeout, "tls"),
+            (CloseReason::NotAuthorized("no".into()), "unauthorized"),
+            (CloseReason::Shutdown, "shutdown"),
+        ];
+        for (reason, class) in rows {
+            assert_eq!(reason.class().to_string(), class, "{reason}");
+        }
+        let refused = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
+        assert_eq!(
+            CloseReason::connect_failed(&refused),
+            CloseReason::ConnectRefused
+        );
+        assert_eq!(
+            CloseReason::ConnectRefused.to_string(),
+            "connection refused"
+        );
+        let other = std::io::Error::other("no address for broker.example");
+        assert_eq!(
+            CloseReason::connect_failed(&other),
+            CloseReason::ConnectFailed("no address for broker.example".into())
+        );
+    }
 }

@@ -525,15 +525,18 @@ mod tests {
             .unwrap_or(IpAddr::from([0; 4]));
         let c: IpAddr = "2001:db8:1:3::1".parse().unwrap_or(IpAddr::from([0; 4]));
         assert_eq!(
-            SeenSource::author(Peer::Ip(a)),
-            SeenSource::author(Peer::Ip(b))
+            SeenSource::author(Peer::Tcp(std::net::SocketAddr::new(a, 40000))),
+            SeenSource::author(Peer::Tcp(std::net::SocketAddr::new(b, 40000)))
         );
         assert_ne!(
-            SeenSource::author(Peer::Ip(a)),
-            SeenSource::author(Peer::Ip(c))
+            SeenSource::author(Peer::Tcp(std::net::SocketAddr::new(a, 40000))),
+            SeenSource::author(Peer::Tcp(std::net::SocketAddr::new(c, 40000)))
         );
         let mapped: IpAddr = "::ffff:10.0.0.1".parse().unwrap_or(IpAddr::from([0; 4]));
-        assert_eq!(SeenSource::author(Peer::Ip(mapped)), author(1));
+        assert_eq!(
+            SeenSource::author(Peer::Tcp(std::net::SocketAddr::new(mapped, 40000))),
+            author(1)
+        );
     }
 
     #[test]

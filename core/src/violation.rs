@@ -94,6 +94,11 @@ pub enum Violation {
     /// upstream recycles its own entries instead, so its event is refused only when the bound
     /// is below the number of sources; it is then acked and dropped (logged with this text).
     SeenQuota,
+    /// The store's commits fail (a full or failing disk) and replies wait for durable records
+    /// ([`Node::handle_store_status`](crate::Node::handle_store_status)): an author's new event
+    /// is naked with [`NAK_STORE_UNAVAILABLE`](crate::node::NAK_STORE_UNAVAILABLE), not
+    /// recorded. Not the author's fault; it may send the event again.
+    StoreUnavailable,
     /// An upstream sent an ack or a nak, though we send it nothing to answer: ignored.
     UnsolicitedReceipt {
         /// `Ack` or `Nak`.
@@ -164,6 +169,7 @@ impl fmt::Display for Violation {
             Self::SeenQuota => {
                 f.write_str("Event rejected: seen-index quota for this source exhausted; try later")
             }
+            Self::StoreUnavailable => f.write_str(crate::node::NAK_STORE_UNAVAILABLE),
             Self::UnsolicitedReceipt { role } => write!(
                 f,
                 "upstream sent an unsolicited {} receipt, ignored",
@@ -305,6 +311,11 @@ mod tests {
             (
                 Violation::SeenQuota,
                 "Event rejected: seen-index quota for this source exhausted; try later".into(),
+            ),
+            (
+                Violation::StoreUnavailable,
+                "Event rejected: storage unavailable at this broker; not recorded, try again later"
+                    .into(),
             ),
             (
                 Violation::UnsolicitedReceipt {

@@ -4,7 +4,8 @@
 
 mod common;
 
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU16, Ordering};
 use std::time::Duration;
 
 use common::*;
@@ -13,8 +14,14 @@ use vtp_core::{CloseReason, Config, ConnId, Event, ListenerRole, Peer, RefusalCo
 const AUTHOR: ListenerRole = ListenerRole::Receive;
 const SUBSCRIBER: ListenerRole = ListenerRole::Broadcast;
 
+/// A TCP peer at `s`, from a new source port each call: the limits count the address only.
 fn ip(s: &str) -> Peer {
-    Peer::Ip(s.parse::<IpAddr>().expect("an IP address"))
+    static PORT: AtomicU16 = AtomicU16::new(40000);
+    let port = PORT.fetch_add(1, Ordering::Relaxed);
+    Peer::Tcp(SocketAddr::new(
+        s.parse::<IpAddr>().expect("an IP address"),
+        port,
+    ))
 }
 
 /// A broker with small per-address limits: 2 authors and 3 subscribers per address.

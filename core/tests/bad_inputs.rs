@@ -575,7 +575,7 @@ fn every_bad_input_gets_its_outcome_and_the_node_keeps_serving() {
         let faults: Vec<&Violation> = events
             .iter()
             .filter_map(|e| match e {
-                Event::Rejected { conn, reason }
+                Event::Rejected { conn, reason, .. }
                 | Event::ProtocolViolation {
                     conn,
                     detail: reason,

@@ -702,28 +702,42 @@ fn accepts_beyond_the_connection_limit_and_off_whitelist_are_refused_silently() 
     let inside: std::net::IpAddr = "::ffff:10.1.2.3".parse().unwrap();
     assert!(
         h.node
-            .handle_accept(ListenerRole::Receive, vtp_core::Peer::Ip(local), h.now)
+            .handle_accept(
+                ListenerRole::Receive,
+                vtp_core::Peer::Tcp(std::net::SocketAddr::new(local, 40000)),
+                h.now
+            )
             .is_none()
     );
-    let a = h
-        .node
-        .handle_accept(ListenerRole::Receive, vtp_core::Peer::Ip(inside), h.now);
+    let a = h.node.handle_accept(
+        ListenerRole::Receive,
+        vtp_core::Peer::Tcp(std::net::SocketAddr::new(inside, 40000)),
+        h.now,
+    );
     assert!(
         a.is_some(),
         "IPv4-mapped address matched against the IPv4 whitelist"
     );
-    let s = h
-        .node
-        .handle_accept(ListenerRole::Broadcast, vtp_core::Peer::Ip(local), h.now);
+    let s = h.node.handle_accept(
+        ListenerRole::Broadcast,
+        vtp_core::Peer::Tcp(std::net::SocketAddr::new(local, 40000)),
+        h.now,
+    );
     assert!(s.is_some());
     // The limit is per listener role: the author above does not take a subscriber slot.
-    let s2 = h
-        .node
-        .handle_accept(ListenerRole::Broadcast, vtp_core::Peer::Ip(local), h.now);
+    let s2 = h.node.handle_accept(
+        ListenerRole::Broadcast,
+        vtp_core::Peer::Tcp(std::net::SocketAddr::new(local, 40000)),
+        h.now,
+    );
     assert!(s2.is_some());
     assert!(
         h.node
-            .handle_accept(ListenerRole::Broadcast, vtp_core::Peer::Ip(local), h.now)
+            .handle_accept(
+                ListenerRole::Broadcast,
+                vtp_core::Peer::Tcp(std::net::SocketAddr::new(local, 40000)),
+                h.now
+            )
             .is_none()
     );
     h.drain();
@@ -746,7 +760,11 @@ fn accepts_beyond_the_connection_limit_and_off_whitelist_are_refused_silently() 
         .handle_closed(s.unwrap(), CloseReason::PeerClosed, h.now);
     assert!(
         h.node
-            .handle_accept(ListenerRole::Broadcast, vtp_core::Peer::Ip(local), h.now)
+            .handle_accept(
+                ListenerRole::Broadcast,
+                vtp_core::Peer::Tcp(std::net::SocketAddr::new(local, 40000)),
+                h.now
+            )
             .is_some()
     );
 }
@@ -755,7 +773,10 @@ fn accepts_beyond_the_connection_limit_and_off_whitelist_are_refused_silently() 
 
 /// One submission from an author at `ip`; returns the actions and events it caused.
 fn submit_from(h: &mut Harness, ip: &str, ev: &[u8]) -> (Vec<Action>, Vec<Event>) {
-    let peer = vtp_core::Peer::Ip(ip.parse().expect("an IP address"));
+    let peer = vtp_core::Peer::Tcp(std::net::SocketAddr::new(
+        ip.parse().expect("an IP address"),
+        40000,
+    ));
     let a = h
         .node
         .handle_accept(ListenerRole::Receive, peer, h.now)
@@ -821,7 +842,10 @@ fn a_flooding_author_cannot_evict_or_block_another_and_is_naked_with_the_reason(
     let (acts, _) = submit_from(&mut h, "192.0.2.1", &event_xml("ivo://example.org/real#2"));
     assert_eq!(forwards(&acts), vec![s]);
     assert!(acts.iter().any(|a| matches!(a, Action::Forget(_))));
-    let flood = vtp_core::Peer::Ip("198.51.100.7".parse().expect("an IP address"));
+    let flood = vtp_core::Peer::Tcp(std::net::SocketAddr::new(
+        "198.51.100.7".parse().expect("an IP address"),
+        40000,
+    ));
     assert_eq!(h.node.seen_len_of_author(flood), 8);
 }
 

@@ -410,7 +410,7 @@ proptest! {
         let mut h = b.h;
         let mut distinct: BTreeSet<u8> = BTreeSet::new();
         let mut secs = 0.0;
-        let peer = Peer::Ip([127, 0, 0, 1].into());
+        let peer = Peer::Tcp(([127, 0, 0, 1], 40000).into());
         for op in ops {
             let before = h.node.connections();
             let bound = match &op {
@@ -704,7 +704,7 @@ fn driver_drops_a_subscriber_that_never_reads_and_keeps_feeding_the_healthy_one(
     };
     let mut driver = Driver::new(node, limits);
     let mut fx = Recorder::default();
-    let peer = Peer::Ip([127, 0, 0, 1].into());
+    let peer = Peer::Tcp(([127, 0, 0, 1], 40000).into());
     let healthy = driver
         .handle_accept(ListenerRole::Broadcast, peer, t0, &mut fx)
         .expect("accepted");
@@ -807,7 +807,7 @@ fn connection_limit_is_per_role_and_frees_slots_on_every_kind_of_close() {
     let mut h = Harness::new(c);
     h.run_until(0.0);
     h.take();
-    let peer = Peer::Ip([127, 0, 0, 1].into());
+    let peer = Peer::Tcp(([127, 0, 0, 1], 40000).into());
     let accept = |h: &mut Harness, role| {
         let conn = h.node.handle_accept(role, peer, h.now);
         h.drain();

@@ -14,7 +14,7 @@ use vtp_core::{Action, CloseReason, Config, ConnId, Event, ListenerRole, Peer};
 const PEER: &str = "127.0.0.1";
 
 fn peer() -> Peer {
-    Peer::Ip(PEER.parse().unwrap())
+    Peer::Tcp(std::net::SocketAddr::new(PEER.parse().unwrap(), 40000))
 }
 
 fn identity(cn: &str, hash: u8) -> Identity {
@@ -104,11 +104,23 @@ fn a_handshake_not_completed_in_10_s_is_closed_and_frees_its_slot() {
     h.drain();
     let down = h.events.iter().find_map(|e| match e {
         Event::PeerDown {
-            conn, peer, reason, ..
-        } if *conn == a => Some((*peer, reason.clone())),
+            conn,
+            remote,
+            reason,
+            connected_for,
+            ..
+        } if *conn == a => Some((remote.clone(), reason.clone(), *connected_for)),
         _ => None,
     });
-    assert_eq!(down, Some((Some(peer()), CloseReason::TlsHandshakeTimeout)));
+    assert_eq!(
+        down,
+        Some((
+            vtp_core::Remote::Accepted(peer()),
+            CloseReason::TlsHandshakeTimeout,
+            None
+        )),
+        "never up: no connected time"
+    );
     assert_eq!(
         closed(&h.take(), a),
         Some(&CloseReason::TlsHandshakeTimeout)

@@ -25,7 +25,7 @@ fn rejected(h: &mut Harness, bytes: &[u8]) -> Violation {
     assert_eq!(nak.role, TransportRole::Nak);
     assert_eq!(closed(&acts, a), Some(&CloseReason::Done));
     let mut reasons = events.into_iter().filter_map(|e| match e {
-        Event::Rejected { conn, reason } if conn == a => Some(reason),
+        Event::Rejected { conn, reason, .. } if conn == a => Some(reason),
         _ => None,
     });
     let violation = reasons.next().expect("a Rejected event");

@@ -344,7 +344,7 @@ impl<R: AsyncRuntime> Listener<R> {
         Ok(match self {
             Self::Tcp(l) => {
                 let (s, addr) = R::accept_tcp(l).await?;
-                (Stream::tcp(s), Peer::Ip(addr.ip()))
+                (Stream::tcp(s), Peer::Tcp(addr))
             }
             Self::Unix(l) => (Stream::Unix(R::accept_unix(l).await?), Peer::Local),
         })
@@ -484,7 +484,7 @@ impl<R: AsyncRuntime> Owner<R> {
                     }
                     Ok(_) => {}
                     Err(e) => {
-                        let reason = CloseReason::ConnectFailed(e.to_string());
+                        let reason = CloseReason::connect_failed(&e);
                         self.driver.handle_closed(conn, reason, now, fx);
                     }
                 }

@@ -40,7 +40,9 @@ use std::task::Waker;
 use std::time::Duration;
 
 use vtp_core::driver::{Effects, StoreOp};
-use vtp_core::{CloseReason, ConnId, Delivery, Event, EventKey, SeenLevel};
+use vtp_core::{
+    CloseClass, CloseReason, ConnId, ConnRole, Delivery, Event, EventKey, Remote, SeenLevel,
+};
 
 use crate::handlers::Handlers;
 use crate::store::{SendError, StoreWorker};
@@ -326,39 +328,42 @@ pub fn printable(text: &str) -> std::borrow::Cow<'_, str> {
 }
 
 /// Logs a node event at the level it deserves; a peer's texts go through [`printable`].
+///
+/// Every line about a connection names its peer (`127.0.0.1:48272`, with the port) or the
+/// endpoint dialled, and carries the connection's handle as the `conn` field; a close also
+/// carries its [`CloseClass`](vtp_core::CloseClass) as `class`. At INFO: subscribers and
+/// upstreams coming and going (how long they were connected, how many events), every event
+/// accepted, naked or duplicated from an author; authors' connections themselves are at DEBUG.
 pub fn log_event(e: &Event) {
     use tracing::{debug, info, warn};
     match e {
-        Event::PeerUp { conn, role } => debug!(%conn, ?role, "connection up"),
-        // A peer the node dropped for not reading or for breaking the protocol: INFO, naming
-        // it; the ordinary ends of connections stay at DEBUG.
+        Event::PeerUp { conn, role, remote } => match role {
+            ConnRole::Feed => info!(%conn, "subscriber {remote} connected"),
+            ConnRole::Subscription => info!(%conn, "connected to upstream {remote}"),
+            ConnRole::Intake => debug!(%conn, "author {remote} connected"),
+            ConnRole::Submission => debug!(%conn, "connected to broker {remote}"),
+        },
         Event::PeerDown {
             conn,
             role,
-            peer,
+            remote,
             reason,
-        } => match (peer, reason) {
-            (
-                Some(peer),
-                CloseReason::OutboxFull
-                | CloseReason::FramingError(_)
-                | CloseReason::TooManyViolations { .. }
-                | CloseReason::TlsHandshakeTimeout
-                | CloseReason::Tls(_)
-                | CloseReason::NotAuthorized(_),
-            ) => {
-                info!(%conn, ?role, "connection down: dropped {peer}: {reason}")
-            }
-            // Our own TLS dial failed (a certificate that does not verify or does not name the
-            // host): the operator must see why, not only that we reconnect.
-            (None, CloseReason::Tls(_)) => warn!(%conn, ?role, "connection down: {reason}"),
-            _ => debug!(%conn, ?role, %reason, "connection down"),
-        },
+            connected_for,
+            events_sent,
+            events_received,
+        } => log_peer_down(
+            *conn,
+            *role,
+            remote,
+            reason,
+            *connected_for,
+            (*events_sent, *events_received),
+        ),
         Event::Refused {
             listener,
             peer,
             reason,
-        } => warn!(?listener, ?peer, "refused: {reason}"),
+        } => warn!("refused {peer} on the {listener} listener: {reason}"),
         Event::RefusalsSuppressed { counts, window } => warn!(
             refused = counts.total(),
             "{} more connections refused within {} s ({counts}); only the first few refusals \
@@ -378,9 +383,27 @@ pub fn log_event(e: &Event) {
         Event::UnixPeerNotWhitelisted { conn } => {
             debug!(%conn, "Unix-socket peer accepted without IP whitelist check")
         }
-        Event::Accepted { conn, ivorn, .. } => info!(%conn, "accepted event {ivorn}"),
-        Event::Rejected { conn, reason } => info!(%conn, "nak sent: {reason}"),
-        Event::Duplicate { conn, key } => debug!(%conn, key = %key, "duplicate"),
+        Event::Accepted {
+            conn,
+            ivorn,
+            remote,
+            ..
+        } => info!(%conn, "accepted event {ivorn} from {}", Sender(remote)),
+        Event::Rejected {
+            conn,
+            reason,
+            remote,
+        } => info!(%conn, "nak sent to author {remote}: {reason}"),
+        Event::Duplicate {
+            conn,
+            ivorn,
+            remote,
+            ..
+        } => match remote {
+            // In a mesh every event comes back from each upstream: expected, not news.
+            Remote::Dialled(_) => debug!(%conn, "duplicate event {ivorn} from upstream {remote}"),
+            Remote::Accepted(_) => info!(%conn, "duplicate event {ivorn} from author {remote}"),
+        },
         Event::FiltersSet {
             conn,
             accepted,
@@ -420,11 +443,22 @@ pub fn log_event(e: &Event) {
             upstream,
             endpoint,
             delay,
-        } => info!(
-            upstream,
-            "reconnecting to {endpoint} in {:.1} s",
-            delay.as_secs_f64()
-        ),
+            reason,
+        } => {
+            let class = reason.class();
+            let delay = delay.as_secs_f64();
+            match reason.class() {
+                // A TLS or authorization failure, or a broken upstream, will not cure itself.
+                CloseClass::Tls | CloseClass::NotAuthorized | CloseClass::Protocol => warn!(
+                    upstream,
+                    %class, "reconnecting to {endpoint} in {delay:.1} s: {reason}"
+                ),
+                _ => info!(
+                    upstream,
+                    %class, "reconnecting to {endpoint} in {delay:.1} s: {reason}"
+                ),
+            }
+        }
         Event::Pruned { removed } => info!(removed, "expired seen-index entries pruned"),
         Event::SeenIndexLevel {
             level: SeenLevel::Normal,
@@ -445,6 +479,98 @@ pub fn log_event(e: &Event) {
              share now recycle their own entries or are naked"
         ),
         other => debug!("{other:?}"),
+    }
+}
+
+/// The end of a connection: subscribers and upstreams at INFO (an upstream lost, or a peer
+/// dropped for breaking the protocol, at WARN), with how long they were up and their events;
+/// authors at DEBUG unless dropped for a fault; every connection at DEBUG when the node
+/// shuts down.
+fn log_peer_down(
+    conn: ConnId,
+    role: ConnRole,
+    remote: &Remote,
+    reason: &CloseReason,
+    connected_for: Option<Duration>,
+    (sent, received): (u64, u64),
+) {
+    use tracing::{debug, info, warn};
+    let class = reason.class();
+    let c = &class;
+    match (role, connected_for, class) {
+        (_, _, CloseClass::Shutdown) | (ConnRole::Submission, _, _) => {
+            debug!(%conn, class = %c, "{role} {remote} disconnected: {reason}")
+        }
+        (ConnRole::Feed, Some(up), _) => info!(
+            %conn,
+            class = %c,
+            "subscriber {remote} {} after {}, {sent} events sent: {reason}",
+            match class {
+                CloseClass::Closed => "disconnected",
+                _ => "dropped",
+            },
+            Elapsed(up)
+        ),
+        (ConnRole::Subscription, Some(up), _) => warn!(
+            %conn,
+            class = %c,
+            "upstream {remote} lost after {}, {received} events received: {reason}",
+            Elapsed(up)
+        ),
+        // A dial that failed: the reconnect line that follows says why.
+        (ConnRole::Subscription, None, _) => {
+            debug!(%conn, class = %c, "connection to upstream {remote} failed: {reason}")
+        }
+        // A TLS handshake that failed, timed out or presented an identity not allowed.
+        (ConnRole::Feed | ConnRole::Intake, None, _) => info!(
+            %conn,
+            class = %c,
+            "{role} {remote} dropped before its TLS session was up: {reason}"
+        ),
+        (
+            ConnRole::Intake,
+            Some(_),
+            CloseClass::Slow | CloseClass::Protocol | CloseClass::Tls | CloseClass::NotAuthorized,
+        ) => info!(%conn, class = %c, "author {remote} dropped: {reason}"),
+        (ConnRole::Intake, Some(_), _) => {
+            debug!(%conn, class = %c, "author {remote} disconnected: {reason}")
+        }
+    }
+}
+
+/// Who sent an event: `author 127.0.0.1:48272` or `upstream host:8099`.
+struct Sender<'a>(&'a Remote);
+
+impl std::fmt::Display for Sender<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            Remote::Accepted(peer) => write!(f, "author {peer}"),
+            Remote::Dialled(endpoint) => write!(f, "upstream {endpoint}"),
+        }
+    }
+}
+
+/// A duration as an operator reads it: `850 ms`, `12.3 s`, `4 min 10 s`, `2 h 5 min`,
+/// `3 d 4 h`.
+struct Elapsed(Duration);
+
+impl std::fmt::Display for Elapsed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let d = self.0;
+        let s = d.as_secs();
+        match s {
+            0 => write!(f, "{} ms", d.as_millis()),
+            1..60 => write!(f, "{:.1} s", d.as_secs_f64()),
+            60..3600 => write!(f, "{} min {} s", s / 60, s % 60),
+            3600..86_400 => write!(f, "{} h {} min", s / 3600, s % 3600 / 60),
+            _ => write!(f, "{} d {} h", s / 86_400, s % 86_400 / 3600),
+        }
+    }
+}
+
+impl std::fmt::Debug for Elapsed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Display::fmt(self, f)
     }
 }
 

@@ -423,7 +423,7 @@ impl Loop {
             let accepted = match &slot.listener {
                 Listener::Tcp(l) => l.accept().map(|(s, addr)| {
                     let _ = s.set_nodelay(true);
-                    (Stream::Tcp(s), Peer::Ip(addr.ip()))
+                    (Stream::Tcp(s), Peer::Tcp(addr))
                 }),
                 Listener::Unix(l) => l.accept().map(|(s, _)| (Stream::Unix(s), Peer::Local)),
             };
@@ -578,7 +578,7 @@ impl Loop {
             .register(stream.source(), token, interest)
         {
             let reason = match dialing {
-                Some(_) => CloseReason::ConnectFailed(e.to_string()),
+                Some(_) => CloseReason::connect_failed(&e),
                 None => CloseReason::PeerClosed,
             };
             tracing::warn!(%conn, "cannot register the socket: {e}");
@@ -722,7 +722,7 @@ impl Loop {
 
     fn dial_failed(&mut self, conn: ConnId, e: &io::Error, fx: &mut impl Effects) {
         self.tls_dials.remove(&conn);
-        let reason = CloseReason::ConnectFailed(e.to_string());
+        let reason = CloseReason::connect_failed(e);
         self.driver.handle_closed(conn, reason, Instant::now(), fx);
     }
 }

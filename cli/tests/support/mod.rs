@@ -70,6 +70,16 @@ impl Broker {
     }
 }
 
+/// A log line saying a subscriber left or was dropped (it names the subscriber's address).
+pub fn subscriber_down(l: &str) -> bool {
+    l.contains("subscriber ") && (l.contains(" disconnected") || l.contains(" dropped"))
+}
+
+/// A log line saying a subscriber or an upstream connection ended.
+pub fn peer_down(l: &str) -> bool {
+    subscriber_down(l) || (l.contains("upstream ") && l.contains(" lost after "))
+}
+
 /// A minimal VOEvent 2.0 document by `ivo://vtp.test/author`.
 pub fn event_xml(ivorn: &str) -> Vec<u8> {
     voevent(ivorn, "ivo://vtp.test/author")

@@ -232,7 +232,9 @@ impl Sim {
             return;
         }
         let listener = self.links[l].listener;
-        let peer = Peer::Ip(self.hosts[client].ip);
+        // An ephemeral source port per link: every policy counts the address only.
+        let port = 49152 + (l % 16384) as u16;
+        let peer = Peer::Tcp(std::net::SocketAddr::new(self.hosts[client].ip, port));
         let accepted = self
             .drive(server, |d, fx, now| {
                 d.handle_accept(listener, peer, now, fx)
@@ -342,7 +344,7 @@ impl Sim {
         };
         if reset && self.hosts[h].dialing.remove(&conn) {
             trace!(self, "{}: {conn} refused", self.hosts[h].name);
-            let reason = CloseReason::ConnectFailed("connection refused".into());
+            let reason = CloseReason::ConnectRefused;
             self.drive(h, |d, fx, now| d.handle_closed(conn, reason, now, fx));
             self.poll_host(h);
             return;

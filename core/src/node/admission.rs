@@ -105,7 +105,7 @@ impl Node {
                 ),
             );
         }
-        if let Peer::Ip(ip) = peer
+        if let Some(ip) = peer.ip()
             && !whitelist.allows(ip)
         {
             let attempt = match listener {

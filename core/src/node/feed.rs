@@ -12,7 +12,7 @@ use bytes::Bytes;
 use crate::config::{DeliveryTiming, InvalidFilters, SubscriberNak};
 use crate::frame;
 use crate::message::{self, Message, TransportRole, VoEvent};
-use crate::output::{Action, CloseReason, ConnId, ConnRole, Delivery, Event, Source};
+use crate::output::{Action, CloseReason, ConnId, ConnRole, Delivery, Event, Remote, Source};
 use crate::seen::{EventKey, Seen, SeenSource};
 use crate::time::format_utc;
 
@@ -39,6 +39,11 @@ impl Feed {
     /// during a burst never count against the subscriber.
     fn overdue(&self) -> u64 {
         self.sent_at_tick.saturating_sub(self.receipts)
+    }
+
+    /// Events forwarded to this feed so far (test events included).
+    pub(super) fn sent(&self) -> u64 {
+        self.sent
     }
 }
 
@@ -99,9 +104,11 @@ impl Node {
         Some(frame)
     }
 
-    /// A new event from any source, framed by [`frame_event`](Self::frame_event): forward to
-    /// every feed whose filters pass, then deliver to the handlers (unless already delivered
-    /// ahead), at once or held behind its persist. Every feed shares the one framed `Bytes`.
+    /// A new event from any source (`remote`), framed by [`frame_event`](Self::frame_event):
+    /// forward to every feed whose filters pass, then deliver to the handlers (unless already
+    /// delivered ahead), at once or held behind its persist. Every feed shares the one framed
+    /// `Bytes`.
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn accept_event(
         &mut self,
         conn: ConnId,
@@ -110,6 +117,7 @@ impl Node {
         key: EventKey,
         frame: Bytes,
         ev: &VoEvent<'_>,
+        remote: Remote,
     ) {
         let mark = self.actions.len();
         if self.holding() {
@@ -126,6 +134,7 @@ impl Node {
             conn,
             ivorn: ivorn.clone(),
             key,
+            remote,
         });
         if self.config.policy.delivery_timing == DeliveryTiming::WithReceipt {
             self.actions

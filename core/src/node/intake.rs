@@ -8,7 +8,7 @@ use std::time::Instant;
 use crate::config::{AcceptVersions, DuplicateReply, Durability, SchemaCheck};
 use crate::ivoid;
 use crate::message::{self, Message, VoEvent, VoEventNamespace};
-use crate::output::{Action, CloseReason, ConnId, ConnRole, Event, Source};
+use crate::output::{Action, CloseReason, ConnId, ConnRole, Event, Remote, Source};
 use crate::schema;
 use crate::seen::{EventKey, Seen, SeenSource};
 use crate::violation::Violation;
@@ -41,9 +41,11 @@ impl Node {
         }
         let key = EventKey::of_element(&payload[ev.element.clone()]);
         if self.refuses_for_store(&key) {
-            self.nak(conn, &ev.ivorn, NAK_STORE_UNAVAILABLE, now);
-            return self.close(conn, CloseReason::Done, now);
+            return self.reject(conn, &ev.ivorn, Violation::StoreUnavailable, now);
         }
+        let Some(remote) = self.remote(conn) else {
+            return;
+        };
         let unix = self.clock.unix_secs_at(now);
         let source = self
             .authors
@@ -56,7 +58,12 @@ impl Node {
             Seen::Refused => self.reject(conn, &ev.ivorn, Violation::SeenQuota, now),
             Seen::Duplicate => {
                 self.actions.push_back(Action::DropDuplicate { conn, key });
-                self.events.push_back(Event::Duplicate { conn, key });
+                self.events.push_back(Event::Duplicate {
+                    conn,
+                    key,
+                    ivorn: Arc::from(ev.ivorn.as_ref()),
+                    remote,
+                });
                 let mark = self.actions.len();
                 match self.config.policy.duplicate_reply {
                     DuplicateReply::Ack => self.ack(conn, &ev.ivorn, now),
@@ -78,7 +85,7 @@ impl Node {
                 self.ack(conn, &ev.ivorn, now);
                 self.end_intake(conn, mark, now);
                 if let Some(frame) = frame {
-                    self.accept_event(conn, source, ivorn, key, frame, &ev);
+                    self.accept_event(conn, source, ivorn, key, frame, &ev, remote);
                 }
             }
         }
@@ -122,7 +129,14 @@ impl Node {
 
     fn reject(&mut self, conn: ConnId, ivorn: &str, reason: Violation, now: Instant) {
         self.nak(conn, ivorn, &reason.to_string(), now);
-        self.events.push_back(Event::Rejected { conn, reason });
+        let remote = self
+            .remote(conn)
+            .unwrap_or(Remote::Accepted(crate::output::Peer::Local));
+        self.events.push_back(Event::Rejected {
+            conn,
+            reason,
+            remote,
+        });
         self.close(conn, CloseReason::Done, now);
     }
 

@@ -84,7 +84,7 @@ use crate::identity::{Identity, IdentityRule};
 use crate::ivoid::Ivoid;
 use crate::message::{self, Message};
 use crate::output::{
-    Action, CloseReason, ConnId, ConnRole, Event, ListenerRole, Peer, RefusalCounts,
+    Action, CloseReason, ConnId, ConnRole, Event, ListenerRole, Peer, RefusalCounts, Remote,
 };
 use crate::seen::{EventKey, SeenIndex, SeenRecord, SeenSource};
 use crate::time::{WallClock, format_utc};
@@ -172,8 +172,10 @@ pub struct Node {
 struct Conn {
     decoder: FrameDecoder,
     kind: Kind,
-    /// Who, for an accepted connection (named when it is closed).
-    peer: Option<Peer>,
+    /// Who: the accepted peer, or the endpoint dialled (named in the events about it).
+    remote: Remote,
+    /// Since when it is up ([`Event::PeerUp`]); `None` while dialling or handshaking.
+    up_since: Option<Instant>,
     /// Protocol violations in the current window.
     violations: Violations,
 }
@@ -367,7 +369,7 @@ impl Node {
         let Kind::Handshake(listener) = c.kind else {
             return;
         };
-        let peer = c.peer.unwrap_or(Peer::Local);
+        let peer = c.remote.peer().unwrap_or(Peer::Local);
         self.timers.cancel(TimerKey::Conn(conn));
         let (rules, flag) = self.identity_rules(listener);
         if !rules.is_empty() {
@@ -397,9 +399,8 @@ impl Node {
         };
         let kind = self.start(conn, listener, peer, &local_ivo, now);
         if let Some(c) = self.conns.get_mut(&conn) {
-            let role = kind.role();
             c.kind = kind;
-            self.events.push_back(Event::PeerUp { conn, role });
+            self.peer_up(conn, now);
         }
     }
 
@@ -443,7 +444,7 @@ impl Node {
         } else {
             self.start(conn, listener, peer, &local_ivo, now)
         };
-        self.insert_conn(conn, kind, Some(peer));
+        self.insert_conn(conn, kind, Remote::Accepted(peer), now);
         Some(conn)
     }
 
@@ -496,8 +497,7 @@ impl Node {
             }
             Kind::Handshake(_) | Kind::Intake | Kind::Feed(_) => return,
         }
-        let role = c.kind.role();
-        self.events.push_back(Event::PeerUp { conn, role });
+        self.peer_up(conn, now);
     }
 
     /// Bytes were read from `conn`. Any chunking is fine.
@@ -769,7 +769,7 @@ impl Node {
         id
     }
 
-    fn insert_conn(&mut self, conn: ConnId, kind: Kind, peer: Option<Peer>) {
+    fn insert_conn(&mut self, conn: ConnId, kind: Kind, remote: Remote, now: Instant) {
         let role = kind.role();
         // A handshaking connection counts against its role's limit, and is up once secured.
         let up = !matches!(kind, Kind::Handshake(_));
@@ -778,7 +778,8 @@ impl Node {
             Conn {
                 decoder: FrameDecoder::new(self.config.limits.frame_len_max),
                 kind,
-                peer,
+                remote,
+                up_since: None,
                 violations: Violations::default(),
             },
         );
@@ -788,8 +789,26 @@ impl Node {
             ConnRole::Subscription | ConnRole::Submission => return,
         }
         if up {
-            self.events.push_back(Event::PeerUp { conn, role });
+            self.peer_up(conn, now);
         }
+    }
+
+    /// `conn` now speaks VTP: reported as [`Event::PeerUp`], and timed from now.
+    fn peer_up(&mut self, conn: ConnId, now: Instant) {
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        c.up_since = Some(now);
+        self.events.push_back(Event::PeerUp {
+            conn,
+            role: c.kind.role(),
+            remote: c.remote.clone(),
+        });
+    }
+
+    /// Who is at the far end of `conn`, if it is open.
+    fn remote(&self, conn: ConnId) -> Option<Remote> {
+        self.conns.get(&conn).map(|c| c.remote.clone())
     }
 
     fn stamp(&self, now: Instant) -> crate::time::UtcStamp {
@@ -815,6 +834,9 @@ impl Node {
         self.authors.remove(&conn);
         self.timers.cancel(TimerKey::Conn(conn));
         let role = c.kind.role();
+        let peer = c.remote.peer();
+        let (mut events_sent, mut events_received) = (0, 0);
+        let mut reconnect = None;
         match c.kind {
             Kind::Handshake(listener) => {
                 self.handshakes -= 1;
@@ -822,20 +844,22 @@ impl Node {
                     ListenerRole::Receive => self.served -= 1,
                     ListenerRole::Broadcast => self.feeds -= 1,
                 }
-                self.release_address(listener, c.peer);
+                self.release_address(listener, peer);
             }
             Kind::Intake => {
                 self.served -= 1;
-                self.release_address(ListenerRole::Receive, c.peer);
+                self.release_address(ListenerRole::Receive, peer);
             }
             Kind::Feed(feed) => {
                 self.feeds -= 1;
-                self.release_address(ListenerRole::Broadcast, c.peer);
+                events_sent = feed.sent();
+                self.release_address(ListenerRole::Broadcast, peer);
                 self.release_filters(feed.filters);
             }
             Kind::Subscription(s) => {
+                events_received = s.received;
                 let lived = s.connected_at.map_or(Duration::ZERO, |t| now - t);
-                self.schedule_reconnect(s.upstream, lived, now);
+                reconnect = Some((s.upstream, lived));
             }
             Kind::Submission(_) => {
                 if reason != CloseReason::Done {
@@ -849,9 +873,16 @@ impl Node {
         self.events.push_back(Event::PeerDown {
             conn,
             role,
-            peer: c.peer,
-            reason,
+            remote: c.remote,
+            reason: reason.clone(),
+            connected_for: c.up_since.map(|t| now - t),
+            events_sent,
+            events_received,
         });
+        // After the PeerDown: the retry names the reason the connection ended.
+        if let Some((upstream, lived)) = reconnect {
+            self.schedule_reconnect(upstream, lived, reason, now);
+        }
     }
 
     fn handle_frame(&mut self, conn: ConnId, payload: &[u8], now: Instant) {

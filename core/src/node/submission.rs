@@ -9,7 +9,7 @@ use bytes::Bytes;
 use crate::endpoint::DialAddr;
 use crate::frame;
 use crate::message::{self, Message, TransportRole};
-use crate::output::{Action, CloseReason, ConnId, ConnRole, Event};
+use crate::output::{Action, CloseReason, ConnId, ConnRole, Event, Remote};
 use crate::violation::Violation;
 
 use super::{Conn, Kind, Node, SubmitError, TimerKey};
@@ -69,7 +69,8 @@ impl Node {
                 frame,
                 sent: false,
             }),
-            None,
+            Remote::Dialled(Arc::from(addr.to_string())),
+            now,
         );
         self.timers.set(
             TimerKey::Conn(conn),

@@ -9,7 +9,7 @@ use crate::backoff::Backoff;
 use crate::endpoint::DialAddr;
 use crate::ivoid;
 use crate::message::{self, Message, TransportRole};
-use crate::output::{Action, ConnId, ConnRole, Event, Source};
+use crate::output::{Action, CloseReason, ConnId, ConnRole, Event, Remote, Source};
 use crate::seen::{EventKey, Seen, SeenSource};
 use crate::violation::Violation;
 
@@ -19,6 +19,8 @@ use super::{Kind, Node, TimerKey};
 pub(super) struct Subscription {
     pub(super) upstream: usize,
     pub(super) connected_at: Option<Instant>,
+    /// Events received (new, duplicate or refused).
+    pub(super) received: u64,
 }
 
 #[derive(Debug)]
@@ -50,8 +52,10 @@ impl Node {
             Kind::Subscription(Subscription {
                 upstream,
                 connected_at: None,
+                received: 0,
             }),
-            None,
+            Remote::Dialled(Arc::from(addr.to_string())),
+            now,
         );
         // Bound the connect attempt by the silence timeout.
         self.timers.set(
@@ -61,7 +65,15 @@ impl Node {
         self.actions.push_back(Action::Connect { conn, addr });
     }
 
-    pub(super) fn schedule_reconnect(&mut self, upstream: usize, lived: Duration, now: Instant) {
+    /// Schedules the next dial of `upstream`, whose connection (up for `lived`) or attempt
+    /// ended for `reason`.
+    pub(super) fn schedule_reconnect(
+        &mut self,
+        upstream: usize,
+        lived: Duration,
+        reason: CloseReason,
+        now: Instant,
+    ) {
         let Some(up) = self.upstreams.get_mut(upstream) else {
             return;
         };
@@ -77,6 +89,7 @@ impl Node {
             upstream,
             endpoint,
             delay,
+            reason,
         });
     }
 
@@ -126,6 +139,13 @@ impl Node {
                 }
             },
             Message::VoEvent(ev) => {
+                let Some(c) = self.conns.get_mut(&conn) else {
+                    return;
+                };
+                if let Kind::Subscription(s) = &mut c.kind {
+                    s.received += 1;
+                }
+                let remote = c.remote.clone();
                 // Always ack, valid or not, new or not, so the upstream keeps us (Comet); the
                 // ack of a new event or a duplicate waits for the store like an author's.
                 if let Err(error) = ivoid::check_event_ivorn(&ev.ivorn) {
@@ -161,7 +181,12 @@ impl Node {
                         self.ack(conn, &ev.ivorn, now);
                         self.actions.push_back(Action::DropDuplicate { conn, key });
                         self.hold(mark);
-                        self.events.push_back(Event::Duplicate { conn, key });
+                        self.events.push_back(Event::Duplicate {
+                            conn,
+                            key,
+                            ivorn: Arc::from(ev.ivorn.as_ref()),
+                            remote,
+                        });
                     }
                     Seen::New { evicted } => {
                         let ivorn: Arc<str> = Arc::from(ev.ivorn.as_ref());
@@ -172,7 +197,7 @@ impl Node {
                         self.ack(conn, &ev.ivorn, now);
                         self.hold(mark);
                         if let Some(frame) = frame {
-                            self.accept_event(conn, source, ivorn, key, frame, &ev);
+                            self.accept_event(conn, source, ivorn, key, frame, &ev, remote);
                         }
                     }
                 }

@@ -14,6 +14,13 @@ pub use vtp_core::testing::SubstringEngine;
 use vtp_core::{Action, Config, ConnId, Event, ListenerRole, Node, Peer};
 
 pub const LOCAL: &str = "ivo://example.org/broker";
+/// Where [`Harness::accept`]'s peers connect from.
+pub const PEER: &str = "127.0.0.1:40000";
+
+/// The TCP peer at [`PEER`].
+pub fn peer() -> Peer {
+    Peer::Tcp(PEER.parse().unwrap())
+}
 /// Wall-clock anchor: 2024-05-01T12:00:00Z.
 pub const UNIX0: u64 = 1_714_564_800;
 
@@ -144,7 +151,7 @@ impl Harness {
     pub fn accept(&mut self, role: ListenerRole) -> ConnId {
         let c = self
             .node
-            .handle_accept(role, Peer::Ip("127.0.0.1".parse().unwrap()), self.now)
+            .handle_accept(role, peer(), self.now)
             .expect("accepted");
         self.drain();
         c

@@ -196,10 +196,13 @@ pub(crate) fn advance_secs(b: u8) -> u64 {
 /// its IPv4-mapped form (refused for authors, allowed for subscribers), a Unix-socket peer.
 pub(crate) fn peer(b: u8) -> Peer {
     match b % 5 {
-        0 => Peer::Ip([127, 0, 0, 1].into()),
-        1 => Peer::Ip(std::net::Ipv6Addr::LOCALHOST.into()),
-        2 => Peer::Ip([10, 1, 2, 3].into()),
-        3 => Peer::Ip(std::net::Ipv4Addr::new(10, 1, 2, 3).to_ipv6_mapped().into()),
+        0 => Peer::Tcp(([127, 0, 0, 1], 40000).into()),
+        1 => Peer::Tcp((std::net::Ipv6Addr::LOCALHOST, 40000).into()),
+        2 => Peer::Tcp(([10, 1, 2, 3], 40000).into()),
+        3 => Peer::Tcp(std::net::SocketAddr::new(
+            std::net::Ipv4Addr::new(10, 1, 2, 3).to_ipv6_mapped().into(),
+            40000,
+        )),
         _ => Peer::Local,
     }
 }
@@ -880,7 +883,7 @@ impl Sim {
 
     fn observe(&mut self, event: Event) {
         match event {
-            Event::PeerUp { conn, role } => {
+            Event::PeerUp { conn, role, .. } => {
                 let m = self.model(conn);
                 assert_eq!(m.role, role);
                 m.peer_up += 1;
@@ -906,7 +909,7 @@ impl Sim {
                 m.outcomes += 1;
                 assert_eq!(m.outcomes, 1, "two outcomes for submission {conn}");
             }
-            Event::Rejected { conn, reason } => {
+            Event::Rejected { conn, reason, .. } => {
                 assert_eq!(self.model(conn).role, ConnRole::Intake);
                 // The reason is the nak's text, in Comet's form.
                 let text = reason.to_string();

@@ -35,7 +35,7 @@ use vtp_core::endpoint::{DialAddr, ListenAddr, PORT_SUBMIT};
 use vtp_core::filter::NoFilterEngine;
 use vtp_core::message::{self, Message, TransportRole};
 use vtp_core::outbox::OutboxLimits;
-use vtp_core::{CloseReason, Config, ConnRole, Event, ListenerRole, Node, Source};
+use vtp_core::{CloseReason, Config, ConnRole, Event, ListenerRole, Node, Peer, Remote, Source};
 
 use super::peers::{self, frame};
 use super::{Collect, RawSubscriber, Reports, Stop, WAIT, collect, connect_from, submit};
@@ -253,6 +253,20 @@ pub fn subscription_dials_a_host_name_and_acks_events<R: Runtime>() {
             .expect("the event is delivered");
         assert_eq!(&*d.ivorn, ivorn);
         assert!(matches!(d.source, Source::Upstream(_)), "{:?}", d.source);
+        let up = reports.wait_event("upstream up", |e| {
+            matches!(
+                e,
+                Event::PeerUp {
+                    role: ConnRole::Subscription,
+                    ..
+                }
+            )
+        });
+        let endpoint = Remote::Dialled(format!("localhost:{port}").into());
+        assert!(
+            matches!(&up, Event::PeerUp { remote, .. } if *remote == endpoint),
+            "named by the endpoint dialled: {up:?}"
+        );
     });
     let bound = bind(&[]).expect("no listeners");
     R::run(node(config), bound, fx, stop, Options::default()).expect("run");
@@ -331,7 +345,7 @@ pub fn dials_host_names_off_the_loop_and_unix_sockets<R: Runtime>() {
 }
 
 /// A submission to a port nobody listens on ends at once as a failed submission with
-/// `ConnectFailed`, not after the receipt timeout.
+/// `ConnectRefused`, not after the receipt timeout.
 ///
 /// # Panics
 ///
@@ -345,10 +359,7 @@ pub fn a_refused_dial_is_reported_as_connect_failed<R: Runtime>() {
     let outcome = send::<R>(&format!("127.0.0.1:{port}"), "ivo://vtp.test/a#refused");
     match outcome {
         Event::SubmissionFailed { reason, .. } => {
-            assert!(
-                matches!(reason, CloseReason::ConnectFailed(_)),
-                "{reason:?}"
-            );
+            assert_eq!(reason, CloseReason::ConnectRefused, "{reason:?}");
         }
         other => panic!("expected a failed submission, got {other:?}"),
     }
@@ -379,12 +390,25 @@ pub fn submit_then_broadcast_exact_bytes_over_ipv4_ipv6_and_unix<R: Runtime>() {
     let broker = Running::start::<R>(bound, Options::default());
     let mut sub =
         RawSubscriber::connect(SocketAddr::from(([0u16, 0, 0, 0, 0, 0, 0, 1], broadcast)));
-    let _ = broker.reports.wait_event("subscriber up", is_feed_up);
+    let up = broker.reports.wait_event("subscriber up", is_feed_up);
+    let sub_addr = sub.stream.local_addr().expect("the subscriber's address");
+    assert!(
+        matches!(&up, Event::PeerUp { remote, .. } if *remote == Remote::Accepted(Peer::Tcp(sub_addr))),
+        "the subscriber's address and port, {sub_addr}: {up:?}"
+    );
 
     let over_tcp = event_xml("ivo://vtp.test/a#tcp", 100);
     let s = tcp_stream(&format!("127.0.0.1:{receive}"));
+    let author = s.local_addr().expect("the author's address");
     assert_eq!(submit(s, &over_tcp).0, "ack");
     assert_eq!(sub.next_event(), over_tcp, "exact bytes, IPv4 in, IPv6 out");
+    let accepted = broker
+        .reports
+        .wait_event("accepted", |e| matches!(e, Event::Accepted { .. }));
+    assert!(
+        matches!(&accepted, Event::Accepted { remote, .. } if *remote == Remote::Accepted(Peer::Tcp(author))),
+        "the author's address and port, {author}: {accepted:?}"
+    );
 
     let over_unix = event_xml("ivo://vtp.test/a#unix", 200);
     let s = unix_stream(sock.to_str().expect("UTF-8 temp path"));

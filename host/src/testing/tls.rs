@@ -21,7 +21,7 @@ use vtp_core::config::Upstream;
 use vtp_core::endpoint::{DialAddr, ListenEndpoint};
 use vtp_core::identity::IdentityRule;
 use vtp_core::message::{self, Message, TransportRole};
-use vtp_core::{CloseReason, Config, ConnRole, Event, ListenerRole, Node, Source};
+use vtp_core::{CloseReason, Config, ConnRole, Event, ListenerRole, Node, Remote, Source};
 
 use super::peers::{frame, read_frame};
 use super::sockets::{Runtime, node};
@@ -294,7 +294,7 @@ impl Broker {
     fn closed_because(&self, what: &str, f: impl Fn(&CloseReason) -> bool) -> CloseReason {
         match self.reports.wait_event(
             what,
-            |e| matches!(e, Event::PeerDown { reason, peer: Some(_), .. } if f(reason)),
+            |e| matches!(e, Event::PeerDown { reason, remote: Remote::Accepted(_), .. } if f(reason)),
         ) {
             Event::PeerDown { reason, .. } => reason,
             _ => unreachable!(),
