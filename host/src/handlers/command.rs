@@ -15,6 +15,8 @@ use rustix::process::{Pid, Signal, WaitId, WaitIdOptions, kill_process_group, wa
 use tracing::debug;
 use vtp_core::Delivery;
 
+use crate::effects::printable;
+
 use super::{Handler, HandlerError};
 
 /// Runs a program for every event, the event's bytes on its stdin (`--cmd`).
@@ -23,8 +25,10 @@ use super::{Handler, HandlerError};
 /// environment and working directory. The raw payload is written to its stdin, which is then
 /// closed. Its stdout and stderr are captured (at most 64 KiB of each is kept) and logged at
 /// DEBUG. A non-zero exit is reported as [`HandlerError::NonZero`], which the pool logs at WARN
-/// as `` `PROGRAM` returned non-zero (CODE) ``. A program still running after the timeout
-/// (default 30 s; Comet has none) is killed and reported as [`HandlerError::Timeout`].
+/// as `` `PROGRAM` returned non-zero (CODE); stderr: ... ``, with the last
+/// [`STDERR_TAIL_MAX`] bytes the program wrote to its stderr (control characters escaped). A
+/// program still running after the timeout (default 30 s; Comet has none) is killed and
+/// reported as [`HandlerError::Timeout`], with its stderr's tail too.
 ///
 /// Each run is the leader of a process group of its own. When the program exits, when it
 /// times out, and when the pool gives up on it at shutdown ([`Handler::stop`]), the whole group
@@ -139,10 +143,12 @@ impl Command {
             true => Err(HandlerError::NonZero {
                 program: self.program.clone(),
                 status,
+                stderr: pipes.err.tail(),
             }),
             false => Err(HandlerError::Timeout {
                 program: self.program.clone(),
                 timeout: self.timeout,
+                stderr: pipes.err.tail(),
             }),
         }
     }
@@ -369,10 +375,13 @@ impl Handler for Command {
     }
 }
 
-/// Output captured from one of a command's streams.
+/// Output captured from one of a command's streams: its first [`OUTPUT_MAX`] bytes (logged at
+/// DEBUG) and its last [`STDERR_TAIL_MAX`] (for the error of a failed run).
 struct Captured {
     stream: &'static str,
     kept: Vec<u8>,
+    /// The last bytes read: at most twice [`STDERR_TAIL_MAX`], trimmed as it grows.
+    last: Vec<u8>,
     total: u64,
 }
 
@@ -381,7 +390,31 @@ impl Captured {
         Self {
             stream,
             kept: Vec::new(),
+            last: Vec::new(),
             total: 0,
+        }
+    }
+
+    /// The last [`STDERR_TAIL_MAX`] bytes, as text: a character cut at the start dropped,
+    /// trailing white space trimmed, control characters escaped ([`printable`]), `...` in
+    /// front when earlier output is left out.
+    fn tail(&self) -> String {
+        let start = self.last.len().saturating_sub(STDERR_TAIL_MAX);
+        let mut tail = &self.last[start..];
+        // Skip the rest of a UTF-8 character cut at the start (continuation bytes).
+        while let [b, rest @ ..] = tail
+            && self.total > tail.len() as u64
+            && (b & 0xC0) == 0x80
+        {
+            tail = rest;
+        }
+        let cut = self.total > tail.len() as u64;
+        let text = String::from_utf8_lossy(tail);
+        let text = printable(text.trim_end());
+        if cut && !text.is_empty() {
+            format!("...{text}")
+        } else {
+            text.into_owned()
         }
     }
 
@@ -398,6 +431,11 @@ impl Captured {
                     self.total += n as u64;
                     let room = OUTPUT_MAX - self.kept.len();
                     self.kept.extend_from_slice(&buf[..n.min(room)]);
+                    self.last.extend_from_slice(&buf[..n]);
+                    if self.last.len() > 2 * STDERR_TAIL_MAX {
+                        let cut = self.last.len() - STDERR_TAIL_MAX;
+                        self.last.drain(..cut);
+                    }
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return true,
@@ -463,6 +501,9 @@ fn executable(path: &Path) -> Result<(), &'static str> {
 /// Bytes of each output stream of a [`Command`] kept for the log.
 const OUTPUT_MAX: usize = 64 * 1024;
 
+/// Most bytes of a failed run's stderr reported with its error (the last ones: 2 KiB).
+pub const STDERR_TAIL_MAX: usize = 2 * 1024;
+
 /// Bytes read from one output pipe before the worker checks the program again.
 const READ_MAX: usize = 64 * 1024;
 
@@ -512,6 +553,64 @@ mod tests {
             "log not bounded: {} bytes",
             logs.len()
         );
+    }
+
+    #[test]
+    fn a_failed_run_reports_the_tail_of_its_stderr_escaped_and_bounded() {
+        let err = sh(r"echo starting >&2; printf 'bad \033[31minput\n\n' >&2; exit 2")
+            .run(Bytes::from_static(b"x"))
+            .unwrap_err();
+        let want = r"starting\nbad \u{1b}[31minput";
+        assert!(
+            matches!(&err, HandlerError::NonZero { stderr, .. } if stderr == want),
+            "{err:?}"
+        );
+        assert_eq!(
+            err.to_string(),
+            format!("`/bin/sh` returned non-zero (2); stderr: {want}")
+        );
+        // 100,000 bytes, then the end: the last 2 KiB are kept, after "...".
+        let err = sh(r"head -c 100000 /dev/zero | tr '\0' a >&2; echo ' the end' >&2; exit 1")
+            .run(Bytes::new())
+            .unwrap_err();
+        let HandlerError::NonZero { stderr, .. } = &err else {
+            panic!("{err:?}");
+        };
+        assert!(
+            stderr.starts_with("...aaa") && stderr.ends_with("a the end"),
+            "{stderr}"
+        );
+        assert_eq!(
+            stderr.len(),
+            3 + STDERR_TAIL_MAX - 1,
+            "the trailing newline trimmed"
+        );
+        // A multi-byte character cut at the start of the tail is dropped, never garbled.
+        let err = sh("i=0; while [ $i -lt 1500 ]; do printf 'é' >&2; i=$((i+1)); done; exit 1")
+            .run(Bytes::new())
+            .unwrap_err();
+        let HandlerError::NonZero { stderr, .. } = &err else {
+            panic!("{err:?}");
+        };
+        assert!(
+            stderr
+                .strip_prefix("...")
+                .is_some_and(|t| !t.is_empty() && t.chars().all(|c| c == 'é')),
+            "{stderr}"
+        );
+        // A timeout reports what the program wrote before it was killed.
+        let err = sh("echo 'still waiting for the database' >&2; sleep 5")
+            .with_timeout(Duration::from_millis(300))
+            .run(Bytes::new())
+            .unwrap_err();
+        assert!(
+            err.to_string()
+                .ends_with("; stderr: still waiting for the database"),
+            "{err}"
+        );
+        // Nothing written: nothing added.
+        let err = sh("exit 4").run(Bytes::new()).unwrap_err();
+        assert_eq!(err.to_string(), "`/bin/sh` returned non-zero (4)");
     }
 
     #[test]

@@ -40,7 +40,7 @@ mod pool;
 mod print;
 mod save;
 
-pub use command::Command;
+pub use command::{Command, STDERR_TAIL_MAX};
 pub use pool::{DROP_LOGS_PER_SEC, Handlers, QUEUE_BYTES_DEFAULT};
 pub(crate) use pool::{Feed, Refused};
 pub use print::PrintEvent;
@@ -131,23 +131,31 @@ pub enum HandlerError {
         source: io::Error,
     },
     /// The command exited unsuccessfully.
-    #[error("`{}` returned non-zero ({})", program.display(), ExitText(*status))]
+    #[error("`{}` returned non-zero ({}){}", program.display(), ExitText(*status), StderrTail(stderr))]
     NonZero {
         /// The program.
         program: PathBuf,
         /// How it ended.
         status: ExitStatus,
+        /// The end of what it wrote to its stderr: at most
+        /// [`STDERR_TAIL_MAX`] bytes, control characters escaped, `...` in front when cut;
+        /// empty if it wrote nothing.
+        stderr: String,
     },
     /// The command ran longer than its timeout and was killed.
     #[error(
-        "`{}` did not finish within {timeout:?} and was killed: make it faster or raise the timeout",
-        program.display()
+        "`{}` did not finish within {timeout:?} and was killed: make it faster or raise the timeout{}",
+        program.display(),
+        StderrTail(stderr)
     )]
     Timeout {
         /// The program.
         program: PathBuf,
         /// The limit it exceeded.
         timeout: Duration,
+        /// The end of what it wrote to its stderr before it was killed (as for
+        /// [`HandlerError::NonZero`]).
+        stderr: String,
     },
     /// The command was killed, or not started, because the handlers are shutting down.
     #[error(
@@ -164,6 +172,18 @@ pub enum HandlerError {
     /// A library user's handler failed.
     #[error("handler failed")]
     Other(#[source] Box<dyn std::error::Error + Send + Sync + 'static>),
+}
+
+/// `; stderr: TEXT` after a failed command's error, or nothing when it wrote nothing.
+struct StderrTail<'a>(&'a str);
+
+impl fmt::Display for StderrTail<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.0.is_empty() {
+            return Ok(());
+        }
+        write!(f, "; stderr: {}", self.0)
+    }
 }
 
 /// Formats an exit status as Comet does: the exit code, or the signal that ended the process.
