@@ -13,7 +13,7 @@ use vtp_host::{handlers, store};
 
 /// vtp: a VOEvent Transport Protocol broker, author and subscriber (Comet- and pygcn-compatible).
 #[derive(Debug, Parser)]
-#[command(name = "vtp", version, propagate_version = true)]
+#[command(name = "vtp", version, propagate_version = true, after_help = ENVIRONMENT)]
 pub(crate) struct Cli {
     #[command(subcommand)]
     pub(crate) command: Command,
@@ -54,17 +54,35 @@ impl Default for Runtime {
     }
 }
 
+/// The environment variables `vtp --help` lists.
+const ENVIRONMENT: &str = "Environment:
+  VTP_LOG=LEVEL  log level: error, warn, info (the default), debug or trace; overrides -v
+                 and -q. Logs go to standard error, one line per record (--log-format).";
+
 #[derive(Debug, Args)]
 pub(crate) struct Common {
-    /// More logging (-v: debug, -vv: trace).
+    /// More logging (-v: debug, -vv: trace). VTP_LOG=LEVEL overrides it.
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
     pub(crate) verbose: u8,
-    /// Less logging (warnings and errors only).
+    /// Less logging (warnings and errors only). VTP_LOG=LEVEL overrides it.
     #[arg(short, long, global = true)]
     pub(crate) quiet: bool,
     /// Which runtime drives the node.
     #[arg(long, value_enum, default_value_t = Runtime::default(), global = true)]
     pub(crate) runtime: Runtime,
+    /// Log lines as text for people, or as JSON objects for machines (one per line, with
+    /// `timestamp`, `level`, `message` and the line's fields such as `conn` and `class`).
+    #[arg(long, value_enum, value_name = "FORMAT", default_value_t = LogFormat::Text, global = true)]
+    pub(crate) log_format: LogFormat,
+}
+
+/// How log lines are written (`--log-format`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum LogFormat {
+    /// `2026-01-02T03:04:05.678901Z  INFO subscriber 127.0.0.1:48272 connected conn=#3`.
+    Text,
+    /// `{"timestamp":"...","level":"INFO","message":"subscriber 127.0.0.1:48272 connected","conn":"#3"}`.
+    Json,
 }
 
 /// TLS of outgoing connections (`tls:HOST:PORT`).

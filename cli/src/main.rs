@@ -38,7 +38,9 @@ use vtp_host::net::{Bound, Options};
 use vtp_host::shutdown::Shutdown;
 use vtp_host::store;
 
-use args::{BrokerArgs, Cli, ClientTls, Command, Common, Handling, ListenArgs, Runtime, SendArgs};
+use args::{
+    BrokerArgs, Cli, ClientTls, Command, Common, Handling, ListenArgs, LogFormat, Runtime, SendArgs,
+};
 
 /// Exit statuses of `vtp send` (and of every command for usage errors).
 mod status {
@@ -113,7 +115,8 @@ fn argument_error(e: clap::Error) -> ExitCode {
     ExitCode::from(status::USAGE)
 }
 
-/// Logs to stderr. `-v`/`-q` set the level; `VTP_LOG=error|warn|info|debug|trace` overrides.
+/// Logs to stderr, as text or JSON (`--log-format`). `-v`/`-q` set the level;
+/// `VTP_LOG=error|warn|info|debug|trace` overrides.
 fn init_logging(c: &Common) {
     use tracing_subscriber::filter::LevelFilter;
     let mut level = match (c.quiet, c.verbose) {
@@ -126,12 +129,22 @@ fn init_logging(c: &Common) {
     if let Some(Ok(l)) = env.as_deref().map(str::parse::<LevelFilter>) {
         level = l;
     }
-    tracing_subscriber::fmt()
+    let fmt = tracing_subscriber::fmt()
         .with_max_level(level)
         .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_target(false)
-        .init();
+        .with_target(false);
+    match c.log_format {
+        LogFormat::Text => fmt
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init(),
+        // One object per line; the fields (`message`, `conn`...) at the top level.
+        LogFormat::Json => fmt
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .with_span_list(false)
+            .init(),
+    }
     if let Some(v) = env.filter(|v| v.parse::<LevelFilter>().is_err()) {
         tracing::warn!("VTP_LOG={v:?} is not a level (error, warn, info, debug, trace); ignored");
     }
