@@ -12,6 +12,7 @@
 //! wires the host's effects (store, handlers, logging); nothing depends on it.
 
 mod args;
+mod banner;
 
 #[cfg(not(any(feature = "tokio", feature = "smol", feature = "mio")))]
 compile_error!("vtp-cli needs at least one runtime feature: `tokio`, `smol` or `mio`");
@@ -557,6 +558,15 @@ fn serve(
         ConfigError::IamalivePeriod { .. } => usage(format!("--iamalive-interval: {e}")),
         e => usage(e.to_string()),
     })?;
+    banner::Banner {
+        config: node.config(),
+        listeners: &listeners,
+        handling,
+        eventdb,
+        spool_bytes,
+        runtime,
+    }
+    .log();
     if let Some(fds) = fds {
         fds.log(&node.config().limits);
     }
