@@ -211,13 +211,29 @@ fn assert_no_debug_output(rt: &str, text: &str) {
 #[test]
 fn vtp_listen_logs_each_connection_to_its_broker_and_why_it_reconnects() {
     for rt in RUNTIMES {
-        // A broker that accepts and hangs up, twice.
+        // Nobody listens on the first broker's port; the second accepts and hangs up, twice.
+        let dead = {
+            let l = TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap()
+        };
         let broker = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = broker.local_addr().unwrap();
         let mut cmd = Command::new(VTP);
-        cmd.args(["listen", &addr.to_string(), "--runtime", rt]);
+        cmd.args([
+            "listen",
+            &dead.to_string(),
+            &addr.to_string(),
+            "--runtime",
+            rt,
+        ]);
         let listen = Proc::spawn(&format!("listen-{rt}"), cmd);
         for round in 1..=2 {
+            listen.log.wait_count("the failover", round, |l| {
+                l.contains(" INFO ")
+                    && l.contains(&format!("reconnecting to {addr} in "))
+                    && l.contains(&format!(" s (failover from {dead}): connection refused"))
+                    && l.contains("class=refused")
+            });
             let (s, _) = broker.accept().unwrap();
             listen
                 .log
@@ -227,8 +243,8 @@ fn vtp_listen_logs_each_connection_to_its_broker_and_why_it_reconnects() {
             drop(s);
             listen.log.wait_count("the reconnect", round, |l| {
                 l.contains(" INFO ")
-                    && l.contains(&format!("reconnecting to {addr} in "))
-                    && l.contains(" s: closed by peer")
+                    && l.contains(&format!("reconnecting to {dead} in "))
+                    && l.contains(&format!(" s (failover from {addr}): closed by peer"))
             });
         }
         let lost = listen.log.wait_for("the loss", |l| {

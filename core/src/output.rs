@@ -718,6 +718,9 @@ pub enum Event {
         delay: std::time::Duration,
         /// Why: how the previous connection or attempt ended.
         reason: CloseReason,
+        /// The endpoint of that connection or attempt: `endpoint` itself, or the one before it
+        /// when the upstream has several (failover).
+        previous: Arc<str>,
     },
     /// Entries were removed from the seen-index by expiry.
     Pruned {

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::*;
+use vtp_core::endpoint::DialAddr;
 use vtp_core::{
     Action, CloseClass, CloseReason, ConnId, ConnRole, Event, ListenerRole, Peer, Remote, Violation,
 };
@@ -215,13 +216,61 @@ fn an_upstream_is_named_by_its_endpoint_and_its_loss_is_the_reconnects_reason() 
         "new and duplicate alike"
     );
     let Some(Event::Reconnecting {
-        endpoint, reason, ..
+        endpoint,
+        reason,
+        previous,
+        ..
     }) = h.events.get(down + 1)
     else {
         panic!("the reconnect follows the PeerDown: {:?}", h.events);
     };
     assert_eq!(&**endpoint, "127.0.0.1:8099");
     assert_eq!(*reason, CloseReason::PeerClosed);
+    assert_eq!(previous, endpoint, "one endpoint: no failover");
+}
+
+#[test]
+fn a_failover_reconnect_names_the_endpoint_that_failed() {
+    let mut c = broker_config();
+    c.upstreams = vec![vtp_core::config::Upstream {
+        endpoints: vec![
+            DialAddr::tcp("192.0.2.1", 8099),
+            DialAddr::Tls {
+                host: "broker.example".into(),
+                port: 8099,
+            },
+        ],
+    }];
+    let mut h = Harness::new(c);
+    h.run_until(0.0);
+    let up = h
+        .take()
+        .iter()
+        .find_map(|a| match a {
+            Action::Connect { conn, .. } => Some(*conn),
+            _ => None,
+        })
+        .expect("a dial");
+    let failed = CloseReason::ConnectFailed("no route to host".into());
+    h.node.handle_closed(up, failed.clone(), h.now);
+    h.drain();
+    let reconnect = h.events.iter().find_map(|e| match e {
+        Event::Reconnecting {
+            endpoint,
+            reason,
+            previous,
+            ..
+        } => Some((endpoint.to_string(), reason.clone(), previous.to_string())),
+        _ => None,
+    });
+    assert_eq!(
+        reconnect,
+        Some((
+            "tls:broker.example:8099".into(),
+            failed,
+            "192.0.2.1:8099".into()
+        ))
+    );
 }
 
 #[test]

@@ -444,18 +444,24 @@ pub fn log_event(e: &Event) {
             endpoint,
             delay,
             reason,
+            previous,
         } => {
             let class = reason.class();
             let delay = delay.as_secs_f64();
+            let from = if previous == endpoint {
+                String::new()
+            } else {
+                format!(" (failover from {previous})")
+            };
             match reason.class() {
                 // A TLS or authorization failure, or a broken upstream, will not cure itself.
                 CloseClass::Tls | CloseClass::NotAuthorized | CloseClass::Protocol => warn!(
                     upstream,
-                    %class, "reconnecting to {endpoint} in {delay:.1} s: {reason}"
+                    %class, "reconnecting to {endpoint} in {delay:.1} s{from}: {reason}"
                 ),
                 _ => info!(
                     upstream,
-                    %class, "reconnecting to {endpoint} in {delay:.1} s: {reason}"
+                    %class, "reconnecting to {endpoint} in {delay:.1} s{from}: {reason}"
                 ),
             }
         }

@@ -859,7 +859,11 @@ impl Node {
             Kind::Subscription(s) => {
                 events_received = s.received;
                 let lived = s.connected_at.map_or(Duration::ZERO, |t| now - t);
-                reconnect = Some((s.upstream, lived));
+                let previous = match &c.remote {
+                    Remote::Dialled(endpoint) => endpoint.clone(),
+                    Remote::Accepted(peer) => Arc::from(peer.to_string()),
+                };
+                reconnect = Some((s.upstream, lived, previous));
             }
             Kind::Submission(_) => {
                 if reason != CloseReason::Done {
@@ -880,8 +884,8 @@ impl Node {
             events_received,
         });
         // After the PeerDown: the retry names the reason the connection ended.
-        if let Some((upstream, lived)) = reconnect {
-            self.schedule_reconnect(upstream, lived, reason, now);
+        if let Some((upstream, lived, previous)) = reconnect {
+            self.schedule_reconnect(upstream, lived, reason, previous, now);
         }
     }
 

@@ -65,13 +65,14 @@ impl Node {
         self.actions.push_back(Action::Connect { conn, addr });
     }
 
-    /// Schedules the next dial of `upstream`, whose connection (up for `lived`) or attempt
-    /// ended for `reason`.
+    /// Schedules the next dial of `upstream`, whose connection to `previous` (up for `lived`)
+    /// or attempt ended for `reason`.
     pub(super) fn schedule_reconnect(
         &mut self,
         upstream: usize,
         lived: Duration,
         reason: CloseReason,
+        previous: Arc<str>,
         now: Instant,
     ) {
         let Some(up) = self.upstreams.get_mut(upstream) else {
@@ -90,6 +91,7 @@ impl Node {
             endpoint,
             delay,
             reason,
+            previous,
         });
     }
 
