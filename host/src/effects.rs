@@ -624,6 +624,82 @@ mod tests {
     }
 
     #[test]
+    fn connections_are_logged_with_the_peers_port_time_events_and_class() {
+        use vtp_core::{ConnRole, Peer, Remote};
+        let peer = Remote::Accepted(Peer::Tcp("192.0.2.7:48272".parse().unwrap()));
+        let upstream = Remote::Dialled(Arc::from("tls:broker.example:8099"));
+        // Connection handles are minted by the node only: the one of a throwaway delivery.
+        let vtp_core::Source::Author(conn) = crate::testutil::delivery("ivo://x/y#z", b"").source
+        else {
+            unreachable!("an author's delivery");
+        };
+        let (_, logs) = crate::testutil::capture_logs(|| {
+            log_event(&Event::PeerDown {
+                conn,
+                role: ConnRole::Feed,
+                remote: peer.clone(),
+                reason: CloseReason::OutboxFull,
+                connected_for: Some(Duration::from_secs(250)),
+                events_sent: 7,
+                events_received: 0,
+            });
+            log_event(&Event::PeerDown {
+                conn,
+                role: ConnRole::Subscription,
+                remote: upstream.clone(),
+                reason: CloseReason::UpstreamSilent,
+                connected_for: Some(Duration::from_secs(7500)),
+                events_sent: 0,
+                events_received: 940,
+            });
+            log_event(&Event::Reconnecting {
+                upstream: 0,
+                endpoint: Arc::from("tls:broker.example:8099"),
+                delay: Duration::from_millis(3900),
+                reason: CloseReason::Tls("invalid peer certificate: UnknownIssuer".into()),
+                previous: Arc::from("192.0.2.1:8099"),
+            });
+        });
+        for (level, text) in [
+            (
+                "INFO",
+                "subscriber 192.0.2.7:48272 dropped after 4 min 10 s, 7 events sent: send queue \
+                 full: peer is not reading conn=#1 class=slow",
+            ),
+            (
+                "WARN",
+                "upstream tls:broker.example:8099 lost after 2 h 5 min, 940 events received: \
+                 upstream silent for too long conn=#1 class=silent",
+            ),
+            (
+                "WARN",
+                "reconnecting to tls:broker.example:8099 in 3.9 s (failover from \
+                 192.0.2.1:8099): TLS: invalid peer certificate: UnknownIssuer upstream=0 \
+                 class=tls",
+            ),
+        ] {
+            assert!(
+                logs.lines()
+                    .any(|l| l.contains(&format!(" {level} ")) && l.ends_with(text)),
+                "{level} {text}\n{logs}"
+            );
+        }
+        for debug in ["Feed", "Subscription", "Tcp(", "Dialled"] {
+            assert!(!logs.contains(debug), "{debug}: {logs}");
+        }
+    }
+
+    #[test]
+    fn durations_read_as_an_operator_says_them() {
+        let text = |secs: f64| Elapsed(Duration::from_secs_f64(secs)).to_string();
+        assert_eq!(text(0.85), "850 ms");
+        assert_eq!(text(12.34), "12.3 s");
+        assert_eq!(text(250.0), "4 min 10 s");
+        assert_eq!(text(7500.0), "2 h 5 min");
+        assert_eq!(text(273_600.0), "3 d 4 h");
+    }
+
+    #[test]
     fn without_a_store_every_persist_is_durable_at_once() {
         let mut fx = HostEffects::new();
         fx.store(persist(1));
