@@ -331,7 +331,7 @@ pub fn printable(text: &str) -> std::borrow::Cow<'_, str> {
 ///
 /// Every line about a connection names its peer (`127.0.0.1:48272`, with the port) or the
 /// endpoint dialled, and carries the connection's handle as the `conn` field; a close also
-/// carries its [`CloseClass`](vtp_core::CloseClass) as `class`. At INFO: subscribers and
+/// carries its [`CloseClass`] as `class`. At INFO: subscribers and
 /// upstreams coming and going (how long they were connected, how many events), every event
 /// accepted, naked or duplicated from an author; authors' connections themselves are at DEBUG.
 pub fn log_event(e: &Event) {
