@@ -240,8 +240,9 @@ fn vtp_subscribes_over_tls_through_stunnel_to_a_comet_broker_and_relays_its_even
         .log
         .wait_for("vtp refused the certificate", |l| {
             l.contains("WARN")
-                && l.contains("reconnecting to tls:127.0.0.1:")
-                && l.contains(": TLS: invalid peer certificate: UnknownIssuer")
+                && l.contains(&format!("reconnecting to {upstream} in "))
+                && l.contains(" s: TLS: invalid peer certificate: UnknownIssuer")
+                && l.contains("class=tls")
         });
 
     // Comet has each relay's authenticate reply, so each is registered.
