@@ -34,8 +34,11 @@
 //!   driver that every runtime routes its reads, writes and ends through;
 //! - `tls` (cargo feature `tls`, on by default): certificates and keys loaded with errors that
 //!   name the file, rustls configurations, the identity of a client certificate;
+//! - [`reload`]: configuration reload at run time: the mailbox that brings a prepared reload
+//!   to the running loop on every runtime, the cells ([`Swap`](reload::Swap)) a reload
+//!   replaces (TLS configurations), and [`reload::apply`];
 //! - [`shutdown`]: a runtime-neutral shutdown signal (a [`Trigger`](shutdown::Trigger), or
-//!   SIGINT / SIGTERM);
+//!   SIGINT / SIGTERM), and SIGHUP's reload;
 //! - `aio` (cargo feature `async`): the owner loop the async runtimes (`vtp-tokio`,
 //!   `vtp-smol`) share; each of them only implements its small `AsyncRuntime` trait. Without
 //!   the feature (the default) no async crate is built.
@@ -70,6 +73,7 @@ pub mod effects;
 pub mod fdlimit;
 pub mod handlers;
 pub mod net;
+pub mod reload;
 pub mod shutdown;
 pub mod store;
 #[cfg(feature = "testing")]
