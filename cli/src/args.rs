@@ -27,6 +27,22 @@ pub(crate) enum Command {
     Send(SendArgs),
     /// Subscribe to brokers and handle the events they send (like pygcn's listener).
     Listen(ListenArgs),
+    /// Work with `vtp broker` configuration files.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum ConfigCommand {
+    /// Check a configuration file as `vtp broker --config FILE` would at start (keys and
+    /// values, endpoints, whitelists, identities, filters, TLS and handler files), without
+    /// binding or starting anything. Exit status 0: it would start; 2: it would not (each
+    /// problem on standard error).
+    Check {
+        /// The configuration file (TOML).
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+    },
 }
 
 /// Which runtime runs the node (each is a cargo feature of vtp-cli).
@@ -54,7 +70,7 @@ impl Default for Runtime {
     }
 }
 
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Default, Args)]
 pub(crate) struct Common {
     /// More logging (-v: debug, -vv: trace).
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
@@ -68,7 +84,7 @@ pub(crate) struct Common {
 }
 
 /// TLS of outgoing connections (`tls:HOST:PORT`).
-#[derive(Debug, Args, Default)]
+#[derive(Debug, Clone, Args, Default)]
 pub(crate) struct ClientTls {
     /// Verify TLS servers (tls:HOST:PORT) against the CA certificates in FILE (PEM) only,
     /// instead of the system's trust roots. The server's certificate must name HOST either way.
@@ -83,7 +99,7 @@ pub(crate) struct ClientTls {
     pub(crate) tls_client_key: Option<PathBuf>,
 }
 
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args)]
 pub(crate) struct Handling {
     /// Log every accepted event.
     #[arg(long)]
@@ -124,8 +140,14 @@ pub(crate) struct Handling {
     pub(crate) filter: Vec<String>,
 }
 
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args)]
 pub(crate) struct BrokerArgs {
+    /// Read settings from FILE (TOML): each key is a flag of this command without its
+    /// leading --, e.g. `author-whitelist = ["10.0.0.0/8"]` (see README "Configuration
+    /// file"). Flags given here override the file. SIGHUP re-reads it and applies what can
+    /// change without a restart.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) config: Option<PathBuf>,
     /// Accept event submissions from authors on ENDPOINT (default port 8098). ENDPOINT: PORT,
     /// HOST:PORT, [V6]:PORT, tcp:PORT[:interface=ADDR], unix:PATH, or TLS:
     /// ssl:PORT:privateKey=KEY.pem:certKey=CERT.pem[:interface=ADDR][:extraCertChain=CHAIN.pem][:clientCA=CA.pem]

@@ -12,13 +12,16 @@
 //! wires the host's effects (store, handlers, logging); nothing depends on it.
 
 mod args;
+mod config_file;
+mod reload;
 
 #[cfg(not(any(feature = "tokio", feature = "smol", feature = "mio")))]
 compile_error!("vtp-cli needs at least one runtime feature: `tokio`, `smol` or `mio`");
 
+use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use clap::Parser;
@@ -38,7 +41,10 @@ use vtp_host::net::{Bound, Options};
 use vtp_host::shutdown::Shutdown;
 use vtp_host::store;
 
-use args::{BrokerArgs, Cli, ClientTls, Command, Common, Handling, ListenArgs, Runtime, SendArgs};
+use args::{
+    BrokerArgs, Cli, ClientTls, Command, Common, ConfigCommand, Handling, ListenArgs, Runtime,
+    SendArgs,
+};
 
 /// Exit statuses of `vtp send` (and of every command for usage errors).
 mod status {
@@ -63,20 +69,36 @@ fn usage(msg: impl Into<String>) -> Fail {
 }
 
 fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
+    let argv: Vec<OsString> = std::env::args_os().collect();
+    let mut cli = match Cli::try_parse_from(&argv) {
         Ok(cli) => cli,
         Err(e) => return argument_error(e),
     };
+    // With --config, the file's keys join the command line's flags (which win).
+    if let Command::Broker(a) = &mut cli.command
+        && let Some(file) = a.config.clone()
+    {
+        match config_file::broker_args(&argv, &file) {
+            Ok(merged) => **a = merged,
+            Err(msg) => {
+                eprintln!("vtp: {msg}");
+                return ExitCode::from(status::USAGE);
+            }
+        }
+    }
+    let quiet = Common::default();
     let common = match &cli.command {
         Command::Broker(a) => &a.common,
         Command::Send(a) => &a.common,
         Command::Listen(a) => &a.common,
+        Command::Config(_) => &quiet,
     };
     init_logging(common);
     let result = match cli.command {
-        Command::Broker(a) => broker(*a),
+        Command::Broker(a) => broker(*a, argv),
         Command::Send(a) => send(a),
         Command::Listen(a) => listen(a),
+        Command::Config(ConfigCommand::Check { file }) => config_check(&file),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -114,27 +136,54 @@ fn argument_error(e: clap::Error) -> ExitCode {
 }
 
 /// Logs to stderr. `-v`/`-q` set the level; `VTP_LOG=error|warn|info|debug|trace` overrides.
+/// The level can change later ([`set_log_level`], a reload).
 fn init_logging(c: &Common) {
     use tracing_subscriber::filter::LevelFilter;
-    let mut level = match (c.quiet, c.verbose) {
+    use tracing_subscriber::prelude::*;
+    let (filter, handle) = tracing_subscriber::reload::Layer::new(log_level(c));
+    let _ = LOG_LEVEL.set(handle);
+    let fmt = tracing_subscriber::fmt::layer()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_target(false);
+    tracing_subscriber::registry().with(filter).with(fmt).init();
+    let env = std::env::var("VTP_LOG").ok();
+    if let Some(v) = env.filter(|v| v.parse::<LevelFilter>().is_err()) {
+        tracing::warn!("VTP_LOG={v:?} is not a level (error, warn, info, debug, trace); ignored");
+    }
+}
+
+type LevelHandle = tracing_subscriber::reload::Handle<
+    tracing_subscriber::filter::LevelFilter,
+    tracing_subscriber::Registry,
+>;
+
+/// The running log level, set by [`init_logging`].
+static LOG_LEVEL: OnceLock<LevelHandle> = OnceLock::new();
+
+/// The level `-v`/`-q` ask for, or `VTP_LOG`'s when it is a level.
+fn log_level(c: &Common) -> tracing_subscriber::filter::LevelFilter {
+    use tracing_subscriber::filter::LevelFilter;
+    let env = std::env::var("VTP_LOG").ok();
+    if let Some(Ok(l)) = env.as_deref().map(str::parse::<LevelFilter>) {
+        return l;
+    }
+    match (c.quiet, c.verbose) {
         (true, _) => LevelFilter::WARN,
         (false, 0) => LevelFilter::INFO,
         (false, 1) => LevelFilter::DEBUG,
         (false, _) => LevelFilter::TRACE,
-    };
-    let env = std::env::var("VTP_LOG").ok();
-    if let Some(Ok(l)) = env.as_deref().map(str::parse::<LevelFilter>) {
-        level = l;
     }
-    tracing_subscriber::fmt()
-        .with_max_level(level)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_target(false)
-        .init();
-    if let Some(v) = env.filter(|v| v.parse::<LevelFilter>().is_err()) {
-        tracing::warn!("VTP_LOG={v:?} is not a level (error, warn, info, debug, trace); ignored");
-    }
+}
+
+/// Changes the log level from now on; returns the previous one.
+fn set_log_level(
+    level: tracing_subscriber::filter::LevelFilter,
+) -> Option<tracing_subscriber::filter::LevelFilter> {
+    let handle = LOG_LEVEL.get()?;
+    let old = handle.clone_current();
+    handle.modify(|l| *l = level).ok()?;
+    old
 }
 
 fn unix_now() -> Duration {
@@ -151,39 +200,47 @@ fn seed() -> u64 {
 
 // ------------------------------------------------------------------------------------ broker
 
-fn broker(a: BrokerArgs) -> Result<(), Fail> {
-    let mut listeners = Vec::new();
-    for (role, values, port, default, flag) in [
-        (
-            ListenerRole::Receive,
-            &a.receive,
-            a.receive_port,
-            PORT_SUBMIT,
-            "--receive",
-        ),
-        (
-            ListenerRole::Broadcast,
-            &a.broadcast,
-            a.broadcast_port,
-            PORT_SUBSCRIBE,
-            "--broadcast",
-        ),
-    ] {
-        if values.is_empty() && port.is_some() {
-            return Err(usage(format!(
-                "{flag}-port needs {flag}: write `{flag} --{}-port N` or `{flag} N`",
-                &flag[2..]
-            )));
-        }
-        for v in values {
-            let endpoint = if v.is_empty() {
-                ListenAddr::AnyTcp(port.unwrap_or(default)).into()
-            } else {
-                ListenEndpoint::parse(v).map_err(|e| usage(format!("{flag}: {e}")))?
-            };
-            listeners.push((role, endpoint));
-        }
-    }
+fn broker(a: BrokerArgs, argv: Vec<OsString>) -> Result<(), Fail> {
+    let plan = broker_plan(&a, true)?;
+    // Per user, never a shared temp directory (see `store::default_dir`).
+    let eventdb = match &a.eventdb {
+        Some(dir) => dir.clone(),
+        None => store::default_dir_from_env()?,
+    };
+    let reload = a.config.clone().map(|file| reload::Setup {
+        argv,
+        file,
+        started: a.clone(),
+    });
+    serve(
+        plan.config,
+        plan.listeners,
+        plan.client_tls,
+        &a.handling,
+        Some(&eventdb),
+        a.common.runtime,
+        plan.options,
+        plan.fds.as_ref(),
+        reload,
+    )
+}
+
+/// What `vtp broker` runs with, from its arguments: everything checked at start but the
+/// listeners' TLS files (loaded when they are bound) and the store.
+struct BrokerPlan {
+    config: Config,
+    listeners: Vec<(ListenerRole, ListenEndpoint)>,
+    client_tls: Option<vtp_host::transport::ClientTls>,
+    options: Options,
+    /// The file-descriptor budget (when asked for: it raises the soft limit).
+    fds: Option<FdPlan>,
+}
+
+/// Builds and checks the broker's configuration from its arguments: endpoints, whitelists,
+/// identities, filters and the client TLS files. With `fds`, raises the file-descriptor limit
+/// and fits the connection cap under it.
+fn broker_plan(a: &BrokerArgs, fds: bool) -> Result<BrokerPlan, Fail> {
+    let listeners = listen_endpoints(a)?;
     if listeners.is_empty() && a.subscribe.is_empty() {
         return Err(usage(
             "nothing to do: give --receive, --broadcast and/or --subscribe HOST",
@@ -233,31 +290,65 @@ fn broker(a: BrokerArgs) -> Result<(), Fail> {
         });
     }
     config.filters = checked_filters(&a.handling.filter)?;
-    let fds = FdPlan::new(a.max_connections, &listeners, config.upstreams.len());
-    config.limits.connections_max = fds.cap;
+    let fds = fds.then(|| FdPlan::new(a.max_connections, &listeners, config.upstreams.len()));
+    config.limits.connections_max = match &fds {
+        Some(fds) => fds.cap,
+        None => a
+            .max_connections
+            .unwrap_or(config::Limits::default().connections_max),
+    };
     config.author_identities = identities("--author-identity", &a.author_identity)?;
     config.subscriber_identities = identities("--subscriber-identity", &a.subscriber_identity)?;
     check_identity_listeners(&config, &listeners)?;
     config.timing.handshake_deadline = Duration::from_secs(a.tls_handshake_timeout);
     config.limits.handshakes_max = a.tls_handshakes_max;
-    // Per user, never a shared temp directory (see `store::default_dir`).
-    let eventdb = match &a.eventdb {
-        Some(dir) => dir.clone(),
-        None => store::default_dir_from_env()?,
-    };
     let mut options = Options::default();
     options.outbox.bytes_max = a.outbox_bytes;
     let client_tls = client_tls(&a.tls, &config.upstreams)?;
-    serve(
+    Ok(BrokerPlan {
         config,
         listeners,
         client_tls,
-        &a.handling,
-        Some(&eventdb),
-        a.common.runtime,
         options,
-        Some(&fds),
-    )
+        fds,
+    })
+}
+
+/// The listening endpoints of `--receive` and `--broadcast`, in order.
+fn listen_endpoints(a: &BrokerArgs) -> Result<Vec<(ListenerRole, ListenEndpoint)>, Fail> {
+    let mut listeners = Vec::new();
+    for (role, values, port, default, flag) in [
+        (
+            ListenerRole::Receive,
+            &a.receive,
+            a.receive_port,
+            PORT_SUBMIT,
+            "--receive",
+        ),
+        (
+            ListenerRole::Broadcast,
+            &a.broadcast,
+            a.broadcast_port,
+            PORT_SUBSCRIBE,
+            "--broadcast",
+        ),
+    ] {
+        if values.is_empty() && port.is_some() {
+            return Err(usage(format!(
+                "{flag}-port needs {flag}: write `{flag} --{}-port N` or `{flag} N`",
+                &flag[2..]
+            )));
+        }
+        for v in values {
+            let endpoint = if v.is_empty() {
+                ListenAddr::AnyTcp(port.unwrap_or(default)).into()
+            } else {
+                ListenEndpoint::parse(v).map_err(|e| usage(format!("{flag}: {e}")))?
+            };
+            listeners.push((role, endpoint));
+        }
+    }
+    Ok(listeners)
 }
 
 /// The file-descriptor budget of a broker: the limits before and after raising the soft one,
@@ -484,6 +575,23 @@ fn dial(flag: &str, s: &str, default_port: u16) -> Result<DialAddr, Fail> {
 }
 
 fn build_handlers(h: &Handling, default_print: bool) -> Result<Option<Handlers>, Fail> {
+    let list = handler_list(h, default_print, false)?;
+    if list.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some(
+        Handlers::new(list, HANDLER_WORKERS, 4096).with_queue_bytes(h.handler_queue_bytes),
+    ))
+}
+
+/// The handlers `h` asks for, each checked (the programs of `--cmd` found, the directory of
+/// `--save-event` safe). With `check_only`, a `--save-event-directory` that does not exist yet
+/// is not created (and no handler is made for it): it would be at start.
+fn handler_list(
+    h: &Handling,
+    default_print: bool,
+    check_only: bool,
+) -> Result<Vec<Arc<dyn Handler>>, Fail> {
     let mut list: Vec<Arc<dyn Handler>> = Vec::new();
     if h.print_event || (default_print && !h.save_event && h.cmd.is_empty()) {
         list.push(Arc::new(handlers::PrintEvent));
@@ -493,9 +601,16 @@ fn build_handlers(h: &Handling, default_print: bool) -> Result<Option<Handlers>,
             Some(d) => d.clone(),
             None => std::env::current_dir()?,
         };
-        let save = handlers::SaveEvent::new(&dir)
-            .map_err(|e| usage(format!("--save-event-directory {}: {e}", dir.display())))?;
-        list.push(Arc::new(save));
+        if check_only && std::fs::symlink_metadata(&dir).is_err() {
+            println!(
+                "note: --save-event-directory {} does not exist yet: vtp broker creates it",
+                dir.display()
+            );
+        } else {
+            let save = handlers::SaveEvent::new(&dir)
+                .map_err(|e| usage(format!("--save-event-directory {}: {e}", dir.display())))?;
+            list.push(Arc::new(save));
+        }
     }
     for c in &h.cmd {
         let mut words = c.split_whitespace();
@@ -507,16 +622,12 @@ fn build_handlers(h: &Handling, default_print: bool) -> Result<Option<Handlers>,
             .with_timeout(Duration::from_secs(h.cmd_timeout));
         list.push(Arc::new(cmd));
     }
-    if list.is_empty() {
-        return Ok(None);
-    }
-    Ok(Some(
-        Handlers::new(list, HANDLER_WORKERS, 4096).with_queue_bytes(h.handler_queue_bytes),
-    ))
+    Ok(list)
 }
 
 /// Builds the node and its effects (a broker's file-descriptor budget `fds` is logged once the
-/// configuration is known valid), runs until SIGINT/SIGTERM, flushes the store.
+/// configuration is known valid), runs until SIGINT/SIGTERM, flushes the store. With `reload`
+/// (a broker started with --config), SIGHUP reloads the configuration file.
 #[allow(clippy::too_many_arguments)]
 fn serve(
     config: Config,
@@ -527,8 +638,10 @@ fn serve(
     runtime: Runtime,
     options: Options,
     fds: Option<&FdPlan>,
+    reload: Option<reload::Setup>,
 ) -> Result<(), Fail> {
     let handlers = build_handlers(handling, false)?;
+    let handler_set = handlers.as_ref().map(Handlers::handler_set);
     let spool_bytes = match (&handlers, eventdb) {
         (Some(_), Some(_)) => handling.handler_spool_bytes,
         _ => 0,
@@ -560,8 +673,22 @@ fn serve(
     if let Some(tls) = client_tls {
         bound = bound.with_client_tls(tls);
     }
-    // Signal handlers before the "listening" lines: once those are out, SIGHUP is ignored.
-    let shutdown = vtp_host::shutdown::on_signals()?;
+    // Signal handlers before the "listening" lines: once those are out, SIGHUP is handled.
+    let shutdown = match reload {
+        Some(setup) => {
+            let (requester, reloads) = vtp_host::reload::channel();
+            let mut reloader = reload::Reloader::new(
+                setup,
+                requester,
+                &bound,
+                handler_set,
+                spool_bytes > 0,
+            );
+            bound = bound.with_reloads(reloads);
+            vtp_host::shutdown::on_signals_reloading(move || reloader.on_hup())?
+        }
+        None => vtp_host::shutdown::on_signals()?,
+    };
     for (role, addr) in bound.addrs() {
         tracing::info!("listening for {} on {addr}", role_name(role));
     }
@@ -781,5 +908,30 @@ fn listen(a: ListenArgs) -> Result<(), Fail> {
         a.common.runtime,
         Options::default(),
         None,
+        None,
     )
+}
+
+// ------------------------------------------------------------------------------------ config
+
+/// `vtp config check FILE`: everything `vtp broker --config FILE` checks before it binds and
+/// opens its store.
+fn config_check(file: &Path) -> Result<(), Fail> {
+    let argv: Vec<OsString> = vec!["vtp".into(), "broker".into(), "--config".into(), file.into()];
+    let a = config_file::broker_args(&argv, file).map_err(usage)?;
+    let plan = broker_plan(&a, false)?;
+    for (_, ep) in &plan.listeners {
+        vtp_host::net::load_server_tls(ep).map_err(|e| usage(e.to_string()))?;
+    }
+    handler_list(&a.handling, false, true)?;
+    let (engine, _) = filter_engine();
+    Node::new(plan.config, engine, 0, Instant::now(), unix_now())
+        .map_err(|e| usage(e.to_string()))?;
+    println!(
+        "{}: OK ({} listeners, {} upstreams; the event database is not opened by the check)",
+        file.display(),
+        plan.listeners.len(),
+        a.subscribe.len()
+    );
+    Ok(())
 }
