@@ -296,3 +296,288 @@ fn distance(a: &str, b: &str) -> usize {
     }
     row[b.len()]
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+    use crate::args::Runtime;
+    use clap::Parser;
+
+    /// `dist/vtp.toml`, the example shipped.
+    fn example() -> String {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../dist/vtp.toml");
+        std::fs::read_to_string(path).unwrap()
+    }
+
+    /// The example with its commented-out keys (`# key = value`) set.
+    fn example_uncommented() -> String {
+        example()
+            .lines()
+            .map(|l| match l.strip_prefix("# ") {
+                Some(rest)
+                    if rest
+                        .split_once(" = ")
+                        .is_some_and(|(k, _)| keys().iter().any(|x| x == k)) =>
+                {
+                    rest
+                }
+                _ => l,
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    /// A file in a fresh directory, removed when dropped.
+    struct File(PathBuf);
+
+    impl File {
+        fn new(name: &str, text: &str) -> Self {
+            let dir = std::env::temp_dir().join(format!(
+                "vtp-config-{}-{name}-{:?}",
+                std::process::id(),
+                std::thread::current().id()
+            ));
+            std::fs::create_dir_all(&dir).unwrap();
+            let path = dir.join("vtp.toml");
+            std::fs::write(&path, text).unwrap();
+            Self(path)
+        }
+    }
+
+    impl Drop for File {
+        fn drop(&mut self) {
+            if let Some(dir) = self.0.parent() {
+                let _ = std::fs::remove_dir_all(dir);
+            }
+        }
+    }
+
+    use std::path::PathBuf;
+
+    fn argv(args: &[&str]) -> Vec<OsString> {
+        args.iter().map(OsString::from).collect()
+    }
+
+    fn load(text: &str, flags: &[&str]) -> Result<BrokerArgs, String> {
+        let file = File::new("load", text);
+        let mut args = vec!["vtp", "broker", "--config"];
+        let path = file.0.to_str().unwrap().to_owned();
+        args.push(&path);
+        args.extend(flags);
+        broker_args(&argv(&args), &file.0).map_err(|e| e.replace(&path, "FILE"))
+    }
+
+    fn from_flags(flags: &[&str]) -> BrokerArgs {
+        let args = [&["vtp", "broker"], flags].concat();
+        match Cli::try_parse_from(argv(&args)).unwrap().command {
+            Command::Broker(a) => *a,
+            _ => unreachable!(),
+        }
+    }
+
+    /// The node configuration `vtp broker` builds from `a` (without the file-descriptor plan),
+    /// as text: `Config` has no `PartialEq`, its `Debug` shows every field.
+    fn config_of(a: &BrokerArgs) -> String {
+        let plan = crate::broker_plan(a, false).map_err(|crate::Fail(_, m)| m).unwrap();
+        format!("{:?} {:?} {:?}", plan.config, plan.listeners, plan.options)
+    }
+
+    /// Every field of the arguments but `config` (the file's own name).
+    fn args_of(a: &BrokerArgs) -> String {
+        let mut a = a.clone();
+        a.config = None;
+        format!("{a:?}")
+    }
+
+    #[test]
+    fn every_broker_flag_is_a_key_and_every_key_is_in_the_example() {
+        let cmd = broker_command();
+        let text = example();
+        let mut flags = 0;
+        for arg in cmd.get_arguments() {
+            let id = arg.get_id().as_str();
+            let Some(long) = arg.get_long() else {
+                panic!("--{id} has no long name: it could not be a key");
+            };
+            if NOT_KEYS.contains(&long) {
+                continue;
+            }
+            flags += 1;
+            assert!(keys().iter().any(|k| k == long), "{long} is not a key");
+            assert!(
+                text.lines().any(|l| {
+                    let l = l.strip_prefix("# ").unwrap_or(l);
+                    l.starts_with(&format!("{long} = "))
+                }),
+                "dist/vtp.toml has no `{long} = ` line (set or commented out)"
+            );
+        }
+        assert!(flags > 40, "{flags}: the broker's flags were not all seen");
+        // Each of them parses, set or not: the example with every key set is a valid file.
+        let all = load(&example_uncommented(), &[]).unwrap();
+        assert!(all.max_connections.is_some() && all.tls.tls_ca.is_some());
+        // And it checks, with its defaults, like the broker would start.
+        let shipped = load(&example(), &[]).unwrap();
+        config_of(&shipped);
+    }
+
+    #[test]
+    fn a_file_equivalent_to_a_flag_set_gives_the_same_arguments_and_config() {
+        let flags = [
+            "--receive=127.0.0.1:0",
+            "--receive",
+            "unix:/tmp/vtp-config-test.sock",
+            "--broadcast",
+            "[::1]:0",
+            "--local-ivo",
+            "ivo://example.org/broker",
+            "--author-whitelist",
+            "10.0.0.0/8",
+            "192.168.0.0/255.255.0.0",
+            "--subscriber-whitelist=::1/128",
+            "--subscribe",
+            "upstream.example.org",
+            "--remote",
+            "127.0.0.1:9",
+            "--iamalive-interval",
+            "30",
+            "--broadcast-test-interval",
+            "0",
+            "--duplicate-reply",
+            "nak",
+            "--subscriber-nak=disconnect",
+            "--accept-versions",
+            "any",
+            "--schema",
+            "off",
+            "--durability",
+            "async",
+            "--frame-limit",
+            "65536",
+            "--max-connections",
+            "100",
+            "--author-connections-per-address",
+            "3",
+            "--outbox-bytes",
+            "1000",
+            "--seen-max",
+            "1000",
+            "--seen-retention",
+            "2",
+            "--tls-handshake-timeout",
+            "5",
+            "--print-event",
+            "--cmd",
+            "cat -u",
+            "--cmd-timeout",
+            "5",
+            "--filter",
+            "//Param[@name='x']",
+            "-vv",
+            "--runtime",
+            "mio",
+        ];
+        let file = r#"
+            receive = ["127.0.0.1:0", "unix:/tmp/vtp-config-test.sock"]
+            broadcast = "[::1]:0"
+            local-ivo = "ivo://example.org/broker"
+            author-whitelist = ["10.0.0.0/8", "192.168.0.0/255.255.0.0"]
+            subscriber-whitelist = ["::1/128"]
+            subscribe = ["upstream.example.org"]
+            remote = "127.0.0.1:9"
+            iamalive-interval = 30
+            broadcast-test-interval = 0
+            duplicate-reply = "nak"
+            subscriber-nak = "disconnect"
+            accept-versions = "any"
+            schema = "off"
+            durability = "async"
+            frame-limit = 0x10000
+            max-connections = 100
+            author-connections-per-address = 3
+            outbox-bytes = 1_000
+            seen-max = 1000
+            seen-retention = 2
+            tls-handshake-timeout = 5
+            print-event = true
+            save-event = false
+            cmd = ["cat -u"]
+            cmd-timeout = 5
+            filter = ["//Param[@name='x']"]
+            verbose = 2
+            runtime = "mio"
+        "#;
+        let by_flags = from_flags(&flags);
+        let by_file = load(file, &[]).unwrap();
+        assert_eq!(args_of(&by_file), args_of(&by_flags));
+        assert_eq!(config_of(&by_file), config_of(&by_flags));
+        assert_eq!(by_file.common.runtime, Runtime::Mio);
+    }
+
+    #[test]
+    fn flags_on_the_command_line_win_over_the_file() {
+        let file = r#"
+            local-ivo = "ivo://example.org/file"
+            receive = ["8098", "8198"]
+            author-whitelist = ["10.0.0.0/8"]
+            frame-limit = 1000
+            quiet = true
+        "#;
+        let a = load(
+            file,
+            &["--receive", "127.0.0.1:0", "--frame-limit", "2000", "-v"],
+        )
+        .unwrap();
+        assert_eq!(a.receive, ["127.0.0.1:0"], "the flag replaces the array");
+        assert_eq!(a.frame_limit, 2000);
+        assert_eq!(a.author_whitelist, ["10.0.0.0/8"], "from the file");
+        assert_eq!(a.local_ivo.as_deref(), Some("ivo://example.org/file"));
+        assert_eq!(a.common.verbose, 1);
+        assert!(a.common.quiet, "quiet from the file, -v from the command line");
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_name_the_key_and_the_line() {
+        let cases: &[(&str, &str)] = &[
+            (
+                "local-ivo = \"ivo://a/b\"\nrecieve = [\"8098\"]\n",
+                "FILE:2: unknown key `recieve` (did you mean `receive`?)",
+            ),
+            (
+                "\n\nfrobnicate = 1\n",
+                "FILE:3: unknown key `frobnicate`; the keys are the flags of `vtp broker`",
+            ),
+            (
+                "frame-limit = 1\nseen-retention = 0\n",
+                "FILE:2: `seen-retention`: invalid value '0' for '--seen-retention <DAYS>'",
+            ),
+            (
+                "duplicate-reply = \"maybe\"",
+                "FILE:1: `duplicate-reply`: invalid value 'maybe'",
+            ),
+            (
+                "receive = [\n  \"8098\",\n  1.5,\n]",
+                "FILE:3: `receive` takes strings or integers (an array of them), not a float",
+            ),
+            ("frame-limit = [1, 2]", "FILE:1: `frame-limit` takes one string or integer, not an array"),
+            ("print-event = \"yes\"", "FILE:1: `print-event` takes true or false"),
+            ("verbose = 9", "FILE:1: `verbose` takes a count from 0 to 3"),
+            ("config = \"other.toml\"", "FILE:1: `config` cannot be set"),
+            ("[broker]\nreceive = 1", "FILE:1: unknown key `broker`"),
+            ("receive = [\"1\"\n", "FILE:1: not valid TOML"),
+        ];
+        for (text, want) in cases {
+            let err = load(text, &[]).unwrap_err();
+            assert!(err.starts_with(want), "{text:?}:\n got {err}\nwant {want}");
+        }
+    }
+
+    #[test]
+    fn a_file_over_one_mib_is_refused_before_it_is_parsed() {
+        let big = format!("# {}\n", "x".repeat(CONFIG_FILE_MAX as usize));
+        let err = load(&big, &[]).unwrap_err();
+        assert!(err.contains("larger than 1024 KiB"), "{err}");
+    }
+}
