@@ -89,7 +89,14 @@ fn tokens(text: &str, name: &str, skip: &dyn Fn(&str) -> bool) -> Result<Vec<OsS
     let table = DeTable::parse(text).map_err(|e| {
         let at = e.span().map(|s| line_of(text, s.start));
         let at = at.map_or_else(String::new, |l| format!(":{l}"));
-        format!("{name}{at}: not valid TOML: {}", e.message().trim())
+        // The text the error points at, when it is a short piece of one line (a key).
+        let what = e
+            .span()
+            .and_then(|s| text.get(s))
+            .map(str::trim)
+            .filter(|w| !w.is_empty() && w.len() <= 64 && !w.contains('\n'))
+            .map_or_else(String::new, |w| format!(" `{w}`"));
+        format!("{name}{at}: not valid TOML: {}{what}", e.message().trim())
     })?;
     let cmd = broker_command();
     let mut keys: Vec<_> = table.into_inner().into_iter().collect();
@@ -138,6 +145,7 @@ fn tokens(text: &str, name: &str, skip: &dyn Fn(&str) -> bool) -> Result<Vec<OsS
                         )
                     })?;
                     check(arg, &key, &text, &line(v))?;
+                    meaning(arg, &text).map_err(|e| format!("{}: `{key}`: {e}", line(v)))?;
                     out.push(OsString::from(format!("--{flag}={text}")));
                 }
             }
@@ -150,6 +158,7 @@ fn tokens(text: &str, name: &str, skip: &dyn Fn(&str) -> bool) -> Result<Vec<OsS
                     )
                 })?;
                 check(arg, &key, &text, &line(&value))?;
+                meaning(arg, &text).map_err(|e| format!("{}: `{key}`: {e}", line(&value)))?;
                 out.push(OsString::from(format!("--{flag}={text}")));
             }
         }
@@ -233,6 +242,34 @@ fn check(arg: &Arg, key: &str, text: &str, at: &str) -> Result<(), String> {
         .try_get_matches_from([format!("--{long}={text}")])
         .map(drop)
         .map_err(|e| format!("{at}: `{key}`: {}", clap_text(&e)))
+}
+
+/// Checks what `vtp broker` makes of a value beyond its syntax for the flag (an endpoint, a
+/// network, an identity, an IVOID, a filter), so that a bad one is reported with its line; the
+/// same checks run again when the broker builds its configuration.
+fn meaning(arg: &Arg, text: &str) -> Result<(), String> {
+    use vtp_core::endpoint::{DialAddr, ListenEndpoint, PORT_SUBSCRIBE};
+    match arg.get_id().as_str() {
+        "receive" | "broadcast" if !text.is_empty() => {
+            ListenEndpoint::parse(text).map(drop).map_err(|e| e.to_string())
+        }
+        "subscribe" => DialAddr::parse(text, PORT_SUBSCRIBE)
+            .map(drop)
+            .map_err(|e| e.to_string()),
+        "author_whitelist" | "subscriber_whitelist" => vtp_core::whitelist::Whitelist::parse_list(text)
+            .map(drop)
+            .map_err(|e| e.to_string()),
+        "author_identity" | "subscriber_identity" => vtp_core::identity::IdentityRule::parse(text)
+            .map(drop)
+            .map_err(|e| e.to_string()),
+        "local_ivo" => vtp_core::ivoid::Ivoid::parse(text)
+            .map(drop)
+            .map_err(|e| format!("invalid IVOID {text:?}: {e}")),
+        "filter" => crate::checked_filters(&[text.to_owned()])
+            .map(drop)
+            .map_err(|crate::Fail(_, m)| m),
+        _ => Ok(()),
+    }
 }
 
 /// A string, integer or boolean as the flag's text; `None` for other kinds.

@@ -653,10 +653,8 @@ fn serve(
     }
     let now = Instant::now();
     let (engine, filter_counters) = filter_engine();
-    let mut node = Node::new(config, engine, seed(), now, unix_now()).map_err(|e| match e {
-        ConfigError::IamalivePeriod { .. } => usage(format!("--iamalive-interval: {e}")),
-        e => usage(e.to_string()),
-    })?;
+    let mut node =
+        Node::new(config, engine, seed(), now, unix_now()).map_err(|e| usage(config_error(&e)))?;
     if let Some(fds) = fds {
         fds.log(&node.config().limits);
     }
@@ -697,6 +695,16 @@ fn serve(
     filter_counters.log();
     tracing::info!("stopped");
     Ok(())
+}
+
+/// A configuration the node refuses, with the flag at fault when there is one.
+fn config_error(e: &ConfigError) -> String {
+    match e {
+        ConfigError::IamalivePeriod { .. } => format!("--iamalive-interval: {e}"),
+        ConfigError::LocalIvo { .. } => format!("--local-ivo: {e}"),
+        ConfigError::FilterTooLong { .. } => format!("--filter: {e}"),
+        e => e.to_string(),
+    }
 }
 
 /// The engine that evaluates subscribers' filters: XPath 1.0 with Comet's meaning (feature
@@ -926,7 +934,7 @@ fn config_check(file: &Path) -> Result<(), Fail> {
     handler_list(&a.handling, false, true)?;
     let (engine, _) = filter_engine();
     Node::new(plan.config, engine, 0, Instant::now(), unix_now())
-        .map_err(|e| usage(e.to_string()))?;
+        .map_err(|e| usage(config_error(&e)))?;
     println!(
         "{}: OK ({} listeners, {} upstreams; the event database is not opened by the check)",
         file.display(),

@@ -135,7 +135,8 @@ impl Reloader {
                 Ok(done) => done,
                 Err(e) => {
                     tracing::error!(
-                        "reload of {file} refused: {e}; the running configuration stays"
+                        "reload of {file} refused: {}; the running configuration stays",
+                        crate::config_error(&e)
                     );
                     return;
                 }
