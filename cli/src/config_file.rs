@@ -579,7 +579,7 @@ mod tests {
     fn unknown_keys_and_bad_values_name_the_key_and_the_line() {
         let cases: &[(&str, &str)] = &[
             (
-                "local-ivo = \"ivo://a/b\"\nrecieve = [\"8098\"]\n",
+                "local-ivo = \"ivo://example.org/b\"\nrecieve = [\"8098\"]\n",
                 "FILE:2: unknown key `recieve` (did you mean `receive`?)",
             ),
             (
