@@ -201,7 +201,11 @@ fn find<'a>(cmd: &'a clap::Command, key: &str) -> Option<&'a Arg> {
         return None;
     }
     cmd.get_arguments().find(|a| {
-        a.get_long() == Some(key) || a.get_visible_aliases().into_iter().flatten().any(|x| x == key)
+        a.get_long() == Some(key)
+            || a.get_visible_aliases()
+                .into_iter()
+                .flatten()
+                .any(|x| x == key)
     })
 }
 
@@ -235,7 +239,10 @@ fn unknown(cmd: &clap::Command, at: &str, key: &str) -> String {
 /// (alone: the checks between flags come when the whole command line is parsed).
 fn check(arg: &Arg, key: &str, text: &str, at: &str) -> Result<(), String> {
     let long = arg.get_long().unwrap_or(key);
-    let alone = arg.clone().required(false).requires(clap::builder::Resettable::<clap::Id>::Reset);
+    let alone = arg
+        .clone()
+        .required(false)
+        .requires(clap::builder::Resettable::<clap::Id>::Reset);
     clap::Command::new("vtp")
         .no_binary_name(true)
         .arg(alone)
@@ -250,15 +257,17 @@ fn check(arg: &Arg, key: &str, text: &str, at: &str) -> Result<(), String> {
 fn meaning(arg: &Arg, text: &str) -> Result<(), String> {
     use vtp_core::endpoint::{DialAddr, ListenEndpoint, PORT_SUBSCRIBE};
     match arg.get_id().as_str() {
-        "receive" | "broadcast" if !text.is_empty() => {
-            ListenEndpoint::parse(text).map(drop).map_err(|e| e.to_string())
-        }
+        "receive" | "broadcast" if !text.is_empty() => ListenEndpoint::parse(text)
+            .map(drop)
+            .map_err(|e| e.to_string()),
         "subscribe" => DialAddr::parse(text, PORT_SUBSCRIBE)
             .map(drop)
             .map_err(|e| e.to_string()),
-        "author_whitelist" | "subscriber_whitelist" => vtp_core::whitelist::Whitelist::parse_list(text)
-            .map(drop)
-            .map_err(|e| e.to_string()),
+        "author_whitelist" | "subscriber_whitelist" => {
+            vtp_core::whitelist::Whitelist::parse_list(text)
+                .map(drop)
+                .map_err(|e| e.to_string())
+        }
         "author_identity" | "subscriber_identity" => vtp_core::identity::IdentityRule::parse(text)
             .map(drop)
             .map_err(|e| e.to_string()),
@@ -417,7 +426,9 @@ mod tests {
     /// The node configuration `vtp broker` builds from `a` (without the file-descriptor plan),
     /// as text: `Config` has no `PartialEq`, its `Debug` shows every field.
     fn config_of(a: &BrokerArgs) -> String {
-        let plan = crate::broker_plan(a, false).map_err(|crate::Fail(_, m)| m).unwrap();
+        let plan = crate::broker_plan(a, false)
+            .map_err(|crate::Fail(_, m)| m)
+            .unwrap();
         format!("{:?} {:?} {:?}", plan.config, plan.listeners, plan.options)
     }
 
@@ -572,7 +583,10 @@ mod tests {
         assert_eq!(a.author_whitelist, ["10.0.0.0/8"], "from the file");
         assert_eq!(a.local_ivo.as_deref(), Some("ivo://example.org/file"));
         assert_eq!(a.common.verbose, 1);
-        assert!(a.common.quiet, "quiet from the file, -v from the command line");
+        assert!(
+            a.common.quiet,
+            "quiet from the file, -v from the command line"
+        );
     }
 
     #[test]
@@ -598,8 +612,14 @@ mod tests {
                 "receive = [\n  \"8098\",\n  1.5,\n]",
                 "FILE:3: `receive` takes strings or integers (an array of them), not a float",
             ),
-            ("frame-limit = [1, 2]", "FILE:1: `frame-limit` takes one string or integer, not an array"),
-            ("print-event = \"yes\"", "FILE:1: `print-event` takes true or false"),
+            (
+                "frame-limit = [1, 2]",
+                "FILE:1: `frame-limit` takes one string or integer, not an array",
+            ),
+            (
+                "print-event = \"yes\"",
+                "FILE:1: `print-event` takes true or false",
+            ),
             ("verbose = 9", "FILE:1: `verbose` takes a count from 0 to 3"),
             ("config = \"other.toml\"", "FILE:1: `config` cannot be set"),
             ("[broker]\nreceive = 1", "FILE:1: unknown key `broker`"),

@@ -675,13 +675,8 @@ fn serve(
     let shutdown = match reload {
         Some(setup) => {
             let (requester, reloads) = vtp_host::reload::channel();
-            let mut reloader = reload::Reloader::new(
-                setup,
-                requester,
-                &bound,
-                handler_set,
-                spool_bytes > 0,
-            );
+            let mut reloader =
+                reload::Reloader::new(setup, requester, &bound, handler_set, spool_bytes > 0);
             bound = bound.with_reloads(reloads);
             vtp_host::shutdown::on_signals_reloading(move || reloader.on_hup())?
         }
@@ -925,7 +920,12 @@ fn listen(a: ListenArgs) -> Result<(), Fail> {
 /// `vtp config check FILE`: everything `vtp broker --config FILE` checks before it binds and
 /// opens its store.
 fn config_check(file: &Path) -> Result<(), Fail> {
-    let argv: Vec<OsString> = vec!["vtp".into(), "broker".into(), "--config".into(), file.into()];
+    let argv: Vec<OsString> = vec![
+        "vtp".into(),
+        "broker".into(),
+        "--config".into(),
+        file.into(),
+    ];
     let a = config_file::broker_args(&argv, file).map_err(usage)?;
     let plan = broker_plan(&a, false)?;
     for (_, ep) in &plan.listeners {

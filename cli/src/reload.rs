@@ -73,9 +73,9 @@ impl Reloader {
             Ok(request) => {
                 self.requester.send(request);
             }
-            Err(msg) => tracing::error!(
-                "reload of {file} refused: {msg}; the running configuration stays"
-            ),
+            Err(msg) => {
+                tracing::error!("reload of {file} refused: {msg}; the running configuration stays")
+            }
         }
     }
 
@@ -186,7 +186,10 @@ impl Reloader {
 
 /// The same sockets: each endpoint's role and address, and whether it speaks TLS (its files
 /// may change).
-fn same_sockets(a: &[(ListenerRole, ListenEndpoint)], b: &[(ListenerRole, ListenEndpoint)]) -> bool {
+fn same_sockets(
+    a: &[(ListenerRole, ListenEndpoint)],
+    b: &[(ListenerRole, ListenEndpoint)],
+) -> bool {
     a.len() == b.len()
         && a.iter().zip(b).all(|((ra, ea), (rb, eb))| {
             ra == rb && ea.addr == eb.addr && ea.tls.is_some() == eb.tls.is_some()

@@ -142,8 +142,15 @@ fn a_broker_from_a_config_file_serves_as_with_the_same_flags() {
     let e = event_xml("ivo://vtp.test/author#file-1");
     assert_eq!(submit_raw(b.receive, &e).0, "ack");
     assert_eq!(sub.next_event(), e);
-    assert_eq!(submit_raw(b.receive, &e).0, "nak", "duplicate-reply from the file");
-    assert!(refused("127.0.0.2", b.receive), "author-whitelist from the file");
+    assert_eq!(
+        submit_raw(b.receive, &e).0,
+        "nak",
+        "duplicate-reply from the file"
+    );
+    assert!(
+        refused("127.0.0.2", b.receive),
+        "author-whitelist from the file"
+    );
 }
 
 #[test]
@@ -160,13 +167,19 @@ fn sighup_applies_a_new_whitelist_to_new_connections_while_a_subscriber_keeps_re
         };
         let b = start(&name, rt, &dir, &text("127.0.0.1/32", "127.0.0.1/32"));
         let mut sub = RawSubscriber::connect(loopback(b.broadcast));
-        assert_eq!(submit_from("127.0.0.1", b.receive, "ivo://vtp.test/a#wl-1"), "ack");
+        assert_eq!(
+            submit_from("127.0.0.1", b.receive, "ivo://vtp.test/a#wl-1"),
+            "ack"
+        );
         assert_eq!(sub.next_event(), event_xml("ivo://vtp.test/a#wl-1"));
         assert!(refused("127.0.0.2", b.receive), "{rt}: not whitelisted yet");
 
         reload(&b, &dir, &text("127.0.0.2/32", "127.0.0.3/32"), 1, false);
         assert!(refused("127.0.0.1", b.receive), "{rt}: author now refused");
-        assert!(refused("127.0.0.1", b.broadcast), "{rt}: new subscriber refused");
+        assert!(
+            refused("127.0.0.1", b.broadcast),
+            "{rt}: new subscriber refused"
+        );
         assert_eq!(
             submit_from("127.0.0.2", b.receive, "ivo://vtp.test/a#wl-2"),
             "ack",
@@ -174,11 +187,7 @@ fn sighup_applies_a_new_whitelist_to_new_connections_while_a_subscriber_keeps_re
         );
         // The subscriber connected before the reload (from 127.0.0.1, no longer allowed to
         // connect) still receives, on the same connection.
-        assert_eq!(
-            sub.next_event(),
-            event_xml("ivo://vtp.test/a#wl-2"),
-            "{rt}"
-        );
+        assert_eq!(sub.next_event(), event_xml("ivo://vtp.test/a#wl-2"), "{rt}");
         assert_eq!(
             b.proc.log.count(|l| l.contains("needs a restart")),
             0,
@@ -201,8 +210,20 @@ fn sighup_with_a_broken_file_keeps_the_running_configuration_and_logs_an_error()
         let mut sub = RawSubscriber::connect(loopback(b.broadcast));
         // Refused on the signal thread (the file), then by the node (iamalive over 90 s),
         // then a listener that cannot change (needs a restart, the rest applies).
-        reload(&b, &dir, &format!("{good}author-whitelist = [\"127.0.0.2/32\"]\n"), 1, true);
-        reload(&b, &dir, &format!("{good}authr-whitelist = [\"127.0.0.2/32\"]\n"), 2, true);
+        reload(
+            &b,
+            &dir,
+            &format!("{good}author-whitelist = [\"127.0.0.2/32\"]\n"),
+            1,
+            true,
+        );
+        reload(
+            &b,
+            &dir,
+            &format!("{good}authr-whitelist = [\"127.0.0.2/32\"]\n"),
+            2,
+            true,
+        );
         reload(
             &b,
             &dir,
@@ -223,27 +244,50 @@ fn sighup_with_a_broken_file_keeps_the_running_configuration_and_logs_an_error()
             errors[0].contains("vtp.toml:6: not valid TOML: duplicate key `author-whitelist`"),
             "{errors:?}"
         );
-        assert!(errors[1].contains("unknown key `authr-whitelist`"), "{errors:?}");
+        assert!(
+            errors[1].contains("unknown key `authr-whitelist`"),
+            "{errors:?}"
+        );
         assert!(
             errors[2].contains("--iamalive-interval: iamalive period 100s is out of range"),
             "{errors:?}"
         );
         assert!(
-            errors.iter().all(|e| e.contains("the running configuration stays")),
+            errors
+                .iter()
+                .all(|e| e.contains("the running configuration stays")),
             "{errors:?}"
         );
         // The old whitelist still rules, and the broker still relays.
         assert!(refused("127.0.0.2", b.receive), "{rt}");
-        assert_eq!(submit_from("127.0.0.1", b.receive, "ivo://vtp.test/a#bad-1"), "ack");
-        assert_eq!(sub.next_event(), event_xml("ivo://vtp.test/a#bad-1"), "{rt}");
+        assert_eq!(
+            submit_from("127.0.0.1", b.receive, "ivo://vtp.test/a#bad-1"),
+            "ack"
+        );
+        assert_eq!(
+            sub.next_event(),
+            event_xml("ivo://vtp.test/a#bad-1"),
+            "{rt}"
+        );
 
         // A new listener needs a restart: reported, the rest is applied.
         let moved = good.replace("127.0.0.1:0\"]\nauthor", "127.0.0.1:1\"]\nauthor");
-        reload(&b, &dir, &moved.replace("127.0.0.1/32", "127.0.0.2/32"), 1, false);
+        reload(
+            &b,
+            &dir,
+            &moved.replace("127.0.0.1/32", "127.0.0.2/32"),
+            1,
+            false,
+        );
         b.proc.log.wait_for("the restart warning", |l| {
-            l.contains("WARN") && l.contains("--receive / --broadcast") && l.contains("needs a restart")
+            l.contains("WARN")
+                && l.contains("--receive / --broadcast")
+                && l.contains("needs a restart")
         });
-        assert_eq!(submit_from("127.0.0.2", b.receive, "ivo://vtp.test/a#bad-2"), "ack");
+        assert_eq!(
+            submit_from("127.0.0.2", b.receive, "ivo://vtp.test/a#bad-2"),
+            "ack"
+        );
     }
 }
 
@@ -266,7 +310,12 @@ fn sighup_serves_a_certificate_renewed_on_disk_to_new_handshakes() {
         );
         let b = start(&name, rt, &dir, &text);
         let e = |n: u32| event_xml(&format!("ivo://vtp.test/a#tls-{n}"));
-        assert_eq!(submit_tls(b.receive, old.client(None, None), &e(1)).unwrap().0, "ack");
+        assert_eq!(
+            submit_tls(b.receive, old.client(None, None), &e(1))
+                .unwrap()
+                .0,
+            "ack"
+        );
         assert!(submit_tls(b.receive, new.client(None, None), &e(2)).is_err());
 
         // Renewed on disk (written whole, then renamed, as certbot does), then SIGHUP.
@@ -277,18 +326,25 @@ fn sighup_serves_a_certificate_renewed_on_disk_to_new_handshakes() {
         }
         reload(&b, &dir, &text, 1, false);
         assert_eq!(
-            submit_tls(b.receive, new.client(None, None), &e(3)).unwrap().0,
+            submit_tls(b.receive, new.client(None, None), &e(3))
+                .unwrap()
+                .0,
             "ack",
             "{rt}: the new certificate is served"
         );
         let err = submit_tls(b.receive, old.client(None, None), &e(4)).unwrap_err();
-        assert!(err.contains("certificate") || err.contains("UnknownIssuer"), "{rt}: {err}");
+        assert!(
+            err.contains("certificate") || err.contains("UnknownIssuer"),
+            "{rt}: {err}"
+        );
 
         // A key that does not match the certificate: refused, the renewed pair stays.
         std::fs::copy(&old.server_key, &key).unwrap();
         reload(&b, &dir, &text, 1, true);
         assert_eq!(
-            submit_tls(b.receive, new.client(None, None), &e(5)).unwrap().0,
+            submit_tls(b.receive, new.client(None, None), &e(5))
+                .unwrap()
+                .0,
             "ack",
             "{rt}"
         );
@@ -307,7 +363,10 @@ fn sighup_changes_the_log_level() {
             )
         };
         let b = start(&name, rt, &dir, &text(0));
-        assert_eq!(submit_raw(b.receive, &event_xml("ivo://vtp.test/a#log-1")).0, "ack");
+        assert_eq!(
+            submit_raw(b.receive, &event_xml("ivo://vtp.test/a#log-1")).0,
+            "ack"
+        );
         assert_eq!(
             b.proc.log.count(|l| l.contains("DEBUG")),
             0,
@@ -315,15 +374,21 @@ fn sighup_changes_the_log_level() {
             b.proc.log.text()
         );
         reload(&b, &dir, &text(1), 1, false);
-        b.proc.log.wait_for("the level line", |l| l.contains("log level info -> debug"));
-        assert_eq!(submit_raw(b.receive, &event_xml("ivo://vtp.test/a#log-2")).0, "ack");
         b.proc
             .log
-            .wait_for("a DEBUG line", |l| l.contains("DEBUG"));
+            .wait_for("the level line", |l| l.contains("log level info -> debug"));
+        assert_eq!(
+            submit_raw(b.receive, &event_xml("ivo://vtp.test/a#log-2")).0,
+            "ack"
+        );
+        b.proc.log.wait_for("a DEBUG line", |l| l.contains("DEBUG"));
         reload(&b, &dir, &text(0), 2, false);
         let before = b.proc.log.count(|l| l.contains("DEBUG"));
         assert!(b.proc.log.count(|l| l.contains("log level debug -> info")) == 1);
-        assert_eq!(submit_raw(b.receive, &event_xml("ivo://vtp.test/a#log-3")).0, "ack");
+        assert_eq!(
+            submit_raw(b.receive, &event_xml("ivo://vtp.test/a#log-3")).0,
+            "ack"
+        );
         // Not a single DEBUG line for the third event (its store commit would log one).
         std::thread::sleep(std::time::Duration::from_millis(200));
         assert_eq!(b.proc.log.count(|l| l.contains("DEBUG")), before, "{rt}");

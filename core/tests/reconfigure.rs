@@ -6,7 +6,7 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use vtp_core::config::{Durability, DuplicateReply, Upstream};
+use vtp_core::config::{DuplicateReply, Durability, Upstream};
 use vtp_core::endpoint::{DialAddr, PORT_SUBSCRIBE};
 use vtp_core::message::TransportRole;
 use vtp_core::node::{ConfigError, Fixed};
@@ -84,7 +84,11 @@ fn fixed_settings_keep_their_running_values_and_are_reported_in_order() {
     assert!(now.upstreams.is_empty());
     assert_eq!(now.limits.seen_entries_max, 500_000);
     assert_eq!(now.policy.durability, Durability::BeforeReply);
-    assert_eq!(now.policy.duplicate_reply, DuplicateReply::Nak, "taken live");
+    assert_eq!(
+        now.policy.duplicate_reply,
+        DuplicateReply::Nak,
+        "taken live"
+    );
     assert!(h.take().is_empty(), "no dial for the ignored upstream");
 }
 
@@ -139,11 +143,9 @@ fn new_own_filters_are_sent_at_the_next_authenticate() {
     c.filters = vec!["new".into()];
     let _ = h.node.reconfigure(c, h.now).expect("valid");
     assert!(h.take().is_empty(), "the upstream is not disturbed");
-    let req = format!(
-        "<trn:Transport xmlns:trn=\"http://www.telescope-networks.org/xml/Transport/v1.1\" \
+    let req = "<trn:Transport xmlns:trn=\"http://www.telescope-networks.org/xml/Transport/v1.1\" \
          version=\"1.0\" role=\"authenticate\"><Origin>ivo://example.org/up</Origin>\
-         <TimeStamp>2024-05-01T12:00:00Z</TimeStamp></trn:Transport>"
-    );
+         <TimeStamp>2024-05-01T12:00:00Z</TimeStamp></trn:Transport>";
     h.input(up, &framed(req.as_bytes()));
     let f = frames_to(&h.take(), up);
     let t = transport(&f[0]);
@@ -164,7 +166,11 @@ fn a_shorter_iamalive_period_brings_the_next_tick_forward_and_test_events_can_be
     assert!(frames_to(&h.take(), feed).is_empty());
     h.run_until(30.0);
     let f = frames_to(&h.take(), feed);
-    assert_eq!(transport(&f[0]).role, TransportRole::IamAlive, "at 10 + 20 s");
+    assert_eq!(
+        transport(&f[0]).role,
+        TransportRole::IamAlive,
+        "at 10 + 20 s"
+    );
 
     c.timing.test_event_interval = Some(Duration::from_secs(3600));
     let _ = h.node.reconfigure(c, h.now).expect("valid");

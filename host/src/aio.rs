@@ -217,7 +217,7 @@ pub async fn run<R: AsyncRuntime, E: Effects>(
         };
         let reload = async {
             match &reloads {
-                Some(r) => Wake::Reload(r.next().await),
+                Some(r) => Wake::Reload(Box::new(r.next().await)),
                 None => pending().await,
             }
         };
@@ -232,7 +232,7 @@ pub async fn run<R: AsyncRuntime, E: Effects>(
         match future::or(stop, future::or(reload, future::or(message, tick))).await {
             Wake::Stop => break,
             Wake::Reload(request) => {
-                reload::apply(&mut owner.driver, request, Instant::now(), &mut fx);
+                reload::apply(&mut owner.driver, *request, Instant::now(), &mut fx);
             }
             Wake::Message(msg) => owner.handle_batch(msg, &rx, &mut fx),
             // A fired sleep is not polled again: some runtimes' sleeps never complete twice.
@@ -254,7 +254,7 @@ const ACCEPTS_IN_FLIGHT: usize = 16;
 
 enum Wake<R: AsyncRuntime> {
     Stop,
-    Reload(Request),
+    Reload(Box<Request>),
     Message(Msg<R>),
     Timer,
 }

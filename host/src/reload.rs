@@ -29,9 +29,9 @@ use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::task::{Context, Poll, Waker};
 use std::time::Instant;
 
+use vtp_core::Config;
 use vtp_core::driver::{Driver, Effects};
 use vtp_core::node::{ConfigError, Reconfigured};
-use vtp_core::Config;
 
 /// A value a reload replaces while readers keep taking the current one (a listener's TLS
 /// configuration, read at every accept). Cloning shares it.
@@ -52,7 +52,10 @@ impl<T: Clone> Swap<T> {
 
     /// The current value.
     pub fn load(&self) -> T {
-        self.0.read().unwrap_or_else(PoisonError::into_inner).clone()
+        self.0
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 
     /// Replaces the value: every later [`load`](Self::load) sees `value`.
@@ -187,7 +190,9 @@ mod tests {
         let seen = Arc::clone(seen);
         let name = ivo.to_owned();
         Request::new(Config::new(Some(ivo.into())), move |_| {
-            seen.lock().unwrap_or_else(PoisonError::into_inner).push(name);
+            seen.lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .push(name);
         })
     }
 

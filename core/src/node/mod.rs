@@ -93,8 +93,8 @@ use crate::timer::Timers;
 use crate::violation::Violation;
 
 pub use errors::{ConfigError, SubmitError};
-pub use reconfigure::{Fixed, Reconfigured};
 pub use intake::NAK_STORE_UNAVAILABLE;
+pub use reconfigure::{Fixed, Reconfigured};
 
 use admission::RefusalLog;
 use durability::Held;

@@ -4,16 +4,8 @@
 //! node cannot run with is refused and the node keeps the old one, unchanged. Otherwise every
 //! setting that can change without dropping a connection is taken at once, and the few that
 //! cannot are kept at their old values and named in [`Reconfigured::ignored`] (the caller
-//! reports them: they need a restart).
-//!
-//! | setting | when a new value applies |
-//! |---|---|
-//! | whitelists, identities, connection limits, handshake and intake deadlines, frame limit | connections accepted from now on; open ones are kept as they are |
-//! | the node's own filters | the next authenticate reply to each upstream (at the next connection, or when an upstream asks again) |
-//! | policy switches (duplicate reply, subscriber nak, versions, schema, invalid filters) | the next message they concern |
-//! | iamalive period, test-event interval, prune interval | at once: the pending tick is brought forward when the new period is shorter |
-//! | retention, silence, receipt and violation settings, parse limits | the next time they are checked |
-//! | local IVOID, product, upstreams, back-off, seen-index sizes, durability, delivery timing | not at run time: [`Fixed`] |
+//! reports them: they need a restart). [`Node::reconfigure`] has the table of what applies
+//! when.
 
 use std::time::Instant;
 
@@ -61,9 +53,18 @@ pub enum Fixed {
 
 impl Node {
     /// Runs with `new` from now on, keeping every connection open: the settings that can
-    /// change live are taken (see the [module table](self)), the others keep their running
-    /// values and are listed in [`Reconfigured::ignored`]. May arm timers: drain the node's
-    /// output afterwards as after any command.
+    /// change live are taken, the others keep their running values and are listed in
+    /// [`Reconfigured::ignored`]. May arm timers: drain the node's output afterwards as after
+    /// any command.
+    ///
+    /// | setting | when a new value applies |
+    /// |---|---|
+    /// | whitelists, identities, connection limits, handshake and intake deadlines, frame limit | connections accepted from now on; open ones are kept as they are |
+    /// | the node's own filters | the next authenticate reply to each upstream (at the next connection, or when an upstream asks again) |
+    /// | policy switches (duplicate reply, subscriber nak, versions, schema, invalid filters) | the next message they concern |
+    /// | iamalive period, test-event interval, prune interval | at once: the pending tick is brought forward when the new period is shorter |
+    /// | retention, silence, receipt and violation settings, parse limits | the next time they are checked |
+    /// | local IVOID, product, upstreams, back-off, seen-index sizes, durability, delivery timing | not at run time: [`Fixed`] |
     ///
     /// # Errors
     ///

@@ -48,6 +48,8 @@ pub struct Handlers {
 
 /// The handlers every worker runs, in order.
 type List = Arc<[Arc<dyn Handler>]>;
+/// A list replaced by a reload, alive while a worker still runs it.
+type Retired = Weak<[Arc<dyn Handler>]>;
 
 /// A handle on the handlers a [`Handlers`] pool runs, for a configuration reload:
 /// [`replace`](Self::replace) them and [`set_queue_bytes`](Self::set_queue_bytes) without
@@ -90,7 +92,7 @@ struct Shared {
     handlers: RwLock<List>,
     /// Lists replaced while a worker may still run them, to [`stop`](Handler::stop) at
     /// shutdown too.
-    retired: Mutex<Vec<Weak<[Arc<dyn Handler>]>>>,
+    retired: Mutex<Vec<Retired>>,
 }
 
 /// Why [`Feed::offer`] did not queue a delivery (it stays in the spool).
@@ -334,7 +336,11 @@ impl HandlerSet {
                 .unwrap_or_else(PoisonError::into_inner),
             handlers.into(),
         );
-        let mut retired = self.0.retired.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut retired = self
+            .0
+            .retired
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         retired.retain(|w| w.strong_count() > 0);
         retired.push(Arc::downgrade(&old));
     }
