@@ -34,10 +34,12 @@ pub(crate) enum Command {
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum ConfigCommand {
-    /// Check a configuration file as `vtp broker --config FILE` would at start (keys and
-    /// values, endpoints, whitelists, identities, filters, TLS and handler files), without
-    /// binding or starting anything. Exit status 0: it would start; 2: it would not (each
-    /// problem on standard error).
+    /// Check a configuration file without starting a broker.
+    ///
+    /// Checks what `vtp broker --config FILE` would check at start (keys and values,
+    /// endpoints, whitelists, identities, filters, TLS and handler files), without binding a
+    /// port or opening the event database. Exit status 0: it would start; 2: it would not (the
+    /// first problem found is on standard error, with its line).
     Check {
         /// The configuration file (TOML).
         #[arg(value_name = "FILE")]
