@@ -562,10 +562,29 @@ fn serve(
     }
     // Signal handlers before the "listening" lines: once those are out, SIGHUP is ignored.
     let shutdown = vtp_host::shutdown::on_signals()?;
-    for (role, addr) in bound.addrs() {
-        tracing::info!("listening for {} on {addr}", role_name(role));
+    let addrs = bound.addrs();
+    for (role, addr) in &addrs {
+        tracing::info!("listening for {} on {addr}", role_name(*role));
+    }
+    // systemd's Type=notify: ready once bound and the seen-index is loaded.
+    let notifier = vtp_host::notify::Notifier::from_env()
+        .map_err(|e| Fail(status::RUNTIME, format!("$NOTIFY_SOCKET: {e}")))?;
+    if let Some(n) = &notifier {
+        let status = if addrs.is_empty() {
+            "subscribing".to_owned()
+        } else {
+            let list: Vec<String> = addrs
+                .iter()
+                .map(|(role, addr)| format!("{} on {addr}", role_name(*role)))
+                .collect();
+            format!("serving {}", list.join(", "))
+        };
+        n.ready(&status);
     }
     let fx = run_node(runtime, node, bound, fx, shutdown, options)?;
+    if let Some(n) = &notifier {
+        n.stopping();
+    }
     fx.finish(Duration::from_secs(5));
     filter_counters.log();
     tracing::info!("stopped");

@@ -34,6 +34,8 @@
 //!   driver that every runtime routes its reads, writes and ends through;
 //! - `tls` (cargo feature `tls`, on by default): certificates and keys loaded with errors that
 //!   name the file, rustls configurations, the identity of a client certificate;
+//! - [`notify`]: readiness for the service manager (systemd's `sd_notify`: `READY=1`,
+//!   `STATUS=`, `STOPPING=1` to `$NOTIFY_SOCKET`);
 //! - [`shutdown`]: a runtime-neutral shutdown signal (a [`Trigger`](shutdown::Trigger), or
 //!   SIGINT / SIGTERM);
 //! - `aio` (cargo feature `async`): the owner loop the async runtimes (`vtp-tokio`,
@@ -70,6 +72,7 @@ pub mod effects;
 pub mod fdlimit;
 pub mod handlers;
 pub mod net;
+pub mod notify;
 pub mod shutdown;
 pub mod store;
 #[cfg(feature = "testing")]
