@@ -67,16 +67,19 @@ fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(e) => return argument_error(e),
     };
-    let common = match &cli.command {
-        Command::Broker(a) => &a.common,
-        Command::Send(a) => &a.common,
-        Command::Listen(a) => &a.common,
-    };
-    init_logging(common);
+    let runtime = cli.common.runtime;
     let result = match cli.command {
-        Command::Broker(a) => broker(*a),
-        Command::Send(a) => send(a),
-        Command::Listen(a) => listen(a),
+        Command::Completions { shell } => completions(shell),
+        Command::Man => man(),
+        command => {
+            init_logging(&cli.common);
+            match command {
+                Command::Broker(a) => broker(*a, runtime),
+                Command::Send(a) => send(a, runtime),
+                Command::Listen(a) => listen(a, runtime),
+                Command::Completions { .. } | Command::Man => Ok(()),
+            }
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -84,6 +87,34 @@ fn main() -> ExitCode {
             eprintln!("vtp: {msg}");
             ExitCode::from(code)
         }
+    }
+}
+
+/// `vtp completions SHELL`: the completion script on standard output.
+fn completions(shell: clap_complete::Shell) -> Result<(), Fail> {
+    use clap::CommandFactory;
+    use std::io::Write;
+    let mut cmd = Cli::command();
+    // Into memory first: clap_complete panics on a write error (a closed pipe).
+    let mut out = Vec::new();
+    clap_complete::generate(shell, &mut cmd, "vtp", &mut out);
+    match std::io::stdout().write_all(&out) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
+        _ => Ok(()),
+    }
+}
+
+/// `vtp man`: the manual page (roff) on standard output; it lists the subcommands, whose
+/// options `vtp COMMAND --help` shows.
+fn man() -> Result<(), Fail> {
+    use clap::CommandFactory;
+    use std::io::Write;
+    let cmd = Cli::command();
+    let mut out = Vec::new();
+    clap_mangen::Man::new(cmd).render(&mut out)?;
+    match std::io::stdout().write_all(&out) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
+        _ => Ok(()),
     }
 }
 
@@ -109,7 +140,18 @@ fn argument_error(e: clap::Error) -> ExitCode {
         .collect();
     let first = first.join(" ");
     let first = first.strip_prefix("error: ").unwrap_or(&first);
-    eprintln!("vtp: {first} (see vtp --help)");
+    // clap's suggestion ("tip: a similar argument exists: '--local-ivo'"), on the same line.
+    let tips: Vec<&str> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| l.starts_with("tip:"))
+        .collect();
+    let tips = if tips.is_empty() {
+        String::new()
+    } else {
+        format!("; {}", tips.join("; "))
+    };
+    eprintln!("vtp: {first}{tips} (see vtp --help)");
     ExitCode::from(status::USAGE)
 }
 
@@ -151,7 +193,7 @@ fn seed() -> u64 {
 
 // ------------------------------------------------------------------------------------ broker
 
-fn broker(a: BrokerArgs) -> Result<(), Fail> {
+fn broker(a: BrokerArgs, runtime: Runtime) -> Result<(), Fail> {
     let mut listeners = Vec::new();
     for (role, values, port, default, flag) in [
         (
@@ -254,7 +296,7 @@ fn broker(a: BrokerArgs) -> Result<(), Fail> {
         client_tls,
         &a.handling,
         Some(&eventdb),
-        a.common.runtime,
+        runtime,
         options,
         Some(&fds),
     )
@@ -683,10 +725,19 @@ fn run_node(
 
 // -------------------------------------------------------------------------------------- send
 
-fn send(a: SendArgs) -> Result<(), Fail> {
+fn send(a: SendArgs, runtime: Runtime) -> Result<(), Fail> {
     let target = match (&a.target, &a.host) {
         (Some(_), Some(_)) => return Err(usage("give either TARGET or --host, not both")),
-        (Some(t), None) => t.clone(),
+        (Some(t), None) => {
+            // `vtp send event.xml`: the file where the broker belongs.
+            if std::path::Path::new(t).is_file() || (a.file.is_none() && t.ends_with(".xml")) {
+                return Err(usage(format!(
+                    "{t} looks like the event file, but TARGET (the broker) comes first: \
+                     vtp send HOST[:PORT] {t} (or vtp send -h HOST -f {t})"
+                )));
+            }
+            t.clone()
+        }
         (None, Some(h)) => h.clone(),
         (None, None) => "localhost".to_owned(),
     };
@@ -744,7 +795,7 @@ fn send(a: SendArgs) -> Result<(), Fail> {
     if let Some(tls) = client_tls {
         bound = bound.with_client_tls(tls);
     }
-    run_node(a.common.runtime, node, bound, fx, done, Options::default())?;
+    run_node(runtime, node, bound, fx, done, Options::default())?;
     let result = outcome
         .lock()
         .ok()
@@ -773,7 +824,7 @@ fn read_event(file: Option<&Path>) -> Result<Vec<u8>, Fail> {
 
 // ------------------------------------------------------------------------------------ listen
 
-fn listen(a: ListenArgs) -> Result<(), Fail> {
+fn listen(a: ListenArgs, runtime: Runtime) -> Result<(), Fail> {
     let endpoints = a
         .hosts
         .iter()
@@ -797,7 +848,7 @@ fn listen(a: ListenArgs) -> Result<(), Fail> {
         client_tls,
         &handling,
         eventdb.as_deref(),
-        a.common.runtime,
+        runtime,
         Options::default(),
         None,
     )

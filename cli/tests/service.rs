@@ -129,3 +129,55 @@ fn the_shipped_unit_file_passes_systemd_analyze_verify() {
     let problems: Vec<&str> = err.lines().filter(|l| l.contains("vtp.service")).collect();
     assert!(out.status.success() && problems.is_empty(), "{err}");
 }
+
+#[test]
+fn completions_man_global_flags_suggestions_and_a_misplaced_event_file() {
+    for shell in ["bash", "zsh", "fish"] {
+        let out = Command::new(VTP)
+            .args(["completions", shell])
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(out.status.code(), Some(0), "{shell}");
+        assert!(
+            text.contains("broker") && text.contains("local-ivo"),
+            "{shell}"
+        );
+    }
+    let man = Command::new(VTP).arg("man").output().unwrap();
+    let roff = String::from_utf8_lossy(&man.stdout);
+    assert_eq!(man.status.code(), Some(0));
+    assert!(
+        roff.starts_with(".ie") && roff.contains(".TH vtp 1"),
+        "{roff}"
+    );
+    assert!(roff.contains("broker") && roff.contains("listen"), "{roff}");
+    // -v / -q before or after the subcommand.
+    for args in [
+        &["-q", "broker", "--help"][..],
+        &["broker", "-q", "--help"][..],
+    ] {
+        let out = Command::new(VTP).args(args).output().unwrap();
+        assert_eq!(out.status.code(), Some(0), "{args:?}");
+    }
+    // clap's suggestion survives the one-line error.
+    let out = Command::new(VTP)
+        .args(["broker", "--local-iv", "x"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+    assert!(
+        err.contains("similar argument exists: '--local-ivo'"),
+        "{err}"
+    );
+    // The event file given where the broker belongs.
+    let dir = TempDir::new("misplaced");
+    let file = dir.path().join("event.xml");
+    std::fs::write(&file, event_xml("ivo://vtp.test/a#1")).unwrap();
+    let out = Command::new(VTP).arg("send").arg(&file).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("TARGET (the broker) comes first"), "{err}");
+}
