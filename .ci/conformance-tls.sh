@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The conformance suite over TLS against `vtp broker` on every runtime (tokio, smol, mio), in
 # parallel: a throwaway P-256 CA and a server certificate for localhost and 127.0.0.1 are made
-# with `openssl` in a temporary directory; each broker gets ssl:/tls: listeners with them, and
-# `vtp-conformance --tls-ca` verifies the broker's certificate by DNS name on the receive
+# with `openssl` in a temporary directory (.ci/tls-certs.sh); each broker gets ssl:/tls:
+# listeners with them, and `vtp-conformance --tls-ca` verifies the broker's certificate by DNS name on the receive
 # address (localhost) and by IP address on the broadcast address (127.0.0.1).
 #
 #   bash .ci/conformance-tls.sh       # uses target/debug/{vtp,vtp-conformance}, builds them
@@ -23,18 +23,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# CA and server certificate (ECDSA P-256), valid for 2 days.
-(
-  cd "$work"
-  openssl ecparam -name prime256v1 -genkey -noout -out ca.key
-  openssl req -x509 -new -key ca.key -sha256 -days 2 -subj "/CN=vtp CI test CA" -out ca.pem
-  openssl ecparam -name prime256v1 -genkey -noout -out server.key
-  openssl req -new -key server.key -subj "/CN=localhost" -out server.csr
-  printf '%s\n' "subjectAltName=DNS:localhost,IP:127.0.0.1" "basicConstraints=CA:FALSE" \
-    "keyUsage=digitalSignature" "extendedKeyUsage=serverAuth" >server.ext
-  openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 2 -sha256 \
-    -extfile server.ext -out server.pem
-) >"$work/openssl.log" 2>&1 || { cat "$work/openssl.log"; echo "openssl failed"; exit 1; }
+bash .ci/tls-certs.sh "$work"
 
 # The receive address is given as localhost (its certificate is checked by DNS name) when
 # localhost resolves to 127.0.0.1 first, as the brokers listen there only.
