@@ -197,10 +197,10 @@ fn read_full(
             .set_read_timeout(timeout)
             .map_err(|e| ReadEnd::Broken(format!("cannot set a read timeout: {e}")))?;
         match s.read(&mut buf[filled..]) {
-            // Over TLS, a close without close_notify is an UnexpectedEof error.
             Ok(0) if at_boundary && filled == 0 => {
                 return Err(ReadEnd::Closed("the node closed the connection".to_owned()));
             }
+            // Over TLS, a close without close_notify is an UnexpectedEof error.
             Err(e) if e.kind() == io::ErrorKind::UnexpectedEof && at_boundary && filled == 0 => {
                 return Err(ReadEnd::Closed(
                     "the node closed the connection (without a TLS close_notify)".to_owned(),
@@ -254,14 +254,22 @@ pub(crate) fn framed(payload: &[u8]) -> Vec<u8> {
     out
 }
 
-/// Connects to the node's receive address (`receive`) or broadcast address within the slack,
-/// and runs the TLS handshake within the slack too when the target has TLS.
-pub(crate) fn connect(ctx: &Ctx<'_>, receive: bool) -> Result<Stream, String> {
+/// Which of the node's addresses a connection goes to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Side {
+    /// The receive address (authors).
+    Receive,
+    /// The broadcast address (subscribers).
+    Broadcast,
+}
+
+/// Connects to the node's address for `side` within the slack, and runs the TLS handshake
+/// within the slack too when the target has TLS.
+pub(crate) fn connect(ctx: &Ctx<'_>, side: Side) -> Result<Stream, String> {
     let deadline = Instant::now() + ctx.slack();
-    let addr: SocketAddr = if receive {
-        ctx.target.receive
-    } else {
-        ctx.target.broadcast
+    let addr: SocketAddr = match side {
+        Side::Receive => ctx.target.receive,
+        Side::Broadcast => ctx.target.broadcast,
     };
     let s = TcpStream::connect_timeout(&addr, ctx.slack())
         .map_err(|e| format!("cannot connect to {addr}: {e}"))?;
@@ -270,7 +278,7 @@ pub(crate) fn connect(ctx: &Ctx<'_>, receive: bool) -> Result<Stream, String> {
     match &ctx.target.tls {
         None => Ok(Stream::Plain(s)),
         Some(tls) => tls
-            .handshake(s, receive, deadline)
+            .handshake(s, side, deadline)
             .map(|s| Stream::Tls(Box::new(s)))
             .map_err(|e| format!("{addr}: {e}")),
     }
@@ -285,7 +293,7 @@ pub(crate) struct Author {
 impl Author {
     pub(crate) fn connect(ctx: &Ctx<'_>) -> Result<Self, String> {
         Ok(Self {
-            stream: connect(ctx, true)?,
+            stream: connect(ctx, Side::Receive)?,
             slack: ctx.slack(),
         })
     }
@@ -416,7 +424,7 @@ impl Subscriber {
 
     /// As [`Subscriber::connect`], with `options`.
     pub(crate) fn connect_with(ctx: &Ctx<'_>, options: SubscriberOptions) -> Result<Self, String> {
-        let stream = connect(ctx, false)?;
+        let stream = connect(ctx, Side::Broadcast)?;
         let connected_at = Instant::now();
         let socket = stream
             .tcp()

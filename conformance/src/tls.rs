@@ -22,6 +22,8 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};
 use rustls::{ClientConfig, ClientConnection, RootCertStore, StreamOwned};
 
+use crate::net::Side;
+
 /// How the suite speaks TLS to the node: whom it trusts, and which names it verifies.
 #[derive(Clone)]
 pub struct Tls {
@@ -76,18 +78,17 @@ impl Tls {
         })
     }
 
-    /// Runs the handshake on `tcp` (a fresh connection to the receive address when `receive`,
-    /// else to the broadcast address) until it completes or `deadline` passes.
+    /// Runs the handshake on `tcp` (a fresh connection to the node's address for `side`) until
+    /// it completes or `deadline` passes.
     pub(crate) fn handshake(
         &self,
         mut tcp: TcpStream,
-        receive: bool,
+        side: Side,
         deadline: Instant,
     ) -> Result<StreamOwned<ClientConnection, TcpStream>, String> {
-        let name = if receive {
-            &self.receive
-        } else {
-            &self.broadcast
+        let name = match side {
+            Side::Receive => &self.receive,
+            Side::Broadcast => &self.broadcast,
         };
         let mut conn = ClientConnection::new(Arc::clone(&self.config), name.clone())
             .map_err(|e| format!("TLS setup failed: {e}"))?;
