@@ -12,7 +12,7 @@ use vtp_core::{Action, CloseReason, Config, ConnId, Event, ListenerRole, Peer};
 const PEER: &str = "127.0.0.1";
 
 fn peer() -> Peer {
-    Peer::Ip(PEER.parse().unwrap())
+    Peer::Ip(PEER.parse().expect("PEER is an IP address"))
 }
 
 fn identity(cn: &str, hash: u8) -> Identity {
@@ -38,11 +38,11 @@ fn with_rules(authors: &[&str], subscribers: &[&str]) -> Harness {
     let mut c: Config = broker_config();
     c.author_identities = authors
         .iter()
-        .map(|s| IdentityRule::parse(s).unwrap())
+        .map(|s| IdentityRule::parse(s).expect("a valid identity rule"))
         .collect();
     c.subscriber_identities = subscribers
         .iter()
-        .map(|s| IdentityRule::parse(s).unwrap())
+        .map(|s| IdentityRule::parse(s).expect("a valid identity rule"))
         .collect();
     Harness::new(c)
 }
@@ -101,11 +101,16 @@ fn a_handshake_not_completed_in_10_s_is_closed_and_frees_its_slot() {
     h.run_until(10.0);
     h.drain();
     let down = h.events.iter().find_map(|e| match e {
-        Event::PeerDown { conn, peer, reason, .. } if *conn == a => Some((*peer, reason.clone())),
+        Event::PeerDown {
+            conn, peer, reason, ..
+        } if *conn == a => Some((*peer, reason.clone())),
         _ => None,
     });
     assert_eq!(down, Some((Some(peer()), CloseReason::TlsHandshakeTimeout)));
-    assert_eq!(closed(&h.take(), a), Some(&CloseReason::TlsHandshakeTimeout));
+    assert_eq!(
+        closed(&h.take(), a),
+        Some(&CloseReason::TlsHandshakeTimeout)
+    );
     assert_eq!(h.node.connections(), 0);
     // A later secured report for it is ignored.
     assert!(secured(&mut h, a, None).is_empty());
@@ -163,15 +168,25 @@ fn identities_restrict_each_role_separately() {
             }
             other => panic!("{other:?}"),
         }
-        assert!(frames_to(&acts, a).is_empty(), "nothing sent to a refused peer");
+        assert!(
+            frames_to(&acts, a).is_empty(),
+            "nothing sent to a refused peer"
+        );
     }
     // Subscriber: pinned by fingerprint; the author's certificate is not enough.
     let s = accept_tls(&mut h, ListenerRole::Broadcast).unwrap();
     let acts = secured(&mut h, s, Some(identity("author", 1)));
-    assert!(matches!(closed(&acts, s), Some(CloseReason::NotAuthorized(_))));
-    assert!(frames_to(&acts, s).is_empty(), "no authenticate for a refused subscriber");
+    assert!(matches!(
+        closed(&acts, s),
+        Some(CloseReason::NotAuthorized(_))
+    ));
+    assert!(
+        frames_to(&acts, s).is_empty(),
+        "no authenticate for a refused subscriber"
+    );
     let s = accept_tls(&mut h, ListenerRole::Broadcast).unwrap();
-    h.node.handle_secured(s, Some(identity("anything", 7)), h.now);
+    h.node
+        .handle_secured(s, Some(identity("anything", 7)), h.now);
     h.drain();
     assert!(h.events.iter().any(|e| matches!(e,
         Event::Secured { conn, identity: Some(id), .. } if *conn == s && id.sha256 == [7; 32]
