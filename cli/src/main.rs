@@ -24,10 +24,10 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use clap::Parser;
 use vtp_core::config::{self, Upstream};
 use vtp_core::endpoint::{DialAddr, ListenAddr, ListenEndpoint, PORT_SUBMIT, PORT_SUBSCRIBE};
-use vtp_core::identity::IdentityRule;
 #[cfg(feature = "xpath")]
 use vtp_core::filter::XPathEngine;
 use vtp_core::filter::{FilterEngine, NoFilterEngine};
+use vtp_core::identity::IdentityRule;
 use vtp_core::node::ConfigError;
 use vtp_core::whitelist::{IpNet, Whitelist};
 use vtp_core::{Config, Event, ListenerRole, Node};
@@ -37,9 +37,7 @@ use vtp_host::net::{Bound, Options};
 use vtp_host::shutdown::Shutdown;
 use vtp_host::store;
 
-use args::{
-    BrokerArgs, Cli, ClientTls, Command, Common, Handling, ListenArgs, Runtime, SendArgs,
-};
+use args::{BrokerArgs, Cli, ClientTls, Command, Common, Handling, ListenArgs, Runtime, SendArgs};
 
 /// Exit statuses of `vtp send` (and of every command for usage errors).
 mod status {
@@ -330,7 +328,8 @@ fn client_tls_for(
             cert: files.tls_client_cert.clone(),
             key: files.tls_client_key.clone(),
         };
-        let (config, warnings) = vtp_host::tls::client_config(&files).map_err(|e| usage(e.to_string()))?;
+        let (config, warnings) =
+            vtp_host::tls::client_config(&files).map_err(|e| usage(e.to_string()))?;
         for w in warnings {
             tracing::warn!("{w}");
         }
@@ -592,14 +591,7 @@ fn send(a: SendArgs) -> Result<(), Fail> {
     if let Some(tls) = client_tls {
         bound = bound.with_client_tls(tls);
     }
-    run_node(
-        a.common.runtime,
-        node,
-        bound,
-        fx,
-        done,
-        Options::default(),
-    )?;
+    run_node(a.common.runtime, node, bound, fx, done, Options::default())?;
     let result = outcome
         .lock()
         .ok()

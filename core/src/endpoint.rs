@@ -250,11 +250,19 @@ impl ListenEndpoint {
             let field = &fields[i];
             i += 1;
             let Some((name, value)) = field.split_once('=') else {
-                if port_num.is_none() && !field.is_empty() && field.bytes().all(|b| b.is_ascii_digit()) {
+                if port_num.is_none()
+                    && !field.is_empty()
+                    && field.bytes().all(|b| b.is_ascii_digit())
+                {
                     port_num = Some(port(input, field)?);
                     continue;
                 }
-                return Err(err(input, &format!("unexpected {field:?}: expected ssl:PORT:privateKey=KEY.pem:certKey=CERT.pem[:interface=ADDR][:extraCertChain=CHAIN.pem][:clientCA=CA.pem]")));
+                return Err(err(
+                    input,
+                    &format!(
+                        "unexpected {field:?}: expected ssl:PORT:privateKey=KEY.pem:certKey=CERT.pem[:interface=ADDR][:extraCertChain=CHAIN.pem][:clientCA=CA.pem]"
+                    ),
+                ));
             };
             let path = || {
                 if value.is_empty() {
@@ -287,16 +295,24 @@ impl ListenEndpoint {
                 other => {
                     return Err(err(
                         input,
-                        &format!("unknown option {other}=; TLS listeners take privateKey=, certKey=, interface=, extraCertChain= and clientCA="),
+                        &format!(
+                            "unknown option {other}=; TLS listeners take privateKey=, certKey=, interface=, extraCertChain= and clientCA="
+                        ),
                     ));
                 }
             }
         }
         let Some(port) = port_num else {
-            return Err(err(input, "ssl: needs a port, e.g. ssl:8098:privateKey=KEY.pem:certKey=CERT.pem"));
+            return Err(err(
+                input,
+                "ssl: needs a port, e.g. ssl:8098:privateKey=KEY.pem:certKey=CERT.pem",
+            ));
         };
         let Some(private_key) = key else {
-            return Err(err(input, "ssl: needs privateKey=KEY.pem (and certKey=CERT.pem)"));
+            return Err(err(
+                input,
+                "ssl: needs privateKey=KEY.pem (and certKey=CERT.pem)",
+            ));
         };
         let addr = match interface {
             None => ListenAddr::AnyTcp(port),
@@ -540,8 +556,7 @@ mod tests {
             Ok(tcp("::1", 2))
         );
         assert_eq!(
-            e("ssl:2:interface=::1:privateKey=/a\\:b/k.pem")
-                .map(|x| x.tls.map(|t| t.private_key)),
+            e("ssl:2:interface=::1:privateKey=/a\\:b/k.pem").map(|x| x.tls.map(|t| t.private_key)),
             Ok(Some("/a:b/k.pem".into()))
         );
         // Plain forms pass through.

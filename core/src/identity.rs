@@ -111,7 +111,9 @@ impl IdentityRule {
         {
             let digits: Vec<u8> = hex.bytes().filter(|b| *b != b':').collect();
             if digits.len() != 64 {
-                return Err(bad("sha256: needs 64 hex digits (the SHA-256 of the DER certificate)"));
+                return Err(bad(
+                    "sha256: needs 64 hex digits (the SHA-256 of the DER certificate)",
+                ));
             }
             let mut out = [0u8; 32];
             for (i, pair) in digits.chunks_exact(2).enumerate() {
@@ -123,13 +125,17 @@ impl IdentityRule {
             return Ok(Self::Sha256(out));
         }
         if s.is_empty() {
-            return Err(bad("empty; give a certificate name (CN or DNS) or sha256:HEX"));
+            return Err(bad(
+                "empty; give a certificate name (CN or DNS) or sha256:HEX",
+            ));
         }
         if s.len() > NAME_LEN_MAX {
             return Err(bad("longer than 255 bytes"));
         }
         if s.chars().any(|c| c.is_whitespace() || c.is_control()) {
-            return Err(bad("a certificate name cannot contain spaces or control characters"));
+            return Err(bad(
+                "a certificate name cannot contain spaces or control characters",
+            ));
         }
         Ok(Self::Name(s.to_owned()))
     }

@@ -404,7 +404,8 @@ impl<R: AsyncRuntime> Owner<R> {
         let now = Instant::now();
         match msg {
             Msg::Accepted(role, stream, peer, tls) => {
-                let accepted = transport::accept(&mut self.driver, role, peer, tls.as_ref(), now, fx);
+                let accepted =
+                    transport::accept(&mut self.driver, role, peer, tls.as_ref(), now, fx);
                 if let Some((conn, transport)) = accepted {
                     self.register(conn, stream, transport);
                 }

@@ -298,10 +298,7 @@ pub fn bind_endpoints(endpoints: &[(ListenerRole, ListenEndpoint)]) -> io::Resul
 }
 
 #[cfg(feature = "tls")]
-fn server_tls(
-    ep: &ListenEndpoint,
-    files: &vtp_core::endpoint::TlsListen,
-) -> io::Result<ServerTls> {
+fn server_tls(ep: &ListenEndpoint, files: &vtp_core::endpoint::TlsListen) -> io::Result<ServerTls> {
     let (config, warnings) = crate::tls::server_config(files)
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, format!("{ep}: {e}")))?;
     for w in warnings {

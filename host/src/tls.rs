@@ -28,7 +28,6 @@ use sha2::{Digest, Sha256};
 use vtp_core::endpoint::TlsListen;
 use vtp_core::identity::{DNS_NAMES_MAX, Identity, NAME_LEN_MAX};
 
-
 /// Largest certificate, key or CA file read (1 MiB): these are operator files, but a wrong
 /// path (a device, a huge log) must not hang or exhaust the start-up.
 pub const PEM_FILE_MAX: u64 = 1024 * 1024;

@@ -260,7 +260,11 @@ impl Tls {
                 .session
                 .read_tls(&mut rest)
                 .map_err(|e| e.to_string())
-                .and_then(|_| self.session.process_new_packets().map_err(|e| e.to_string()));
+                .and_then(|_| {
+                    self.session
+                        .process_new_packets()
+                        .map_err(|e| e.to_string())
+                });
             let state = match state {
                 Ok(s) => s,
                 Err(e) => {

@@ -469,7 +469,10 @@ impl Loop {
                 Ok(n) => {
                     let drained = n < self.buf.len() && read == ReadHint::Data;
                     let now = Instant::now();
-                    match io.transport.input(&mut self.driver, conn, &self.buf[..n], now, fx) {
+                    match io
+                        .transport
+                        .input(&mut self.driver, conn, &self.buf[..n], now, fx)
+                    {
                         Ok(false) => {}
                         // A handshake message to send.
                         Ok(true) => self.flush(conn, fx),

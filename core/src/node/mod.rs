@@ -350,9 +350,9 @@ impl Node {
                 None => Some(format!(
                     "no client certificate; {flag} requires one (configure clientCA= on the listener)"
                 )),
-                Some(id) if !id.allowed_by(rules) => {
-                    Some(format!("certificate identity {id} is not allowed by {flag}"))
-                }
+                Some(id) if !id.allowed_by(rules) => Some(format!(
+                    "certificate identity {id} is not allowed by {flag}"
+                )),
                 Some(_) => None,
             };
             if let Some(reason) = refusal {
@@ -381,10 +381,9 @@ impl Node {
     fn identity_rules(&self, listener: ListenerRole) -> (&[IdentityRule], &'static str) {
         match listener {
             ListenerRole::Receive => (&self.config.author_identities, "--author-identity"),
-            ListenerRole::Broadcast => (
-                &self.config.subscriber_identities,
-                "--subscriber-identity",
-            ),
+            ListenerRole::Broadcast => {
+                (&self.config.subscriber_identities, "--subscriber-identity")
+            }
         }
     }
 
