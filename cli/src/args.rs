@@ -17,6 +17,8 @@ use vtp_host::{handlers, store};
 pub(crate) struct Cli {
     #[command(subcommand)]
     pub(crate) command: Command,
+    #[command(flatten)]
+    pub(crate) common: Common,
 }
 
 #[derive(Debug, Subcommand)]
@@ -27,6 +29,15 @@ pub(crate) enum Command {
     Send(SendArgs),
     /// Subscribe to brokers and handle the events they send (like pygcn's listener).
     Listen(ListenArgs),
+    /// Print a shell completion script to standard output, e.g.
+    /// `vtp completions bash > /etc/bash_completion.d/vtp`.
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff) to standard output, e.g. `vtp man | man -l -`.
+    Man,
     /// Work with `vtp broker` configuration files.
     #[command(subcommand)]
     Config(ConfigCommand),
@@ -278,8 +289,6 @@ pub(crate) struct BrokerArgs {
     pub(crate) handling: Handling,
     #[command(flatten)]
     pub(crate) tls: ClientTls,
-    #[command(flatten)]
-    pub(crate) common: Common,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -346,8 +355,6 @@ pub(crate) struct SendArgs {
     pub(crate) help: Option<bool>,
     #[command(flatten)]
     pub(crate) tls: ClientTls,
-    #[command(flatten)]
-    pub(crate) common: Common,
 }
 
 #[derive(Debug, Args)]
@@ -370,6 +377,4 @@ pub(crate) struct ListenArgs {
     pub(crate) handling: Handling,
     #[command(flatten)]
     pub(crate) tls: ClientTls,
-    #[command(flatten)]
-    pub(crate) common: Common,
 }

@@ -22,7 +22,7 @@ use clap::{Arg, ArgAction, CommandFactory, FromArgMatches};
 use toml::Spanned;
 use toml::de::{DeTable, DeValue};
 
-use crate::args::{BrokerArgs, Cli, Command};
+use crate::args::{BrokerArgs, Cli, Command, Common};
 
 /// Largest configuration file read (1 MiB): a wrong path (a device, a log) must not hang or
 /// exhaust the start or a reload.
@@ -31,13 +31,14 @@ pub(crate) const CONFIG_FILE_MAX: u64 = 1024 * 1024;
 /// Keys that are flags but not settings.
 const NOT_KEYS: &[&str] = &["help", "version", "config"];
 
-/// The broker's arguments from `argv` (the whole command line, `vtp broker ...`) and the
-/// configuration file `file`: the file's keys, except those of flags the command line gives.
+/// The broker's arguments, and the options common to every command (`verbose`, `quiet`,
+/// `runtime`), from `argv` (the whole command line, `vtp broker ...`) and the configuration
+/// file `file`: the file's keys, except those of flags the command line gives.
 ///
 /// # Errors
 ///
 /// A message naming the file, and the key and line when one is at fault.
-pub(crate) fn broker_args(argv: &[OsString], file: &Path) -> Result<BrokerArgs, String> {
+pub(crate) fn broker_args(argv: &[OsString], file: &Path) -> Result<(BrokerArgs, Common), String> {
     let text = read(file)?;
     let name = file.display().to_string();
     let matches = Cli::command()
@@ -46,17 +47,23 @@ pub(crate) fn broker_args(argv: &[OsString], file: &Path) -> Result<BrokerArgs, 
     let given = matches
         .subcommand_matches("broker")
         .ok_or("not a `vtp broker` command line")?;
+    // The common options may come before the command (`vtp -v broker`) or after it.
+    let on_command_line = |id: &str| {
+        [&matches, given].iter().any(|m| {
+            m.try_get_raw(id).is_ok_and(|v| v.is_some())
+                && m.value_source(id) == Some(ValueSource::CommandLine)
+        })
+    };
     let mut combined = argv.to_vec();
-    combined.extend(tokens(&text, &name, &|id| {
-        given.value_source(id) == Some(ValueSource::CommandLine)
-    })?);
+    combined.extend(tokens(&text, &name, &on_command_line)?);
     let matches = Cli::command()
         .try_get_matches_from(&combined)
         .map_err(|e| format!("{name}: {}", clap_text(&e)))?;
     match Cli::from_arg_matches(&matches).map_err(|e| format!("{name}: {}", clap_text(&e)))? {
         Cli {
             command: Command::Broker(a),
-        } => Ok(*a),
+            common,
+        } => Ok((*a, common)),
         _ => Err("not a `vtp broker` command line".into()),
     }
 }
@@ -406,7 +413,7 @@ mod tests {
         args.iter().map(OsString::from).collect()
     }
 
-    fn load(text: &str, flags: &[&str]) -> Result<BrokerArgs, String> {
+    fn load(text: &str, flags: &[&str]) -> Result<(BrokerArgs, Common), String> {
         let file = File::new("load", text);
         let mut args = vec!["vtp", "broker", "--config"];
         let path = file.0.to_str().unwrap().to_owned();
@@ -415,10 +422,11 @@ mod tests {
         broker_args(&argv(&args), &file.0).map_err(|e| e.replace(&path, "FILE"))
     }
 
-    fn from_flags(flags: &[&str]) -> BrokerArgs {
+    fn from_flags(flags: &[&str]) -> (BrokerArgs, Common) {
         let args = [&["vtp", "broker"], flags].concat();
-        match Cli::try_parse_from(argv(&args)).unwrap().command {
-            Command::Broker(a) => *a,
+        let cli = Cli::try_parse_from(argv(&args)).unwrap();
+        match cli.command {
+            Command::Broker(a) => (*a, cli.common),
             _ => unreachable!(),
         }
     }
@@ -433,10 +441,10 @@ mod tests {
     }
 
     /// Every field of the arguments but `config` (the file's own name).
-    fn args_of(a: &BrokerArgs) -> String {
+    fn args_of((a, common): &(BrokerArgs, Common)) -> String {
         let mut a = a.clone();
         a.config = None;
-        format!("{a:?}")
+        format!("{a:?} {common:?}")
     }
 
     #[test]
@@ -464,10 +472,10 @@ mod tests {
         }
         assert!(flags > 40, "{flags}: the broker's flags were not all seen");
         // Each of them parses, set or not: the example with every key set is a valid file.
-        let all = load(&example_uncommented(), &[]).unwrap();
+        let (all, _) = load(&example_uncommented(), &[]).unwrap();
         assert!(all.max_connections.is_some() && all.tls.tls_ca.is_some());
         // And it checks, with its defaults, like the broker would start.
-        let shipped = load(&example(), &[]).unwrap();
+        let (shipped, _) = load(&example(), &[]).unwrap();
         config_of(&shipped);
     }
 
@@ -560,8 +568,8 @@ mod tests {
         let by_flags = from_flags(&flags);
         let by_file = load(file, &[]).unwrap();
         assert_eq!(args_of(&by_file), args_of(&by_flags));
-        assert_eq!(config_of(&by_file), config_of(&by_flags));
-        assert_eq!(by_file.common.runtime, Runtime::Mio);
+        assert_eq!(config_of(&by_file.0), config_of(&by_flags.0));
+        assert_eq!(by_file.1.runtime, Runtime::Mio);
     }
 
     #[test]
@@ -573,7 +581,7 @@ mod tests {
             frame-limit = 1000
             quiet = true
         "#;
-        let a = load(
+        let (a, common) = load(
             file,
             &["--receive", "127.0.0.1:0", "--frame-limit", "2000", "-v"],
         )
@@ -582,11 +590,25 @@ mod tests {
         assert_eq!(a.frame_limit, 2000);
         assert_eq!(a.author_whitelist, ["10.0.0.0/8"], "from the file");
         assert_eq!(a.local_ivo.as_deref(), Some("ivo://example.org/file"));
-        assert_eq!(a.common.verbose, 1);
+        assert_eq!(common.verbose, 1);
         assert!(
-            a.common.quiet,
+            common.quiet,
             "quiet from the file, -v from the command line"
         );
+    }
+
+    #[test]
+    fn a_common_option_before_the_command_wins_over_the_file_too() {
+        let file = File::new(
+            "before",
+            "local-ivo = \"ivo://example.org/b\"\nreceive = [\"8098\"]\nverbose = 2\nquiet = true\nruntime = \"mio\"\n",
+        );
+        let path = file.0.to_str().unwrap();
+        let args = argv(&["vtp", "-v", "--runtime", "smol", "broker", "--config", path]);
+        let (_, common) = broker_args(&args, &file.0).unwrap();
+        assert_eq!(common.verbose, 1);
+        assert!(common.quiet, "from the file");
+        assert_eq!(common.runtime, Runtime::Smol);
     }
 
     #[test]

@@ -79,26 +79,30 @@ fn main() -> ExitCode {
         && let Some(file) = a.config.clone()
     {
         match config_file::broker_args(&argv, &file) {
-            Ok(merged) => **a = merged,
+            Ok((merged, common)) => {
+                **a = merged;
+                cli.common = common;
+            }
             Err(msg) => {
                 eprintln!("vtp: {msg}");
                 return ExitCode::from(status::USAGE);
             }
         }
     }
-    let quiet = Common::default();
-    let common = match &cli.command {
-        Command::Broker(a) => &a.common,
-        Command::Send(a) => &a.common,
-        Command::Listen(a) => &a.common,
-        Command::Config(_) => &quiet,
-    };
-    init_logging(common);
+    let runtime = cli.common.runtime;
     let result = match cli.command {
-        Command::Broker(a) => broker(*a, argv),
-        Command::Send(a) => send(a),
-        Command::Listen(a) => listen(a),
-        Command::Config(ConfigCommand::Check { file }) => config_check(&file),
+        Command::Completions { shell } => completions(shell),
+        Command::Man => man(),
+        command => {
+            init_logging(&cli.common);
+            match command {
+                Command::Broker(a) => broker(*a, cli.common, argv),
+                Command::Send(a) => send(a, runtime),
+                Command::Listen(a) => listen(a, runtime),
+                Command::Config(ConfigCommand::Check { file }) => config_check(&file),
+                Command::Completions { .. } | Command::Man => Ok(()),
+            }
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -106,6 +110,34 @@ fn main() -> ExitCode {
             eprintln!("vtp: {msg}");
             ExitCode::from(code)
         }
+    }
+}
+
+/// `vtp completions SHELL`: the completion script on standard output.
+fn completions(shell: clap_complete::Shell) -> Result<(), Fail> {
+    use clap::CommandFactory;
+    use std::io::Write;
+    let mut cmd = Cli::command();
+    // Into memory first: clap_complete panics on a write error (a closed pipe).
+    let mut out = Vec::new();
+    clap_complete::generate(shell, &mut cmd, "vtp", &mut out);
+    match std::io::stdout().write_all(&out) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
+        _ => Ok(()),
+    }
+}
+
+/// `vtp man`: the manual page (roff) on standard output; it lists the subcommands, whose
+/// options `vtp COMMAND --help` shows.
+fn man() -> Result<(), Fail> {
+    use clap::CommandFactory;
+    use std::io::Write;
+    let cmd = Cli::command();
+    let mut out = Vec::new();
+    clap_mangen::Man::new(cmd).render(&mut out)?;
+    match std::io::stdout().write_all(&out) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
+        _ => Ok(()),
     }
 }
 
@@ -131,7 +163,18 @@ fn argument_error(e: clap::Error) -> ExitCode {
         .collect();
     let first = first.join(" ");
     let first = first.strip_prefix("error: ").unwrap_or(&first);
-    eprintln!("vtp: {first} (see vtp --help)");
+    // clap's suggestion ("tip: a similar argument exists: '--local-ivo'"), on the same line.
+    let tips: Vec<&str> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| l.starts_with("tip:"))
+        .collect();
+    let tips = if tips.is_empty() {
+        String::new()
+    } else {
+        format!("; {}", tips.join("; "))
+    };
+    eprintln!("vtp: {first}{tips} (see vtp --help)");
     ExitCode::from(status::USAGE)
 }
 
@@ -200,17 +243,19 @@ fn seed() -> u64 {
 
 // ------------------------------------------------------------------------------------ broker
 
-fn broker(a: BrokerArgs, argv: Vec<OsString>) -> Result<(), Fail> {
+fn broker(a: BrokerArgs, common: Common, argv: Vec<OsString>) -> Result<(), Fail> {
     let plan = broker_plan(&a, true)?;
     // Per user, never a shared temp directory (see `store::default_dir`).
     let eventdb = match &a.eventdb {
         Some(dir) => dir.clone(),
         None => store::default_dir_from_env()?,
     };
+    let runtime = common.runtime;
     let reload = a.config.clone().map(|file| reload::Setup {
         argv,
         file,
         started: a.clone(),
+        started_common: common,
     });
     serve(
         plan.config,
@@ -218,7 +263,7 @@ fn broker(a: BrokerArgs, argv: Vec<OsString>) -> Result<(), Fail> {
         plan.client_tls,
         &a.handling,
         Some(&eventdb),
-        a.common.runtime,
+        runtime,
         plan.options,
         plan.fds.as_ref(),
         reload,
@@ -682,10 +727,29 @@ fn serve(
         }
         None => vtp_host::shutdown::on_signals()?,
     };
-    for (role, addr) in bound.addrs() {
-        tracing::info!("listening for {} on {addr}", role_name(role));
+    let addrs = bound.addrs();
+    for (role, addr) in &addrs {
+        tracing::info!("listening for {} on {addr}", role_name(*role));
+    }
+    // systemd's Type=notify: ready once bound and the seen-index is loaded.
+    let notifier = vtp_host::notify::Notifier::from_env()
+        .map_err(|e| Fail(status::RUNTIME, format!("$NOTIFY_SOCKET: {e}")))?;
+    if let Some(n) = &notifier {
+        let status = if addrs.is_empty() {
+            "subscribing".to_owned()
+        } else {
+            let list: Vec<String> = addrs
+                .iter()
+                .map(|(role, addr)| format!("{} on {addr}", role_name(*role)))
+                .collect();
+            format!("serving {}", list.join(", "))
+        };
+        n.ready(&status);
     }
     let fx = run_node(runtime, node, bound, fx, shutdown, options)?;
+    if let Some(n) = &notifier {
+        n.stopping();
+    }
     fx.finish(Duration::from_secs(5));
     filter_counters.log();
     tracing::info!("stopped");
@@ -794,10 +858,19 @@ fn run_node(
 
 // -------------------------------------------------------------------------------------- send
 
-fn send(a: SendArgs) -> Result<(), Fail> {
+fn send(a: SendArgs, runtime: Runtime) -> Result<(), Fail> {
     let target = match (&a.target, &a.host) {
         (Some(_), Some(_)) => return Err(usage("give either TARGET or --host, not both")),
-        (Some(t), None) => t.clone(),
+        (Some(t), None) => {
+            // `vtp send event.xml`: the file where the broker belongs.
+            if std::path::Path::new(t).is_file() || (a.file.is_none() && t.ends_with(".xml")) {
+                return Err(usage(format!(
+                    "{t} looks like the event file, but TARGET (the broker) comes first: \
+                     vtp send HOST[:PORT] {t} (or vtp send -h HOST -f {t})"
+                )));
+            }
+            t.clone()
+        }
         (None, Some(h)) => h.clone(),
         (None, None) => "localhost".to_owned(),
     };
@@ -855,7 +928,7 @@ fn send(a: SendArgs) -> Result<(), Fail> {
     if let Some(tls) = client_tls {
         bound = bound.with_client_tls(tls);
     }
-    run_node(a.common.runtime, node, bound, fx, done, Options::default())?;
+    run_node(runtime, node, bound, fx, done, Options::default())?;
     let result = outcome
         .lock()
         .ok()
@@ -884,7 +957,7 @@ fn read_event(file: Option<&Path>) -> Result<Vec<u8>, Fail> {
 
 // ------------------------------------------------------------------------------------ listen
 
-fn listen(a: ListenArgs) -> Result<(), Fail> {
+fn listen(a: ListenArgs, runtime: Runtime) -> Result<(), Fail> {
     let endpoints = a
         .hosts
         .iter()
@@ -908,7 +981,7 @@ fn listen(a: ListenArgs) -> Result<(), Fail> {
         client_tls,
         &handling,
         eventdb.as_deref(),
-        a.common.runtime,
+        runtime,
         Options::default(),
         None,
         None,
@@ -926,7 +999,7 @@ fn config_check(file: &Path) -> Result<(), Fail> {
         "--config".into(),
         file.into(),
     ];
-    let a = config_file::broker_args(&argv, file).map_err(usage)?;
+    let (a, _) = config_file::broker_args(&argv, file).map_err(usage)?;
     let plan = broker_plan(&a, false)?;
     for (_, ep) in &plan.listeners {
         vtp_host::net::load_server_tls(ep).map_err(|e| usage(e.to_string()))?;

@@ -20,7 +20,7 @@ use vtp_host::net::Bound;
 use vtp_host::reload::{Request, Requester, Swap};
 use vtp_host::transport::{ClientTls, ServerTls};
 
-use crate::args::BrokerArgs;
+use crate::args::{BrokerArgs, Common};
 use crate::{Fail, config_file};
 
 /// What a broker started with `--config` needs to reload.
@@ -32,6 +32,8 @@ pub(crate) struct Setup {
     /// The arguments the broker started with: settings that need a restart are compared with
     /// these.
     pub(crate) started: BrokerArgs,
+    /// The common options it started with (log level, runtime).
+    pub(crate) started_common: Common,
 }
 
 /// Prepares reloads on the signal thread and sends them to the loop.
@@ -81,7 +83,7 @@ impl Reloader {
 
     fn prepare(&self) -> Result<Request, String> {
         let started = &self.setup.started;
-        let new = config_file::broker_args(&self.setup.argv, &self.setup.file)?;
+        let (new, common) = config_file::broker_args(&self.setup.argv, &self.setup.file)?;
         let plan = crate::broker_plan(&new, true).map_err(|Fail(_, msg)| msg)?;
         let mut restart = Vec::new();
         // Listeners: kept as they are; their TLS files are read again (renewed certificates).
@@ -116,7 +118,7 @@ impl Reloader {
         if new.eventdb != started.eventdb {
             restart.push("--eventdb");
         }
-        if new.common.runtime != started.common.runtime {
+        if common.runtime != self.setup.started_common.runtime {
             restart.push("--runtime");
         }
         if new.outbox_bytes != started.outbox_bytes {
@@ -126,7 +128,7 @@ impl Reloader {
         if self.spooling {
             config.policy.delivery_timing = vtp_core::config::DeliveryTiming::BeforeRecord;
         }
-        let level = crate::log_level(&new.common);
+        let level = crate::log_level(&common);
         let queue_bytes = new.handling.handler_queue_bytes;
         let set = self.handlers.clone();
         let file = self.setup.file.display().to_string();

@@ -14,7 +14,7 @@ use vtp_core::{Action, CloseReason, Config, ConnId, Event, ListenerRole, Peer};
 const PEER: &str = "127.0.0.1";
 
 fn peer() -> Peer {
-    Peer::Ip(PEER.parse().unwrap())
+    Peer::Ip(PEER.parse().expect("PEER is an IP address"))
 }
 
 fn identity(cn: &str, hash: u8) -> Identity {
@@ -40,11 +40,11 @@ fn with_rules(authors: &[&str], subscribers: &[&str]) -> Harness {
     let mut c: Config = broker_config();
     c.author_identities = authors
         .iter()
-        .map(|s| IdentityRule::parse(s).unwrap())
+        .map(|s| IdentityRule::parse(s).expect("a valid identity rule"))
         .collect();
     c.subscriber_identities = subscribers
         .iter()
-        .map(|s| IdentityRule::parse(s).unwrap())
+        .map(|s| IdentityRule::parse(s).expect("a valid identity rule"))
         .collect();
     Harness::new(c)
 }

@@ -34,6 +34,8 @@
 //!   driver that every runtime routes its reads, writes and ends through;
 //! - `tls` (cargo feature `tls`, on by default): certificates and keys loaded with errors that
 //!   name the file, rustls configurations, the identity of a client certificate;
+//! - [`notify`]: readiness for the service manager (systemd's `sd_notify`: `READY=1`,
+//!   `STATUS=`, `STOPPING=1` to `$NOTIFY_SOCKET`);
 //! - [`reload`]: configuration reload at run time: the mailbox that brings a prepared reload
 //!   to the running loop on every runtime, the cells ([`Swap`](reload::Swap)) a reload
 //!   replaces (TLS configurations), and [`reload::apply`];
@@ -73,6 +75,7 @@ pub mod effects;
 pub mod fdlimit;
 pub mod handlers;
 pub mod net;
+pub mod notify;
 pub mod reload;
 pub mod shutdown;
 pub mod store;
