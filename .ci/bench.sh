@@ -28,11 +28,25 @@
 #   hold     HOLD_SUBSCRIBERS (10000) subscribers held HOLD_SECONDS (15) with an iamalive
 #            period of HOLD_IAMALIVE (5) s; each must get every iamalive within the period plus
 #            1 s, and still be connected at the end; broker RSS with all of them connected.
-# Submit and fan-out run REPEAT (3) times per system, paced PACED_REPEAT (2) times, the systems
-# taking turns; the table shows the best value of each figure (the machine may be shared, and
+# TLS workloads (vtp runtimes only; a throwaway ECDSA P-256 CA and server certificate made by
+# .ci/tls-certs.sh; clients offer X25519 only, as OpenSSL clients do first, and never resume):
+#   fanout-tls  the fan-out workload with the broadcast listener TLS (tls:0:...) and every
+#            subscriber a TLS client; authors submit over plain TCP. Each TLS run is paired
+#            with a plain run on the same runtime right before it, and the table gives
+#            TLS/plain from these pairs (best of each).
+#   handshake   HANDSHAKES (2000) connections to a TLS broadcast listener, HANDSHAKE_CLIENTS (8)
+#            at a time: TCP connect, full TLS 1.3 handshake, the broker's authenticate, reset;
+#            handshakes/s and the broker's CPU per handshake. The same against a plain
+#            listener gives the cost of a connection without TLS.
+#   idle-tls    idle RSS of a broker whose receive and broadcast listeners are both TLS, against
+#            the same broker with plain listeners, each started IDLE_STARTS (3) times and read
+#            1 s after start (lowest of the starts); VmRSS, and its private part RssAnon (the
+#            rest is file pages: the binary's code read in, shared and reclaimable).
+# Submit, fan-out and the TLS workloads run REPEAT (3) times per system, paced PACED_REPEAT (2)
+# times, the systems taking turns; the table shows the best value of each figure (the machine may be shared, and
 # interference only ever lowers throughput and raises latency and CPU time). SYSTEMS (default
 # "tokio smol mio comet null") picks what runs, WORKLOADS (default "fresh submit fanout paced
-# hold") which workloads.
+# hold fanout-tls handshake idle-tls") which workloads.
 #
 # Broker CPU is utime+stime of the broker process (the exact per-thread schedstat sums where
 # the kernel has them) sampled by vtp-bench before and after the measured phase.
@@ -55,8 +69,11 @@ PACED_REPEAT="${PACED_REPEAT:-2}"
 HOLD_SUBSCRIBERS="${HOLD_SUBSCRIBERS:-10000}"
 HOLD_SECONDS="${HOLD_SECONDS:-15}"
 HOLD_IAMALIVE="${HOLD_IAMALIVE:-5}"
+HANDSHAKES="${HANDSHAKES:-2000}"
+HANDSHAKE_CLIENTS="${HANDSHAKE_CLIENTS:-8}"
+IDLE_STARTS="${IDLE_STARTS:-3}"
 SYSTEMS="${SYSTEMS:-tokio smol mio comet null}"
-WORKLOADS="${WORKLOADS:-fresh submit fanout paced hold}"
+WORKLOADS="${WORKLOADS:-fresh submit fanout paced hold fanout-tls handshake idle-tls}"
 
 # 10,000 subscribers need 10,000 descriptors in the generator and in the broker.
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
@@ -94,6 +111,11 @@ cargo build --locked --release -p vtp-cli -p vtp-conformance --bins 2>&1 | tail 
 bin="${CARGO_TARGET_DIR:-$repo/target}/release"
 echo "== Comet 3.1.0 venv" >&2
 venv="$(bash conformance/peers/setup.sh | tail -n 1)"
+# The TLS workloads' certificates; `listen` picks the listeners vtp brokers start with:
+# plain, tls-broadcast (receive plain, broadcast TLS) or tls-both.
+bash .ci/tls-certs.sh "$work/pki"
+tls_files="certKey=$work/pki/server.pem:privateKey=$work/pki/server.key"
+listen=plain
 
 # start SYSTEM IAMALIVE: starts a fresh broker logging to $results/$run_name.log; sets
 # broker_pid, recv, bcast.
@@ -116,11 +138,18 @@ start() {
     *)
       # SYSTEM-async: the runtime with `--durability async` (receipts and forwards do not wait
       # for the store's fsync).
-      local durability=before-reply
+      local durability=before-reply receive=127.0.0.1:0 broadcast=127.0.0.1:0
       case "$system" in *-async) durability=async ;; esac
+      case "$listen" in
+        tls-broadcast) broadcast="tls:0:interface=127.0.0.1:$tls_files" ;;
+        tls-both)
+          receive="tls:0:interface=127.0.0.1:$tls_files"
+          broadcast="tls:0:interface=127.0.0.1:$tls_files"
+          ;;
+      esac
       "$bin/vtp" broker --runtime "${system%-async}" --durability "$durability" \
         --local-ivo ivo://vtp.bench/broker \
-        --receive 127.0.0.1:0 --broadcast 127.0.0.1:0 --eventdb "$db" \
+        --receive "$receive" --broadcast "$broadcast" --eventdb "$db" \
         --broadcast-test-interval 0 --iamalive-interval "$iamalive" \
         --author-whitelist 127.0.0.0/8 --subscriber-whitelist 127.0.0.0/8 \
         --author-connections-per-address 100000 --subscriber-connections-per-address 100000 \
@@ -134,8 +163,8 @@ start() {
       recv="$(sed -n 's/.*VOEventReceiverFactory (WhitelistingFactory) starting on \([0-9]*\).*/\1/p' "$log")"
       bcast="$(sed -n 's/.*VOEventBroadcasterFactory (WhitelistingFactory) starting on \([0-9]*\).*/\1/p' "$log")"
     else
-      recv="$(sed -n 's/.*listening for authors on 127.0.0.1:\([0-9]*\).*/\1/p' "$log")"
-      bcast="$(sed -n 's/.*listening for subscribers on 127.0.0.1:\([0-9]*\).*/\1/p' "$log")"
+      recv="$(sed -n 's/.*listening for authors on \(tls:\)\{0,1\}127.0.0.1:\([0-9]*\).*/\2/p' "$log")"
+      bcast="$(sed -n 's/.*listening for subscribers on \(tls:\)\{0,1\}127.0.0.1:\([0-9]*\).*/\2/p' "$log")"
     fi
     [ -n "$recv" ] && [ -n "$bcast" ] && return 0
     kill -0 "$broker_pid" 2>/dev/null || break
@@ -168,22 +197,23 @@ PY
 }
 
 # workload NAME IAMALIVE ROUNDS SYSTEMS...: runs NAME's vtp-bench command (function
-# args_NAME, which sees $system, $recv, $bcast) ROUNDS times per system, systems in turn, each
-# run on a freshly started broker.
+# args_NAME, dashes as underscores, which sees $system, $recv, $bcast) ROUNDS times per system,
+# systems in turn, each run on a freshly started broker; rounds are numbered from $round_from
+# (default 1).
 workload() {
-  local name="$1" iamalive="$2" rounds="$3" round system
+  local name="$1" iamalive="$2" rounds="$3" round system first="${round_from:-1}"
   shift 3
-  for round in $(seq 1 "$rounds"); do
+  for round in $(seq "$first" $((first + rounds - 1))); do
     for system in "$@"; do
-      echo "== $name: $system (round $round of $rounds)" >&2
+      echo "== $name: $system (round $round of $((first + rounds - 1)))" >&2
       run_name="$name.$system.$round"
       start "$system" "$iamalive" || continue
-      if [ ! -f "$results/idle.$system" ]; then
+      if [ "$listen" = plain ] && [ ! -f "$results/idle.$system" ]; then
         # Resident memory before any traffic.
         awk '/^VmRSS:/ { print $2 }' "/proc/$broker_pid/status" >"$results/idle.$system"
       fi
       # shellcheck disable=SC2046 # word splitting of the argument list is intended
-      run "$name" "$system" "$round" $(args_"$name")
+      run "$name" "$system" "$round" $(args_"${name//-/_}")
       stop_broker
     done
   done
@@ -208,6 +238,23 @@ args_fanout() {
 args_paced() {
   echo e2e --receive "127.0.0.1:$recv" --broadcast "127.0.0.1:$bcast" --subscribers 100 \
     --rate 20 --events "$PACED_EVENTS" --timeout 120 "$(stream)"
+}
+tls_args() {
+  echo --tls-ca "$work/pki/ca.pem" --tls-name 127.0.0.1 --tls-group x25519
+}
+args_fanout_plain() {
+  args_fanout
+}
+args_fanout_tls() {
+  echo "$(args_fanout) $(tls_args)"
+}
+args_handshake() {
+  echo handshake --broadcast "127.0.0.1:$bcast" --connections "$HANDSHAKES" \
+    --concurrency "$HANDSHAKE_CLIENTS" --timeout 120 "$(tls_args)"
+}
+args_connect() {
+  echo handshake --broadcast "127.0.0.1:$bcast" --connections "$HANDSHAKES" \
+    --concurrency "$HANDSHAKE_CLIENTS" --timeout 120
 }
 args_hold() {
   echo hold --broadcast "127.0.0.1:$bcast" --subscribers "$HOLD_SUBSCRIBERS" \
@@ -246,6 +293,44 @@ print(json.dumps({"p50": ts[len(ts) // 2], "p99": ts[len(ts) * 99 // 100], "max"
 PY
 fi
 wants hold && workload hold "$HOLD_IAMALIVE" 1 "${brokers[@]}"
+vtps=()
+for system in "${brokers[@]}"; do
+  [ "$system" = comet ] || vtps+=("$system")
+done
+# TLS: each TLS run right after a plain one on the same runtime, so that the pair sees the same
+# machine (it may be shared).
+if wants fanout-tls && [ "${#vtps[@]}" -gt 0 ]; then
+  for round in $(seq 1 "$REPEAT"); do
+    for system in "${vtps[@]}"; do
+      listen=plain round_from=$round workload fanout-plain 60 1 "$system"
+      listen=tls-broadcast round_from=$round workload fanout-tls 60 1 "$system"
+    done
+  done
+fi
+if wants handshake && [ "${#vtps[@]}" -gt 0 ]; then
+  for round in $(seq 1 "$REPEAT"); do
+    for system in "${vtps[@]}"; do
+      listen=tls-broadcast round_from=$round workload handshake 60 1 "$system"
+      listen=plain round_from=$round workload connect 60 1 "$system"
+    done
+  done
+fi
+# Idle RSS, plain listeners vs both listeners TLS, read the same way.
+if wants idle-tls && [ "${#vtps[@]}" -gt 0 ]; then
+  for round in $(seq 1 "$IDLE_STARTS"); do
+    for system in "${vtps[@]}"; do
+      for listen in plain tls-both; do
+        run_name="idle-$listen.$system.$round"
+        start "$system" 60 || continue
+        sleep 1
+        awk '/^VmRSS:/ { print $2 }' "/proc/$broker_pid/status" >"$results/$run_name.kib"
+        awk '/^RssAnon:/ { print $2 }' "/proc/$broker_pid/status" >"$results/$run_name.anon"
+        stop_broker
+      done
+    done
+  done
+  listen=plain
+fi
 load_after="$(cut -d' ' -f1-3 /proc/loadavg)"
 
 cpu="$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n 1)"
@@ -271,7 +356,8 @@ def load(path):
         return None
 
 RUNS = {}
-for w in ("fresh", "submit", "fanout", "paced", "hold"):
+for w in ("fresh", "submit", "fanout", "paced", "hold", "fanout-plain", "fanout-tls", "handshake",
+          "connect"):
     for s in systems:
         found = [load(p) for p in sorted(glob.glob(os.path.join(results, f"{w}.{s}.*.json")))]
         RUNS[w, s] = [r for r in found if r]
@@ -379,9 +465,69 @@ row("  connected in s", {s: num(ratio(hv(s, "connect_ms"), 1000), 1) for s in br
 row("  held / on time", {s: f"{hv(s, 'held')}/{hv(s, 'on_time')}" for s in brokers if hold[s]})
 row("  longest iamalive gap s", {s: num(ratio(hv(s, "gap_max_ms"), 1000), 2) for s in brokers})
 row("  broker RSS MiB", {s: num(ratio(hv(s, "broker_rss_kib"), 1024), 1) for s in brokers})
+tls_ratio = {}
+tls_cpu_ratio = {}
+if any(RUNS.get(("fanout-tls", s)) for s in vtps):
+    n_tls = next((get("fanout-tls", s, "events") for s in vtps if get("fanout-tls", s, "events")),
+                 None)
+    # Authors submit over plain TCP (see the header).
+    head(f"fan-out, TLS subscribers: 100, {n_tls} events, window 32")
+    d_tls = {s: get("fanout-tls", s, "deliveries_per_s") for s in vtps}
+    d_plain = {s: get("fanout-plain", s, "deliveries_per_s") for s in vtps}
+    tls_ratio = {s: ratio(d_tls[s], d_plain[s]) for s in vtps}
+    row("  deliveries/s", {s: num(d_tls[s]) for s in vtps})
+    row("  plain TCP deliveries/s (paired runs)", {s: num(d_plain[s]) for s in vtps})
+    row("  TLS / plain", {s: pct(tls_ratio[s]) for s in vtps})
+    c_tls = {s: get("fanout-tls", s, "broker_cpu_us_per_event") for s in vtps}
+    c_plain = {s: get("fanout-plain", s, "broker_cpu_us_per_event") for s in vtps}
+    row("  broker CPU us/event", {s: num(c_tls[s]) for s in vtps})
+    row("  TLS / plain CPU", {s: times(ratio(c_tls[s], c_plain[s])) for s in vtps})
+    # What the ratio would be with the broker CPU-bound on a core of its own: events per
+    # broker CPU second, TLS over plain (robust on a shared machine).
+    tls_cpu_ratio = {s: ratio(c_plain[s], c_tls[s]) for s in vtps}
+    row("  TLS / plain per broker CPU second", {s: pct(tls_cpu_ratio[s]) for s in vtps})
+    def busy_tls(s, who):
+        r = run_of("fanout-tls", s, "deliveries_per_s")
+        return None if r is None else ratio(r.get(who), r.get("wall_ms"))
+    row("  broker CPU busy (best run)", {s: pct(busy_tls(s, "broker_cpu_ms")) for s in vtps})
+    row("  generator CPU busy (best run)", {s: pct(busy_tls(s, "bench_cpu_ms")) for s in vtps})
+    completed("fanout-tls", vtps)
+if any(RUNS.get(("handshake", s)) for s in vtps):
+    hs = {s: get("handshake", s, "connections_per_s") for s in vtps}
+    hs_n = next((get("handshake", s, "connections") for s in vtps if hs[s]), None)
+    hs_c = next((get("handshake", s, "concurrency") for s in vtps if hs[s]), None)
+    head(f"TLS handshakes: {num(hs_n)} ({hs_c} at a time), P-256 key, X25519")
+    row("  handshakes/s", {s: num(hs[s]) for s in vtps})
+    h_cpu = {s: get("handshake", s, "broker_cpu_us_per_event") for s in vtps}
+    p_cpu = {s: get("connect", s, "broker_cpu_us_per_event") for s in vtps}
+    row("  broker CPU us/handshake", {s: num(h_cpu[s]) for s in vtps})
+    row("  plain connections/s", {s: num(get("connect", s, "connections_per_s")) for s in vtps})
+    row("  broker CPU us/plain connection", {s: num(p_cpu[s]) for s in vtps})
+    row("  TLS adds, broker CPU us", {s: num(h_cpu[s] - p_cpu[s]) for s in vtps
+                                      if h_cpu[s] is not None and p_cpu[s] is not None})
+    row("  connect to authenticate p99 ms", {s: num(get("handshake", s, "connect_p99_ms"), 2)
+                                             for s in vtps})
+    completed("handshake", vtps)
 head("memory")
 idle = {s: load(os.path.join(results, f"idle.{s}")) for s in systems}
 row("  idle RSS MiB", {s: num(ratio(idle[s], 1024), 1) for s in systems if idle.get(s)})
+def idle_min(listen, s, ext="kib"):
+    vals = [load(p) for p in glob.glob(os.path.join(results, f"idle-{listen}.{s}.*.{ext}"))]
+    vals = [v for v in vals if v]
+    return min(vals) if vals else None
+def delta(ext):
+    a = {s: idle_min("tls-both", s, ext) for s in vtps}
+    b = {s: idle_min("plain", s, ext) for s in vtps}
+    return a, b, {s: a[s] - b[s] for s in vtps if a[s] is not None and b[s] is not None}
+idle_tls, idle_plain, rss_delta = delta("kib")
+_, _, anon_delta = delta("anon")
+if rss_delta:
+    row("  idle RSS MiB, plain listeners (1 s)", {s: num(ratio(idle_plain[s], 1024), 2)
+                                                   for s in rss_delta})
+    row("  idle RSS MiB, TLS listeners (1 s)", {s: num(ratio(idle_tls[s], 1024), 2)
+                                                 for s in rss_delta})
+    row("  TLS - plain idle RSS KiB", {s: num(rss_delta[s]) for s in rss_delta})
+    row("    of which private (RssAnon) KiB", {s: num(anon_delta.get(s)) for s in rss_delta})
 
 width = max(len(label) for label, _ in rows) + 2
 col = max(12, *(len(names[s]) + 2 for s in systems))
@@ -423,6 +569,14 @@ for label, cpu in (("fan-out", cpu_f), ("paced", cpu_p)):
     verdict(f"broker CPU per event at 100 subscribers <= 1/50 of Comet's ({label})",
             {s: (r >= 50, f"1/{r:.0f}") for s in vtps
              if (r := ratio(cpu.get("comet"), cpu[s])) is not None})
+if tls_ratio:
+    verdict("deliveries/s at 100 TLS subscribers >= 60% of plain TCP",
+            {s: (r >= 0.6, f"{pct(r)} (per broker CPU second {pct(tls_cpu_ratio.get(s))})")
+             for s in vtps if (r := tls_ratio[s]) is not None})
+if rss_delta:
+    verdict("idle RSS with TLS listeners <= plain + 1 MiB",
+            {s: (d <= 1024, f"+{d} KiB (private +{anon_delta.get(s)} KiB)")
+             for s, d in rss_delta.items()})
 verdict(f"{num(hv(vtps[0], 'subscribers')) if vtps else '-'} subscribers held, iamalives on "
         "time, <= 150 MB RSS",
         {s: (hv(s, "on_time") == hv(s, "subscribers") and hv(s, "broker_rss_kib") * 1024 <= 150e6,

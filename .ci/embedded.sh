@@ -4,13 +4,14 @@
 #
 #   bash .ci/embedded.sh            # build, chroot, conformance
 #   EMBEDDED_BUILD_ONLY=1 bash .ci/embedded.sh   # just build; prints the binary path
+#   EMBEDDED_FEATURES=mio,tls ...   # the same build with TLS (default features: mio)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 target="$(rustc -vV | sed -n 's/^host: //p')"
 
 RUSTFLAGS="-C target-feature=+crt-static" \
   cargo build --locked --profile embedded --target "$target" -p vtp-cli \
-  --no-default-features --features mio
+  --no-default-features --features "${EMBEDDED_FEATURES:-mio}"
 bin="target/$target/embedded/vtp"
 echo "embedded binary: $bin ($(stat -c %s "$bin") bytes)"
 file "$bin" 2>/dev/null | grep -q "static" || { echo "not a static binary: $(file "$bin")"; exit 1; }

@@ -32,8 +32,11 @@ cargo test --workspace --locked 2>&1 | tee target/test-output.txt
 step "embedded build: static mio-only vtp, alone under chroot, conformance suite"
 bash .ci/embedded.sh 2>&1 | tee target/embedded-output.txt
 
+step "conformance suite over TLS (ssl: listeners, openssl-made P-256 CA) on every runtime"
+bash .ci/conformance-tls.sh 2>&1 | tee target/conformance-tls-output.txt
+
 # One closing line for CI: totals over every test binary.
 awk '/^test result:/ { p += $4; f += $6; i += $8 }
      /^[0-9]+ passed, [0-9]+ failed, [0-9]+ skipped/ { p += $1; f += $3; i += $5 }
      END { printf "%d passed, %d failed, %d skipped\n", p, f, i }' \
-  target/test-output.txt target/embedded-output.txt
+  target/test-output.txt target/embedded-output.txt target/conformance-tls-output.txt

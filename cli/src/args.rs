@@ -17,6 +17,8 @@ use vtp_host::{handlers, store};
 pub(crate) struct Cli {
     #[command(subcommand)]
     pub(crate) command: Command,
+    #[command(flatten)]
+    pub(crate) common: Common,
 }
 
 #[derive(Debug, Subcommand)]
@@ -27,6 +29,33 @@ pub(crate) enum Command {
     Send(SendArgs),
     /// Subscribe to brokers and handle the events they send (like pygcn's listener).
     Listen(ListenArgs),
+    /// Print a shell completion script to standard output, e.g.
+    /// `vtp completions bash > /etc/bash_completion.d/vtp`.
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff) to standard output, e.g. `vtp man | man -l -`.
+    Man,
+    /// Work with `vtp broker` configuration files.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum ConfigCommand {
+    /// Check a configuration file without starting a broker.
+    ///
+    /// Checks what `vtp broker --config FILE` would check at start (keys and values,
+    /// endpoints, whitelists, identities, filters, TLS and handler files), without binding a
+    /// port or opening the event database. Exit status 0: it would start; 2: it would not (the
+    /// first problem found is on standard error, with its line).
+    Check {
+        /// The configuration file (TOML).
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+    },
 }
 
 /// Which runtime runs the node (each is a cargo feature of vtp-cli).
@@ -59,7 +88,7 @@ const ENVIRONMENT: &str = "Environment:
   VTP_LOG=LEVEL  log level: error, warn, info (the default), debug or trace; overrides -v
                  and -q. Logs go to standard error, one line per record (--log-format).";
 
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Default, Args)]
 pub(crate) struct Common {
     /// More logging (-v: debug, -vv: trace). VTP_LOG=LEVEL overrides it.
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
@@ -77,16 +106,17 @@ pub(crate) struct Common {
 }
 
 /// How log lines are written (`--log-format`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, ValueEnum)]
 pub(crate) enum LogFormat {
     /// `2026-01-02T03:04:05.678901Z  INFO subscriber 127.0.0.1:48272 connected conn=#3`.
+    #[default]
     Text,
     /// `{"timestamp":"...","level":"INFO","message":"subscriber 127.0.0.1:48272 connected","conn":"#3"}`.
     Json,
 }
 
 /// TLS of outgoing connections (`tls:HOST:PORT`).
-#[derive(Debug, Args, Default)]
+#[derive(Debug, Clone, Args, Default)]
 pub(crate) struct ClientTls {
     /// Verify TLS servers (tls:HOST:PORT) against the CA certificates in FILE (PEM) only,
     /// instead of the system's trust roots. The server's certificate must name HOST either way.
@@ -101,7 +131,7 @@ pub(crate) struct ClientTls {
     pub(crate) tls_client_key: Option<PathBuf>,
 }
 
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args)]
 pub(crate) struct Handling {
     /// Log every accepted event.
     #[arg(long)]
@@ -142,8 +172,14 @@ pub(crate) struct Handling {
     pub(crate) filter: Vec<String>,
 }
 
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args)]
 pub(crate) struct BrokerArgs {
+    /// Read settings from FILE (TOML): each key is a flag of this command without its
+    /// leading --, e.g. `author-whitelist = ["10.0.0.0/8"]` (see README "Configuration
+    /// file"). Flags given here override the file. SIGHUP re-reads it and applies what can
+    /// change without a restart.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) config: Option<PathBuf>,
     /// Accept event submissions from authors on ENDPOINT (default port 8098). ENDPOINT: PORT,
     /// HOST:PORT, [V6]:PORT, tcp:PORT[:interface=ADDR], unix:PATH, or TLS:
     /// ssl:PORT:privateKey=KEY.pem:certKey=CERT.pem[:interface=ADDR][:extraCertChain=CHAIN.pem][:clientCA=CA.pem]
@@ -272,8 +308,6 @@ pub(crate) struct BrokerArgs {
     pub(crate) handling: Handling,
     #[command(flatten)]
     pub(crate) tls: ClientTls,
-    #[command(flatten)]
-    pub(crate) common: Common,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -340,8 +374,6 @@ pub(crate) struct SendArgs {
     pub(crate) help: Option<bool>,
     #[command(flatten)]
     pub(crate) tls: ClientTls,
-    #[command(flatten)]
-    pub(crate) common: Common,
 }
 
 #[derive(Debug, Args)]
@@ -364,6 +396,4 @@ pub(crate) struct ListenArgs {
     pub(crate) handling: Handling,
     #[command(flatten)]
     pub(crate) tls: ClientTls,
-    #[command(flatten)]
-    pub(crate) common: Common,
 }

@@ -13,13 +13,16 @@
 
 mod args;
 mod banner;
+mod config_file;
+mod reload;
 
 #[cfg(not(any(feature = "tokio", feature = "smol", feature = "mio")))]
 compile_error!("vtp-cli needs at least one runtime feature: `tokio`, `smol` or `mio`");
 
+use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use clap::Parser;
@@ -40,7 +43,8 @@ use vtp_host::shutdown::Shutdown;
 use vtp_host::store;
 
 use args::{
-    BrokerArgs, Cli, ClientTls, Command, Common, Handling, ListenArgs, LogFormat, Runtime, SendArgs,
+    BrokerArgs, Cli, ClientTls, Command, Common, ConfigCommand, Handling, ListenArgs, LogFormat,
+    Runtime, SendArgs,
 };
 
 /// Exit statuses of `vtp send` (and of every command for usage errors).
@@ -66,20 +70,40 @@ fn usage(msg: impl Into<String>) -> Fail {
 }
 
 fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
+    let argv: Vec<OsString> = std::env::args_os().collect();
+    let mut cli = match Cli::try_parse_from(&argv) {
         Ok(cli) => cli,
         Err(e) => return argument_error(e),
     };
-    let common = match &cli.command {
-        Command::Broker(a) => &a.common,
-        Command::Send(a) => &a.common,
-        Command::Listen(a) => &a.common,
-    };
-    init_logging(common);
+    // With --config, the file's keys join the command line's flags (which win).
+    if let Command::Broker(a) = &mut cli.command
+        && let Some(file) = a.config.clone()
+    {
+        match config_file::broker_args(&argv, &file) {
+            Ok((merged, common)) => {
+                **a = merged;
+                cli.common = common;
+            }
+            Err(msg) => {
+                eprintln!("vtp: {msg}");
+                return ExitCode::from(status::USAGE);
+            }
+        }
+    }
+    let runtime = cli.common.runtime;
     let result = match cli.command {
-        Command::Broker(a) => broker(*a),
-        Command::Send(a) => send(a),
-        Command::Listen(a) => listen(a),
+        Command::Completions { shell } => completions(shell),
+        Command::Man => man(),
+        command => {
+            init_logging(&cli.common);
+            match command {
+                Command::Broker(a) => broker(*a, cli.common, argv),
+                Command::Send(a) => send(a, runtime),
+                Command::Listen(a) => listen(a, runtime),
+                Command::Config(ConfigCommand::Check { file }) => config_check(&file),
+                Command::Completions { .. } | Command::Man => Ok(()),
+            }
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -87,6 +111,34 @@ fn main() -> ExitCode {
             eprintln!("vtp: {msg}");
             ExitCode::from(code)
         }
+    }
+}
+
+/// `vtp completions SHELL`: the completion script on standard output.
+fn completions(shell: clap_complete::Shell) -> Result<(), Fail> {
+    use clap::CommandFactory;
+    use std::io::Write;
+    let mut cmd = Cli::command();
+    // Into memory first: clap_complete panics on a write error (a closed pipe).
+    let mut out = Vec::new();
+    clap_complete::generate(shell, &mut cmd, "vtp", &mut out);
+    match std::io::stdout().write_all(&out) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
+        _ => Ok(()),
+    }
+}
+
+/// `vtp man`: the manual page (roff) on standard output; it lists the subcommands, whose
+/// options `vtp COMMAND --help` shows.
+fn man() -> Result<(), Fail> {
+    use clap::CommandFactory;
+    use std::io::Write;
+    let cmd = Cli::command();
+    let mut out = Vec::new();
+    clap_mangen::Man::new(cmd).render(&mut out)?;
+    match std::io::stdout().write_all(&out) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
+        _ => Ok(()),
     }
 }
 
@@ -112,43 +164,84 @@ fn argument_error(e: clap::Error) -> ExitCode {
         .collect();
     let first = first.join(" ");
     let first = first.strip_prefix("error: ").unwrap_or(&first);
-    eprintln!("vtp: {first} (see vtp --help)");
+    // clap's suggestion ("tip: a similar argument exists: '--local-ivo'"), on the same line.
+    let tips: Vec<&str> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| l.starts_with("tip:"))
+        .collect();
+    let tips = if tips.is_empty() {
+        String::new()
+    } else {
+        format!("; {}", tips.join("; "))
+    };
+    eprintln!("vtp: {first}{tips} (see vtp --help)");
     ExitCode::from(status::USAGE)
 }
 
 /// Logs to stderr, as text or JSON (`--log-format`). `-v`/`-q` set the level;
-/// `VTP_LOG=error|warn|info|debug|trace` overrides.
+/// `VTP_LOG=error|warn|info|debug|trace` overrides. The level can change later
+/// ([`set_log_level`], a reload).
 fn init_logging(c: &Common) {
     use tracing_subscriber::filter::LevelFilter;
-    let mut level = match (c.quiet, c.verbose) {
+    use tracing_subscriber::prelude::*;
+    let (filter, handle) = tracing_subscriber::reload::Layer::new(log_level(c));
+    let _ = LOG_LEVEL.set(handle);
+    let fmt = tracing_subscriber::fmt::layer()
+        .with_writer(std::io::stderr)
+        .with_target(false);
+    let registry = tracing_subscriber::registry().with(filter);
+    match c.log_format {
+        LogFormat::Text => registry
+            .with(fmt.with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())))
+            .init(),
+        // One object per line; the fields (`message`, `conn`...) at the top level.
+        LogFormat::Json => registry
+            .with(
+                fmt.json()
+                    .flatten_event(true)
+                    .with_current_span(false)
+                    .with_span_list(false),
+            )
+            .init(),
+    }
+    let env = std::env::var("VTP_LOG").ok();
+    if let Some(v) = env.filter(|v| v.parse::<LevelFilter>().is_err()) {
+        tracing::warn!("VTP_LOG={v:?} is not a level (error, warn, info, debug, trace); ignored");
+    }
+}
+
+type LevelHandle = tracing_subscriber::reload::Handle<
+    tracing_subscriber::filter::LevelFilter,
+    tracing_subscriber::Registry,
+>;
+
+/// The running log level, set by [`init_logging`].
+static LOG_LEVEL: OnceLock<LevelHandle> = OnceLock::new();
+
+/// The level `-v`/`-q` ask for, or `VTP_LOG`'s when it is a level.
+fn log_level(c: &Common) -> tracing_subscriber::filter::LevelFilter {
+    use tracing_subscriber::filter::LevelFilter;
+    let env = std::env::var("VTP_LOG").ok();
+    if let Some(Ok(l)) = env.as_deref().map(str::parse::<LevelFilter>) {
+        return l;
+    }
+    match (c.quiet, c.verbose) {
         (true, _) => LevelFilter::WARN,
         (false, 0) => LevelFilter::INFO,
         (false, 1) => LevelFilter::DEBUG,
         (false, _) => LevelFilter::TRACE,
-    };
-    let env = std::env::var("VTP_LOG").ok();
-    if let Some(Ok(l)) = env.as_deref().map(str::parse::<LevelFilter>) {
-        level = l;
     }
-    let fmt = tracing_subscriber::fmt()
-        .with_max_level(level)
-        .with_writer(std::io::stderr)
-        .with_target(false);
-    match c.log_format {
-        LogFormat::Text => fmt
-            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-            .init(),
-        // One object per line; the fields (`message`, `conn`...) at the top level.
-        LogFormat::Json => fmt
-            .json()
-            .flatten_event(true)
-            .with_current_span(false)
-            .with_span_list(false)
-            .init(),
-    }
-    if let Some(v) = env.filter(|v| v.parse::<LevelFilter>().is_err()) {
-        tracing::warn!("VTP_LOG={v:?} is not a level (error, warn, info, debug, trace); ignored");
-    }
+}
+
+/// Changes the log level from now on; returns the previous one.
+fn set_log_level(
+    level: tracing_subscriber::filter::LevelFilter,
+) -> Option<tracing_subscriber::filter::LevelFilter> {
+    let handle = LOG_LEVEL.get()?;
+    let old = handle.clone_current();
+    handle.modify(|l| *l = level).ok()?;
+    old
 }
 
 fn unix_now() -> Duration {
@@ -165,39 +258,49 @@ fn seed() -> u64 {
 
 // ------------------------------------------------------------------------------------ broker
 
-fn broker(a: BrokerArgs) -> Result<(), Fail> {
-    let mut listeners = Vec::new();
-    for (role, values, port, default, flag) in [
-        (
-            ListenerRole::Receive,
-            &a.receive,
-            a.receive_port,
-            PORT_SUBMIT,
-            "--receive",
-        ),
-        (
-            ListenerRole::Broadcast,
-            &a.broadcast,
-            a.broadcast_port,
-            PORT_SUBSCRIBE,
-            "--broadcast",
-        ),
-    ] {
-        if values.is_empty() && port.is_some() {
-            return Err(usage(format!(
-                "{flag}-port needs {flag}: write `{flag} --{}-port N` or `{flag} N`",
-                &flag[2..]
-            )));
-        }
-        for v in values {
-            let endpoint = if v.is_empty() {
-                ListenAddr::AnyTcp(port.unwrap_or(default)).into()
-            } else {
-                ListenEndpoint::parse(v).map_err(|e| usage(format!("{flag}: {e}")))?
-            };
-            listeners.push((role, endpoint));
-        }
-    }
+fn broker(a: BrokerArgs, common: Common, argv: Vec<OsString>) -> Result<(), Fail> {
+    let plan = broker_plan(&a, true)?;
+    // Per user, never a shared temp directory (see `store::default_dir`).
+    let eventdb = match &a.eventdb {
+        Some(dir) => dir.clone(),
+        None => store::default_dir_from_env()?,
+    };
+    let runtime = common.runtime;
+    let reload = a.config.clone().map(|file| reload::Setup {
+        argv,
+        file,
+        started: a.clone(),
+        started_common: common,
+    });
+    serve(
+        plan.config,
+        plan.listeners,
+        plan.client_tls,
+        &a.handling,
+        Some(&eventdb),
+        runtime,
+        plan.options,
+        plan.fds.as_ref(),
+        reload,
+    )
+}
+
+/// What `vtp broker` runs with, from its arguments: everything checked at start but the
+/// listeners' TLS files (loaded when they are bound) and the store.
+struct BrokerPlan {
+    config: Config,
+    listeners: Vec<(ListenerRole, ListenEndpoint)>,
+    client_tls: Option<vtp_host::transport::ClientTls>,
+    options: Options,
+    /// The file-descriptor budget (when asked for: it raises the soft limit).
+    fds: Option<FdPlan>,
+}
+
+/// Builds and checks the broker's configuration from its arguments: endpoints, whitelists,
+/// identities, filters and the client TLS files. With `fds`, raises the file-descriptor limit
+/// and fits the connection cap under it.
+fn broker_plan(a: &BrokerArgs, fds: bool) -> Result<BrokerPlan, Fail> {
+    let listeners = listen_endpoints(a)?;
     if listeners.is_empty() && a.subscribe.is_empty() {
         return Err(usage(
             "nothing to do: give --receive, --broadcast and/or --subscribe HOST",
@@ -247,31 +350,65 @@ fn broker(a: BrokerArgs) -> Result<(), Fail> {
         });
     }
     config.filters = checked_filters(&a.handling.filter)?;
-    let fds = FdPlan::new(a.max_connections, &listeners, config.upstreams.len());
-    config.limits.connections_max = fds.cap;
+    let fds = fds.then(|| FdPlan::new(a.max_connections, &listeners, config.upstreams.len()));
+    config.limits.connections_max = match &fds {
+        Some(fds) => fds.cap,
+        None => a
+            .max_connections
+            .unwrap_or(config::Limits::default().connections_max),
+    };
     config.author_identities = identities("--author-identity", &a.author_identity)?;
     config.subscriber_identities = identities("--subscriber-identity", &a.subscriber_identity)?;
     check_identity_listeners(&config, &listeners)?;
     config.timing.handshake_deadline = Duration::from_secs(a.tls_handshake_timeout);
     config.limits.handshakes_max = a.tls_handshakes_max;
-    // Per user, never a shared temp directory (see `store::default_dir`).
-    let eventdb = match &a.eventdb {
-        Some(dir) => dir.clone(),
-        None => store::default_dir_from_env()?,
-    };
     let mut options = Options::default();
     options.outbox.bytes_max = a.outbox_bytes;
     let client_tls = client_tls(&a.tls, &config.upstreams)?;
-    serve(
+    Ok(BrokerPlan {
         config,
         listeners,
         client_tls,
-        &a.handling,
-        Some(&eventdb),
-        a.common.runtime,
         options,
-        Some(&fds),
-    )
+        fds,
+    })
+}
+
+/// The listening endpoints of `--receive` and `--broadcast`, in order.
+fn listen_endpoints(a: &BrokerArgs) -> Result<Vec<(ListenerRole, ListenEndpoint)>, Fail> {
+    let mut listeners = Vec::new();
+    for (role, values, port, default, flag) in [
+        (
+            ListenerRole::Receive,
+            &a.receive,
+            a.receive_port,
+            PORT_SUBMIT,
+            "--receive",
+        ),
+        (
+            ListenerRole::Broadcast,
+            &a.broadcast,
+            a.broadcast_port,
+            PORT_SUBSCRIBE,
+            "--broadcast",
+        ),
+    ] {
+        if values.is_empty() && port.is_some() {
+            return Err(usage(format!(
+                "{flag}-port needs {flag}: write `{flag} --{}-port N` or `{flag} N`",
+                &flag[2..]
+            )));
+        }
+        for v in values {
+            let endpoint = if v.is_empty() {
+                ListenAddr::AnyTcp(port.unwrap_or(default)).into()
+            } else {
+                ListenEndpoint::parse(v).map_err(|e| usage(format!("{flag}: {e}")))?
+            };
+            listeners.push((role, endpoint));
+        }
+    }
+    Ok(listeners)
 }
 
 /// The file-descriptor budget of a broker: the limits before and after raising the soft one,
@@ -498,6 +635,23 @@ fn dial(flag: &str, s: &str, default_port: u16) -> Result<DialAddr, Fail> {
 }
 
 fn build_handlers(h: &Handling, default_print: bool) -> Result<Option<Handlers>, Fail> {
+    let list = handler_list(h, default_print, false)?;
+    if list.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some(
+        Handlers::new(list, HANDLER_WORKERS, 4096).with_queue_bytes(h.handler_queue_bytes),
+    ))
+}
+
+/// The handlers `h` asks for, each checked (the programs of `--cmd` found, the directory of
+/// `--save-event` safe). With `check_only`, a `--save-event-directory` that does not exist yet
+/// is not created (and no handler is made for it): it would be at start.
+fn handler_list(
+    h: &Handling,
+    default_print: bool,
+    check_only: bool,
+) -> Result<Vec<Arc<dyn Handler>>, Fail> {
     let mut list: Vec<Arc<dyn Handler>> = Vec::new();
     if h.print_event || (default_print && !h.save_event && h.cmd.is_empty()) {
         list.push(Arc::new(handlers::PrintEvent));
@@ -507,9 +661,16 @@ fn build_handlers(h: &Handling, default_print: bool) -> Result<Option<Handlers>,
             Some(d) => d.clone(),
             None => std::env::current_dir()?,
         };
-        let save = handlers::SaveEvent::new(&dir)
-            .map_err(|e| usage(format!("--save-event-directory {}: {e}", dir.display())))?;
-        list.push(Arc::new(save));
+        if check_only && std::fs::symlink_metadata(&dir).is_err() {
+            println!(
+                "note: --save-event-directory {} does not exist yet: vtp broker creates it",
+                dir.display()
+            );
+        } else {
+            let save = handlers::SaveEvent::new(&dir)
+                .map_err(|e| usage(format!("--save-event-directory {}: {e}", dir.display())))?;
+            list.push(Arc::new(save));
+        }
     }
     for c in &h.cmd {
         let mut words = c.split_whitespace();
@@ -521,16 +682,12 @@ fn build_handlers(h: &Handling, default_print: bool) -> Result<Option<Handlers>,
             .with_timeout(Duration::from_secs(h.cmd_timeout));
         list.push(Arc::new(cmd));
     }
-    if list.is_empty() {
-        return Ok(None);
-    }
-    Ok(Some(
-        Handlers::new(list, HANDLER_WORKERS, 4096).with_queue_bytes(h.handler_queue_bytes),
-    ))
+    Ok(list)
 }
 
 /// Builds the node and its effects (a broker's file-descriptor budget `fds` is logged once the
-/// configuration is known valid), runs until SIGINT/SIGTERM, flushes the store.
+/// configuration is known valid), runs until SIGINT/SIGTERM, flushes the store. With `reload`
+/// (a broker started with --config), SIGHUP reloads the configuration file.
 #[allow(clippy::too_many_arguments)]
 fn serve(
     config: Config,
@@ -541,8 +698,10 @@ fn serve(
     runtime: Runtime,
     options: Options,
     fds: Option<&FdPlan>,
+    reload: Option<reload::Setup>,
 ) -> Result<(), Fail> {
     let handlers = build_handlers(handling, false)?;
+    let handler_set = handlers.as_ref().map(Handlers::handler_set);
     let spool_bytes = match (&handlers, eventdb) {
         (Some(_), Some(_)) => handling.handler_spool_bytes,
         _ => 0,
@@ -554,10 +713,8 @@ fn serve(
     }
     let now = Instant::now();
     let (engine, filter_counters) = filter_engine();
-    let mut node = Node::new(config, engine, seed(), now, unix_now()).map_err(|e| match e {
-        ConfigError::IamalivePeriod { .. } => usage(format!("--iamalive-interval: {e}")),
-        e => usage(e.to_string()),
-    })?;
+    let mut node =
+        Node::new(config, engine, seed(), now, unix_now()).map_err(|e| usage(config_error(&e)))?;
     banner::Banner {
         config: node.config(),
         listeners: &listeners,
@@ -583,16 +740,54 @@ fn serve(
     if let Some(tls) = client_tls {
         bound = bound.with_client_tls(tls);
     }
-    // Signal handlers before the "listening" lines: once those are out, SIGHUP is ignored.
-    let shutdown = vtp_host::shutdown::on_signals()?;
-    for (role, addr) in bound.addrs() {
-        tracing::info!("listening for {} on {addr}", role_name(role));
+    // Signal handlers before the "listening" lines: once those are out, SIGHUP is handled.
+    let shutdown = match reload {
+        Some(setup) => {
+            let (requester, reloads) = vtp_host::reload::channel();
+            let mut reloader =
+                reload::Reloader::new(setup, requester, &bound, handler_set, spool_bytes > 0);
+            bound = bound.with_reloads(reloads);
+            vtp_host::shutdown::on_signals_reloading(move || reloader.on_hup())?
+        }
+        None => vtp_host::shutdown::on_signals()?,
+    };
+    let addrs = bound.addrs();
+    for (role, addr) in &addrs {
+        tracing::info!("listening for {} on {addr}", role_name(*role));
+    }
+    // systemd's Type=notify: ready once bound and the seen-index is loaded.
+    let notifier = vtp_host::notify::Notifier::from_env()
+        .map_err(|e| Fail(status::RUNTIME, format!("$NOTIFY_SOCKET: {e}")))?;
+    if let Some(n) = &notifier {
+        let status = if addrs.is_empty() {
+            "subscribing".to_owned()
+        } else {
+            let list: Vec<String> = addrs
+                .iter()
+                .map(|(role, addr)| format!("{} on {addr}", role_name(*role)))
+                .collect();
+            format!("serving {}", list.join(", "))
+        };
+        n.ready(&status);
     }
     let fx = run_node(runtime, node, bound, fx, shutdown, options)?;
+    if let Some(n) = &notifier {
+        n.stopping();
+    }
     fx.finish(Duration::from_secs(5));
     filter_counters.log();
     tracing::info!("stopped");
     Ok(())
+}
+
+/// A configuration the node refuses, with the flag at fault when there is one.
+fn config_error(e: &ConfigError) -> String {
+    match e {
+        ConfigError::IamalivePeriod { .. } => format!("--iamalive-interval: {e}"),
+        ConfigError::LocalIvo { .. } => format!("--local-ivo: {e}"),
+        ConfigError::FilterTooLong { .. } => format!("--filter: {e}"),
+        e => e.to_string(),
+    }
 }
 
 /// The engine that evaluates subscribers' filters: XPath 1.0 with Comet's meaning (feature
@@ -687,10 +882,19 @@ fn run_node(
 
 // -------------------------------------------------------------------------------------- send
 
-fn send(a: SendArgs) -> Result<(), Fail> {
+fn send(a: SendArgs, runtime: Runtime) -> Result<(), Fail> {
     let target = match (&a.target, &a.host) {
         (Some(_), Some(_)) => return Err(usage("give either TARGET or --host, not both")),
-        (Some(t), None) => t.clone(),
+        (Some(t), None) => {
+            // `vtp send event.xml`: the file where the broker belongs.
+            if std::path::Path::new(t).is_file() || (a.file.is_none() && t.ends_with(".xml")) {
+                return Err(usage(format!(
+                    "{t} looks like the event file, but TARGET (the broker) comes first: \
+                     vtp send HOST[:PORT] {t} (or vtp send -h HOST -f {t})"
+                )));
+            }
+            t.clone()
+        }
         (None, Some(h)) => h.clone(),
         (None, None) => "localhost".to_owned(),
     };
@@ -748,7 +952,7 @@ fn send(a: SendArgs) -> Result<(), Fail> {
     if let Some(tls) = client_tls {
         bound = bound.with_client_tls(tls);
     }
-    run_node(a.common.runtime, node, bound, fx, done, Options::default())?;
+    run_node(runtime, node, bound, fx, done, Options::default())?;
     let result = outcome
         .lock()
         .ok()
@@ -777,7 +981,7 @@ fn read_event(file: Option<&Path>) -> Result<Vec<u8>, Fail> {
 
 // ------------------------------------------------------------------------------------ listen
 
-fn listen(a: ListenArgs) -> Result<(), Fail> {
+fn listen(a: ListenArgs, runtime: Runtime) -> Result<(), Fail> {
     let endpoints = a
         .hosts
         .iter()
@@ -801,8 +1005,38 @@ fn listen(a: ListenArgs) -> Result<(), Fail> {
         client_tls,
         &handling,
         eventdb.as_deref(),
-        a.common.runtime,
+        runtime,
         Options::default(),
         None,
+        None,
     )
+}
+
+// ------------------------------------------------------------------------------------ config
+
+/// `vtp config check FILE`: everything `vtp broker --config FILE` checks before it binds and
+/// opens its store.
+fn config_check(file: &Path) -> Result<(), Fail> {
+    let argv: Vec<OsString> = vec![
+        "vtp".into(),
+        "broker".into(),
+        "--config".into(),
+        file.into(),
+    ];
+    let (a, _) = config_file::broker_args(&argv, file).map_err(usage)?;
+    let plan = broker_plan(&a, false)?;
+    for (_, ep) in &plan.listeners {
+        vtp_host::net::load_server_tls(ep).map_err(|e| usage(e.to_string()))?;
+    }
+    handler_list(&a.handling, false, true)?;
+    let (engine, _) = filter_engine();
+    Node::new(plan.config, engine, 0, Instant::now(), unix_now())
+        .map_err(|e| usage(config_error(&e)))?;
+    println!(
+        "{}: OK ({} listeners, {} upstreams; the event database is not opened by the check)",
+        file.display(),
+        plan.listeners.len(),
+        a.subscribe.len()
+    );
+    Ok(())
 }

@@ -274,7 +274,7 @@ fn sighup_is_logged_and_ignored_and_the_broker_keeps_serving() {
             .log
             .wait_for("the SIGHUP warning", |l| l.contains("SIGHUP"));
         assert!(
-            line.contains("WARN") && line.contains("reload is not supported"),
+            line.contains("WARN") && line.contains("reload needs a configuration file"),
             "{rt}: {line}"
         );
         let e = event_xml("ivo://vtp.test/author#after-hup");

@@ -18,7 +18,8 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
-//! The `vtp-conformance` binary does the same from the command line.
+//! The `vtp-conformance` binary does the same from the command line; with `--tls-ca FILE` every
+//! connection speaks TLS ([`Target::with_tls`]).
 //!
 //! # How scenarios work
 //!
@@ -67,6 +68,7 @@ mod net;
 mod report;
 mod scenarios;
 pub mod sim;
+mod tls;
 
 use std::collections::BTreeSet;
 use std::fmt;
@@ -76,8 +78,10 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 pub use report::{Outcome, Report, ScenarioResult};
+pub use tls::Tls;
 
-/// The node under test: where to submit events, where to subscribe, and its timers.
+/// The node under test: where to submit events, where to subscribe, its timers, and whether
+/// it speaks TLS on both addresses.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Target {
     /// Address of the node's receive (author submission) listener.
@@ -86,6 +90,8 @@ pub struct Target {
     pub broadcast: SocketAddr,
     /// How long the suite waits for timed behaviour.
     pub timing: Timing,
+    /// TLS on every connection (both addresses), or plain TCP when `None`.
+    pub tls: Option<Tls>,
 }
 
 impl Target {
@@ -95,6 +101,7 @@ impl Target {
             receive,
             broadcast,
             timing: Timing::default(),
+            tls: None,
         }
     }
 
@@ -102,6 +109,14 @@ impl Target {
     #[must_use]
     pub fn with_timing(mut self, timing: Timing) -> Self {
         self.timing = timing;
+        self
+    }
+
+    /// The same target over TLS: every author and subscriber connection runs a handshake first
+    /// and verifies the node's certificate (see [`Tls`]).
+    #[must_use]
+    pub fn with_tls(mut self, tls: Tls) -> Self {
+        self.tls = Some(tls);
         self
     }
 }

@@ -3,27 +3,33 @@
 //! Exit status: 0 when every scenario that ran passed, 1 when one failed, 2 on a usage error.
 
 use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
-use vtp_conformance::{Selection, Target, Timing, run, scenarios};
+use vtp_conformance::{Selection, Target, Timing, Tls, run, scenarios};
 
 /// Black-box VTP conformance scenarios against a running broker (vtp, Comet, ...).
 ///
 /// Every scenario names its source (VTP 2.0 section or Comet behaviour). Scenarios run in
 /// parallel, each with its own connections and IVORNs. Slow scenarios (iamalive, author
 /// deadline) take up to two iamalive periods or one deadline, plus slack: tell the suite the
-/// broker's timers with --iamalive and --deadline.
+/// broker's timers with --iamalive and --deadline. With --tls-ca every connection speaks TLS
+/// and verifies the broker's certificate for the HOST given in --receive and --broadcast.
 #[derive(Debug, Parser)]
 #[command(name = "vtp-conformance", version)]
 struct Args {
     /// The broker's receive (author submission) address.
     #[arg(long, value_name = "HOST:PORT", required_unless_present = "list", value_parser = addr)]
-    receive: Option<SocketAddr>,
+    receive: Option<HostPort>,
     /// The broker's broadcast (subscriber) address.
     #[arg(long, value_name = "HOST:PORT", required_unless_present = "list", value_parser = addr)]
-    broadcast: Option<SocketAddr>,
+    broadcast: Option<HostPort>,
+    /// Speak TLS on both addresses, trusting only the CA certificates in this PEM file; the
+    /// broker's certificate must be valid for each address's HOST (name or IP address).
+    #[arg(long, value_name = "FILE")]
+    tls_ca: Option<PathBuf>,
     /// The broker's iamalive period, in seconds.
     #[arg(long, value_name = "SECS", default_value = "60", value_parser = secs)]
     iamalive: Duration,
@@ -77,11 +83,20 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let target = Target::new(receive, broadcast).with_timing(Timing {
+    let mut target = Target::new(receive.addr, broadcast.addr).with_timing(Timing {
         iamalive: args.iamalive,
         deadline: args.deadline,
         slack: args.slack,
     });
+    if let Some(ca) = &args.tls_ca {
+        match Tls::from_ca_file(ca, &receive.host, &broadcast.host) {
+            Ok(tls) => target = target.with_tls(tls),
+            Err(e) => {
+                eprintln!("vtp-conformance: --tls-ca: {e}");
+                return ExitCode::from(2);
+            }
+        }
+    }
     let report = run(&target, &selection);
     println!("{report}");
     if report.all_passed() {
@@ -91,12 +106,23 @@ fn main() -> ExitCode {
     }
 }
 
+/// A `HOST:PORT` argument: the host as given (the name TLS verifies) and its address.
+#[derive(Debug, Clone)]
+struct HostPort {
+    host: String,
+    addr: SocketAddr,
+}
+
 /// `HOST:PORT`, resolved; the first address wins.
-fn addr(s: &str) -> Result<SocketAddr, String> {
-    s.to_socket_addrs()
+fn addr(s: &str) -> Result<HostPort, String> {
+    let addr = s
+        .to_socket_addrs()
         .map_err(|e| format!("`{s}` is not a HOST:PORT address: {e}"))?
         .next()
-        .ok_or_else(|| format!("`{s}` resolves to no address"))
+        .ok_or_else(|| format!("`{s}` resolves to no address"))?;
+    // to_socket_addrs accepted it, so there is a `:PORT` to strip.
+    let host = s.rsplit_once(':').map_or(s, |(h, _)| h).to_owned();
+    Ok(HostPort { host, addr })
 }
 
 /// A positive number of seconds, fractions allowed.

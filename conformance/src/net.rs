@@ -1,5 +1,5 @@
 //! Blocking TCP peers for the scenarios: an author that submits and reads the receipt, and a
-//! subscriber served by a reader thread.
+//! subscriber served by a reader thread; over TLS when the target has [`Tls`](crate::Tls).
 //!
 //! Everything the node sends is peer input: frames are capped before allocating, and nothing
 //! here panics on what the node sends.
@@ -10,6 +10,7 @@ use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use rustls::{ClientConnection, StreamOwned};
 use vtp_core::message::{self, Message, ParseLimits};
 
 use crate::Ctx;
@@ -118,8 +119,49 @@ impl ReadEnd {
     }
 }
 
+/// A connection to the node: plain TCP, or TLS over it.
+pub(crate) enum Stream {
+    Plain(TcpStream),
+    Tls(Box<StreamOwned<ClientConnection, TcpStream>>),
+}
+
+impl Stream {
+    /// The TCP socket underneath (for timeouts and shutdown).
+    fn tcp(&self) -> &TcpStream {
+        match self {
+            Self::Plain(s) => s,
+            Self::Tls(s) => s.get_ref(),
+        }
+    }
+}
+
+impl Read for Stream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Self::Plain(s) => s.read(buf),
+            Self::Tls(s) => s.read(buf),
+        }
+    }
+}
+
+impl Write for Stream {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Self::Plain(s) => s.write(buf),
+            Self::Tls(s) => s.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Self::Plain(s) => s.flush(),
+            Self::Tls(s) => s.flush(),
+        }
+    }
+}
+
 /// Reads one frame, until `deadline` if given (else blocking).
-pub(crate) fn read_frame(s: &mut TcpStream, deadline: Option<Instant>) -> Result<Vec<u8>, ReadEnd> {
+pub(crate) fn read_frame(s: &mut Stream, deadline: Option<Instant>) -> Result<Vec<u8>, ReadEnd> {
     let mut prefix = [0u8; 4];
     read_full(s, &mut prefix, deadline, true)?;
     let len = u32::from_be_bytes(prefix);
@@ -134,7 +176,7 @@ pub(crate) fn read_frame(s: &mut TcpStream, deadline: Option<Instant>) -> Result
 }
 
 fn read_full(
-    s: &mut TcpStream,
+    s: &mut Stream,
     buf: &mut [u8],
     deadline: Option<Instant>,
     at_boundary: bool,
@@ -151,13 +193,25 @@ fn read_full(
             }
             None => None,
         };
-        s.set_read_timeout(timeout)
+        s.tcp()
+            .set_read_timeout(timeout)
             .map_err(|e| ReadEnd::Broken(format!("cannot set a read timeout: {e}")))?;
         match s.read(&mut buf[filled..]) {
             Ok(0) if at_boundary && filled == 0 => {
                 return Err(ReadEnd::Closed("the node closed the connection".to_owned()));
             }
+            // Over TLS, a close without close_notify is an UnexpectedEof error.
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof && at_boundary && filled == 0 => {
+                return Err(ReadEnd::Closed(
+                    "the node closed the connection (without a TLS close_notify)".to_owned(),
+                ));
+            }
             Ok(0) => {
+                return Err(ReadEnd::Closed(
+                    "the node closed the connection in the middle of a frame".to_owned(),
+                ));
+            }
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
                 return Err(ReadEnd::Closed(
                     "the node closed the connection in the middle of a frame".to_owned(),
                 ));
@@ -182,6 +236,9 @@ fn read_full(
                     "the node reset the connection ({e})"
                 )));
             }
+            Err(e) if e.kind() == io::ErrorKind::InvalidData => {
+                return Err(ReadEnd::Broken(format!("TLS failed: {e}")));
+            }
             Err(e) => return Err(ReadEnd::Broken(format!("read failed: {e}"))),
         }
     }
@@ -197,25 +254,46 @@ pub(crate) fn framed(payload: &[u8]) -> Vec<u8> {
     out
 }
 
-/// Connects to `addr` within the slack.
-pub(crate) fn connect(ctx: &Ctx<'_>, addr: SocketAddr) -> Result<TcpStream, String> {
+/// Which of the node's addresses a connection goes to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Side {
+    /// The receive address (authors).
+    Receive,
+    /// The broadcast address (subscribers).
+    Broadcast,
+}
+
+/// Connects to the node's address for `side` within the slack, and runs the TLS handshake
+/// within the slack too when the target has TLS.
+pub(crate) fn connect(ctx: &Ctx<'_>, side: Side) -> Result<Stream, String> {
+    let deadline = Instant::now() + ctx.slack();
+    let addr: SocketAddr = match side {
+        Side::Receive => ctx.target.receive,
+        Side::Broadcast => ctx.target.broadcast,
+    };
     let s = TcpStream::connect_timeout(&addr, ctx.slack())
         .map_err(|e| format!("cannot connect to {addr}: {e}"))?;
     // Small frames must not wait for Nagle's algorithm.
     let _ = s.set_nodelay(true);
-    Ok(s)
+    match &ctx.target.tls {
+        None => Ok(Stream::Plain(s)),
+        Some(tls) => tls
+            .handshake(s, side, deadline)
+            .map(|s| Stream::Tls(Box::new(s)))
+            .map_err(|e| format!("{addr}: {e}")),
+    }
 }
 
 /// An author connection to the node's receive address.
 pub(crate) struct Author {
-    stream: TcpStream,
+    stream: Stream,
     slack: Duration,
 }
 
 impl Author {
     pub(crate) fn connect(ctx: &Ctx<'_>) -> Result<Self, String> {
         Ok(Self {
-            stream: connect(ctx, ctx.target.receive)?,
+            stream: connect(ctx, Side::Receive)?,
             slack: ctx.slack(),
         })
     }
@@ -223,7 +301,10 @@ impl Author {
     /// Writes raw bytes. A node may close while we write (e.g. after a bad prefix); that is
     /// not an error here: the scenario judges what it reads next.
     pub(crate) fn send_raw(&mut self, bytes: &[u8]) {
-        let _ = self.stream.write_all(bytes);
+        let _ = self
+            .stream
+            .write_all(bytes)
+            .and_then(|()| self.stream.flush());
     }
 
     /// Reads the next frame within the slack.
@@ -324,7 +405,8 @@ pub(crate) enum Incoming {
 /// A subscriber connection served by a reader thread (it answers and acks on its own).
 pub(crate) struct Subscriber {
     rx: Receiver<Incoming>,
-    stream: TcpStream,
+    /// The socket under the reader's stream, to shut it down.
+    socket: TcpStream,
     reader: Option<JoinHandle<()>>,
     ended: Option<String>,
     /// The first frame the node sent: its `authenticate`.
@@ -342,19 +424,20 @@ impl Subscriber {
 
     /// As [`Subscriber::connect`], with `options`.
     pub(crate) fn connect_with(ctx: &Ctx<'_>, options: SubscriberOptions) -> Result<Self, String> {
-        let stream = connect(ctx, ctx.target.broadcast)?;
+        let stream = connect(ctx, Side::Broadcast)?;
         let connected_at = Instant::now();
-        let reader_stream = stream
+        let socket = stream
+            .tcp()
             .try_clone()
             .map_err(|e| format!("cannot clone the subscriber socket: {e}"))?;
         let (tx, rx) = mpsc::channel();
         let reader = std::thread::Builder::new()
             .name(format!("subscriber {}", ctx.name))
-            .spawn(move || serve(reader_stream, &options, &tx))
+            .spawn(move || serve(stream, &options, &tx))
             .map_err(|e| format!("cannot start a subscriber thread: {e}"))?;
         let mut sub = Self {
             rx,
-            stream,
+            socket,
             reader: Some(reader),
             ended: None,
             greeting: Frame {
@@ -445,22 +528,16 @@ impl Subscriber {
 impl Drop for Subscriber {
     fn drop(&mut self) {
         // Unblocks the reader's read; it then ends and is joined.
-        let _ = self.stream.shutdown(Shutdown::Both);
+        let _ = self.socket.shutdown(Shutdown::Both);
         if let Some(r) = self.reader.take() {
             let _ = r.join();
         }
     }
 }
 
-/// The reader thread: answers what a subscriber must answer, then reports the frame.
-fn serve(mut stream: TcpStream, options: &SubscriberOptions, tx: &Sender<Incoming>) {
-    let mut writer = match stream.try_clone() {
-        Ok(w) => w,
-        Err(e) => {
-            let _ = tx.send(Incoming::End(format!("cannot clone the socket: {e}")));
-            return;
-        }
-    };
+/// The reader thread: answers what a subscriber must answer, then reports the frame. It both
+/// reads and writes the stream (a TLS stream cannot be split between threads).
+fn serve(mut stream: Stream, options: &SubscriberOptions, tx: &Sender<Incoming>) {
     loop {
         let bytes = match read_frame(&mut stream, None) {
             Ok(b) => b,
@@ -506,7 +583,7 @@ fn serve(mut stream: TcpStream, options: &SubscriberOptions, tx: &Sender<Incomin
         // Reply before reporting, so that a scenario acting on the report knows the reply is
         // already on its way to the node.
         if let Some(reply) = reply
-            && let Err(e) = writer.write_all(&reply)
+            && let Err(e) = stream.write_all(&reply).and_then(|()| stream.flush())
         {
             let _ = tx.send(Incoming::Frame(frame));
             let _ = tx.send(Incoming::End(format!(
@@ -536,11 +613,11 @@ mod tests {
 
     use super::*;
 
-    fn pair() -> (TcpStream, TcpStream) {
+    fn pair() -> (TcpStream, Stream) {
         let l = TcpListener::bind("127.0.0.1:0").unwrap();
         let a = TcpStream::connect(l.local_addr().unwrap()).unwrap();
         let (b, _) = l.accept().unwrap();
-        (a, b)
+        (a, Stream::Plain(b))
     }
 
     #[test]

@@ -87,6 +87,16 @@ fn run_against(vtp: &PathBuf, runtime: &str) {
     drop(broker);
 }
 
+/// Environment variables cargo sets for a test run (not for a build), by prefix.
+const TEST_ENV_PREFIXES: &[&str] = &[
+    "CARGO_MANIFEST_",
+    "CARGO_PKG_",
+    "CARGO_CRATE_NAME",
+    "CARGO_BIN_",
+    "CARGO_PRIMARY_PACKAGE",
+    "CARGO_TARGET_TMPDIR",
+];
+
 /// Builds (if needed) and locates the `vtp` binary; see the module documentation.
 fn vtp_binary() -> &'static PathBuf {
     static VTP: OnceLock<PathBuf> = OnceLock::new();
@@ -95,6 +105,16 @@ fn vtp_binary() -> &'static PathBuf {
         cmd.current_dir(workspace_root())
             .args(["build", "--quiet", "-p", "vtp-cli", "--bin", "vtp"])
             .arg("--message-format=json-render-diagnostics");
+        // Without the variables cargo sets for this test (CARGO_MANIFEST_DIR, CARGO_PKG_*,
+        // ...): build scripts that watch them (ring's does) would see them change, and this
+        // build and a plain `cargo build -p vtp-cli` would each rebuild ring and everything
+        // above it after the other.
+        for (key, _) in std::env::vars_os() {
+            let key = key.to_string_lossy();
+            if TEST_ENV_PREFIXES.iter().any(|p| key.starts_with(p)) {
+                cmd.env_remove(&*key);
+            }
+        }
         // Same profile as this test: target/<profile>/deps/<this test>.
         let exe = std::env::current_exe().unwrap();
         let profile_dir = exe

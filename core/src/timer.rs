@@ -38,6 +38,11 @@ impl<K: Ord + Hash + Copy> Timers<K> {
         }
     }
 
+    /// The deadline of `key`, if armed.
+    pub(crate) fn deadline(&self, key: K) -> Option<Instant> {
+        self.by_key.get(&key).copied()
+    }
+
     /// The earliest deadline.
     pub(crate) fn next(&self) -> Option<Instant> {
         self.queue.first().map(|(at, _)| *at)

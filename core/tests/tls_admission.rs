@@ -14,7 +14,10 @@ use vtp_core::{Action, CloseReason, Config, ConnId, Event, ListenerRole, Peer};
 const PEER: &str = "127.0.0.1";
 
 fn peer() -> Peer {
-    Peer::Tcp(std::net::SocketAddr::new(PEER.parse().unwrap(), 40000))
+    Peer::Tcp(std::net::SocketAddr::new(
+        PEER.parse().expect("PEER is an IP address"),
+        40000,
+    ))
 }
 
 fn identity(cn: &str, hash: u8) -> Identity {
@@ -40,11 +43,11 @@ fn with_rules(authors: &[&str], subscribers: &[&str]) -> Harness {
     let mut c: Config = broker_config();
     c.author_identities = authors
         .iter()
-        .map(|s| IdentityRule::parse(s).unwrap())
+        .map(|s| IdentityRule::parse(s).expect("a valid identity rule"))
         .collect();
     c.subscriber_identities = subscribers
         .iter()
-        .map(|s| IdentityRule::parse(s).unwrap())
+        .map(|s| IdentityRule::parse(s).expect("a valid identity rule"))
         .collect();
     Harness::new(c)
 }

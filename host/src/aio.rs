@@ -19,6 +19,8 @@
 //! - a read goes into a reused buffer (one allocation per several reads at most) and is handed
 //!   to the owner as [`Bytes`] without copying;
 //! - the timer is re-armed only when the node's deadline changes;
+//! - a configuration reload ([`crate::reload`], given with [`Bound::with_reloads`]) is awaited
+//!   beside the shutdown and the messages, and applied in the owner between two batches;
 //! - the effects get a waker ([`Effects::set_durable_waker`]) that sends the owner a message
 //!   when the store has committed, so receipts held for durable records go out at once;
 //! - at shutdown the accept loops stop, the node closes every connection, what can be written
@@ -48,6 +50,7 @@ use vtp_core::endpoint::DialAddr;
 use vtp_core::{CloseReason, ConnId, ListenerRole, Node, Peer};
 
 use crate::net::{ACCEPT_RETRY, AcceptFailures, Bound, Listening, Options, StdListener};
+use crate::reload::{self, Request, Swap};
 use crate::transport::{self, ClientTls, ServerTls, Transport};
 
 /// What an async runtime provides to [`run`]: tasks, a timer, listeners and dials.
@@ -159,12 +162,13 @@ pub trait AsyncStream: AsFd + Send + Sync + 'static {
 /// Only if a listener cannot be registered with the runtime; peer errors never end the loop.
 pub async fn run<R: AsyncRuntime, E: Effects>(
     node: Node,
-    bound: Bound,
+    mut bound: Bound,
     mut fx: E,
     shutdown: impl Future<Output = ()>,
     options: Options,
 ) -> io::Result<E> {
     let (tx, rx) = async_channel::bounded(options.channel.max(1));
+    let reloads = bound.take_reloads();
     let (listeners, client_tls) = bound.into_parts();
     // Unix socket files this broker created, removed when it stops.
     let socket_files: Vec<PathBuf> = listeners
@@ -206,10 +210,16 @@ pub async fn run<R: AsyncRuntime, E: Effects>(
             armed = deadline;
             timer.set(deadline.map(R::sleep_until));
         }
-        // Polled in this order: shutdown, then messages, then the timer.
+        // Polled in this order: shutdown, reload, then messages, then the timer.
         let stop = async {
             shutdown.as_mut().await;
             Wake::Stop
+        };
+        let reload = async {
+            match &reloads {
+                Some(r) => Wake::Reload(Box::new(r.next().await)),
+                None => pending().await,
+            }
         };
         let message = async { rx.recv().await.map_or(Wake::Stop, Wake::Message) };
         let tick = async {
@@ -219,8 +229,11 @@ pub async fn run<R: AsyncRuntime, E: Effects>(
             }
             Wake::Timer
         };
-        match future::or(stop, future::or(message, tick)).await {
+        match future::or(stop, future::or(reload, future::or(message, tick))).await {
             Wake::Stop => break,
+            Wake::Reload(request) => {
+                reload::apply(&mut owner.driver, *request, Instant::now(), &mut fx);
+            }
             Wake::Message(msg) => owner.handle_batch(msg, &rx, &mut fx),
             // A fired sleep is not polled again: some runtimes' sleeps never complete twice.
             Wake::Timer => armed = None,
@@ -241,12 +254,14 @@ const ACCEPTS_IN_FLIGHT: usize = 16;
 
 enum Wake<R: AsyncRuntime> {
     Stop,
+    Reload(Box<Request>),
     Message(Msg<R>),
     Timer,
 }
 
 /// From the IO tasks to the owner.
 enum Msg<R: AsyncRuntime> {
+    /// With the listener's TLS configuration as it was at the accept.
     Accepted(ListenerRole, Stream<R>, Peer, Option<ServerTls>),
     Input(ConnId, Bytes),
     Ended(ConnId),
@@ -377,7 +392,7 @@ fn spawn_accept<R: AsyncRuntime>(
             }
             match listener.accept().await {
                 Ok((stream, peer)) => {
-                    let msg = Msg::Accepted(role, stream, peer, tls.clone());
+                    let msg = Msg::Accepted(role, stream, peer, tls.as_ref().map(Swap::load));
                     if tx.send(msg).await.is_err() {
                         return;
                     }
@@ -411,7 +426,7 @@ struct Owner<R: AsyncRuntime> {
     /// Permits of the accept loops: one is taken back per accepted connection handled.
     accepted: Receiver<()>,
     options: Options,
-    client_tls: Option<ClientTls>,
+    client_tls: Option<Swap<ClientTls>>,
 }
 
 impl<R: AsyncRuntime> Owner<R> {
@@ -470,7 +485,8 @@ impl<R: AsyncRuntime> Owner<R> {
             Msg::Dialed(conn, result, tls_host) => {
                 self.dials.remove(&conn);
                 let result = result.and_then(|stream| {
-                    let t = transport::dial(tls_host.as_deref(), self.client_tls.as_ref())?;
+                    let config = self.client_tls.as_ref().map(Swap::load);
+                    let t = transport::dial(tls_host.as_deref(), config.as_ref())?;
                     Ok((stream, t))
                 });
                 match result {

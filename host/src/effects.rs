@@ -378,7 +378,8 @@ pub fn log_event(e: &Event) {
             identity,
         } => match identity {
             Some(id) => info!(%conn, "TLS peer {peer}: certificate identity {id}"),
-            None => info!(%conn, "TLS peer {peer}: no client certificate"),
+            // Most TLS peers present none: one DEBUG line, not an INFO line per connection.
+            None => debug!(%conn, "TLS peer {peer}: no client certificate"),
         },
         Event::UnixPeerNotWhitelisted { conn } => {
             debug!(%conn, "Unix-socket peer accepted without IP whitelist check")

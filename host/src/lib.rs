@@ -34,8 +34,13 @@
 //!   driver that every runtime routes its reads, writes and ends through;
 //! - `tls` (cargo feature `tls`, on by default): certificates and keys loaded with errors that
 //!   name the file, rustls configurations, the identity of a client certificate;
+//! - [`notify`]: readiness for the service manager (systemd's `sd_notify`: `READY=1`,
+//!   `STATUS=`, `STOPPING=1` to `$NOTIFY_SOCKET`);
+//! - [`reload`]: configuration reload at run time: the mailbox that brings a prepared reload
+//!   to the running loop on every runtime, the cells ([`Swap`](reload::Swap)) a reload
+//!   replaces (TLS configurations), and [`reload::apply`];
 //! - [`shutdown`]: a runtime-neutral shutdown signal (a [`Trigger`](shutdown::Trigger), or
-//!   SIGINT / SIGTERM);
+//!   SIGINT / SIGTERM), and SIGHUP's reload;
 //! - `aio` (cargo feature `async`): the owner loop the async runtimes (`vtp-tokio`,
 //!   `vtp-smol`) share; each of them only implements its small `AsyncRuntime` trait. Without
 //!   the feature (the default) no async crate is built.
@@ -70,6 +75,8 @@ pub mod effects;
 pub mod fdlimit;
 pub mod handlers;
 pub mod net;
+pub mod notify;
+pub mod reload;
 pub mod shutdown;
 pub mod store;
 #[cfg(feature = "testing")]

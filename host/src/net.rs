@@ -19,6 +19,7 @@ use vtp_core::ListenerRole;
 use vtp_core::endpoint::{ListenAddr, ListenEndpoint};
 use vtp_core::outbox::OutboxLimits;
 
+use crate::reload::{Reloads, Swap};
 use crate::transport::{ClientTls, ServerTls};
 
 /// A bound, listening, non-blocking socket.
@@ -227,11 +228,19 @@ impl Default for Options {
 }
 
 /// Listeners bound before the node runs (so a test can bind port 0 and learn the port), with
-/// the TLS settings of those that speak TLS and of outgoing TLS connections.
+/// the TLS settings of those that speak TLS and of outgoing TLS connections, and the mailbox
+/// of configuration reloads ([`crate::reload`]).
+///
+/// Every TLS configuration is held in a [`Swap`] that the accept path (or the dial) reads
+/// each time: a reload replaces it for new handshakes, on every runtime alike.
 #[derive(Debug)]
 pub struct Bound {
     listeners: Vec<Listening>,
-    client_tls: Option<ClientTls>,
+    /// Per endpoint given to [`bind_endpoints`], in order: its TLS configuration, shared by
+    /// the sockets bound for it.
+    endpoint_tls: Vec<Option<Swap<ServerTls>>>,
+    client_tls: Option<Swap<ClientTls>>,
+    reloads: Option<Reloads>,
 }
 
 /// One bound listener, as a runtime registers it.
@@ -241,8 +250,9 @@ pub struct Listening {
     pub role: ListenerRole,
     /// The socket.
     pub listener: StdListener,
-    /// Its TLS configuration, for an `ssl:`/`tls:` endpoint.
-    pub tls: Option<ServerTls>,
+    /// Its TLS configuration, for an `ssl:`/`tls:` endpoint: read at every accept (a reload
+    /// replaces it).
+    pub tls: Option<Swap<ServerTls>>,
 }
 
 impl Bound {
@@ -285,12 +295,36 @@ impl Bound {
     /// it such a dial fails with a message saying so.
     #[must_use]
     pub fn with_client_tls(mut self, config: ClientTls) -> Self {
-        self.client_tls = Some(config);
+        self.client_tls = Some(Swap::new(config));
         self
     }
 
+    /// Has the runtime apply the configuration reloads sent through this mailbox's
+    /// [`Requester`](crate::reload::Requester) while it runs.
+    #[must_use]
+    pub fn with_reloads(mut self, reloads: Reloads) -> Self {
+        self.reloads = Some(reloads);
+        self
+    }
+
+    /// The TLS configuration of each endpoint given to [`bind_endpoints`], in order (`None`
+    /// for a plain one), for a reload to replace.
+    pub fn endpoint_tls(&self) -> &[Option<Swap<ServerTls>>] {
+        &self.endpoint_tls
+    }
+
+    /// The TLS configuration of outgoing connections, if set, for a reload to replace.
+    pub fn client_tls(&self) -> Option<&Swap<ClientTls>> {
+        self.client_tls.as_ref()
+    }
+
+    /// Takes the reload mailbox out (a runtime does, before [`into_parts`](Self::into_parts)).
+    pub fn take_reloads(&mut self) -> Option<Reloads> {
+        self.reloads.take()
+    }
+
     /// The listeners and the client TLS configuration, for a runtime to register.
-    pub fn into_parts(self) -> (Vec<Listening>, Option<ClientTls>) {
+    pub fn into_parts(self) -> (Vec<Listening>, Option<Swap<ClientTls>>) {
         (self.listeners, self.client_tls)
     }
 }
@@ -313,7 +347,9 @@ pub fn bind(endpoints: &[(ListenerRole, ListenAddr)]) -> io::Result<Bound> {
     }
     Ok(Bound {
         listeners,
+        endpoint_tls: Vec::new(),
         client_tls: None,
+        reloads: None,
     })
 }
 
@@ -326,11 +362,9 @@ pub fn bind(endpoints: &[(ListenerRole, ListenAddr)]) -> io::Result<Bound> {
 /// build without TLS, or the OS error of a bind, with the endpoint in its message.
 pub fn bind_endpoints(endpoints: &[(ListenerRole, ListenEndpoint)]) -> io::Result<Bound> {
     let mut listeners = Vec::new();
+    let mut endpoint_tls = Vec::new();
     for (role, ep) in endpoints {
-        let tls = match &ep.tls {
-            None => None,
-            Some(files) => Some(server_tls(ep, files)?),
-        };
+        let tls = load_server_tls(ep)?.map(Swap::new);
         for l in bind_one(&ep.addr)? {
             listeners.push(Listening {
                 role: *role,
@@ -338,11 +372,29 @@ pub fn bind_endpoints(endpoints: &[(ListenerRole, ListenEndpoint)]) -> io::Resul
                 tls: tls.clone(),
             });
         }
+        endpoint_tls.push(tls);
     }
     Ok(Bound {
         listeners,
+        endpoint_tls,
         client_tls: None,
+        reloads: None,
     })
+}
+
+/// The TLS configuration of a listening endpoint (`None` for a plain one), its certificate and
+/// key loaded and checked; warnings (an expired certificate) are logged. [`bind_endpoints`]
+/// calls it, and a reload does again to take certificates renewed on disk.
+///
+/// # Errors
+///
+/// A TLS file that cannot be used (the message names the endpoint, the file and the problem),
+/// or a TLS endpoint in a build without TLS.
+pub fn load_server_tls(ep: &ListenEndpoint) -> io::Result<Option<ServerTls>> {
+    match &ep.tls {
+        None => Ok(None),
+        Some(files) => server_tls(ep, files).map(Some),
+    }
 }
 
 #[cfg(feature = "tls")]

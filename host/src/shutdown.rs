@@ -1,7 +1,9 @@
 //! A runtime-neutral shutdown signal: a future any runtime can await (tokio, smol, or the mio
 //! loop polling it with its own waker), completed by a [`Trigger`] or by SIGINT / SIGTERM.
-//! SIGHUP is logged and ignored (configuration reload is not supported yet): without a handler
-//! its default action would kill the process and lose queued work.
+//!
+//! SIGHUP never kills the process (its default action would, losing queued work): with
+//! [`on_signals_reloading`] it starts a configuration reload ([`crate::reload`]); with
+//! [`on_signals`] (a program without a configuration file) it is logged and ignored.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -66,6 +68,21 @@ impl Future for Shutdown {
 ///
 /// If the signal handlers cannot be installed.
 pub fn on_signals() -> std::io::Result<Shutdown> {
+    signals(None)
+}
+
+/// As [`on_signals`], but each SIGHUP calls `on_hup` on the signal thread: a program that
+/// reloads its configuration prepares the reload there and sends it to the loop
+/// ([`crate::reload`]). Signals that arrive meanwhile wait for it to return.
+///
+/// # Errors
+///
+/// If the signal handlers cannot be installed.
+pub fn on_signals_reloading(on_hup: impl FnMut() + Send + 'static) -> std::io::Result<Shutdown> {
+    signals(Some(Box::new(on_hup)))
+}
+
+fn signals(mut on_hup: Option<Box<dyn FnMut() + Send>>) -> std::io::Result<Shutdown> {
     use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
     let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP])?;
     let (trigger, shutdown) = pair();
@@ -74,9 +91,13 @@ pub fn on_signals() -> std::io::Result<Shutdown> {
         .spawn(move || {
             for sig in signals.forever() {
                 if sig == SIGHUP {
+                    if let Some(reload) = on_hup.as_mut() {
+                        reload();
+                        continue;
+                    }
                     tracing::warn!(
-                        "SIGHUP: ignored (configuration reload is not supported yet; restart \
-                         vtp to change its configuration, SIGTERM stops it cleanly)"
+                        "SIGHUP: ignored (reload needs a configuration file: start vtp with \
+                         --config FILE; SIGTERM stops it cleanly)"
                     );
                     continue;
                 }

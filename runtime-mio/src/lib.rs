@@ -23,6 +23,9 @@
 //! - **Durability**: the effects get the loop's waker ([`Effects::set_durable_waker`]); the
 //!   store wakes the loop after each commit, and every iteration releases the receipts and
 //!   forwards the node held for records now durable ([`Driver::handle_durable`]).
+//! - **Reload**: a configuration reload ([`vtp_host::reload`], given with
+//!   [`Bound::with_reloads`]) is polled once per iteration with the same waker, and applied
+//!   before the wake-up's work.
 //! - **Shutdown**: the future is polled once per iteration with a [`std::task::Waker`] that
 //!   fires the loop's [`mio::Waker`], so any future works (a channel, a signal flag). When it
 //!   completes, the node shuts down, what can be written without blocking is written, every
@@ -74,7 +77,7 @@ use std::net::{IpAddr, Shutdown, SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
 use std::pin::pin;
 use std::sync::{Arc, mpsc};
-use std::task::{Context, Wake};
+use std::task::{Context, Poll as TaskPoll, Wake};
 use std::time::{Duration, Instant};
 
 use mio::event::Source;
@@ -85,6 +88,7 @@ use vtp_core::endpoint::DialAddr;
 use vtp_core::{CloseReason, ConnId, ListenerRole, Node, Peer};
 use vtp_host::net::{ACCEPT_RETRY, AcceptFailures, StdListener};
 pub use vtp_host::net::{Bound, Options, bind, bind_endpoints};
+use vtp_host::reload::{self, Swap};
 use vtp_host::transport::{self, ClientTls, ServerTls, Transport};
 
 /// Most reads (of [`Options::read_chunk`] bytes each) from one connection per wake-up before
@@ -101,7 +105,7 @@ pub const READS_PER_WAKE: usize = 4;
 /// fails; peer errors never end the loop.
 pub fn run<E: Effects>(
     node: Node,
-    bound: Bound,
+    mut bound: Bound,
     mut fx: E,
     shutdown: impl Future<Output = ()>,
     options: Options,
@@ -109,6 +113,7 @@ pub fn run<E: Effects>(
     let poll = Poll::new()?;
     let waker = Arc::new(LoopWaker(mio::Waker::new(poll.registry(), WAKER)?));
     let mut listeners = Vec::new();
+    let reloads = bound.take_reloads();
     let (bound, client_tls) = bound.into_parts();
     for (i, l) in bound.into_iter().enumerate() {
         let (role, tls) = (l.role, l.tls);
@@ -155,6 +160,11 @@ pub fn run<E: Effects>(
     loop {
         if shutdown.as_mut().poll(&mut cx).is_ready() {
             break;
+        }
+        if let Some(r) = &reloads
+            && let TaskPoll::Ready(request) = r.poll_next(&mut cx)
+        {
+            reload::apply(&mut lp.driver, request, Instant::now(), &mut fx);
         }
         lp.settle(&mut fx);
         let timeout = lp.poll_timeout(Instant::now());
@@ -236,8 +246,8 @@ enum Listener {
 
 struct ListenerSlot {
     role: ListenerRole,
-    /// For a TLS listener.
-    tls: Option<ServerTls>,
+    /// For a TLS listener: read at every accept (a reload replaces it).
+    tls: Option<Swap<ServerTls>>,
     listener: Listener,
     path: Option<PathBuf>,
     /// Set after an accept error (out of file descriptors...): retry then.
@@ -334,7 +344,7 @@ struct Loop {
     resolved_rx: mpsc::Receiver<Resolved>,
     buf: Vec<u8>,
     options: Options,
-    client_tls: Option<ClientTls>,
+    client_tls: Option<Swap<ClientTls>>,
     /// Dials in progress to `tls:` endpoints: the host name the server must prove.
     tls_dials: HashMap<ConnId, String>,
 }
@@ -429,7 +439,7 @@ impl Loop {
             };
             match accepted {
                 Ok((stream, peer)) => {
-                    let (role, tls) = (slot.role, slot.tls.clone());
+                    let (role, tls) = (slot.role, slot.tls.as_ref().map(Swap::load));
                     let now = Instant::now();
                     let accepted =
                         transport::accept(&mut self.driver, role, peer, tls.as_ref(), now, fx);
@@ -684,7 +694,8 @@ impl Loop {
         match io.stream.connect_result() {
             Ok(()) => {
                 let tls_host = self.tls_dials.remove(&conn);
-                match transport::dial(tls_host.as_deref(), self.client_tls.as_ref()) {
+                let config = self.client_tls.as_ref().map(Swap::load);
+                match transport::dial(tls_host.as_deref(), config.as_ref()) {
                     Ok(t) => io.transport = t,
                     Err(e) => {
                         drop(self.remove(token));

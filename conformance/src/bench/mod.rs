@@ -14,8 +14,10 @@
 //!   broker's, so a run shows directly how much of the machine it took.
 
 pub(crate) mod author;
+pub(crate) mod handshake;
 pub(crate) mod report;
 pub(crate) mod subscribers;
+pub(crate) mod tls;
 
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Condvar, Mutex, PoisonError};

@@ -7,6 +7,11 @@
 //! (like pygcn: no filters, so every event is sent). A subscriber is *ready* once its first
 //! frame (the broker's `authenticate`) arrives: the broker has registered it by then.
 //!
+//! With [`Setup::tls`] each subscriber runs a TLS handshake first (rustls driven by hand on the
+//! non-blocking socket: ciphertext read in one `read`, fed to rustls from memory; acks
+//! encrypted and written as the socket takes them); the broker's `authenticate` then arrives
+//! over TLS.
+//!
 //! Everything a broker sends is peer input: frames are capped, and nothing here panics on it.
 
 use std::io::{self, Read, Write};
@@ -18,11 +23,13 @@ use std::time::{Duration, Instant};
 
 use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token};
+use rustls::ClientConnection;
 use vtp_core::frame::FrameDecoder;
 use vtp_core::message::{self, Message, ParseLimits, TransportRole};
 
 use vtp_core::time::UtcStamp;
 
+use super::tls::TlsClient;
 use super::{BENCH_IVO, Book, EventTemplate, FRAME_MAX, Peek, peek, timestamp};
 
 /// Subscribers waiting for their first frame, over all threads. Twisted listens with a backlog
@@ -49,6 +56,8 @@ pub(crate) struct Setup {
     pub(crate) template: Option<Arc<EventTemplate>>,
     /// Per-event bookkeeping in `e2e` mode.
     pub(crate) book: Option<Arc<Book>>,
+    /// Connect with TLS.
+    pub(crate) tls: Option<TlsClient>,
 }
 
 /// Counters shared with the controlling thread.
@@ -172,6 +181,8 @@ impl Pool {
 struct Sub {
     /// None once closed (dropping the stream closes it and removes it from the poll).
     stream: Option<TcpStream>,
+    /// The TLS session over `stream`, if the pool speaks TLS.
+    tls: Option<Box<ClientConnection>>,
     decoder: FrameDecoder,
     out: Vec<u8>,
     out_pos: usize,
@@ -281,6 +292,9 @@ impl Worker {
         let mut poll = Poll::new()?;
         let mut events = Events::with_capacity(1024);
         let mut buf = vec![0u8; 256 * 1024];
+        // One read's plaintext: at most its ciphertext plus the rest of a record begun in the
+        // previous read.
+        let mut plain = vec![0u8; 256 * 1024 + 64 * 1024];
         loop {
             if self.shared.stop.load(Ordering::Acquire) {
                 return Ok(());
@@ -296,7 +310,7 @@ impl Worker {
                     continue;
                 }
                 if ev.is_readable() || ev.is_read_closed() || ev.is_error() {
-                    self.read(i, &mut buf);
+                    self.read(i, &mut buf, &mut plain);
                 }
                 if ev.is_writable() || ev.is_write_closed() {
                     self.flush(i);
@@ -314,13 +328,23 @@ impl Worker {
         });
         let mut sub = Sub {
             stream: None,
+            tls: None,
             decoder: FrameDecoder::new(FRAME_MAX),
             out: Vec::new(),
             out_pos: 0,
             stats: SubStats::default(),
         };
-        match stream {
-            Ok(stream) => {
+        let tls = self
+            .setup
+            .tls
+            .as_ref()
+            .map(TlsClient::connection)
+            .transpose();
+        match stream
+            .map_err(|e| e.to_string())
+            .and_then(|s| Ok((s, tls?)))
+        {
+            Ok((stream, tls)) => {
                 // Acks are small writes: do not let Nagle hold them back.
                 let _ = stream.set_nodelay(true);
                 // Close with a reset at the end of the run: 10,000 subscribers closing
@@ -328,6 +352,8 @@ impl Worker {
                 // back-to-back runs would run out of ephemeral ports.
                 let _ = socket2::SockRef::from(&stream).set_linger(Some(Duration::ZERO));
                 sub.stream = Some(stream);
+                // The ClientHello goes out on the first writable event.
+                sub.tls = tls.map(Box::new);
                 self.waiting += 1;
             }
             Err(e) => {
@@ -339,7 +365,7 @@ impl Worker {
         self.subs.push(sub);
     }
 
-    fn read(&mut self, i: usize, buf: &mut [u8]) {
+    fn read(&mut self, i: usize, buf: &mut [u8], plain: &mut [u8]) {
         loop {
             let Some(stream) = self.subs[i].stream.as_mut() else {
                 return;
@@ -354,6 +380,17 @@ impl Worker {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => {
                     self.close(i, format!("read: {e}"));
+                    return;
+                }
+            };
+            let data = match self.subs[i].tls.as_deref_mut() {
+                None => Ok(&buf[..n]),
+                Some(tls) => decrypt(tls, &buf[..n], plain).map(|k| &plain[..k]),
+            };
+            let data = match data {
+                Ok(d) => d,
+                Err(why) => {
+                    self.close(i, why);
                     return;
                 }
             };
@@ -373,7 +410,7 @@ impl Worker {
             } = &mut self.subs[i];
             let result = &mut self.result;
             let replies = &mut self.replies;
-            let decoded = decoder.decode(&buf[..n], |payload| {
+            let decoded = decoder.decode(data, |payload| {
                 on_frame(&ctx, payload, out, stats, result, replies);
             });
             if !was_ready && self.subs[i].stats.ready_at.is_some() {
@@ -394,6 +431,32 @@ impl Worker {
     }
 
     fn flush(&mut self, i: usize) {
+        let sub = &mut self.subs[i];
+        let Some(stream) = sub.stream.as_mut() else {
+            return;
+        };
+        if let Some(tls) = sub.tls.as_deref_mut() {
+            if let Err(why) = flush_tls(tls, stream, &sub.out, &mut sub.out_pos) {
+                self.close(i, why);
+                return;
+            }
+        } else {
+            self.flush_plain(i);
+            return;
+        }
+        let sub = &mut self.subs[i];
+        if sub.out_pos == sub.out.len() {
+            sub.out.clear();
+            sub.out_pos = 0;
+        } else if sub.out.len() - sub.out_pos > OUT_MAX {
+            self.close(
+                i,
+                format!("the broker stopped reading: over {OUT_MAX} bytes of replies queued"),
+            );
+        }
+    }
+
+    fn flush_plain(&mut self, i: usize) {
         let sub = &mut self.subs[i];
         let Some(stream) = sub.stream.as_mut() else {
             return;
@@ -438,6 +501,63 @@ impl Worker {
             if let Some(book) = &self.setup.book {
                 book.abort();
             }
+        }
+    }
+}
+
+/// Feeds `ciphertext` (one socket read) to `tls` and copies the plaintext it yields into
+/// `plain`; returns its length. `plain` holds more than one read buffer plus one record.
+fn decrypt(
+    tls: &mut ClientConnection,
+    ciphertext: &[u8],
+    plain: &mut [u8],
+) -> Result<usize, String> {
+    let mut rest = ciphertext;
+    let mut filled = 0;
+    while !rest.is_empty() {
+        tls.read_tls(&mut rest)
+            .map_err(|e| format!("TLS read: {e}"))?;
+        tls.process_new_packets().map_err(|e| format!("TLS: {e}"))?;
+        loop {
+            match tls.reader().read(&mut plain[filled..]) {
+                Ok(0) => break,
+                Ok(k) => filled += k,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) => return Err(format!("TLS: {e}")),
+            }
+            if filled == plain.len() {
+                return Err("TLS: more plaintext than ciphertext in one read".into());
+            }
+        }
+    }
+    Ok(filled)
+}
+
+/// Hands the queued plaintext (`out[*pos..]`) to `tls` as far as its buffer takes it, then
+/// writes the ciphertext (handshake messages included) until the socket would block.
+fn flush_tls(
+    tls: &mut ClientConnection,
+    stream: &mut TcpStream,
+    out: &[u8],
+    pos: &mut usize,
+) -> Result<(), String> {
+    loop {
+        if *pos < out.len() && !tls.is_handshaking() {
+            let k = tls
+                .writer()
+                .write(&out[*pos..])
+                .map_err(|e| format!("TLS write: {e}"))?;
+            *pos += k;
+        }
+        if !tls.wants_write() {
+            return Ok(());
+        }
+        match tls.write_tls(stream) {
+            Ok(0) => return Err("write returned 0".into()),
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(format!("write: {e}")),
         }
     }
 }

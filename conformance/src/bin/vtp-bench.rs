@@ -10,6 +10,13 @@
 //!   subscriber (p50/p99/max), events/s and deliveries/s; paced (`--rate R`) or closed-loop
 //!   (`--rate 0`: at most `--window` events not yet at every subscriber).
 //! - `hold`: S subscribers connected for T seconds; checks that each got its iamalives on time.
+//! - `handshake`: N connections to the broadcast address from C threads, each a full TLS
+//!   handshake (with `--tls-ca`; a plain connect without) and the broker's first frame;
+//!   connections/s, and with `--pid` the broker's CPU per connection.
+//!
+//! With `--tls-ca FILE` subscribers connect with TLS (authors always submit over plain TCP):
+//! full handshakes, one key-exchange group (`--tls-group`, X25519 by default), the broker's
+//! certificate verified for `--tls-name`.
 //!
 //! With `--pid PID` the broker's CPU time (utime+stime from `/proc/PID/stat`, and the exact
 //! per-thread schedstat sum) and memory are sampled around the measured phase. The
@@ -32,7 +39,8 @@ use clap::{Args, Parser, Subcommand};
 
 use bench::report::{Report, quantile, rate, round3};
 use bench::subscribers::{Pool, Setup, ThreadResult};
-use bench::{Book, EventTemplate, ProcSample, author, proc_stat};
+use bench::tls::TlsClient;
+use bench::{Book, EventTemplate, ProcSample, author, handshake, proc_stat};
 
 /// Load generator for VTP brokers: submit, subscribe, end-to-end latency, hold many
 /// subscribers.
@@ -100,6 +108,21 @@ enum Mode {
         #[command(flatten)]
         common: Common,
     },
+    /// Open N connections to the broadcast address from C threads: connect, TLS handshake
+    /// (with --tls-ca; plain without), the broker's first frame, reset.
+    Handshake {
+        /// The broker's broadcast (subscriber) address.
+        #[arg(long, value_name = "HOST:PORT", value_parser = addr)]
+        broadcast: SocketAddr,
+        /// Connections in all.
+        #[arg(long, value_name = "N")]
+        connections: u64,
+        /// Concurrent connections (one per thread).
+        #[arg(long, value_name = "C", default_value_t = 8)]
+        concurrency: usize,
+        #[command(flatten)]
+        common: Common,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -120,6 +143,36 @@ struct Common {
     /// A name for the run, copied into the report (e.g. the broker's).
     #[arg(long, value_name = "NAME", default_value = "")]
     label: String,
+    /// Subscribers (and the handshake mode) connect with TLS, trusting only the CA
+    /// certificates in this PEM file; authors always submit over plain TCP.
+    #[arg(long, value_name = "FILE")]
+    tls_ca: Option<PathBuf>,
+    /// The name the broker's certificate must be valid for (DNS name or IP address).
+    #[arg(long, value_name = "NAME", default_value = "localhost")]
+    tls_name: String,
+    /// The only key-exchange group offered: x25519 (what OpenSSL clients offer first), p256,
+    /// or p384 (rustls's own first choice).
+    #[arg(long, value_name = "GROUP", default_value = "x25519")]
+    tls_group: String,
+}
+
+impl Common {
+    /// The TLS client settings, when --tls-ca is given.
+    fn tls(&self) -> Result<Option<TlsClient>, String> {
+        self.tls_ca
+            .as_deref()
+            .map(|ca| TlsClient::new(ca, &self.tls_name, &self.tls_group))
+            .transpose()
+    }
+
+    /// Records whether the run used TLS, and with which group.
+    fn put_tls(&self, r: &mut Report) {
+        r.put("tls", self.tls_ca.is_some());
+        r.put(
+            "tls_group",
+            self.tls_ca.as_ref().map(|_| self.tls_group.as_str()),
+        );
+    }
 }
 
 fn addr(s: &str) -> Result<SocketAddr, String> {
@@ -153,6 +206,12 @@ fn main() -> ExitCode {
             slack,
             common,
         } => hold(broadcast, subscribers, seconds, iamalive, slack, &common),
+        Mode::Handshake {
+            broadcast,
+            connections,
+            concurrency,
+            common,
+        } => handshakes(broadcast, connections, concurrency, &common),
     };
     match result {
         Ok((report, ok)) => {
@@ -293,6 +352,7 @@ fn start_subscribers(
         threads: common.threads,
         template: track.map(|(t, _)| Arc::clone(t)),
         book: track.map(|(_, b)| Arc::clone(b)),
+        tls: common.tls()?,
     })
     .map_err(|e| format!("cannot start the subscriber threads: {e}"))?;
     let ready = pool.wait_ready(subscribers, Instant::now() + timeout);
@@ -366,6 +426,7 @@ fn subscribe(broadcast: SocketAddr, subscribers: usize, expect: u64, common: &Co
     let mut r = Report::default();
     r.put("mode", "subscribe");
     r.put("label", common.label.as_str());
+    common.put_tls(&mut r);
     put_subscribers(&mut r, subscribers, ready, &res);
     r.put("expect", expect);
     r.put("deliveries", deliveries);
@@ -490,6 +551,7 @@ fn e2e(a: &E2eArgs, common: &Common) -> Run {
     let mut r = Report::default();
     r.put("mode", "e2e");
     r.put("label", common.label.as_str());
+    common.put_tls(&mut r);
     put_subscribers(&mut r, a.subscribers, ready, &res);
     r.put("events", a.events);
     r.put("rate", a.rate);
@@ -568,6 +630,7 @@ fn hold(
     let mut r = Report::default();
     r.put("mode", "hold");
     r.put("label", common.label.as_str());
+    common.put_tls(&mut r);
     put_subscribers(&mut r, subscribers, ready, &res);
     r.ms("connect_ms", Some(connect_time));
     r.put("seconds", seconds);
@@ -584,3 +647,43 @@ fn hold(
     r.put("ok", ok);
     Ok((r, ok))
 }
+
+// -------------------------------------------------------------------------------- handshake
+
+fn handshakes(broadcast: SocketAddr, connections: u64, concurrency: usize, common: &Common) -> Run {
+    let plan = handshake::Plan {
+        addr: broadcast,
+        connections,
+        concurrency,
+        tls: common.tls()?,
+        timeout: secs(common.timeout, "--timeout")?,
+    };
+    let before = Samples::take(common.pid)?;
+    let mut out = handshake::run(&plan);
+    let after = Samples::take(common.pid)?;
+    let mut r = Report::default();
+    r.put("mode", "handshake");
+    r.put("label", common.label.as_str());
+    common.put_tls(&mut r);
+    r.put("connections", connections);
+    r.put("concurrency", concurrency);
+    r.put("done", out.done);
+    r.put("failed", out.failed);
+    let wall = span(out.first_start, out.last_end);
+    r.ms("wall_ms", wall);
+    r.put("connections_per_s", rate(out.done, wall));
+    put_latencies(&mut r, CONNECT_KEYS, &mut out.latencies);
+    put_costs(&mut r, &before, &after, out.done);
+    r.put("first_failure", out.first_failure);
+    let ok = out.done == connections;
+    r.put("ok", ok);
+    Ok((r, ok))
+}
+
+/// The report's keys for connection latencies, connect to first frame (p50, p99, max, mean).
+const CONNECT_KEYS: &[&str; 4] = &[
+    "connect_p50_ms",
+    "connect_p99_ms",
+    "connect_max_ms",
+    "connect_mean_ms",
+];

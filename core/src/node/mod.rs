@@ -19,6 +19,7 @@
 //! | [`Node::handle_persisted`] | the store made more [`Action::Persist`] records durable |
 //! | [`Node::handle_store_status`] | the store's commits started failing, or work again |
 //! | [`Node::restore_seen`] | start-up: seen-index records loaded from the store |
+//! | [`Node::reconfigure`] | command: run with a new configuration (a reload), keeping every connection |
 //! | [`Node::shutdown`] | command: close everything |
 //!
 //! After **every** input, drain [`Node::poll_action`] until `None` (perform the actions in
@@ -70,6 +71,7 @@
 //! | `subscription.rs` | upstreams: dial, reconnect with back-off, ack and relay their events |
 //! | `submission.rs` | us as author: [`Node::submit`] and the broker's receipt |
 //! | `durability.rs` | seen-index records: persist numbering, hold and release, expiry |
+//! | `reconfigure.rs` | [`Node::reconfigure`]: a new configuration at run time, what changes live |
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::net::IpAddr;
@@ -77,11 +79,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::backoff::Backoff;
-use crate::config::{Config, IAMALIVE_PERIOD_MAX};
+use crate::config::Config;
 use crate::filter::FilterEngine;
 use crate::frame::{self, FrameDecoder};
 use crate::identity::{Identity, IdentityRule};
-use crate::ivoid::Ivoid;
 use crate::message::{self, Message};
 use crate::output::{
     Action, CloseReason, ConnId, ConnRole, Event, ListenerRole, Peer, RefusalCounts, Remote,
@@ -93,6 +94,7 @@ use crate::violation::Violation;
 
 pub use errors::{ConfigError, SubmitError};
 pub use intake::NAK_STORE_UNAVAILABLE;
+pub use reconfigure::{Fixed, Reconfigured};
 
 use admission::RefusalLog;
 use durability::Held;
@@ -107,6 +109,7 @@ mod errors;
 mod feed;
 mod filters;
 mod intake;
+mod reconfigure;
 mod submission;
 mod subscription;
 
@@ -231,30 +234,9 @@ impl Node {
         now: Instant,
         unix_now: Duration,
     ) -> Result<Self, ConfigError> {
-        if let Some(ivo) = &config.local_ivo {
-            Ivoid::parse(ivo).map_err(|e| ConfigError::LocalIvo {
-                ivo: ivo.clone(),
-                reason: e.to_string(),
-            })?;
-        }
-        let period = config.timing.iamalive_period;
-        if period.is_zero() || period > IAMALIVE_PERIOD_MAX {
-            return Err(ConfigError::IamalivePeriod { given: period });
-        }
-        for (index, f) in config.filters.iter().enumerate() {
-            if f.len() > config.limits.filter_len_max {
-                return Err(ConfigError::FilterTooLong {
-                    index,
-                    len: f.len(),
-                    max: config.limits.filter_len_max,
-                });
-            }
-        }
+        reconfigure::validate(&config)?;
         let mut upstreams = Vec::with_capacity(config.upstreams.len());
         for (i, up) in config.upstreams.iter().enumerate() {
-            if up.endpoints.is_empty() {
-                return Err(ConfigError::EmptyUpstream(i));
-            }
             upstreams.push(UpstreamState {
                 endpoints: up.endpoints.clone(),
                 next_endpoint: 0,

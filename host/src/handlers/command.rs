@@ -113,6 +113,7 @@ impl Command {
                 .stdin(Stdio::piped())
                 .stdout(Stdio::piped())
                 .stderr(Stdio::piped())
+                .env_remove(crate::notify::NOTIFY_SOCKET)
                 .spawn()
                 .map_err(|source| HandlerError::Spawn {
                     program: self.program.clone(),

@@ -4,7 +4,7 @@ use std::fmt;
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError};
-use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError, RwLock, Weak};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
@@ -44,10 +44,18 @@ pub struct Handlers {
     /// Disconnected once every worker has returned (each holds a sender it never uses).
     done_rx: Receiver<()>,
     shared: Arc<Shared>,
-    names: Vec<String>,
-    /// The workers' handlers, to [`stop`](Handler::stop) at shutdown.
-    handlers: Arc<[Arc<dyn Handler>]>,
 }
+
+/// The handlers every worker runs, in order.
+type List = Arc<[Arc<dyn Handler>]>;
+/// A list replaced by a reload, alive while a worker still runs it.
+type Retired = Weak<[Arc<dyn Handler>]>;
+
+/// A handle on the handlers a [`Handlers`] pool runs, for a configuration reload:
+/// [`replace`](Self::replace) them and [`set_queue_bytes`](Self::set_queue_bytes) without
+/// touching the queue (queued and spooled deliveries go to the new handlers).
+#[derive(Clone)]
+pub struct HandlerSet(Arc<Shared>);
 
 /// A delivery on the queue, with its id in the handler spool if it is spooled.
 struct Item {
@@ -80,6 +88,11 @@ struct Shared {
     /// Spooled deliveries left unhandled at shutdown: they stay in the spool.
     kept: AtomicU64,
     spool_done: OnceLock<SpoolDone>,
+    /// The handlers each delivery goes to: a worker takes the current list for each one.
+    handlers: RwLock<List>,
+    /// Lists replaced while a worker may still run them, to [`stop`](Handler::stop) at
+    /// shutdown too.
+    retired: Mutex<Vec<Retired>>,
 }
 
 /// Why [`Feed::offer`] did not queue a delivery (it stays in the spool).
@@ -121,19 +134,18 @@ impl Handlers {
             abandoned_log: Mutex::new(DropLog::default()),
             kept: AtomicU64::new(0),
             spool_done: OnceLock::new(),
+            handlers: RwLock::new(handlers.into()),
+            retired: Mutex::new(Vec::new()),
         });
-        let names = handlers.iter().map(|h| h.name().to_owned()).collect();
-        let handlers: Arc<[Arc<dyn Handler>]> = handlers.into();
         let mut threads = Vec::with_capacity(workers.max(1));
         for i in 0..workers.max(1) {
             let rx = Arc::clone(&rx);
-            let handlers = Arc::clone(&handlers);
             let shared = Arc::clone(&shared);
             let done = done_tx.clone();
             let spawned = thread::Builder::new()
                 .name(format!("vtp-handler-{i}"))
                 .spawn(move || {
-                    serve(&rx, &handlers, &shared);
+                    serve(&rx, &shared);
                     drop(done);
                 });
             match spawned {
@@ -146,9 +158,12 @@ impl Handlers {
             workers: threads,
             done_rx,
             shared,
-            names,
-            handlers,
         }
+    }
+
+    /// A handle that replaces the handlers this pool runs (a configuration reload).
+    pub fn handler_set(&self) -> HandlerSet {
+        HandlerSet(Arc::clone(&self.shared))
     }
 
     /// Bounds the event bytes (ivorn plus payload) of the deliveries queued or being handled
@@ -210,8 +225,6 @@ impl Handlers {
             workers,
             done_rx,
             shared,
-            handlers,
-            ..
         } = self;
         // Workers drain the queue, then see the channel closed and return.
         drop(
@@ -243,7 +256,7 @@ impl Handlers {
                 shared.abandon_one(&item);
             }
             drop(rx);
-            for handler in handlers.iter() {
+            for handler in shared.every_handler() {
                 handler.stop();
             }
             let running = workers.iter().filter(|w| !w.is_finished()).count();
@@ -300,13 +313,57 @@ impl Handlers {
 impl fmt::Debug for Handlers {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Handlers")
-            .field("handlers", &self.names)
+            .field("handlers", &self.handler_set().names())
             .field("workers", &self.workers.len())
             .field("queue_max", &self.shared.queue_max)
             .field("bytes_max", &self.shared.bytes_max.load(Ordering::Relaxed))
             .field("queued_bytes", &self.queued_bytes())
             .field("dropped", &self.dropped())
             .finish()
+    }
+}
+
+impl HandlerSet {
+    /// Every delivery taken from now on goes to `handlers`, in order (queued ones included);
+    /// a delivery a worker is handling finishes with the handlers it started with. At
+    /// shutdown, handlers replaced but still running are told to stop as well.
+    pub fn replace(&self, handlers: Vec<Arc<dyn Handler>>) {
+        let old = std::mem::replace(
+            &mut *self
+                .0
+                .handlers
+                .write()
+                .unwrap_or_else(PoisonError::into_inner),
+            handlers.into(),
+        );
+        let mut retired = self
+            .0
+            .retired
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        retired.retain(|w| w.strong_count() > 0);
+        retired.push(Arc::downgrade(&old));
+    }
+
+    /// Bounds the event bytes held for the handlers to `bytes_max` (at least one) from now on,
+    /// as [`Handlers::with_queue_bytes`]; deliveries already queued stay.
+    pub fn set_queue_bytes(&self, bytes_max: usize) {
+        self.0.bytes_max.store(bytes_max.max(1), Ordering::Relaxed);
+    }
+
+    /// The names of the handlers run now, in order.
+    pub fn names(&self) -> Vec<String> {
+        self.0
+            .current()
+            .iter()
+            .map(|h| h.name().to_owned())
+            .collect()
+    }
+}
+
+impl fmt::Debug for HandlerSet {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("HandlerSet").field(&self.names()).finish()
     }
 }
 
@@ -368,6 +425,21 @@ enum Why {
 }
 
 impl Shared {
+    /// The handlers to run a delivery with.
+    fn current(&self) -> List {
+        Arc::clone(&self.handlers.read().unwrap_or_else(PoisonError::into_inner))
+    }
+
+    /// The current handlers and those replaced that may still run.
+    fn every_handler(&self) -> Vec<Arc<dyn Handler>> {
+        let mut all: Vec<Arc<dyn Handler>> = self.current().to_vec();
+        let retired = self.retired.lock().unwrap_or_else(PoisonError::into_inner);
+        for list in retired.iter().filter_map(Weak::upgrade) {
+            all.extend(list.iter().cloned());
+        }
+        all
+    }
+
     /// Queues `item`, or hands it back with the reason.
     fn try_queue(&self, item: Item) -> Result<(), (Item, Why)> {
         let size = event_bytes(&item.delivery);
@@ -508,7 +580,7 @@ fn event_bytes(delivery: &Delivery) -> usize {
 }
 
 /// A worker: takes deliveries until the queue is closed and empty, or shutdown gives up.
-fn serve(rx: &Mutex<Receiver<Item>>, handlers: &[Arc<dyn Handler>], shared: &Shared) {
+fn serve(rx: &Mutex<Receiver<Item>>, shared: &Shared) {
     loop {
         if shared.abandon.load(Ordering::Acquire) {
             return;
@@ -524,7 +596,8 @@ fn serve(rx: &Mutex<Receiver<Item>>, handlers: &[Arc<dyn Handler>], shared: &Sha
         }
         let delivery = &item.delivery;
         let mut stopped = false;
-        for handler in handlers {
+        let handlers = shared.current();
+        for handler in handlers.iter() {
             match panic::catch_unwind(AssertUnwindSafe(|| handler.handle(delivery))) {
                 Ok(Ok(())) => {}
                 Ok(Err(e)) => {
@@ -682,6 +755,30 @@ mod tests {
         }
         assert!(pool.shutdown(Duration::from_secs(30)));
         assert_eq!(counting.0.load(Ordering::SeqCst), 5);
+    }
+
+    #[test]
+    fn replaced_handlers_take_every_delivery_from_then_on() {
+        let old = Arc::new(Counting::default());
+        let new = Arc::new(Counting::default());
+        let pool = Handlers::new(vec![old.clone()], 1, 100);
+        let set = pool.handler_set();
+        let drain = |pool: &Handlers| {
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while pool.queued_bytes() > 0 {
+                assert!(Instant::now() < deadline, "never handled");
+                thread::yield_now();
+            }
+        };
+        assert!(pool.dispatch(delivery("ivo://a/b#1", b"x")));
+        drain(&pool);
+        set.replace(vec![new.clone(), new.clone()]);
+        assert_eq!(set.names(), ["counting", "counting"]);
+        assert!(pool.dispatch(delivery("ivo://a/b#2", b"x")));
+        drain(&pool);
+        assert!(pool.shutdown(Duration::from_secs(30)));
+        assert_eq!(old.0.load(Ordering::SeqCst), 1);
+        assert_eq!(new.0.load(Ordering::SeqCst), 2, "run twice: listed twice");
     }
 
     #[test]

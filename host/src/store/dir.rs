@@ -72,6 +72,20 @@ pub fn default_dir_from_env() -> Result<PathBuf, StoreError> {
     )
 }
 
+/// True if `dir` lies in a directory the system may empty: the temporary directory
+/// (`$TMPDIR`), `/tmp`, `/var/tmp` or `/dev/shm`.
+pub(super) fn is_temporary(dir: &Path) -> bool {
+    let temp = std::env::temp_dir();
+    [
+        temp.as_path(),
+        Path::new("/tmp"),
+        Path::new("/var/tmp"),
+        Path::new("/dev/shm"),
+    ]
+    .iter()
+    .any(|t| dir.starts_with(t))
+}
+
 /// `v` as a path, if it is an absolute one.
 fn absolute(v: Option<&OsStr>) -> Option<&Path> {
     v.map(Path::new).filter(|p| p.is_absolute())
@@ -196,4 +210,19 @@ pub(super) fn exists_in(dir: &File, name: &str) -> bool {
 /// Renames `from` to `to` within `dir`, replacing `to`.
 pub(super) fn rename_in(dir: &File, from: &str, to: &str) -> io::Result<()> {
     rustix::fs::renameat(dir, from, dir, to).map_err(Into::into)
+}
+
+#[cfg(test)]
+mod temporary_tests {
+    use super::*;
+
+    #[test]
+    fn temporary_directories_are_recognised() {
+        assert!(is_temporary(&std::env::temp_dir().join("vtp-eventdb")));
+        assert!(is_temporary(Path::new("/tmp/x")));
+        assert!(is_temporary(Path::new("/var/tmp/vtp")));
+        assert!(is_temporary(Path::new("/dev/shm/vtp")));
+        assert!(!is_temporary(Path::new("/var/lib/vtp")));
+        assert!(!is_temporary(Path::new("/tmpfoo/vtp")));
+    }
 }

@@ -168,6 +168,14 @@ pub fn open_with_spool(
     now: Instant,
     spool_bytes: u64,
 ) -> Result<Opened, StoreError> {
+    if self::dir::is_temporary(dir) {
+        warn!(
+            "the event database {} is in a temporary directory, which the system may empty \
+             (at reboot, or by age): duplicates and spooled handler work would then be \
+             forgotten; give --eventdb a lasting directory (systemd: StateDirectory=vtp)",
+            dir.display()
+        );
+    }
     let mut store = SeenStore::open(dir)?;
     let records = store.load()?;
     if spool_bytes > 0 {
