@@ -79,8 +79,9 @@ fn pygcn_through_stunnel(runtime: &str) {
     st.proc.log.wait_for("stunnel verified vtp", |l| {
         l.contains("Certificate accepted at depth=0: CN=vtp-test-server")
     });
+    // Once secured (no client certificate: that is DEBUG), the feed is up, named at INFO.
     b.proc.log.wait_for("vtp secured the feed", |l| {
-        l.contains("TLS peer 127.0.0.1:") && l.contains(": no client certificate")
+        l.contains(" INFO ") && l.contains("subscriber 127.0.0.1:") && l.contains(" connected")
     });
 
     let files = TempDir::new(&name("files"));
