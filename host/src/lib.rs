@@ -34,6 +34,7 @@
 //!   driver that every runtime routes its reads, writes and ends through;
 //! - `tls` (cargo feature `tls`, on by default): certificates and keys loaded with errors that
 //!   name the file, rustls configurations, the identity of a client certificate;
+//! - [`text`]: a peer's text made safe to print ([`text::printable`]);
 //! - [`notify`]: readiness for the service manager (systemd's `sd_notify`: `READY=1`,
 //!   `STATUS=`, `STOPPING=1` to `$NOTIFY_SOCKET`);
 //! - [`reload`]: configuration reload at run time: the mailbox that brings a prepared reload
@@ -81,6 +82,7 @@ pub mod shutdown;
 pub mod store;
 #[cfg(feature = "testing")]
 pub mod testing;
+pub mod text;
 #[cfg(feature = "tls")]
 pub mod tls;
 pub mod transport;

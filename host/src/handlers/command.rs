@@ -15,7 +15,7 @@ use rustix::process::{Pid, Signal, WaitId, WaitIdOptions, kill_process_group, wa
 use tracing::debug;
 use vtp_core::Delivery;
 
-use crate::effects::printable;
+use crate::text::printable;
 
 use super::{Handler, HandlerError};
 

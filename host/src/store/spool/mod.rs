@@ -862,7 +862,7 @@ impl std::fmt::Display for Ivorns<'_> {
                 write!(f, ", ")?;
             }
             match ivorn {
-                Some(ivorn) => write!(f, "{}", crate::effects::printable(ivorn))?,
+                Some(ivorn) => write!(f, "{}", crate::text::printable(ivorn))?,
                 None => write!(f, "id {id} (ivorn unreadable)")?,
             }
         }
