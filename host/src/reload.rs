@@ -9,7 +9,7 @@
 //!    What is left is a [`Request`]: the node's new [`Config`] and a `finish` callback.
 //! 2. **Apply**, on the loop that owns the node: [`Requester::send`] puts the request in a
 //!    one-slot mailbox ([`Reloads`]; a newer request replaces one not applied yet) and wakes the
-//!    loop through the waker of its last poll. The async owner loop ([`crate::aio`]) awaits
+//!    loop through the waker of its last poll. The async owner loop (`aio`, feature `async`) awaits
 //!    [`Reloads::next`] beside its shutdown and its messages; the mio loop polls
 //!    [`Reloads::poll_next`] with the task waker that fires its `mio::Waker`, as it polls the
 //!    shutdown future. Either calls [`apply`]: [`Node::reconfigure`] decides what changes (it
