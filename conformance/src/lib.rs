@@ -69,6 +69,7 @@ mod report;
 mod scenarios;
 pub mod sim;
 mod tls;
+pub use tls::load_roots;
 
 use std::collections::BTreeSet;
 use std::fmt;

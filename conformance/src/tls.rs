@@ -47,21 +47,7 @@ impl Tls {
         receive_host: &str,
         broadcast_host: &str,
     ) -> Result<Self, String> {
-        let shown = ca_file.display();
-        let mut roots = RootCertStore::empty();
-        let certs = CertificateDer::pem_file_iter(ca_file)
-            .map_err(|e| format!("{shown}: cannot read the CA file: {e}"))?;
-        for cert in certs {
-            let cert = cert.map_err(|e| format!("{shown}: not valid PEM: {e}"))?;
-            roots
-                .add(cert)
-                .map_err(|e| format!("{shown}: unusable CA certificate: {e}"))?;
-        }
-        if roots.is_empty() {
-            return Err(format!(
-                "{shown}: no certificate in the CA file (expected \"-----BEGIN CERTIFICATE-----\")"
-            ));
-        }
+        let roots = load_roots(ca_file)?;
         // rustls 0.23.48 deprecated ring's provider for lacking post-quantum key exchange; the
         // suite uses the provider vtp uses.
         #[allow(deprecated)]
@@ -151,6 +137,27 @@ fn server_name(host: &str) -> Result<ServerName<'static>, String> {
         .unwrap_or(host);
     ServerName::try_from(bare.to_owned())
         .map_err(|e| format!("`{host}` is not a host name or IP address to verify: {e}"))
+}
+
+/// The CA certificates of a PEM file, with errors naming it (the suite's and the bench's one
+/// loader).
+pub fn load_roots(ca_file: &Path) -> Result<RootCertStore, String> {
+    let shown = ca_file.display();
+    let mut roots = RootCertStore::empty();
+    let certs = CertificateDer::pem_file_iter(ca_file)
+        .map_err(|e| format!("{shown}: cannot read the CA file: {e}"))?;
+    for cert in certs {
+        let cert = cert.map_err(|e| format!("{shown}: not valid PEM: {e}"))?;
+        roots
+            .add(cert)
+            .map_err(|e| format!("{shown}: unusable CA certificate: {e}"))?;
+    }
+    if roots.is_empty() {
+        return Err(format!(
+            "{shown}: no certificate in the CA file (expected \"-----BEGIN CERTIFICATE-----\")"
+        ));
+    }
+    Ok(roots)
 }
 
 #[cfg(test)]

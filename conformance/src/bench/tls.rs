@@ -11,9 +11,8 @@ use std::sync::Arc;
 
 use rustls::client::Resumption;
 use rustls::crypto::{CryptoProvider, SupportedKxGroup};
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, ServerName};
-use rustls::{ClientConfig, ClientConnection, NamedGroup, RootCertStore};
+use rustls::pki_types::ServerName;
+use rustls::{ClientConfig, ClientConnection, NamedGroup};
 
 /// A client configuration and the name it verifies.
 #[derive(Debug, Clone)]
@@ -26,19 +25,7 @@ impl TlsClient {
     /// Trusts the certificates in `ca_file` only, verifies `name`, and offers only `group`
     /// (`x25519`, `p256` or `p384`).
     pub(crate) fn new(ca_file: &Path, name: &str, group: &str) -> Result<Self, String> {
-        let shown = ca_file.display();
-        let mut roots = RootCertStore::empty();
-        let certs = CertificateDer::pem_file_iter(ca_file)
-            .map_err(|e| format!("{shown}: cannot read the CA file: {e}"))?;
-        for cert in certs {
-            let cert = cert.map_err(|e| format!("{shown}: not valid PEM: {e}"))?;
-            roots
-                .add(cert)
-                .map_err(|e| format!("{shown}: unusable CA certificate: {e}"))?;
-        }
-        if roots.is_empty() {
-            return Err(format!("{shown}: no certificate in the CA file"));
-        }
+        let roots = vtp_conformance::load_roots(ca_file)?;
         let want = match group {
             "x25519" => NamedGroup::X25519,
             "p256" => NamedGroup::secp256r1,
