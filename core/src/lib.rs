@@ -158,8 +158,8 @@ mod testutil;
 pub use config::Config;
 pub use node::{ConfigError, Node, SubmitError};
 pub use output::{
-    Action, CloseReason, ConnId, ConnRole, Delivery, Event, ListenerRole, Peer, RefusalCounts,
-    Source,
+    Action, CloseReason, ConnId, ConnRole, Delivery, Event, ListenerRole, Peer, RefusalCause,
+    RefusalCounts, Source,
 };
 pub use seen::{EventKey, SeenLevel, SeenRecord};
 pub use violation::Violation;

@@ -71,6 +71,46 @@ impl fmt::Display for Peer {
     }
 }
 
+/// Why the node refused an accept ([`Event::Refused`]), one of the causes
+/// [`RefusalCounts`] counts: a small fixed set, fit for a metric's label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum RefusalCause {
+    /// The peer's address held its per-address share already.
+    PerAddress,
+    /// Every slot of the role was taken.
+    ConnectionsMax,
+    /// The peer is not on the role's whitelist.
+    Whitelist,
+    /// Too many TLS handshakes were in progress.
+    Handshakes,
+    /// Anything else (shutting down, no local IVOID, a certificate identity required on a
+    /// plain connection).
+    Other,
+}
+
+impl RefusalCause {
+    /// Every cause, in the order of [`RefusalCounts`]' fields.
+    pub const ALL: [Self; 5] = [
+        Self::PerAddress,
+        Self::ConnectionsMax,
+        Self::Whitelist,
+        Self::Handshakes,
+        Self::Other,
+    ];
+
+    /// A short name: `per_address`, `connections_max`, `whitelist`, `handshakes`, `other`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::PerAddress => "per_address",
+            Self::ConnectionsMax => "connections_max",
+            Self::Whitelist => "whitelist",
+            Self::Handshakes => "handshakes",
+            Self::Other => "other",
+        }
+    }
+}
+
 /// Accepts the node refused, by cause: since start ([`Node::refusals`](crate::Node::refusals)),
 /// or those of one window that were counted but not reported
 /// ([`Event::RefusalsSuppressed`]).
@@ -98,6 +138,29 @@ impl RefusalCounts {
     /// Refusals of every cause.
     pub fn total(&self) -> u64 {
         self.per_address + self.connections_max + self.whitelist + self.handshakes + self.other
+    }
+
+    /// The count of one cause.
+    pub fn of(&self, cause: RefusalCause) -> u64 {
+        match cause {
+            RefusalCause::PerAddress => self.per_address,
+            RefusalCause::ConnectionsMax => self.connections_max,
+            RefusalCause::Whitelist => self.whitelist,
+            RefusalCause::Handshakes => self.handshakes,
+            RefusalCause::Other => self.other,
+        }
+    }
+
+    /// Counts one refusal of `cause` (saturating).
+    pub fn add(&mut self, cause: RefusalCause) {
+        let n = match cause {
+            RefusalCause::PerAddress => &mut self.per_address,
+            RefusalCause::ConnectionsMax => &mut self.connections_max,
+            RefusalCause::Whitelist => &mut self.whitelist,
+            RefusalCause::Handshakes => &mut self.handshakes,
+            RefusalCause::Other => &mut self.other,
+        };
+        *n = n.saturating_add(1);
     }
 }
 
@@ -399,6 +462,11 @@ pub enum Event {
         conn: ConnId,
         /// What it is for.
         role: ConnRole,
+        /// Who, for a connection a listener accepted (`None` for the node's own dials).
+        peer: Option<Peer>,
+        /// For a [`ConnRole::Subscription`]: the index of its upstream in
+        /// [`Config::upstreams`](crate::Config::upstreams), as in [`Event::Reconnecting`].
+        upstream: Option<usize>,
     },
     /// A connection ended (closed by us or the peer).
     PeerDown {
@@ -417,6 +485,8 @@ pub enum Event {
         listener: ListenerRole,
         /// Who.
         peer: Peer,
+        /// Why, as one of a fixed set of causes (for counting).
+        cause: RefusalCause,
         /// Why (whitelist, connection limit, per-address limit, role not enabled), naming
         /// the limit's flag.
         reason: String,
@@ -461,6 +531,13 @@ pub enum Event {
         /// What was wrong; its `Display` is the nak's reason, as sent.
         reason: Violation,
     },
+    /// An author's new event was naked because the store cannot record it now (its commits
+    /// fail: [`Node::handle_store_status`](crate::Node::handle_store_status)); the nak's
+    /// reason is [`NAK_STORE_UNAVAILABLE`](crate::node::NAK_STORE_UNAVAILABLE).
+    StoreUnavailable {
+        /// Connection.
+        conn: ConnId,
+    },
     /// An event was a duplicate and was not relayed.
     Duplicate {
         /// Connection.
@@ -474,6 +551,8 @@ pub enum Event {
         conn: ConnId,
         /// Filters accepted.
         accepted: usize,
+        /// The accepted filters' expressions (`accepted` of them), as the subscriber sent them.
+        filters: Vec<Arc<str>>,
         /// Filters refused, each with its reason.
         refused: Vec<(String, String)>,
     },

@@ -329,7 +329,7 @@ pub fn printable(text: &str) -> std::borrow::Cow<'_, str> {
 pub fn log_event(e: &Event) {
     use tracing::{debug, info, warn};
     match e {
-        Event::PeerUp { conn, role } => debug!(%conn, ?role, "connection up"),
+        Event::PeerUp { conn, role, .. } => debug!(%conn, ?role, "connection up"),
         // A peer the node dropped for not reading or for breaking the protocol: INFO, naming
         // it; the ordinary ends of connections stay at DEBUG.
         Event::PeerDown {
@@ -358,6 +358,7 @@ pub fn log_event(e: &Event) {
             listener,
             peer,
             reason,
+            ..
         } => warn!(?listener, ?peer, "refused: {reason}"),
         Event::RefusalsSuppressed { counts, window } => warn!(
             refused = counts.total(),
@@ -385,6 +386,7 @@ pub fn log_event(e: &Event) {
             conn,
             accepted,
             refused,
+            ..
         } => {
             info!(%conn, accepted, "subscriber filters set");
             for (expr, why) in refused {

@@ -42,6 +42,7 @@ impl Node {
         let key = EventKey::of_element(&payload[ev.element.clone()]);
         if self.refuses_for_store(&key) {
             self.nak(conn, &ev.ivorn, NAK_STORE_UNAVAILABLE, now);
+            self.events.push_back(Event::StoreUnavailable { conn });
             return self.close(conn, CloseReason::Done, now);
         }
         let unix = self.clock.unix_secs_at(now);

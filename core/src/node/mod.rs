@@ -399,7 +399,12 @@ impl Node {
         if let Some(c) = self.conns.get_mut(&conn) {
             let role = kind.role();
             c.kind = kind;
-            self.events.push_back(Event::PeerUp { conn, role });
+            self.events.push_back(Event::PeerUp {
+                conn,
+                role,
+                peer: Some(peer),
+                upstream: None,
+            });
         }
     }
 
@@ -482,9 +487,11 @@ impl Node {
         let Some(c) = self.conns.get_mut(&conn) else {
             return;
         };
+        let mut upstream = None;
         match &mut c.kind {
             Kind::Subscription(s) => {
                 s.connected_at = Some(now);
+                upstream = Some(s.upstream);
                 self.timers.set(TimerKey::Conn(conn), now + silence);
             }
             Kind::Submission(s) => {
@@ -497,7 +504,12 @@ impl Node {
             Kind::Handshake(_) | Kind::Intake | Kind::Feed(_) => return,
         }
         let role = c.kind.role();
-        self.events.push_back(Event::PeerUp { conn, role });
+        self.events.push_back(Event::PeerUp {
+            conn,
+            role,
+            peer: None,
+            upstream,
+        });
     }
 
     /// Bytes were read from `conn`. Any chunking is fine.
@@ -788,7 +800,12 @@ impl Node {
             ConnRole::Subscription | ConnRole::Submission => return,
         }
         if up {
-            self.events.push_back(Event::PeerUp { conn, role });
+            self.events.push_back(Event::PeerUp {
+                conn,
+                role,
+                peer,
+                upstream: None,
+            });
         }
     }
 

@@ -880,7 +880,7 @@ impl Sim {
 
     fn observe(&mut self, event: Event) {
         match event {
-            Event::PeerUp { conn, role } => {
+            Event::PeerUp { conn, role, .. } => {
                 let m = self.model(conn);
                 assert_eq!(m.role, role);
                 m.peer_up += 1;
@@ -916,6 +916,7 @@ impl Sim {
                 conn,
                 accepted,
                 refused,
+                ..
             } => {
                 assert_eq!(self.model(conn).role, ConnRole::Feed);
                 self.tally.filters_accepted += accepted;
