@@ -361,7 +361,10 @@ mod tests {
         for (violation, text) in rows {
             assert_eq!(violation.to_string(), text, "{violation:?}");
             assert!(std::error::Error::source(&violation).is_none());
-            assert!(Violation::KINDS.contains(&violation.kind()), "{violation:?}");
+            assert!(
+                Violation::KINDS.contains(&violation.kind()),
+                "{violation:?}"
+            );
         }
     }
 }

@@ -27,7 +27,6 @@ pub(super) struct Refusal {
     reason: String,
 }
 
-
 /// The current refusal window.
 #[derive(Debug, Default)]
 pub(super) struct RefusalLog {

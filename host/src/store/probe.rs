@@ -143,7 +143,11 @@ mod tests {
         assert_eq!(s.count(), 4);
         assert_eq!(s.failed, 1);
         assert_eq!(s.buckets[0], 2, "50 µs and 100 µs (bounds are inclusive)");
-        assert_eq!(s.buckets[COMMIT_BUCKETS.len()], 1, "60 s is over every bound");
+        assert_eq!(
+            s.buckets[COMMIT_BUCKETS.len()],
+            1,
+            "60 s is over every bound"
+        );
         let cumulative = s.cumulative();
         assert_eq!(cumulative[0], (0.0001, 2));
         assert_eq!(cumulative[5], (0.005, 3));
