@@ -43,6 +43,7 @@ use vtp_core::driver::{Effects, StoreOp};
 use vtp_core::{CloseReason, ConnId, Delivery, Event, EventKey, SeenLevel};
 
 use crate::handlers::Handlers;
+use crate::ops::Observer;
 use crate::store::{SendError, StoreWorker};
 
 /// A callback that sees every node event (after it is logged).
@@ -68,6 +69,8 @@ pub struct HostEffects {
     spool_inflight: VecDeque<(u64, usize)>,
     /// The event bytes of those.
     spool_inflight_bytes: usize,
+    /// Counts what the node reports, for the metrics ([`crate::ops`]).
+    metrics: Option<Observer>,
 }
 
 impl std::fmt::Debug for HostEffects {
@@ -161,6 +164,13 @@ impl HostEffects {
         }
     }
 
+    /// Count every event, forward, delivery and turn of the loop into the metrics this
+    /// observer feeds ([`Metrics::new`](crate::ops::Metrics::new)).
+    pub fn with_metrics(mut self, observer: Observer) -> Self {
+        self.metrics = Some(observer);
+        self
+    }
+
     /// Call `hook` with every node event.
     pub fn on_event(mut self, hook: impl FnMut(&Event) + Send + 'static) -> Self {
         self.on_event = Some(Box::new(hook));
@@ -249,6 +259,9 @@ impl Effects for HostEffects {
     }
 
     fn set_durable_waker(&mut self, waker: Waker) {
+        if let Some(m) = &mut self.metrics {
+            m.set_waker(&waker);
+        }
         if let Some(store) = &self.store {
             store.set_waker(waker);
         }
@@ -273,6 +286,9 @@ impl Effects for HostEffects {
         if self.handlers.is_none() {
             return;
         }
+        if let Some(m) = &mut self.metrics {
+            m.delivered();
+        }
         let delivery = if self.spooling {
             match self.spool(delivery) {
                 Ok(()) => return,
@@ -291,7 +307,22 @@ impl Effects for HostEffects {
         tracing::debug!(%conn, key = %key, "duplicate event dropped");
     }
 
+    fn forwarded(&mut self, _conn: ConnId) {
+        if let Some(m) = &mut self.metrics {
+            m.forwarded();
+        }
+    }
+
+    fn heartbeat(&mut self) {
+        if let Some(m) = &mut self.metrics {
+            m.heartbeat();
+        }
+    }
+
     fn event(&mut self, event: Event) {
+        if let Some(m) = &mut self.metrics {
+            m.observe(&event);
+        }
         log_event(&event);
         if let Some(hook) = &mut self.on_event {
             hook(&event);

@@ -34,6 +34,9 @@
 //!   driver that every runtime routes its reads, writes and ends through;
 //! - `tls` (cargo feature `tls`, on by default): certificates and keys loaded with errors that
 //!   name the file, rustls configurations, the identity of a client certificate;
+//! - [`ops`]: operating a node: metrics counted from the node's events (read from any thread
+//!   without making the loop wait), health, status, the periodic stats line, and (cargo
+//!   feature `http`) the HTTP endpoint serving them (`/metrics`, `/healthz`, `/status`);
 //! - [`shutdown`]: a runtime-neutral shutdown signal (a [`Trigger`](shutdown::Trigger), or
 //!   SIGINT / SIGTERM);
 //! - `aio` (cargo feature `async`): the owner loop the async runtimes (`vtp-tokio`,
@@ -70,6 +73,7 @@ pub mod effects;
 pub mod fdlimit;
 pub mod handlers;
 pub mod net;
+pub mod ops;
 pub mod shutdown;
 pub mod store;
 #[cfg(feature = "testing")]
