@@ -12,6 +12,7 @@
 //! wires the host's effects (store, handlers, logging); nothing depends on it.
 
 mod args;
+mod ops;
 
 #[cfg(not(any(feature = "tokio", feature = "smol", feature = "mio")))]
 compile_error!("vtp-cli needs at least one runtime feature: `tokio`, `smol` or `mio`");
@@ -38,7 +39,10 @@ use vtp_host::net::{Bound, Options};
 use vtp_host::shutdown::Shutdown;
 use vtp_host::store;
 
-use args::{BrokerArgs, Cli, ClientTls, Command, Common, Handling, ListenArgs, Runtime, SendArgs};
+use args::{
+    BrokerArgs, Cli, ClientTls, Command, Common, Handling, ListenArgs, Operations, Runtime,
+    SendArgs,
+};
 
 /// Exit statuses of `vtp send` (and of every command for usage errors).
 mod status {
@@ -233,7 +237,12 @@ fn broker(a: BrokerArgs) -> Result<(), Fail> {
         });
     }
     config.filters = checked_filters(&a.handling.filter)?;
-    let fds = FdPlan::new(a.max_connections, &listeners, config.upstreams.len());
+    let fds = FdPlan::new(
+        a.max_connections,
+        &listeners,
+        config.upstreams.len(),
+        a.ops.http.is_some(),
+    );
     config.limits.connections_max = fds.cap;
     config.author_identities = identities("--author-identity", &a.author_identity)?;
     config.subscriber_identities = identities("--subscriber-identity", &a.subscriber_identity)?;
@@ -257,6 +266,7 @@ fn broker(a: BrokerArgs) -> Result<(), Fail> {
         a.common.runtime,
         options,
         Some(&fds),
+        &a.ops,
     )
 }
 
@@ -277,11 +287,13 @@ struct FdPlan {
 
 impl FdPlan {
     /// Raises the soft file-descriptor limit to the hard one and fits `flag`
-    /// (`--max-connections`) under it, once the broker's other descriptors are set aside.
+    /// (`--max-connections`) under it, once the broker's other descriptors are set aside
+    /// (`http`: those of the HTTP endpoint too).
     fn new(
         flag: Option<usize>,
         listeners: &[(ListenerRole, ListenEndpoint)],
         upstreams: usize,
+        http: bool,
     ) -> Self {
         let raised = fdlimit::raise_nofile();
         let reserve = FdReserve {
@@ -299,6 +311,7 @@ impl FdPlan {
             upstreams,
             handler_workers: HANDLER_WORKERS,
             store: true,
+            http,
         };
         let roles = [ListenerRole::Receive, ListenerRole::Broadcast]
             .into_iter()
@@ -527,6 +540,7 @@ fn serve(
     runtime: Runtime,
     options: Options,
     fds: Option<&FdPlan>,
+    ops_args: &Operations,
 ) -> Result<(), Fail> {
     let handlers = build_handlers(handling, false)?;
     let spool_bytes = match (&handlers, eventdb) {
@@ -548,11 +562,14 @@ fn serve(
         fds.log(&node.config().limits);
     }
     let mut fx = HostEffects::new();
+    let mut store_probe = None;
     if let Some(dir) = eventdb {
         // The error says what is wrong: a lock held by another vtp, or the OS error.
         let opened = store::open_with_spool(&mut node, dir, now, spool_bytes)?;
+        store_probe = Some(opened.worker.probe());
         fx = fx.with_store(opened.worker);
     }
+    let handlers_probe = handlers.as_ref().map(Handlers::probe);
     if let Some(h) = handlers {
         fx = fx.with_handlers(h);
     }
@@ -565,7 +582,18 @@ fn serve(
     for (role, addr) in bound.addrs() {
         tracing::info!("listening for {} on {addr}", role_name(role));
     }
+    let role = if fds.is_some() { "broker" } else { "listener" };
+    let (ops, observer) = ops::start(
+        ops_args,
+        role,
+        &bound,
+        &node.config().upstreams,
+        (store_probe, handlers_probe),
+        &filter_counters,
+    )?;
+    let fx = fx.with_metrics(observer);
     let fx = run_node(runtime, node, bound, fx, shutdown, options)?;
+    drop(ops);
     fx.finish(Duration::from_secs(5));
     filter_counters.log();
     tracing::info!("stopped");
@@ -590,6 +618,24 @@ fn filter_engine() -> (Box<dyn FilterEngine + Send>, FilterCounters) {
 struct FilterCounters(#[cfg(feature = "xpath")] std::sync::Arc<vtp_core::filter::XPathStats>);
 
 impl FilterCounters {
+    /// Lets the metrics read the engine's counters (nothing without XPath).
+    fn attach(&self, metrics: &vtp_host::ops::Metrics) {
+        #[cfg(feature = "xpath")]
+        {
+            use std::sync::atomic::Ordering::Relaxed;
+            let s = std::sync::Arc::clone(&self.0);
+            metrics.attach_filters(move || vtp_host::ops::FilterCounts {
+                events: s.documents.load(Relaxed),
+                events_refused: s.documents_refused.load(Relaxed),
+                evaluations: s.evaluations.load(Relaxed),
+                errors: s.errors.load(Relaxed),
+                over_budget: s.over_budget.load(Relaxed),
+            });
+        }
+        #[cfg(not(feature = "xpath"))]
+        let _ = metrics;
+    }
+
     /// One line when filters were evaluated; a warning when xee panicked (a bug to report).
     fn log(&self) {
         #[cfg(feature = "xpath")]
@@ -781,5 +827,6 @@ fn listen(a: ListenArgs) -> Result<(), Fail> {
         a.common.runtime,
         Options::default(),
         None,
+        &a.ops,
     )
 }
