@@ -202,7 +202,11 @@ fn metrics_health_and_status_follow_what_was_sent_on_every_runtime() {
             value(&m, "vtp_store_commit_seconds_count").unwrap() >= 1.0,
             "{m}"
         );
-        assert!(value(&m, "vtp_store_commit_seconds_bucket{le=\"+Inf\"}").is_some());
+        assert_eq!(
+            value(&m, "vtp_store_commit_seconds_bucket{le=\"+Inf\"}"),
+            value(&m, "vtp_store_commit_seconds_count"),
+            "{m}"
+        );
         assert!(
             value(&m, "process_resident_memory_bytes").unwrap() > 1e6,
             "{m}"

@@ -203,12 +203,8 @@ impl Collector for Scrape {
                 None,
                 MetricType::Histogram,
             )?;
-            enc.encode_histogram::<NoLabelSet>(
-                c.sum.as_secs_f64(),
-                c.count(),
-                &with_inf(c.cumulative(), c.count()),
-                None,
-            )?;
+            // The encoder adds the buckets up itself.
+            enc.encode_histogram::<NoLabelSet>(c.sum.as_secs_f64(), c.count(), &c.buckets(), None)?;
             counter(
                 &mut e,
                 "vtp_store_commit_failures",
@@ -254,12 +250,6 @@ impl Collector for Scrape {
         }
         Ok(())
     }
-}
-
-/// Prometheus wants the `+Inf` bucket too.
-fn with_inf(mut buckets: Vec<(f64, u64)>, count: u64) -> Vec<(f64, u64)> {
-    buckets.push((f64::INFINITY, count));
-    buckets
 }
 
 fn counter(e: &mut DescriptorEncoder, name: &str, help: &str, v: u64) -> Result<(), fmt::Error> {

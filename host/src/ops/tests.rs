@@ -210,6 +210,35 @@ fn the_prometheus_text_and_the_status_json_carry_the_counts() {
             "{line} missing from\n{text}"
         );
     }
+    // The store's histogram: cumulative buckets ending at the count.
+    let tmp = crate::testutil::TempDir::new("ops-histogram");
+    let store = crate::store::SeenStore::open(tmp.path()).unwrap();
+    let mut worker = crate::store::StoreWorker::spawn(store, None).unwrap();
+    rig.metrics.attach_store(worker.probe());
+    for i in 0..3u8 {
+        let seq = worker
+            .send(crate::store::StoreOp::Persist(vtp_core::SeenRecord {
+                key: vtp_core::EventKey([i; 32]),
+                unix_secs: 1_700_000_000,
+            }))
+            .unwrap();
+        assert!(worker.wait_durable(seq, Duration::from_secs(30)));
+    }
+    let text = render::prometheus(&rig.metrics);
+    let series = |name: &str| -> f64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or_else(|| panic!("{name} missing from\n{text}"))
+    };
+    let count = series("vtp_store_commit_seconds_count");
+    assert!(count >= 1.0);
+    assert_eq!(
+        series("vtp_store_commit_seconds_bucket{le=\"+Inf\"}"),
+        count
+    );
+    assert!(series("vtp_store_commit_seconds_bucket{le=\"10\"}") <= count);
+    worker.flush_and_stop().unwrap();
+
     let json: serde_json::Value =
         serde_json::from_str(&render::status(&rig.metrics, &Health::Ok)).unwrap();
     assert_eq!(json["subscribers"]["count"], 1);

@@ -112,18 +112,14 @@ impl CommitSnapshot {
         self.buckets.iter().sum()
     }
 
-    /// `(upper bound in seconds, commits at or below it)` for each bucket of
-    /// [`COMMIT_BUCKETS`]: the cumulative form Prometheus expects (`+Inf` is
-    /// [`count`](Self::count)).
-    pub fn cumulative(&self) -> Vec<(f64, u64)> {
-        let mut total = 0;
+    /// `(upper bound in seconds, commits in the bucket)` for each bucket of
+    /// [`COMMIT_BUCKETS`] and then `+Inf` (not cumulative).
+    pub fn buckets(&self) -> Vec<(f64, u64)> {
         COMMIT_BUCKETS
             .iter()
-            .zip(&self.buckets)
-            .map(|(&upper, &n)| {
-                total += n;
-                (upper, total)
-            })
+            .copied()
+            .chain(std::iter::once(f64::INFINITY))
+            .zip(self.buckets)
             .collect()
     }
 }
@@ -148,10 +144,11 @@ mod tests {
             1,
             "60 s is over every bound"
         );
-        let cumulative = s.cumulative();
-        assert_eq!(cumulative[0], (0.0001, 2));
-        assert_eq!(cumulative[5], (0.005, 3));
-        assert_eq!(cumulative.last().map(|b| b.1), Some(3));
+        let buckets = s.buckets();
+        assert_eq!(buckets.len(), COMMIT_BUCKETS.len() + 1);
+        assert_eq!(buckets[0], (0.0001, 2));
+        assert_eq!(buckets[5], (0.005, 1));
+        assert_eq!(buckets.last(), Some(&(f64::INFINITY, 1)));
         assert_eq!(
             s.sum,
             Duration::from_micros(150) + Duration::from_millis(3) + Duration::from_secs(60)
