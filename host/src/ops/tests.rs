@@ -23,9 +23,17 @@ struct Rig {
 
 impl Rig {
     fn new() -> Self {
+        Self::with(Config::new(Some("ivo://vtp.test/broker".into())))
+    }
+
+    fn with(mut config: Config) -> Self {
         let now = Instant::now();
-        let mut config = Config::new(Some("ivo://vtp.test/broker".into()));
         config.timing.test_event_interval = None;
+        let upstreams = config
+            .upstreams
+            .iter()
+            .map(|u| u.endpoints.iter().map(ToString::to_string).collect())
+            .collect();
         let node = Node::new(
             config,
             Box::new(NoFilterEngine),
@@ -36,6 +44,7 @@ impl Rig {
         .unwrap();
         let (metrics, observer) = Metrics::new(NodeInfo {
             role: "broker",
+            upstreams,
             ..NodeInfo::default()
         });
         Self {
@@ -126,6 +135,97 @@ fn the_counts_follow_the_node_s_events() {
     rig.settle();
     assert_eq!(rig.metrics.snapshot().subscribers(), 1);
     assert_eq!(rig.metrics.status(10).1, 1);
+}
+
+#[test]
+fn a_tls_subscriber_is_listed_with_its_certificate_identity() {
+    let mut rig = Rig::new();
+    let feed = rig
+        .driver
+        .handle_accept_tls(ListenerRole::Broadcast, READER, rig.now, &mut rig.fx)
+        .unwrap();
+    rig.settle();
+    assert_eq!(
+        rig.metrics.snapshot().subscribers(),
+        0,
+        "not up before its handshake"
+    );
+    let identity = vtp_core::identity::Identity {
+        common_name: Some("reader.example.org".into()),
+        dns_names: Vec::new(),
+        sha256: [0xab; 32],
+    };
+    rig.driver
+        .handle_secured(feed, Some(identity.clone()), rig.now, &mut rig.fx);
+    rig.settle();
+    let (list, count, _) = rig.metrics.status(10);
+    assert_eq!(count, 1);
+    assert_eq!(list[0].identity, Some(identity.to_string()));
+    // A handshake that never completes is never counted, nor uncounted.
+    let other = rig
+        .driver
+        .handle_accept_tls(ListenerRole::Broadcast, READER, rig.now, &mut rig.fx)
+        .unwrap();
+    rig.driver.handle_closed(
+        other,
+        CloseReason::Tls("bad certificate".into()),
+        rig.now,
+        &mut rig.fx,
+    );
+    rig.settle();
+    assert_eq!(rig.metrics.snapshot().subscribers(), 1);
+}
+
+#[test]
+fn an_upstream_s_state_last_error_and_events_are_followed() {
+    let mut config = Config::new(Some("ivo://vtp.test/broker".into()));
+    config.upstreams.push(vtp_core::config::Upstream {
+        endpoints: vec![vtp_core::endpoint::DialAddr::tcp("192.0.2.50", 8099)],
+    });
+    let mut rig = Rig::with(config);
+    rig.settle();
+    let (dial, _) = rig
+        .driver
+        .poll_dial()
+        .expect("the upstream is dialled at start");
+    let (_, _, up) = rig.metrics.status(10);
+    assert_eq!(up[0].state, UpstreamState::Connecting);
+    rig.driver.handle_closed(
+        dial,
+        CloseReason::ConnectFailed("connection refused".into()),
+        rig.now,
+        &mut rig.fx,
+    );
+    rig.settle();
+    let (_, _, up) = rig.metrics.status(10);
+    assert_eq!(up[0].state, UpstreamState::Retrying);
+    assert_eq!(
+        up[0].last_error.as_deref(),
+        Some("connect failed: connection refused")
+    );
+    assert_eq!(up[0].next_endpoint.as_deref(), Some("192.0.2.50:8099"));
+    let s = rig.metrics.snapshot();
+    assert_eq!((s.upstreams[0].up, s.upstreams[0].reconnects), (false, 1));
+    assert_eq!(s.upstreams[0].label, "192.0.2.50:8099");
+
+    rig.now += Duration::from_secs(120);
+    rig.settle();
+    let (dial, _) = rig
+        .driver
+        .poll_dial()
+        .expect("dialled again after the back-off");
+    rig.driver.handle_connected(dial, rig.now, &mut rig.fx);
+    let frame = vtp_core::frame::encode(&event(7)).unwrap();
+    rig.driver.handle_input(dial, &frame, rig.now, &mut rig.fx);
+    rig.settle();
+    let (_, _, up) = rig.metrics.status(10);
+    assert_eq!(up[0].state, UpstreamState::Up);
+    assert_eq!(up[0].last_error, None);
+    let s = rig.metrics.snapshot();
+    assert!(s.upstreams[0].up);
+    assert!(s.upstreams[0].last_event_unix.is_some());
+    assert_eq!((s.accepted, s.received), ([0, 1], [0, 1]));
+    assert_eq!(s.connections[2], 1);
 }
 
 #[test]
