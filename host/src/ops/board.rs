@@ -9,7 +9,7 @@ use vtp_core::{ConnId, Peer};
 
 /// Who is connected now: subscribers by connection, upstreams by configuration index.
 #[derive(Debug, Default)]
-pub struct StatusBoard {
+pub(super) struct StatusBoard {
     subscribers: BTreeMap<ConnId, Subscriber>,
     upstreams: Vec<UpstreamStatus>,
 }

@@ -23,8 +23,8 @@
 //!   are, at read time.
 //!
 //! Readers: [`Metrics::snapshot`] (every number at once), [`Metrics::health`] (healthy or why
-//! not), [`Metrics::status`] (the board), the stats line ([`stats`]) and, with the `http`
-//! feature, the HTTP endpoint ([`http`]: `/metrics`, `/healthz`, `/status`).
+//! not), [`Metrics::status`] (the board), the stats line ([`stats`]) and, with the cargo
+//! feature `http`, the HTTP endpoint (module `http`: `/metrics`, `/healthz`, `/status`).
 //!
 //! # Health
 //!
@@ -55,7 +55,8 @@ use vtp_core::Violation;
 use crate::handlers::HandlersProbe;
 use crate::store::{CommitSnapshot, StoreProbe};
 
-pub use board::{StatusBoard, Subscriber, UpstreamState, UpstreamStatus};
+pub use board::{Subscriber, UpstreamState, UpstreamStatus};
+use board::StatusBoard;
 pub use observer::Observer;
 
 /// The shared side of the node's metrics: cheap to clone, read from any thread.
