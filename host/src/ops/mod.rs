@@ -55,8 +55,8 @@ use vtp_core::Violation;
 use crate::handlers::HandlersProbe;
 use crate::store::{CommitSnapshot, StoreProbe};
 
-pub use board::{Subscriber, UpstreamState, UpstreamStatus};
 use board::StatusBoard;
+pub use board::{Subscriber, UpstreamState, UpstreamStatus};
 pub use observer::Observer;
 
 /// The shared side of the node's metrics: cheap to clone, read from any thread.
@@ -472,13 +472,6 @@ pub fn resident_memory_bytes() -> Option<u64> {
         .parse()
         .ok()?;
     Some(kib * 1024)
-}
-
-/// The number of open file descriptors of this process (entries of `/proc/self/fd`).
-pub fn open_fds() -> Option<u64> {
-    let entries = std::fs::read_dir("/proc/self/fd").ok()?;
-    // One of them is the directory handle being read.
-    Some((entries.count() as u64).saturating_sub(1))
 }
 
 #[cfg(test)]

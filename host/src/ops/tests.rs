@@ -285,7 +285,6 @@ fn the_stats_line_gives_what_changed_and_what_is() {
 fn the_resident_memory_is_read_from_proc() {
     let rss = resident_memory_bytes().unwrap();
     assert!(rss > 1 << 20, "{rss}");
-    assert!(open_fds().unwrap() >= 3);
 }
 
 #[cfg(feature = "http")]
