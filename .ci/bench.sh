@@ -51,6 +51,10 @@
 # Broker CPU is utime+stime of the broker process (the exact per-thread schedstat sums where
 # the kernel has them) sampled by vtp-bench before and after the measured phase.
 #
+# SYSTEM-http (tokio-http, smol-http, mio-http) is that runtime with `--http 127.0.0.1:0`,
+# scraped (GET /metrics, then GET /status) every SCRAPE_INTERVAL (0.5) s during the run: the
+# cost of the metrics and of their endpoint, e.g. SYSTEMS="mio mio-http" WORKLOADS=fanout.
+#
 # Settings shared by every broker: --local-ivo ivo://vtp.bench/broker, receive and broadcast
 # on 127.0.0.1 (Comet through conformance/peers/comet_twistd.py), author and subscriber
 # whitelists 127.0.0.0/8, a fresh event database, test events off, default log level,
@@ -74,6 +78,7 @@ HANDSHAKE_CLIENTS="${HANDSHAKE_CLIENTS:-8}"
 IDLE_STARTS="${IDLE_STARTS:-3}"
 SYSTEMS="${SYSTEMS:-tokio smol mio comet null}"
 WORKLOADS="${WORKLOADS:-fresh submit fanout paced hold fanout-tls handshake idle-tls}"
+SCRAPE_INTERVAL="${SCRAPE_INTERVAL:-0.5}"
 
 # 10,000 subscribers need 10,000 descriptors in the generator and in the broker.
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
@@ -88,7 +93,13 @@ results="${BENCH_RESULTS:-${CARGO_TARGET_DIR:-$repo/target}/bench-results}"
 rm -rf "$results"
 mkdir -p "$results"
 broker_pid=""
+scraper_pid=""
 stop_broker() {
+  if [ -n "$scraper_pid" ]; then
+    kill "$scraper_pid" 2>/dev/null || true
+    wait "$scraper_pid" 2>/dev/null || true
+    scraper_pid=""
+  fi
   [ -n "$broker_pid" ] || return 0
   kill -TERM "$broker_pid" 2>/dev/null || true
   for _ in $(seq 1 50); do
@@ -138,8 +149,11 @@ start() {
     *)
       # SYSTEM-async: the runtime with `--durability async` (receipts and forwards do not wait
       # for the store's fsync).
-      local durability=before-reply receive=127.0.0.1:0 broadcast=127.0.0.1:0
+      local durability=before-reply http=() receive=127.0.0.1:0 broadcast=127.0.0.1:0
       case "$system" in *-async) durability=async ;; esac
+      case "$system" in *-http) http=(--http 127.0.0.1:0) ;; esac
+      local runtime="${system%-async}"
+      runtime="${runtime%-http}"
       case "$listen" in
         tls-broadcast) broadcast="tls:0:interface=127.0.0.1:$tls_files" ;;
         tls-both)
@@ -147,7 +161,7 @@ start() {
           broadcast="tls:0:interface=127.0.0.1:$tls_files"
           ;;
       esac
-      "$bin/vtp" broker --runtime "${system%-async}" --durability "$durability" \
+      "$bin/vtp" broker --runtime "$runtime" --durability "$durability" "${http[@]}" \
         --local-ivo ivo://vtp.bench/broker \
         --receive "$receive" --broadcast "$broadcast" --eventdb "$db" \
         --broadcast-test-interval 0 --iamalive-interval "$iamalive" \
@@ -166,13 +180,36 @@ start() {
       recv="$(sed -n 's/.*listening for authors on \(tls:\)\{0,1\}127.0.0.1:\([0-9]*\).*/\2/p' "$log")"
       bcast="$(sed -n 's/.*listening for subscribers on \(tls:\)\{0,1\}127.0.0.1:\([0-9]*\).*/\2/p' "$log")"
     fi
-    [ -n "$recv" ] && [ -n "$bcast" ] && return 0
+    if [ -n "$recv" ] && [ -n "$bcast" ]; then
+      case "$system" in *-http) scrape "$log" ;; esac
+      return 0
+    fi
     kill -0 "$broker_pid" 2>/dev/null || break
     sleep 0.05
   done
   echo "bench: $system did not start; its log:" >&2
   tail -n 20 "$log" >&2
   return 1
+}
+
+# scrape LOG: GETs /metrics and /status of the broker that logged LOG every SCRAPE_INTERVAL
+# seconds, in the background, until stop_broker (sets scraper_pid).
+scrape() {
+  local port=""
+  for _ in $(seq 1 100); do
+    port="$(sed -n 's/.*HTTP endpoint on http:\/\/127.0.0.1:\([0-9]*\).*/\1/p' "$1")"
+    [ -n "$port" ] && break
+    sleep 0.05
+  done
+  [ -n "$port" ] || { echo "bench: no HTTP endpoint in $1" >&2; return 1; }
+  (
+    while :; do
+      curl -sf -o /dev/null "http://127.0.0.1:$port/metrics" || true
+      curl -sf -o /dev/null "http://127.0.0.1:$port/status" || true
+      sleep "$SCRAPE_INTERVAL"
+    done
+  ) &
+  scraper_pid=$!
 }
 
 # run WORKLOAD SYSTEM ROUND ARGS...: runs vtp-bench against the current broker; keeps its
@@ -347,6 +384,8 @@ vtps = [s for s in systems if s not in ("comet", "null")]
 vs_comet = vtps + [s for s in systems if s == "null"]
 names = {"tokio": "vtp tokio", "smol": "vtp smol", "mio": "vtp mio", "comet": "Comet 3.1.0",
          "null": "null relay"}
+for s in systems:
+    names.setdefault(s, "vtp " + s.replace("-", " "))
 
 def load(path):
     try:

@@ -308,6 +308,22 @@ pub(crate) struct BrokerArgs {
     pub(crate) handling: Handling,
     #[command(flatten)]
     pub(crate) tls: ClientTls,
+    #[command(flatten)]
+    pub(crate) ops: Operations,
+}
+
+/// Metrics, health and status for operators.
+#[derive(Debug, Clone, Args, Default)]
+pub(crate) struct Operations {
+    /// Serve GET /metrics (Prometheus), /healthz and /status (JSON) over HTTP on ADDR:PORT,
+    /// e.g. 127.0.0.1:9108. Off by default. No authentication: /status names subscribers'
+    /// addresses, so bind a loopback or otherwise private address.
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub(crate) http: Option<std::net::SocketAddr>,
+    /// Seconds between the INFO stats lines (events in, forwarded, naks, duplicates,
+    /// subscribers, upstreams up); 0 turns them off.
+    #[arg(long, value_name = "SECS", default_value_t = 300)]
+    pub(crate) stats_interval: u64,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -396,4 +412,6 @@ pub(crate) struct ListenArgs {
     pub(crate) handling: Handling,
     #[command(flatten)]
     pub(crate) tls: ClientTls,
+    #[command(flatten)]
+    pub(crate) ops: Operations,
 }

@@ -14,6 +14,7 @@
 mod args;
 mod banner;
 mod config_file;
+mod ops;
 mod reload;
 
 #[cfg(not(any(feature = "tokio", feature = "smol", feature = "mio")))]
@@ -44,7 +45,7 @@ use vtp_host::store;
 
 use args::{
     BrokerArgs, Cli, ClientTls, Command, Common, ConfigCommand, Handling, ListenArgs, LogFormat,
-    Runtime, SendArgs,
+    Operations, Runtime, SendArgs,
 };
 
 /// Exit statuses of `vtp send` (and of every command for usage errors).
@@ -282,6 +283,7 @@ fn broker(a: BrokerArgs, common: Common, argv: Vec<OsString>) -> Result<(), Fail
         plan.options,
         plan.fds.as_ref(),
         reload,
+        &a.ops,
     )
 }
 
@@ -350,7 +352,14 @@ fn broker_plan(a: &BrokerArgs, fds: bool) -> Result<BrokerPlan, Fail> {
         });
     }
     config.filters = checked_filters(&a.handling.filter)?;
-    let fds = fds.then(|| FdPlan::new(a.max_connections, &listeners, config.upstreams.len()));
+    let fds = fds.then(|| {
+        FdPlan::new(
+            a.max_connections,
+            &listeners,
+            config.upstreams.len(),
+            a.ops.http.is_some(),
+        )
+    });
     config.limits.connections_max = match &fds {
         Some(fds) => fds.cap,
         None => a
@@ -428,11 +437,13 @@ struct FdPlan {
 
 impl FdPlan {
     /// Raises the soft file-descriptor limit to the hard one and fits `flag`
-    /// (`--max-connections`) under it, once the broker's other descriptors are set aside.
+    /// (`--max-connections`) under it, once the broker's other descriptors are set aside
+    /// (`http`: those of the HTTP endpoint too).
     fn new(
         flag: Option<usize>,
         listeners: &[(ListenerRole, ListenEndpoint)],
         upstreams: usize,
+        http: bool,
     ) -> Self {
         let raised = fdlimit::raise_nofile();
         let reserve = FdReserve {
@@ -450,6 +461,7 @@ impl FdPlan {
             upstreams,
             handler_workers: HANDLER_WORKERS,
             store: true,
+            http,
         };
         let roles = [ListenerRole::Receive, ListenerRole::Broadcast]
             .into_iter()
@@ -699,6 +711,7 @@ fn serve(
     options: Options,
     fds: Option<&FdPlan>,
     reload: Option<reload::Setup>,
+    ops_args: &Operations,
 ) -> Result<(), Fail> {
     let handlers = build_handlers(handling, false)?;
     let handler_set = handlers.as_ref().map(Handlers::handler_set);
@@ -728,11 +741,14 @@ fn serve(
         fds.log(&node.config().limits);
     }
     let mut fx = HostEffects::new();
+    let mut store_probe = None;
     if let Some(dir) = eventdb {
         // The error says what is wrong: a lock held by another vtp, or the OS error.
         let opened = store::open_with_spool(&mut node, dir, now, spool_bytes)?;
+        store_probe = Some(opened.worker.probe());
         fx = fx.with_store(opened.worker);
     }
+    let handlers_probe = handlers.as_ref().map(Handlers::probe);
     if let Some(h) = handlers {
         fx = fx.with_handlers(h);
     }
@@ -770,10 +786,21 @@ fn serve(
         };
         n.ready(&status);
     }
+    let role = if fds.is_some() { "broker" } else { "listener" };
+    let (ops, observer) = ops::start(
+        ops_args,
+        role,
+        &bound,
+        &node.config().upstreams,
+        (store_probe, handlers_probe),
+        &filter_counters,
+    )?;
+    let fx = fx.with_metrics(observer);
     let fx = run_node(runtime, node, bound, fx, shutdown, options)?;
     if let Some(n) = &notifier {
         n.stopping();
     }
+    drop(ops);
     fx.finish(Duration::from_secs(5));
     filter_counters.log();
     tracing::info!("stopped");
@@ -808,6 +835,24 @@ fn filter_engine() -> (Box<dyn FilterEngine + Send>, FilterCounters) {
 struct FilterCounters(#[cfg(feature = "xpath")] std::sync::Arc<vtp_core::filter::XPathStats>);
 
 impl FilterCounters {
+    /// Lets the metrics read the engine's counters (nothing without XPath).
+    fn attach(&self, metrics: &vtp_host::ops::Metrics) {
+        #[cfg(feature = "xpath")]
+        {
+            use std::sync::atomic::Ordering::Relaxed;
+            let s = std::sync::Arc::clone(&self.0);
+            metrics.attach_filters(move || vtp_host::ops::FilterCounts {
+                events: s.documents.load(Relaxed),
+                events_refused: s.documents_refused.load(Relaxed),
+                evaluations: s.evaluations.load(Relaxed),
+                errors: s.errors.load(Relaxed),
+                over_budget: s.over_budget.load(Relaxed),
+            });
+        }
+        #[cfg(not(feature = "xpath"))]
+        let _ = metrics;
+    }
+
     /// One line when filters were evaluated; a warning when xee panicked (a bug to report).
     fn log(&self) {
         #[cfg(feature = "xpath")]
@@ -1009,6 +1054,7 @@ fn listen(a: ListenArgs, runtime: Runtime) -> Result<(), Fail> {
         Options::default(),
         None,
         None,
+        &a.ops,
     )
 }
 

@@ -127,6 +127,12 @@ impl Reloader {
         if new.outbox_bytes != started.outbox_bytes {
             restart.push("--outbox-bytes");
         }
+        if new.ops.http != started.ops.http {
+            restart.push("--http");
+        }
+        if new.ops.stats_interval != started.ops.stats_interval {
+            restart.push("--stats-interval");
+        }
         let mut config = plan.config;
         if self.spooling {
             config.policy.delivery_timing = vtp_core::config::DeliveryTiming::BeforeRecord;

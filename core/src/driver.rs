@@ -84,6 +84,13 @@ pub trait Effects {
     fn deliver(&mut self, delivery: Delivery);
     /// An event was dropped as a duplicate (for metrics and logs).
     fn duplicate(&mut self, _conn: ConnId, _key: EventKey) {}
+    /// An event was queued for the subscriber on `conn` (for metrics: called once per event
+    /// per subscriber, so it must cost next to nothing). Default: nothing.
+    fn forwarded(&mut self, _conn: ConnId) {}
+    /// The runtime's loop turned: called once per [`Driver::handle_wakeup`], for liveness
+    /// checks (a health endpoint on another thread can tell a loop that stopped turning). Must
+    /// be cheap. Default: nothing.
+    fn heartbeat(&mut self) {}
     /// Application news.
     fn event(&mut self, event: Event);
 }
@@ -338,6 +345,7 @@ impl Driver {
     /// [`Driver::poll_writable`] and [`Driver::poll_dial`] afterwards (see the driving
     /// contract on [`Driver`]).
     pub fn handle_wakeup(&mut self, now: Instant, fx: &mut impl Effects) {
+        fx.heartbeat();
         self.handle_durable(fx);
         if self.poll_timeout().is_some_and(|t| t <= now) {
             self.handle_timeout(now, fx);
@@ -489,6 +497,7 @@ impl Driver {
 
     fn perform(&mut self, action: Action, fx: &mut impl Effects) {
         if let Some((conn, frame)) = action.frame() {
+            let forward = matches!(action, Action::Forward { .. });
             let frame = frame.clone();
             let Some(c) = self.conns.get_mut(&conn) else {
                 return;
@@ -501,6 +510,8 @@ impl Driver {
                 c.close = Some(CloseReason::OutboxFull);
                 let now = self.node.last_now();
                 self.node.handle_closed(conn, CloseReason::OutboxFull, now);
+            } else if forward {
+                fx.forwarded(conn);
             }
             self.mark_writable(conn);
             return;
@@ -656,6 +667,39 @@ mod tests {
         assert!(reply.contains("role=\"ack\""), "{reply}");
         assert_eq!(fwd, event(2));
         assert_eq!(fx.persisted, 2);
+    }
+
+    /// Effects that count forwards and heartbeats.
+    #[derive(Default)]
+    struct Counting {
+        forwarded: Vec<ConnId>,
+        heartbeats: u32,
+    }
+    impl Effects for Counting {
+        fn store(&mut self, _: StoreOp) {}
+        fn deliver(&mut self, _: Delivery) {}
+        fn event(&mut self, _: Event) {}
+        fn forwarded(&mut self, conn: ConnId) {
+            self.forwarded.push(conn);
+        }
+        fn heartbeat(&mut self) {
+            self.heartbeats += 1;
+        }
+    }
+
+    #[test]
+    fn the_effects_hear_of_each_forward_and_of_each_wakeup() {
+        let now = crate::testutil::origin();
+        let mut d = broker_with(now, crate::config::Durability::Async);
+        let fx = &mut Counting::default();
+        let feeds = [subscriber(&mut d, now, fx), subscriber(&mut d, now, fx)];
+        let beats = fx.heartbeats;
+        let _author = submit(&mut d, 1, now, fx);
+        d.handle_wakeup(now, fx);
+        assert_eq!(fx.heartbeats, beats + 1, "one wake-up, one heartbeat");
+        let mut forwarded = fx.forwarded.clone();
+        forwarded.sort();
+        assert_eq!(forwarded, feeds, "one forward per subscriber");
     }
 
     #[test]

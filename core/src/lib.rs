@@ -159,7 +159,7 @@ pub use config::Config;
 pub use node::{ConfigError, Node, SubmitError};
 pub use output::{
     Action, CloseClass, CloseReason, ConnId, ConnRole, Delivery, Event, ListenerRole, Peer,
-    RefusalCounts, Remote, Source,
+    RefusalCause, RefusalCounts, Remote, Source,
 };
 pub use seen::{EventKey, SeenLevel, SeenRecord};
 pub use violation::Violation;

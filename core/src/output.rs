@@ -131,6 +131,46 @@ impl fmt::Display for Remote {
     }
 }
 
+/// Why the node refused an accept ([`Event::Refused`]), one of the causes
+/// [`RefusalCounts`] counts: a small fixed set, fit for a metric's label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum RefusalCause {
+    /// The peer's address held its per-address share already.
+    PerAddress,
+    /// Every slot of the role was taken.
+    ConnectionsMax,
+    /// The peer is not on the role's whitelist.
+    Whitelist,
+    /// Too many TLS handshakes were in progress.
+    Handshakes,
+    /// Anything else (shutting down, no local IVOID, a certificate identity required on a
+    /// plain connection).
+    Other,
+}
+
+impl RefusalCause {
+    /// Every cause, in the order of [`RefusalCounts`]' fields.
+    pub const ALL: [Self; 5] = [
+        Self::PerAddress,
+        Self::ConnectionsMax,
+        Self::Whitelist,
+        Self::Handshakes,
+        Self::Other,
+    ];
+
+    /// A short name: `per_address`, `connections_max`, `whitelist`, `handshakes`, `other`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::PerAddress => "per_address",
+            Self::ConnectionsMax => "connections_max",
+            Self::Whitelist => "whitelist",
+            Self::Handshakes => "handshakes",
+            Self::Other => "other",
+        }
+    }
+}
+
 /// Accepts the node refused, by cause: since start ([`Node::refusals`](crate::Node::refusals)),
 /// or those of one window that were counted but not reported
 /// ([`Event::RefusalsSuppressed`]).
@@ -158,6 +198,29 @@ impl RefusalCounts {
     /// Refusals of every cause.
     pub fn total(&self) -> u64 {
         self.per_address + self.connections_max + self.whitelist + self.handshakes + self.other
+    }
+
+    /// The count of one cause.
+    pub fn of(&self, cause: RefusalCause) -> u64 {
+        match cause {
+            RefusalCause::PerAddress => self.per_address,
+            RefusalCause::ConnectionsMax => self.connections_max,
+            RefusalCause::Whitelist => self.whitelist,
+            RefusalCause::Handshakes => self.handshakes,
+            RefusalCause::Other => self.other,
+        }
+    }
+
+    /// Counts one refusal of `cause` (saturating).
+    pub fn add(&mut self, cause: RefusalCause) {
+        let n = match cause {
+            RefusalCause::PerAddress => &mut self.per_address,
+            RefusalCause::ConnectionsMax => &mut self.connections_max,
+            RefusalCause::Whitelist => &mut self.whitelist,
+            RefusalCause::Handshakes => &mut self.handshakes,
+            RefusalCause::Other => &mut self.other,
+        };
+        *n = n.saturating_add(1);
     }
 }
 
@@ -566,6 +629,9 @@ pub enum Event {
         role: ConnRole,
         /// Who: the accepted peer's address and port, or the endpoint dialled.
         remote: Remote,
+        /// For a [`ConnRole::Subscription`]: the index of its upstream in
+        /// [`Config::upstreams`](crate::Config::upstreams), as in [`Event::Reconnecting`].
+        upstream: Option<usize>,
     },
     /// A connection ended (closed by us or the peer), or a dial or TLS handshake failed.
     PeerDown {
@@ -592,6 +658,8 @@ pub enum Event {
         listener: ListenerRole,
         /// Who.
         peer: Peer,
+        /// Why, as one of a fixed set of causes (for counting).
+        cause: RefusalCause,
         /// Why (whitelist, connection limit, per-address limit, role not enabled), naming
         /// the limit's flag.
         reason: String,
@@ -657,6 +725,8 @@ pub enum Event {
         conn: ConnId,
         /// Filters accepted.
         accepted: usize,
+        /// The accepted filters' expressions (`accepted` of them), as the subscriber sent them.
+        filters: Vec<Arc<str>>,
         /// Filters refused, each with its reason.
         refused: Vec<(String, String)>,
     },

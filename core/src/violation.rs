@@ -116,6 +116,43 @@ pub enum Violation {
     },
 }
 
+impl Violation {
+    /// Every value [`Violation::kind`] returns.
+    pub const KINDS: [&'static str; 12] = [
+        "framing",
+        "unparsable",
+        "not_an_event",
+        "unexpected_event",
+        "bad_ivorn",
+        "version",
+        "schema",
+        "seen_quota",
+        "store_unavailable",
+        "unsolicited_receipt",
+        "not_our_receipt",
+        "other",
+    ];
+
+    /// The kind of fault, one of a small fixed set ([`Violation::KINDS`]) without the
+    /// details: a label for metrics (`vtp_naks_total{reason="schema"}`), where the full text
+    /// would make a new series for every event. `other` is for variants added later.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Frame(_) => "framing",
+            Self::Unparsable { .. } => "unparsable",
+            Self::UnexpectedTransport { .. } => "not_an_event",
+            Self::UnexpectedEvent { .. } => "unexpected_event",
+            Self::BadIvorn { .. } => "bad_ivorn",
+            Self::UnsupportedVersion { .. } => "version",
+            Self::Schema(_) => "schema",
+            Self::SeenQuota => "seen_quota",
+            Self::StoreUnavailable => "store_unavailable",
+            Self::UnsolicitedReceipt { .. } => "unsolicited_receipt",
+            Self::NotOurReceipt { .. } => "not_our_receipt",
+        }
+    }
+}
+
 impl fmt::Display for Violation {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -337,6 +374,10 @@ mod tests {
         for (violation, text) in rows {
             assert_eq!(violation.to_string(), text, "{violation:?}");
             assert!(std::error::Error::source(&violation).is_none());
+            assert!(
+                Violation::KINDS.contains(&violation.kind()),
+                "{violation:?}"
+            );
         }
     }
 }

@@ -47,6 +47,7 @@ fn a_subscriber_is_named_with_its_port_and_leaves_with_its_time_and_events_sent(
         conn: feed,
         role: ConnRole::Feed,
         remote: Remote::Accepted(peer()),
+        upstream: None,
     }));
     assert_eq!(Remote::Accepted(peer()).to_string(), PEER);
     h.take();
@@ -175,6 +176,7 @@ fn an_upstream_is_named_by_its_endpoint_and_its_loss_is_the_reconnects_reason() 
         conn: up,
         role: ConnRole::Subscription,
         remote: endpoint.clone(),
+        upstream: Some(0),
     }));
     h.run_until(2.0);
     for i in 0..2 {

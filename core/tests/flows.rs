@@ -332,7 +332,9 @@ fn filters_from_authenticate_reply_select_events_and_test_events() {
         &framed(auth(&["has:role=&quot;test&quot;"]).as_bytes()),
     );
     assert!(h.events.iter().any(|e| matches!(e,
-        Event::FiltersSet { conn, accepted: 1, refused } if *conn == picky && refused.len() == 1)));
+        Event::FiltersSet { conn, accepted: 1, filters, refused }
+            if *conn == picky && refused.len() == 1 && filters.len() == 1
+                && &*filters[0] == "has:#grb")));
     h.take();
     for ivorn in ["ivo://example.org/s#grb1", "ivo://example.org/s#sn1"] {
         let a = h.accept(ListenerRole::Receive);

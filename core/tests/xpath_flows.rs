@@ -63,6 +63,7 @@ fn filters_set(h: &Harness) -> Vec<(ConnId, usize, Refused<'_>)> {
                 conn,
                 accepted,
                 refused,
+                ..
             } => Some((*conn, *accepted, refused.as_slice())),
             _ => None,
         })

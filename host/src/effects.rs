@@ -45,6 +45,7 @@ use vtp_core::{
 };
 
 use crate::handlers::Handlers;
+use crate::ops::Observer;
 use crate::store::{SendError, StoreWorker};
 
 /// A callback that sees every node event (after it is logged).
@@ -70,6 +71,8 @@ pub struct HostEffects {
     spool_inflight: VecDeque<(u64, usize)>,
     /// The event bytes of those.
     spool_inflight_bytes: usize,
+    /// Counts what the node reports, for the metrics ([`crate::ops`]).
+    metrics: Option<Observer>,
 }
 
 impl std::fmt::Debug for HostEffects {
@@ -163,6 +166,13 @@ impl HostEffects {
         }
     }
 
+    /// Count every event, forward, delivery and turn of the loop into the metrics this
+    /// observer feeds ([`Metrics::new`](crate::ops::Metrics::new)).
+    pub fn with_metrics(mut self, observer: Observer) -> Self {
+        self.metrics = Some(observer);
+        self
+    }
+
     /// Call `hook` with every node event.
     pub fn on_event(mut self, hook: impl FnMut(&Event) + Send + 'static) -> Self {
         self.on_event = Some(Box::new(hook));
@@ -251,6 +261,9 @@ impl Effects for HostEffects {
     }
 
     fn set_durable_waker(&mut self, waker: Waker) {
+        if let Some(m) = &mut self.metrics {
+            m.set_waker(&waker);
+        }
         if let Some(store) = &self.store {
             store.set_waker(waker);
         }
@@ -275,6 +288,9 @@ impl Effects for HostEffects {
         if self.handlers.is_none() {
             return;
         }
+        if let Some(m) = &mut self.metrics {
+            m.delivered();
+        }
         let delivery = if self.spooling {
             match self.spool(delivery) {
                 Ok(()) => return,
@@ -293,7 +309,22 @@ impl Effects for HostEffects {
         tracing::debug!(%conn, key = %key, "duplicate event dropped");
     }
 
+    fn forwarded(&mut self, _conn: ConnId) {
+        if let Some(m) = &mut self.metrics {
+            m.forwarded();
+        }
+    }
+
+    fn heartbeat(&mut self) {
+        if let Some(m) = &mut self.metrics {
+            m.heartbeat();
+        }
+    }
+
     fn event(&mut self, event: Event) {
+        if let Some(m) = &mut self.metrics {
+            m.observe(&event);
+        }
         log_event(&event);
         if let Some(hook) = &mut self.on_event {
             hook(&event);
@@ -321,7 +352,9 @@ pub use crate::text::printable;
 pub fn log_event(e: &Event) {
     use tracing::{debug, info, warn};
     match e {
-        Event::PeerUp { conn, role, remote } => match role {
+        Event::PeerUp {
+            conn, role, remote, ..
+        } => match role {
             ConnRole::Feed => info!(%conn, "subscriber {remote} connected"),
             ConnRole::Subscription => info!(%conn, "connected to upstream {remote}"),
             ConnRole::Intake => debug!(%conn, "author {remote} connected"),
@@ -347,6 +380,7 @@ pub fn log_event(e: &Event) {
             listener,
             peer,
             reason,
+            ..
         } => warn!("refused {peer} on the {listener} listener: {reason}"),
         Event::RefusalsSuppressed { counts, window } => warn!(
             refused = counts.total(),
@@ -393,6 +427,7 @@ pub fn log_event(e: &Event) {
             conn,
             accepted,
             refused,
+            ..
         } => {
             info!(%conn, accepted, "subscriber filters set");
             for (expr, why) in refused {

@@ -98,6 +98,8 @@ pub struct FdReserve {
     /// Whether a seen-index store is open (its log, lock and directory handles, a compaction
     /// file).
     pub store: bool,
+    /// Whether the HTTP endpoint is served (`--http`: its listener, connections and runtime).
+    pub http: bool,
 }
 
 /// Descriptors set aside whatever the configuration: standard streams, the runtime's poller,
@@ -106,6 +108,9 @@ pub struct FdReserve {
 pub const FIXED_RESERVE: u64 = 64;
 /// Descriptors set aside for the seen-index store.
 pub const STORE_FDS: u64 = 8;
+/// Descriptors set aside for the HTTP endpoint: its listener, its connections (16 at most,
+/// `vtp_host::ops::http::HttpLimits`) and its runtime's poller and waker.
+pub const HTTP_FDS: u64 = 20;
 /// Descriptors set aside per upstream subscription.
 pub const FDS_PER_UPSTREAM: u64 = 2;
 /// Descriptors set aside per handler worker (three pipes of a `--cmd` run and a pidfd, or a
@@ -115,7 +120,7 @@ pub const FDS_PER_HANDLER_WORKER: u64 = 4;
 impl FdReserve {
     /// The descriptors set aside: [`FIXED_RESERVE`], plus one per listener,
     /// [`FDS_PER_UPSTREAM`] per upstream, [`FDS_PER_HANDLER_WORKER`] per handler worker and
-    /// [`STORE_FDS`] with a store.
+    /// [`STORE_FDS`] with a store and [`HTTP_FDS`] with the HTTP endpoint.
     pub fn total(&self) -> u64 {
         let n = |v: usize| u64::try_from(v).unwrap_or(u64::MAX);
         FIXED_RESERVE
@@ -123,6 +128,7 @@ impl FdReserve {
             .saturating_add(n(self.upstreams).saturating_mul(FDS_PER_UPSTREAM))
             .saturating_add(n(self.handler_workers).saturating_mul(FDS_PER_HANDLER_WORKER))
             .saturating_add(if self.store { STORE_FDS } else { 0 })
+            .saturating_add(if self.http { HTTP_FDS } else { 0 })
     }
 }
 
@@ -148,12 +154,18 @@ mod tests {
         upstreams: 1,
         handler_workers: 4,
         store: true,
+        http: false,
     };
 
     #[test]
     fn the_reserve_counts_every_kind_of_descriptor() {
         assert_eq!(FdReserve::default().total(), FIXED_RESERVE);
         assert_eq!(BROKER.total(), 64 + 4 + 2 + 16 + 8);
+        let with_http = FdReserve {
+            http: true,
+            ..BROKER
+        };
+        assert_eq!(with_http.total(), BROKER.total() + HTTP_FDS);
     }
 
     #[test]

@@ -40,6 +40,9 @@
 //! - [`reload`]: configuration reload at run time: the mailbox that brings a prepared reload
 //!   to the running loop on every runtime, the cells ([`Swap`](reload::Swap)) a reload
 //!   replaces (TLS configurations), and [`reload::apply`];
+//! - [`ops`]: operating a node: metrics counted from the node's events (read from any thread
+//!   without making the loop wait), health, status, the periodic stats line, and (cargo
+//!   feature `http`) the HTTP endpoint serving them (`/metrics`, `/healthz`, `/status`);
 //! - [`shutdown`]: a runtime-neutral shutdown signal (a [`Trigger`](shutdown::Trigger), or
 //!   SIGINT / SIGTERM), and SIGHUP's reload;
 //! - `aio` (cargo feature `async`): the owner loop the async runtimes (`vtp-tokio`,
@@ -77,6 +80,7 @@ pub mod fdlimit;
 pub mod handlers;
 pub mod net;
 pub mod notify;
+pub mod ops;
 pub mod reload;
 pub mod shutdown;
 pub mod store;

@@ -80,6 +80,7 @@ impl Sim {
                 conn,
                 accepted,
                 ref refused,
+                ..
             } => {
                 trace!(
                     self,

@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use super::{Node, TimerKey};
-use crate::output::{Event, ListenerRole, Peer, RefusalCounts};
+use crate::output::{Event, ListenerRole, Peer, RefusalCause as Cause, RefusalCounts};
 
 /// Why an accept is refused.
 #[derive(Debug)]
@@ -25,28 +25,6 @@ pub(super) struct Refusal {
     cause: Cause,
     /// The text of [`Event::Refused`].
     reason: String,
-}
-
-#[derive(Debug, Clone, Copy)]
-enum Cause {
-    PerAddress,
-    ConnectionsMax,
-    Whitelist,
-    Handshakes,
-    Other,
-}
-
-impl Cause {
-    fn count(self, counts: &mut RefusalCounts) {
-        let n = match self {
-            Self::PerAddress => &mut counts.per_address,
-            Self::ConnectionsMax => &mut counts.connections_max,
-            Self::Whitelist => &mut counts.whitelist,
-            Self::Handshakes => &mut counts.handshakes,
-            Self::Other => &mut counts.other,
-        };
-        *n = n.saturating_add(1);
-    }
 }
 
 /// The current refusal window.
@@ -164,7 +142,7 @@ impl Node {
         refusal: Refusal,
         now: Instant,
     ) {
-        refusal.cause.count(&mut self.refusals);
+        self.refusals.add(refusal.cause);
         let window = self.config.limits.refusals_window;
         if self
             .refusal_log
@@ -182,6 +160,7 @@ impl Node {
             self.events.push_back(Event::Refused {
                 listener,
                 peer,
+                cause: refusal.cause,
                 reason: refusal.reason,
             });
             return;
@@ -191,7 +170,7 @@ impl Node {
         {
             self.timers.set(TimerKey::RefusalReport, since + window);
         }
-        refusal.cause.count(&mut log.suppressed);
+        log.suppressed.add(refusal.cause);
     }
 
     /// Reports the refusals the window counted but did not report, if any.

@@ -80,6 +80,10 @@ impl Node {
             ids.push(id);
         }
         let accepted = ids.len();
+        let filters: Vec<Arc<str>> = ids
+            .iter()
+            .filter_map(|id| ft.by_id.get(id).map(|(expr, _)| expr.clone()))
+            .collect();
         let new = if !ids.is_empty() {
             FeedFilters::Some(ids)
         } else if exprs.is_empty() {
@@ -101,6 +105,7 @@ impl Node {
         self.events.push_back(Event::FiltersSet {
             conn,
             accepted,
+            filters,
             refused,
         });
     }

@@ -781,10 +781,15 @@ impl Node {
             return;
         };
         c.up_since = Some(now);
+        let upstream = match &c.kind {
+            Kind::Subscription(s) => Some(s.upstream),
+            _ => None,
+        };
         self.events.push_back(Event::PeerUp {
             conn,
             role: c.kind.role(),
             remote: c.remote.clone(),
+            upstream,
         });
     }
 

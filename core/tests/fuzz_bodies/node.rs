@@ -919,6 +919,7 @@ impl Sim {
                 conn,
                 accepted,
                 refused,
+                ..
             } => {
                 assert_eq!(self.model(conn).role, ConnRole::Feed);
                 self.tally.filters_accepted += accepted;

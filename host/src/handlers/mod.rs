@@ -41,7 +41,7 @@ mod print;
 mod save;
 
 pub use command::{Command, STDERR_TAIL_MAX};
-pub use pool::{DROP_LOGS_PER_SEC, HandlerSet, Handlers, QUEUE_BYTES_DEFAULT};
+pub use pool::{DROP_LOGS_PER_SEC, HandlerSet, Handlers, HandlersProbe, QUEUE_BYTES_DEFAULT};
 pub(crate) use pool::{Feed, Refused};
 pub use print::PrintEvent;
 pub use save::SaveEvent;

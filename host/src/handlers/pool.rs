@@ -104,6 +104,36 @@ pub(crate) enum Refused {
     Closed,
 }
 
+/// What [`Handlers::probe`] gives: the queue's counters, readable from any thread.
+#[derive(Clone)]
+pub struct HandlersProbe(Arc<Shared>);
+
+impl HandlersProbe {
+    /// Deliveries not queued for the handlers so far (a bound reached, or no worker left).
+    pub fn dropped(&self) -> u64 {
+        self.0.dropped.load(Ordering::Relaxed)
+    }
+
+    /// Deliveries queued or being handled now.
+    pub fn queued(&self) -> usize {
+        self.0.queued.load(Ordering::Relaxed)
+    }
+
+    /// Event bytes of the deliveries queued or being handled now.
+    pub fn queued_bytes(&self) -> usize {
+        self.0.queued_bytes.load(Ordering::Relaxed)
+    }
+}
+
+impl std::fmt::Debug for HandlersProbe {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HandlersProbe")
+            .field("dropped", &self.dropped())
+            .field("queued", &self.queued())
+            .finish()
+    }
+}
+
 /// The store worker's handle on the queue: it queues spooled deliveries and watches the queue
 /// drain.
 #[derive(Clone)]
@@ -194,6 +224,11 @@ impl Handlers {
     /// Event bytes (ivorn plus payload) of the deliveries queued or being handled now.
     pub fn queued_bytes(&self) -> usize {
         self.shared.queued_bytes.load(Ordering::Acquire)
+    }
+
+    /// A read-only handle on the queue's counters, for another thread (a metrics endpoint).
+    pub fn probe(&self) -> HandlersProbe {
+        HandlersProbe(Arc::clone(&self.shared))
     }
 
     /// The store worker's handle on the queue, for the handler spool.

@@ -115,12 +115,14 @@ const GROW_BYTES: u64 = 1024 * 1024;
 
 mod dir;
 mod log;
+mod probe;
 pub mod spool;
 mod worker;
 pub(crate) use dir::create_checked;
 use dir::{How, exists_in, open_in, remove_in, rename_in};
 pub use dir::{default_dir, default_dir_from_env};
 use log::RECORD_LEN;
+pub use probe::{COMMIT_BUCKETS, CommitSnapshot, StoreProbe};
 pub use worker::{OnDurable, StoreWorker};
 
 /// Starts a node's durable seen-index: opens (or creates) the store in `dir`, restores its

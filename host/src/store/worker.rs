@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use tracing::{debug, error, info, warn};
 use vtp_core::Delivery;
 
+use super::probe::{CommitStats, StoreProbe};
 use super::spool::{Spool, Staged};
 use super::{ErrorChain, STORE_QUEUE_MAX, SeenStore, SendError, StoreError, StoreOp};
 use crate::handlers::{Feed, Handlers, Refused};
@@ -58,13 +59,17 @@ enum Job {
     Stop,
 }
 
-/// The worker's progress, shared with the event loop.
+/// The worker's progress, shared with the event loop (and read by [`StoreProbe`]s).
 #[derive(Default)]
-struct Durable {
+pub(super) struct Durable {
     /// The last sequence number committed.
     seq: AtomicU64,
     /// Set when a commit fails, cleared by the next one that succeeds.
-    failing: AtomicBool,
+    pub(super) failing: AtomicBool,
+    /// Set when the worker thread ends, however it ends.
+    pub(super) stopped: AtomicBool,
+    /// How long the commits that wrote something took.
+    pub(super) commits: CommitStats,
     /// The loop's waker; also the lock `changed` waits with.
     waker: Mutex<Option<Waker>>,
     /// Notified after every commit.
@@ -72,7 +77,7 @@ struct Durable {
 }
 
 impl Durable {
-    fn load(&self) -> u64 {
+    pub(super) fn load(&self) -> u64 {
         self.seq.load(Ordering::Acquire)
     }
 
@@ -125,9 +130,14 @@ impl StoreWorker {
             durable: Arc::clone(&durable),
             on_durable,
         };
+        let stopped = StoppedOnDrop(Arc::clone(&durable));
         let thread = thread::Builder::new()
             .name("vtp-store".into())
-            .spawn(move || committer.run(&rx))
+            .spawn(move || {
+                // Marks the worker stopped when this closure ends, by return or by panic.
+                let _stopped = stopped;
+                committer.run(&rx)
+            })
             .map_err(StoreError::Spawn)?;
         Ok(Self {
             tx: Some(tx),
@@ -235,6 +245,12 @@ impl StoreWorker {
         self.durable.load()
     }
 
+    /// A read-only handle on this worker's health and commit times, for another thread (a
+    /// metrics or health endpoint); valid after the worker is gone.
+    pub fn probe(&self) -> StoreProbe {
+        StoreProbe(Arc::clone(&self.durable))
+    }
+
     /// False from a failed commit (a full or failing disk) until the next one succeeds; the
     /// waker from [`set_waker`](Self::set_waker) is woken on each change.
     pub fn is_healthy(&self) -> bool {
@@ -311,6 +327,15 @@ impl fmt::Debug for StoreWorker {
     }
 }
 
+/// Sets [`Durable::stopped`] when dropped: at the end of the worker thread, however it ends.
+struct StoppedOnDrop(Arc<Durable>);
+
+impl Drop for StoppedOnDrop {
+    fn drop(&mut self) {
+        self.0.stopped.store(true, Ordering::Release);
+    }
+}
+
 /// The worker thread's state.
 struct Committer {
     store: SeenStore,
@@ -380,7 +405,14 @@ impl Committer {
                     Err(TryRecvError::Disconnected) => open = false,
                 }
             }
-            match self.commit(!open) {
+            let work = self.taken() > 0;
+            let started = Instant::now();
+            let committed = self.commit(!open);
+            if work {
+                let ok = committed.is_ok();
+                self.durable.commits.record(started.elapsed(), ok);
+            }
+            match committed {
                 Ok(()) => {
                     retry_at = None;
                     failures = 0;
@@ -736,6 +768,32 @@ mod tests {
     use super::*;
     use crate::store::tests::{persist_all, record, sorted};
     use crate::testutil::TempDir;
+
+    #[test]
+    fn the_probe_counts_commits_and_sees_the_worker_stop() {
+        let tmp = TempDir::new("store-probe");
+        let store = SeenStore::open(tmp.path()).unwrap();
+        let mut worker = StoreWorker::spawn(store, None).unwrap();
+        let probe = worker.probe();
+        assert!(probe.is_healthy() && !probe.is_stopped());
+        assert_eq!(probe.commits().count(), 0);
+        let mut last = 0;
+        for op in persist_all(0..3) {
+            last = worker.send(op).unwrap();
+        }
+        assert!(worker.wait_durable(last, Duration::from_secs(30)));
+        // The worker times a commit after publishing it durable: the count may lag a moment.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while probe.commits().count() == 0 && Instant::now() < deadline {
+            std::thread::yield_now();
+        }
+        let commits = probe.commits();
+        assert!((1..=3).contains(&commits.count()), "{commits:?}");
+        assert_eq!(commits.failed, 0);
+        assert_eq!(probe.durable_seq(), last);
+        worker.flush_and_stop().unwrap();
+        assert!(probe.is_stopped(), "the probe outlives the worker");
+    }
 
     #[test]
     fn committer_takes_everything_queued_as_one_batch() {

@@ -1,0 +1,472 @@
+//! The endpoint's bodies: Prometheus text (prometheus-client's encoder) and the status JSON.
+
+use std::fmt;
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric, NoLabelSet};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::registry::Registry;
+use serde::Serialize;
+use vtp_core::RefusalCause;
+use vtp_core::time::format_utc;
+
+use super::{Health, Metrics, ROLES, SOURCES, Snapshot, Subscriber};
+
+/// Subscribers listed in `/status` at most (the count is always given).
+pub const STATUS_SUBSCRIBERS_MAX: usize = 10_000;
+
+/// The `/metrics` body, Prometheus text format 0.0.4.
+pub(super) fn prometheus(metrics: &Metrics) -> String {
+    let snapshot = Scrape {
+        s: metrics.snapshot(),
+        rss: super::resident_memory_bytes(),
+    };
+    let mut registry = Registry::default();
+    registry.register_collector(Box::new(snapshot));
+    let mut out = String::new();
+    // Writing to a String cannot fail.
+    let _ = prometheus_client::encoding::prometheus_text::encode(&mut out, &registry);
+    out
+}
+
+/// One scrape's numbers, encoded by prometheus-client.
+#[derive(Debug)]
+struct Scrape {
+    s: Snapshot,
+    rss: Option<u64>,
+}
+
+impl Collector for Scrape {
+    fn encode(&self, mut e: DescriptorEncoder) -> Result<(), fmt::Error> {
+        let s = &self.s;
+        let sources = |v: &[u64; 2]| SOURCES.iter().zip(v).map(|(l, n)| (*l, *n)).collect();
+        labelled(
+            &mut e,
+            "vtp_events_received",
+            "Events received: from authors (accepted, duplicates, naked) and from upstreams \
+             (accepted, duplicates, invalid ones dropped)",
+            "source",
+            sources(&s.received),
+        )?;
+        labelled(
+            &mut e,
+            "vtp_events_accepted",
+            "New events accepted (and forwarded)",
+            "source",
+            sources(&s.accepted),
+        )?;
+        labelled(
+            &mut e,
+            "vtp_events_duplicate",
+            "Duplicate events dropped",
+            "source",
+            sources(&s.duplicates),
+        )?;
+        labelled(
+            &mut e,
+            "vtp_naks",
+            "Naks sent to authors, by the kind of fault",
+            "reason",
+            s.naks.clone(),
+        )?;
+        counter(
+            &mut e,
+            "vtp_upstream_events_invalid",
+            "Invalid events from upstreams, acked and dropped",
+            s.upstream_invalid,
+        )?;
+        counter(
+            &mut e,
+            "vtp_deliveries",
+            "Events queued for subscribers (one per event per subscriber)",
+            s.forwards,
+        )?;
+        counter(
+            &mut e,
+            "vtp_handler_deliveries",
+            "Events handed to the event handlers (print, save, cmd)",
+            s.handler_deliveries,
+        )?;
+        if let Some(dropped) = s.handler_dropped {
+            counter(
+                &mut e,
+                "vtp_handler_dropped",
+                "Events the handlers' queue had no room for",
+                dropped,
+            )?;
+        }
+        gauge(
+            &mut e,
+            "vtp_subscribers",
+            "Subscribers connected",
+            s.subscribers(),
+        )?;
+        let roles = ROLES.iter().zip(&s.connections).map(|(l, n)| (*l, *n));
+        family(
+            &mut e,
+            "vtp_connections",
+            "Open connections by role",
+            MetricType::Gauge,
+            "role",
+            roles.collect(),
+        )?;
+        let refusals = RefusalCause::ALL
+            .iter()
+            .zip(&s.refusals)
+            .map(|(c, n)| (c.as_str(), *n));
+        labelled(
+            &mut e,
+            "vtp_refusals",
+            "Connections refused at accept, by cause (those past the first few of a 10 s \
+             window are counted when it ends)",
+            "cause",
+            refusals.collect(),
+        )?;
+        counter(
+            &mut e,
+            "vtp_protocol_violations",
+            "Protocol violations reported (ignored or closed on)",
+            s.violations,
+        )?;
+        counter(
+            &mut e,
+            "vtp_subscriber_naks",
+            "Naks received from subscribers",
+            s.subscriber_naks,
+        )?;
+        let up = s
+            .upstreams
+            .iter()
+            .map(|u| (u.label.as_str(), u64::from(u.up)));
+        family(
+            &mut e,
+            "vtp_upstream_up",
+            "1 while the subscription to the upstream is connected",
+            MetricType::Gauge,
+            "upstream",
+            up.collect(),
+        )?;
+        let reconnects = s.upstreams.iter().map(|u| (u.label.as_str(), u.reconnects));
+        family(
+            &mut e,
+            "vtp_upstream_reconnects",
+            "Reconnections to the upstream scheduled",
+            MetricType::Counter,
+            "upstream",
+            reconnects.collect(),
+        )?;
+        if let Some(t) = s.last_event_unix {
+            let m = ConstGauge::new(t);
+            let enc = e.encode_descriptor(
+                "vtp_last_event_timestamp_seconds",
+                "UNIX time of the last event accepted",
+                None,
+                m.metric_type(),
+            )?;
+            m.encode(enc)?;
+        }
+        if let Some(f) = s.filters {
+            counter(
+                &mut e,
+                "vtp_filter_evaluations",
+                "Subscriber filter evaluations (XPath)",
+                f.evaluations,
+            )?;
+            counter(
+                &mut e,
+                "vtp_filter_events",
+                "Events whose tree was built to evaluate filters",
+                f.events,
+            )?;
+            counter(
+                &mut e,
+                "vtp_filter_errors",
+                "Filter evaluations that ended in an error (false)",
+                f.errors,
+            )?;
+            counter(
+                &mut e,
+                "vtp_filter_over_budget",
+                "Filter evaluations skipped as over the cost budget (false)",
+                f.over_budget,
+            )?;
+        }
+        if let Some(store) = &s.store {
+            let c = &store.commits;
+            let mut enc = e.encode_descriptor(
+                "vtp_store_commit_seconds",
+                "Time the seen-index store took per commit (write and fdatasync)",
+                None,
+                MetricType::Histogram,
+            )?;
+            // The encoder adds the buckets up itself.
+            enc.encode_histogram::<NoLabelSet>(c.sum.as_secs_f64(), c.count(), &c.buckets(), None)?;
+            counter(
+                &mut e,
+                "vtp_store_commit_failures",
+                "Seen-index commits that failed (retried)",
+                c.failed,
+            )?;
+            gauge(
+                &mut e,
+                "vtp_store_healthy",
+                "1 while the seen-index store commits",
+                u64::from(store.healthy && !store.stopped),
+            )?;
+        }
+        counter(
+            &mut e,
+            "vtp_loop_turns",
+            "Turns of the event loop",
+            s.loop_turns,
+        )?;
+        let m = ConstGauge::new(s.loop_idle.as_secs_f64());
+        let enc = e.encode_descriptor(
+            "vtp_loop_idle_seconds",
+            "Time since the event loop last turned",
+            None,
+            m.metric_type(),
+        )?;
+        m.encode(enc)?;
+        // No `process_open_fds`: listing /proc/self/fd takes ~10 ms with 10,000 connections.
+        if let Some(rss) = self.rss {
+            gauge(
+                &mut e,
+                "process_resident_memory_bytes",
+                "Resident memory size in bytes",
+                rss,
+            )?;
+        }
+        Ok(())
+    }
+}
+
+fn counter(e: &mut DescriptorEncoder, name: &str, help: &str, v: u64) -> Result<(), fmt::Error> {
+    let m = ConstCounter::new(v);
+    let enc = e.encode_descriptor(name, help, None, m.metric_type())?;
+    m.encode(enc)
+}
+
+fn gauge(e: &mut DescriptorEncoder, name: &str, help: &str, v: u64) -> Result<(), fmt::Error> {
+    let m = ConstGauge::new(i64::try_from(v).unwrap_or(i64::MAX));
+    let enc = e.encode_descriptor(name, help, None, m.metric_type())?;
+    m.encode(enc)
+}
+
+/// A counter with one label.
+fn labelled(
+    e: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    label: &str,
+    values: Vec<(&str, u64)>,
+) -> Result<(), fmt::Error> {
+    family(e, name, help, MetricType::Counter, label, values)
+}
+
+/// A counter or gauge with one label, one series per value.
+fn family(
+    e: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    kind: MetricType,
+    label: &str,
+    values: Vec<(&str, u64)>,
+) -> Result<(), fmt::Error> {
+    let mut enc = e.encode_descriptor(name, help, None, kind)?;
+    for (value, n) in values {
+        let labels = [(label, value)];
+        let series = enc.encode_family(&labels)?;
+        match kind {
+            MetricType::Counter => ConstCounter::new(n).encode(series)?,
+            _ => ConstGauge::new(i64::try_from(n).unwrap_or(i64::MAX)).encode(series)?,
+        }
+    }
+    Ok(())
+}
+
+/// The `/status` body.
+pub(super) fn status(metrics: &Metrics, health: &Health) -> String {
+    let s = metrics.snapshot();
+    let (subscribers, count, upstreams) = metrics.status(STATUS_SUBSCRIBERS_MAX);
+    let info = metrics.info();
+    let body = Status {
+        version: env!("CARGO_PKG_VERSION"),
+        role: info.role,
+        uptime_seconds: s.uptime.as_secs_f64(),
+        health: health.to_string(),
+        healthy: *health == Health::Ok,
+        listeners: info
+            .listeners
+            .iter()
+            .map(|l| Listener {
+                serves: l.serves,
+                address: &l.address,
+                tls: l.tls,
+            })
+            .collect(),
+        subscribers: Subscribers {
+            count,
+            listed: subscribers.len(),
+            list: subscribers.iter().map(SubscriberJson::from).collect(),
+        },
+        upstreams: info
+            .upstreams
+            .iter()
+            .zip(&upstreams)
+            .zip(&s.upstreams)
+            .enumerate()
+            .map(|(index, ((endpoints, u), counts))| UpstreamJson {
+                index,
+                endpoints,
+                state: u.state.as_str(),
+                since: stamp_ms(u.since_unix_ms),
+                last_error: u.last_error.as_deref(),
+                next_endpoint: u.next_endpoint.as_deref(),
+                retry_at: u.retry_at_unix_ms.and_then(stamp_ms),
+                last_event: counts.last_event_unix.and_then(stamp_secs),
+                reconnects: counts.reconnects,
+            })
+            .collect(),
+        counters: Counters::from(&s),
+        connections: ROLES
+            .iter()
+            .zip(s.connections)
+            .map(|(r, n)| (*r, n))
+            .collect(),
+        store: s.store.as_ref().map(|st| StoreJson {
+            healthy: st.healthy && !st.stopped,
+            commits: st.commits.count(),
+            commit_failures: st.commits.failed,
+        }),
+        last_event: s.last_event_unix.and_then(stamp_secs),
+    };
+    // Serialising plain data to a String cannot fail.
+    serde_json::to_string_pretty(&body).unwrap_or_default() + "\n"
+}
+
+fn stamp_ms(ms: u64) -> Option<String> {
+    (ms > 0).then(|| format_utc(ms / 1000).as_str().to_owned())
+}
+
+fn stamp_secs(secs: f64) -> Option<String> {
+    (secs > 0.0).then(|| format_utc(secs as u64).as_str().to_owned())
+}
+
+#[derive(Serialize)]
+struct Status<'a> {
+    version: &'static str,
+    role: &'static str,
+    uptime_seconds: f64,
+    healthy: bool,
+    health: String,
+    listeners: Vec<Listener<'a>>,
+    subscribers: Subscribers<'a>,
+    upstreams: Vec<UpstreamJson<'a>>,
+    counters: Counters,
+    connections: std::collections::BTreeMap<&'static str, u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    store: Option<StoreJson>,
+    last_event: Option<String>,
+}
+
+#[derive(Serialize)]
+struct Listener<'a> {
+    serves: &'static str,
+    address: &'a str,
+    tls: bool,
+}
+
+#[derive(Serialize)]
+struct Subscribers<'a> {
+    /// Connected now.
+    count: usize,
+    /// Listed below (at most [`STATUS_SUBSCRIBERS_MAX`]).
+    listed: usize,
+    list: Vec<SubscriberJson<'a>>,
+}
+
+#[derive(Serialize)]
+struct SubscriberJson<'a> {
+    conn: u64,
+    address: Option<String>,
+    identity: Option<&'a str>,
+    filters: Vec<&'a str>,
+    connected_since: Option<String>,
+}
+
+impl<'a> From<&'a Subscriber> for SubscriberJson<'a> {
+    fn from(s: &'a Subscriber) -> Self {
+        Self {
+            conn: s.conn.get(),
+            address: s.peer.map(|p| match p {
+                vtp_core::Peer::Local => "unix".to_owned(),
+                p => p.to_string(),
+            }),
+            identity: s.identity.as_deref(),
+            filters: s.filters.iter().map(|f| &**f).collect(),
+            connected_since: stamp_ms(s.since_unix_ms),
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct UpstreamJson<'a> {
+    index: usize,
+    endpoints: &'a [String],
+    state: &'static str,
+    since: Option<String>,
+    last_error: Option<&'a str>,
+    next_endpoint: Option<&'a str>,
+    retry_at: Option<String>,
+    last_event: Option<String>,
+    reconnects: u64,
+}
+
+#[derive(Serialize)]
+struct StoreJson {
+    healthy: bool,
+    commits: u64,
+    commit_failures: u64,
+}
+
+#[derive(Serialize)]
+struct Counters {
+    events_received: std::collections::BTreeMap<&'static str, u64>,
+    events_accepted: std::collections::BTreeMap<&'static str, u64>,
+    events_duplicate: std::collections::BTreeMap<&'static str, u64>,
+    naks: std::collections::BTreeMap<&'static str, u64>,
+    upstream_events_invalid: u64,
+    deliveries: u64,
+    handler_deliveries: u64,
+    handler_dropped: Option<u64>,
+    refusals: std::collections::BTreeMap<&'static str, u64>,
+    protocol_violations: u64,
+    subscriber_naks: u64,
+}
+
+impl From<&Snapshot> for Counters {
+    fn from(s: &Snapshot) -> Self {
+        let sources = |v: [u64; 2]| SOURCES.iter().copied().zip(v).collect();
+        Self {
+            events_received: sources(s.received),
+            events_accepted: sources(s.accepted),
+            events_duplicate: sources(s.duplicates),
+            // Only the reasons that occurred: the full set is on /metrics.
+            naks: s.naks.iter().filter(|(_, n)| *n > 0).copied().collect(),
+            upstream_events_invalid: s.upstream_invalid,
+            deliveries: s.forwards,
+            handler_deliveries: s.handler_deliveries,
+            handler_dropped: s.handler_dropped,
+            refusals: RefusalCause::ALL
+                .iter()
+                .map(|c| c.as_str())
+                .zip(s.refusals)
+                .collect(),
+            protocol_violations: s.violations,
+            subscriber_naks: s.subscriber_naks,
+        }
+    }
+}
