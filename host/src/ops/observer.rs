@@ -49,9 +49,7 @@ impl Observer {
                 remote,
                 upstream,
             } => self.up(*conn, *role, remote.peer(), *upstream),
-            Event::PeerDown {
-                conn, role, reason, ..
-            } => self.down(*conn, *role, reason),
+            Event::PeerDown { conn, reason, .. } => self.down(*conn, reason),
             Event::Secured {
                 conn,
                 identity: Some(id),
@@ -171,7 +169,7 @@ impl Observer {
         self.flush();
     }
 
-    fn down(&mut self, conn: ConnId, role: ConnRole, reason: &CloseReason) {
+    fn down(&mut self, conn: ConnId, reason: &CloseReason) {
         self.identities.remove(&conn);
         // Never up (a failed dial, a refused handshake): nothing to count. An upstream's
         // reason reaches its status with the retry the node reports right after.
