@@ -214,6 +214,11 @@ pub struct Limits {
     /// handshakes costs bounded CPU and memory and ends within
     /// [`Timing::handshake_deadline`].
     pub handshakes_max: usize,
+    /// Most records of one external source (a Kafka consumer) handed in and not yet
+    /// committable (65,536): beyond it [`Node::handle_external`](crate::Node::handle_external)
+    /// answers [`ExternalError::Busy`](crate::node::ExternalError::Busy), so a store that
+    /// falls behind slows the source instead of growing memory.
+    pub external_pending_max: usize,
 }
 
 impl Default for Limits {
@@ -236,6 +241,7 @@ impl Default for Limits {
             violations_window: Duration::from_secs(10),
             violations_logged_max: 5,
             handshakes_max: 256,
+            external_pending_max: 65_536,
         }
     }
 }

@@ -91,6 +91,10 @@ pub trait Effects {
     /// checks (a health endpoint on another thread can tell a loop that stopped turning). Must
     /// be cheap. Default: nothing.
     fn heartbeat(&mut self) {}
+    /// Every record of `lane` of the external source `conn` before `next_offset` is done
+    /// ([`Action::Commit`]): the host may commit `next_offset` to that source (a Kafka
+    /// consumer group's offset). Default: nothing (a host without external sources).
+    fn commit(&mut self, _conn: ConnId, _lane: u32, _next_offset: u64) {}
     /// Application news.
     fn event(&mut self, event: Event);
 }
@@ -537,6 +541,11 @@ impl Driver {
             }
             Action::Deliver(d) => fx.deliver(d),
             Action::DropDuplicate { conn, key } => fx.duplicate(conn, key),
+            Action::Commit {
+                conn,
+                lane,
+                next_offset,
+            } => fx.commit(conn, lane, next_offset),
             // Frame-carrying variants were handled above.
             _ => {}
         }

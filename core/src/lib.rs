@@ -156,10 +156,10 @@ mod violation;
 mod testutil;
 
 pub use config::Config;
-pub use node::{ConfigError, Node, SubmitError};
+pub use node::{ConfigError, ExternalError, Node, SubmitError};
 pub use output::{
     Action, CloseClass, CloseReason, ConnId, ConnRole, Delivery, Event, ListenerRole, Peer,
-    RefusalCause, RefusalCounts, Remote, Source,
+    Position, RefusalCause, RefusalCounts, Remote, Source,
 };
 pub use seen::{EventKey, SeenLevel, SeenRecord};
 pub use violation::Violation;

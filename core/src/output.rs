@@ -110,6 +110,9 @@ pub enum Remote {
     /// The node dialled this endpoint (an upstream, or a broker it submits to), as
     /// [`DialAddr`] displays it: `host:port`, `tls:host:port` or `unix:path`.
     Dialled(Arc<str>),
+    /// An external source, by the name it was opened with
+    /// ([`Node::open_external`](crate::Node::open_external)).
+    External(Arc<str>),
 }
 
 impl Remote {
@@ -117,7 +120,7 @@ impl Remote {
     pub fn peer(&self) -> Option<Peer> {
         match self {
             Self::Accepted(peer) => Some(*peer),
-            Self::Dialled(_) => None,
+            Self::Dialled(_) | Self::External(_) => None,
         }
     }
 }
@@ -126,7 +129,7 @@ impl fmt::Display for Remote {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::Accepted(peer) => write!(f, "{peer}"),
-            Self::Dialled(endpoint) => f.write_str(endpoint),
+            Self::Dialled(endpoint) | Self::External(endpoint) => f.write_str(endpoint),
         }
     }
 }
@@ -263,6 +266,9 @@ pub enum ConnRole {
     Subscription,
     /// This node submitting one event as an author.
     Submission,
+    /// An external source of events, such as a Kafka consumer
+    /// ([`Node::open_external`](crate::Node::open_external)).
+    External,
 }
 
 impl fmt::Display for ConnRole {
@@ -274,6 +280,7 @@ impl fmt::Display for ConnRole {
             Self::Feed => "subscriber",
             Self::Subscription => "upstream",
             Self::Submission => "broker",
+            Self::External => "external source",
         })
     }
 }
@@ -455,6 +462,25 @@ pub enum Source {
     /// Read back from a host's handler spool: accepted earlier, by this run or one before a
     /// restart, on a connection that is not known any more.
     Spool,
+    /// Read from an external source ([`Node::open_external`](crate::Node::open_external)).
+    External(ConnId),
+}
+
+/// Where a record sits in an external source: a lane (a Kafka partition) and an offset in
+/// it. Offsets of a lane grow as records are appended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Position {
+    /// The lane (partition).
+    pub lane: u32,
+    /// The record's offset in its lane.
+    pub offset: u64,
+}
+
+impl fmt::Display for Position {
+    /// `[LANE]@OFFSET`, as Kafka tools print a partition and an offset.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "[{}]@{}", self.lane, self.offset)
+    }
 }
 
 /// An accepted event handed to the application's handlers (print, save, cmd, callbacks).
@@ -564,6 +590,17 @@ pub enum Action {
         /// Cut-off, inclusive.
         before_unix_secs: u64,
     },
+    /// Tell the external source `conn` that every record of `lane` before `next_offset` is
+    /// done: durable here, or skipped. The source may commit `next_offset` (Kafka's committed
+    /// offset is the next one to read). Per lane, in increasing order.
+    Commit {
+        /// The external source.
+        conn: ConnId,
+        /// The lane (partition).
+        lane: u32,
+        /// The first offset not yet done.
+        next_offset: u64,
+    },
     /// Run the event handlers on an accepted event. With
     /// [`DeliveryTiming::BeforeRecord`](crate::config::DeliveryTiming::BeforeRecord) it comes
     /// just before the event's `Persist`, never held; otherwise with the receipt.
@@ -586,6 +623,7 @@ impl Action {
             | Self::Persist(_)
             | Self::Forget(_)
             | Self::Expire { .. }
+            | Self::Commit { .. }
             | Self::Deliver(_) => None,
         }
     }
@@ -611,6 +649,14 @@ impl fmt::Debug for Action {
             Self::Persist(r) => write!(f, "Persist({r:?})"),
             Self::Forget(k) => write!(f, "Forget({k:?})"),
             Self::Expire { before_unix_secs } => write!(f, "Expire({before_unix_secs})"),
+            Self::Commit {
+                conn,
+                lane,
+                next_offset,
+            } => write!(
+                f,
+                "Commit {{ conn: {conn}, lane: {lane}, next_offset: {next_offset} }}"
+            ),
             Self::Deliver(d) => write!(f, "Deliver({d:?})"),
         }
     }
@@ -707,6 +753,18 @@ pub enum Event {
         reason: Violation,
         /// Who sent it: the author's address and port.
         remote: Remote,
+    },
+    /// A record of an external source was skipped: not a VOEvent, or one that fails the
+    /// checks an author's submission gets. Its position is done at once (committable).
+    ExternalSkipped {
+        /// The external source.
+        conn: ConnId,
+        /// Where the record sits.
+        at: Position,
+        /// The event's ivorn, when it was read.
+        ivorn: Option<Arc<str>>,
+        /// Why; its `Display` is the nak text an author would have got.
+        reason: Violation,
     },
     /// An event was a duplicate and was not relayed.
     Duplicate {

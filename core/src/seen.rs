@@ -120,6 +120,9 @@ pub enum SeenSource {
     Author(IpAddr),
     /// Authors on Unix-domain sockets, together.
     UnixAuthor,
+    /// An external source (a Kafka consumer): the connection id
+    /// [`Node::open_external`](crate::Node::open_external) gave it.
+    External(crate::output::ConnId),
     /// Every source beyond the bound on the table of sources, together.
     Other,
 }

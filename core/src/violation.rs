@@ -234,6 +234,7 @@ fn peer(on: ConnRole) -> &'static str {
         ConnRole::Feed => "subscriber",
         ConnRole::Subscription => "upstream",
         ConnRole::Submission => "broker",
+        ConnRole::External => "external source",
     }
 }
 

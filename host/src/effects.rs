@@ -359,6 +359,7 @@ pub fn log_event(e: &Event) {
             ConnRole::Subscription => info!(%conn, "connected to upstream {remote}"),
             ConnRole::Intake => debug!(%conn, "author {remote} connected"),
             ConnRole::Submission => debug!(%conn, "connected to broker {remote}"),
+            ConnRole::External => info!(%conn, "reading events from {remote}"),
         },
         Event::PeerDown {
             conn,
@@ -422,6 +423,8 @@ pub fn log_event(e: &Event) {
             // In a mesh every event comes back from each upstream: expected, not news.
             Remote::Dialled(_) => debug!(%conn, "duplicate event {ivorn} from upstream {remote}"),
             Remote::Accepted(_) => info!(%conn, "duplicate event {ivorn} from author {remote}"),
+            // A source re-read after a restart: expected.
+            Remote::External(_) => debug!(%conn, "duplicate event {ivorn} from {remote}"),
         },
         Event::FiltersSet {
             conn,
@@ -561,6 +564,9 @@ fn log_peer_down(
         (ConnRole::Intake, Some(_), _) => {
             debug!(%conn, class = %c, "author {remote} disconnected: {reason}")
         }
+        (ConnRole::External, _, _) => {
+            info!(%conn, class = %c, "{remote} closed after {received} events: {reason}")
+        }
     }
 }
 
@@ -572,6 +578,7 @@ impl std::fmt::Display for Sender<'_> {
         match self.0 {
             Remote::Accepted(peer) => write!(f, "author {peer}"),
             Remote::Dialled(endpoint) => write!(f, "upstream {endpoint}"),
+            Remote::External(name) => f.write_str(name),
         }
     }
 }

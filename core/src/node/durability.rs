@@ -9,7 +9,7 @@ use std::time::Instant;
 use bytes::Bytes;
 
 use crate::config::Durability;
-use crate::output::{Action, Event};
+use crate::output::{Action, ConnId, Event, Position};
 use crate::seen::{EventKey, SeenRecord};
 
 use super::{Node, TimerKey};
@@ -26,6 +26,13 @@ pub(super) enum Held {
         frame: Bytes,
         /// Its `VOEvent` element within the payload (for filters).
         element: Range<usize>,
+    },
+    /// A record of an external source, done once this persist is durable.
+    Commit {
+        /// The external source.
+        conn: ConnId,
+        /// The record.
+        at: Position,
     },
 }
 

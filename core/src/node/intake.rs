@@ -36,7 +36,7 @@ impl Node {
                 return self.reject(conn, "", violation, now);
             }
         };
-        if let Err(violation) = self.check_submission(payload, &ev) {
+        if let Err(violation) = self.check_event(payload, &ev, ConnRole::Intake) {
             return self.reject(conn, &ev.ivorn, violation, now);
         }
         let key = EventKey::of_element(&payload[ev.element.clone()]);
@@ -99,11 +99,17 @@ impl Node {
             && !self.seen.contains(key)
     }
 
-    /// Receiver checks on an author's event (docs/protocol.md §4.1): IVOID, version, then schema.
-    fn check_submission(&self, payload: &[u8], ev: &VoEvent<'_>) -> Result<(), Violation> {
+    /// Receiver checks on an author's event (docs/protocol.md §4.1), or an external source's
+    /// (`on`): IVOID, version, then schema.
+    pub(super) fn check_event(
+        &self,
+        payload: &[u8],
+        ev: &VoEvent<'_>,
+        on: ConnRole,
+    ) -> Result<(), Violation> {
         if let Err(error) = ivoid::check_event_ivorn(&ev.ivorn) {
             return Err(Violation::BadIvorn {
-                on: ConnRole::Intake,
+                on,
                 ivorn: ev.ivorn.to_string(),
                 error,
             });

@@ -93,6 +93,7 @@ use crate::timer::Timers;
 use crate::violation::Violation;
 
 pub use errors::{ConfigError, SubmitError};
+pub use external::ExternalError;
 pub use intake::NAK_STORE_UNAVAILABLE;
 pub use reconfigure::{Fixed, Reconfigured};
 
@@ -106,6 +107,7 @@ use subscription::{Subscription, UpstreamState};
 mod admission;
 mod durability;
 mod errors;
+mod external;
 mod feed;
 mod filters;
 mod intake;
@@ -165,6 +167,9 @@ pub struct Node {
     /// Output waiting for a persist to be durable: (persist number, output), in emission
     /// order, so the numbers never decrease.
     held: VecDeque<(u64, Held)>,
+    /// External sources' commits decided in this call, one per source and lane, queued as
+    /// [`Action::Commit`] when it returns.
+    commits: Vec<(ConnId, u32, u64)>,
     /// Intake connections whose receipt is held.
     replying: BTreeSet<ConnId>,
     /// False while the store reports failing commits ([`Node::handle_store_status`]).
@@ -201,6 +206,8 @@ enum Kind {
     Feed(Feed),
     Subscription(Subscription),
     Submission(Submission),
+    /// An external source (a Kafka consumer): its records' commit state.
+    External(external::External),
 }
 
 impl Kind {
@@ -211,6 +218,7 @@ impl Kind {
             Self::Feed(_) => ConnRole::Feed,
             Self::Subscription(_) => ConnRole::Subscription,
             Self::Submission(_) => ConnRole::Submission,
+            Self::External(_) => ConnRole::External,
         }
     }
 }
@@ -289,6 +297,7 @@ impl Node {
             persists: 0,
             persisted: 0,
             held: VecDeque::new(),
+            commits: Vec::new(),
             replying: BTreeSet::new(),
             store_healthy: true,
             config,
@@ -477,7 +486,7 @@ impl Node {
                     self.actions.push_back(Action::Submit { conn, frame });
                 }
             }
-            Kind::Handshake(_) | Kind::Intake | Kind::Feed(_) => return,
+            Kind::Handshake(_) | Kind::Intake | Kind::Feed(_) | Kind::External(_) => return,
         }
         self.peer_up(conn, now);
     }
@@ -581,8 +590,10 @@ impl Node {
                     let payload = frame.slice(frame::PREFIX_LEN..);
                     self.fan_out(&frame, &payload, element);
                 }
+                Held::Commit { conn, at } => self.external_done(conn, at),
             }
         }
+        self.flush_commits();
     }
 
     /// The store's commits started failing (`healthy` false: a full or failing disk) or
@@ -768,7 +779,7 @@ impl Node {
         match role {
             ConnRole::Intake => self.served += 1,
             ConnRole::Feed => self.feeds += 1,
-            ConnRole::Subscription | ConnRole::Submission => return,
+            ConnRole::Subscription | ConnRole::Submission | ConnRole::External => return,
         }
         if up {
             self.peer_up(conn, now);
@@ -849,9 +860,11 @@ impl Node {
                 let previous = match &c.remote {
                     Remote::Dialled(endpoint) => endpoint.clone(),
                     Remote::Accepted(peer) => Arc::from(peer.to_string()),
+                    Remote::External(name) => name.clone(),
                 };
                 reconnect = Some((s.upstream, lived, previous));
             }
+            Kind::External(x) => events_received = x.received,
             Kind::Submission(_) => {
                 if reason != CloseReason::Done {
                     self.events.push_back(Event::SubmissionFailed {
@@ -890,6 +903,8 @@ impl Node {
             Kind::Feed(_) => self.feed_frame(conn, payload, now),
             Kind::Subscription(_) => self.subscription_frame(conn, payload, now),
             Kind::Submission(_) => self.submission_frame(conn, payload, now),
+            // Its records come through `handle_external`, never as bytes.
+            Kind::External(_) => {}
         }
     }
 
@@ -971,7 +986,7 @@ impl Node {
             Kind::Intake => CloseReason::IntakeDeadline,
             Kind::Subscription(_) => CloseReason::UpstreamSilent,
             Kind::Submission(_) => CloseReason::ReceiptTimeout,
-            Kind::Feed(_) => return,
+            Kind::Feed(_) | Kind::External(_) => return,
         };
         self.close(conn, reason, now);
     }

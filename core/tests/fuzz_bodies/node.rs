@@ -664,7 +664,7 @@ impl Sim {
         match m.role {
             ConnRole::Feed => self.feeds_open += 1,
             ConnRole::Subscription => self.subscriptions_open += 1,
-            ConnRole::Intake | ConnRole::Submission => {}
+            ConnRole::Intake | ConnRole::Submission | ConnRole::External => {}
         }
         assert!(
             self.conns.insert(conn, m).is_none(),
@@ -688,7 +688,7 @@ impl Sim {
         match m.role {
             ConnRole::Feed => self.feeds_open -= 1,
             ConnRole::Subscription => self.subscriptions_open -= 1,
-            ConnRole::Intake | ConnRole::Submission => {}
+            ConnRole::Intake | ConnRole::Submission | ConnRole::External => {}
         }
         self.open.remove(&conn);
         self.touched.push(conn);

@@ -104,12 +104,12 @@ pub struct FilterCounts {
 pub type FilterSource = Box<dyn Fn() -> FilterCounts + Send + Sync>;
 
 /// Where accepted events come from, as the metrics' `source` label says it.
-pub const SOURCES: [&str; 2] = ["author", "upstream"];
+pub const SOURCES: [&str; 3] = ["author", "upstream", "external"];
 
 /// Connection roles, as the metrics' `role` label says them, in the order of
 /// [`Snapshot::connections`]: authors submitting, subscribers fed, our subscriptions to
 /// upstreams, our own submissions (`vtp send`).
-pub const ROLES: [&str; 4] = ["author", "subscriber", "upstream", "submission"];
+pub const ROLES: [&str; 5] = ["author", "subscriber", "upstream", "submission", "external"];
 
 /// Every value of the `reason` label of `vtp_naks_total`: the kinds of fault an author's
 /// submission is naked for ([`Violation::kind`]), `store_unavailable` for a new event the
@@ -142,11 +142,11 @@ pub struct Snapshot {
     pub uptime: Duration,
     /// Events received, by [`SOURCES`]: accepted, duplicates, naked (authors) and invalid
     /// events acked and dropped (upstreams).
-    pub received: [u64; 2],
+    pub received: [u64; 3],
     /// New events accepted, by [`SOURCES`].
-    pub accepted: [u64; 2],
+    pub accepted: [u64; 3],
     /// Duplicates dropped, by [`SOURCES`].
-    pub duplicates: [u64; 2],
+    pub duplicates: [u64; 3],
     /// Naks sent to authors, by reason ([`NAK_REASONS`] order).
     pub naks: Vec<(&'static str, u64)>,
     /// Invalid events from upstreams, acked and dropped.
@@ -158,7 +158,7 @@ pub struct Snapshot {
     /// Events the handlers' queue dropped (`None`: no handlers).
     pub handler_dropped: Option<u64>,
     /// Open connections by [`ROLES`].
-    pub connections: [u64; 4],
+    pub connections: [u64; 5],
     /// Accepts refused, by [`RefusalCause::ALL`] (refusals beyond the first few of a window are
     /// counted when the window ends).
     pub refusals: [u64; 5],
@@ -293,7 +293,7 @@ impl Metrics {
         let s = &self.0;
         let c = &s.counters;
         let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        let pair = |a: &[AtomicU64; 2]| [load(&a[0]), load(&a[1])];
+        let pair = |a: &[AtomicU64; 3]| [load(&a[0]), load(&a[1]), load(&a[2])];
         let unix = |a: &AtomicU64| match load(a) {
             0 => None,
             ms => Some(ms as f64 / 1000.0),
@@ -425,14 +425,14 @@ struct Shared {
 /// Written by the loop only; read by anyone.
 #[derive(Default)]
 struct Counters {
-    received: [AtomicU64; 2],
-    accepted: [AtomicU64; 2],
-    duplicates: [AtomicU64; 2],
+    received: [AtomicU64; 3],
+    accepted: [AtomicU64; 3],
+    duplicates: [AtomicU64; 3],
     naks: [AtomicU64; NAK_REASONS.len()],
     upstream_invalid: AtomicU64,
     forwards: AtomicU64,
     handler_deliveries: AtomicU64,
-    connections: [AtomicU64; 4],
+    connections: [AtomicU64; 5],
     refusals: [AtomicU64; RefusalCause::ALL.len()],
     violations: AtomicU64,
     subscriber_naks: AtomicU64,

@@ -164,7 +164,7 @@ impl Observer {
                     },
                 ));
             }
-            ConnRole::Intake | ConnRole::Submission => return,
+            ConnRole::Intake | ConnRole::Submission | ConnRole::External => return,
         }
         self.flush();
     }
@@ -217,7 +217,8 @@ impl Observer {
         self.flush();
     }
 
-    /// 0 for an author's event, 1 for an upstream's (the index into `SOURCES`); also notes
+    /// 0 for an author's event, 1 for an upstream's, 2 for an external source's (the index
+    /// into `SOURCES`); also notes
     /// the upstream's last event.
     fn source(&self, conn: ConnId) -> Option<usize> {
         match self.conns.get(&conn) {
@@ -228,6 +229,7 @@ impl Observer {
                 }
                 Some(1)
             }
+            Some((ConnRole::External, _)) => Some(2),
             _ => None,
         }
     }
@@ -274,6 +276,7 @@ fn role_index(role: ConnRole) -> usize {
         ConnRole::Feed => 1,
         ConnRole::Subscription => 2,
         ConnRole::Submission => 3,
+        ConnRole::External => 4,
     }
 }
 

@@ -41,7 +41,7 @@ struct Scrape {
 impl Collector for Scrape {
     fn encode(&self, mut e: DescriptorEncoder) -> Result<(), fmt::Error> {
         let s = &self.s;
-        let sources = |v: &[u64; 2]| SOURCES.iter().zip(v).map(|(l, n)| (*l, *n)).collect();
+        let sources = |v: &[u64; 3]| SOURCES.iter().zip(v).map(|(l, n)| (*l, *n)).collect();
         labelled(
             &mut e,
             "vtp_events_received",
@@ -449,7 +449,7 @@ struct Counters {
 
 impl From<&Snapshot> for Counters {
     fn from(s: &Snapshot) -> Self {
-        let sources = |v: [u64; 2]| SOURCES.iter().copied().zip(v).collect();
+        let sources = |v: [u64; 3]| SOURCES.iter().copied().zip(v).collect();
         Self {
             events_received: sources(s.received),
             events_accepted: sources(s.accepted),
