@@ -13,7 +13,7 @@ use proptest::prelude::*;
 use vtp_core::config::Durability;
 use vtp_core::{
     Action, CloseReason, ConnId, ConnRole, Event, ExternalError, ListenerRole, Position, Remote,
-    SeenRecord, Source,
+    SeenRecord, Source, Violation,
 };
 
 fn at(lane: u32, offset: u64) -> Position {
@@ -201,6 +201,29 @@ fn skipped_records_are_reported_with_their_position_and_committed_in_order() {
     // A skipped record with nothing pending is committed at once, and the source stays open.
     record(&mut h, src, at(3, 15), b"garbage");
     assert_eq!(commits(&h.take()), [(3, 16)]);
+    // Too long for a VTP frame: skipped, whether the host read it or not.
+    let mut big = event_xml("ivo://example.org/survey#big");
+    big.resize(1024 * 1024 + 1, b' ');
+    record(&mut h, src, at(3, 16), &big);
+    h.node
+        .skip_external(src, at(3, 17), Violation::SeenQuota, h.now)
+        .unwrap();
+    h.drain();
+    let reasons: Vec<String> = h
+        .events
+        .iter()
+        .filter_map(|e| match e {
+            Event::ExternalSkipped { at: p, reason, .. } if p.offset >= 16 => {
+                Some(reason.to_string())
+            }
+            _ => None,
+        })
+        .collect();
+    assert!(
+        reasons[0].contains("exceeds the limit of 1048576 bytes"),
+        "{reasons:?}"
+    );
+    assert_eq!(commits(&h.take()), [(3, 17), (3, 18)]);
     assert_eq!(h.node.role(src), Some(ConnRole::External));
 }
 

@@ -13,6 +13,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Instant;
 
+use crate::frame::FrameError;
 use crate::message::{self, Message};
 use crate::output::{Action, ConnId, ConnRole, Event, Position, Remote, Source};
 use crate::seen::{EventKey, Seen, SeenSource};
@@ -136,7 +137,20 @@ impl Node {
             return Err(ExternalError::Busy);
         }
         let tracked = source.track(at);
-        match self.external_event(conn, payload, now) {
+        let max = self.config.limits.frame_len_max;
+        let checked = match u32::try_from(payload.len()) {
+            Ok(len) if len <= max => self.external_event(conn, payload, now),
+            // Too long to forward in a VTP frame: no subscriber would take it.
+            len => Err((
+                None,
+                Violation::Frame(FrameError::TooLong {
+                    len: len.unwrap_or(u32::MAX),
+                    max,
+                    swapped: None,
+                }),
+            )),
+        };
+        match checked {
             Ok(()) => {
                 if tracked {
                     self.commit_when_durable(conn, at);
@@ -153,6 +167,34 @@ impl Node {
                     self.external_done(conn, at);
                 }
             }
+        }
+        self.flush_commits();
+        Ok(())
+    }
+
+    /// Skips the record at `at` of the source `conn` without its bytes (the host did not
+    /// read them: a record larger than it takes, say): reported as [`Event::ExternalSkipped`]
+    /// with `reason` and done at once, like a record that fails the checks.
+    pub fn skip_external(
+        &mut self,
+        conn: ConnId,
+        at: Position,
+        reason: Violation,
+        now: Instant,
+    ) -> Result<(), ExternalError> {
+        self.advance(now);
+        let Some(Kind::External(source)) = self.conns.get_mut(&conn).map(|c| &mut c.kind) else {
+            return Err(ExternalError::UnknownSource);
+        };
+        let tracked = source.track(at);
+        self.events.push_back(Event::ExternalSkipped {
+            conn,
+            at,
+            ivorn: None,
+            reason,
+        });
+        if tracked {
+            self.external_done(conn, at);
         }
         self.flush_commits();
         Ok(())
