@@ -293,3 +293,179 @@ fn varint(b: &mut &[u8]) -> Option<i64> {
     }
     None
 }
+
+#[cfg(test)]
+mod tests {
+    use bytes::BytesMut;
+    use kafka_protocol::indexmap::IndexMap;
+    use kafka_protocol::records::{
+        Record as WireRecord, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+    };
+
+    use super::*;
+
+    fn batch(base: i64, values: &[&[u8]], compression: Compression) -> Bytes {
+        let records: Vec<WireRecord> = values
+            .iter()
+            .enumerate()
+            .map(|(i, v)| WireRecord {
+                transactional: false,
+                control: false,
+                delete_horizon: false,
+                partition_leader_epoch: 0,
+                producer_id: -1,
+                producer_epoch: -1,
+                timestamp_type: TimestampType::Creation,
+                offset: base + i as i64,
+                sequence: -1,
+                timestamp: 1_700_000_000_000 + i as i64,
+                key: Some(Bytes::from(format!("k{i}"))),
+                value: Some(Bytes::copy_from_slice(v)),
+                headers: IndexMap::new(),
+            })
+            .collect();
+        let mut buf = BytesMut::new();
+        let options = RecordEncodeOptions {
+            version: 2,
+            compression,
+        };
+        RecordBatchEncoder::encode(&mut buf, &records, &options).unwrap();
+        buf.freeze()
+    }
+
+    fn topic() -> Arc<str> {
+        Arc::from("t")
+    }
+
+    fn offsets(d: &Decoded) -> Vec<i64> {
+        d.items.iter().map(|i| i.position().2).collect()
+    }
+
+    #[test]
+    fn every_compression_decodes() {
+        for c in [
+            Compression::None,
+            Compression::Gzip,
+            Compression::Snappy,
+            Compression::Lz4,
+            Compression::Zstd,
+        ] {
+            let raw = batch(10, &[b"a", b"bb", b"ccc"], c);
+            let d = decode(&topic(), 0, raw, 10, 1 << 20, 1 << 10).unwrap();
+            assert_eq!(offsets(&d), [10, 11, 12], "{c:?}");
+            assert_eq!(d.next_offset, Some(13));
+            let Item::Record(r) = &d.items[2] else {
+                panic!("{c:?}")
+            };
+            assert_eq!(&r.value[..], b"ccc");
+            assert_eq!(r.key.as_deref(), Some(&b"k2"[..]));
+            assert_eq!(r.timestamp_ms, 1_700_000_000_002);
+        }
+    }
+
+    #[test]
+    fn records_before_the_position_are_skipped() {
+        let raw = batch(10, &[b"a", b"b", b"c"], Compression::Zstd);
+        let d = decode(&topic(), 0, raw, 12, 1 << 20, 1 << 10).unwrap();
+        assert_eq!(offsets(&d), [12]);
+    }
+
+    #[test]
+    fn a_value_over_the_bound_is_reported_as_oversize() {
+        let big = vec![b'x'; 2000];
+        let raw = batch(0, &[b"small", &big, b"after"], Compression::Gzip);
+        let d = decode(&topic(), 3, raw, 0, 1 << 20, 1000).unwrap();
+        assert_eq!(offsets(&d), [0, 1, 2]);
+        assert_eq!(
+            d.items[1],
+            Item::Oversize(Oversize {
+                topic: topic(),
+                partition: 3,
+                offset: 1,
+                size: 2000
+            })
+        );
+        assert!(matches!(d.items[2], Item::Record(_)));
+    }
+
+    #[test]
+    fn a_cut_off_last_batch_is_left_for_the_next_fetch() {
+        let mut raw = BytesMut::new();
+        raw.extend_from_slice(&batch(0, &[b"a", b"b"], Compression::None));
+        let second = batch(2, &[b"c"], Compression::None);
+        raw.extend_from_slice(&second[..second.len() - 5]);
+        let d = decode(&topic(), 0, raw.freeze(), 0, 1 << 20, 1 << 10).unwrap();
+        assert_eq!(offsets(&d), [0, 1]);
+        assert_eq!(d.next_offset, Some(2));
+    }
+
+    #[test]
+    fn a_decompression_bomb_is_stopped_at_the_bound() {
+        let big = vec![0u8; 100_000];
+        for c in [
+            Compression::Gzip,
+            Compression::Snappy,
+            Compression::Lz4,
+            Compression::Zstd,
+        ] {
+            let raw = batch(0, &[&big], c);
+            assert!(raw.len() < 20_000, "{c:?} compresses");
+            let err = decode(&topic(), 0, raw, 0, 50_000, 1 << 20).unwrap_err();
+            assert!(err.contains("more than 50000 bytes"), "{c:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn a_hostile_record_count_is_refused_before_decoding() {
+        let mut raw = BytesMut::from(&batch(0, &[b"a"], Compression::None)[..]);
+        raw[57..61].copy_from_slice(&i32::MAX.to_be_bytes());
+        let err = decode(&topic(), 0, raw.freeze(), 0, 1 << 20, 1 << 10).unwrap_err();
+        assert!(err.contains("claims"), "{err}");
+    }
+
+    #[test]
+    fn a_hostile_header_count_is_refused_before_decoding() {
+        // One uncompressed record whose header count (its last byte, a zigzag varint) is
+        // replaced by a huge one: the CRC is recomputed so only the count is wrong.
+        let raw = batch(0, &[b"a"], Compression::None);
+        let mut records = raw[61..].to_vec();
+        records.pop();
+        records.extend_from_slice(&[0xfe, 0xff, 0xff, 0xff, 0x0f]); // zigzag of i32::MAX
+        records[0] += 8; // the record length (zigzag) grows by 4
+        let mut out = raw[..61].to_vec();
+        out.extend_from_slice(&records);
+        let batch_len = (out.len() - 12) as i32;
+        out[8..12].copy_from_slice(&batch_len.to_be_bytes());
+        let crc = crc32c(&out[21..]);
+        out[17..21].copy_from_slice(&crc.to_be_bytes());
+        let err = decode(&topic(), 0, Bytes::from(out), 0, 1 << 20, 1 << 10).unwrap_err();
+        assert!(err.contains("headers"), "{err}");
+    }
+
+    #[test]
+    fn old_message_formats_and_garbage_are_errors_not_panics() {
+        let mut raw = BytesMut::from(&batch(0, &[b"a"], Compression::None)[..]);
+        raw[16] = 1;
+        assert!(decode(&topic(), 0, raw.freeze(), 0, 1 << 20, 1 << 10).is_err());
+        for n in 0..200u8 {
+            let junk: Vec<u8> = (0..100u32).map(|i| (i as u8).wrapping_mul(n)).collect();
+            let _ = decode(&topic(), 0, Bytes::from(junk), 0, 1 << 16, 1 << 10);
+        }
+    }
+
+    /// CRC-32C (Castagnoli), bitwise, for the test that rewrites a batch.
+    fn crc32c(data: &[u8]) -> u32 {
+        let mut crc = !0u32;
+        for &b in data {
+            crc ^= u32::from(b);
+            for _ in 0..8 {
+                crc = if crc & 1 != 0 {
+                    (crc >> 1) ^ 0x82f6_3b78
+                } else {
+                    crc >> 1
+                };
+            }
+        }
+        !crc
+    }
+}
