@@ -17,6 +17,7 @@ use crate::conn::{Conn, Request};
 use crate::error::{Error, Result};
 
 const METADATA: VersionRange = VersionRange { min: 1, max: 9 };
+const METADATA_KEY: i16 = kafka_protocol::messages::ApiKey::Metadata as i16;
 const FIND_COORDINATOR: VersionRange = VersionRange { min: 0, max: 3 };
 
 /// What the cluster said about its brokers and topics.
@@ -128,8 +129,13 @@ impl Cluster {
                 })
                 .collect()
         });
-        req.allow_auto_topic_creation = false;
-        let resp = self.any(|conn| conn.request(&req, METADATA).map(|(r, _)| r))?;
+        let resp = self.any(|conn| {
+            // Below v4 the field is absent (and its default, true, must stay); topics are
+            // created on metadata requests only by brokers configured to.
+            let version = conn.version_for(METADATA_KEY, METADATA)?;
+            req.allow_auto_topic_creation = version < 4;
+            conn.request(&req, METADATA).map(|(r, _)| r)
+        })?;
         let mut md = Metadata::default();
         for b in &resp.brokers {
             md.brokers

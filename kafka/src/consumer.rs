@@ -43,7 +43,11 @@ use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::records::{self, Item, Oversize};
 
-const FETCH: VersionRange = VersionRange { min: 4, max: 12 };
+/// Up to v11: tansu 0.6.0 answers Fetch v12 (the first flexible version) with a tagged
+/// field 0 at the top level, which Kafka defines from v16 on (NodeEndpoints) and
+/// kafka-protocol refuses ("Tag 0 is not valid for version 12"). v11 has everything a
+/// consumer by topic name needs.
+const FETCH: VersionRange = VersionRange { min: 4, max: 11 };
 const LIST_OFFSETS: VersionRange = VersionRange { min: 1, max: 7 };
 const OFFSET_FETCH: VersionRange = VersionRange { min: 1, max: 7 };
 const OFFSET_COMMIT: VersionRange = VersionRange { min: 2, max: 8 };
