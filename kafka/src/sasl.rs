@@ -26,17 +26,35 @@ pub(crate) fn authenticate(conn: &mut Conn, sasl: &Sasl) -> Result<()> {
     let mechanism = sasl.mechanism();
     let mut req = SaslHandshakeRequest::default();
     req.mechanism = StrBytes::from_static_str(mechanism);
-    let (resp, _) = conn.request(&req, HANDSHAKE)?;
+    let resp = match conn.request(&req, HANDSHAKE) {
+        Ok((resp, _)) => resp,
+        // tansu 0.6.0, for one, closes the connection when asked for a mechanism it was
+        // built without, rather than answering UNSUPPORTED_SASL_MECHANISM.
+        Err(Error::Io { .. }) => {
+            return Err(sasl_error(
+                conn,
+                mechanism,
+                "the broker closed the connection when asked for this mechanism: it probably \
+                 does not support it; ask the cluster's operator which mechanisms it offers"
+                    .into(),
+            ));
+        }
+        Err(e) => return Err(e),
+    };
     if resp.error_code != 0 {
         let offered: Vec<&str> = resp.mechanisms.iter().map(|m| m.as_str()).collect();
-        return Err(Error::Sasl {
-            broker: conn.addr().to_owned(),
-            mechanism,
-            advice: format!(
+        let advice = if offered.is_empty() || offered == [mechanism] {
+            // No list of alternatives (tansu without --authentication echoes the request).
+            "the broker does not accept it here; check that this listener has SASL enabled, \
+             or connect without SASL"
+                .to_owned()
+        } else {
+            format!(
                 "the broker does not offer it (it offers: {}); choose one of those",
                 offered.join(", ")
-            ),
-        });
+            )
+        };
+        return Err(sasl_error(conn, mechanism, advice));
     }
     match sasl {
         Sasl::Plain { user, password } => {
