@@ -531,6 +531,76 @@ mod tests {
         assert_eq!(to_positive(5), 5);
     }
 
+    /// A producer with records assigned to partition 0 of `t` and a producer id, no IO.
+    fn primed(values: &[&'static [u8]]) -> Producer {
+        let mut p = Producer::new(Config::new("127.0.0.1:9", "t").unwrap()).unwrap();
+        p.producer = Some((7, 0));
+        for v in values {
+            p.send("t", None, Bytes::from_static(v)).unwrap();
+        }
+        let records = p.unassigned.remove("t").unwrap();
+        p.assigned.insert((Arc::from("t"), 0), records);
+        p
+    }
+
+    #[test]
+    fn a_retried_batch_keeps_its_bytes_and_sequence_until_acknowledged() {
+        let mut p = primed(&[b"a", b"b", b"c"]);
+        let key: Key = (Arc::from("t"), 0);
+        p.cut_batches();
+        let first = p.in_flight[&key].encoded.clone();
+        assert_eq!(p.in_flight[&key].base_sequence, 0);
+        // The leader moved: the batch stays, byte for byte, and nothing is reported.
+        let leader_moved = ResponseError::NotLeaderOrFollower.code();
+        assert!(p.handle_partition_response(key.clone(), leader_moved, -1));
+        p.cut_batches();
+        assert_eq!(p.in_flight[&key].encoded, first);
+        assert!(p.reports.is_empty());
+        // Acknowledged: the reports carry consecutive offsets, the sequence moves on.
+        assert!(!p.handle_partition_response(key.clone(), 0, 40));
+        let offsets: Vec<_> = p.reports.iter().map(|d| d.result).collect();
+        assert_eq!(offsets, [Ok(40), Ok(41), Ok(42)]);
+        assert_eq!(p.sequences[&key], 3);
+        assert_eq!(p.pending(), 0);
+        p.send("t", None, Bytes::from_static(b"d")).unwrap();
+        let records = p.unassigned.remove("t").unwrap();
+        p.assigned.insert(key.clone(), records);
+        p.cut_batches();
+        assert_eq!(p.in_flight[&key].base_sequence, 3);
+    }
+
+    #[test]
+    fn a_duplicate_is_a_success_and_a_refused_batch_is_reported() {
+        let mut p = primed(&[b"a"]);
+        let key: Key = (Arc::from("t"), 0);
+        p.cut_batches();
+        let duplicate = ResponseError::DuplicateSequenceNumber.code();
+        assert!(!p.handle_partition_response(key.clone(), duplicate, -1));
+        assert_eq!(p.reports[0].result, Ok(-1));
+        let mut p = primed(&[b"a"]);
+        p.cut_batches();
+        let too_large = ResponseError::MessageTooLarge.code();
+        assert!(!p.handle_partition_response(key.clone(), too_large, -1));
+        assert_eq!(p.reports[0].result, Err(ResponseError::MessageTooLarge));
+        assert_eq!(
+            p.sequences.get(&key),
+            None,
+            "a refused batch takes no sequence numbers"
+        );
+    }
+
+    #[test]
+    fn a_lost_producer_state_recuts_the_batch_under_a_new_id() {
+        let mut p = primed(&[b"a", b"b"]);
+        let key: Key = (Arc::from("t"), 0);
+        p.cut_batches();
+        let lost = ResponseError::UnknownProducerId.code();
+        assert!(p.handle_partition_response(key.clone(), lost, -1));
+        assert!(p.producer.is_none() && p.in_flight.is_empty());
+        assert_eq!(p.assigned[&key].len(), 2, "the records wait for the new id");
+        assert_eq!(p.pending(), 2);
+    }
+
     #[test]
     fn a_full_queue_refuses_the_record() {
         let mut config = Config::new("127.0.0.1:9", "t").unwrap();
