@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# Install the real VTP peers (Comet 3.1.0 broker/subscriber/sender, pygcn 1.1.3 listener)
+# Install the real VTP peers (Comet 3.1.0 broker/subscriber/sender, pygcn 1.1.3 listener) and
+# kafka-python 3.0.12 (the independent Kafka client of the vtp-kafka tests, with zstandard and
+# lz4 for its zstd and lz4 batches)
 # into a private venv, and stunnel (setup_stunnel.sh), the TLS shim the TLS interop tests put
 # in front of them. Idempotent and non-interactive; prints the venv path on its last line.
 #
@@ -30,6 +32,9 @@ reqs=(
   "Twisted==26.10.0"
   "lxml==6.1.3"
   "zope.interface==8.7"
+  "kafka-python==3.0.12"
+  "zstandard==0.25.0"
+  "lz4==4.4.5"
 )
 stamp="$venv/.vtp-peers-stamp"
 

@@ -4,7 +4,8 @@
 //!   waited on, and temporary directories, all cleaned up on drop;
 //! - [`read_frame`], [`write_frame`], [`loopback`]: VTP frames over std sockets
 //!   (the raw author and subscriber, which parse what they read, are `vtp_host::testing`'s);
-//! - [`voevent`]: a minimal VOEvent 2.0 document.
+//! - [`voevent`]: a minimal VOEvent 2.0 document;
+//! - [`kafka`]: a tansu Kafka-protocol broker on loopback and the kafka-python helper scripts.
 //!
 //! Waiting is always on something observable (a log line, bytes on a socket) with a bounded
 //! deadline ([`WAIT`] unless told otherwise), never a fixed sleep. Every helper panics on
@@ -24,6 +25,7 @@
     reason = "test helpers: a failure is a panic with its message"
 )]
 
+pub mod kafka;
 mod process;
 mod wire;
 
