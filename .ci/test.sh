@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Every test of the project, from a fresh clone on a fresh machine: the README's test command.
-# Installs what it needs (Rust components, the Python venv with real Comet and pygcn, stunnel),
+# Installs what it needs (Rust components, the Python venv with real Comet, pygcn and
+# kafka-python, stunnel, the tansu Kafka-protocol broker: built once per machine, cached),
 # then runs formatting, lints and the whole test suite (unit, property, flow, socket and interop
 # tests, TLS interop included).
 set -euo pipefail
@@ -16,6 +17,11 @@ step "real peers: Comet 3.1.0 + pygcn 1.1.3 venv, stunnel"
 VTP_PEERS_VENV="$(bash conformance/peers/setup.sh | tail -n 1)"
 export VTP_PEERS_VENV
 echo "venv: $VTP_PEERS_VENV"
+
+step "Kafka-protocol broker: tansu 0.6.0 (built once per machine into ~/.cache/vtp, 15-35 min)"
+VTP_TANSU="$(bash conformance/peers/setup_tansu.sh | tail -n 1)"
+export VTP_TANSU
+echo "tansu: $VTP_TANSU"
 
 step "cargo fmt --check"
 cargo fmt --all -- --check
