@@ -169,6 +169,7 @@ pub async fn run<R: AsyncRuntime, E: Effects>(
 ) -> io::Result<E> {
     let (tx, rx) = async_channel::bounded(options.channel.max(1));
     let reloads = bound.take_reloads();
+    let externals = bound.take_externals();
     let (listeners, client_tls) = bound.into_parts();
     // Unix socket files this broker created, removed when it stops.
     let socket_files: Vec<PathBuf> = listeners
@@ -210,7 +211,8 @@ pub async fn run<R: AsyncRuntime, E: Effects>(
             armed = deadline;
             timer.set(deadline.map(R::sleep_until));
         }
-        // Polled in this order: shutdown, reload, then messages, then the timer.
+        // Polled in this order: shutdown, reload, messages, external records, then the timer.
+        // Records also go in after each batch of messages, so neither starves the other.
         let stop = async {
             shutdown.as_mut().await;
             Wake::Stop
@@ -221,6 +223,13 @@ pub async fn run<R: AsyncRuntime, E: Effects>(
                 None => pending().await,
             }
         };
+        let external = async {
+            match &externals {
+                Some(inbox) => inbox.ready().await,
+                None => pending().await,
+            }
+            Wake::External
+        };
         let message = async { rx.recv().await.map_or(Wake::Stop, Wake::Message) };
         let tick = async {
             match timer.as_mut().as_pin_mut() {
@@ -229,12 +238,26 @@ pub async fn run<R: AsyncRuntime, E: Effects>(
             }
             Wake::Timer
         };
-        match future::or(stop, future::or(reload, future::or(message, tick))).await {
+        let wake = future::or(
+            stop,
+            future::or(reload, future::or(message, future::or(external, tick))),
+        );
+        match wake.await {
             Wake::Stop => break,
             Wake::Reload(request) => {
                 reload::apply(&mut owner.driver, *request, Instant::now(), &mut fx);
             }
-            Wake::Message(msg) => owner.handle_batch(msg, &rx, &mut fx),
+            Wake::External => {
+                if let Some(inbox) = &externals {
+                    inbox.apply(&mut owner.driver, Instant::now(), &mut fx);
+                }
+            }
+            Wake::Message(msg) => {
+                owner.handle_batch(msg, &rx, &mut fx);
+                if let Some(inbox) = externals.as_ref().filter(|i| i.has_ready()) {
+                    inbox.apply(&mut owner.driver, Instant::now(), &mut fx);
+                }
+            }
             // A fired sleep is not polled again: some runtimes' sleeps never complete twice.
             Wake::Timer => armed = None,
         }
@@ -255,6 +278,7 @@ const ACCEPTS_IN_FLIGHT: usize = 16;
 enum Wake<R: AsyncRuntime> {
     Stop,
     Reload(Box<Request>),
+    External,
     Message(Msg<R>),
     Timer,
 }

@@ -44,6 +44,7 @@ use vtp_core::{
     CloseClass, CloseReason, ConnId, ConnRole, Delivery, Event, EventKey, Remote, SeenLevel,
 };
 
+use crate::external::Commits;
 use crate::handlers::Handlers;
 use crate::ops::Observer;
 use crate::store::{SendError, StoreWorker};
@@ -73,6 +74,8 @@ pub struct HostEffects {
     spool_inflight_bytes: usize,
     /// Counts what the node reports, for the metrics ([`crate::ops`]).
     metrics: Option<Observer>,
+    /// Where external sources' commits go ([`crate::external`]).
+    externals: Option<Commits>,
 }
 
 impl std::fmt::Debug for HostEffects {
@@ -170,6 +173,12 @@ impl HostEffects {
     /// observer feeds ([`Metrics::new`](crate::ops::Metrics::new)).
     pub fn with_metrics(mut self, observer: Observer) -> Self {
         self.metrics = Some(observer);
+        self
+    }
+
+    /// Reports the node's commits of external sources ([`Effects::commit`]) to their feeders.
+    pub fn with_externals(mut self, commits: Commits) -> Self {
+        self.externals = Some(commits);
         self
     }
 
@@ -318,6 +327,12 @@ impl Effects for HostEffects {
     fn heartbeat(&mut self) {
         if let Some(m) = &mut self.metrics {
             m.heartbeat();
+        }
+    }
+
+    fn commit(&mut self, conn: ConnId, lane: u32, next_offset: u64) {
+        if let Some(c) = &self.externals {
+            c.commit(conn, lane, next_offset);
         }
     }
 

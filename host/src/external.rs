@@ -178,7 +178,10 @@ impl Feeder {
                 .unwrap_or_else(PoisonError::into_inner)
                 .0;
         }
-        let lane = s.sources[self.index].lanes.entry(at.lane).or_insert((at.offset, at.offset));
+        let lane = s.sources[self.index]
+            .lanes
+            .entry(at.lane)
+            .or_insert((at.offset, at.offset));
         lane.0 = lane.0.max(at.offset + 1);
         s.bytes += len;
         s.queue.push_back((self.index, item));
@@ -264,6 +267,13 @@ impl Inbox {
                 Poll::Pending
             }
         }
+    }
+
+    /// True when [`poll_ready`](Self::poll_ready) would be ready (registers no waker).
+    pub fn has_ready(&self) -> bool {
+        let s = self.0.lock();
+        s.sources.iter().any(|x| x.conn.is_none())
+            || s.queue.front().is_some_and(|(i, _)| !s.sources[*i].blocked)
     }
 
     /// Completes when [`poll_ready`](Self::poll_ready) would be ready.
@@ -360,7 +370,9 @@ impl fmt::Debug for Inbox {
 
 impl fmt::Debug for Feeder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Feeder").field("index", &self.index).finish()
+        f.debug_struct("Feeder")
+            .field("index", &self.index)
+            .finish()
     }
 }
 

@@ -35,6 +35,8 @@
 //! - `tls` (cargo feature `tls`, on by default): certificates and keys loaded with errors that
 //!   name the file, rustls configurations, the identity of a client certificate;
 //! - [`text`]: a peer's text made safe to print ([`text::printable`]);
+//! - [`external`]: external sources of events (a Kafka consumer): the bounded inbox that
+//!   brings their records to the running loop on every runtime, and the node's commits back;
 //! - [`notify`]: readiness for the service manager (systemd's `sd_notify`: `READY=1`,
 //!   `STATUS=`, `STOPPING=1` to `$NOTIFY_SOCKET`);
 //! - [`reload`]: configuration reload at run time: the mailbox that brings a prepared reload
@@ -76,6 +78,7 @@
 #[cfg(feature = "async")]
 pub mod aio;
 pub mod effects;
+pub mod external;
 pub mod fdlimit;
 pub mod handlers;
 pub mod net;

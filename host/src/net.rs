@@ -19,6 +19,7 @@ use vtp_core::ListenerRole;
 use vtp_core::endpoint::{ListenAddr, ListenEndpoint};
 use vtp_core::outbox::OutboxLimits;
 
+use crate::external::Inbox;
 use crate::reload::{Reloads, Swap};
 use crate::transport::{ClientTls, ServerTls};
 
@@ -241,6 +242,7 @@ pub struct Bound {
     endpoint_tls: Vec<Option<Swap<ServerTls>>>,
     client_tls: Option<Swap<ClientTls>>,
     reloads: Option<Reloads>,
+    externals: Option<Inbox>,
 }
 
 /// One bound listener, as a runtime registers it.
@@ -318,6 +320,20 @@ impl Bound {
         self.client_tls.as_ref()
     }
 
+    /// Has the runtime hand the records of external sources (a Kafka consumer) sent through
+    /// this inbox's [`Feeder`](crate::external::Feeder)s to the node while it runs.
+    #[must_use]
+    pub fn with_externals(mut self, inbox: Inbox) -> Self {
+        self.externals = Some(inbox);
+        self
+    }
+
+    /// Takes the external sources' inbox out (a runtime does, before
+    /// [`into_parts`](Self::into_parts)).
+    pub fn take_externals(&mut self) -> Option<Inbox> {
+        self.externals.take()
+    }
+
     /// Takes the reload mailbox out (a runtime does, before [`into_parts`](Self::into_parts)).
     pub fn take_reloads(&mut self) -> Option<Reloads> {
         self.reloads.take()
@@ -350,6 +366,7 @@ pub fn bind(endpoints: &[(ListenerRole, ListenAddr)]) -> io::Result<Bound> {
         endpoint_tls: Vec::new(),
         client_tls: None,
         reloads: None,
+        externals: None,
     })
 }
 
@@ -379,6 +396,7 @@ pub fn bind_endpoints(endpoints: &[(ListenerRole, ListenEndpoint)]) -> io::Resul
         endpoint_tls,
         client_tls: None,
         reloads: None,
+        externals: None,
     })
 }
 

@@ -114,6 +114,7 @@ pub fn run<E: Effects>(
     let waker = Arc::new(LoopWaker(mio::Waker::new(poll.registry(), WAKER)?));
     let mut listeners = Vec::new();
     let reloads = bound.take_reloads();
+    let externals = bound.take_externals();
     let (bound, client_tls) = bound.into_parts();
     for (i, l) in bound.into_iter().enumerate() {
         let (role, tls) = (l.role, l.tls);
@@ -166,8 +167,21 @@ pub fn run<E: Effects>(
         {
             reload::apply(&mut lp.driver, request, Instant::now(), &mut fx);
         }
+        // Records of external sources: a batch per turn; with more waiting, the poll below
+        // does not block.
+        let mut more = false;
+        if let Some(inbox) = &externals
+            && inbox.poll_ready(&mut cx).is_ready()
+        {
+            inbox.apply(&mut lp.driver, Instant::now(), &mut fx);
+            more = inbox.has_ready();
+        }
         lp.settle(&mut fx);
-        let timeout = lp.poll_timeout(Instant::now());
+        let timeout = if more {
+            Some(Duration::ZERO)
+        } else {
+            lp.poll_timeout(Instant::now())
+        };
         match lp.poll.poll(&mut events, timeout) {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}

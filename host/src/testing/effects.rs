@@ -68,6 +68,8 @@ pub struct Collect {
     pub stored: usize,
     /// Fired on the first matching event.
     pub stop_when: Option<StopWhen>,
+    /// Where external sources' commits go, if the test has any.
+    pub commits: Option<crate::external::Commits>,
 }
 
 impl Effects for Collect {
@@ -79,6 +81,12 @@ impl Effects for Collect {
 
     fn deliver(&mut self, delivery: Delivery) {
         let _ = self.deliveries.send(delivery);
+    }
+
+    fn commit(&mut self, conn: vtp_core::ConnId, lane: u32, next_offset: u64) {
+        if let Some(c) = &self.commits {
+            c.commit(conn, lane, next_offset);
+        }
     }
 
     fn event(&mut self, event: Event) {
@@ -129,6 +137,7 @@ pub fn collect(stop_when: Option<StopWhen>) -> (Collect, Reports) {
         events: etx,
         stored: 0,
         stop_when,
+        commits: None,
     };
     let reports = Reports {
         deliveries: drx,

@@ -22,6 +22,7 @@
 //! another, which owns the stop signal (so a failing peer also stops the node), or the node
 //! runs on a thread of its own ([`Running`]) and the test's thread is the peer.
 
+use std::collections::BTreeMap;
 use std::io::{self, Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
 use std::os::unix::net::UnixStream;
@@ -30,15 +31,19 @@ use std::sync::mpsc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use bytes::Bytes;
 use vtp_core::config::Upstream;
 use vtp_core::endpoint::{DialAddr, ListenAddr, PORT_SUBMIT};
 use vtp_core::filter::NoFilterEngine;
 use vtp_core::message::{self, Message, TransportRole};
 use vtp_core::outbox::OutboxLimits;
-use vtp_core::{CloseReason, Config, ConnRole, Event, ListenerRole, Node, Peer, Remote, Source};
+use vtp_core::{
+    CloseReason, Config, ConnRole, Event, ListenerRole, Node, Peer, Position, Remote, Source,
+};
 
 use super::peers::{self, frame};
 use super::{Collect, RawSubscriber, Reports, Stop, WAIT, collect, connect_from, submit};
+use crate::external;
 use crate::net::{Bound, Options, bind};
 
 /// How a runtime runs a node: the parameter of every test in this module.
@@ -81,6 +86,7 @@ macro_rules! socket_tests {
             dials_host_names_off_the_loop_and_unix_sockets,
             a_refused_dial_is_reported_as_connect_failed,
             connections_over_the_per_address_limit_are_closed_at_once_and_others_served,
+            external_records_are_forwarded_once_and_committed_in_order,
         );
     };
     ($runtime:ty: $($test:ident),+ $(,)?) => {
@@ -697,6 +703,90 @@ impl Drop for FireOnDrop {
     fn drop(&mut self) {
         self.0.fire();
     }
+}
+
+/// Records of an external source (what a Kafka consumer hands in, from its own thread) reach
+/// a subscriber byte for byte, each distinct event once; garbage and duplicates are skipped;
+/// every offset of every lane is committed back to the feeder.
+///
+/// # Panics
+///
+/// When the runtime misbehaves.
+pub fn external_records_are_forwarded_once_and_committed_in_order<R: Runtime>() {
+    let (bound, _, broadcast) = loopback_listeners();
+    let (inbox, mut feeders, commits) = external::channel(&["kafka test".to_owned()], 8);
+    let bound = bound.with_externals(inbox);
+    let (mut fx, reports) = collect(None);
+    fx.commits = Some(commits);
+    let stop = Stop::default();
+    let wait = stop.clone();
+    let handle = std::thread::spawn(move || R::run(broker(), bound, fx, wait, Options::default()));
+    let mut sub = RawSubscriber::connect(("127.0.0.1", broadcast));
+    let _ = reports.wait_event("subscriber up", is_feed_up);
+
+    // 60 records on two lanes: 40 distinct events, 10 repeats, 10 that are not VOEvents. The
+    // source may have at most 8 records outstanding: the feeder waits for commits.
+    let feeder = feeders.pop().expect("one feeder");
+    let records: Vec<Vec<u8>> = (0..60u32)
+        .map(|i| match i % 6 {
+            5 => format!("not a voevent {i}").into_bytes(),
+            4 => event_xml(&format!("ivo://vtp.test/k#{}", i / 6 * 4), 50),
+            _ => event_xml(&format!("ivo://vtp.test/k#{}", i / 6 * 4 + i % 6), 50),
+        })
+        .collect();
+    let sent = records.clone();
+    let reader = std::thread::spawn(move || {
+        for (i, r) in sent.into_iter().enumerate() {
+            let at = Position {
+                lane: u32::try_from(i % 2).expect("a lane"),
+                offset: (i / 2) as u64,
+            };
+            let payload = Bytes::from(r);
+            let deadline = Instant::now() + WAIT;
+            while !feeder
+                .send(at, payload.clone(), Duration::from_millis(200))
+                .expect("the loop runs")
+            {
+                assert!(
+                    Instant::now() < deadline,
+                    "no room for record {i}: no commits?"
+                );
+                let _ = feeder.take_commits();
+            }
+        }
+        let mut last = BTreeMap::new();
+        let deadline = Instant::now() + WAIT;
+        while last.get(&0) != Some(&30) || last.get(&1) != Some(&30) {
+            assert!(Instant::now() < deadline, "commits so far: {last:?}");
+            feeder.wait_commits(Duration::from_millis(100));
+            last.extend(feeder.take_commits());
+        }
+        (last, feeder.outstanding())
+    });
+    let mut expected: Vec<Vec<u8>> = Vec::new();
+    for r in &records {
+        if r.starts_with(b"<?xml") && !expected.contains(r) {
+            expected.push(r.clone());
+        }
+    }
+    assert_eq!(expected.len(), 40);
+    let mut got = Vec::new();
+    for _ in 0..40 {
+        got.push(sub.next_event());
+    }
+    got.sort();
+    expected.sort();
+    assert_eq!(got, expected, "every distinct event once, byte for byte");
+    let (last, outstanding) = reader.join().expect("the reader");
+    assert_eq!(last, BTreeMap::from([(0, 30), (1, 30)]));
+    assert_eq!(outstanding, 0);
+    stop.fire();
+    let fx = handle.join().expect("the node's thread").expect("run");
+    assert_eq!(fx.stored, 40);
+    let skipped = std::iter::from_fn(|| reports.events.try_recv().ok())
+        .filter(|e| matches!(e, Event::ExternalSkipped { .. }))
+        .count();
+    assert_eq!(skipped, 10);
 }
 
 /// An author and a subscriber listener on 127.0.0.1, ephemeral ports: (bound, receive, broadcast).
