@@ -340,7 +340,28 @@ impl Effects for HostEffects {
         if let Some(m) = &mut self.metrics {
             m.observe(&event);
         }
-        log_event(&event);
+        match (&event, &self.externals) {
+            // Named with the topic and partition only the source's feeder knows.
+            (
+                Event::ExternalSkipped {
+                    conn,
+                    at,
+                    ivorn,
+                    reason,
+                },
+                Some(c),
+            ) => {
+                let place = c
+                    .describe(*conn, *at)
+                    .unwrap_or_else(|| format!("{conn} {at}"));
+                let ivorn = ivorn
+                    .as_deref()
+                    .map(|i| format!(" ({i})"))
+                    .unwrap_or_default();
+                tracing::warn!(%conn, "skipped the record at {place}{ivorn}: {reason}");
+            }
+            _ => log_event(&event),
+        }
         if let Some(hook) = &mut self.on_event {
             hook(&event);
         }
@@ -522,6 +543,18 @@ pub fn log_event(e: &Event) {
             "seen-index full ({entries} of {max} entries; --seen-max): sources over their fair \
              share now recycle their own entries or are naked"
         ),
+        Event::ExternalSkipped {
+            conn,
+            at,
+            ivorn,
+            reason,
+        } => {
+            let ivorn = ivorn
+                .as_deref()
+                .map(|i| format!(" ({i})"))
+                .unwrap_or_default();
+            warn!(%conn, "skipped the record at {at}{ivorn}: {reason}");
+        }
         other => debug!("{other:?}"),
     }
 }

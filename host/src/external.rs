@@ -48,6 +48,8 @@ struct Slot {
     lanes: BTreeMap<u32, (u64, u64)>,
     /// The node refused a record (`Busy`): none is handed in until the next commit.
     blocked: bool,
+    /// What each lane is, for log lines (a Kafka topic and partition), as the feeder named it.
+    lane_names: BTreeMap<u32, Arc<str>>,
 }
 
 impl Slot {
@@ -121,6 +123,7 @@ pub fn channel(names: &[String], pending_max: usize) -> (Inbox, Vec<Feeder>, Com
                     commits: BTreeMap::new(),
                     lanes: BTreeMap::new(),
                     blocked: false,
+                    lane_names: BTreeMap::new(),
                 })
                 .collect(),
             waker: None,
@@ -193,6 +196,14 @@ impl Feeder {
         Ok(true)
     }
 
+    /// Names `lane` for log lines (`gcn.classic.voevent.TEST partition 0`): a skipped
+    /// record is logged with its lane's name and offset ([`Commits::describe`]).
+    pub fn name_lane(&self, lane: u32, name: &str) {
+        self.shared.lock().sources[self.index]
+            .lane_names
+            .insert(lane, Arc::from(name));
+    }
+
     /// The commits the node made since the last call: per lane, the first offset not done
     /// (what to commit to the source). Empty if none.
     pub fn take_commits(&self) -> BTreeMap<u32, u64> {
@@ -232,6 +243,17 @@ impl Feeder {
 }
 
 impl Commits {
+    /// Where `at` is in the source `conn`, as its feeder named the lane: `SOURCE LANE-NAME
+    /// offset N` (or `SOURCE lane L offset N`); `None` if `conn` is not a source of this inbox.
+    pub fn describe(&self, conn: ConnId, at: Position) -> Option<String> {
+        let s = self.0.lock();
+        let slot = s.sources.iter().find(|x| x.conn == Some(conn))?;
+        Some(match slot.lane_names.get(&at.lane) {
+            Some(lane) => format!("{} {lane} offset {}", slot.name, at.offset),
+            None => format!("{} lane {} offset {}", slot.name, at.lane, at.offset),
+        })
+    }
+
     /// The node committed `next_offset` on `lane` of the source `conn`.
     pub fn commit(&self, conn: ConnId, lane: u32, next_offset: u64) {
         let mut s = self.0.lock();

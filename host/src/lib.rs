@@ -81,6 +81,8 @@ pub mod effects;
 pub mod external;
 pub mod fdlimit;
 pub mod handlers;
+#[cfg(feature = "kafka")]
+pub mod kafka;
 pub mod net;
 pub mod notify;
 pub mod ops;

@@ -61,7 +61,6 @@ pub struct Oversize {
 
 /// What [`crate::Consumer::poll`] returns.
 #[derive(Clone, Debug, PartialEq, Eq)]
-#[non_exhaustive]
 pub enum Item {
     /// A record.
     Record(Record),
