@@ -635,6 +635,8 @@ fn serve(rx: &Mutex<Receiver<Item>>, shared: &Shared) {
         for handler in handlers.iter() {
             match panic::catch_unwind(AssertUnwindSafe(|| handler.handle(delivery))) {
                 Ok(Ok(())) => {}
+                // Logged once by the handler itself; not done, like a stopped run.
+                Ok(Err(HandlerError::OutputClosed)) => stopped = true,
                 Ok(Err(e)) => {
                     stopped |= matches!(e, HandlerError::Stopped { .. });
                     warn!(
