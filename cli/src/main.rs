@@ -109,7 +109,9 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(Fail(code, msg)) => {
-            eprintln!("vtp: {msg}");
+            if !msg.is_empty() {
+                eprintln!("vtp: {msg}");
+            }
             ExitCode::from(code)
         }
     }
@@ -668,7 +670,13 @@ fn handler_list(
     if h.print_event || (default_print && !h.save_event && h.cmd.is_empty()) {
         list.push(Arc::new(handlers::PrintEvent));
     }
-    if h.save_event || h.save_event_directory.is_some() {
+    let saving = h.save_event || h.save_event_directory.is_some();
+    if h.save_event_skip_test && !saving {
+        return Err(usage(
+            "--save-event-skip-test needs --save-event (or --save-event-directory DIR)",
+        ));
+    }
+    if saving {
         let dir = match &h.save_event_directory {
             Some(d) => d.clone(),
             None => std::env::current_dir()?,
@@ -680,7 +688,8 @@ fn handler_list(
             );
         } else {
             let save = handlers::SaveEvent::new(&dir)
-                .map_err(|e| usage(format!("--save-event-directory {}: {e}", dir.display())))?;
+                .map_err(|e| usage(format!("--save-event-directory {}: {e}", dir.display())))?
+                .skipping_tests(h.save_event_skip_test);
             list.push(Arc::new(save));
         }
     }
@@ -694,7 +703,50 @@ fn handler_list(
             .with_timeout(Duration::from_secs(h.cmd_timeout));
         list.push(Arc::new(cmd));
     }
+    if let Some(format) = h.stdout {
+        let format = match format {
+            args::StdoutFormat::Xml0 => handlers::StdoutFormat::Xml0,
+            args::StdoutFormat::Jsonl => handlers::StdoutFormat::Jsonl,
+        };
+        list.push(Arc::new(
+            handlers::Stdout::new(format).on_closed(stdout_closed::fire),
+        ));
+    }
     Ok(list)
+}
+
+/// `--stdout` lost its reader: the handler calls [`fire`](stdout_closed::fire), which stops
+/// the node ([`serve`] arms it with the shutdown's trigger) and makes it exit with
+/// [`status::RUNTIME`].
+mod stdout_closed {
+    use std::sync::OnceLock;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use vtp_host::shutdown::Trigger;
+
+    static CLOSED: AtomicBool = AtomicBool::new(false);
+    static STOP: OnceLock<Trigger> = OnceLock::new();
+
+    /// Standard output is closed: stop.
+    pub(crate) fn fire() {
+        CLOSED.store(true, Ordering::Release);
+        if let Some(t) = STOP.get() {
+            t.fire();
+        }
+    }
+
+    /// From now on [`fire`] fires `trigger` (at once if it fired already).
+    pub(crate) fn arm(trigger: Trigger) {
+        let trigger = STOP.get_or_init(|| trigger);
+        if closed() {
+            trigger.fire();
+        }
+    }
+
+    /// Whether [`fire`] was called.
+    pub(crate) fn closed() -> bool {
+        CLOSED.load(Ordering::Acquire)
+    }
 }
 
 /// Builds the node and its effects (a broker's file-descriptor budget `fds` is logged once the
@@ -767,6 +819,7 @@ fn serve(
         }
         None => vtp_host::shutdown::on_signals()?,
     };
+    stdout_closed::arm(shutdown.trigger());
     let addrs = bound.addrs();
     for (role, addr) in &addrs {
         tracing::info!("listening for {} on {addr}", role_name(*role));
@@ -804,6 +857,10 @@ fn serve(
     fx.finish(Duration::from_secs(5));
     filter_counters.log();
     tracing::info!("stopped");
+    if stdout_closed::closed() {
+        // Logged at ERROR when it happened (the handler says why); only the status is left.
+        return Err(Fail(status::RUNTIME, String::new()));
+    }
     Ok(())
 }
 
@@ -1040,7 +1097,12 @@ fn listen(a: ListenArgs, runtime: Runtime) -> Result<(), Fail> {
     config.timing.subscriber_silence = Duration::from_secs(a.silence_timeout.max(1));
     let eventdb: Option<PathBuf> = a.eventdb.clone();
     let mut handling = a.handling;
-    if !handling.print_event && !handling.save_event && handling.cmd.is_empty() {
+    if !handling.print_event
+        && !handling.save_event
+        && handling.save_event_directory.is_none()
+        && handling.cmd.is_empty()
+        && handling.stdout.is_none()
+    {
         // Like pygcn's default handler: show what arrives.
         handling.print_event = true;
     }

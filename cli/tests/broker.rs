@@ -390,6 +390,62 @@ fn handlers_print_save_and_cmd_see_every_event() {
 }
 
 #[test]
+fn save_event_skip_test_saves_every_event_but_test_ones() {
+    let dir = TempDir::new("skip-test");
+    let saved = dir.path().join("saved");
+    let b = Broker::start(
+        "skip-test",
+        &[
+            "-v",
+            "--broadcast-test-interval",
+            "0",
+            "--save-event-directory",
+            saved.to_str().unwrap(),
+            "--save-event-skip-test",
+        ],
+    );
+    let test = String::from_utf8(event_xml("ivo://vtp.test/author#t1"))
+        .unwrap()
+        .replace("role=\"observation\"", "role=\"test\"");
+    assert_eq!(submit_raw(b.receive, test.as_bytes()).0, "ack");
+    let e = event_xml("ivo://vtp.test/author#o1");
+    assert_eq!(submit_raw(b.receive, &e).0, "ack");
+    b.proc.log.wait_for("the test event passed over", |l| {
+        l.contains("test event not saved") && l.contains("ivo://vtp.test/author#t1")
+    });
+    let saved_file = saved.join("ivo__vtp.test_authoro1");
+    let deadline = std::time::Instant::now() + WAIT;
+    while std::fs::read(&saved_file).map_or(0, |b| b.len()) < e.len() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{}",
+            b.proc.log.text()
+        );
+        std::thread::park_timeout(std::time::Duration::from_millis(20));
+    }
+    let names: Vec<String> = std::fs::read_dir(&saved)
+        .unwrap()
+        .map(|f| f.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert_eq!(names, ["ivo__vtp.test_authoro1"]);
+    assert!(
+        b.proc.log.text().contains("save-event skips test events"),
+        "the banner says so"
+    );
+    // Without a save-event handler the flag is an error naming what it needs.
+    let out = Command::new(VTP)
+        .args(["listen", "127.0.0.1:1", "--save-event-skip-test"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("--save-event-skip-test needs --save-event"),
+        "{err}"
+    );
+}
+
+#[test]
 fn whitelists_refuse_with_nothing_sent() {
     for rt in RUNTIMES {
         let b = Broker::start(
