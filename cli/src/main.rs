@@ -808,36 +808,44 @@ fn serve(
     if let Some(tls) = client_tls {
         bound = bound.with_client_tls(tls);
     }
+    // systemd's Type=notify: ready once bound and the seen-index is loaded.
+    let notifier = vtp_host::notify::Notifier::from_env()
+        .map_err(|e| Fail(status::RUNTIME, format!("$NOTIFY_SOCKET: {e}")))?
+        .map(Arc::new);
+    let watchdog = match &notifier {
+        Some(_) => {
+            vtp_host::notify::watchdog_interval_from_env().map_err(|e| Fail(status::RUNTIME, e))?
+        }
+        None => None,
+    };
+    let addrs = bound.addrs();
+    let serving = if addrs.is_empty() {
+        "subscribing".to_owned()
+    } else {
+        let list: Vec<String> = addrs
+            .iter()
+            .map(|(role, addr)| format!("{} on {addr}", role_name(*role)))
+            .collect();
+        format!("serving {}", list.join(", "))
+    };
     // Signal handlers before the "listening" lines: once those are out, SIGHUP is handled.
     let shutdown = match reload {
         Some(setup) => {
             let (requester, reloads) = vtp_host::reload::channel();
             let mut reloader =
-                reload::Reloader::new(setup, requester, &bound, handler_set, spool_bytes > 0);
+                reload::Reloader::new(setup, requester, &bound, handler_set, spool_bytes > 0)
+                    .notifying(notifier.clone(), serving.clone());
             bound = bound.with_reloads(reloads);
             vtp_host::shutdown::on_signals_reloading(move || reloader.on_hup())?
         }
         None => vtp_host::shutdown::on_signals()?,
     };
     stdout_closed::arm(shutdown.trigger());
-    let addrs = bound.addrs();
     for (role, addr) in &addrs {
         tracing::info!("listening for {} on {addr}", role_name(*role));
     }
-    // systemd's Type=notify: ready once bound and the seen-index is loaded.
-    let notifier = vtp_host::notify::Notifier::from_env()
-        .map_err(|e| Fail(status::RUNTIME, format!("$NOTIFY_SOCKET: {e}")))?;
     if let Some(n) = &notifier {
-        let status = if addrs.is_empty() {
-            "subscribing".to_owned()
-        } else {
-            let list: Vec<String> = addrs
-                .iter()
-                .map(|(role, addr)| format!("{} on {addr}", role_name(*role)))
-                .collect();
-            format!("serving {}", list.join(", "))
-        };
-        n.ready(&status);
+        n.ready(&serving);
     }
     let role = if fds.is_some() { "broker" } else { "listener" };
     let (ops, observer) = ops::start(
@@ -848,8 +856,24 @@ fn serve(
         (store_probe, handlers_probe),
         &filter_counters,
     )?;
+    // systemd's WatchdogSec: pings while the loop turns, none once it stops turning.
+    let watchdog = match (&notifier, watchdog) {
+        (Some(n), Some(interval)) => {
+            tracing::info!(
+                "systemd watchdog: WATCHDOG=1 every {:.1} s while the event loop turns",
+                (interval / 2).as_secs_f64()
+            );
+            Some(vtp_host::notify::Watchdog::spawn(
+                Arc::clone(n),
+                interval,
+                ops.metrics.clone(),
+            )?)
+        }
+        _ => None,
+    };
     let fx = fx.with_metrics(observer);
     let fx = run_node(runtime, node, bound, fx, shutdown, options)?;
+    drop(watchdog);
     if let Some(n) = &notifier {
         n.stopping();
     }
