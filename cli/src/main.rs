@@ -1038,7 +1038,8 @@ fn send(a: SendArgs, runtime: Runtime) -> Result<(), Fail> {
     };
     let payload = read_event(file.as_deref())?;
     let mut config = Config::default();
-    config.timing.receipt_timeout = Duration::from_secs(a.timeout);
+    let timeout = a.timeout;
+    config.timing.receipt_timeout = Duration::from_secs(timeout);
     let now = Instant::now();
     let mut node = Node::new(config, Box::new(NoFilterEngine), seed(), now, unix_now())
         .map_err(|e| usage(e.to_string()))?;
@@ -1061,11 +1062,7 @@ fn send(a: SendArgs, runtime: Runtime) -> Result<(), Fail> {
                 ),
             )),
             Event::SubmissionFailed { reason, .. } => {
-                let code = match reason {
-                    vtp_core::CloseReason::ReceiptTimeout => status::TIMEOUT,
-                    _ => status::CONNECTION,
-                };
-                Err(Fail(code, format!("no receipt from {target}: {reason}")))
+                Err(submission_failed(&target, reason, timeout))
             }
             _ => return,
         };
@@ -1088,6 +1085,26 @@ fn send(a: SendArgs, runtime: Runtime) -> Result<(), Fail> {
         tracing::info!("event acknowledged by {endpoint}");
     }
     result
+}
+
+/// The one line (and exit status) of a submission that got no receipt: the outcome is said
+/// here only (the node's event is logged at DEBUG).
+fn submission_failed(target: &str, reason: &vtp_core::CloseReason, timeout: u64) -> Fail {
+    use vtp_core::CloseReason;
+    match reason {
+        CloseReason::ReceiptTimeout => Fail(
+            status::TIMEOUT,
+            format!("no receipt from {target} within {timeout} s (--timeout)"),
+        ),
+        CloseReason::PeerClosed => Fail(
+            status::CONNECTION,
+            format!("{target} closed the connection without a receipt"),
+        ),
+        reason => Fail(
+            status::CONNECTION,
+            format!("cannot submit to {target}: {reason}"),
+        ),
+    }
 }
 
 fn describe(file: Option<&Path>) -> String {

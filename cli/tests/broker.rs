@@ -93,20 +93,43 @@ fn send_exit_statuses_distinguish_ack_nak_timeout_and_connection_failure() {
     let files = TempDir::new("send");
     let (good, _) = write_event(&files, "good.xml", "ivo://vtp.test/author#s1");
     let (bad, _) = write_event(&files, "bad.xml", "ivo://a2#x");
-    assert_eq!(vtp_send(b.receive, &good, &[]).0, Some(0));
+    // Each outcome is said once, on one line of stderr (no log line repeating it).
+    let (code, err) = vtp_send(b.receive, &good, &[]);
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.contains(&format!(
+            " INFO event acknowledged by 127.0.0.1:{}",
+            b.receive
+        )),
+        "{err}"
+    );
     let (code, err) = vtp_send(b.receive, &bad, &[]);
     assert_eq!(code, Some(1), "{err}");
-    assert!(err.contains("Invalid IVOID: ivo://a2#x"), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.starts_with(&format!("vtp: event refused by 127.0.0.1:{}: ", b.receive))
+            && err.contains("Invalid IVOID: ivo://a2#x"),
+        "{err}"
+    );
 
     // A peer that accepts and never answers: timeout.
     let silent = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = silent.local_addr().unwrap().port();
     let (code, err) = vtp_send(port, &good, &["--timeout", "1"]);
     assert_eq!(code, Some(3), "{err}");
+    assert_eq!(
+        err,
+        format!("vtp: no receipt from 127.0.0.1:{port} within 1 s (--timeout)\n")
+    );
     drop(silent);
     // Nobody listening: connection failure.
     let (code, err) = vtp_send(port, &good, &[]);
     assert_eq!(code, Some(4), "{err}");
+    assert_eq!(
+        err,
+        format!("vtp: cannot submit to 127.0.0.1:{port}: connection refused\n")
+    );
     // comet-sendvo's spelling works too.
     let out = Command::new(VTP)
         .args([
