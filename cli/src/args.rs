@@ -143,6 +143,18 @@ pub(crate) struct Handling {
     /// this user may write to it.
     #[arg(long, value_name = "DIR")]
     pub(crate) save_event_directory: Option<PathBuf>,
+    /// --save-event passes over events whose role is "test" (the other handlers and the
+    /// subscribers still get them). Needs --save-event or --save-event-directory.
+    #[arg(long)]
+    pub(crate) save_event_skip_test: bool,
+    /// Write every event to standard output, for a program reading it from a pipe (`vtp
+    /// listen HOST --stdout jsonl | jq .ivorn`); logs stay on standard error. xml0: the
+    /// event's exact bytes, then a NUL byte (`xargs -0`); jsonl: one JSON object per line,
+    /// {"ivorn","role","received","xml"} ("xml_base64" instead of "xml" for an event not in
+    /// UTF-8). When standard output closes (its reader exited) vtp logs it at ERROR and stops
+    /// with exit status 5.
+    #[arg(long, value_name = "FORMAT")]
+    pub(crate) stdout: Option<StdoutFormat>,
     /// Run PROG (with arguments, split on whitespace; no shell) for every event, the event on
     /// its standard input. Repeatable.
     #[arg(long, value_name = "PROG")]
@@ -324,6 +336,15 @@ pub(crate) struct Operations {
     /// subscribers, upstreams up); 0 turns them off.
     #[arg(long, value_name = "SECS", default_value_t = 300)]
     pub(crate) stats_interval: u64,
+}
+
+/// `--stdout`'s record formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum StdoutFormat {
+    /// The event's exact bytes, then a NUL byte.
+    Xml0,
+    /// One JSON object per line.
+    Jsonl,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]

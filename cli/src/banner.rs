@@ -151,9 +151,18 @@ impl Banner<'_> {
                 Some(dir) => format!("save-event to {}", dir.display()),
                 None => "save-event to the current directory".to_owned(),
             });
+            if h.save_event_skip_test {
+                parts.push("save-event skips test events".to_owned());
+            }
         }
         for cmd in &h.cmd {
             parts.push(format!("cmd {cmd} (timeout {} s)", h.cmd_timeout));
+        }
+        if let Some(format) = h.stdout {
+            parts.push(match format {
+                crate::args::StdoutFormat::Xml0 => "stdout as xml0 (NUL-separated)".to_owned(),
+                crate::args::StdoutFormat::Jsonl => "stdout as jsonl".to_owned(),
+            });
         }
         if parts.is_empty() {
             return "none".to_owned();

@@ -109,7 +109,9 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(Fail(code, msg)) => {
-            eprintln!("vtp: {msg}");
+            if !msg.is_empty() {
+                eprintln!("vtp: {msg}");
+            }
             ExitCode::from(code)
         }
     }
@@ -668,7 +670,13 @@ fn handler_list(
     if h.print_event || (default_print && !h.save_event && h.cmd.is_empty()) {
         list.push(Arc::new(handlers::PrintEvent));
     }
-    if h.save_event || h.save_event_directory.is_some() {
+    let saving = h.save_event || h.save_event_directory.is_some();
+    if h.save_event_skip_test && !saving {
+        return Err(usage(
+            "--save-event-skip-test needs --save-event (or --save-event-directory DIR)",
+        ));
+    }
+    if saving {
         let dir = match &h.save_event_directory {
             Some(d) => d.clone(),
             None => std::env::current_dir()?,
@@ -680,7 +688,8 @@ fn handler_list(
             );
         } else {
             let save = handlers::SaveEvent::new(&dir)
-                .map_err(|e| usage(format!("--save-event-directory {}: {e}", dir.display())))?;
+                .map_err(|e| usage(format!("--save-event-directory {}: {e}", dir.display())))?
+                .skipping_tests(h.save_event_skip_test);
             list.push(Arc::new(save));
         }
     }
@@ -694,7 +703,50 @@ fn handler_list(
             .with_timeout(Duration::from_secs(h.cmd_timeout));
         list.push(Arc::new(cmd));
     }
+    if let Some(format) = h.stdout {
+        let format = match format {
+            args::StdoutFormat::Xml0 => handlers::StdoutFormat::Xml0,
+            args::StdoutFormat::Jsonl => handlers::StdoutFormat::Jsonl,
+        };
+        list.push(Arc::new(
+            handlers::Stdout::new(format).on_closed(stdout_closed::fire),
+        ));
+    }
     Ok(list)
+}
+
+/// `--stdout` lost its reader: the handler calls [`fire`](stdout_closed::fire), which stops
+/// the node ([`serve`] arms it with the shutdown's trigger) and makes it exit with
+/// [`status::RUNTIME`].
+mod stdout_closed {
+    use std::sync::OnceLock;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use vtp_host::shutdown::Trigger;
+
+    static CLOSED: AtomicBool = AtomicBool::new(false);
+    static STOP: OnceLock<Trigger> = OnceLock::new();
+
+    /// Standard output is closed: stop.
+    pub(crate) fn fire() {
+        CLOSED.store(true, Ordering::Release);
+        if let Some(t) = STOP.get() {
+            t.fire();
+        }
+    }
+
+    /// From now on [`fire`] fires `trigger` (at once if it fired already).
+    pub(crate) fn arm(trigger: Trigger) {
+        let trigger = STOP.get_or_init(|| trigger);
+        if closed() {
+            trigger.fire();
+        }
+    }
+
+    /// Whether [`fire`] was called.
+    pub(crate) fn closed() -> bool {
+        CLOSED.load(Ordering::Acquire)
+    }
 }
 
 /// Builds the node and its effects (a broker's file-descriptor budget `fds` is logged once the
@@ -756,35 +808,44 @@ fn serve(
     if let Some(tls) = client_tls {
         bound = bound.with_client_tls(tls);
     }
+    // systemd's Type=notify: ready once bound and the seen-index is loaded.
+    let notifier = vtp_host::notify::Notifier::from_env()
+        .map_err(|e| Fail(status::RUNTIME, format!("$NOTIFY_SOCKET: {e}")))?
+        .map(Arc::new);
+    let watchdog = match &notifier {
+        Some(_) => {
+            vtp_host::notify::watchdog_interval_from_env().map_err(|e| Fail(status::RUNTIME, e))?
+        }
+        None => None,
+    };
+    let addrs = bound.addrs();
+    let serving = if addrs.is_empty() {
+        "subscribing".to_owned()
+    } else {
+        let list: Vec<String> = addrs
+            .iter()
+            .map(|(role, addr)| format!("{} on {addr}", role_name(*role)))
+            .collect();
+        format!("serving {}", list.join(", "))
+    };
     // Signal handlers before the "listening" lines: once those are out, SIGHUP is handled.
     let shutdown = match reload {
         Some(setup) => {
             let (requester, reloads) = vtp_host::reload::channel();
             let mut reloader =
-                reload::Reloader::new(setup, requester, &bound, handler_set, spool_bytes > 0);
+                reload::Reloader::new(setup, requester, &bound, handler_set, spool_bytes > 0)
+                    .notifying(notifier.clone(), serving.clone());
             bound = bound.with_reloads(reloads);
             vtp_host::shutdown::on_signals_reloading(move || reloader.on_hup())?
         }
         None => vtp_host::shutdown::on_signals()?,
     };
-    let addrs = bound.addrs();
+    stdout_closed::arm(shutdown.trigger());
     for (role, addr) in &addrs {
         tracing::info!("listening for {} on {addr}", role_name(*role));
     }
-    // systemd's Type=notify: ready once bound and the seen-index is loaded.
-    let notifier = vtp_host::notify::Notifier::from_env()
-        .map_err(|e| Fail(status::RUNTIME, format!("$NOTIFY_SOCKET: {e}")))?;
     if let Some(n) = &notifier {
-        let status = if addrs.is_empty() {
-            "subscribing".to_owned()
-        } else {
-            let list: Vec<String> = addrs
-                .iter()
-                .map(|(role, addr)| format!("{} on {addr}", role_name(*role)))
-                .collect();
-            format!("serving {}", list.join(", "))
-        };
-        n.ready(&status);
+        n.ready(&serving);
     }
     let role = if fds.is_some() { "broker" } else { "listener" };
     let (ops, observer) = ops::start(
@@ -795,8 +856,24 @@ fn serve(
         (store_probe, handlers_probe),
         &filter_counters,
     )?;
+    // systemd's WatchdogSec: pings while the loop turns, none once it stops turning.
+    let watchdog = match (&notifier, watchdog) {
+        (Some(n), Some(interval)) => {
+            tracing::info!(
+                "systemd watchdog: WATCHDOG=1 every {:.1} s while the event loop turns",
+                (interval / 2).as_secs_f64()
+            );
+            Some(vtp_host::notify::Watchdog::spawn(
+                Arc::clone(n),
+                interval,
+                ops.metrics.clone(),
+            )?)
+        }
+        _ => None,
+    };
     let fx = fx.with_metrics(observer);
     let fx = run_node(runtime, node, bound, fx, shutdown, options)?;
+    drop(watchdog);
     if let Some(n) = &notifier {
         n.stopping();
     }
@@ -804,6 +881,10 @@ fn serve(
     fx.finish(Duration::from_secs(5));
     filter_counters.log();
     tracing::info!("stopped");
+    if stdout_closed::closed() {
+        // Logged at ERROR when it happened (the handler says why); only the status is left.
+        return Err(Fail(status::RUNTIME, String::new()));
+    }
     Ok(())
 }
 
@@ -957,7 +1038,8 @@ fn send(a: SendArgs, runtime: Runtime) -> Result<(), Fail> {
     };
     let payload = read_event(file.as_deref())?;
     let mut config = Config::default();
-    config.timing.receipt_timeout = Duration::from_secs(a.timeout);
+    let timeout = a.timeout;
+    config.timing.receipt_timeout = Duration::from_secs(timeout);
     let now = Instant::now();
     let mut node = Node::new(config, Box::new(NoFilterEngine), seed(), now, unix_now())
         .map_err(|e| usage(e.to_string()))?;
@@ -980,11 +1062,7 @@ fn send(a: SendArgs, runtime: Runtime) -> Result<(), Fail> {
                 ),
             )),
             Event::SubmissionFailed { reason, .. } => {
-                let code = match reason {
-                    vtp_core::CloseReason::ReceiptTimeout => status::TIMEOUT,
-                    _ => status::CONNECTION,
-                };
-                Err(Fail(code, format!("no receipt from {target}: {reason}")))
+                Err(submission_failed(&target, reason, timeout))
             }
             _ => return,
         };
@@ -1007,6 +1085,26 @@ fn send(a: SendArgs, runtime: Runtime) -> Result<(), Fail> {
         tracing::info!("event acknowledged by {endpoint}");
     }
     result
+}
+
+/// The one line (and exit status) of a submission that got no receipt: the outcome is said
+/// here only (the node's event is logged at DEBUG).
+fn submission_failed(target: &str, reason: &vtp_core::CloseReason, timeout: u64) -> Fail {
+    use vtp_core::CloseReason;
+    match reason {
+        CloseReason::ReceiptTimeout => Fail(
+            status::TIMEOUT,
+            format!("no receipt from {target} within {timeout} s (--timeout)"),
+        ),
+        CloseReason::PeerClosed => Fail(
+            status::CONNECTION,
+            format!("{target} closed the connection without a receipt"),
+        ),
+        reason => Fail(
+            status::CONNECTION,
+            format!("cannot submit to {target}: {reason}"),
+        ),
+    }
 }
 
 fn describe(file: Option<&Path>) -> String {
@@ -1040,7 +1138,12 @@ fn listen(a: ListenArgs, runtime: Runtime) -> Result<(), Fail> {
     config.timing.subscriber_silence = Duration::from_secs(a.silence_timeout.max(1));
     let eventdb: Option<PathBuf> = a.eventdb.clone();
     let mut handling = a.handling;
-    if !handling.print_event && !handling.save_event && handling.cmd.is_empty() {
+    if !handling.print_event
+        && !handling.save_event
+        && handling.save_event_directory.is_none()
+        && handling.cmd.is_empty()
+        && handling.stdout.is_none()
+    {
         // Like pygcn's default handler: show what arrives.
         handling.print_event = true;
     }

@@ -16,6 +16,8 @@ use crate::{Fail, FilterCounters, usage};
 
 /// What runs beside the node; stops when dropped.
 pub(crate) struct Ops {
+    /// What the loop counts into (its liveness for the systemd watchdog).
+    pub(crate) metrics: Metrics,
     #[cfg(feature = "http")]
     _http: Option<vtp_host::ops::http::HttpServer>,
     _stats: Option<StatsLine>,
@@ -76,6 +78,7 @@ pub(crate) fn start(
     };
     Ok((
         Ops {
+            metrics: metrics.clone(),
             #[cfg(feature = "http")]
             _http: http(args, metrics)?,
             _stats: stats,

@@ -7,6 +7,8 @@
 //! (or refuses it); then the TLS configurations, the handlers and the log level are swapped,
 //! and what needs a restart is logged at WARN. Anything refused is logged at ERROR and the
 //! running configuration stays whole: nothing is swapped before the node has said yes.
+//! Under systemd, the service manager is told `RELOADING=1` when the signal arrives and
+//! `READY=1` once the reload is applied or refused (`vtp_host::notify`).
 
 use std::ffi::OsString;
 use std::path::PathBuf;
@@ -17,6 +19,7 @@ use vtp_core::endpoint::ListenEndpoint;
 use vtp_core::node::Fixed;
 use vtp_host::handlers::{Handler, HandlerSet};
 use vtp_host::net::Bound;
+use vtp_host::notify::Notifier;
 use vtp_host::reload::{Request, Requester, Swap};
 use vtp_host::transport::{ClientTls, ServerTls};
 
@@ -47,6 +50,10 @@ pub(crate) struct Reloader {
     handlers: Option<HandlerSet>,
     /// The broker started with a handler spool.
     spooling: bool,
+    /// The service manager, told `RELOADING=1` before each reload and `READY=1` (with
+    /// `status`) after it, applied or refused.
+    notifier: Option<Arc<Notifier>>,
+    status: String,
 }
 
 impl Reloader {
@@ -64,19 +71,35 @@ impl Reloader {
             client_tls: bound.client_tls().cloned(),
             handlers,
             spooling,
+            notifier: None,
+            status: String::new(),
         }
+    }
+
+    /// Tells `notifier` (the service manager) of each reload: `RELOADING=1`, then `READY=1`
+    /// with `status` once it is applied or refused.
+    pub(crate) fn notifying(mut self, notifier: Option<Arc<Notifier>>, status: String) -> Self {
+        self.notifier = notifier;
+        self.status = status;
+        self
     }
 
     /// SIGHUP: prepares a reload and sends it to the loop, or logs why not.
     pub(crate) fn on_hup(&mut self) {
         let file = self.setup.file.display().to_string();
         tracing::info!("SIGHUP: reloading {file}");
+        if let Some(n) = &self.notifier {
+            n.reloading();
+        }
         match self.prepare() {
             Ok(request) => {
                 self.requester.send(request);
             }
             Err(msg) => {
-                tracing::error!("reload of {file} refused: {msg}; the running configuration stays")
+                tracing::error!("reload of {file} refused: {msg}; the running configuration stays");
+                if let Some(n) = &self.notifier {
+                    n.ready(&refused(&self.status));
+                }
             }
         }
     }
@@ -141,6 +164,7 @@ impl Reloader {
         let queue_bytes = new.handling.handler_queue_bytes;
         let set = self.handlers.clone();
         let file = self.setup.file.display().to_string();
+        let notify = self.notifier.clone().map(|n| (n, self.status.clone()));
         Ok(Request::new(config, move |answer| {
             let done = match answer {
                 Ok(done) => done,
@@ -149,6 +173,9 @@ impl Reloader {
                         "reload of {file} refused: {}; the running configuration stays",
                         crate::config_error(&e)
                     );
+                    if let Some((n, status)) = &notify {
+                        n.ready(&refused(status));
+                    }
                     return;
                 }
             };
@@ -177,6 +204,9 @@ impl Reloader {
                 );
             }
             tracing::info!("configuration reloaded from {file}");
+            if let Some((n, status)) = &notify {
+                n.ready(status);
+            }
         }))
     }
 
@@ -193,6 +223,11 @@ impl Reloader {
         }
         Ok(Some(list))
     }
+}
+
+/// The status line after a refused reload.
+fn refused(status: &str) -> String {
+    format!("{status} (the last reload was refused: see the log)")
 }
 
 /// The same sockets: each endpoint's role and address, and whether it speaks TLS (its files

@@ -93,20 +93,43 @@ fn send_exit_statuses_distinguish_ack_nak_timeout_and_connection_failure() {
     let files = TempDir::new("send");
     let (good, _) = write_event(&files, "good.xml", "ivo://vtp.test/author#s1");
     let (bad, _) = write_event(&files, "bad.xml", "ivo://a2#x");
-    assert_eq!(vtp_send(b.receive, &good, &[]).0, Some(0));
+    // Each outcome is said once, on one line of stderr (no log line repeating it).
+    let (code, err) = vtp_send(b.receive, &good, &[]);
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.contains(&format!(
+            " INFO event acknowledged by 127.0.0.1:{}",
+            b.receive
+        )),
+        "{err}"
+    );
     let (code, err) = vtp_send(b.receive, &bad, &[]);
     assert_eq!(code, Some(1), "{err}");
-    assert!(err.contains("Invalid IVOID: ivo://a2#x"), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.starts_with(&format!("vtp: event refused by 127.0.0.1:{}: ", b.receive))
+            && err.contains("Invalid IVOID: ivo://a2#x"),
+        "{err}"
+    );
 
     // A peer that accepts and never answers: timeout.
     let silent = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = silent.local_addr().unwrap().port();
     let (code, err) = vtp_send(port, &good, &["--timeout", "1"]);
     assert_eq!(code, Some(3), "{err}");
+    assert_eq!(
+        err,
+        format!("vtp: no receipt from 127.0.0.1:{port} within 1 s (--timeout)\n")
+    );
     drop(silent);
     // Nobody listening: connection failure.
     let (code, err) = vtp_send(port, &good, &[]);
     assert_eq!(code, Some(4), "{err}");
+    assert_eq!(
+        err,
+        format!("vtp: cannot submit to 127.0.0.1:{port}: connection refused\n")
+    );
     // comet-sendvo's spelling works too.
     let out = Command::new(VTP)
         .args([
@@ -386,6 +409,62 @@ fn handlers_print_save_and_cmd_see_every_event() {
         std::fs::read(&saved_file).unwrap(),
         e,
         "--save-event wrote the raw bytes"
+    );
+}
+
+#[test]
+fn save_event_skip_test_saves_every_event_but_test_ones() {
+    let dir = TempDir::new("skip-test");
+    let saved = dir.path().join("saved");
+    let b = Broker::start(
+        "skip-test",
+        &[
+            "-v",
+            "--broadcast-test-interval",
+            "0",
+            "--save-event-directory",
+            saved.to_str().unwrap(),
+            "--save-event-skip-test",
+        ],
+    );
+    let test = String::from_utf8(event_xml("ivo://vtp.test/author#t1"))
+        .unwrap()
+        .replace("role=\"observation\"", "role=\"test\"");
+    assert_eq!(submit_raw(b.receive, test.as_bytes()).0, "ack");
+    let e = event_xml("ivo://vtp.test/author#o1");
+    assert_eq!(submit_raw(b.receive, &e).0, "ack");
+    b.proc.log.wait_for("the test event passed over", |l| {
+        l.contains("test event not saved") && l.contains("ivo://vtp.test/author#t1")
+    });
+    let saved_file = saved.join("ivo__vtp.test_authoro1");
+    let deadline = std::time::Instant::now() + WAIT;
+    while std::fs::read(&saved_file).map_or(0, |b| b.len()) < e.len() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{}",
+            b.proc.log.text()
+        );
+        std::thread::park_timeout(std::time::Duration::from_millis(20));
+    }
+    let names: Vec<String> = std::fs::read_dir(&saved)
+        .unwrap()
+        .map(|f| f.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert_eq!(names, ["ivo__vtp.test_authoro1"]);
+    assert!(
+        b.proc.log.text().contains("save-event skips test events"),
+        "the banner says so"
+    );
+    // Without a save-event handler the flag is an error naming what it needs.
+    let out = Command::new(VTP)
+        .args(["listen", "127.0.0.1:1", "--save-event-skip-test"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("--save-event-skip-test needs --save-event"),
+        "{err}"
     );
 }
 

@@ -82,6 +82,116 @@ fn the_broker_notifies_ready_once_serving_and_stopping_at_sigterm_on_every_runti
     }
 }
 
+/// The next notification that is not a watchdog ping; counts the pings skipped.
+fn recv_skipping_pings(s: &UnixDatagram, pings: &mut usize) -> String {
+    loop {
+        let m = recv(s);
+        if m != "WATCHDOG=1\n" {
+            return m;
+        }
+        *pings += 1;
+    }
+}
+
+fn hup(pid: u32) {
+    let sent = Command::new("kill")
+        .arg("-HUP")
+        .arg(pid.to_string())
+        .status()
+        .unwrap();
+    assert!(sent.success());
+}
+
+#[test]
+fn watchdog_pings_while_the_loop_turns_and_a_reload_is_bracketed_by_reloading_and_ready() {
+    for rt in RUNTIMES {
+        let dir = TempDir::new(&format!("watchdog-{rt}"));
+        let sock_path = dir.path().join("notify.sock");
+        let sock = UnixDatagram::bind(&sock_path).unwrap();
+        sock.set_read_timeout(Some(WAIT)).unwrap();
+        let config = dir.path().join("vtp.toml");
+        let text = "local-ivo = \"ivo://vtp.test/watchdog\"\n\
+                    receive = [\"127.0.0.1:0\"]\n\
+                    broadcast = [\"127.0.0.1:0\"]\n\
+                    broadcast-test-interval = 0\n";
+        std::fs::write(&config, text).unwrap();
+        let mut cmd = Command::new(VTP);
+        cmd.args(["broker", "--runtime", rt, "--config"])
+            .arg(&config)
+            .arg("--eventdb")
+            .arg(dir.path().join("db"))
+            .env("NOTIFY_SOCKET", &sock_path)
+            // 300 ms: a ping every 150 ms.
+            .env("WATCHDOG_USEC", "300000");
+        let db = TempDir::new(&format!("watchdog-db-{rt}"));
+        let mut b = Broker::spawn(&format!("watchdog-{rt}"), cmd, db);
+        let ready = recv(&sock);
+        assert!(
+            ready.starts_with("READY=1\nSTATUS=serving "),
+            "{rt}: {ready}"
+        );
+        b.proc.log.wait_for("the watchdog line", |l| {
+            l.contains("systemd watchdog: WATCHDOG=1 every 0.1 s")
+        });
+        // Pings go on past a second of idleness, when each one wakes the loop first.
+        let start = std::time::Instant::now();
+        let mut pings = 0;
+        while start.elapsed() < Duration::from_millis(1600) {
+            assert_eq!(recv(&sock), "WATCHDOG=1\n", "{rt}");
+            pings += 1;
+        }
+        assert!(pings >= 6, "{rt}: {pings} pings in 1.6 s");
+
+        // A reload: RELOADING=1 with the monotonic time, then READY=1 once applied.
+        hup(b.proc.child.id());
+        let reloading = recv_skipping_pings(&sock, &mut pings);
+        assert!(
+            reloading.starts_with("RELOADING=1\nMONOTONIC_USEC=")
+                && reloading.ends_with("\nSTATUS=reloading the configuration\n"),
+            "{rt}: {reloading}"
+        );
+        let usec: u64 = reloading.lines().nth(1).unwrap()["MONOTONIC_USEC=".len()..]
+            .parse()
+            .unwrap();
+        assert!(usec > 0, "{rt}");
+        let again = recv_skipping_pings(&sock, &mut pings);
+        assert_eq!(
+            again, ready,
+            "{rt}: READY=1 with the same status after the reload"
+        );
+        b.proc
+            .log
+            .wait_for("the reload", |l| l.contains("configuration reloaded from"));
+
+        // A broken file: refused, and still READY=1 (systemd must not wait for ever).
+        std::fs::write(&config, "receive = [\n").unwrap();
+        hup(b.proc.child.id());
+        let reloading = recv_skipping_pings(&sock, &mut pings);
+        assert!(reloading.starts_with("RELOADING=1\n"), "{rt}: {reloading}");
+        let refused = recv_skipping_pings(&sock, &mut pings);
+        assert!(
+            refused.starts_with("READY=1\nSTATUS=serving ")
+                && refused.contains("the last reload was refused"),
+            "{rt}: {refused}"
+        );
+
+        assert_eq!(b.proc.terminate(), Some(0), "{rt}");
+        assert_eq!(
+            recv_skipping_pings(&sock, &mut pings),
+            "STOPPING=1\nSTATUS=shutting down\n",
+            "{rt}"
+        );
+        // Nothing after STOPPING=1: the watchdog stopped before it.
+        sock.set_read_timeout(Some(Duration::from_millis(300)))
+            .unwrap();
+        let mut buf = [0u8; 64];
+        assert!(
+            sock.recv(&mut buf).is_err(),
+            "{rt}: a notification after STOPPING=1"
+        );
+    }
+}
+
 #[test]
 fn without_notify_socket_nothing_is_sent_and_a_bad_one_is_an_error_naming_it() {
     let dir = TempDir::new("notify-bad");
@@ -113,6 +223,8 @@ fn the_shipped_unit_file_passes_systemd_analyze_verify() {
         "DynamicUser=yes",
         "ProtectSystem=strict",
         "NoNewPrivileges=yes",
+        "WatchdogSec=30",
+        "ExecReload=/bin/kill -HUP $MAINPID",
     ] {
         assert!(unit.contains(needed), "dist/vtp.service lacks {needed}");
     }

@@ -8,6 +8,7 @@ use bytes::Bytes;
 
 use crate::endpoint::DialAddr;
 use crate::identity::Identity;
+use crate::message::EventRole;
 use crate::seen::{EventKey, SeenLevel, SeenRecord};
 use crate::violation::Violation;
 
@@ -494,6 +495,9 @@ pub struct Delivery {
     pub payload: Bytes,
     /// Where it came from.
     pub source: Source,
+    /// The event's `role` attribute ([`EventRole::Observation`] when absent, the VOEvent 2.0
+    /// default): lets a handler pass over `test` events (`--save-event-skip-test`).
+    pub role: EventRole,
 }
 
 impl fmt::Debug for Delivery {
@@ -503,6 +507,7 @@ impl fmt::Debug for Delivery {
             .field("key", &self.key)
             .field("payload_len", &self.payload.len())
             .field("source", &self.source)
+            .field("role", &self.role)
             .finish()
     }
 }

@@ -384,7 +384,9 @@ pub use crate::text::printable;
 /// endpoint dialled, and carries the connection's handle as the `conn` field; a close also
 /// carries its [`CloseClass`] as `class`. At INFO: subscribers and
 /// upstreams coming and going (how long they were connected, how many events), every event
-/// accepted, naked or duplicated from an author; authors' connections themselves are at DEBUG.
+/// accepted, naked or duplicated from an author; authors' connections themselves are at DEBUG,
+/// and so is the outcome of our own submission (its submitter reports it: `vtp send`'s one
+/// line).
 pub fn log_event(e: &Event) {
     use tracing::{debug, info, warn};
     match e {
@@ -493,11 +495,13 @@ pub fn log_event(e: &Event) {
             "further protocol violations not logged: only the first {reported} per {} s are",
             window.as_secs_f64()
         ),
-        Event::SubmissionAcked { conn } => info!(%conn, "event acknowledged"),
+        // The submitter reports a submission's outcome (`vtp send`: one line and its exit
+        // status), so that a failure is not said twice: here it is context at DEBUG.
+        Event::SubmissionAcked { conn } => debug!(%conn, "event acknowledged"),
         Event::SubmissionNaked { conn, reason } => {
-            warn!(%conn, "event refused: {}", reason.as_deref().map_or("(no reason given)".into(), printable))
+            debug!(%conn, "event refused: {}", reason.as_deref().map_or("(no reason given)".into(), printable))
         }
-        Event::SubmissionFailed { conn, reason } => warn!(%conn, "submission failed: {reason}"),
+        Event::SubmissionFailed { conn, reason } => debug!(%conn, "submission failed: {reason}"),
         Event::Reconnecting {
             upstream,
             endpoint,

@@ -46,6 +46,14 @@ impl Trigger {
     }
 }
 
+impl Shutdown {
+    /// A trigger that completes this future (as SIGTERM would), for a part of the program
+    /// that must stop it.
+    pub fn trigger(&self) -> Trigger {
+        Trigger(Arc::clone(&self.0))
+    }
+}
+
 impl Future for Shutdown {
     type Output = ();
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {

@@ -10,6 +10,7 @@ use bytes::Bytes;
 use tracing_subscriber::fmt::MakeWriter;
 
 use vtp_core::filter::NoFilterEngine;
+use vtp_core::message::EventRole;
 use vtp_core::{Config, Delivery, EventKey, ListenerRole, Node, Peer, Source};
 
 /// A fresh directory under the system temp dir, removed on drop.
@@ -52,6 +53,7 @@ pub(crate) fn delivery(ivorn: &str, payload: &[u8]) -> Delivery {
         key: EventKey::of_element(payload),
         payload: Bytes::copy_from_slice(payload),
         source: Source::Author(conn),
+        role: EventRole::Observation,
     }
 }
 

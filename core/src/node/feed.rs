@@ -11,7 +11,7 @@ use bytes::Bytes;
 
 use crate::config::{DeliveryTiming, InvalidFilters, SubscriberNak};
 use crate::frame;
-use crate::message::{self, Message, TransportRole, VoEvent};
+use crate::message::{self, EventRole, Message, TransportRole, VoEvent};
 use crate::output::{Action, CloseReason, ConnId, ConnRole, Delivery, Event, Remote, Source};
 use crate::seen::{EventKey, Seen, SeenSource};
 use crate::time::format_utc;
@@ -94,12 +94,13 @@ impl Node {
         source: &Source,
         ivorn: &Arc<str>,
         key: EventKey,
+        role: EventRole,
         payload: &[u8],
     ) -> Option<Bytes> {
         let frame = frame::encode(payload).ok()?;
         if self.config.policy.delivery_timing == DeliveryTiming::BeforeRecord {
             self.actions
-                .push_back(Action::Deliver(delivery(source, ivorn, key, &frame)));
+                .push_back(Action::Deliver(delivery(source, ivorn, key, role, &frame)));
         }
         Some(frame)
     }
@@ -137,8 +138,9 @@ impl Node {
             remote,
         });
         if self.config.policy.delivery_timing == DeliveryTiming::WithReceipt {
-            self.actions
-                .push_back(Action::Deliver(delivery(&source, &ivorn, key, &frame)));
+            self.actions.push_back(Action::Deliver(delivery(
+                &source, &ivorn, key, ev.role, &frame,
+            )));
         }
         self.hold(mark);
     }
@@ -248,11 +250,18 @@ impl Node {
 }
 
 /// The delivery of a new event whose framed bytes are `frame`: the payload shares them.
-fn delivery(source: &Source, ivorn: &Arc<str>, key: EventKey, frame: &Bytes) -> Delivery {
+fn delivery(
+    source: &Source,
+    ivorn: &Arc<str>,
+    key: EventKey,
+    role: EventRole,
+    frame: &Bytes,
+) -> Delivery {
     Delivery {
         ivorn: ivorn.clone(),
         key,
         payload: frame.slice(frame::PREFIX_LEN..),
         source: source.clone(),
+        role,
     }
 }

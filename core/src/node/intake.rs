@@ -79,7 +79,7 @@ impl Node {
             Seen::New { evicted } => {
                 let ivorn: Arc<str> = Arc::from(ev.ivorn.as_ref());
                 let source = Source::Author(conn);
-                let frame = self.frame_event(&source, &ivorn, key, payload);
+                let frame = self.frame_event(&source, &ivorn, key, ev.role, payload);
                 self.persist(key, unix, evicted);
                 let mark = self.actions.len();
                 self.ack(conn, &ev.ivorn, now);

@@ -114,6 +114,8 @@ impl Command {
                 .stdout(Stdio::piped())
                 .stderr(Stdio::piped())
                 .env_remove(crate::notify::NOTIFY_SOCKET)
+                .env_remove(crate::notify::WATCHDOG_USEC)
+                .env_remove(crate::notify::WATCHDOG_PID)
                 .spawn()
                 .map_err(|source| HandlerError::Spawn {
                     program: self.program.clone(),

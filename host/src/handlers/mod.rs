@@ -24,7 +24,8 @@
 //! copy of the same bytes; a `--cmd` program should tolerate seeing an event twice.
 //!
 //! Three handlers mirror Comet's (docs/protocol.md §4.5): [`PrintEvent`] (`--print-event`),
-//! [`SaveEvent`] (`--save-event`) and [`Command`] (`--cmd`). A library user implements
+//! [`SaveEvent`] (`--save-event`) and [`Command`] (`--cmd`). [`Stdout`] (`--stdout`) writes
+//! each event to standard output for a consumer on a pipe. A library user implements
 //! [`Handler`] for their own callback.
 
 use std::fmt;
@@ -39,12 +40,14 @@ mod command;
 mod pool;
 mod print;
 mod save;
+mod stdout;
 
 pub use command::{Command, STDERR_TAIL_MAX};
 pub use pool::{DROP_LOGS_PER_SEC, HandlerSet, Handlers, HandlersProbe, QUEUE_BYTES_DEFAULT};
 pub(crate) use pool::{Feed, Refused};
 pub use print::PrintEvent;
 pub use save::SaveEvent;
+pub use stdout::{Stdout, StdoutFormat};
 
 /// Something done with every accepted event: print it, save it, run a program, call back.
 pub trait Handler: Send + Sync + 'static {
@@ -166,6 +169,11 @@ pub enum HandlerError {
         /// The program.
         program: PathBuf,
     },
+    /// The output ([`Stdout`]) cannot be written any more (its reader exited); logged once
+    /// by the handler. The event counts as not handled: with the handler spool, it is handled
+    /// again at the next start.
+    #[error("standard output is closed")]
+    OutputClosed,
     /// A helper thread could not be started (the system is out of threads or memory).
     #[error("cannot start a handler thread: the system is out of threads or memory")]
     Thread(#[source] io::Error),

@@ -410,7 +410,7 @@ impl Feed {
             delivery,
             spool: Some(id),
         };
-        self.0.try_queue(item).map_err(|(_, why)| match why {
+        self.0.try_queue(item).map_err(|refused| match refused.1 {
             Why::Bytes | Why::Count => Refused::Full,
             Why::Closed => Refused::Closed,
         })
@@ -475,8 +475,8 @@ impl Shared {
         all
     }
 
-    /// Queues `item`, or hands it back with the reason.
-    fn try_queue(&self, item: Item) -> Result<(), (Item, Why)> {
+    /// Queues `item`, or hands it back with the reason (boxed: a refusal is the rare path).
+    fn try_queue(&self, item: Item) -> Result<(), Box<(Item, Why)>> {
         let size = event_bytes(&item.delivery);
         let bytes_max = self.bytes_max.load(Ordering::Relaxed);
         let held = self
@@ -485,7 +485,7 @@ impl Shared {
                 (q == 0 || q.saturating_add(size) <= bytes_max).then(|| q + size)
             });
         if held.is_err() {
-            return Err((item, Why::Bytes));
+            return Err(Box::new((item, Why::Bytes)));
         }
         self.queued.fetch_add(1, Ordering::AcqRel);
         let tx = self.tx.lock().unwrap_or_else(PoisonError::into_inner);
@@ -496,10 +496,10 @@ impl Shared {
         drop(tx);
         sent.map_err(|e| {
             self.release(size);
-            match e {
+            Box::new(match e {
                 TrySendError::Full(item) => (item, Why::Count),
                 TrySendError::Disconnected(item) => (item, Why::Closed),
-            }
+            })
         })
     }
 
@@ -510,7 +510,7 @@ impl Shared {
         };
         let (item, why) = match self.try_queue(item) {
             Ok(()) => return true,
-            Err(refused) => refused,
+            Err(refused) => *refused,
         };
         let why = match why {
             Why::Bytes => "handler queue full by bytes (handlers too slow or stuck)",
@@ -635,6 +635,8 @@ fn serve(rx: &Mutex<Receiver<Item>>, shared: &Shared) {
         for handler in handlers.iter() {
             match panic::catch_unwind(AssertUnwindSafe(|| handler.handle(delivery))) {
                 Ok(Ok(())) => {}
+                // Logged once by the handler itself; not done, like a stopped run.
+                Ok(Err(HandlerError::OutputClosed)) => stopped = true,
                 Ok(Err(e)) => {
                     stopped |= matches!(e, HandlerError::Stopped { .. });
                     warn!(

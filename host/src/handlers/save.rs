@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 use tracing::debug;
 use vtp_core::Delivery;
+use vtp_core::message::EventRole;
 
 use super::{Handler, HandlerError};
 
@@ -29,9 +30,13 @@ use super::{Handler, HandlerError};
 /// which is atomic, so concurrent saves of one ivorn (by several workers or processes) each get
 /// their own file. Comet needs a lock file in the process's working directory for that; we
 /// create no lock file.
+///
+/// With [`skipping_tests`](Self::skipping_tests) (`--save-event-skip-test`), events whose
+/// `role` is `test` are not saved (the other handlers still get them).
 #[derive(Debug, Clone)]
 pub struct SaveEvent {
     dir: PathBuf,
+    skip_test: bool,
 }
 
 impl SaveEvent {
@@ -58,7 +63,17 @@ impl SaveEvent {
                 why,
             },
         })?;
-        Ok(Self { dir })
+        Ok(Self {
+            dir,
+            skip_test: false,
+        })
+    }
+
+    /// The same handler, passing over (`skip`) or saving events whose `role` is `test`.
+    #[must_use]
+    pub fn skipping_tests(mut self, skip: bool) -> Self {
+        self.skip_test = skip;
+        self
     }
 
     /// The directory events are saved in.
@@ -141,6 +156,10 @@ impl Handler for SaveEvent {
     }
 
     fn handle(&self, delivery: &Delivery) -> Result<(), HandlerError> {
+        if self.skip_test && delivery.role == EventRole::Test {
+            debug!(ivorn = %delivery.ivorn, "test event not saved (--save-event-skip-test)");
+            return Ok(());
+        }
         let path = self.save(&delivery.ivorn, &delivery.payload)?;
         debug!(ivorn = %delivery.ivorn, path = %path.display(), "event saved");
         Ok(())
@@ -258,6 +277,27 @@ mod tests {
         let hash = fnv1a64(b"..x");
         assert_eq!(path, save.dir().join(format!(".x_{hash:016x}")));
         assert_eq!(fs::read(save.dir().join(".x")).unwrap(), b"precious");
+    }
+
+    #[test]
+    fn skipping_tests_passes_over_test_events_only() {
+        let tmp = TempDir::new("save-skip-test");
+        let mut test = delivery("ivo://vtp.test/a#test", b"<t/>");
+        test.role = EventRole::Test;
+        let observation = delivery("ivo://vtp.test/a#obs", b"<o/>");
+        let skipping = SaveEvent::new(tmp.path().join("skip"))
+            .unwrap()
+            .skipping_tests(true);
+        skipping.handle(&test).unwrap();
+        skipping.handle(&observation).unwrap();
+        assert_eq!(
+            files(skipping.dir()),
+            BTreeSet::from(["ivo__vtp.test_a#obs".replace('#', "")])
+        );
+        let saving = SaveEvent::new(tmp.path().join("all")).unwrap();
+        saving.handle(&test).unwrap();
+        saving.handle(&observation).unwrap();
+        assert_eq!(files(saving.dir()).len(), 2);
     }
 
     #[test]

@@ -26,7 +26,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::Poll;
 use std::thread::{self, JoinHandle};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::Full;
@@ -69,11 +69,7 @@ impl Default for HttpLimits {
 /// Longest path served, in bytes (longer ones get 414).
 pub const PATH_MAX: usize = 256;
 
-/// A loop idle for less than this is healthy without being woken.
-const IDLE_OK: Duration = Duration::from_secs(1);
-
-/// A loop woken by `/healthz` that has not turned within this is reported stuck.
-pub const LOOP_STUCK_AFTER: Duration = Duration::from_secs(2);
+pub use super::LOOP_STUCK_AFTER;
 
 /// The running endpoint; stops (and joins its thread) when dropped.
 #[derive(Debug)]
@@ -260,14 +256,9 @@ async fn respond(req: &Request<Incoming>, metrics: &Metrics) -> Response<Full<By
 /// The node's health; a loop idle for a while is woken first and given
 /// [`LOOP_STUCK_AFTER`] to turn.
 async fn health(metrics: &Metrics) -> Health {
-    if metrics.loop_idle() >= IDLE_OK {
-        let turns = metrics.loop_turns();
-        if metrics.wake_loop() {
-            let deadline = Instant::now() + LOOP_STUCK_AFTER;
-            while !metrics.loop_turned_since(turns) && Instant::now() < deadline {
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
-        }
+    let probe = metrics.probe_loop(LOOP_STUCK_AFTER);
+    while probe.verdict(metrics).is_none() {
+        tokio::time::sleep(Duration::from_millis(5)).await;
     }
     metrics.health(LOOP_STUCK_AFTER)
 }

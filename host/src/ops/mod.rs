@@ -31,8 +31,10 @@
 //! The node is healthy while its loop turns and its store commits. The loop records the time
 //! of each turn; a loop idle for a while (nothing to do before its next timer) is told apart
 //! from a stuck one by waking it ([`Metrics::wake_loop`], the waker the runtime gave the
-//! effects) and seeing whether it turns ([`Metrics::loop_turned_since`]). The store is
-//! unhealthy while its commits fail or once its worker has stopped.
+//! effects) and seeing whether it turns ([`Metrics::loop_turned_since`]): one check,
+//! [`Metrics::probe_loop`], used by `/healthz` and by the systemd watchdog
+//! ([`crate::notify::Watchdog`]). The store is unhealthy while its commits fail or once its
+//! worker has stopped.
 
 mod board;
 #[cfg(feature = "http")]
@@ -195,6 +197,39 @@ impl Snapshot {
     /// Upstreams connected now.
     pub fn upstreams_up(&self) -> usize {
         self.upstreams.iter().filter(|u| u.up).count()
+    }
+}
+
+/// A loop that turned less than this ago is alive without being woken.
+pub const LOOP_IDLE_OK: Duration = Duration::from_secs(1);
+
+/// A loop woken by `/healthz` (or the systemd watchdog) that has not turned within this is
+/// reported stuck.
+pub const LOOP_STUCK_AFTER: Duration = Duration::from_secs(2);
+
+/// One check of the event loop's liveness, begun by [`Metrics::probe_loop`].
+#[derive(Debug, Clone, Copy)]
+pub struct LoopProbe {
+    /// The loop's turns when the check began.
+    turns: u64,
+    /// Decided when it began (a loop that turned recently, or no runtime to wake).
+    decided: Option<bool>,
+    /// A woken loop that has not turned by then is stuck.
+    deadline: Instant,
+}
+
+impl LoopProbe {
+    /// `Some(true)`: the loop is alive (it turned since the check began, or had just turned);
+    /// `Some(false)`: it is stuck (it has not turned by the deadline; it becomes alive again
+    /// as soon as it turns); `None`: not known yet, ask again shortly (a few milliseconds).
+    pub fn verdict(&self, metrics: &Metrics) -> Option<bool> {
+        if self.decided == Some(true) || metrics.loop_turned_since(self.turns) {
+            return Some(true);
+        }
+        if self.decided.is_some() || Instant::now() >= self.deadline {
+            return Some(false);
+        }
+        None
     }
 }
 
@@ -364,6 +399,28 @@ impl Metrics {
                 true
             }
             None => false,
+        }
+    }
+
+    /// Starts a check of the event loop's liveness, decided by [`LoopProbe::verdict`]: a loop
+    /// that turned within [`LOOP_IDLE_OK`] is alive at once; an idle one is woken
+    /// ([`Metrics::wake_loop`]) and is alive once it turns, stuck if it has not turned
+    /// `stuck_after` from now. The one liveness check of `/healthz` and of the systemd
+    /// watchdog ([`crate::notify::Watchdog`]).
+    pub fn probe_loop(&self, stuck_after: Duration) -> LoopProbe {
+        let idle = self.loop_idle();
+        let fresh = idle < LOOP_IDLE_OK;
+        let turns = self.loop_turns();
+        let woken = !fresh && self.wake_loop();
+        LoopProbe {
+            turns,
+            // No runtime to wake yet: decided now, by how long the loop has been idle.
+            decided: match (fresh, woken) {
+                (true, _) => Some(true),
+                (false, true) => None,
+                (false, false) => Some(idle < stuck_after),
+            },
+            deadline: Instant::now() + stuck_after,
         }
     }
 

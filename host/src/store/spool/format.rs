@@ -2,14 +2,17 @@
 //!
 //! ```text
 //! segment header (32 bytes): [0..8]   b"VTPSPOOL"
-//!                            [8..12]  u32 LE format version (1)
+//!                            [8..12]  u32 LE format version (2; 1 is read too)
 //!                            [12..16] CRC-32 (LE) of bytes 16..32
 //!                            [16..24] u64 LE segment number (as in the file name)
 //!                            [24..32] u64 LE first id: every entry in the segment has an id at
 //!                                     least this (ids keep growing when segments are deleted)
 //! record head (24 bytes):    [0..4]   CRC-32 (LE) of bytes 4..24
 //!                            [4]      kind: 1 entry, 2 done
-//!                            [5..8]   zero
+//!                            [5]      an entry's event role: 1 observation, 2 prediction,
+//!                                     3 utility, 4 test; 0 not recorded (always 0 in a done
+//!                                     record, and in every record of a version 1 segment)
+//!                            [6..8]   zero
 //!                            [8..12]  u32 LE body length
 //!                            [12..16] CRC-32 (LE) of the body
 //!                            [16..24] u64 LE: the entry's id (entry), the number of ids (done)
@@ -19,15 +22,25 @@
 //! done body:                 u64 LE ids of entries whose handlers have all run
 //! ```
 //!
+//! Version 2 added the role byte. A version 1 segment (from vtp before it) is read as it is:
+//! an entry without a recorded role gets it from its payload when it is read back. Appends
+//! never go to a version 1 segment (a new one is started), so that a vtp that only knows
+//! version 1 refuses the newer segments by their header (clearly, naming the file) instead of
+//! taking their role bytes for damage.
+//!
 //! The head has its own checksum so that a damaged body costs that record only: its length
 //! still says where the next record starts. A head that does not check out (zeros past the
 //! last record, a write cut short, damage) ends what can be read of the segment.
 
 use vtp_core::EventKey;
+use vtp_core::message::EventRole;
 
 /// First bytes of every spool segment.
 const MAGIC: [u8; 8] = *b"VTPSPOOL";
-const VERSION: u32 = 1;
+/// The format version written.
+pub(crate) const VERSION: u32 = 2;
+/// The oldest version read.
+const VERSION_OLDEST: u32 = 1;
 /// Length of a segment header.
 pub(crate) const HEADER_LEN: u64 = 32;
 /// Length of a record head.
@@ -54,6 +67,8 @@ pub(crate) struct Head {
     pub(crate) body_crc: u32,
     /// The entry's id, or the number of ids in a done record.
     pub(crate) id: u64,
+    /// An entry's role byte (0: not recorded; see [`role_of`]).
+    pub(crate) role: u8,
 }
 
 /// The header of a new segment.
@@ -71,8 +86,12 @@ pub(crate) fn header(number: u64, first_id: u64) -> [u8; HEADER_LEN as usize] {
 /// What the first bytes of a segment say.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Header {
-    /// A segment: its number and first id.
-    Ours { number: u64, first_id: u64 },
+    /// A segment: its number, first id and format version.
+    Ours {
+        number: u64,
+        first_id: u64,
+        version: u32,
+    },
     /// Shorter than a header, or only zeros: a segment whose creation was cut short.
     Blank,
     /// Something else; the reason says what.
@@ -88,8 +107,11 @@ pub(crate) fn check_header(bytes: &[u8]) -> Header {
     if bytes.len() < HEADER_LEN as usize || bytes[..8] != MAGIC {
         return Header::Foreign("it does not start like a vtp handler spool segment");
     }
-    if bytes[8..12] != VERSION.to_le_bytes() {
-        return Header::Foreign("it is a vtp handler spool segment of another format version");
+    let version = u32::from_le_bytes(bytes[8..12].try_into().expect("4 bytes"));
+    if !(VERSION_OLDEST..=VERSION).contains(&version) {
+        return Header::Foreign(
+            "it is a vtp handler spool segment of another format version (from a newer vtp?)",
+        );
     }
     if bytes[12..16] != crc32fast::hash(&bytes[16..32]).to_le_bytes() {
         return Header::Foreign("its header does not check out (damage)");
@@ -97,6 +119,7 @@ pub(crate) fn check_header(bytes: &[u8]) -> Header {
     Header::Ours {
         number: u64_at(bytes, 16),
         first_id: u64_at(bytes, 24),
+        version,
     }
 }
 
@@ -109,11 +132,12 @@ pub(crate) fn entry_len(ivorn: &str, payload_len: usize) -> Option<usize> {
     Some(HEAD_LEN + body)
 }
 
-/// Appends an entry record to `out`; false (nothing appended) if it cannot be spooled
-/// ([`entry_len`]).
+/// Appends an entry record to `out`, with the role byte `role` ([`role_byte`], or 0 for a
+/// version 1 segment); false (nothing appended) if it cannot be spooled ([`entry_len`]).
 pub(crate) fn encode_entry(
     id: u64,
     key: &EventKey,
+    role: u8,
     ivorn: &str,
     payload: &[u8],
     out: &mut Vec<u8>,
@@ -128,7 +152,7 @@ pub(crate) fn encode_entry(
     out.extend_from_slice(&(ivorn.len() as u16).to_le_bytes());
     out.extend_from_slice(ivorn.as_bytes());
     out.extend_from_slice(payload);
-    finish(&mut out[start..], Kind::Entry, id);
+    finish(&mut out[start..], Kind::Entry, id, role);
     true
 }
 
@@ -140,16 +164,43 @@ pub(crate) fn encode_done(ids: &[u64], out: &mut Vec<u8>) {
     for id in ids {
         out.extend_from_slice(&id.to_le_bytes());
     }
-    finish(&mut out[start..], Kind::Done, ids.len() as u64);
+    finish(&mut out[start..], Kind::Done, ids.len() as u64, 0);
 }
 
+/// The role byte of an entry (see the module docs).
+pub(crate) fn role_byte(role: EventRole) -> u8 {
+    match role {
+        EventRole::Observation => 1,
+        EventRole::Prediction => 2,
+        EventRole::Utility => 3,
+        EventRole::Test => 4,
+        // A role added to the core later is not recorded: it is read from the payload.
+        _ => 0,
+    }
+}
+
+/// The role a role byte records; `None` for 0 (not recorded).
+pub(crate) fn role_of(byte: u8) -> Option<EventRole> {
+    match byte {
+        1 => Some(EventRole::Observation),
+        2 => Some(EventRole::Prediction),
+        3 => Some(EventRole::Utility),
+        4 => Some(EventRole::Test),
+        _ => None,
+    }
+}
+
+/// Largest role byte a head may hold.
+const ROLE_BYTE_MAX: u8 = 4;
+
 /// Fills in the head of the record in `rec` (head and body).
-fn finish(rec: &mut [u8], kind: Kind, id: u64) {
+fn finish(rec: &mut [u8], kind: Kind, id: u64, role: u8) {
     let (head, body) = rec.split_at_mut(HEAD_LEN);
     head[4] = match kind {
         Kind::Entry => 1,
         Kind::Done => 2,
     };
+    head[5] = role;
     let len = u32::try_from(body.len()).expect("checked by the caller");
     head[8..12].copy_from_slice(&len.to_le_bytes());
     head[12..16].copy_from_slice(&crc32fast::hash(body).to_le_bytes());
@@ -160,12 +211,13 @@ fn finish(rec: &mut [u8], kind: Kind, id: u64) {
 
 /// The head in `bytes`, or `None` if it does not check out.
 pub(crate) fn decode_head(bytes: &[u8; HEAD_LEN]) -> Option<Head> {
-    if bytes[..4] != crc32fast::hash(&bytes[4..]).to_le_bytes() || bytes[5..8] != [0; 3] {
+    if bytes[..4] != crc32fast::hash(&bytes[4..]).to_le_bytes() || bytes[6..8] != [0; 2] {
         return None;
     }
-    let kind = match bytes[4] {
-        1 => Kind::Entry,
-        2 => Kind::Done,
+    let role = bytes[5];
+    let kind = match (bytes[4], role) {
+        (1, 0..=ROLE_BYTE_MAX) => Kind::Entry,
+        (2, 0) => Kind::Done,
         _ => return None,
     };
     let len = u32::from_le_bytes(bytes[8..12].try_into().expect("4 bytes"));
@@ -179,6 +231,7 @@ pub(crate) fn decode_head(bytes: &[u8; HEAD_LEN]) -> Option<Head> {
         len,
         body_crc,
         id,
+        role,
     })
 }
 
@@ -216,11 +269,19 @@ mod tests {
     fn an_entry_round_trips() {
         let key = EventKey([7; 32]);
         let mut buf = Vec::new();
-        assert!(encode_entry(42, &key, "ivo://a/b#1", b"<xml/>", &mut buf));
+        assert!(encode_entry(
+            42,
+            &key,
+            4,
+            "ivo://a/b#1",
+            b"<xml/>",
+            &mut buf
+        ));
         assert_eq!(buf.len(), entry_len("ivo://a/b#1", 6).unwrap());
         let head = head_of(&buf);
         assert_eq!(head.kind, Kind::Entry);
         assert_eq!(head.id, 42);
+        assert_eq!(role_of(head.role), Some(EventRole::Test));
         assert_eq!(head.len as usize, buf.len() - HEAD_LEN);
         let body = &buf[HEAD_LEN..];
         assert_eq!(head.body_crc, crc32fast::hash(body));
@@ -247,7 +308,7 @@ mod tests {
     fn zeros_and_any_flipped_bit_of_a_head_do_not_decode() {
         assert_eq!(decode_head(&[0; HEAD_LEN]), None);
         let mut buf = Vec::new();
-        encode_entry(1, &EventKey([1; 32]), "ivo://a/b#1", b"x", &mut buf);
+        encode_entry(1, &EventKey([1; 32]), 1, "ivo://a/b#1", b"x", &mut buf);
         for bit in 0..HEAD_LEN * 8 {
             let mut head: [u8; HEAD_LEN] = buf[..HEAD_LEN].try_into().unwrap();
             head[bit / 8] ^= 1 << (bit % 8);
@@ -256,11 +317,45 @@ mod tests {
     }
 
     #[test]
+    fn role_bytes_round_trip_and_a_version_1_head_without_one_decodes() {
+        for role in [
+            EventRole::Observation,
+            EventRole::Prediction,
+            EventRole::Utility,
+            EventRole::Test,
+        ] {
+            assert_eq!(role_of(role_byte(role)), Some(role));
+        }
+        assert_eq!(role_of(0), None);
+        let mut buf = Vec::new();
+        encode_entry(1, &EventKey([1; 32]), 0, "ivo://a/b#1", b"x", &mut buf);
+        assert_eq!(head_of(&buf).role, 0);
+        // A role byte beyond the known ones, or one on a done record, is damage.
+        let mut done = Vec::new();
+        encode_done(&[1], &mut done);
+        for (record, role) in [(&buf, 5u8), (&done, 1)] {
+            let mut head: [u8; HEAD_LEN] = record[..HEAD_LEN].try_into().unwrap();
+            assert!(decode_head(&head).is_some());
+            head[5] = role;
+            let crc = crc32fast::hash(&head[4..]);
+            head[..4].copy_from_slice(&crc.to_le_bytes());
+            assert_eq!(decode_head(&head), None, "role {role}");
+        }
+    }
+
+    #[test]
     fn what_cannot_be_spooled_is_refused() {
         let long = "x".repeat(70_000);
         assert_eq!(entry_len(&long, 0), None);
         let mut buf = Vec::new();
-        assert!(!encode_entry(1, &EventKey([0; 32]), &long, b"", &mut buf));
+        assert!(!encode_entry(
+            1,
+            &EventKey([0; 32]),
+            1,
+            &long,
+            b"",
+            &mut buf
+        ));
         assert!(buf.is_empty());
     }
 
@@ -270,9 +365,13 @@ mod tests {
             check_header(&header(3, 77)),
             Header::Ours {
                 number: 3,
-                first_id: 77
+                first_id: 77,
+                version: VERSION
             }
         );
+        let mut v1 = header(3, 77);
+        v1[8..12].copy_from_slice(&1u32.to_le_bytes());
+        assert!(matches!(check_header(&v1), Header::Ours { version: 1, .. }));
         assert_eq!(check_header(&[]), Header::Blank);
         assert_eq!(check_header(&[0; 32]), Header::Blank);
         assert!(matches!(check_header(b"VTPSEEN1"), Header::Foreign(_)));

@@ -5,7 +5,7 @@
 //!
 //! The spool is a sequence of segment files in the store's directory, `vtp-spool.NNNNNNNNNN`
 //! (oldest first, the last one taking appends), each a header and records (`format.rs`):
-//! **entries** (an id, the event's key, ivorn and payload) and **done marks** (ids of entries
+//! **entries** (an id, the event's key, role, ivorn and payload) and **done marks** (ids of entries
 //! whose handlers have all run). The [`StoreWorker`](super::StoreWorker) owns it: an entry is
 //! written in the same commit as (or a commit before) the event's seen-index record, its
 //! `fdatasync` running beside the seen-index's (on a helper thread), and the commit is
@@ -61,6 +61,7 @@ use std::thread::JoinHandle;
 
 use bytes::Bytes;
 use tracing::{debug, error, info, warn};
+use vtp_core::message::{self, EventRole, Message, ParseLimits};
 use vtp_core::{Delivery, Source};
 
 use super::dir::{How, open_in, remove_in, rename_in};
@@ -95,6 +96,8 @@ pub(crate) struct Loc {
     /// Length of its body.
     len: u32,
     body_crc: u32,
+    /// The entry's role byte (0: not recorded).
+    role: u8,
 }
 
 impl Loc {
@@ -116,6 +119,8 @@ struct Segment {
     len: u64,
     /// Its entries still pending.
     live: u64,
+    /// Its format version (appends go only to one of [`format::VERSION`]).
+    version: u32,
 }
 
 /// A write begun ([`Spool::begin`]), waiting for its `fdatasync`.
@@ -278,7 +283,7 @@ impl Spool {
             && self
                 .segments
                 .back()
-                .is_none_or(|s| s.tail >= self.segment_target)
+                .is_none_or(|s| s.tail >= self.segment_target || s.version < format::VERSION)
             && let Err(e) = self.rotate()
         {
             error!(
@@ -292,7 +297,7 @@ impl Spool {
         for chunk in done.chunks(format::DONE_IDS_MAX) {
             format::encode_done(chunk, &mut self.buf);
         }
-        let Some(segment) = self.segments.back().map(|s| s.number) else {
+        let Some((segment, version)) = self.segments.back().map(|s| (s.number, s.version)) else {
             staged.written.unspooled = entries;
             return staged;
         };
@@ -318,7 +323,12 @@ impl Spool {
             let id = self.next_id;
             self.next_id += 1;
             let at = start + self.buf.len() as u64;
-            format::encode_entry(id, &d.key, &d.ivorn, &d.payload, &mut self.buf);
+            // A version 1 segment (when no new one could be started) records no role.
+            let role = match version {
+                format::VERSION => format::role_byte(d.role),
+                _ => 0,
+            };
+            format::encode_entry(id, &d.key, role, &d.ivorn, &d.payload, &mut self.buf);
             let head: &[u8; HEAD_LEN] = self.buf[(at - start) as usize..][..HEAD_LEN]
                 .try_into()
                 .expect("a head");
@@ -433,11 +443,13 @@ impl Spool {
         };
         let ivorn: Arc<str> = Arc::from(ivorn);
         let payload = Bytes::from(body).slice(payload_at..);
+        let role = format::role_of(loc.role).unwrap_or_else(|| role_in(&payload));
         Ok(Some(Delivery {
             ivorn,
             key,
             payload,
             source: Source::Spool,
+            role,
         }))
     }
 
@@ -570,6 +582,7 @@ impl Spool {
             tail: HEADER_LEN,
             len,
             live: 0,
+            version: format::VERSION,
         });
         self.bytes += HEADER_LEN;
         Ok(())
@@ -638,11 +651,12 @@ impl Spool {
         let mut head = [0u8; HEADER_LEN as usize];
         let got = usize::try_from(len).map_or(head.len(), |l| l.min(head.len()));
         file.read_exact_at(&mut head[..got], 0)?;
-        let first_id = match format::check_header(&head[..got]) {
+        let (first_id, version) = match format::check_header(&head[..got]) {
             Header::Ours {
                 number: n,
                 first_id,
-            } if n == number => first_id,
+                version,
+            } if n == number => (first_id, version),
             Header::Ours { number: n, .. } => {
                 return Err(io::Error::new(
                     io::ErrorKind::InvalidData,
@@ -713,6 +727,7 @@ impl Spool {
             tail,
             len,
             live: 0,
+            version,
         });
         Ok(())
     }
@@ -838,6 +853,17 @@ fn loc(segment: u64, at: u64, h: &Head) -> Loc {
         at,
         len: h.len,
         body_crc: h.body_crc,
+        role: h.role,
+    }
+}
+
+/// The role of an event spooled without one (by a vtp before spool format 2): read from its
+/// payload, which the node parsed when it accepted it (observation, the default, if it does
+/// not parse any more).
+fn role_in(payload: &[u8]) -> EventRole {
+    match message::parse(payload, &ParseLimits::default()) {
+        Ok(Message::VoEvent(ev)) => ev.role,
+        _ => EventRole::Observation,
     }
 }
 

@@ -365,3 +365,63 @@ fn an_empty_segment_left_by_a_crash_is_removed() {
     drop(spool);
     assert_eq!(drain(&mut open(tmp.path(), SPOOL_BYTES_DEFAULT)).len(), 3);
 }
+
+/// A VOEvent with `role` (none: no attribute, observation by default).
+fn event_with_role(i: u64, role: Option<&str>) -> Delivery {
+    let attr = role.map_or(String::new(), |r| format!(" role=\"{r}\""));
+    let ivorn = format!("ivo://vtp.test/spool#{i}");
+    let mut d = delivery(
+        &ivorn,
+        format!(
+            "<voe:VOEvent xmlns:voe=\"http://www.ivoa.net/xml/VOEvent/v2.0\" version=\"2.0\" \
+             ivorn=\"{ivorn}\"{attr}><Who/></voe:VOEvent>"
+        )
+        .as_bytes(),
+    );
+    if role == Some("test") {
+        d.role = EventRole::Test;
+    }
+    d
+}
+
+#[test]
+fn a_version_1_spool_loads_its_roles_from_the_payloads_and_is_never_appended_to() {
+    let tmp = TempDir::new("spool-v1");
+    // Segment 1 as vtp wrote it before the role byte: format version 1, role bytes 0.
+    let mut file = format::header(1, 1).to_vec();
+    file[8..12].copy_from_slice(&1u32.to_le_bytes());
+    let old = [event_with_role(0, Some("test")), event_with_role(1, None)];
+    for (d, id) in old.iter().zip(1..) {
+        assert!(format::encode_entry(
+            id, &d.key, 0, &d.ivorn, &d.payload, &mut file
+        ));
+    }
+    fs::write(tmp.path().join(segment_name(1)), &file).unwrap();
+
+    let mut spool = open(tmp.path(), SPOOL_BYTES_DEFAULT);
+    assert_eq!(spool.pending(), 2);
+    // A new entry starts segment 2 (version 2) rather than joining the version 1 one.
+    let w = spool.write(vec![event_with_role(2, Some("test"))], &[], false);
+    assert_eq!(w.spooled[0].0, 3);
+    assert_eq!(
+        segment_files(tmp.path()),
+        [segment_name(1), segment_name(2)]
+    );
+    let seg2 = fs::read(tmp.path().join(segment_name(2))).unwrap();
+    assert!(matches!(
+        format::check_header(&seg2[..HEADER_LEN as usize]),
+        Header::Ours { version: 2, .. }
+    ));
+    drop(spool);
+
+    let mut spool = open(tmp.path(), SPOOL_BYTES_DEFAULT);
+    let back = drain(&mut spool);
+    let roles: Vec<EventRole> = back.iter().map(|(_, d)| d.role).collect();
+    assert_eq!(
+        roles,
+        [EventRole::Test, EventRole::Observation, EventRole::Test]
+    );
+    for ((_, d), original) in back.iter().zip(&old) {
+        assert_eq!((&d.ivorn, &d.payload), (&original.ivorn, &original.payload));
+    }
+}
