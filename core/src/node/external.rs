@@ -242,7 +242,7 @@ impl Node {
                     s.received += 1;
                 }
                 let source = Source::External(conn);
-                let frame = self.frame_event(&source, &ivorn, key, payload);
+                let frame = self.frame_event(&source, &ivorn, key, ev.role, payload);
                 self.persist(key, unix, evicted);
                 if let Some(frame) = frame {
                     self.accept_event(conn, source, ivorn, key, frame, &ev, remote);
