@@ -322,6 +322,8 @@ pub(crate) struct BrokerArgs {
     pub(crate) tls: ClientTls,
     #[command(flatten)]
     pub(crate) ops: Operations,
+    #[command(flatten)]
+    pub(crate) kafka: crate::kafka::KafkaArgs,
 }
 
 /// Metrics, health and status for operators.

@@ -9,7 +9,7 @@ use clap::{Args, ValueEnum};
 
 /// The Kafka bridge: read Kafka topics into the broker (GCN's VOEvents), publish accepted
 /// events to a topic.
-#[derive(Debug, Clone, Args, Default)]
+#[derive(Debug, Clone, Args, Default, PartialEq, Eq)]
 #[command(next_help_heading = "Kafka bridge")]
 pub(crate) struct KafkaArgs {
     /// Kafka brokers to start from, HOST:PORT[,HOST:PORT...].
@@ -106,8 +106,10 @@ pub(crate) enum KafkaSecurity {
     /// TLS.
     Ssl,
     /// SASL without TLS.
+    #[value(name = "sasl_plaintext", alias = "sasl-plaintext")]
     SaslPlaintext,
     /// SASL over TLS.
+    #[value(name = "sasl_ssl", alias = "sasl-ssl")]
     SaslSsl,
 }
 
@@ -137,6 +139,7 @@ pub(crate) struct KafkaPlan {
 }
 
 /// Most bytes of a secret file.
+#[cfg(feature = "kafka")]
 const SECRET_MAX: u64 = 64 * 1024;
 
 impl KafkaArgs {
@@ -204,7 +207,9 @@ pub(crate) fn plan(a: &KafkaArgs, local_ivo: Option<&str>) -> Result<Option<Kafk
             return Err(format!(
                 "--kafka-security {} needs --kafka-sasl-mechanism (PLAIN, SCRAM-SHA-256, \
                  SCRAM-SHA-512 or OAUTHBEARER)",
-                security.to_possible_value().map_or("sasl", |v| v.get_name()).to_owned()
+                security
+                    .to_possible_value()
+                    .map_or_else(|| "sasl".to_owned(), |v| v.get_name().to_owned())
             ));
         };
         config.sasl = Some(sasl(a, mechanism)?);
@@ -237,12 +242,15 @@ pub(crate) fn plan(a: &KafkaArgs, local_ivo: Option<&str>) -> Result<Option<Kafk
             },
         })
     };
-    let publish = a.kafka_publish.as_ref().map(|topic| vtp_host::kafka::PublishSettings {
-        config,
-        topic: topic.clone(),
-        test_events: a.kafka_publish_test,
-        backlog_bytes: a.kafka_publish_backlog_bytes,
-    });
+    let publish = a
+        .kafka_publish
+        .as_ref()
+        .map(|topic| vtp_host::kafka::PublishSettings {
+            config,
+            topic: topic.clone(),
+            test_events: a.kafka_publish_test,
+            backlog_bytes: a.kafka_publish_backlog_bytes,
+        });
     if let (Some(i), Some(p)) = (&ingest, &publish)
         && i.topics.iter().any(|t| t == &p.topic)
     {
@@ -311,12 +319,13 @@ fn sasl(a: &KafkaArgs, mechanism: SaslMechanism) -> Result<vtp_kafka::Sasl, Stri
 }
 
 /// The first line of `file`, else the environment variable `var`.
+#[cfg(feature = "kafka")]
 fn secret(file: Option<&Path>, flag: &str, var: &str) -> Result<String, String> {
     let text = match file {
         Some(path) => {
             use std::io::Read;
-            let f = std::fs::File::open(path)
-                .map_err(|e| format!("{flag} {}: {e}", path.display()))?;
+            let f =
+                std::fs::File::open(path).map_err(|e| format!("{flag} {}: {e}", path.display()))?;
             let mut text = String::new();
             f.take(SECRET_MAX + 1)
                 .read_to_string(&mut text)
@@ -374,6 +383,7 @@ mod tests {
         assert_eq!(default_group(Some("ivo://a/b#c d")), "vtp.a.b.c.d");
     }
 
+    #[cfg(feature = "kafka")]
     #[test]
     fn a_secret_is_the_first_line_of_its_file_and_bounded() {
         let dir = std::env::temp_dir().join(format!("vtp-secret-{}", std::process::id()));
@@ -382,13 +392,149 @@ mod tests {
         std::fs::write(&f, "hunter2\nignored\n").unwrap();
         assert_eq!(secret(Some(&f), "--x", "NOPE").unwrap(), "hunter2");
         std::fs::write(&f, "\n").unwrap();
-        assert!(secret(Some(&f), "--x", "NOPE").unwrap_err().contains("empty"));
+        assert!(
+            secret(Some(&f), "--x", "NOPE")
+                .unwrap_err()
+                .contains("empty")
+        );
         std::fs::write(&f, vec![b'a'; 70_000]).unwrap();
-        assert!(secret(Some(&f), "--x", "NOPE").unwrap_err().contains("larger than"));
+        assert!(
+            secret(Some(&f), "--x", "NOPE")
+                .unwrap_err()
+                .contains("larger than")
+        );
         let missing = secret(Some(&dir.join("none")), "--x", "NOPE").unwrap_err();
         assert!(missing.starts_with("--x "), "{missing}");
         let unset = secret(None, "--x", "VTP_TEST_SURELY_UNSET_VAR").unwrap_err();
         assert!(unset.contains("VTP_TEST_SURELY_UNSET_VAR"), "{unset}");
         let _ = std::fs::remove_dir_all(&dir);
+    }
+}
+
+/// The bridge while the broker runs: the publisher (a handler) and the ingest thread.
+#[derive(Debug, Default)]
+pub(crate) struct Bridge {
+    #[cfg(feature = "kafka")]
+    ingest: Option<vtp_host::kafka::IngestSettings>,
+    #[cfg(feature = "kafka")]
+    publish: Option<Arc<vtp_host::kafka::Publish>>,
+    #[cfg(feature = "kafka")]
+    running: Option<vtp_host::kafka::Ingest>,
+}
+
+/// Without the `kafka` feature, a Kafka flag is an error that says so.
+#[cfg(not(feature = "kafka"))]
+#[derive(Debug)]
+pub(crate) struct KafkaPlan;
+
+#[cfg(not(feature = "kafka"))]
+pub(crate) fn plan(a: &KafkaArgs, _local_ivo: Option<&str>) -> Result<Option<KafkaPlan>, String> {
+    if a.wanted() {
+        return Err(
+            "this vtp was built without the Kafka bridge (cargo feature `kafka`): rebuild with \
+             it, or drop the --kafka-* and --gcn-kafka flags"
+                .into(),
+        );
+    }
+    Ok(None)
+}
+
+impl Bridge {
+    /// Starts the publisher (if any); the ingest starts with [`Bridge::attach`].
+    ///
+    /// # Errors
+    ///
+    /// Its thread cannot be started.
+    #[cfg(feature = "kafka")]
+    pub(crate) fn new(plan: Option<KafkaPlan>) -> std::io::Result<Self> {
+        let Some(plan) = plan else {
+            return Ok(Self::default());
+        };
+        let publish = match plan.publish {
+            Some(p) => {
+                tracing::info!(
+                    "kafka: publishing accepted events to {} on {}{}",
+                    p.topic,
+                    p.config.bootstrap.join(","),
+                    if p.test_events {
+                        " (test events too)"
+                    } else {
+                        ""
+                    }
+                );
+                Some(Arc::new(vtp_host::kafka::Publish::spawn(p)?))
+            }
+            None => None,
+        };
+        Ok(Self {
+            ingest: plan.ingest,
+            publish,
+            running: None,
+        })
+    }
+
+    #[cfg(not(feature = "kafka"))]
+    pub(crate) fn new(_plan: Option<KafkaPlan>) -> std::io::Result<Self> {
+        Ok(Self::default())
+    }
+
+    /// The handlers the bridge adds (the publisher), after the ones of the flags.
+    pub(crate) fn handlers(&self) -> Vec<Arc<dyn vtp_host::handlers::Handler>> {
+        #[cfg(feature = "kafka")]
+        if let Some(p) = &self.publish {
+            return vec![Arc::new(vtp_host::kafka::PublishHandler(Arc::clone(p)))];
+        }
+        Vec::new()
+    }
+
+    /// Gives the loop the ingest's inbox and the effects its commits, and starts reading.
+    ///
+    /// # Errors
+    ///
+    /// The ingest thread cannot be started.
+    #[cfg(feature = "kafka")]
+    pub(crate) fn attach(
+        &mut self,
+        bound: vtp_host::net::Bound,
+        fx: vtp_host::effects::HostEffects,
+        pending_max: usize,
+    ) -> std::io::Result<(vtp_host::net::Bound, vtp_host::effects::HostEffects)> {
+        let Some(settings) = self.ingest.take() else {
+            return Ok((bound, fx));
+        };
+        let name = format!("kafka {}", settings.topics.join(","));
+        let (inbox, mut feeders, commits) =
+            vtp_host::external::channel(std::slice::from_ref(&name), pending_max);
+        let Some(feeder) = feeders.pop() else {
+            return Ok((bound, fx));
+        };
+        self.running = Some(vtp_host::kafka::Ingest::spawn(settings, feeder)?);
+        Ok((bound.with_externals(inbox), fx.with_externals(commits)))
+    }
+
+    #[cfg(not(feature = "kafka"))]
+    pub(crate) fn attach(
+        &mut self,
+        bound: vtp_host::net::Bound,
+        fx: vtp_host::effects::HostEffects,
+        _pending_max: usize,
+    ) -> std::io::Result<(vtp_host::net::Bound, vtp_host::effects::HostEffects)> {
+        Ok((bound, fx))
+    }
+
+    /// Stops reading (committing what is durable) and gives the publisher `grace` to send
+    /// what waits.
+    pub(crate) fn finish(self, grace: Duration) {
+        #[cfg(feature = "kafka")]
+        {
+            drop(self.running);
+            if let Some(p) = self.publish
+                && let Ok(p) = Arc::try_unwrap(p)
+            {
+                p.finish(grace);
+            }
+        }
+        #[cfg(not(feature = "kafka"))]
+        let _ = (self, grace);
     }
 }

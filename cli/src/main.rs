@@ -14,6 +14,7 @@
 mod args;
 mod banner;
 mod config_file;
+mod kafka;
 mod ops;
 mod reload;
 
@@ -286,6 +287,7 @@ fn broker(a: BrokerArgs, common: Common, argv: Vec<OsString>) -> Result<(), Fail
         plan.fds.as_ref(),
         reload,
         &a.ops,
+        plan.kafka,
     )
 }
 
@@ -298,6 +300,8 @@ struct BrokerPlan {
     options: Options,
     /// The file-descriptor budget (when asked for: it raises the soft limit).
     fds: Option<FdPlan>,
+    /// The Kafka bridge, when a Kafka flag asks for it.
+    kafka: Option<kafka::KafkaPlan>,
 }
 
 /// Builds and checks the broker's configuration from its arguments: endpoints, whitelists,
@@ -305,7 +309,7 @@ struct BrokerPlan {
 /// and fits the connection cap under it.
 fn broker_plan(a: &BrokerArgs, fds: bool) -> Result<BrokerPlan, Fail> {
     let listeners = listen_endpoints(a)?;
-    if listeners.is_empty() && a.subscribe.is_empty() {
+    if listeners.is_empty() && a.subscribe.is_empty() && !a.kafka.wanted() {
         return Err(usage(
             "nothing to do: give --receive, --broadcast and/or --subscribe HOST",
         ));
@@ -376,12 +380,14 @@ fn broker_plan(a: &BrokerArgs, fds: bool) -> Result<BrokerPlan, Fail> {
     let mut options = Options::default();
     options.outbox.bytes_max = a.outbox_bytes;
     let client_tls = client_tls(&a.tls, &config.upstreams)?;
+    let kafka = kafka::plan(&a.kafka, a.local_ivo.as_deref()).map_err(usage)?;
     Ok(BrokerPlan {
         config,
         listeners,
         client_tls,
         options,
         fds,
+        kafka,
     })
 }
 
@@ -648,8 +654,13 @@ fn dial(flag: &str, s: &str, default_port: u16) -> Result<DialAddr, Fail> {
     DialAddr::parse(s, default_port).map_err(|e| usage(format!("{flag}: {e}")))
 }
 
-fn build_handlers(h: &Handling, default_print: bool) -> Result<Option<Handlers>, Fail> {
-    let list = handler_list(h, default_print, false)?;
+fn build_handlers(
+    h: &Handling,
+    default_print: bool,
+    extra: &[Arc<dyn Handler>],
+) -> Result<Option<Handlers>, Fail> {
+    let mut list = handler_list(h, default_print, false)?;
+    list.extend(extra.iter().cloned());
     if list.is_empty() {
         return Ok(None);
     }
@@ -764,8 +775,11 @@ fn serve(
     fds: Option<&FdPlan>,
     reload: Option<reload::Setup>,
     ops_args: &Operations,
+    kafka: Option<kafka::KafkaPlan>,
 ) -> Result<(), Fail> {
-    let handlers = build_handlers(handling, false)?;
+    let mut bridge = kafka::Bridge::new(kafka)?;
+    let bridged = bridge.handlers();
+    let handlers = build_handlers(handling, false, &bridged)?;
     let handler_set = handlers.as_ref().map(Handlers::handler_set);
     let spool_bytes = match (&handlers, eventdb) {
         (Some(_), Some(_)) => handling.handler_spool_bytes,
@@ -808,6 +822,7 @@ fn serve(
     if let Some(tls) = client_tls {
         bound = bound.with_client_tls(tls);
     }
+    let (mut bound, fx) = bridge.attach(bound, fx, node.config().limits.external_pending_max)?;
     // systemd's Type=notify: ready once bound and the seen-index is loaded.
     let notifier = vtp_host::notify::Notifier::from_env()
         .map_err(|e| Fail(status::RUNTIME, format!("$NOTIFY_SOCKET: {e}")))?
@@ -834,7 +849,8 @@ fn serve(
             let (requester, reloads) = vtp_host::reload::channel();
             let mut reloader =
                 reload::Reloader::new(setup, requester, &bound, handler_set, spool_bytes > 0)
-                    .notifying(notifier.clone(), serving.clone());
+                    .notifying(notifier.clone(), serving.clone())
+                    .keeping(bridged);
             bound = bound.with_reloads(reloads);
             vtp_host::shutdown::on_signals_reloading(move || reloader.on_hup())?
         }
@@ -879,6 +895,7 @@ fn serve(
     }
     drop(ops);
     fx.finish(Duration::from_secs(5));
+    bridge.finish(Duration::from_secs(5));
     filter_counters.log();
     tracing::info!("stopped");
     if stdout_closed::closed() {
@@ -1158,6 +1175,7 @@ fn listen(a: ListenArgs, runtime: Runtime) -> Result<(), Fail> {
         None,
         None,
         &a.ops,
+        None,
     )
 }
 

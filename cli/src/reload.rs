@@ -54,6 +54,8 @@ pub(crate) struct Reloader {
     /// `status`) after it, applied or refused.
     notifier: Option<Arc<Notifier>>,
     status: String,
+    /// Handlers the flags do not make (the Kafka publisher): kept after every reload.
+    kept: Vec<Arc<dyn Handler>>,
 }
 
 impl Reloader {
@@ -73,6 +75,7 @@ impl Reloader {
             spooling,
             notifier: None,
             status: String::new(),
+            kept: Vec::new(),
         }
     }
 
@@ -81,6 +84,13 @@ impl Reloader {
     pub(crate) fn notifying(mut self, notifier: Option<Arc<Notifier>>, status: String) -> Self {
         self.notifier = notifier;
         self.status = status;
+        self
+    }
+
+    /// Keeps `handlers` (made from no flag of the file: the Kafka publisher) after the ones
+    /// a reload makes.
+    pub(crate) fn keeping(mut self, handlers: Vec<Arc<dyn Handler>>) -> Self {
+        self.kept = handlers;
         self
     }
 
@@ -150,6 +160,9 @@ impl Reloader {
         if new.outbox_bytes != started.outbox_bytes {
             restart.push("--outbox-bytes");
         }
+        if new.kafka != started.kafka {
+            restart.push("--kafka-* / --gcn-kafka (the Kafka bridge)");
+        }
         if new.ops.http != started.ops.http {
             restart.push("--http");
         }
@@ -213,7 +226,7 @@ impl Reloader {
     /// The new handlers, when the broker runs a handler pool; adding handlers to a broker
     /// started without any needs a restart (`None` then, with a warning).
     fn handlers(&self, new: &BrokerArgs) -> Result<Option<Vec<Arc<dyn Handler>>>, String> {
-        let list = crate::handler_list(&new.handling, false, false).map_err(|Fail(_, m)| m)?;
+        let mut list = crate::handler_list(&new.handling, false, false).map_err(|Fail(_, m)| m)?;
         if self.handlers.is_none() && !list.is_empty() {
             tracing::warn!(
                 "--print-event / --save-event / --cmd: handlers added to a broker started \
@@ -221,6 +234,7 @@ impl Reloader {
             );
             return Ok(None);
         }
+        list.extend(self.kept.iter().cloned());
         Ok(Some(list))
     }
 }

@@ -479,7 +479,11 @@ impl Publish {
 
     fn close(&mut self, grace: Duration) {
         {
-            let mut b = self.backlog.0.lock().unwrap_or_else(PoisonError::into_inner);
+            let mut b = self
+                .backlog
+                .0
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
             b.closed = true;
         }
         self.backlog.1.notify_all();
@@ -589,5 +593,24 @@ fn produce(
                 return;
             }
         }
+    }
+}
+
+/// The publisher as an event handler ([`crate::handlers`]): runs after the event's record is
+/// durable, with the other handlers (and through the handler spool when there is one).
+#[derive(Debug, Clone)]
+pub struct PublishHandler(pub Arc<Publish>);
+
+impl crate::handlers::Handler for PublishHandler {
+    fn name(&self) -> &str {
+        "kafka-publish"
+    }
+
+    fn handle(&self, d: &vtp_core::Delivery) -> Result<(), crate::handlers::HandlerError> {
+        if self.0.wants(d.role) {
+            // Never blocks; a full backlog is counted and logged by `offer`.
+            self.0.offer(Arc::clone(&d.ivorn), d.payload.clone());
+        }
+        Ok(())
     }
 }
