@@ -43,22 +43,15 @@ struct Slot {
     conn: Option<ConnId>,
     /// Latest commit per lane not yet taken by the feeder.
     commits: BTreeMap<u32, u64>,
-    /// Per lane: one past the last offset handed in, and the last committed offset; their
-    /// difference bounds what the node tracks for this source.
-    lanes: BTreeMap<u32, (u64, u64)>,
+    /// Per lane, the offsets handed in and not yet committed, ascending (offsets may have
+    /// gaps: compacted topics, transaction markers), and their number over all lanes: what
+    /// the node tracks for this source.
+    handed: BTreeMap<u32, VecDeque<u64>>,
+    outstanding: u64,
     /// The node refused a record (`Busy`): none is handed in until the next commit.
     blocked: bool,
     /// What each lane is, for log lines (a Kafka topic and partition), as the feeder named it.
     lane_names: BTreeMap<u32, Arc<str>>,
-}
-
-impl Slot {
-    fn outstanding(&self) -> u64 {
-        self.lanes
-            .values()
-            .map(|(next, done)| next.saturating_sub(*done))
-            .sum()
-    }
 }
 
 struct State {
@@ -121,7 +114,8 @@ pub fn channel(names: &[String], pending_max: usize) -> (Inbox, Vec<Feeder>, Com
                     name: Arc::from(n.as_str()),
                     conn: None,
                     commits: BTreeMap::new(),
-                    lanes: BTreeMap::new(),
+                    handed: BTreeMap::new(),
+                    outstanding: 0,
                     blocked: false,
                     lane_names: BTreeMap::new(),
                 })
@@ -167,7 +161,7 @@ impl Feeder {
             let slot = &s.sources[self.index];
             let full = s.queue.len() >= QUEUE_RECORDS
                 || (s.bytes > 0 && s.bytes + len > QUEUE_BYTES)
-                || slot.outstanding() >= shared.pending_max;
+                || slot.outstanding >= shared.pending_max;
             if !full {
                 break;
             }
@@ -181,11 +175,13 @@ impl Feeder {
                 .unwrap_or_else(PoisonError::into_inner)
                 .0;
         }
-        let lane = s.sources[self.index]
-            .lanes
-            .entry(at.lane)
-            .or_insert((at.offset, at.offset));
-        lane.0 = lane.0.max(at.offset + 1);
+        let slot = &mut s.sources[self.index];
+        let handed = slot.handed.entry(at.lane).or_default();
+        // A re-read (an offset not above the last) is not tracked again, as in the node.
+        if handed.back().is_none_or(|last| at.offset > *last) {
+            handed.push_back(at.offset);
+            slot.outstanding += 1;
+        }
         s.bytes += len;
         s.queue.push_back((self.index, item));
         let waker = s.waker.take();
@@ -233,7 +229,7 @@ impl Feeder {
 
     /// Records handed in and not yet committed, over every lane.
     pub fn outstanding(&self) -> u64 {
-        self.shared.lock().sources[self.index].outstanding()
+        self.shared.lock().sources[self.index].outstanding
     }
 
     /// The source's name.
@@ -261,8 +257,11 @@ impl Commits {
             return;
         };
         slot.commits.insert(lane, next_offset);
-        if let Some(l) = slot.lanes.get_mut(&lane) {
-            l.1 = l.1.max(next_offset);
+        if let Some(handed) = slot.handed.get_mut(&lane) {
+            while handed.front().is_some_and(|o| *o < next_offset) {
+                handed.pop_front();
+                slot.outstanding -= 1;
+            }
         }
         let unblocked = std::mem::take(&mut slot.blocked);
         let waker = if unblocked { s.waker.take() } else { None };
@@ -401,5 +400,82 @@ impl fmt::Debug for Feeder {
 impl fmt::Debug for Commits {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("Commits")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use vtp_core::driver::StoreOp;
+    use vtp_core::outbox::OutboxLimits;
+    use vtp_core::{Config, Delivery, Event};
+
+    /// Effects that report commits to the inbox and count persists (durable at once).
+    struct Fx(Commits, u64);
+
+    impl Effects for Fx {
+        fn store(&mut self, op: StoreOp) {
+            if matches!(op, StoreOp::Persist(_)) {
+                self.1 += 1;
+            }
+        }
+        fn deliver(&mut self, _: Delivery) {}
+        fn commit(&mut self, conn: ConnId, lane: u32, next_offset: u64) {
+            self.0.commit(conn, lane, next_offset);
+        }
+        fn event(&mut self, _: Event) {}
+    }
+
+    fn driver() -> Driver {
+        let mut c = Config::new(Some("ivo://vtp.test/broker".into()));
+        c.timing.test_event_interval = None;
+        let node = vtp_core::Node::new(
+            c,
+            Box::new(vtp_core::filter::NoFilterEngine),
+            1,
+            Instant::now(),
+            Duration::from_secs(1_700_000_000),
+        )
+        .expect("a valid config");
+        Driver::new(node, OutboxLimits::default())
+    }
+
+    fn event(n: u64) -> Bytes {
+        Bytes::from(format!(
+            "<?xml version='1.0'?><voe:VOEvent xmlns:voe='http://www.ivoa.net/xml/VOEvent/v2.0' \
+             ivorn='ivo://vtp.test/k#{n}' role='observation' version='2.0'>\
+             <Who><AuthorIVORN>ivo://vtp.test/a</AuthorIVORN></Who></voe:VOEvent>"
+        ))
+    }
+
+    #[test]
+    fn offsets_with_gaps_count_as_records_and_commits_free_room() {
+        let (inbox, mut feeders, commits) = channel(&["t".to_owned()], 2);
+        let feeder = feeders.pop().expect("one feeder");
+        let mut d = driver();
+        let mut fx = Fx(commits, 0);
+        let at = |offset| Position { lane: 0, offset };
+        let quick = Duration::from_millis(1);
+        assert_eq!(feeder.send(at(0), event(0), quick), Ok(true));
+        // A gap of a million offsets (a compacted topic) is one record more, not a million.
+        assert_eq!(feeder.send(at(1_000_000), event(1), quick), Ok(true));
+        assert_eq!(feeder.outstanding(), 2);
+        assert_eq!(
+            feeder.send(at(1_000_001), event(2), quick),
+            Ok(false),
+            "two outstanding: no room"
+        );
+        inbox.apply(&mut d, Instant::now(), &mut fx);
+        // The store is durable at once for these effects: the driver reports it.
+        d.handle_wakeup(Instant::now(), &mut fx);
+        assert_eq!(feeder.take_commits(), BTreeMap::from([(0, 1_000_001)]));
+        assert_eq!(feeder.outstanding(), 0);
+        assert_eq!(feeder.send(at(1_000_001), event(2), quick), Ok(true));
+        // A re-read (after a rewind) is queued but not counted again.
+        assert_eq!(feeder.send(at(5), event(0), quick), Ok(true));
+        assert_eq!(feeder.outstanding(), 1);
+        assert_eq!(fx.1, 2);
+        drop(inbox);
+        assert_eq!(feeder.send(at(1_000_002), event(3), quick), Err(Closed));
     }
 }

@@ -149,6 +149,8 @@ struct Reader {
     /// Topic errors already logged, so each is logged once.
     reported: BTreeMap<String, String>,
     lanes_full_logged: bool,
+    /// When a failed commit was last logged (at most one line per 30 s).
+    commit_failure_logged: Option<Instant>,
 }
 
 /// How long one poll waits at the broker, and a feeder for room: short, so a stop is quick.
@@ -173,6 +175,7 @@ impl Reader {
             backoff: Backoff::new(BackoffConfig::default(), seed),
             reported: BTreeMap::new(),
             lanes_full_logged: false,
+            commit_failure_logged: None,
         }
     }
 
@@ -315,10 +318,18 @@ impl Reader {
             }
             Err(e) => {
                 self.stats.errors.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(
-                    "{}: committing offsets failed (kept, retried): {e}",
-                    self.feeder.name()
-                );
+                let now = Instant::now();
+                if self
+                    .commit_failure_logged
+                    .is_none_or(|t| now.duration_since(t) >= Duration::from_secs(30))
+                {
+                    self.commit_failure_logged = Some(now);
+                    tracing::warn!(
+                        "{}: committing offsets failed (kept, retried; logged at most every \
+                         30 s): {e}",
+                        self.feeder.name()
+                    );
+                }
             }
         }
     }
@@ -510,9 +521,9 @@ impl Drop for Publish {
     }
 }
 
-/// The producer thread: takes from the backlog into the producer's bounded queue, flushes,
-/// backs off while the broker cannot be reached; ends once closed and drained (or at once if
-/// the broker stays unreachable after the close).
+/// The producer thread: moves events from the backlog into the producer's bounded queue,
+/// flushes, and after a failed flush waits out the back-off before the next (events arriving
+/// meanwhile only queue). Ends once closed and drained, or at the first failure after the close.
 fn produce(
     settings: PublishSettings,
     backlog: Arc<(Mutex<Backlog>, std::sync::Condvar)>,
@@ -527,34 +538,41 @@ fn produce(
         }
     };
     let mut backoff = Backoff::new(BackoffConfig::default(), u64::from(std::process::id()));
+    let mut retry_at: Option<Instant> = None;
     let (lock, cv) = &*backlog;
     loop {
-        // Move what waits into the producer's queue, as far as it takes.
         let closed = {
             let mut b = lock.lock().unwrap_or_else(PoisonError::into_inner);
-            if b.queue.is_empty() && producer.pending() == 0 && !b.closed {
+            // Sleep while there is nothing to do, or until the back-off ends.
+            let idle = b.queue.is_empty() && producer.pending() == 0;
+            let waiting = retry_at.is_some_and(|t| t > Instant::now());
+            if !b.closed && (idle || waiting) {
+                let nap = retry_at.map_or(Duration::from_millis(500), |t| {
+                    t.saturating_duration_since(Instant::now())
+                });
                 b = cv
-                    .wait_timeout(b, Duration::from_millis(500))
+                    .wait_timeout(b, nap.min(Duration::from_millis(500)))
                     .unwrap_or_else(PoisonError::into_inner)
                     .0;
             }
             while let Some((ivorn, payload)) = b.queue.pop_front() {
                 let len = payload.len();
                 let key = bytes::Bytes::copy_from_slice(ivorn.as_bytes());
-                match producer.send(&topic, Some(key), payload.clone()) {
-                    Ok(_) => b.bytes -= len,
-                    Err(_) => {
-                        b.queue.push_front((ivorn, payload));
-                        break;
-                    }
+                if producer.send(&topic, Some(key), payload.clone()).is_ok() {
+                    b.bytes -= len;
+                } else {
+                    // The producer's queue is full: the rest waits in the backlog.
+                    b.queue.push_front((ivorn, payload));
+                    break;
                 }
             }
             stats.backlog_bytes.store(b.bytes as u64, Ordering::Relaxed);
             b.closed
         };
-        if producer.pending() > 0 {
+        if producer.pending() > 0 && retry_at.is_none_or(|t| t <= Instant::now() || closed) {
             match producer.flush(Duration::from_secs(2)) {
                 Ok(reports) => {
+                    retry_at = None;
                     backoff.connection_ended(Duration::MAX);
                     for r in reports {
                         stats.backlog.fetch_sub(1, Ordering::Relaxed);
@@ -574,16 +592,19 @@ fn produce(
                 Err(e) => {
                     stats.errors.fetch_add(1, Ordering::Relaxed);
                     if closed {
-                        tracing::warn!("kafka publish to {topic}: {e}; stopping anyway");
+                        tracing::warn!(
+                            "kafka publish to {topic}: {e}; stopping with {} events not \
+                             published",
+                            stats.backlog.load(Ordering::Relaxed)
+                        );
                         return;
                     }
                     let delay = backoff.next_delay();
+                    retry_at = Some(Instant::now() + delay);
                     tracing::warn!(
                         "kafka publish to {topic}: {e}; retrying in {:.1} s",
                         delay.as_secs_f64()
                     );
-                    let b = lock.lock().unwrap_or_else(PoisonError::into_inner);
-                    let _ = cv.wait_timeout(b, delay);
                 }
             }
         }
