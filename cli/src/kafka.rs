@@ -1,7 +1,9 @@
 //! `vtp broker`'s Kafka bridge flags (cargo feature `kafka`): what they mean, checked at
 //! start, turned into the host's ingest and publish settings (`vtp_host::kafka`).
 
-use std::path::{Path, PathBuf};
+#[cfg(feature = "kafka")]
+use std::path::Path;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -353,6 +355,7 @@ fn secret(file: Option<&Path>, flag: &str, var: &str) -> Result<String, String> 
 
 /// A group id from the local IVO, stable across restarts: `vtp.example.org.broker` for
 /// `ivo://example.org/broker`.
+#[cfg(feature = "kafka")]
 pub(crate) fn default_group(local_ivo: Option<&str>) -> String {
     let ivo = local_ivo.unwrap_or("ivo://vtp/unnamed");
     let body = ivo.strip_prefix("ivo://").unwrap_or(ivo);
@@ -373,6 +376,7 @@ pub(crate) fn default_group(local_ivo: Option<&str>) -> String {
 mod tests {
     use super::*;
 
+    #[cfg(feature = "kafka")]
     #[test]
     fn the_default_group_is_stable_and_safe() {
         assert_eq!(

@@ -17,11 +17,15 @@
 //! What the handshake may take (time, how many at once) is the core's decision: see
 //! [`Node::handle_accept_tls`](vtp_core::Node::handle_accept_tls).
 
-use std::io::{self, IoSlice, Write};
+#[cfg(feature = "tls")]
+use std::io::IoSlice;
+use std::io::{self, Write};
 use std::time::Instant;
 
+#[cfg(feature = "tls")]
+use vtp_core::CloseReason;
 use vtp_core::driver::{Driver, Effects, Flush};
-use vtp_core::{CloseReason, ConnId, ListenerRole, Peer};
+use vtp_core::{ConnId, ListenerRole, Peer};
 
 /// Most bytes of TLS records queued for a socket (64 KiB) before the connection's outbox
 /// waits.
@@ -228,6 +232,8 @@ impl Transport {
     /// Best effort, for a connection being dropped: writes the TLS records still pending (an
     /// alert, a close_notify) without waiting.
     pub fn flush_final<W: Write>(&mut self, sock: &mut W) {
+        #[cfg(not(feature = "tls"))]
+        let _ = sock;
         match self {
             Self::Plain => {}
             #[cfg(feature = "tls")]
