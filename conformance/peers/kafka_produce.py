@@ -4,7 +4,8 @@ Usage: kafka_produce.py BOOTSTRAP < records.jsonl
 
 Each input line is a JSON object: {"topic": str, "partition": int or null, "key": base64 or
 null, "value": base64, "compression": "none"|"gzip"|"snappy"|"lz4"|"zstd"}. Records of one
-compression type go through one KafkaProducer (acks=all), in input order. For each record one
+compression type go through one KafkaProducer (acks=all, requests up to 32 MiB so a test can
+send a record far over vtp's bounds), in input order. For each record one
 line "produced TOPIC PARTITION OFFSET" is printed, then "done N" once all are acknowledged.
 """
 import base64
@@ -29,6 +30,7 @@ def main():
                 acks="all",
                 compression_type=None if comp == "none" else comp,
                 linger_ms=50,
+                max_request_size=32 << 20,
                 request_timeout_ms=15000,
             )
         key = rec.get("key")

@@ -63,7 +63,9 @@ impl RawSubscriber {
             let reply = match message::parse(&f, &Default::default()).expect("a valid frame") {
                 Message::VoEvent(ev) => {
                     let ack = message::build_ack(&ev.ivorn, None, TS);
-                    self.stream.write_all(&ack).ok()?;
+                    // The event arrived even if the ack cannot go back (a broker killed with
+                    // our acks unread resets the connection): the next read reports the end.
+                    let _ = self.stream.write_all(&ack);
                     return Some(f);
                 }
                 Message::Transport(t) if t.role.as_str() == "iamalive" => {
