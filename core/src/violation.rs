@@ -99,6 +99,14 @@ pub enum Violation {
     /// is naked with [`NAK_STORE_UNAVAILABLE`](crate::node::NAK_STORE_UNAVAILABLE), not
     /// recorded. Not the author's fault; it may send the event again.
     StoreUnavailable,
+    /// A record of an external source is larger than the node takes: `max` is the bound that
+    /// refused it (the node's frame limit, or the host's on the records it reads).
+    Oversize {
+        /// The record's size in bytes.
+        len: u64,
+        /// The bound.
+        max: u64,
+    },
     /// An upstream sent an ack or a nak, though we send it nothing to answer: ignored.
     UnsolicitedReceipt {
         /// `Ack` or `Nak`.
@@ -118,7 +126,7 @@ pub enum Violation {
 
 impl Violation {
     /// Every value [`Violation::kind`] returns.
-    pub const KINDS: [&'static str; 12] = [
+    pub const KINDS: [&'static str; 13] = [
         "framing",
         "unparsable",
         "not_an_event",
@@ -128,6 +136,7 @@ impl Violation {
         "schema",
         "seen_quota",
         "store_unavailable",
+        "oversize",
         "unsolicited_receipt",
         "not_our_receipt",
         "other",
@@ -147,6 +156,7 @@ impl Violation {
             Self::Schema(_) => "schema",
             Self::SeenQuota => "seen_quota",
             Self::StoreUnavailable => "store_unavailable",
+            Self::Oversize { .. } => "oversize",
             Self::UnsolicitedReceipt { .. } => "unsolicited_receipt",
             Self::NotOurReceipt { .. } => "not_our_receipt",
         }
@@ -207,6 +217,10 @@ impl fmt::Display for Violation {
                 f.write_str("Event rejected: seen-index quota for this source exhausted; try later")
             }
             Self::StoreUnavailable => f.write_str(crate::node::NAK_STORE_UNAVAILABLE),
+            Self::Oversize { len, max } => write!(
+                f,
+                "Event rejected: {len} bytes, over the limit of {max} bytes for one event"
+            ),
             Self::UnsolicitedReceipt { role } => write!(
                 f,
                 "upstream sent an unsolicited {} receipt, ignored",
@@ -354,6 +368,10 @@ mod tests {
                 Violation::StoreUnavailable,
                 "Event rejected: storage unavailable at this broker; not recorded, try again later"
                     .into(),
+            ),
+            (
+                Violation::Oversize { len: 5, max: 4 },
+                "Event rejected: 5 bytes, over the limit of 4 bytes for one event".into(),
             ),
             (
                 Violation::UnsolicitedReceipt {

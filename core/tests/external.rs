@@ -220,7 +220,7 @@ fn skipped_records_are_reported_with_their_position_and_committed_in_order() {
         })
         .collect();
     assert!(
-        reasons[0].contains("exceeds the limit of 1048576 bytes"),
+        reasons[0].contains("over the limit of 1048576 bytes"),
         "{reasons:?}"
     );
     assert_eq!(commits(&h.take()), [(3, 17), (3, 18)]);

@@ -239,13 +239,14 @@ impl Feeder {
 }
 
 impl Commits {
-    /// Where `at` is in the source `conn`, as its feeder named the lane: `SOURCE LANE-NAME
-    /// offset N` (or `SOURCE lane L offset N`); `None` if `conn` is not a source of this inbox.
+    /// Where `at` is in the source `conn`: `LANE-NAME offset N` as its feeder named the lane
+    /// (`gcn.classic.voevent.TEST partition 0 offset 17`), else `SOURCE lane L offset N`;
+    /// `None` if `conn` is not a source of this inbox.
     pub fn describe(&self, conn: ConnId, at: Position) -> Option<String> {
         let s = self.0.lock();
         let slot = s.sources.iter().find(|x| x.conn == Some(conn))?;
         Some(match slot.lane_names.get(&at.lane) {
-            Some(lane) => format!("{} {lane} offset {}", slot.name, at.offset),
+            Some(lane) => format!("{lane} offset {}", at.offset),
             None => format!("{} lane {} offset {}", slot.name, at.lane, at.offset),
         })
     }

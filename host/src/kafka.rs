@@ -22,7 +22,6 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use vtp_core::backoff::{Backoff, BackoffConfig};
-use vtp_core::frame::FrameError;
 use vtp_core::{Position, Violation};
 use vtp_kafka::{Consumer, Item, StartFrom};
 
@@ -270,12 +269,10 @@ impl Reader {
                 let taken = match &item {
                     Item::Record(r) => self.feeder.send(at, r.value.clone(), SEND_WAIT)?,
                     Item::Oversize(o) => {
-                        let reason = Violation::Frame(FrameError::TooLong {
-                            len: u32::try_from(o.size).unwrap_or(u32::MAX),
-                            max: u32::try_from(self.settings.config.bounds.record_value_max)
-                                .unwrap_or(u32::MAX),
-                            swapped: None,
-                        });
+                        let reason = Violation::Oversize {
+                            len: o.size as u64,
+                            max: self.settings.config.bounds.record_value_max as u64,
+                        };
                         self.feeder.skip(at, reason, SEND_WAIT)?
                     }
                 };

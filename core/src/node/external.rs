@@ -13,7 +13,6 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Instant;
 
-use crate::frame::FrameError;
 use crate::message::{self, Message};
 use crate::output::{Action, ConnId, ConnRole, Event, Position, Remote, Source};
 use crate::seen::{EventKey, Seen, SeenSource};
@@ -138,17 +137,12 @@ impl Node {
         }
         let tracked = source.track(at);
         let max = self.config.limits.frame_len_max;
-        let checked = match u32::try_from(payload.len()) {
-            Ok(len) if len <= max => self.external_event(conn, payload, now),
+        let checked = if payload.len() <= max as usize {
+            self.external_event(conn, payload, now)
+        } else {
             // Too long to forward in a VTP frame: no subscriber would take it.
-            len => Err((
-                None,
-                Violation::Frame(FrameError::TooLong {
-                    len: len.unwrap_or(u32::MAX),
-                    max,
-                    swapped: None,
-                }),
-            )),
+            let (len, max) = (payload.len() as u64, u64::from(max));
+            Err((None, Violation::Oversize { len, max }))
         };
         match checked {
             Ok(()) => {
