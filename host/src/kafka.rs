@@ -375,6 +375,9 @@ pub struct PublishStats {
     pub backlog_bytes: AtomicU64,
     /// Failed sends (each retried).
     pub errors: AtomicU64,
+    /// 0 from a failed send until the next success, else 1 (the producer connects with the
+    /// first event, so an idle publisher reads 1).
+    pub up: AtomicU64,
 }
 
 /// What the publisher produces, and where.
@@ -417,6 +420,7 @@ impl Publish {
     pub fn spawn(settings: PublishSettings) -> std::io::Result<Self> {
         let backlog = Arc::new((Mutex::new(Backlog::default()), std::sync::Condvar::new()));
         let stats = Arc::new(PublishStats::default());
+        stats.up.store(1, Ordering::Relaxed);
         let (b, st, s) = (Arc::clone(&backlog), Arc::clone(&stats), settings.clone());
         let handle = std::thread::Builder::new()
             .name("vtp-kafka-publish".into())
@@ -556,6 +560,7 @@ fn produce(
             match producer.flush(Duration::from_secs(2)) {
                 Ok(reports) => {
                     backoff.connection_ended(Duration::MAX);
+                    stats.up.store(1, Ordering::Relaxed);
                     for r in reports {
                         stats.backlog.fetch_sub(1, Ordering::Relaxed);
                         match r.result {
@@ -573,6 +578,7 @@ fn produce(
                 }
                 Err(e) => {
                     stats.errors.fetch_add(1, Ordering::Relaxed);
+                    stats.up.store(0, Ordering::Relaxed);
                     if closed {
                         tracing::warn!("kafka publish to {topic}: {e}; stopping anyway");
                         return;
