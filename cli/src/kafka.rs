@@ -385,7 +385,7 @@ fn secret(file: Option<&Path>, flag: &str, var: &str) -> Result<String, String> 
 
 /// A group id from the local IVO, stable across restarts: `vtp.example.org.broker` for
 /// `ivo://example.org/broker`.
-#[cfg_attr(not(feature = "kafka"), allow(dead_code))]
+#[cfg(feature = "kafka")]
 pub(crate) fn default_group(local_ivo: Option<&str>) -> String {
     let ivo = local_ivo.unwrap_or("ivo://vtp/unnamed");
     let body = ivo.strip_prefix("ivo://").unwrap_or(ivo);
@@ -406,6 +406,7 @@ pub(crate) fn default_group(local_ivo: Option<&str>) -> String {
 mod tests {
     use super::*;
 
+    #[cfg(feature = "kafka")]
     #[test]
     fn the_default_group_is_stable_and_safe() {
         assert_eq!(
