@@ -75,7 +75,7 @@ pub(crate) struct KafkaArgs {
     #[arg(long, value_name = "SCOPE")]
     pub(crate) kafka_oidc_scope: Option<String>,
     /// NASA GCN's Kafka with this client id (from gcn.nasa.gov/quickstart): bootstrap
-    /// kafka.DOMAIN:9092, sasl_ssl, OAUTHBEARER with OIDC at https://auth.DOMAIN/oauth2/token,
+    /// kafka.DOMAIN:9092, sasl_ssl, OAUTHBEARER with OIDC at `https://auth.DOMAIN/oauth2/token`,
     /// as GCN's own clients; subscribes to gcn.classic.voevent.* unless --kafka-subscribe says
     /// otherwise. Needs --gcn-kafka-secret-file.
     #[arg(long, value_name = "CLIENT_ID")]
