@@ -21,6 +21,7 @@
 #            reads the topic back (not timed): EVENTS records, EVENTS distinct keys.
 #            vtp-bench's own submissions/s is printed beside it: the publish rate cannot
 #            exceed it.
+# WORKLOADS (default "ingest latency publish") picks what runs.
 #
 # Every vtp has a fresh event database (durability before-reply: each event's record is on
 # disk before it is forwarded, published or its offset committed). Each figure also prints
@@ -34,6 +35,7 @@ EVENTS="${EVENTS:-20000}"
 SUBSCRIBERS="${SUBSCRIBERS:-10}"
 PACED_EVENTS="${PACED_EVENTS:-1000}"
 PACED_RATE="${PACED_RATE:-100}"
+WORKLOADS="${WORKLOADS:-ingest latency publish}"
 
 work="$(mktemp -d "${TMPDIR:-/tmp}/vtp-bench-kafka.XXXXXX")"
 pids=()
@@ -88,7 +90,9 @@ vtp() {
     recv="$(sed -n 's/.*listening for authors on 127.0.0.1:\([0-9]*\).*/\1/p' "$log")"
     bcast="$(sed -n 's/.*listening for subscribers on 127.0.0.1:\([0-9]*\).*/\1/p' "$log")"
     http="$(sed -n 's/.*HTTP endpoint on http:\/\/127.0.0.1:\([0-9]*\).*/\1/p' "$log")"
-    [ -n "$bcast" ] && [ -n "$http" ] && return 0
+    if [ -n "$bcast" ] && [ -n "$http" ]; then
+      case " $* " in *" --receive "*) [ -n "$recv" ] && return 0 ;; *) return 0 ;; esac
+    fi
     sleep 0.05
   done
   echo "bench-kafka: vtp $name did not start:" >&2
@@ -119,6 +123,9 @@ json() { "$py" -c 'import json,sys; print(json.loads(sys.stdin.read().strip().sp
 
 echo "== machine: $(nproc) cores ($(uname -m)), shared; tansu $("$tansu" --version 2>&1 | head -n 1)"
 
+want() { case " $WORKLOADS " in *" $1 "*) return 0 ;; *) return 1 ;; esac; }
+
+if want ingest; then
 echo "== ingest: $EVENTS events of $(wc -c <"$event") bytes, Kafka -> vtp -> $SUBSCRIBERS subscribers"
 "$py" "$helper" produce "$kafka" bench.ingest "$EVENTS" "$event" "$tag-i" | sed 's/^/   (setup) /'
 gate="$(free_port)"
@@ -138,7 +145,9 @@ wall_ms="$(json wall_ms <"$work/ingest.out")"
 echo "   vtp CPU per event: $(json broker_cpu_us_per_event <"$work/ingest.out" 2>/dev/null || echo '?') µs; metrics at the end:"
 kafka_metrics
 kill "$vtp_pid"
+fi
 
+if want latency; then
 echo "== latency: $PACED_EVENTS events at $PACED_RATE/s, Kafka -> vtp -> 1 subscriber"
 vtp paced --broadcast 127.0.0.1:0 --kafka-bootstrap "$kafka" --kafka-subscribe bench.paced \
   --kafka-start latest --kafka-group bench.paced
@@ -146,7 +155,9 @@ wait_metric 'vtp_kafka_up{role="consumer"}' 1 30
 "$py" "$helper" latency "$kafka" bench.paced "127.0.0.1:$bcast" "$PACED_EVENTS" "$PACED_RATE" \
   "$event" "$tag-p" | sed 's/^/   /'
 kill "$vtp_pid"
+fi
 
+if want publish; then
 echo "== publish: $EVENTS events from authors -> vtp -> Kafka"
 vtp publish --receive 127.0.0.1:0 --broadcast 127.0.0.1:0 --kafka-bootstrap "$kafka" \
   --kafka-publish bench.publish
@@ -163,3 +174,4 @@ echo "   metrics at the end:"
 kafka_metrics
 kill "$vtp_pid"
 "$py" "$helper" verify "$kafka" bench.publish "$EVENTS" 300 | sed 's/^/   (check) /'
+fi
