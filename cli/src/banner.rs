@@ -7,7 +7,8 @@
 //! subscribers: plain tcp:8099; whitelist 10.0.0.0/8; at most 64 connections per address
 //! event database /var/lib/vtp, durability before-reply (acks and forwards wait for the record on disk); seen-index up to 500000 events for 30 days
 //! upstreams: tls:gcn.example:8099
-//! handlers: save-event to /srv/events; cmd /usr/local/bin/alert (timeout 30 s); handler spool up to 256 MiB
+//! handlers: save-event to /srv/events; cmd /usr/local/bin/alert (timeout 30 s); kafka-publish; handler spool up to 256 MiB
+//! kafka: bootstrap kafka.gcn.nasa.gov:9092; security sasl_ssl, SASL OAUTHBEARER; reading gcn.classic.voevent.* as group vtp.example.org.broker (start latest where the group has no offset); publishing to vtp.events (backlog up to 64 MiB)
 //! filters sent upstream: none
 //! ```
 
@@ -36,6 +37,10 @@ pub(crate) struct Banner<'a> {
     pub(crate) spool_bytes: u64,
     /// The runtime.
     pub(crate) runtime: Runtime,
+    /// Handlers no flag of `handling` names (the Kafka publisher).
+    pub(crate) bridged: &'a [std::sync::Arc<dyn vtp_host::handlers::Handler>],
+    /// The Kafka bridge's line, if it runs.
+    pub(crate) kafka: Option<String>,
 }
 
 impl Banner<'_> {
@@ -74,6 +79,7 @@ impl Banner<'_> {
             .collect();
         lines.push(format!("upstreams: {}", list(&upstreams)));
         lines.push(format!("handlers: {}", self.handlers()));
+        lines.extend(self.kafka.clone());
         let filters: Vec<String> = c.filters.iter().map(|f| format!("{f:?}")).collect();
         lines.push(format!("filters sent upstream: {}", list(&filters)));
         lines
@@ -164,6 +170,7 @@ impl Banner<'_> {
                 crate::args::StdoutFormat::Jsonl => "stdout as jsonl".to_owned(),
             });
         }
+        parts.extend(self.bridged.iter().map(|h| h.name().to_owned()));
         if parts.is_empty() {
             return "none".to_owned();
         }
@@ -211,7 +218,7 @@ fn list(items: &[String]) -> String {
 }
 
 /// `256 MiB`, `3 KiB` or `1000 bytes`.
-fn bytes(n: u64) -> String {
+pub(crate) fn bytes(n: u64) -> String {
     match n {
         n if n >= 1 << 20 && n % (1 << 20) == 0 => format!("{} MiB", n >> 20),
         n if n >= 1 << 10 && n % (1 << 10) == 0 => format!("{} KiB", n >> 10),

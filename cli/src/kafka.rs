@@ -75,7 +75,7 @@ pub(crate) struct KafkaArgs {
     #[arg(long, value_name = "SCOPE")]
     pub(crate) kafka_oidc_scope: Option<String>,
     /// NASA GCN's Kafka with this client id (from gcn.nasa.gov/quickstart): bootstrap
-    /// kafka.DOMAIN:9092, sasl_ssl, OAUTHBEARER with OIDC at https://auth.DOMAIN/oauth2/token,
+    /// kafka.DOMAIN:9092, sasl_ssl, OAUTHBEARER with OIDC at `https://auth.DOMAIN/oauth2/token`,
     /// as GCN's own clients; subscribes to gcn.classic.voevent.* unless --kafka-subscribe says
     /// otherwise. Needs --gcn-kafka-secret-file.
     #[arg(long, value_name = "CLIENT_ID")]
@@ -138,6 +138,36 @@ pub(crate) enum SaslMechanism {
 pub(crate) struct KafkaPlan {
     pub(crate) ingest: Option<vtp_host::kafka::IngestSettings>,
     pub(crate) publish: Option<vtp_host::kafka::PublishSettings>,
+}
+
+/// What the bridge runs with, for the banner and /status: names and places, never a secret.
+#[cfg(feature = "kafka")]
+fn info(plan: &KafkaPlan) -> vtp_host::ops::KafkaInfo {
+    use vtp_kafka::Security;
+    let config = match (&plan.ingest, &plan.publish) {
+        (Some(i), _) => &i.config,
+        (None, Some(p)) => &p.config,
+        (None, None) => return vtp_host::ops::KafkaInfo::default(),
+    };
+    vtp_host::ops::KafkaInfo {
+        bootstrap: config.bootstrap.clone(),
+        security: match config.security {
+            Security::Plaintext => "plaintext",
+            Security::Ssl => "ssl",
+            Security::SaslPlaintext => "sasl_plaintext",
+            Security::SaslSsl => "sasl_ssl",
+        },
+        sasl: config.sasl.as_ref().map(vtp_kafka::Sasl::mechanism),
+        consumer: plan.ingest.as_ref().map(|i| vtp_host::ops::ConsumerInfo {
+            topics: i.topics.clone(),
+            group: i.group.clone(),
+            start: match i.start {
+                vtp_kafka::StartFrom::Earliest => "earliest",
+                _ => "latest",
+            },
+        }),
+        publish_topic: plan.publish.as_ref().map(|p| p.topic.clone()),
+    }
 }
 
 /// Most bytes of a secret file.
@@ -424,6 +454,12 @@ pub(crate) struct Bridge {
     publish: Option<Arc<vtp_host::kafka::Publish>>,
     #[cfg(feature = "kafka")]
     running: Option<vtp_host::kafka::Ingest>,
+    /// What it runs with (for the banner and /status).
+    #[cfg(feature = "kafka")]
+    info: Option<vtp_host::ops::KafkaInfo>,
+    /// Extra words for the banner: the publish backlog's bound, test events.
+    #[cfg(feature = "kafka")]
+    publish_note: String,
 }
 
 /// Without the `kafka` feature, a Kafka flag is an error that says so.
@@ -454,6 +490,18 @@ impl Bridge {
         let Some(plan) = plan else {
             return Ok(Self::default());
         };
+        let info = info(&plan);
+        let publish_note = plan.publish.as_ref().map_or_else(String::new, |p| {
+            format!(
+                " (backlog up to {}{})",
+                crate::banner::bytes(p.backlog_bytes as u64),
+                if p.test_events {
+                    ", test events too"
+                } else {
+                    ""
+                }
+            )
+        });
         let publish = match plan.publish {
             Some(p) => {
                 tracing::info!(
@@ -474,7 +522,54 @@ impl Bridge {
             ingest: plan.ingest,
             publish,
             running: None,
+            info: Some(info),
+            publish_note,
         })
+    }
+
+    /// The banner's line for the bridge (never a secret), if it runs.
+    #[cfg(feature = "kafka")]
+    pub(crate) fn banner(&self) -> Option<String> {
+        let info = self.info.as_ref()?;
+        let mut line = format!(
+            "kafka: bootstrap {}; security {}",
+            info.bootstrap.join(","),
+            info.security
+        );
+        if let Some(m) = info.sasl {
+            line.push_str(&format!(", SASL {m}"));
+        }
+        if let Some(c) = &info.consumer {
+            line.push_str(&format!(
+                "; reading {} as group {} (start {} where the group has no offset)",
+                c.topics.join(", "),
+                c.group,
+                c.start
+            ));
+        }
+        if let Some(t) = &info.publish_topic {
+            line.push_str(&format!("; publishing to {t}{}", self.publish_note));
+        }
+        Some(line)
+    }
+
+    #[cfg(not(feature = "kafka"))]
+    pub(crate) fn banner(&self) -> Option<String> {
+        None
+    }
+
+    /// Lets the metrics read the bridge's counters (after [`Bridge::attach`]).
+    pub(crate) fn attach_metrics(&self, metrics: &vtp_host::ops::Metrics) {
+        #[cfg(feature = "kafka")]
+        if let Some(info) = &self.info {
+            metrics.attach_kafka(
+                info.clone(),
+                self.running.as_ref().map(vtp_host::kafka::Ingest::stats),
+                self.publish.as_ref().map(|p| p.stats()),
+            );
+        }
+        #[cfg(not(feature = "kafka"))]
+        let _ = metrics;
     }
 
     #[cfg(not(feature = "kafka"))]

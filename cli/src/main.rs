@@ -801,6 +801,8 @@ fn serve(
         eventdb,
         spool_bytes,
         runtime,
+        bridged: &bridged,
+        kafka: bridge.banner(),
     }
     .log();
     if let Some(fds) = fds {
@@ -871,6 +873,7 @@ fn serve(
         &node.config().upstreams,
         (store_probe, handlers_probe),
         &filter_counters,
+        &bridge,
     )?;
     // systemd's WatchdogSec: pings while the loop turns, none once it stops turning.
     let watchdog = match (&notifier, watchdog) {

@@ -32,6 +32,7 @@ pub(crate) fn start(
     upstreams: &[Upstream],
     probes: (Option<StoreProbe>, Option<HandlersProbe>),
     filters: &FilterCounters,
+    bridge: &crate::kafka::Bridge,
 ) -> Result<(Ops, Observer), Fail> {
     let listeners = bound
         .addrs()
@@ -67,6 +68,7 @@ pub(crate) fn start(
         metrics.attach_handlers(p);
     }
     filters.attach(&metrics);
+    bridge.attach_metrics(&metrics);
     #[cfg(not(feature = "http"))]
     http_unavailable(args)?;
     let stats = match args.stats_interval {

@@ -383,6 +383,9 @@ pub struct PublishStats {
     pub backlog_bytes: AtomicU64,
     /// Failed sends (each retried).
     pub errors: AtomicU64,
+    /// 0 from a failed send until the next success, else 1 (the producer connects with the
+    /// first event, so an idle publisher reads 1).
+    pub up: AtomicU64,
 }
 
 /// What the publisher produces, and where.
@@ -425,6 +428,7 @@ impl Publish {
     pub fn spawn(settings: PublishSettings) -> std::io::Result<Self> {
         let backlog = Arc::new((Mutex::new(Backlog::default()), std::sync::Condvar::new()));
         let stats = Arc::new(PublishStats::default());
+        stats.up.store(1, Ordering::Relaxed);
         let (b, st, s) = (Arc::clone(&backlog), Arc::clone(&stats), settings.clone());
         let handle = std::thread::Builder::new()
             .name("vtp-kafka-publish".into())
@@ -571,6 +575,7 @@ fn produce(
                 Ok(reports) => {
                     retry_at = None;
                     backoff.connection_ended(Duration::MAX);
+                    stats.up.store(1, Ordering::Relaxed);
                     for r in reports {
                         stats.backlog.fetch_sub(1, Ordering::Relaxed);
                         match r.result {
@@ -588,6 +593,7 @@ fn produce(
                 }
                 Err(e) => {
                     stats.errors.fetch_add(1, Ordering::Relaxed);
+                    stats.up.store(0, Ordering::Relaxed);
                     if closed {
                         tracing::warn!(
                             "kafka publish to {topic}: {e}; stopping with {} events not \

@@ -19,8 +19,9 @@
 //!   later turn, so a reader never makes the loop wait; readers copy the board a few hundred
 //!   entries at a time;
 //! - the store worker ([`StoreProbe`]: health, commit times), the handlers
-//!   ([`HandlersProbe`]: drops) and the filter engine ([`FilterCounts`]) are read where they
-//!   are, at read time.
+//!   ([`HandlersProbe`]: drops), the filter engine ([`FilterCounts`]) and the Kafka bridge
+//!   (its ingest's and publisher's counters, [`KafkaSnapshot`]) are read where they are, at
+//!   read time.
 //!
 //! Readers: [`Metrics::snapshot`] (every number at once), [`Metrics::health`] (healthy or why
 //! not), [`Metrics::status`] (the board), the stats line ([`stats`]) and, with the cargo
@@ -39,6 +40,7 @@
 mod board;
 #[cfg(feature = "http")]
 pub mod http;
+mod kafka;
 mod observer;
 #[cfg(feature = "http")]
 mod render;
@@ -59,6 +61,7 @@ use crate::store::{CommitSnapshot, StoreProbe};
 
 use board::StatusBoard;
 pub use board::{Subscriber, UpstreamState, UpstreamStatus};
+pub use kafka::{ConsumerInfo, ConsumerSnapshot, KafkaInfo, KafkaSnapshot, ProducerSnapshot};
 pub use observer::Observer;
 
 /// The shared side of the node's metrics: cheap to clone, read from any thread.
@@ -142,8 +145,8 @@ fn nak_index(reason: &str) -> usize {
 pub struct Snapshot {
     /// How long the metrics have been kept (since the node started).
     pub uptime: Duration,
-    /// Events received, by [`SOURCES`]: accepted, duplicates, naked (authors) and invalid
-    /// events acked and dropped (upstreams).
+    /// Events received, by [`SOURCES`]: accepted, duplicates, naked (authors), invalid
+    /// events acked and dropped (upstreams) and records skipped (external sources).
     pub received: [u64; 3],
     /// New events accepted, by [`SOURCES`].
     pub accepted: [u64; 3],
@@ -181,6 +184,8 @@ pub struct Snapshot {
     pub loop_turns: u64,
     /// Time since the loop last turned.
     pub loop_idle: Duration,
+    /// The Kafka bridge, when it runs.
+    pub kafka: Option<KafkaSnapshot>,
 }
 
 impl Snapshot {
@@ -298,6 +303,7 @@ impl Metrics {
             store: OnceLock::new(),
             handlers: OnceLock::new(),
             filters: OnceLock::new(),
+            kafka: OnceLock::new(),
         });
         let observer = Observer::new(Arc::clone(&shared));
         (Self(shared), observer)
@@ -318,9 +324,29 @@ impl Metrics {
         let _ = self.0.filters.set(Box::new(source));
     }
 
+    /// Reads the Kafka bridge's counters (its ingest's, its publisher's, each if it runs)
+    /// from now on; `info` is what it was started with.
+    #[cfg(feature = "kafka")]
+    pub fn attach_kafka(
+        &self,
+        info: KafkaInfo,
+        ingest: Option<Arc<crate::kafka::IngestStats>>,
+        publish: Option<Arc<crate::kafka::PublishStats>>,
+    ) {
+        let _ = self
+            .0
+            .kafka
+            .set(kafka::KafkaProbe::new(info, ingest, publish));
+    }
+
     /// What the node is and serves.
     pub fn info(&self) -> &NodeInfo {
         &self.0.info
+    }
+
+    /// What the Kafka bridge was started with, when it runs.
+    pub fn kafka_info(&self) -> Option<&KafkaInfo> {
+        self.0.kafka.get().map(|k| &k.info)
     }
 
     /// Every number now.
@@ -370,6 +396,14 @@ impl Metrics {
             }),
             loop_turns: load(&c.turns),
             loop_idle: self.loop_idle(),
+            kafka: s.kafka.get().map(|k| KafkaSnapshot {
+                skipped: NAK_REASONS
+                    .into_iter()
+                    .zip(&c.external_skipped)
+                    .map(|(reason, n)| (reason, load(n)))
+                    .collect(),
+                ..k.read()
+            }),
         }
     }
 
@@ -477,6 +511,7 @@ struct Shared {
     store: OnceLock<StoreProbe>,
     handlers: OnceLock<HandlersProbe>,
     filters: OnceLock<FilterSource>,
+    kafka: OnceLock<kafka::KafkaProbe>,
 }
 
 /// Written by the loop only; read by anyone.
@@ -486,6 +521,8 @@ struct Counters {
     accepted: [AtomicU64; 3],
     duplicates: [AtomicU64; 3],
     naks: [AtomicU64; NAK_REASONS.len()],
+    /// Records of external sources skipped, by kind of fault ([`NAK_REASONS`]).
+    external_skipped: [AtomicU64; NAK_REASONS.len()],
     upstream_invalid: AtomicU64,
     forwards: AtomicU64,
     handler_deliveries: AtomicU64,

@@ -78,6 +78,10 @@ impl Observer {
                 }
             }
             Event::Rejected { reason, .. } => self.nak(reason.kind()),
+            Event::ExternalSkipped { reason, .. } => {
+                add(&c.external_skipped[nak_index(reason.kind())], 1);
+                add(&c.received[2], 1);
+            }
             Event::ProtocolViolation { conn, detail } => self.violation(*conn, detail),
             Event::Refused { cause, .. } => {
                 if let Some(i) = RefusalCause::ALL.iter().position(|c| c == cause) {

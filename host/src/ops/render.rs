@@ -12,7 +12,7 @@ use serde::Serialize;
 use vtp_core::RefusalCause;
 use vtp_core::time::format_utc;
 
-use super::{Health, Metrics, ROLES, SOURCES, Snapshot, Subscriber};
+use super::{Health, KafkaInfo, KafkaSnapshot, Metrics, ROLES, SOURCES, Snapshot, Subscriber};
 
 /// Subscribers listed in `/status` at most (the count is always given).
 pub const STATUS_SUBSCRIBERS_MAX: usize = 10_000;
@@ -45,8 +45,9 @@ impl Collector for Scrape {
         labelled(
             &mut e,
             "vtp_events_received",
-            "Events received: from authors (accepted, duplicates, naked) and from upstreams \
-             (accepted, duplicates, invalid ones dropped)",
+            "Events received: from authors (accepted, duplicates, naked), from upstreams \
+             (accepted, duplicates, invalid ones dropped) and external sources (accepted, \
+             duplicates, skipped)",
             "source",
             sources(&s.received),
         )?;
@@ -230,6 +231,9 @@ impl Collector for Scrape {
             m.metric_type(),
         )?;
         m.encode(enc)?;
+        if let Some(k) = &s.kafka {
+            kafka(&mut e, k)?;
+        }
         // No `process_open_fds`: listing /proc/self/fd takes ~10 ms with 10,000 connections.
         if let Some(rss) = self.rss {
             gauge(
@@ -241,6 +245,91 @@ impl Collector for Scrape {
         }
         Ok(())
     }
+}
+
+/// The Kafka bridge's series: the consumer's only when it reads, the producer's only when it
+/// publishes.
+fn kafka(e: &mut DescriptorEncoder, k: &KafkaSnapshot) -> Result<(), fmt::Error> {
+    let mut records = Vec::new();
+    let mut up = Vec::new();
+    let mut errors = Vec::new();
+    if let Some(c) = &k.consumer {
+        records.push(("in", c.records));
+        up.push(("consumer", u64::from(c.up)));
+        errors.push(("consumer", c.errors));
+    }
+    if let Some(p) = &k.producer {
+        records.push(("out", p.published));
+        up.push(("producer", u64::from(p.up)));
+        errors.push(("producer", p.errors));
+    }
+    labelled(
+        e,
+        "vtp_kafka_records",
+        "Kafka records: read and handed to the node (in), events published and acknowledged \
+         (out)",
+        "direction",
+        records,
+    )?;
+    family(
+        e,
+        "vtp_kafka_up",
+        "1 while the consumer's last poll succeeded; 0 from a failed publish until the next \
+         success (producer)",
+        MetricType::Gauge,
+        "role",
+        up,
+    )?;
+    labelled(
+        e,
+        "vtp_kafka_errors",
+        "Failed Kafka requests (polls, commits, publishes; each retried)",
+        "role",
+        errors,
+    )?;
+    if let Some(c) = &k.consumer {
+        labelled(
+            e,
+            "vtp_kafka_skipped",
+            "Kafka records skipped (not a VOEvent, failed checks, over the size bound), by \
+             the kind of fault",
+            "reason",
+            k.skipped.clone(),
+        )?;
+        gauge(
+            e,
+            "vtp_kafka_consumer_lag",
+            "Records not yet read, summed over the partitions, at the last poll",
+            c.lag,
+        )?;
+        counter(
+            e,
+            "vtp_kafka_commits",
+            "Offsets committed to the consumer group (once the events' records are durable)",
+            c.commits,
+        )?;
+    }
+    if let Some(p) = &k.producer {
+        gauge(
+            e,
+            "vtp_kafka_publish_backlog",
+            "Events waiting to be published",
+            p.backlog,
+        )?;
+        gauge(
+            e,
+            "vtp_kafka_publish_backlog_bytes",
+            "Bytes of events waiting in the publish backlog",
+            p.backlog_bytes,
+        )?;
+        counter(
+            e,
+            "vtp_kafka_publish_overflow",
+            "Events not published because the backlog was full",
+            p.overflow,
+        )?;
+    }
+    Ok(())
 }
 
 fn counter(e: &mut DescriptorEncoder, name: &str, help: &str, v: u64) -> Result<(), fmt::Error> {
@@ -342,6 +431,10 @@ pub(super) fn status(metrics: &Metrics, health: &Health) -> String {
             commit_failures: st.commits.failed,
         }),
         last_event: s.last_event_unix.and_then(stamp_secs),
+        kafka: metrics
+            .kafka_info()
+            .zip(s.kafka.as_ref())
+            .map(|(info, k)| KafkaJson::new(info, k)),
     };
     // Serialising plain data to a String cannot fail.
     serde_json::to_string_pretty(&body).unwrap_or_default() + "\n"
@@ -370,6 +463,86 @@ struct Status<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     store: Option<StoreJson>,
     last_event: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    kafka: Option<KafkaJson<'a>>,
+}
+
+/// The Kafka bridge in `/status`.
+#[derive(Serialize)]
+struct KafkaJson<'a> {
+    bootstrap: &'a [String],
+    security: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    sasl_mechanism: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    consumer: Option<ConsumerJson<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    producer: Option<ProducerJson<'a>>,
+}
+
+#[derive(Serialize)]
+struct ConsumerJson<'a> {
+    topics: &'a [String],
+    group: &'a str,
+    start: &'static str,
+    up: bool,
+    lag: u64,
+    records: u64,
+    /// Only the reasons that occurred.
+    skipped: std::collections::BTreeMap<&'static str, u64>,
+    oversize: u64,
+    commits: u64,
+    errors: u64,
+}
+
+#[derive(Serialize)]
+struct ProducerJson<'a> {
+    topic: &'a str,
+    up: bool,
+    published: u64,
+    backlog: u64,
+    backlog_bytes: u64,
+    overflow: u64,
+    errors: u64,
+}
+
+impl<'a> KafkaJson<'a> {
+    fn new(info: &'a KafkaInfo, k: &KafkaSnapshot) -> Self {
+        Self {
+            bootstrap: &info.bootstrap,
+            security: info.security,
+            sasl_mechanism: info.sasl,
+            consumer: info
+                .consumer
+                .as_ref()
+                .zip(k.consumer)
+                .map(|(i, c)| ConsumerJson {
+                    topics: &i.topics,
+                    group: &i.group,
+                    start: i.start,
+                    up: c.up,
+                    lag: c.lag,
+                    records: c.records,
+                    skipped: k.skipped.iter().filter(|(_, n)| *n > 0).copied().collect(),
+                    oversize: c.oversize,
+                    commits: c.commits,
+                    errors: c.errors,
+                }),
+            producer: info
+                .publish_topic
+                .as_deref()
+                .zip(k.producer)
+                .map(|(topic, p)| ProducerJson {
+                    topic,
+                    up: p.up,
+                    published: p.published,
+                    backlog: p.backlog,
+                    backlog_bytes: p.backlog_bytes,
+                    overflow: p.overflow,
+                    errors: p.errors,
+                }),
+        }
+    }
 }
 
 #[derive(Serialize)]

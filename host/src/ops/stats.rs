@@ -5,12 +5,20 @@
 //! stats (last 300 s): 12 events in (10 from authors, 2 from upstreams), 11 accepted,
 //! 2400 forwarded, 1 naked, 0 duplicates; 200 subscribers, 1 of 1 upstreams up
 //! ```
+//!
+//! With the Kafka bridge, the events from Kafka are in the count and its numbers follow:
+//!
+//! ```text
+//! stats (last 300 s): 40 events in (0 from authors, 0 from upstreams, 40 from Kafka), ...;
+//! kafka: 41 records in, 1 skipped, lag 0, consumer up; 40 published, backlog 0 (0 bytes),
+//! 0 dropped, producer up
+//! ```
 
 use std::sync::mpsc::{self, RecvTimeoutError, Sender};
 use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
-use super::{Metrics, Snapshot};
+use super::{KafkaSnapshot, Metrics, Snapshot};
 
 /// The interval of `vtp broker` and `vtp listen` (`--stats-interval`).
 pub const STATS_INTERVAL_DEFAULT: Duration = Duration::from_secs(300);
@@ -61,24 +69,62 @@ pub fn line(before: &Snapshot, now: &Snapshot, interval: Duration) -> String {
     let d = |a: u64, b: u64| b.saturating_sub(a);
     let authors = d(before.received[0], now.received[0]);
     let upstreams = d(before.received[1], now.received[1]);
-    let accepted = d(
-        before.accepted[0] + before.accepted[1],
-        now.accepted[0] + now.accepted[1],
-    );
-    let duplicates = d(
-        before.duplicates[0] + before.duplicates[1],
-        now.duplicates[0] + now.duplicates[1],
-    );
-    format!(
-        "stats (last {} s): {} events in ({authors} from authors, {upstreams} from upstreams), \
-         {accepted} accepted, {} forwarded, {} naked, {duplicates} duplicates; {} subscribers, \
-         {} of {} upstreams up",
+    let kafka = d(before.received[2], now.received[2]);
+    let sum = |v: &[u64; 3]| v.iter().sum::<u64>();
+    let accepted = d(sum(&before.accepted), sum(&now.accepted));
+    let duplicates = d(sum(&before.duplicates), sum(&now.duplicates));
+    let from_kafka = match now.kafka {
+        Some(_) => format!(", {kafka} from Kafka"),
+        None => String::new(),
+    };
+    let mut line = format!(
+        "stats (last {} s): {} events in ({authors} from authors, {upstreams} from \
+         upstreams{from_kafka}), {accepted} accepted, {} forwarded, {} naked, {duplicates} \
+         duplicates; {} subscribers, {} of {} upstreams up",
         interval.as_secs(),
-        authors + upstreams,
+        authors + upstreams + kafka,
         d(before.forwards, now.forwards),
         d(before.naks_total(), now.naks_total()),
         now.subscribers(),
         now.upstreams_up(),
         now.upstreams.len(),
-    )
+    );
+    if let Some(k) = &now.kafka {
+        line.push_str(&kafka_part(before.kafka.as_ref(), k));
+    }
+    line
+}
+
+/// `; kafka: 12 records in, 1 skipped, lag 0, consumer up; 11 published, backlog 0 (0 bytes),
+/// 0 dropped, producer up`: the consumer's part only when it reads, the producer's only when
+/// it publishes.
+fn kafka_part(before: Option<&KafkaSnapshot>, now: &KafkaSnapshot) -> String {
+    let d = |a: u64, b: u64| b.saturating_sub(a);
+    let up = |up: bool| if up { "up" } else { "down" };
+    let mut parts = Vec::new();
+    if let Some(c) = &now.consumer {
+        let was = before.and_then(|b| b.consumer).unwrap_or_default();
+        let skipped = d(
+            before.map_or(0, KafkaSnapshot::skipped_total),
+            now.skipped_total(),
+        );
+        parts.push(format!(
+            "{} records in, {skipped} skipped, lag {}, consumer {}",
+            d(was.records, c.records),
+            c.lag,
+            up(c.up)
+        ));
+    }
+    if let Some(p) = &now.producer {
+        let was = before.and_then(|b| b.producer).unwrap_or_default();
+        parts.push(format!(
+            "{} published, backlog {} ({} bytes), {} dropped, producer {}",
+            d(was.published, p.published),
+            p.backlog,
+            p.backlog_bytes,
+            d(was.overflow, p.overflow),
+            up(p.up)
+        ));
+    }
+    format!("; kafka: {}", parts.join("; "))
 }

@@ -352,3 +352,190 @@ fn the_prometheus_text_and_the_status_json_carry_the_counts() {
     assert_eq!(json["counters"]["naks"]["unparsable"], 1);
     assert_eq!(json["healthy"], true);
 }
+
+/// Opens an external source on the rig's node and hands it `records` (a `None` is a record
+/// skipped unread, as an oversize Kafka record is).
+fn external(rig: &mut Rig, records: &[Option<Vec<u8>>]) {
+    let now = rig.now;
+    rig.driver.with_node(&mut rig.fx, |node| {
+        let conn = node.open_external("kafka t", now);
+        for (offset, r) in (0u64..).zip(records) {
+            let at = vtp_core::Position { lane: 0, offset };
+            match r {
+                Some(payload) => node.handle_external(conn, at, payload, now).unwrap(),
+                None => {
+                    let reason = vtp_core::Violation::Frame(vtp_core::frame::FrameError::TooLong {
+                        len: 2_000_000,
+                        max: 1_000_000,
+                        swapped: None,
+                    });
+                    node.skip_external(conn, at, reason, now).unwrap();
+                }
+            }
+        }
+    });
+    rig.settle();
+}
+
+#[test]
+fn records_skipped_from_an_external_source_are_counted_by_kind() {
+    let mut rig = Rig::new();
+    external(
+        &mut rig,
+        &[
+            Some(event(1)),
+            Some(b"<not-xml".to_vec()),
+            None,
+            Some(event(1)),
+        ],
+    );
+    let s = rig.metrics.snapshot();
+    assert_eq!(s.received, [0, 0, 4]);
+    assert_eq!(s.accepted, [0, 0, 1]);
+    assert_eq!(s.duplicates, [0, 0, 1]);
+    assert_eq!(s.naks_total(), 0, "a skipped record is not a nak");
+    assert!(s.kafka.is_none(), "no bridge attached: no Kafka numbers");
+}
+
+#[cfg(feature = "kafka")]
+mod kafka {
+    use std::sync::Arc;
+    use std::sync::atomic::Ordering;
+
+    use super::*;
+    use crate::kafka::{IngestStats, PublishStats};
+
+    fn info() -> KafkaInfo {
+        KafkaInfo {
+            bootstrap: vec!["127.0.0.1:9092".into()],
+            security: "plaintext",
+            sasl: None,
+            consumer: Some(ConsumerInfo {
+                topics: vec!["gcn.classic.voevent.*".into()],
+                group: "vtp.test".into(),
+                start: "earliest",
+            }),
+            publish_topic: Some("vtp.events".into()),
+        }
+    }
+
+    /// A rig with the bridge attached: its stats, for the test to move.
+    fn bridged() -> (Rig, Arc<IngestStats>, Arc<PublishStats>) {
+        let rig = Rig::new();
+        let (ingest, publish) = (
+            Arc::new(IngestStats::default()),
+            Arc::new(PublishStats::default()),
+        );
+        rig.metrics.attach_kafka(
+            info(),
+            Some(Arc::clone(&ingest)),
+            Some(Arc::clone(&publish)),
+        );
+        (rig, ingest, publish)
+    }
+
+    #[test]
+    fn the_bridge_s_counters_are_read_where_they_are_kept() {
+        let (mut rig, ingest, publish) = bridged();
+        ingest.records.store(3, Ordering::Relaxed);
+        ingest.lag.store(7, Ordering::Relaxed);
+        ingest.up.store(1, Ordering::Relaxed);
+        publish.published.store(2, Ordering::Relaxed);
+        publish.backlog.store(1, Ordering::Relaxed);
+        publish.overflow.store(4, Ordering::Relaxed);
+        external(&mut rig, &[Some(event(1)), Some(b"<x".to_vec()), None]);
+        let k = rig.metrics.snapshot().kafka.unwrap();
+        let c = k.consumer.unwrap();
+        assert_eq!((c.records, c.lag, c.up), (3, 7, true));
+        let p = k.producer.unwrap();
+        assert_eq!((p.published, p.backlog, p.overflow, p.up), (2, 1, 4, false));
+        assert_eq!(k.skipped_total(), 2);
+        assert!(k.skipped.contains(&("unparsable", 1)), "{:?}", k.skipped);
+        assert!(k.skipped.contains(&("framing", 1)), "{:?}", k.skipped);
+        assert_eq!(
+            rig.metrics.kafka_info().unwrap().publish_topic.as_deref(),
+            Some("vtp.events")
+        );
+    }
+
+    #[test]
+    fn the_stats_line_adds_kafka() {
+        let (mut rig, ingest, publish) = bridged();
+        let before = rig.metrics.snapshot();
+        ingest.records.store(2, Ordering::Relaxed);
+        ingest.up.store(1, Ordering::Relaxed);
+        publish.published.store(1, Ordering::Relaxed);
+        publish.up.store(1, Ordering::Relaxed);
+        external(&mut rig, &[Some(event(1)), Some(b"<x".to_vec())]);
+        let line = stats::line(&before, &rig.metrics.snapshot(), Duration::from_secs(300));
+        assert_eq!(
+            line,
+            "stats (last 300 s): 2 events in (0 from authors, 0 from upstreams, 2 from Kafka), \
+             1 accepted, 0 forwarded, 0 naked, 0 duplicates; 0 subscribers, 0 of 0 upstreams \
+             up; kafka: 2 records in, 1 skipped, lag 0, consumer up; 1 published, backlog 0 \
+             (0 bytes), 0 dropped, producer up"
+        );
+    }
+
+    #[cfg(feature = "http")]
+    #[test]
+    fn the_prometheus_text_and_the_status_json_carry_the_bridge() {
+        let (mut rig, ingest, publish) = bridged();
+        ingest.records.store(3, Ordering::Relaxed);
+        ingest.lag.store(7, Ordering::Relaxed);
+        ingest.up.store(1, Ordering::Relaxed);
+        ingest.commits.store(2, Ordering::Relaxed);
+        publish.published.store(2, Ordering::Relaxed);
+        publish.backlog_bytes.store(512, Ordering::Relaxed);
+        publish.errors.store(5, Ordering::Relaxed);
+        external(&mut rig, &[Some(b"<x".to_vec())]);
+        let text = render::prometheus(&rig.metrics);
+        for line in [
+            "vtp_kafka_records_total{direction=\"in\"} 3",
+            "vtp_kafka_records_total{direction=\"out\"} 2",
+            "vtp_kafka_up{role=\"consumer\"} 1",
+            "vtp_kafka_up{role=\"producer\"} 0",
+            "vtp_kafka_errors_total{role=\"producer\"} 5",
+            "vtp_kafka_skipped_total{reason=\"unparsable\"} 1",
+            "vtp_kafka_skipped_total{reason=\"framing\"} 0",
+            "vtp_kafka_consumer_lag 7",
+            "vtp_kafka_commits_total 2",
+            "vtp_kafka_publish_backlog 0",
+            "vtp_kafka_publish_backlog_bytes 512",
+            "vtp_kafka_publish_overflow_total 0",
+            "vtp_events_received_total{source=\"external\"} 1",
+        ] {
+            assert!(
+                text.lines().any(|l| l == line),
+                "{line} missing from\n{text}"
+            );
+        }
+        let json: serde_json::Value =
+            serde_json::from_str(&render::status(&rig.metrics, &Health::Ok)).unwrap();
+        let k = &json["kafka"];
+        assert_eq!(k["bootstrap"][0], "127.0.0.1:9092");
+        assert_eq!(k["security"], "plaintext");
+        assert_eq!(k["consumer"]["topics"][0], "gcn.classic.voevent.*");
+        assert_eq!(k["consumer"]["group"], "vtp.test");
+        assert_eq!(k["consumer"]["start"], "earliest");
+        assert_eq!(k["consumer"]["up"], true);
+        assert_eq!(k["consumer"]["lag"], 7);
+        assert_eq!(k["consumer"]["records"], 3);
+        assert_eq!(k["consumer"]["commits"], 2);
+        assert_eq!(k["consumer"]["skipped"]["unparsable"], 1);
+        assert_eq!(k["producer"]["topic"], "vtp.events");
+        assert_eq!(k["producer"]["published"], 2);
+        assert_eq!(k["producer"]["backlog_bytes"], 512);
+        assert_eq!(k["producer"]["up"], false);
+    }
+
+    #[cfg(feature = "http")]
+    #[test]
+    fn without_the_bridge_there_is_no_kafka_section() {
+        let rig = Rig::new();
+        assert!(!render::prometheus(&rig.metrics).contains("vtp_kafka"));
+        let json: serde_json::Value =
+            serde_json::from_str(&render::status(&rig.metrics, &Health::Ok)).unwrap();
+        assert!(json.get("kafka").is_none());
+    }
+}
