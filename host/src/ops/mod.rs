@@ -118,8 +118,9 @@ pub const ROLES: [&str; 5] = ["author", "subscriber", "upstream", "submission", 
 
 /// Every value of the `reason` label of `vtp_naks_total`: the kinds of fault an author's
 /// submission is naked for ([`Violation::kind`]), `store_unavailable` for a new event the
-/// store cannot record now, and `other` for any other.
-pub const NAK_REASONS: [&str; 9] = [
+/// store cannot record now, `oversize` for an external source's record over the size bound,
+/// and `other` for any other.
+pub const NAK_REASONS: [&str; 10] = [
     "framing",
     "unparsable",
     "not_an_event",
@@ -128,6 +129,7 @@ pub const NAK_REASONS: [&str; 9] = [
     "schema",
     "seen_quota",
     "store_unavailable",
+    "oversize",
     "other",
 ];
 

@@ -364,11 +364,10 @@ fn external(rig: &mut Rig, records: &[Option<Vec<u8>>]) {
             match r {
                 Some(payload) => node.handle_external(conn, at, payload, now).unwrap(),
                 None => {
-                    let reason = vtp_core::Violation::Frame(vtp_core::frame::FrameError::TooLong {
+                    let reason = vtp_core::Violation::Oversize {
                         len: 2_000_000,
                         max: 1_000_000,
-                        swapped: None,
-                    });
+                    };
                     node.skip_external(conn, at, reason, now).unwrap();
                 }
             }
@@ -451,7 +450,7 @@ mod kafka {
         assert_eq!((p.published, p.backlog, p.overflow, p.up), (2, 1, 4, false));
         assert_eq!(k.skipped_total(), 2);
         assert!(k.skipped.contains(&("unparsable", 1)), "{:?}", k.skipped);
-        assert!(k.skipped.contains(&("framing", 1)), "{:?}", k.skipped);
+        assert!(k.skipped.contains(&("oversize", 1)), "{:?}", k.skipped);
         assert_eq!(
             rig.metrics.kafka_info().unwrap().publish_topic.as_deref(),
             Some("vtp.events")
