@@ -207,3 +207,52 @@ impl fmt::Display for KeyId {
 /// Longest armour accepted: 64 KiB, the convention's comment bound
 /// ([`vtp_core::signature::COMMENT_LEN_MAX`]).
 pub const ARMOUR_LEN_MAX: usize = convention::COMMENT_LEN_MAX;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PAYLOAD: &[u8] = b"<VOEvent ivorn=\"ivo://a.b/c#1\" role=\"test\"/>";
+
+    #[test]
+    fn undecodable_armour_is_malformed_not_a_panic() {
+        let keyring = Keyring::new();
+        for armour in [
+            "",
+            "junk",
+            "-----BEGIN PGP SIGNATURE-----\n\n!!!!\n-----END PGP SIGNATURE-----",
+            "-----BEGIN PGP SIGNATURE-----\n\nAAAA\n=AAAA\n-----END PGP SIGNATURE-----",
+            "-----BEGIN PGP PUBLIC KEY BLOCK-----\n\nAAAA\n-----END PGP PUBLIC KEY BLOCK-----",
+        ] {
+            let status = verify(&keyring, PAYLOAD, armour);
+            assert_eq!(status.name(), "malformed", "{armour:?}: {status}");
+        }
+        let long = "A".repeat(ARMOUR_LEN_MAX + 1);
+        assert_eq!(
+            verify(&keyring, PAYLOAD, &long),
+            Status::Malformed(MalformedReason::TooLong)
+        );
+    }
+
+    #[test]
+    fn the_convention_decides_unsigned_and_malformed() {
+        let keyring = Keyring::new();
+        let element = 0..PAYLOAD.len();
+        assert_eq!(
+            verify_payload(&keyring, PAYLOAD, element.clone()),
+            Status::Unsigned
+        );
+        let twice = [
+            PAYLOAD,
+            b"<!--=====BEGIN PGP SIGNATURE=====\n=====END PGP SIGNATURE=====-->".as_slice(),
+            b"<!--=====BEGIN PGP SIGNATURE=====\n=====END PGP SIGNATURE=====-->",
+        ]
+        .concat();
+        assert_eq!(
+            verify_payload(&keyring, &twice, element),
+            Status::Malformed(MalformedReason::Convention(
+                convention::Malformed::TwoSignatures
+            ))
+        );
+    }
+}

@@ -132,8 +132,9 @@ fn gnupg_verifies_what_our_signer_signs() {
             other => panic!("{other:?}"),
         };
         let dir = gpg.home.path();
-        fs::write(dir.join("event.bin"), &signed[found.signed.clone()]).unwrap();
-        fs::write(dir.join("event.asc"), &found.armour).unwrap();
+        fs::write(dir.join("event.bin"), &signed[found.signed.clone()])
+            .expect("file in the gpg home");
+        fs::write(dir.join("event.asc"), &found.armour).expect("file in the gpg home");
         let out = gpg.run(&["--status-fd", "1", "--verify", "event.asc", "event.bin"]);
         let text = String::from_utf8_lossy(&out.stderr);
         assert!(
@@ -194,7 +195,8 @@ fn key_files_over_a_bound_are_refused_clearly() {
     let long_uid = format!("{} <long@example.org>", "x".repeat(1_500));
     let long = gpg.gen_key(&long_uid, "ed25519", "");
     let file = gpg.home.path().join("long.asc");
-    fs::write(&file, gpg.run_ok(&["--export", "--armor", &long]).stdout).unwrap();
+    fs::write(&file, gpg.run_ok(&["--export", "--armor", &long]).stdout)
+        .expect("file in the gpg home");
     let err = Keyring::load(&[&file]).expect_err("long user id");
     assert!(
         matches!(
@@ -209,7 +211,7 @@ fn key_files_over_a_bound_are_refused_clearly() {
     // Not a key, a secret key, a missing file: each its own error.
     let err = Keyring::new().add("junk", b"hello").expect_err("junk");
     assert!(err.to_string().starts_with("junk: "), "{err}");
-    let secret = fs::read(gpg.export_secret(&key, "")).unwrap();
+    let secret = fs::read(gpg.export_secret(&key, "")).expect("file in the gpg home");
     let err = Keyring::new()
         .add("secret.asc", &secret)
         .expect_err("secret");
@@ -340,7 +342,7 @@ impl Gpg {
             args.push("--armor");
         }
         args.push(key);
-        fs::write(&file, self.run_ok(&args).stdout).unwrap();
+        fs::write(&file, self.run_ok(&args).stdout).expect("file in the gpg home");
         Keyring::load(&[file]).expect("keyring")
     }
 
@@ -354,14 +356,14 @@ impl Gpg {
             "--armor",
             key,
         ]);
-        fs::write(&file, out.stdout).unwrap();
+        fs::write(&file, out.stdout).expect("file in the gpg home");
         file
     }
 
     /// `gpg --detach-sign --armor` of `bytes` with `key`.
     fn detach_sign(&self, key: &str, bytes: &[u8], extra: &[&str]) -> String {
         let dir = self.home.path();
-        fs::write(dir.join("element.bin"), bytes).unwrap();
+        fs::write(dir.join("element.bin"), bytes).expect("file in the gpg home");
         let _ = fs::remove_file(dir.join("element.asc"));
         let mut args = vec!["--passphrase", "", "--local-user", key];
         args.extend_from_slice(extra);
@@ -373,7 +375,7 @@ impl Gpg {
             "element.bin",
         ]);
         self.run_ok(&args);
-        fs::read_to_string(dir.join("element.asc")).unwrap()
+        fs::read_to_string(dir.join("element.asc")).expect("file in the gpg home")
     }
 }
 
