@@ -2,8 +2,8 @@
 # Install the real VTP peers (Comet 3.1.0 broker/subscriber/sender, pygcn 1.1.3 listener) and
 # kafka-python 3.0.12 (the independent Kafka client of the vtp-kafka tests, with zstandard and
 # lz4 for its zstd and lz4 batches)
-# into a private venv, and stunnel (setup_stunnel.sh), the TLS shim the TLS interop tests put
-# in front of them. Idempotent and non-interactive; prints the venv path on its last line.
+# into a private venv, stunnel (setup_stunnel.sh), the TLS shim the TLS interop tests put
+# in front of them, and GnuPG (setup_gnupg.sh), the signature tests' OpenPGP peer. Idempotent and non-interactive; prints the venv path on its last line.
 #
 #   VTP_PEERS_VENV   venv location (default: <repo>/target/peers-venv)
 #   VTP_PEERS_PYTHON interpreter used to create the venv (default: the first of python3 and
@@ -40,8 +40,10 @@ stamp="$venv/.vtp-peers-stamp"
 
 reqs_text="$(printf '%s\n' "${reqs[@]}")"
 
-# stunnel is a system package, not part of the venv: checked (and installed) every time.
+# stunnel and gnupg are system packages, not part of the venv: checked (and installed) every
+# time.
 bash "$here/setup_stunnel.sh" >/dev/null
+bash "$here/setup_gnupg.sh" >/dev/null
 
 # True when interpreter $1 is >= 3.11 and has the gdbm module.
 has_gdbm() {

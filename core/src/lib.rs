@@ -144,6 +144,7 @@ pub mod outbox;
 pub mod output;
 pub mod schema;
 pub mod seen;
+pub mod signature;
 #[cfg(feature = "testing")]
 pub mod testing;
 pub mod time;

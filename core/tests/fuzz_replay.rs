@@ -19,6 +19,7 @@ use std::path::{Path, PathBuf};
 use fuzz_bodies::node::{self, CANNED_KINDS, Op, flags};
 use vtp_core::frame;
 use vtp_core::message::{self, TransportRole};
+use vtp_core::signature;
 
 const GCN: &[u8] = include_bytes!("data/gcn_swift_bat.xml");
 const TRN_NS: &str = "http://www.telescope-networks.org/xml/Transport/v1.1";
@@ -27,11 +28,12 @@ const V2: &str = "http://www.ivoa.net/xml/VOEvent/v2.0";
 /// A fuzz target's body.
 type Body = fn(&[u8]);
 
-/// The three targets and their bodies.
-const TARGETS: [(&str, Body); 3] = [
+/// The four targets and their bodies.
+const TARGETS: [(&str, Body); 4] = [
     ("frame_decoder", fuzz_bodies::frame_decoder),
     ("message_parse", fuzz_bodies::message_parse),
     ("node_input", fuzz_bodies::node_input),
+    ("signature_extract", fuzz_bodies::signature_extract),
 ];
 
 fn fuzz_dir() -> PathBuf {
@@ -87,6 +89,11 @@ fn message_parse_corpus() {
 #[test]
 fn node_input_corpus() {
     assert!(replay("node_input", fuzz_bodies::node_input) >= 10);
+}
+
+#[test]
+fn signature_extract_corpus() {
+    assert!(replay("signature_extract", fuzz_bodies::signature_extract) >= 8);
 }
 
 #[test]
@@ -209,6 +216,9 @@ fn seeds() -> Vec<(&'static str, String, Vec<u8>)> {
     }
     for (name, bytes) in node_seeds() {
         all.push(("node_input", format!("{name}.bin"), bytes));
+    }
+    for (name, bytes) in signature_seeds() {
+        all.push(("signature_extract", format!("{name}.xml"), bytes));
     }
     all
 }
@@ -808,6 +818,98 @@ fn node_seeds() -> Vec<(&'static str, Vec<u8>)> {
                 .0,
         ),
     ]
+}
+
+/// A detached signature as `gpg --detach-sign --armor` writes it (Ed25519; over other bytes:
+/// the extractor never decodes it).
+const ARMOUR: &str = "-----BEGIN PGP SIGNATURE-----\n\n\
+iHUEABYIAB0WIQQG+HCHgTu88opgQXdQhoGPsaD98gUCaxZbdgAKCRBQhoGPsaD9\n\
+8sL3AP9E6Z7Dk111BK/RUOwvTP0U+SQQVDykJjTyQqySOl0xHQD+Ip/mPl53+C6X\n\
+CAvuPQBahJqEQX6xGzntgvQIJ6JjhAQ=\n=fbTN\n-----END PGP SIGNATURE-----\n";
+
+/// `payload` signed by the convention with `armour`.
+fn sign(payload: &[u8], armour: &str) -> Vec<u8> {
+    let element = match message::parse(payload, &Default::default()) {
+        Ok(message::Message::VoEvent(ev)) => ev.element,
+        other => panic!("not an event: {other:?}"),
+    };
+    signature::append_signature(payload, element, armour).expect("signable")
+}
+
+fn signature_seeds() -> Vec<(&'static str, Vec<u8>)> {
+    let gcn = gcn_trimmed();
+    let signed = sign(&gcn, ARMOUR);
+    let comment = {
+        let text = String::from_utf8(signed.clone()).expect("UTF-8");
+        let start = text.find("<!--\n=====BEGIN").expect("comment");
+        text[start..].trim_end().to_owned()
+    };
+    let crlf = sign(&gcn, &ARMOUR.replace('\n', "\r\n"));
+    let with_header = sign(
+        &gcn,
+        &ARMOUR.replace(
+            "-----\n\n",
+            "-----\nComment: GnuPG v2.2, key 0x5086818F\n\n",
+        ),
+    );
+    let two = [&signed[..], b"\n", comment.as_bytes()].concat();
+    let declaration_end = gcn
+        .windows(2)
+        .position(|w| w == b"?>")
+        .expect("declaration")
+        + 2;
+    let before = [
+        &gcn[..declaration_end],
+        b"\n",
+        comment.as_bytes(),
+        &gcn[declaration_end..],
+    ]
+    .concat();
+    let broken = String::from_utf8(signed.clone())
+        .expect("UTF-8")
+        .replace("=====END PGP SIGNATURE=====", "=====END PGP SIG")
+        .into_bytes();
+    let event = node::event_doc("", "ivo://example.org/survey#sig", "test");
+    let minimal_with_notes = [
+        b"<!-- a note -->".as_slice(),
+        &sign(
+            &event[event.iter().position(|&b| b == b'\n').expect("declaration") + 1..],
+            ARMOUR,
+        ),
+        b"<!-- another note --><?pi x?>\n",
+    ]
+    .concat();
+    vec![
+        ("gcn_unsigned", gcn.clone()),
+        ("gcn_signed", signed),
+        ("gcn_signed_crlf", crlf),
+        ("gcn_signed_with_header", with_header),
+        ("minimal_signed_with_notes", minimal_with_notes),
+        ("bad_two_signatures", two),
+        ("bad_signature_before_root", before),
+        ("bad_broken_framing", broken),
+    ]
+}
+
+/// The signature seeds are what their names say: `bad_*` is malformed, `*_unsigned`
+/// unsigned, the rest signed.
+#[test]
+fn signature_seeds_extract_as_named() {
+    for (name, bytes) in signature_seeds() {
+        let element = match message::parse(&bytes, &Default::default()) {
+            Ok(message::Message::VoEvent(ev)) => ev.element,
+            other => panic!("{name}: not an event: {other:?}"),
+        };
+        let found = signature::extract(&bytes, element);
+        let expected = if name.starts_with("bad_") {
+            matches!(found, signature::Extracted::Malformed(_))
+        } else if name.ends_with("_unsigned") {
+            found == signature::Extracted::Unsigned
+        } else {
+            matches!(found, signature::Extracted::Signed(_))
+        };
+        assert!(expected, "{name}: {found:?}");
+    }
 }
 
 /// The message seeds are what their names say: `bad_*` is refused, the rest parses.

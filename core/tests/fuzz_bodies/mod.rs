@@ -10,6 +10,8 @@
 //! - [`message_parse`]: the bytes are one frame payload; the parser must never panic, must
 //!   return well-formed results, must treat tighter limits as a subset of looser ones, and every
 //!   Transport message it accepts must survive a rebuild and re-parse unchanged.
+//! - [`signature_extract`]: the bytes are one frame payload; the signature extractor must never
+//!   panic, and a signature it finds must come off and go back on unchanged.
 //! - [`node_input`]: the bytes are a configuration byte and a small program of runtime operations
 //!   on a broker [`Node`](vtp_core::Node); a model of what the runtime saw checks the node after
 //!   every step (see [`node`]).
@@ -21,10 +23,12 @@
 pub(crate) mod frame;
 pub(crate) mod message;
 pub(crate) mod node;
+pub(crate) mod signature;
 
 pub(crate) use frame::frame_decoder;
 pub(crate) use message::message_parse;
 pub(crate) use node::node_input;
+pub(crate) use signature::signature_extract;
 
 /// A cursor over the fuzzer's bytes. Reading past the end yields zeros (for operands) or
 /// `None` (for the next operation), so every byte string is a valid program.

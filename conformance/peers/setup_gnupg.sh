@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Make sure GnuPG (Debian's gnupg, the `gpg` command) is installed: the signature tests
+# (sig/tests/) use it as the independent OpenPGP peer that makes keys, signs VOEvents by the
+# Comet convention and verifies what vtp signs. Idempotent and non-interactive; prints the
+# path of the gpg binary on its last line.
+#
+# When `gpg` is missing and apt-get is there (and we are root), installs the gnupg package, as
+# setup_stunnel.sh does for stunnel4. Otherwise fails: the tests need it and never skip.
+set -euo pipefail
+
+if ! command -v gpg >/dev/null; then
+  if command -v apt-get >/dev/null && [[ "$(id -u)" == 0 ]]; then
+    echo "no gpg here: installing Debian's gnupg" >&2
+    apt_install() {
+      DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
+        gnupg >&2
+    }
+    apt_install || { apt-get update -q >&2 && apt_install; }
+  fi
+fi
+if ! path="$(command -v gpg)"; then
+  echo "setup_gnupg.sh: gpg is not installed and cannot be installed here (needs apt-get" \
+    "and root); install Debian's gnupg package" >&2
+  exit 1
+fi
+echo "gpg: $("$path" --version | head -n 1)" >&2
+echo "$path"

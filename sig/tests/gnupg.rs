@@ -1,0 +1,389 @@
+//! GnuPG as the independent peer: it makes the keys (RSA-2048 and Ed25519, as GnuPG 2.2
+//! makes them) and signs a real GCN notice by the convention; vtp verifies; and GnuPG
+//! verifies what vtp's [`Signer`] signs.
+//!
+//! GnuPG is installed by `conformance/peers/setup_gnupg.sh` (also run by `setup.sh`); these
+//! tests never skip: without gpg they fail, naming the script.
+
+use std::fs;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+
+use tempfile::TempDir;
+use vtp_core::message::{self, Message};
+use vtp_core::signature::{StatusKind, append_signature};
+use vtp_sig::{InvalidReason, Keyring, LoadError, Reason, Signer, Status, verify_payload};
+
+const GCN: &[u8] = include_bytes!("../../core/tests/data/gcn_swift_bat.xml");
+
+#[test]
+fn gnupg_ed25519_signature_is_valid_and_tampering_inside_is_invalid() {
+    let gpg = Gpg::new();
+    let key = gpg.gen_key("GCN test Ed25519 <ed25519@example.org>", "ed25519", "");
+    check_peer_signature(&gpg, &key);
+}
+
+#[test]
+fn gnupg_rsa2048_signature_is_valid_and_tampering_inside_is_invalid() {
+    let gpg = Gpg::new();
+    let key = gpg.gen_key("GCN test RSA <rsa@example.org>", "rsa2048", "");
+    check_peer_signature(&gpg, &key);
+}
+
+/// The whole ladder for one key signed by gpg.
+fn check_peer_signature(gpg: &Gpg, key: &str) {
+    let element = element(GCN);
+    let armour = gpg.detach_sign(key, &GCN[element.clone()], &[]);
+    let signed = append_signature(GCN, element.clone(), &armour).expect("signable");
+    // Binary and armoured exports both load.
+    for armoured in [true, false] {
+        let keyring = gpg.keyring(key, armoured);
+        match verify_payload(&keyring, &signed, element.clone()) {
+            Status::Valid {
+                fingerprint,
+                user_id,
+            } => {
+                assert_eq!(fingerprint.as_str(), key);
+                assert!(user_id.starts_with("GCN test"), "{user_id}");
+            }
+            other => panic!("expected valid: {other}"),
+        }
+    }
+    let keyring = gpg.keyring(key, true);
+
+    // A byte inside the element (in a parameter's value): invalid.
+    let mut inside = signed.clone();
+    let at = find(&inside, b"value=\"61\"") + 7;
+    inside[at] = b'7';
+    let status = verify_payload(&keyring, &inside, element.clone());
+    assert_eq!(status.name(), "invalid", "{status}");
+
+    // A byte outside the element (in the XML declaration): still valid.
+    let mut outside = signed.clone();
+    let at = find(&outside, b"encoding = 'UTF-8'") + 12;
+    outside[at] = b'u';
+    assert!(matches!(
+        message::parse(&outside, &Default::default()),
+        Ok(Message::VoEvent(_))
+    ));
+    let status = verify_payload(&keyring, &outside, element.clone());
+    assert_eq!(status.name(), "valid", "{status}");
+
+    // The unsigned original, and another key's keyring.
+    assert_eq!(
+        verify_payload(&keyring, GCN, element.clone()),
+        Status::Unsigned
+    );
+    let status = verify_payload(&Keyring::new(), &signed, element.clone());
+    assert_eq!(status.kind(), StatusKind::UnknownKey, "{status}");
+    match status {
+        Status::UnknownKey(id) => assert_eq!(id.as_str(), key),
+        other => panic!("{other}"),
+    }
+}
+
+#[test]
+fn gnupg_sha1_and_md5_free_zone() {
+    let gpg = Gpg::new();
+    let key = gpg.gen_key("GCN test RSA <rsa@example.org>", "rsa2048", "");
+    let keyring = gpg.keyring(&key, true);
+    let element = element(GCN);
+    let armour = gpg.detach_sign(&key, &GCN[element.clone()], &["--digest-algo", "SHA1"]);
+    let signed = append_signature(GCN, element.clone(), &armour).expect("signable");
+    let status = verify_payload(&keyring, &signed, element.clone());
+    assert_eq!(
+        status,
+        Status::Invalid(InvalidReason::WeakHash("SHA1".to_owned()))
+    );
+    assert!(
+        status.to_string().contains("SHA1 signatures are refused"),
+        "{status}"
+    );
+    // SHA-256, asked for explicitly, is fine.
+    let armour = gpg.detach_sign(&key, &GCN[element.clone()], &["--digest-algo", "SHA256"]);
+    let signed = append_signature(GCN, element.clone(), &armour).expect("signable");
+    assert_eq!(verify_payload(&keyring, &signed, element).name(), "valid");
+}
+
+#[test]
+fn gnupg_verifies_what_our_signer_signs() {
+    let gpg = Gpg::new();
+    for (uid, algo, passphrase) in [
+        ("vtp Ed25519 <ed@example.org>", "ed25519", ""),
+        ("vtp RSA <rsa@example.org>", "rsa2048", "correct horse"),
+    ] {
+        let key = gpg.gen_key(uid, algo, passphrase);
+        let secret = gpg.export_secret(&key, passphrase);
+        if !passphrase.is_empty() {
+            let wrong = Signer::load(&secret, "wrong").expect_err("wrong passphrase");
+            assert!(wrong.to_string().contains("cannot unlock"), "{wrong}");
+        }
+        let signer = Signer::load(&secret, passphrase).expect("signer");
+        assert_eq!(signer.fingerprint().as_str(), key);
+
+        let element = element(GCN);
+        let armour = signer.sign(&GCN[element.clone()]).expect("signed");
+        let signed = append_signature(GCN, element.clone(), &armour).expect("signable");
+        // gpg verifies the element against the armour, substitution undone.
+        let found = match vtp_core::signature::extract(&signed, element.clone()) {
+            vtp_core::signature::Extracted::Signed(found) => found,
+            other => panic!("{other:?}"),
+        };
+        let dir = gpg.home.path();
+        fs::write(dir.join("event.bin"), &signed[found.signed.clone()])
+            .expect("file in the gpg home");
+        fs::write(dir.join("event.asc"), &found.armour).expect("file in the gpg home");
+        let out = gpg.run(&["--status-fd", "1", "--verify", "event.asc", "event.bin"]);
+        let text = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            out.status.success() && text.contains("Good signature"),
+            "{algo}: {text}"
+        );
+        // VALIDSIG <fpr> <date> <time> <expiry> <version> <reserved> <pk-algo> <hash-algo> ...
+        let status = String::from_utf8_lossy(&out.stdout);
+        let validsig: Vec<&str> = status
+            .lines()
+            .find_map(|l| l.strip_prefix("[GNUPG:] VALIDSIG "))
+            .expect("VALIDSIG line")
+            .split(' ')
+            .collect();
+        assert_eq!(validsig[0], key);
+        assert_eq!(validsig[7], "10", "{algo}: SHA-512 expected: {status}");
+        // And we agree.
+        let keyring = gpg.keyring(&key, true);
+        assert_eq!(verify_payload(&keyring, &signed, element).name(), "valid");
+    }
+}
+
+#[test]
+fn key_files_over_a_bound_are_refused_clearly() {
+    let gpg = Gpg::new();
+    let key = gpg.gen_key("Many <many@example.org>", "ed25519", "");
+    let binary = gpg.run_ok(&["--export", &key]).stdout;
+    // Thousands of keys (the same key 2,000 times, 0.3 MB): refused at the 257th.
+    let many = binary.repeat(2_000);
+    let err = Keyring::new()
+        .add("many.gpg", &many)
+        .expect_err("too many keys");
+    assert!(
+        matches!(
+            err,
+            LoadError::Key {
+                reason: Reason::TooManyKeys,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert_eq!(err.to_string(), "many.gpg: more than 256 keys");
+    // A file over 1 MiB is refused before parsing.
+    let huge = vec![0x99u8; 2 * 1024 * 1024];
+    let err = Keyring::new().add("huge.gpg", &huge).expect_err("too long");
+    assert!(
+        matches!(
+            err,
+            LoadError::Key {
+                reason: Reason::FileTooLong,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    // A huge user id.
+    let long_uid = format!("{} <long@example.org>", "x".repeat(1_500));
+    let long = gpg.gen_key(&long_uid, "ed25519", "");
+    let file = gpg.home.path().join("long.asc");
+    fs::write(&file, gpg.run_ok(&["--export", "--armor", &long]).stdout)
+        .expect("file in the gpg home");
+    let err = Keyring::load(&[&file]).expect_err("long user id");
+    assert!(
+        matches!(
+            err,
+            LoadError::Key {
+                reason: Reason::UserIdTooLong(_),
+                ..
+            }
+        ),
+        "{err}"
+    );
+    // Not a key, a secret key, a missing file: each its own error.
+    let err = Keyring::new().add("junk", b"hello").expect_err("junk");
+    assert!(err.to_string().starts_with("junk: "), "{err}");
+    let secret = fs::read(gpg.export_secret(&key, "")).expect("file in the gpg home");
+    let err = Keyring::new()
+        .add("secret.asc", &secret)
+        .expect_err("secret");
+    assert!(
+        matches!(
+            err,
+            LoadError::Key {
+                reason: Reason::SecretKey,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert!(matches!(
+        Keyring::load(&["/nonexistent/key.asc"]),
+        Err(LoadError::Io { .. })
+    ));
+}
+
+// ------------------------------------------------------------------------------ helpers
+
+fn element(payload: &[u8]) -> Range<usize> {
+    match message::parse(payload, &Default::default()) {
+        Ok(Message::VoEvent(ev)) => ev.element,
+        other => panic!("not an event: {other:?}"),
+    }
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> usize {
+    haystack
+        .windows(needle.len())
+        .position(|w| w == needle)
+        .expect("present")
+}
+
+/// The gpg binary, found (and installed when missing) once by `setup_gnupg.sh`.
+fn gpg_bin() -> &'static Path {
+    static GPG: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    let bin = GPG.get_or_init(|| {
+        let script =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../conformance/peers/setup_gnupg.sh");
+        let out = Command::new("bash")
+            .arg(&script)
+            .output()
+            .map_err(|e| format!("cannot run {}: {e}", script.display()))?;
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        match stdout.lines().rev().find(|l| !l.trim().is_empty()) {
+            Some(p) if out.status.success() => Ok(PathBuf::from(p.trim())),
+            _ => Err(format!(
+                "{} failed ({}): gpg is required for these tests\nstderr:\n{}",
+                script.display(),
+                out.status,
+                String::from_utf8_lossy(&out.stderr)
+            )),
+        }
+    });
+    match bin {
+        Ok(p) => p,
+        Err(e) => panic!("{e}"),
+    }
+}
+
+/// A private GnuPG home; its agent is stopped on drop.
+struct Gpg {
+    home: TempDir,
+}
+
+impl Gpg {
+    fn new() -> Self {
+        let home = tempfile::Builder::new()
+            .prefix("vtp-gpg")
+            .tempdir()
+            .expect("temporary directory");
+        // gpg warns about a home others can read.
+        let private = std::os::unix::fs::PermissionsExt::from_mode(0o700);
+        fs::set_permissions(home.path(), private).expect("private home");
+        Self { home }
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        Command::new(gpg_bin())
+            .env("GNUPGHOME", self.home.path())
+            .current_dir(self.home.path())
+            .args(["--batch", "--no-tty", "--pinentry-mode", "loopback"])
+            .args(args)
+            .output()
+            .expect("gpg runs")
+    }
+
+    fn run_ok(&self, args: &[&str]) -> Output {
+        let out = self.run(args);
+        assert!(
+            out.status.success(),
+            "gpg {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out
+    }
+
+    /// Makes a signing key; returns its fingerprint.
+    fn gen_key(&self, uid: &str, algo: &str, passphrase: &str) -> String {
+        self.run_ok(&[
+            "--passphrase",
+            passphrase,
+            "--quick-gen-key",
+            uid,
+            algo,
+            "sign",
+            "never",
+        ]);
+        let out = self.run_ok(&["--with-colons", "--list-keys", uid]);
+        let text = String::from_utf8_lossy(&out.stdout);
+        text.lines()
+            .find_map(|l| l.strip_prefix("fpr:"))
+            .and_then(|l| l.split(':').find(|f| !f.is_empty()))
+            .expect("fingerprint")
+            .to_owned()
+    }
+
+    /// A keyring with this key alone, from `gpg --export [--armor]`.
+    fn keyring(&self, key: &str, armoured: bool) -> Keyring {
+        let file = self
+            .home
+            .path()
+            .join(format!("{key}.{}", if armoured { "asc" } else { "gpg" }));
+        let mut args = vec!["--export"];
+        if armoured {
+            args.push("--armor");
+        }
+        args.push(key);
+        fs::write(&file, self.run_ok(&args).stdout).expect("file in the gpg home");
+        Keyring::load(&[file]).expect("keyring")
+    }
+
+    /// `gpg --export-secret-keys --armor` into a file; returns its path.
+    fn export_secret(&self, key: &str, passphrase: &str) -> PathBuf {
+        let file = self.home.path().join(format!("{key}.sec.asc"));
+        let out = self.run_ok(&[
+            "--passphrase",
+            passphrase,
+            "--export-secret-keys",
+            "--armor",
+            key,
+        ]);
+        fs::write(&file, out.stdout).expect("file in the gpg home");
+        file
+    }
+
+    /// `gpg --detach-sign --armor` of `bytes` with `key`.
+    fn detach_sign(&self, key: &str, bytes: &[u8], extra: &[&str]) -> String {
+        let dir = self.home.path();
+        fs::write(dir.join("element.bin"), bytes).expect("file in the gpg home");
+        let _ = fs::remove_file(dir.join("element.asc"));
+        let mut args = vec!["--passphrase", "", "--local-user", key];
+        args.extend_from_slice(extra);
+        args.extend_from_slice(&[
+            "--detach-sign",
+            "--armor",
+            "-o",
+            "element.asc",
+            "element.bin",
+        ]);
+        self.run_ok(&args);
+        fs::read_to_string(dir.join("element.asc")).expect("file in the gpg home")
+    }
+}
+
+impl Drop for Gpg {
+    fn drop(&mut self) {
+        let _ = Command::new("gpgconf")
+            .env("GNUPGHOME", self.home.path())
+            .args(["--kill", "gpg-agent"])
+            .output();
+    }
+}
