@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Every test of the project, from a fresh clone on a fresh machine: the README's test command.
 # Installs what it needs (Rust components, the Python venv with real Comet, pygcn and
-# kafka-python, stunnel, the tansu Kafka-protocol broker: built once per machine, cached),
+# kafka-python, stunnel, GnuPG, the tansu Kafka-protocol broker: built once per machine,
+# cached),
 # then runs formatting, lints and the whole test suite (unit, property, flow, socket and interop
 # tests, TLS interop included).
 set -euo pipefail
@@ -13,7 +14,7 @@ step() { printf '\n=== %s\n' "$*"; }
 step "toolchain components"
 rustup component add rustfmt clippy >/dev/null 2>&1 || true
 
-step "real peers: Comet 3.1.0 + pygcn 1.1.3 venv, stunnel"
+step "real peers: Comet 3.1.0, pygcn 1.1.3, kafka-python 3.0.12 venv; stunnel; GnuPG"
 VTP_PEERS_VENV="$(bash conformance/peers/setup.sh | tail -n 1)"
 export VTP_PEERS_VENV
 echo "venv: $VTP_PEERS_VENV"
