@@ -22,6 +22,7 @@ use vtp_core::whitelist::Whitelist;
 use vtp_core::{Config, ListenerRole};
 
 use crate::args::{Handling, Runtime};
+use crate::units::bytes;
 
 /// What a node runs with: the banner's inputs.
 pub(crate) struct Banner<'a> {
@@ -214,14 +215,5 @@ fn list(items: &[String]) -> String {
         "none".to_owned()
     } else {
         items.join(", ")
-    }
-}
-
-/// `256 MiB`, `3 KiB` or `1000 bytes`.
-pub(crate) fn bytes(n: u64) -> String {
-    match n {
-        n if n >= 1 << 20 && n % (1 << 20) == 0 => format!("{} MiB", n >> 20),
-        n if n >= 1 << 10 && n % (1 << 10) == 0 => format!("{} KiB", n >> 10),
-        n => format!("{n} bytes"),
     }
 }

@@ -494,7 +494,7 @@ impl Bridge {
         let publish_note = plan.publish.as_ref().map_or_else(String::new, |p| {
             format!(
                 " (backlog up to {}{})",
-                crate::banner::bytes(p.backlog_bytes as u64),
+                crate::units::bytes(p.backlog_bytes as u64),
                 if p.test_events {
                     ", test events too"
                 } else {

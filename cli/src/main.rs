@@ -17,6 +17,7 @@ mod config_file;
 mod kafka;
 mod ops;
 mod reload;
+mod units;
 
 #[cfg(not(any(feature = "tokio", feature = "smol", feature = "mio")))]
 compile_error!("vtp-cli needs at least one runtime feature: `tokio`, `smol` or `mio`");
