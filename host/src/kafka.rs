@@ -152,8 +152,10 @@ struct Reader {
     commit_failure_logged: Option<Instant>,
 }
 
-/// How long one poll waits at the broker, and a feeder for room: short, so a stop is quick.
-const POLL: Duration = Duration::from_millis(500);
+/// How long one poll waits at the broker (a broker answers as soon as a record is there, so
+/// this costs only requests while idle: 10 per second; tansu always waits it out, so it bounds
+/// the latency there), and a feeder for room: short, so a stop is quick.
+const POLL: Duration = Duration::from_millis(100);
 const SEND_WAIT: Duration = Duration::from_millis(200);
 
 impl Reader {
