@@ -28,7 +28,9 @@
 //! [`StoreWorker::set_waker`] (the runtime's loop) and anyone blocked in
 //! [`StoreWorker::wait_durable`], and calls the optional callback given to
 //! [`StoreWorker::spawn`]. Every operation with a sequence number at or below `durable_seq()`
-//! survives a crash (process abort or power loss).
+//! survives a crash (process abort or power loss), and after a process abort in the same boot
+//! of the machine no operation above it counts (a commit counts at a restart only once its
+//! fdatasync returned).
 //!
 //! The node holds an event's receipt and forwards until its record is durable (the core's
 //! `Durability::BeforeReply`); [`HostEffects`](crate::effects::HostEffects) maps the node's
@@ -43,13 +45,16 @@
 //!
 //! # Crashes, damage and size
 //!
-//! The last record of each commit carries a batch-end flag. Loading keeps every record that
+//! The last record of each commit carries a batch-end flag, and once the commit's fdatasync
+//! returns (before it is published durable) a synced flag. Loading keeps every record that
 //! checks out in every batch but the last, skipping (with a warning naming how many and at
 //! which offsets) those that do not: that is damage, since those batches were durable. The
 //! last batch, if any of its records does not check out or its end record is missing, is the
 //! commit a crash cut short (none of it was reported durable): it is dropped and zeroed before
-//! new records go there, with a warning. A file that is not a seen-index file is refused, not
-//! overwritten.
+//! new records go there, with a warning. So is a last batch written in the current boot of the
+//! machine without the synced flag: the process was killed during its fdatasync, and the page
+//! cache, which outlives the process, kept it whole (`store/log.rs` documents the boot records
+//! and what is left). A file that is not a seen-index file is refused, not overwritten.
 //!
 //! The log's length is also kept in `<dir>/vtp-seen.len` ([`LEN_FILE_NAME`]), rewritten after
 //! each growth and compaction and never ahead of the log: a log shorter than that (truncated,
@@ -366,6 +371,8 @@ pub struct SeenStore {
     buf: Vec<u8>,
     /// The handler spool, once [`open_spool`](Self::open_spool)ed; the worker takes it.
     spool: Option<spool::Spool>,
+    /// The machine's boot id (`None` where it cannot be read): see `store/log.rs`.
+    boot: Option<log::BootId>,
     /// Test seam: called before each write to the log with its range; an error fails it.
     #[cfg(test)]
     fail_write: Option<FailWrite>,
@@ -378,10 +385,11 @@ type FailWrite = Box<dyn FnMut(u64, u64) -> io::Result<()> + Send>;
 impl SeenStore {
     /// Opens or creates `<dir>/vtp-seen.log`, creating `dir` if needed, and locks it.
     ///
-    /// A file left by a crash is repaired: a last batch whose commit was cut short is zeroed,
-    /// with a warning when that was more than zeros; damaged records before it are skipped
-    /// with a warning (see the module docs). A file with more dead records than live ones, or
-    /// of format version 1, is rewritten.
+    /// A file left by a crash is repaired: a last batch whose commit was cut short (torn, or
+    /// its fdatasync never returned) is zeroed, with a warning when that was more than zeros;
+    /// damaged records before it are skipped with a warning (see the module docs). A file with
+    /// more dead records than live ones, or of format version 1 or 2, is rewritten. A boot
+    /// record is written when the file's last one names another boot of the machine.
     ///
     /// # Errors
     ///
@@ -396,6 +404,15 @@ impl SeenStore {
 
     /// [`open`](Self::open) with another compaction threshold (tests make it small).
     fn open_with(dir: &Path, compact_min: u64) -> Result<Self, StoreError> {
+        Self::open_in_boot(dir, compact_min, log::BootId::current())
+    }
+
+    /// [`open_with`](Self::open_with) in the machine's boot `boot` (tests make up a reboot).
+    fn open_in_boot(
+        dir: &Path,
+        compact_min: u64,
+        boot: Option<log::BootId>,
+    ) -> Result<Self, StoreError> {
         let dir_handle = dir::open_store_dir(dir)?;
         let path = dir.join(STORE_FILE_NAME);
         let open_err = |error: io::Error| StoreError::Open {
@@ -443,6 +460,7 @@ impl SeenStore {
             compact_min,
             buf: Vec::new(),
             spool: None,
+            boot,
             #[cfg(test)]
             fail_write: None,
         };
@@ -548,6 +566,15 @@ impl SeenStore {
         self.fault(self.tail, end)?;
         self.file.write_all_at(&self.buf, self.tail)?;
         self.file.sync_data()?;
+        // The batch counts at a restart in this boot only with this flag: a process killed
+        // during the fdatasync leaves the batch in the page cache, never reported durable.
+        // No fdatasync of its own: the page cache keeps it through a process kill, and the next
+        // commit's fdatasync takes it to the disk (see `log`).
+        log::mark_synced(&mut self.buf);
+        let end_record = end - RECORD_LEN as u64;
+        self.fault(end_record, end)?;
+        self.file
+            .write_all_at(&self.buf[self.buf.len() - RECORD_LEN..], end_record)?;
         self.len = self.len.max(end);
         if self.len > self.known_len {
             // After the fdatasync: the length file never runs ahead of the log.
@@ -597,9 +624,8 @@ impl SeenStore {
         let mut head = [0u8; log::HEADER_LEN as usize];
         let got = usize::try_from(len).map_or(head.len(), |l| l.min(head.len()));
         self.file.read_exact_at(&mut head[..got], 0)?;
-        let v1 = match log::check_header(&head[..got]) {
-            log::Header::Ours => false,
-            log::Header::V1 => true,
+        let format = match log::check_header(&head[..got]) {
+            log::Header::Known(format) => format,
             log::Header::Blank if self.known_len == 0 => {
                 return self.rewrite(&log::Replay::default());
             }
@@ -621,7 +647,9 @@ impl SeenStore {
             }
         };
         let mut replay = log::Replay::default();
-        let scan = log::scan(&self.file, len, v1, |op| replay.apply(op))?;
+        let scan = log::scan(&self.file, len, format, self.boot.as_ref(), |op| {
+            replay.apply(op);
+        })?;
         if !scan.damaged.is_empty() {
             warn!(
                 path = %self.path.display(),
@@ -631,7 +659,18 @@ impl SeenStore {
                  records after them are kept. Check the disk (see the system log)"
             );
         }
-        if scan.junk_after_tail > 0 || scan.dropped > 0 {
+        if scan.unsynced > 0 {
+            warn!(
+                path = %self.path.display(),
+                offset = scan.tail,
+                dropped_records = scan.unsynced,
+                "seen-index: the last commit had been written but its fdatasync had not \
+                 returned when vtp stopped (killed during it); none of it was reported \
+                 durable (its events were not acked, forwarded or delivered), so it is \
+                 discarded: those events count as new when they come again"
+            );
+        }
+        if scan.junk_after_tail > 0 || scan.dropped > scan.unsynced {
             warn!(
                 path = %self.path.display(),
                 offset = scan.tail,
@@ -640,24 +679,63 @@ impl SeenStore {
                 "seen-index: the last batch written does not check out (a commit cut short by \
                  a crash, or damage) and is discarded"
             );
+        }
+        let zero = scan.junk_after_tail > 0 || scan.dropped > 0;
+        if zero {
             write_zeros(&self.file, scan.tail, len)?;
+        }
+        if let (log::Format::V3, Some(at)) = (format, scan.unflagged_end) {
+            // A last batch kept without the flag (written before a reboot): settled as
+            // synced, so that a restart in this boot keeps it too.
+            let mut rec = [0u8; RECORD_LEN];
+            self.file.read_exact_at(&mut rec, at)?;
+            log::mark_synced(&mut rec);
+            self.file.write_all_at(&rec, at)?;
+        }
+        if zero || scan.unflagged_end.is_some() {
             self.file.sync_data()?;
         }
         self.tail = scan.tail;
         self.records = scan.records;
         self.live_at_compaction = replay.0.len() as u64;
-        if v1 || self.records >= 2 * self.live_at_compaction + self.compact_min {
-            self.rewrite(&replay)?;
-        } else if self.known_len != len {
+        if format != log::Format::V3
+            || self.records >= 2 * self.live_at_compaction + self.compact_min
+        {
+            return self.rewrite(&replay);
+        }
+        if self.known_len != len {
             // A log of a version that kept no length file.
             self.save_len(len)?;
+        }
+        if let Some(boot) = self.boot
+            && scan.boot != Some(boot)
+        {
+            // The batches written from now on are of this boot.
+            self.buf.clear();
+            log::encode_boot(&boot, &mut self.buf);
+            log::mark_batch_end(&mut self.buf);
+            match self.write_batch() {
+                Ok(()) => self.tail += RECORD_LEN as u64,
+                // The commits of this run count as of the boot named last, an earlier one: a
+                // last batch of theirs not flagged synced counts at the next start, as in
+                // format version 2.
+                Err(e) => warn!(
+                    error = %e,
+                    path = %self.path.display(),
+                    "seen-index: cannot record the machine's boot; a commit cut short by a \
+                     kill may count at the next start"
+                ),
+            }
         }
         Ok(())
     }
 
+    /// The operations up to the tail (every batch there counts: `recover` found the tail).
     fn replay(&self) -> io::Result<log::Replay> {
         let mut replay = log::Replay::default();
-        log::scan(&self.file, self.tail, false, |op| replay.apply(op))?;
+        log::scan(&self.file, self.tail, log::Format::V3, None, |op| {
+            replay.apply(op);
+        })?;
         Ok(replay)
     }
 
@@ -681,17 +759,25 @@ impl SeenStore {
         remove_in(&self.dir, COMPACT_FILE_NAME)?;
         let tmp = open_in(&self.dir, COMPACT_FILE_NAME, How::CreateNew)?;
         lock(&tmp)?;
-        let mut buf = Vec::with_capacity(log::HEADER_LEN as usize + replay.0.len() * RECORD_LEN);
+        let mut buf =
+            Vec::with_capacity(log::HEADER_LEN as usize + (replay.0.len() + 1) * RECORD_LEN);
         buf.extend_from_slice(&log::header());
+        if let Some(boot) = &self.boot {
+            // The batches written after the rewrite are of this boot.
+            log::encode_boot(boot, &mut buf);
+            log::mark_batch_end(&mut buf);
+            log::mark_synced(&mut buf);
+        }
         for (&key, &unix_secs) in &replay.0 {
             let op = StoreOp::Persist(SeenRecord {
                 key: EventKey(key),
                 unix_secs,
             });
             log::encode(&op, &mut buf);
-            // Each record its own batch: the file is durable before it replaces the log, so
-            // damage to any record later costs that record only.
+            // Each record its own batch, synced: the file is durable before it replaces the
+            // log, so damage to any record later costs that record only.
             log::mark_batch_end(&mut buf);
+            log::mark_synced(&mut buf);
         }
         let tail = buf.len() as u64;
         let len = tail + GROW_BYTES;

@@ -382,7 +382,7 @@ proptest::proptest! {
         let intact = bytes[usize::try_from(last_start).unwrap()..e]
             .chunks_exact(RECORD_LEN)
             .zip(last)
-            .take_while(|(rec, op)| log::decode((*rec).try_into().unwrap()).map(|d| d.0) == Some(**op))
+            .take_while(|(rec, op)| log::decode((*rec).try_into().unwrap()).map(|d| d.0) == Some(log::Entry::Op(**op)))
             .count();
         proptest::prop_assert!(intact <= usize::try_from((cut - last_start) / RECORD_LEN as u64).unwrap() + 1);
         // A last batch with any record damaged is dropped whole: it may be a torn commit.
@@ -408,9 +408,11 @@ fn one_per_commit(dir: &Path, n: u64) {
     }
 }
 
-/// Offset of record `i` (from 0) of a file written by [`one_per_commit`].
+/// Offset of operation record `i` (from 0) of a file written by [`one_per_commit`] (or by one
+/// store that opened it new): after the header and the boot record written at the open.
 fn record_at(i: u64) -> usize {
-    usize::try_from(log::HEADER_LEN + i * RECORD_LEN as u64).unwrap()
+    let boot = u64::from(log::BootId::current().is_some());
+    usize::try_from(log::HEADER_LEN + (boot + i) * RECORD_LEN as u64).unwrap()
 }
 
 #[test]
@@ -474,7 +476,10 @@ fn damage_is_told_from_a_torn_tail_by_the_scan() {
     std::fs::write(&path, &bytes).unwrap();
     let file = File::open(&path).unwrap();
     let mut kept = Vec::new();
-    let scan = log::scan(&file, bytes.len() as u64, false, |op| kept.push(op)).unwrap();
+    let scan = log::scan(&file, bytes.len() as u64, log::Format::V3, None, |op| {
+        kept.push(op)
+    })
+    .unwrap();
     assert_eq!(scan.damaged, vec![record_at(1) as u64]);
     assert_eq!(scan.records, 4);
     assert_eq!(scan.dropped, 1);
@@ -540,17 +545,16 @@ fn the_length_file_follows_growth_and_compaction() {
 }
 
 #[test]
-fn a_version_1_log_loads_and_is_rewritten_as_version_2() {
+fn a_version_1_log_loads_and_is_rewritten_as_version_3() {
     let tmp = TempDir::new("store-v1");
     // Version 1: no batch-end flags, no length file; reading stops at the first bad record.
-    let mut bytes = log::header().to_vec();
-    bytes[8] = 1;
+    let mut bytes = log::header_of(log::Format::V1).to_vec();
     for op in persist_all(0..10) {
         log::encode(&op, &mut bytes);
     }
     let at = bytes.len();
     bytes.resize(at + 4 * RECORD_LEN, 0);
-    bytes[record_at(5) + 10] ^= 1;
+    bytes[log::HEADER_LEN as usize + 5 * RECORD_LEN + 10] ^= 1;
     std::fs::write(tmp.path().join(STORE_FILE_NAME), &bytes).unwrap();
     let store = SeenStore::open(tmp.path()).unwrap();
     assert_eq!(
@@ -559,7 +563,7 @@ fn a_version_1_log_loads_and_is_rewritten_as_version_2() {
     );
     assert_eq!(
         log::check_header(&file_bytes(tmp.path())[..16]),
-        log::Header::Ours
+        log::Header::Known(log::Format::V3)
     );
     assert!(tmp.path().join(LEN_FILE_NAME).exists());
 }
@@ -788,6 +792,179 @@ fn a_symlink_planted_as_the_compaction_file_is_replaced_not_followed() {
     assert!(log.file_type().is_file());
     drop(store);
     let store = SeenStore::open(&dir).unwrap();
+    assert_eq!(
+        sorted(store.load().unwrap()),
+        (0..8).map(record).collect::<Vec<_>>()
+    );
+}
+
+/// Makes every write of one record fail: with batches of more records, that is the write of
+/// the synced flag after the batch's fdatasync, so the batch is on the file (in the page
+/// cache) without the flag, as a process killed during that fdatasync leaves it.
+fn fail_the_synced_flag(store: &mut SeenStore) {
+    store.fail_write = Some(Box::new(|from, to| {
+        if to - from == RECORD_LEN as u64 {
+            Err(io::Error::other("injected: killed during the fdatasync"))
+        } else {
+            Ok(())
+        }
+    }));
+}
+
+/// Another boot id than the machine's.
+fn other_boot() -> log::BootId {
+    log::BootId(*b"0123456789abcdef0123456789abcdef")
+}
+
+/// The end marks of every batch of the log in `dir`, in order.
+fn batch_ends(dir: &Path) -> Vec<log::End> {
+    let bytes = file_bytes(dir);
+    bytes[log::HEADER_LEN as usize..]
+        .chunks_exact(RECORD_LEN)
+        .filter_map(|rec| log::decode(rec.try_into().unwrap()))
+        .map(|(_, end)| end)
+        .filter(|&end| end != log::End::No)
+        .collect()
+}
+
+#[test]
+fn a_batch_whose_fdatasync_never_returned_is_dropped_at_a_restart_in_the_same_boot() {
+    let tmp = TempDir::new("store-unsynced");
+    let boot = Some(log::BootId::current().unwrap_or_else(other_boot));
+    let open = || SeenStore::open_in_boot(tmp.path(), COMPACT_MIN_RECORDS, boot).unwrap();
+    let mut store = open();
+    store.apply(&persist_all(0..5)).unwrap();
+    store.apply(&persist_all(5..10)).unwrap();
+    let tail = store.tail;
+    fail_the_synced_flag(&mut store);
+    let err = store.apply(&persist_all(10..20)).unwrap_err();
+    assert!(matches!(err, StoreError::Write { .. }), "{err:?}");
+    assert_eq!(store.tail, tail, "not committed");
+    // Killed: the batch is whole on the file, its end record without the synced flag.
+    drop(store);
+    let ends = batch_ends(tmp.path());
+    assert_eq!(ends.last(), Some(&log::End::Written), "{ends:?}");
+
+    let mut store = open();
+    assert_eq!(
+        store.tail, tail,
+        "the tail is the start of the unsynced batch"
+    );
+    assert_eq!(
+        sorted(store.load().unwrap()),
+        (0..10).map(record).collect::<Vec<_>>(),
+        "the synced batches stay, the unsynced one is dropped"
+    );
+    // The next commit goes where it was; its records never come back.
+    store.apply(&persist_all(100..101)).unwrap();
+    drop(store);
+    let store = open();
+    let want: Vec<_> = (0..10).chain(100..101).map(record).collect();
+    assert_eq!(sorted(store.load().unwrap()), want);
+    drop(store);
+
+    // A batch before the last one counts without its flag (a power loss during the next
+    // commit's fdatasync can leave it so): another commit followed it, so it was synced.
+    let mut bytes = file_bytes(tmp.path());
+    let end = record_at(4);
+    let mut rec = Vec::new();
+    log::encode(&StoreOp::Persist(record(4)), &mut rec);
+    log::mark_batch_end(&mut rec);
+    bytes[end..end + RECORD_LEN].copy_from_slice(&rec);
+    std::fs::write(tmp.path().join(STORE_FILE_NAME), &bytes).unwrap();
+    assert_eq!(batch_ends(tmp.path())[1], log::End::Written);
+    let store = open();
+    assert_eq!(sorted(store.load().unwrap()), want);
+}
+
+#[test]
+fn after_a_reboot_a_last_batch_without_its_flag_counts_and_is_flagged() {
+    let tmp = TempDir::new("store-reboot");
+    let mut store =
+        SeenStore::open_in_boot(tmp.path(), COMPACT_MIN_RECORDS, Some(other_boot())).unwrap();
+    store.apply(&persist_all(0..5)).unwrap();
+    fail_the_synced_flag(&mut store);
+    store.apply(&persist_all(5..10)).unwrap_err();
+    drop(store);
+    // The power went out after the fdatasync returned, before the flag reached the disk:
+    // the batch may have been reported durable, so it counts.
+    let boot = Some(log::BootId::current().unwrap_or(log::BootId([b'f'; 32])));
+    let open = || SeenStore::open_in_boot(tmp.path(), COMPACT_MIN_RECORDS, boot).unwrap();
+    let store = open();
+    let all: Vec<_> = (0..10).map(record).collect();
+    assert_eq!(sorted(store.load().unwrap()), all);
+    let tail = store.tail;
+    drop(store);
+    // Settled at that start: flagged, and followed by the record of the new boot.
+    let ends = batch_ends(tmp.path());
+    assert!(ends.iter().all(|&e| e == log::End::Synced), "{ends:?}");
+    let store = open();
+    assert_eq!(
+        store.tail, tail,
+        "no boot record at a start in the same boot"
+    );
+    assert_eq!(sorted(store.load().unwrap()), all);
+}
+
+#[test]
+fn a_version_2_log_loads_whole_and_is_rewritten_as_version_3() {
+    let tmp = TempDir::new("store-v2");
+    // Version 2: batch-end flags, no synced flags or boot records, a length file.
+    let mut bytes = log::header_of(log::Format::V2).to_vec();
+    for batch in [0..3, 3..4, 4..9] {
+        for op in persist_all(batch) {
+            log::encode(&op, &mut bytes);
+        }
+        log::mark_batch_end(&mut bytes);
+    }
+    bytes.resize(bytes.len() + 4 * RECORD_LEN, 0);
+    let path = tmp.path().join(STORE_FILE_NAME);
+    std::fs::write(&path, &bytes).unwrap();
+    std::fs::write(
+        tmp.path().join(LEN_FILE_NAME),
+        log::len_record(bytes.len() as u64),
+    )
+    .unwrap();
+
+    let all: Vec<_> = (0..9).map(record).collect();
+    let mut store = SeenStore::open(tmp.path()).unwrap();
+    assert_eq!(
+        sorted(store.load().unwrap()),
+        all,
+        "every complete batch counts, the last one too"
+    );
+    let head = file_bytes(tmp.path());
+    assert_eq!(
+        log::check_header(&head[..16]),
+        log::Header::Known(log::Format::V3)
+    );
+    assert!(
+        batch_ends(tmp.path())
+            .iter()
+            .all(|&e| e == log::End::Synced)
+    );
+    store.apply(&persist_all(20..22)).unwrap();
+    drop(store);
+    let store = SeenStore::open(tmp.path()).unwrap();
+    let want: Vec<_> = (0..9).chain(20..22).map(record).collect();
+    assert_eq!(sorted(store.load().unwrap()), want);
+}
+
+#[test]
+fn a_compacted_log_has_every_batch_synced_and_keeps_every_record() {
+    let tmp = TempDir::new("store-compact-flags");
+    let mut store = SeenStore::open_with(tmp.path(), 4).unwrap();
+    let path = tmp.path().join(STORE_FILE_NAME);
+    let inode = || std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(&path).unwrap());
+    let before = inode();
+    store.apply(&persist_all(0..8)).unwrap();
+    assert_ne!(inode(), before, "compacted");
+    let ends = batch_ends(tmp.path());
+    assert_eq!(ends.len(), 8 + usize::from(store.boot.is_some()));
+    assert!(ends.iter().all(|&e| e == log::End::Synced), "{ends:?}");
+    drop(store);
+    // A restart in the same boot keeps all of it, the last record (its own batch) too.
+    let store = SeenStore::open_with(tmp.path(), 4).unwrap();
     assert_eq!(
         sorted(store.load().unwrap()),
         (0..8).map(record).collect::<Vec<_>>()
