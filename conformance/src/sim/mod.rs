@@ -98,6 +98,7 @@ macro_rules! trace {
 mod check;
 mod faults;
 mod filter;
+mod kafka;
 mod links;
 mod net;
 mod options;
@@ -110,7 +111,7 @@ use std::fmt;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::time::{Duration, Instant};
 
-pub use options::{Faults, Options, SubscriberSpec};
+pub use options::{Faults, LogSpec, Options, SubscriberSpec};
 pub use world::Sim;
 
 /// Runs the simulation for `seed` with the options drawn from it ([`Options::swarm`]).
@@ -177,6 +178,10 @@ pub struct Summary {
     pub faults: usize,
     /// Connections opened.
     pub links: usize,
+    /// Records of the log handed to consuming brokers (re-reads after a restart included).
+    pub log_reads: usize,
+    /// Commits consuming brokers made to their groups.
+    pub log_commits: usize,
     /// A hash of every step (what, where, when): equal fingerprints mean identical runs.
     pub fingerprint: u64,
 }
@@ -186,7 +191,7 @@ impl fmt::Display for Summary {
         write!(
             f,
             "seed={:#018x}: {} steps, {:.0} s virtual, {} events ({} accepted), {} deliveries, \
-             {} faults, {} connections",
+             {} faults, {} connections, {} log reads, {} commits",
             self.seed,
             self.steps,
             self.virtual_time.as_secs_f64(),
@@ -194,7 +199,9 @@ impl fmt::Display for Summary {
             self.accepted,
             self.deliveries,
             self.faults,
-            self.links
+            self.links,
+            self.log_reads,
+            self.log_commits
         )
     }
 }
@@ -368,6 +375,62 @@ pub enum Violation {
         /// Which bound.
         reason: String,
     },
+    /// A consumer group's committed offset went backwards.
+    CommitBackwards {
+        /// The consuming broker.
+        node: String,
+        /// The topic-partition.
+        partition: String,
+        /// The group's offset.
+        committed: u64,
+        /// The offset the node let its source commit.
+        next_offset: u64,
+    },
+    /// A broker let its source commit past a record that was not done.
+    CommittedTooEarly {
+        /// The consuming broker.
+        node: String,
+        /// The record (`topic[partition]@offset`).
+        record: String,
+        /// Why it was not done.
+        why: String,
+    },
+    /// A broker skipped a valid record of the log.
+    ValidRecordSkipped {
+        /// The consuming broker.
+        node: String,
+        /// The record (`topic[partition]@offset`).
+        record: String,
+        /// Its event.
+        ivorn: String,
+        /// The node's reason.
+        reason: String,
+    },
+    /// A garbage record of the log was accepted, or crossed a link.
+    GarbageForwarded {
+        /// The node, or the link (`from -> to`).
+        node: String,
+        /// The IVORN the garbage carries.
+        ivorn: String,
+    },
+    /// At the end, a consumer group had not committed a partition to its end.
+    LogNotConsumed {
+        /// The consuming broker.
+        node: String,
+        /// The topic-partition.
+        partition: String,
+        /// The group's offset.
+        committed: u64,
+        /// The partition's end.
+        end: u64,
+    },
+    /// At the end, a valid event of the log had not reached a consuming broker's handlers.
+    LogEventMissing {
+        /// The consuming broker.
+        node: String,
+        /// The event.
+        ivorn: String,
+    },
     /// Something panicked.
     Panicked(String),
 }
@@ -466,6 +529,43 @@ impl fmt::Display for Violation {
                  periods"
             ),
             Self::Unfinished { reason } => write!(f, "the run did not finish: {reason}"),
+            Self::CommitBackwards {
+                node,
+                partition,
+                committed,
+                next_offset,
+            } => write!(
+                f,
+                "{node} committed {partition}@{next_offset}, behind its group's offset \
+                 {committed}"
+            ),
+            Self::CommittedTooEarly { node, record, why } => write!(
+                f,
+                "{node} committed past {record} although {why}: a crash now would lose it"
+            ),
+            Self::ValidRecordSkipped {
+                node,
+                record,
+                ivorn,
+                reason,
+            } => write!(f, "{node} skipped {record}, the valid {ivorn}: {reason}"),
+            Self::GarbageForwarded { node, ivorn } => write!(
+                f,
+                "{node}: the garbage record {ivorn} of the log was accepted or forwarded"
+            ),
+            Self::LogNotConsumed {
+                node,
+                partition,
+                committed,
+                end,
+            } => write!(
+                f,
+                "{node}'s group committed {partition} up to {committed} only, of {end} records"
+            ),
+            Self::LogEventMissing { node, ivorn } => write!(
+                f,
+                "{ivorn}, in the log {node} consumes, never reached {node}'s handlers"
+            ),
             Self::Panicked(message) => write!(f, "panicked: {message}"),
         }
     }
