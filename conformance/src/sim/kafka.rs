@@ -372,7 +372,10 @@ impl Sim {
             });
         }
         for offset in committed..next {
-            let record = log.lanes.get(lane as usize)?.get(offset as usize);
+            let record = log
+                .lanes
+                .get(lane as usize)
+                .and_then(|records| records.get(offset as usize));
             let why = match record.map(|r| &r.body) {
                 None => Some("there is no such record".to_owned()),
                 Some(Body::Event(e)) => {

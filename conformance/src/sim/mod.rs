@@ -18,6 +18,14 @@
 //!   - *authors* `author-0…` submit events with [`vtp_core::Node::submit`], sometimes the same
 //!     event to two brokers, sometimes again after a failure;
 //!   - *mute subscribers* `mute-0…` are hand-written peers that connect, read and never answer.
+//! - **A Kafka-like log** (a quarter of the seeds, and every seed with [`Options::LOG_SEED`]
+//!   set): topics of partitions of records appended during the fault phase (VOEvents of its
+//!   own, VOEvents authors also submit, repeats, garbage), consumed by some brokers as an
+//!   external source ([`vtp_core::Node::handle_external`]), each in its own consumer group
+//!   whose committed offsets survive its restarts. The node says when an offset may be
+//!   committed; the broker's effects commit it to the group. In those seeds every store
+//!   commits in groups a few milliseconds late, and a restart loses what was not durable;
+//!   consuming brokers also crash now and then right after reading records.
 //! - **Links** are TCP connections: ordered byte pipes with latency and a bounded window, that
 //!   cut every write at random boundaries ("one read is one frame" is the classic framing bug).
 //!   Nodes dial addresses such as `broker-3:8099`: the simulator resolves the host name to
@@ -50,7 +58,10 @@
 //!    - well-behaved nodes never report a protocol violation to each other, never refuse a
 //!      connection, and never nak a valid event (under Comet's policies, only a duplicate, at
 //!      a broker that had accepted it); each submission gets at most one outcome;
-//!    - a broker drops a mute subscriber within two iamalive periods of accepting it.
+//!    - a broker drops a mute subscriber within two iamalive periods of accepting it;
+//!    - with a log: a group's committed offset never goes backwards and never passes a record
+//!      whose event is not durable at that broker or, for garbage, that it did not report
+//!      skipped; no valid record is skipped and no garbage is accepted or crosses a link.
 //! 2. **Healing**: faults stop, partitions heal and readers resume (half-open links stay dead:
 //!    their ends must find out by their timers). Every subscription of every node must be back
 //!    up within [`Options::heal_bound`] ("dropped subscribers come back").
@@ -60,7 +71,9 @@
 //!    node connected to its origin *throughout*: through a chain of subscriptions, each
 //!    established before the event was first accepted and neither closed nor disturbed (slow
 //!    reader, half-open, partition) until the delivery bound after it. Every submission got
-//!    exactly one outcome.
+//!    exactly one outcome. With a log, every group committed every partition to its end and
+//!    every valid event of the log reached the handlers of every consuming broker (and, by the
+//!    above, every node connected to it throughout).
 //!
 //! # Running it
 //!
@@ -78,7 +91,8 @@
 //! VTP_SIM_SEEDS=10000 cargo test --release -p vtp-conformance --test sim -- --ignored many_seeds --nocapture
 //! ```
 //!
-//! `VTP_SIM_FROM` picks the first seed of that range (default 0).
+//! `VTP_SIM_FROM` picks the first seed of that range (default 0); `VTP_SIM_FROM=0x4000000000000000`
+//! runs seeds that all have a log.
 //!
 //! ```
 //! let summary = vtp_conformance::sim::run(7).map_err(|f| f.to_string())?;

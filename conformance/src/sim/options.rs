@@ -316,5 +316,12 @@ mod tests {
             }
             assert!(o.subscribers.iter().all(|s| !s.upstreams.is_empty()));
         }
+        assert!(all.iter().any(|o| o.log.is_some()) && all.iter().any(|o| o.log.is_none()));
+        for seed in 0..16 {
+            let o = Options::swarm(seed | Options::LOG_SEED);
+            let log = o.log.expect("a log seed has a log");
+            assert!(!log.consumers.is_empty() && log.consumers.iter().all(|&b| b < o.brokers));
+            assert!(o.store_lag.is_some() && o.faults.restarts.is_some());
+        }
     }
 }
