@@ -4,7 +4,8 @@
 //!   input) and at what each subscriber link carries: no broker accepts an event twice, no
 //!   node hands one to its handlers twice, nothing is handed over before it is stored, no
 //!   connection carries an event twice, no subscriber gets an event its filters reject, every
-//!   submission gets at most one outcome, and no well-behaved peer reports a violation.
+//!   submission gets at most one outcome, and no well-behaved peer reports a violation; the
+//!   log's invariants (commits, skipped records, garbage: `kafka.rs`).
 //! - Over the whole world, after every step or at the end of a phase: queue bounds, mute
 //!   subscribers dropped, subscriptions back after healing, and delivery along undisturbed
 //!   paths.
@@ -47,7 +48,9 @@ impl Sim {
             }
             self.hosts[h].fx.handled += 1;
         }
-        // Every event handed to the handlers was recorded in the store first, once.
+        self.absorb_commits(h);
+        self.schedule_store_commit(h);
+        // Every event handed to the handlers was made durable in the store first, once.
         let fx = &self.hosts[h].fx;
         if fx.persisted != fx.handled {
             let v = Violation::StoreMismatch {
@@ -62,9 +65,9 @@ impl Sim {
     fn observe(&mut self, h: HostId, event: Event) {
         let name = || self.hosts[h].name.clone();
         match event {
-            Event::Accepted { ivorn, .. } => {
+            Event::Accepted { ivorn, key, .. } => {
                 // Subscribers relay nothing: a double acceptance there is `HandledTwice`.
-                if !self.accepted.insert((h, Arc::clone(&ivorn)))
+                if self.accepted.insert((h, Arc::clone(&ivorn)), key).is_some()
                     && self.hosts[h].kind == Kind::Broker
                 {
                     self.fail(Violation::AcceptedTwice {
@@ -74,6 +77,17 @@ impl Sim {
                 }
                 if let Some(&e) = self.by_ivorn.get(&ivorn) {
                     self.events[e].first_accept.get_or_insert((self.now, h));
+                }
+                if self
+                    .log
+                    .as_ref()
+                    .is_some_and(|l| l.garbage.contains(&ivorn))
+                {
+                    let node = self.hosts[h].name.clone();
+                    self.fail(Violation::GarbageForwarded {
+                        node,
+                        ivorn: ivorn.to_string(),
+                    });
                 }
             }
             Event::FiltersSet {
@@ -113,6 +127,9 @@ impl Sim {
                 node: name(),
                 reason,
             }),
+            Event::ExternalSkipped {
+                conn, at, reason, ..
+            } => self.source_skipped(h, conn, at, reason.to_string()),
             Event::SubmissionAcked { conn } => self.outcome(h, conn, None),
             Event::SubmissionNaked { conn, reason } => {
                 self.outcome(h, conn, Some(Err(reason)));
@@ -151,7 +168,7 @@ impl Sim {
                     && reason.contains("Previously seen")
                     && self
                         .accepted
-                        .contains(&(broker, Arc::clone(&self.events[event].ivorn))) => {}
+                        .contains_key(&(broker, Arc::clone(&self.events[event].ivorn))) => {}
             Some(Err(reason)) => self.fail(Violation::SubmissionNaked {
                 author,
                 ivorn,
@@ -192,6 +209,7 @@ impl Sim {
         let client = self.links[l].ends[CLIENT].host;
         let filters = &self.hosts[client].filters;
         let comet = self.options.comet_policies;
+        let garbage = self.log.as_ref().map(|l| &l.garbage);
         let link = &mut self.links[l];
         let boundary = link.filter_boundary;
         let Some(tap) = link.pipes[DOWN].tap.as_mut() else {
@@ -217,7 +235,12 @@ impl Sim {
             let fresh = tap.ivorns.insert(Arc::clone(&ivorn));
             let from = self.hosts[link.ends[SERVER].host].name.clone();
             let to = self.hosts[client].name.clone();
-            if !fresh {
+            if garbage.is_some_and(|g| g.contains(&ivorn)) {
+                violations.push(Violation::GarbageForwarded {
+                    node: format!("{from} -> {to}"),
+                    ivorn: ivorn.to_string(),
+                });
+            } else if !fresh {
                 violations.push(Violation::CarriedTwice {
                     from,
                     to,

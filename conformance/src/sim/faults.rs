@@ -17,7 +17,12 @@ impl Sim {
                 let nodes: Vec<HostId> = (0..self.hosts.len())
                     .filter(|&h| matches!(self.hosts[h].kind, Kind::Broker | Kind::Subscriber))
                     .collect();
-                let h = *self.fault_rng.pick(&nodes);
+                // With a log, half the restarts hit a consuming broker.
+                let consumers = self.options.log.as_ref().map(|l| l.consumers.clone());
+                let h = match consumers {
+                    Some(c) if self.fault_rng.coin() => *self.fault_rng.pick(&c),
+                    _ => *self.fault_rng.pick(&nodes),
+                };
                 self.restart(h);
             }
             FaultKind::Partition => {
@@ -173,7 +178,9 @@ impl Sim {
         self.schedule(now + self.options.heal_bound, Timed::HealDeadline);
     }
 
-    /// The node's process dies (every connection is reset) and starts again from its store.
+    /// The node's process dies (every connection is reset, what its store had not made
+    /// durable is lost) and starts again from its store; a consumer resumes from its group's
+    /// committed offsets.
     pub(crate) fn restart(&mut self, h: HostId) {
         let Some(config) = self.hosts[h].config.clone() else {
             return;
@@ -187,6 +194,16 @@ impl Sim {
                 }
             }
         }
+        let lost = self.hosts[h].fx.crash();
+        trace!(
+            self,
+            "{} lost {lost} store operations not durable", self.hosts[h].name
+        );
+        // An acceptance whose record was lost never went out (its forwards and delivery wait
+        // for the record): the event may be accepted again.
+        let store = &self.hosts[h].fx.store;
+        self.accepted
+            .retain(|(x, _), key| *x != h || store.contains_key(key));
         let mut driver = self.new_driver(config);
         let records: Vec<SeenRecord> = self.hosts[h]
             .fx
@@ -209,5 +226,6 @@ impl Sim {
         host.conn_links.clear();
         self.absorb(h);
         self.poll_host(h);
+        self.open_source(h);
     }
 }

@@ -18,6 +18,14 @@
 //!   - *authors* `author-0…` submit events with [`vtp_core::Node::submit`], sometimes the same
 //!     event to two brokers, sometimes again after a failure;
 //!   - *mute subscribers* `mute-0…` are hand-written peers that connect, read and never answer.
+//! - **A Kafka-like log** (a quarter of the seeds, and every seed with [`Options::LOG_SEED`]
+//!   set): topics of partitions of records appended during the fault phase (VOEvents of its
+//!   own, VOEvents authors also submit, repeats, garbage), consumed by some brokers as an
+//!   external source ([`vtp_core::Node::handle_external`]), each in its own consumer group
+//!   whose committed offsets survive its restarts. The node says when an offset may be
+//!   committed; the broker's effects commit it to the group. In those seeds every store
+//!   commits in groups a few milliseconds late, and a restart loses what was not durable;
+//!   consuming brokers also crash now and then right after reading records.
 //! - **Links** are TCP connections: ordered byte pipes with latency and a bounded window, that
 //!   cut every write at random boundaries ("one read is one frame" is the classic framing bug).
 //!   Nodes dial addresses such as `broker-3:8099`: the simulator resolves the host name to
@@ -50,7 +58,10 @@
 //!    - well-behaved nodes never report a protocol violation to each other, never refuse a
 //!      connection, and never nak a valid event (under Comet's policies, only a duplicate, at
 //!      a broker that had accepted it); each submission gets at most one outcome;
-//!    - a broker drops a mute subscriber within two iamalive periods of accepting it.
+//!    - a broker drops a mute subscriber within two iamalive periods of accepting it;
+//!    - with a log: a group's committed offset never goes backwards and never passes a record
+//!      whose event is not durable at that broker or, for garbage, that it did not report
+//!      skipped; no valid record is skipped and no garbage is accepted or crosses a link.
 //! 2. **Healing**: faults stop, partitions heal and readers resume (half-open links stay dead:
 //!    their ends must find out by their timers). Every subscription of every node must be back
 //!    up within [`Options::heal_bound`] ("dropped subscribers come back").
@@ -60,7 +71,9 @@
 //!    node connected to its origin *throughout*: through a chain of subscriptions, each
 //!    established before the event was first accepted and neither closed nor disturbed (slow
 //!    reader, half-open, partition) until the delivery bound after it. Every submission got
-//!    exactly one outcome.
+//!    exactly one outcome. With a log, every group committed every partition to its end and
+//!    every valid event of the log reached the handlers of every consuming broker (and, by the
+//!    above, every node connected to it throughout).
 //!
 //! # Running it
 //!
@@ -78,7 +91,8 @@
 //! VTP_SIM_SEEDS=10000 cargo test --release -p vtp-conformance --test sim -- --ignored many_seeds --nocapture
 //! ```
 //!
-//! `VTP_SIM_FROM` picks the first seed of that range (default 0).
+//! `VTP_SIM_FROM` picks the first seed of that range (default 0); `VTP_SIM_FROM=0x4000000000000000`
+//! runs seeds that all have a log.
 //!
 //! ```
 //! let summary = vtp_conformance::sim::run(7).map_err(|f| f.to_string())?;
@@ -98,6 +112,7 @@ macro_rules! trace {
 mod check;
 mod faults;
 mod filter;
+mod kafka;
 mod links;
 mod net;
 mod options;
@@ -110,7 +125,7 @@ use std::fmt;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::time::{Duration, Instant};
 
-pub use options::{Faults, Options, SubscriberSpec};
+pub use options::{Faults, LogSpec, Options, SubscriberSpec};
 pub use world::Sim;
 
 /// Runs the simulation for `seed` with the options drawn from it ([`Options::swarm`]).
@@ -177,6 +192,10 @@ pub struct Summary {
     pub faults: usize,
     /// Connections opened.
     pub links: usize,
+    /// Records of the log handed to consuming brokers (re-reads after a restart included).
+    pub log_reads: usize,
+    /// Commits consuming brokers made to their groups.
+    pub log_commits: usize,
     /// A hash of every step (what, where, when): equal fingerprints mean identical runs.
     pub fingerprint: u64,
 }
@@ -186,7 +205,7 @@ impl fmt::Display for Summary {
         write!(
             f,
             "seed={:#018x}: {} steps, {:.0} s virtual, {} events ({} accepted), {} deliveries, \
-             {} faults, {} connections",
+             {} faults, {} connections, {} log reads, {} commits",
             self.seed,
             self.steps,
             self.virtual_time.as_secs_f64(),
@@ -194,7 +213,9 @@ impl fmt::Display for Summary {
             self.accepted,
             self.deliveries,
             self.faults,
-            self.links
+            self.links,
+            self.log_reads,
+            self.log_commits
         )
     }
 }
@@ -368,6 +389,62 @@ pub enum Violation {
         /// Which bound.
         reason: String,
     },
+    /// A consumer group's committed offset went backwards.
+    CommitBackwards {
+        /// The consuming broker.
+        node: String,
+        /// The topic-partition.
+        partition: String,
+        /// The group's offset.
+        committed: u64,
+        /// The offset the node let its source commit.
+        next_offset: u64,
+    },
+    /// A broker let its source commit past a record that was not done.
+    CommittedTooEarly {
+        /// The consuming broker.
+        node: String,
+        /// The record (`topic[partition]@offset`).
+        record: String,
+        /// Why it was not done.
+        why: String,
+    },
+    /// A broker skipped a valid record of the log.
+    ValidRecordSkipped {
+        /// The consuming broker.
+        node: String,
+        /// The record (`topic[partition]@offset`).
+        record: String,
+        /// Its event.
+        ivorn: String,
+        /// The node's reason.
+        reason: String,
+    },
+    /// A garbage record of the log was accepted, or crossed a link.
+    GarbageForwarded {
+        /// The node, or the link (`from -> to`).
+        node: String,
+        /// The IVORN the garbage carries.
+        ivorn: String,
+    },
+    /// At the end, a consumer group had not committed a partition to its end.
+    LogNotConsumed {
+        /// The consuming broker.
+        node: String,
+        /// The topic-partition.
+        partition: String,
+        /// The group's offset.
+        committed: u64,
+        /// The partition's end.
+        end: u64,
+    },
+    /// At the end, a valid event of the log had not reached a consuming broker's handlers.
+    LogEventMissing {
+        /// The consuming broker.
+        node: String,
+        /// The event.
+        ivorn: String,
+    },
     /// Something panicked.
     Panicked(String),
 }
@@ -466,6 +543,43 @@ impl fmt::Display for Violation {
                  periods"
             ),
             Self::Unfinished { reason } => write!(f, "the run did not finish: {reason}"),
+            Self::CommitBackwards {
+                node,
+                partition,
+                committed,
+                next_offset,
+            } => write!(
+                f,
+                "{node} committed {partition}@{next_offset}, behind its group's offset \
+                 {committed}"
+            ),
+            Self::CommittedTooEarly { node, record, why } => write!(
+                f,
+                "{node} committed past {record} although {why}: a crash now would lose it"
+            ),
+            Self::ValidRecordSkipped {
+                node,
+                record,
+                ivorn,
+                reason,
+            } => write!(f, "{node} skipped {record}, the valid {ivorn}: {reason}"),
+            Self::GarbageForwarded { node, ivorn } => write!(
+                f,
+                "{node}: the garbage record {ivorn} of the log was accepted or forwarded"
+            ),
+            Self::LogNotConsumed {
+                node,
+                partition,
+                committed,
+                end,
+            } => write!(
+                f,
+                "{node}'s group committed {partition} up to {committed} only, of {end} records"
+            ),
+            Self::LogEventMissing { node, ivorn } => write!(
+                f,
+                "{ivorn}, in the log {node} consumes, never reached {node}'s handlers"
+            ),
             Self::Panicked(message) => write!(f, "panicked: {message}"),
         }
     }

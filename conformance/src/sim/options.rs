@@ -65,6 +65,36 @@ pub struct Options {
     pub delivery_bound: Duration,
     /// A run that takes more steps than this fails (a livelock or a runaway loop).
     pub steps_max: u64,
+    /// A Kafka-like log some brokers consume as an external source (`None`: no log).
+    pub log: Option<LogSpec>,
+    /// Every node's store makes what it is handed durable in group commits, this long after
+    /// the first record of a group (`None`: at once); a restart loses what was not durable.
+    pub store_lag: Option<Duration>,
+}
+
+/// A Kafka-like log: topics of partitions of records, appended during the fault phase and
+/// consumed by some brokers, each in its own consumer group whose committed offsets survive
+/// the broker's restarts (they live in the log, as Kafka's do).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogSpec {
+    /// Topics (`gcn.classic.voevent.T0`, …).
+    pub topics: usize,
+    /// Partitions per topic; the source's lanes are the topic-partitions, numbered in order.
+    pub partitions: usize,
+    /// Records appended during the fault phase, at random times and partitions: VOEvents
+    /// only in the log, VOEvents authors also submit over VTP, repeats of earlier records, and
+    /// garbage.
+    pub records: usize,
+    /// Of every 100 records, about this many are garbage: JSON notices, VOEvents with a bad
+    /// IVORN or of version 1.1, Transport messages.
+    pub garbage_percent: u64,
+    /// The consuming brokers (indices), each with its own consumer group.
+    pub consumers: Vec<usize>,
+    /// Records a consumer hands in per poll at most (Kafka's `max.poll.records`).
+    pub batch: usize,
+    /// The consuming brokers' `external_pending_max`: small, so that a store behind makes the
+    /// source busy.
+    pub pending_max: usize,
 }
 
 /// A subscriber node.
@@ -101,6 +131,10 @@ impl Faults {
 }
 
 impl Options {
+    /// Seeds with this bit set always run with a [`LogSpec`] and frequent restarts (the
+    /// Kafka-like source's crash tests); `swarm` draws the rest as for any seed.
+    pub const LOG_SEED: u64 = 1 << 62;
+
     /// Draws the whole set-up from `seed`.
     pub fn swarm(seed: u64) -> Self {
         let mut rng = Rng::new(seed ^ 0x6F70_7469_6F6E_7321);
@@ -208,7 +242,50 @@ impl Options {
             heal_bound: HEAL_BOUND,
             delivery_bound: DELIVERY_BOUND,
             steps_max: STEPS_MAX,
+            log: None,
+            store_lag: None,
         }
+        .with_log_drawn(seed)
+    }
+
+    /// A quarter of the seeds get a log (and stores that lag, so that commits wait for
+    /// them), and every seed with [`Options::LOG_SEED`] set gets one, with restarts at least
+    /// every 90 s on average. Drawn from a stream of its own: the rest of a seed's options do
+    /// not depend on it.
+    fn with_log_drawn(mut self, seed: u64) -> Self {
+        let mut rng = Rng::new(seed ^ 0x6b61_666b_615f_6c6f);
+        let forced = seed & Self::LOG_SEED != 0;
+        if !rng.ratio(1, 4) && !forced {
+            return self;
+        }
+        if forced {
+            let mean = self
+                .faults
+                .restarts
+                .map_or(Duration::from_secs(90), |m| m.min(Duration::from_secs(90)));
+            self.faults.restarts = Some(mean);
+        }
+        self.with_log(&mut rng)
+    }
+
+    /// Adds a log, consumed by one to all brokers, and stores that lag (1 to 30 ms), drawn
+    /// from `rng`.
+    fn with_log(mut self, rng: &mut Rng) -> Self {
+        let mut consumers: Vec<usize> = (0..self.brokers).filter(|_| rng.coin()).collect();
+        if consumers.is_empty() {
+            consumers.push(rng.below(self.brokers));
+        }
+        self.log = Some(LogSpec {
+            topics: rng.between(1, 3),
+            partitions: rng.between(1, 3),
+            records: rng.between(10, 80),
+            garbage_percent: *rng.pick(&[0, 10, 25]),
+            consumers,
+            batch: *rng.pick(&[1, 4, 16]),
+            pending_max: *rng.pick(&[2, 8, 64]),
+        });
+        self.store_lag = Some(rng.duration(Duration::from_millis(1), Duration::from_millis(30)));
+        self
     }
 }
 
@@ -238,6 +315,13 @@ mod tests {
                 assert!(ups.iter().flatten().all(|&b| b != i && b < o.brokers));
             }
             assert!(o.subscribers.iter().all(|s| !s.upstreams.is_empty()));
+        }
+        assert!(all.iter().any(|o| o.log.is_some()) && all.iter().any(|o| o.log.is_none()));
+        for seed in 0..16 {
+            let o = Options::swarm(seed | Options::LOG_SEED);
+            let log = o.log.expect("a log seed has a log");
+            assert!(!log.consumers.is_empty() && log.consumers.iter().all(|&b| b < o.brokers));
+            assert!(o.store_lag.is_some() && o.faults.restarts.is_some());
         }
     }
 }

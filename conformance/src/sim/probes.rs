@@ -63,7 +63,9 @@ impl Sim {
                 .find(|e| e.probe && e.first_accept.is_none())
             {
                 let v = Violation::ProbeFailed {
-                    author: self.hosts[e.author].name.clone(),
+                    author: e
+                        .author
+                        .map_or_else(String::new, |a| self.hosts[a].name.clone()),
                     ivorn: e.ivorn.to_string(),
                     outcome: "never accepted".into(),
                 };
@@ -113,7 +115,7 @@ impl Sim {
             self.schedule(at, Timed::Finish);
             return;
         }
-        if let Some(v) = self.check_paths() {
+        if let Some(v) = self.check_paths().or_else(|| self.check_log()) {
             return self.fail(v);
         }
         // Every submission gets its outcome by the receipt deadline (20 s), and a late duplicate

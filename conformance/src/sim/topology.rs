@@ -1,5 +1,6 @@
 //! Who is in the world and what they do: the hosts (brokers, subscribers, authors, mute
-//! subscribers), their drivers and effects, and the workload of events drawn from the seed.
+//! subscribers), their drivers and effects (the durable store among them), and the workload
+//! of events drawn from the seed.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr};
@@ -10,6 +11,8 @@ use vtp_core::config::{DuplicateReply, InvalidFilters, Upstream};
 use vtp_core::driver::{Driver, Effects, StoreOp};
 use vtp_core::endpoint::{DialAddr, PORT_SUBSCRIBE};
 use vtp_core::{Config, ConnId, Delivery, Event, EventKey, Node};
+
+use super::kafka::Consumer;
 
 use super::filter::{self, SubstringEngine, TAGS};
 use super::net::{HostId, LinkId};
@@ -27,21 +30,55 @@ pub(crate) enum Kind {
     Mute,
 }
 
-/// Collects what a driver hands out between two looks by the simulator.
+/// Collects what a driver hands out between two looks by the simulator, and is the node's
+/// durable store.
 #[derive(Debug, Default)]
 pub(crate) struct Recorder {
     pub(crate) events: Vec<Event>,
     pub(crate) deliveries: Vec<Delivery>,
-    /// Seen-index records handed to the store so far.
+    /// Seen-index records made durable so far, over all incarnations.
     pub(crate) persisted: usize,
     /// The durable store: what a restarted node restores.
     pub(crate) store: BTreeMap<EventKey, u64>,
     /// Events handed to the handlers so far.
     pub(crate) handled: usize,
+    /// The store commits in groups, when the simulator says ([`Recorder::commit_group`]);
+    /// otherwise each operation is durable as it is handed over.
+    pub(crate) grouped: bool,
+    /// Operations handed over and not durable yet, in order: a crash loses them.
+    pub(crate) pending: Vec<StoreOp>,
+    /// Persists handed over by the current incarnation (the driver's count) and, of those,
+    /// made durable.
+    pub(crate) handed: u64,
+    pub(crate) durable: u64,
+    /// A group commit is scheduled.
+    pub(crate) commit_due: bool,
+    /// Positions the node let its external source commit: source, lane, next offset.
+    pub(crate) commits: Vec<(ConnId, u32, u64)>,
 }
 
-impl Effects for Recorder {
-    fn store(&mut self, op: StoreOp) {
+impl Recorder {
+    /// The group commit: everything handed over so far becomes durable.
+    pub(crate) fn commit_group(&mut self) {
+        for op in std::mem::take(&mut self.pending) {
+            self.apply(op);
+        }
+        self.durable = self.handed;
+        self.commit_due = false;
+    }
+
+    /// The process dies: what was not durable is lost, and the next incarnation's driver
+    /// counts from zero. Returns the operations lost.
+    pub(crate) fn crash(&mut self) -> usize {
+        let lost = self.pending.len();
+        self.pending.clear();
+        self.handed = 0;
+        self.durable = 0;
+        self.commit_due = false;
+        lost
+    }
+
+    fn apply(&mut self, op: StoreOp) {
         match op {
             StoreOp::Persist(r) => {
                 self.persisted += 1;
@@ -56,9 +93,31 @@ impl Effects for Recorder {
             _ => {}
         }
     }
+}
+
+impl Effects for Recorder {
+    fn store(&mut self, op: StoreOp) {
+        if matches!(op, StoreOp::Persist(_)) {
+            self.handed += 1;
+        }
+        if self.grouped {
+            self.pending.push(op);
+        } else {
+            self.apply(op);
+            self.durable = self.handed;
+        }
+    }
+
+    fn durable_persists(&mut self, handed: u64) -> u64 {
+        self.durable.min(handed)
+    }
 
     fn deliver(&mut self, delivery: Delivery) {
         self.deliveries.push(delivery);
+    }
+
+    fn commit(&mut self, conn: ConnId, lane: u32, next_offset: u64) {
+        self.commits.push((conn, lane, next_offset));
     }
 
     fn event(&mut self, event: Event) {
@@ -92,6 +151,8 @@ pub(crate) struct Host {
     pub(crate) upstreams: Vec<Vec<HostId>>,
     /// Mute subscriber: the broker it dials and its current link.
     pub(crate) mute: Option<(HostId, Option<LinkId>)>,
+    /// A broker consuming the log: its consumer.
+    pub(crate) consumer: Option<Consumer>,
 }
 
 impl Sim {
@@ -104,6 +165,9 @@ impl Sim {
             if o.comet_policies {
                 c.policy.duplicate_reply = DuplicateReply::Nak;
                 c.policy.invalid_filters = InvalidFilters::SendEverything;
+            }
+            if let Some(log) = o.log.as_ref().filter(|l| l.consumers.contains(&i)) {
+                c.limits.external_pending_max = log.pending_max;
             }
             c.upstreams = ups
                 .iter()
@@ -156,6 +220,7 @@ impl Sim {
                 filters: Vec::new(),
                 upstreams: Vec::new(),
                 mute: Some((b, None)),
+                consumer: None,
             });
             let at = self.now + self.rng.duration(Duration::ZERO, Duration::from_secs(30));
             self.schedule(at, Timed::MuteDial(id));
@@ -218,6 +283,7 @@ impl Sim {
         }
         let heal = self.now + o.fault_phase;
         self.schedule(heal, Timed::Heal);
+        self.build_log();
     }
 
     fn add_host(
@@ -230,6 +296,10 @@ impl Sim {
     ) {
         let id = self.hosts.len();
         let driver = self.new_driver(config.clone());
+        let fx = Recorder {
+            grouped: self.options.store_lag.is_some(),
+            ..Recorder::default()
+        };
         self.hosts.push(Host {
             name,
             ip: ip_of(id),
@@ -237,7 +307,7 @@ impl Sim {
             driver: Some(driver),
             config: Some(config),
             incarnation: 0,
-            fx: Recorder::default(),
+            fx,
             conn_links: BTreeMap::new(),
             sockets: BTreeMap::new(),
             dialing: BTreeSet::new(),
@@ -245,6 +315,7 @@ impl Sim {
             // Brokers come first, so broker index = host id.
             upstreams: upstreams.to_vec(),
             mute: None,
+            consumer: None,
         });
     }
 
@@ -280,7 +351,7 @@ impl Sim {
         let id = self.events.len();
         self.by_ivorn.insert(ivorn.clone(), id);
         self.events.push(SimEvent {
-            author,
+            author: Some(author),
             ivorn,
             payload,
             probe,

@@ -3,7 +3,8 @@
 //!
 //! Around it, by responsibility: `topology.rs` builds the hosts and the workload, `links.rs`
 //! carries bytes between the links and the hosts' drivers, `faults.rs` breaks and heals,
-//! `check.rs` holds the invariants, and `probes.rs` runs the last phases.
+//! `check.rs` holds the invariants, `probes.rs` runs the last phases, and `kafka.rs` holds the
+//! log some brokers consume and the stores' group commits.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -11,8 +12,9 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use vtp_core::driver::Driver;
-use vtp_core::{CloseReason, ConnId};
+use vtp_core::{CloseReason, ConnId, EventKey};
 
+use super::kafka::Log;
 use super::net::{DOWN, HostId, Link, LinkId, UP};
 use super::options::Options;
 use super::rng::Rng;
@@ -27,7 +29,8 @@ pub(crate) const ATTEMPTS_MAX: u8 = 3;
 /// An event the simulation submitted.
 #[derive(Debug)]
 pub(crate) struct SimEvent {
-    pub(crate) author: HostId,
+    /// Who submits it over VTP; `None` for an event only in the log.
+    pub(crate) author: Option<HostId>,
     pub(crate) ivorn: Arc<str>,
     pub(crate) payload: Bytes,
     pub(crate) probe: bool,
@@ -62,6 +65,12 @@ pub(crate) enum Timed {
     Writable(HostId, u32, ConnId),
     DialFailed(HostId, u32, ConnId, &'static str),
     MuteDial(HostId),
+    /// A host's store commits a group (the host's incarnation then).
+    StoreCommit(HostId, u32),
+    /// A consumer polls the log (if this is still the poll it has scheduled).
+    Poll(HostId, Instant),
+    /// A consuming broker crashes and restarts (during the fault phase only).
+    Crash(HostId),
     Heal,
     HealDeadline,
     /// Submit the probes, if the network stayed settled since this instant.
@@ -126,9 +135,16 @@ pub struct Sim {
     pub(crate) by_ivorn: BTreeMap<Arc<str>, usize>,
     /// First hand-over to handlers, per node and event.
     pub(crate) delivered: BTreeMap<(HostId, Arc<str>), Instant>,
-    pub(crate) accepted: BTreeSet<(HostId, Arc<str>)>,
+    /// Acceptances per node and event, with the event's key; one a crash undid (its record
+    /// was not durable, so nothing went out for it) is forgotten (`Sim::restart`).
+    pub(crate) accepted: BTreeMap<(HostId, Arc<str>), EventKey>,
     pub(crate) submissions: BTreeMap<(HostId, ConnId), Submission>,
     pub(crate) faults: usize,
+    /// The Kafka-like log, if the run has one.
+    pub(crate) log: Option<Log>,
+    /// Log records handed to consumers, and commits they made.
+    pub(crate) log_reads: usize,
+    pub(crate) log_commits: usize,
     pub(crate) fingerprint: u64,
     pub(crate) failure: Option<Violation>,
 }
@@ -159,9 +175,12 @@ impl Sim {
             events: Vec::new(),
             by_ivorn: BTreeMap::new(),
             delivered: BTreeMap::new(),
-            accepted: BTreeSet::new(),
+            accepted: BTreeMap::new(),
             submissions: BTreeMap::new(),
             faults: 0,
+            log: None,
+            log_reads: 0,
+            log_commits: 0,
             fingerprint: 0xcbf2_9ce4_8422_2325,
             failure: None,
         };
@@ -215,6 +234,8 @@ impl Sim {
             deliveries: self.delivered.len(),
             faults: self.faults,
             links: self.links.len(),
+            log_reads: self.log_reads,
+            log_commits: self.log_commits,
             fingerprint: self.fingerprint,
         })
     }
@@ -338,6 +359,14 @@ impl Sim {
                 }
             }
             Timed::MuteDial(h) => self.mute_dial(h),
+            Timed::StoreCommit(h, incarnation) => self.commit_store(h, incarnation),
+            Timed::Poll(h, at) => self.poll_source(h, at),
+            Timed::Crash(h) => {
+                if self.phase == Phase::Faults {
+                    self.restart(h);
+                    self.faults += 1;
+                }
+            }
             Timed::Heal => self.heal(),
             Timed::HealDeadline => {
                 if self.phase == Phase::Healing
