@@ -114,21 +114,6 @@ fn produce(k: &Tansu, topic: &str, values: &[&[u8]]) -> Vec<(i32, i64)> {
     p.finish()
 }
 
-/// Runs kafka_consume.py to completion; returns its stdout.
-fn kafka_python(k: &Tansu, args: &[&str]) -> String {
-    let mut all = vec![k.addr()];
-    all.extend(args.iter().map(|s| s.to_string()));
-    let all: Vec<&str> = all.iter().map(String::as_str).collect();
-    let out = peer_command("kafka_consume.py", &all).output().unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success() && stdout.contains("done"),
-        "kafka_consume.py {args:?} failed:\n{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    stdout
-}
-
 /// One record as kafka-python read it.
 #[derive(Debug)]
 struct Consumed {
@@ -139,7 +124,7 @@ struct Consumed {
 
 /// Reads `topic` from the beginning until `count` records or `timeout_s` seconds.
 fn consume(k: &Tansu, topic: &str, count: usize, timeout_s: u32) -> Vec<Consumed> {
-    let out = kafka_python(
+    let out = vtp_testkit::kafka::kafka_consume(
         k,
         &["consume", topic, &count.to_string(), &timeout_s.to_string()],
     );
@@ -159,7 +144,7 @@ fn consume(k: &Tansu, topic: &str, count: usize, timeout_s: u32) -> Vec<Consumed
 
 /// The group's committed offset of each partition of `topic` (`None`: nothing committed).
 fn committed(k: &Tansu, group: &str, topic: &str) -> BTreeMap<i32, Option<i64>> {
-    kafka_python(k, &["committed", group, topic])
+    vtp_testkit::kafka::kafka_consume(k, &["committed", group, topic])
         .lines()
         .filter_map(|l| l.strip_prefix("committed "))
         .map(|l| {

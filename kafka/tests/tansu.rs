@@ -77,21 +77,6 @@ fn kafka_python_produce(broker: &Tansu, records: &[Out<'_>]) -> Vec<(String, i32
         .collect()
 }
 
-/// Runs kafka_consume.py to completion; returns its stdout.
-fn kafka_python(broker: &Tansu, args: &[&str]) -> String {
-    let mut all = vec![broker.addr()];
-    all.extend(args.iter().map(|s| s.to_string()));
-    let all: Vec<&str> = all.iter().map(String::as_str).collect();
-    let out = peer_command("kafka_consume.py", &all).output().unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success() && stdout.contains("done"),
-        "kafka_consume.py {args:?} failed:\n{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    stdout
-}
-
 fn config(broker: &Tansu) -> Config {
     let mut c = Config::new(&broker.addr(), "vtp-kafka-test").unwrap();
     c.request_timeout = Duration::from_secs(10);
@@ -219,7 +204,7 @@ fn committed_offsets_resume_a_new_consumer_and_kafka_python_sees_them() {
     drop(consumer);
 
     // kafka-python, as a member of the same group, sees the committed offsets.
-    let seen = kafka_python(&broker, &["committed", "bridge", topic]);
+    let seen = vtp_testkit::kafka::kafka_consume(&broker, &["committed", "bridge", topic]);
     assert!(seen.contains(&format!("committed {topic} 0 5")), "{seen}");
     assert!(seen.contains(&format!("committed {topic} 1 5")), "{seen}");
 
@@ -306,7 +291,7 @@ fn producer_records_reach_kafka_python_byte_exact() {
         );
     }
 
-    let out = kafka_python(&broker, &["consume", topic, "60", "20"]);
+    let out = vtp_testkit::kafka::kafka_consume(&broker, &["consume", topic, "60", "20"]);
     assert!(out.contains("done 60"), "{out}");
     let mut n = 0;
     for line in out.lines().filter(|l| l.starts_with('{')) {

@@ -250,24 +250,7 @@ fn find(haystack: &[u8], needle: &[u8]) -> usize {
 /// The gpg binary, found (and installed when missing) once by `setup_gnupg.sh`.
 fn gpg_bin() -> &'static Path {
     static GPG: OnceLock<Result<PathBuf, String>> = OnceLock::new();
-    let bin = GPG.get_or_init(|| {
-        let script =
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("../conformance/peers/setup_gnupg.sh");
-        let out = Command::new("bash")
-            .arg(&script)
-            .output()
-            .map_err(|e| format!("cannot run {}: {e}", script.display()))?;
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        match stdout.lines().rev().find(|l| !l.trim().is_empty()) {
-            Some(p) if out.status.success() => Ok(PathBuf::from(p.trim())),
-            _ => Err(format!(
-                "{} failed ({}): gpg is required for these tests\nstderr:\n{}",
-                script.display(),
-                out.status,
-                String::from_utf8_lossy(&out.stderr)
-            )),
-        }
-    });
+    let bin = GPG.get_or_init(|| vtp_testkit::setup::run("setup_gnupg.sh", "gpg"));
     match bin {
         Ok(p) => p,
         Err(e) => panic!("{e}"),

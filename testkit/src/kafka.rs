@@ -177,3 +177,19 @@ pub fn free_port() -> u16 {
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
     l.local_addr().unwrap().port()
 }
+
+/// Runs `kafka_consume.py BOOTSTRAP ARGS...` (kafka-python) to completion against `broker`;
+/// returns its standard output. Panics with both outputs unless it succeeded and said `done`.
+pub fn kafka_consume(broker: &Tansu, args: &[&str]) -> String {
+    let addr = broker.addr();
+    let mut all = vec![addr.as_str()];
+    all.extend_from_slice(args);
+    let out = peer_command("kafka_consume.py", &all).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success() && stdout.contains("done"),
+        "kafka_consume.py {args:?} failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}

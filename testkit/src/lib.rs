@@ -27,6 +27,7 @@
 
 pub mod kafka;
 mod process;
+pub mod setup;
 mod wire;
 
 use std::time::Duration;

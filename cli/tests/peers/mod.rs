@@ -261,23 +261,7 @@ pub fn comet_sendvo(port: u16, file: &Path) -> (Option<i32>, String) {
 /// `setup_stunnel.sh`. Panics, failing the test, if there is none.
 pub fn stunnel_bin() -> &'static Path {
     static STUNNEL: OnceLock<Result<PathBuf, String>> = OnceLock::new();
-    let bin = STUNNEL.get_or_init(|| {
-        let script = peers_dir().join("setup_stunnel.sh");
-        let out = Command::new("bash")
-            .arg(&script)
-            .output()
-            .map_err(|e| format!("cannot run {}: {e}", script.display()))?;
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        match stdout.lines().rev().find(|l| !l.trim().is_empty()) {
-            Some(p) if out.status.success() => Ok(PathBuf::from(p.trim())),
-            _ => Err(format!(
-                "{} failed ({}): stunnel is required for these tests\nstderr:\n{}",
-                script.display(),
-                out.status,
-                String::from_utf8_lossy(&out.stderr)
-            )),
-        }
-    });
+    let bin = STUNNEL.get_or_init(|| vtp_testkit::setup::run("setup_stunnel.sh", "stunnel"));
     match bin {
         Ok(p) => p,
         Err(e) => panic!("{e}"),
