@@ -4,20 +4,12 @@
 # Comet convention and verifies what vtp signs. Idempotent and non-interactive; prints the
 # path of the gpg binary on its last line.
 #
-# When `gpg` is missing and apt-get is there (and we are root), installs the gnupg package, as
-# setup_stunnel.sh does for stunnel4. Otherwise fails: the tests need it and never skip.
+# When `gpg` is missing and apt-get is there (and we are root), installs the gnupg package
+# (apt.sh, shared with setup_stunnel.sh). Otherwise fails: the tests need it and never skip.
 set -euo pipefail
 
-if ! command -v gpg >/dev/null; then
-  if command -v apt-get >/dev/null && [[ "$(id -u)" == 0 ]]; then
-    echo "no gpg here: installing Debian's gnupg" >&2
-    apt_install() {
-      DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
-        gnupg >&2
-    }
-    apt_install || { apt-get update -q >&2 && apt_install; }
-  fi
-fi
+. "$(dirname "${BASH_SOURCE[0]}")/apt.sh"
+apt_ensure gnupg gpg
 if ! path="$(command -v gpg)"; then
   echo "setup_gnupg.sh: gpg is not installed and cannot be installed here (needs apt-get" \
     "and root); install Debian's gnupg package" >&2
