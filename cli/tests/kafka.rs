@@ -87,19 +87,9 @@ impl Producing {
     fn finish(mut self) -> Vec<(i32, i64)> {
         drop(self.stdin.take());
         let out = self.child.wait_with_output().unwrap();
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        assert!(
-            out.status.success() && stdout.contains(&format!("done {}", self.sent)),
-            "kafka_produce.py failed:\n{stdout}\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        stdout
-            .lines()
-            .filter_map(|l| l.strip_prefix("produced "))
-            .map(|l| {
-                let f: Vec<&str> = l.split(' ').collect();
-                (f[1].parse().unwrap(), f[2].parse().unwrap())
-            })
+        vtp_testkit::kafka::produced(&out, self.sent)
+            .into_iter()
+            .map(|(_, partition, offset)| (partition, offset))
             .collect()
     }
 }

@@ -57,24 +57,7 @@ fn kafka_python_produce(broker: &Tansu, records: &[Out<'_>]) -> Vec<(String, i32
         .write_all(input.as_bytes())
         .unwrap();
     let out = child.wait_with_output().unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success() && stdout.contains(&format!("done {}", records.len())),
-        "kafka_produce.py failed:\n{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    stdout
-        .lines()
-        .filter_map(|l| l.strip_prefix("produced "))
-        .map(|l| {
-            let f: Vec<&str> = l.split(' ').collect();
-            (
-                f[0].to_owned(),
-                f[1].parse().unwrap(),
-                f[2].parse().unwrap(),
-            )
-        })
-        .collect()
+    vtp_testkit::kafka::produced(&out, records.len())
 }
 
 fn config(broker: &Tansu) -> Config {

@@ -193,3 +193,27 @@ pub fn kafka_consume(broker: &Tansu, args: &[&str]) -> String {
     );
     stdout
 }
+
+/// What `kafka_produce.py` reported, once it has exited: (topic, partition, offset) of each of
+/// the `sent` records, in input order. Panics with both outputs unless it succeeded and said
+/// `done SENT`.
+pub fn produced(out: &std::process::Output, sent: usize) -> Vec<(String, i32, i64)> {
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains(&format!("done {sent}")),
+        "kafka_produce.py failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+        .lines()
+        .filter_map(|l| l.strip_prefix("produced "))
+        .map(|l| {
+            let f: Vec<&str> = l.split(' ').collect();
+            (
+                f[0].to_owned(),
+                f[1].parse().unwrap(),
+                f[2].parse().unwrap(),
+            )
+        })
+        .collect()
+}

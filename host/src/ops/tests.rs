@@ -538,3 +538,29 @@ mod kafka {
         assert!(json.get("kafka").is_none());
     }
 }
+
+/// The nak reasons are a fixed subset of the core's violation kinds (the ones an author's
+/// submission can be naked or a record skipped for), plus `other`: a kind added to the core
+/// must be listed here, or it is counted as `other`.
+#[test]
+fn every_nak_reason_is_a_violation_kind_and_every_nak_kind_a_reason() {
+    for r in super::NAK_REASONS {
+        assert!(
+            r == "other" || vtp_core::Violation::KINDS.contains(&r),
+            "{r} is not a kind of the core's Violation"
+        );
+    }
+    // Kinds that never answer a submission nor skip a record: about other peers' messages.
+    let not_naks = [
+        "unexpected_event",
+        "unsolicited_receipt",
+        "not_our_receipt",
+        "other",
+    ];
+    for k in vtp_core::Violation::KINDS {
+        assert!(
+            not_naks.contains(&k) || super::NAK_REASONS.contains(&k),
+            "the core's violation kind {k} is missing from NAK_REASONS"
+        );
+    }
+}
