@@ -324,6 +324,8 @@ pub(crate) struct BrokerArgs {
     pub(crate) ops: Operations,
     #[command(flatten)]
     pub(crate) kafka: crate::kafka::KafkaArgs,
+    #[command(flatten)]
+    pub(crate) signatures: crate::signing::SignatureArgs,
 }
 
 /// Metrics, health and status for operators.
@@ -413,6 +415,8 @@ pub(crate) struct SendArgs {
     pub(crate) help: Option<bool>,
     #[command(flatten)]
     pub(crate) tls: ClientTls,
+    #[command(flatten)]
+    pub(crate) sign: crate::signing::SignKeyArgs,
 }
 
 #[derive(Debug, Args)]
@@ -437,4 +441,6 @@ pub(crate) struct ListenArgs {
     pub(crate) tls: ClientTls,
     #[command(flatten)]
     pub(crate) ops: Operations,
+    #[command(flatten)]
+    pub(crate) signatures: crate::signing::SignatureArgs,
 }

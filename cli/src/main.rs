@@ -17,6 +17,7 @@ mod config_file;
 mod kafka;
 mod ops;
 mod reload;
+mod signing;
 mod units;
 
 #[cfg(not(any(feature = "tokio", feature = "smol", feature = "mio")))]
@@ -289,6 +290,7 @@ fn broker(a: BrokerArgs, common: Common, argv: Vec<OsString>) -> Result<(), Fail
         reload,
         &a.ops,
         plan.kafka,
+        plan.signing,
     )
 }
 
@@ -303,6 +305,8 @@ struct BrokerPlan {
     fds: Option<FdPlan>,
     /// The Kafka bridge, when a Kafka flag asks for it.
     kafka: Option<kafka::KafkaPlan>,
+    /// The trusted keys and the signing key.
+    signing: signing::Plan,
 }
 
 /// Builds and checks the broker's configuration from its arguments: endpoints, whitelists,
@@ -382,6 +386,7 @@ fn broker_plan(a: &BrokerArgs, fds: bool) -> Result<BrokerPlan, Fail> {
     options.outbox.bytes_max = a.outbox_bytes;
     let client_tls = client_tls(&a.tls, &config.upstreams)?;
     let kafka = kafka::plan(&a.kafka, a.local_ivo.as_deref()).map_err(usage)?;
+    let signing = signing::plan(&a.signatures, &mut config).map_err(usage)?;
     Ok(BrokerPlan {
         config,
         listeners,
@@ -389,6 +394,7 @@ fn broker_plan(a: &BrokerArgs, fds: bool) -> Result<BrokerPlan, Fail> {
         options,
         fds,
         kafka,
+        signing,
     })
 }
 
@@ -777,6 +783,7 @@ fn serve(
     reload: Option<reload::Setup>,
     ops_args: &Operations,
     kafka: Option<kafka::KafkaPlan>,
+    signing: signing::Plan,
 ) -> Result<(), Fail> {
     let mut bridge = kafka::Bridge::new(kafka)?;
     let bridged = bridge.handlers();
@@ -795,6 +802,9 @@ fn serve(
     let (engine, filter_counters) = filter_engine();
     let mut node =
         Node::new(config, engine, seed(), now, unix_now()).map_err(|e| usage(config_error(&e)))?;
+    signing.log(node.config());
+    node.set_verifier(signing.verifier);
+    node.set_signer(signing.signer);
     banner::Banner {
         config: node.config(),
         listeners: &listeners,
@@ -1058,6 +1068,8 @@ fn send(a: SendArgs, runtime: Runtime) -> Result<(), Fail> {
         (f, g) => f.clone().or_else(|| g.clone()),
     };
     let payload = read_event(file.as_deref())?;
+    let payload = signing::sign_submission(&a.sign, &payload)
+        .map_err(|e| usage(format!("{}: {e}", describe(file.as_deref()))))?;
     let mut config = Config::default();
     let timeout = a.timeout;
     config.timing.receipt_timeout = Duration::from_secs(timeout);
@@ -1157,6 +1169,7 @@ fn listen(a: ListenArgs, runtime: Runtime) -> Result<(), Fail> {
     config.filters = checked_filters(&a.handling.filter)?;
     config.timing.test_event_interval = None;
     config.timing.subscriber_silence = Duration::from_secs(a.silence_timeout.max(1));
+    let signing = signing::plan(&a.signatures, &mut config).map_err(usage)?;
     let eventdb: Option<PathBuf> = a.eventdb.clone();
     let mut handling = a.handling;
     if !handling.print_event
@@ -1180,6 +1193,7 @@ fn listen(a: ListenArgs, runtime: Runtime) -> Result<(), Fail> {
         None,
         &a.ops,
         None,
+        signing,
     )
 }
 

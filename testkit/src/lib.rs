@@ -5,6 +5,7 @@
 //! - [`read_frame`], [`write_frame`], [`loopback`]: VTP frames over std sockets
 //!   (the raw author and subscriber, which parse what they read, are `vtp_host::testing`'s);
 //! - [`voevent`]: a minimal VOEvent 2.0 document;
+//! - [`gpg`]: GnuPG in a private home (keys, exports, detached signatures, verification);
 //! - [`kafka`]: a tansu Kafka-protocol broker on loopback and the kafka-python helper scripts.
 //!
 //! Waiting is always on something observable (a log line, bytes on a socket) with a bounded
@@ -25,6 +26,7 @@
     reason = "test helpers: a failure is a panic with its message"
 )]
 
+pub mod gpg;
 pub mod kafka;
 mod process;
 pub mod setup;

@@ -55,6 +55,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use vtp_core::RefusalCause;
 #[cfg(doc)]
 use vtp_core::Violation;
+#[cfg(doc)]
+use vtp_core::signature::StatusKind;
 
 use crate::handlers::HandlersProbe;
 use crate::store::{CommitSnapshot, StoreProbe};
@@ -158,6 +160,12 @@ pub struct Snapshot {
     pub naks: Vec<(&'static str, u64)>,
     /// Invalid events from upstreams, acked and dropped.
     pub upstream_invalid: u64,
+    /// New events accepted, by signature status ([`StatusKind::ALL`] order; all zero with
+    /// signatures off).
+    pub signatures: [u64; 6],
+    /// Events refused for their signature (`--signatures require`), by status: naked, dropped
+    /// (upstreams: those reported, see [`Violation`]'s log limit) or skipped.
+    pub signatures_refused: [u64; 6],
     /// Events queued for subscribers (one per event per subscriber).
     pub forwards: u64,
     /// Events handed to the handlers (`--print-event`, `--save-event`, `--cmd`).
@@ -372,6 +380,8 @@ impl Metrics {
                 .map(|(reason, n)| (reason, load(n)))
                 .collect(),
             upstream_invalid: load(&c.upstream_invalid),
+            signatures: std::array::from_fn(|i| load(&c.signatures[i])),
+            signatures_refused: std::array::from_fn(|i| load(&c.signatures_refused[i])),
             forwards: load(&c.forwards),
             handler_deliveries: load(&c.handler_deliveries),
             handler_dropped: s.handlers.get().map(HandlersProbe::dropped),
@@ -526,6 +536,8 @@ struct Counters {
     /// Records of external sources skipped, by kind of fault ([`NAK_REASONS`]).
     external_skipped: [AtomicU64; NAK_REASONS.len()],
     upstream_invalid: AtomicU64,
+    signatures: [AtomicU64; 6],
+    signatures_refused: [AtomicU64; 6],
     forwards: AtomicU64,
     handler_deliveries: AtomicU64,
     connections: [AtomicU64; 5],

@@ -11,6 +11,7 @@ use prometheus_client::registry::Registry;
 use serde::Serialize;
 use vtp_core::RefusalCause;
 use vtp_core::time::format_utc;
+use vtp_core::signature::StatusKind;
 
 use super::{Health, KafkaInfo, KafkaSnapshot, Metrics, ROLES, SOURCES, Snapshot, Subscriber};
 
@@ -71,6 +72,28 @@ impl Collector for Scrape {
             "Naks sent to authors, by the kind of fault",
             "reason",
             s.naks.clone(),
+        )?;
+        let statuses = |v: &[u64; 6]| {
+            StatusKind::ALL
+                .iter()
+                .map(|k| k.as_str())
+                .zip(v.iter().copied())
+                .collect()
+        };
+        labelled(
+            &mut e,
+            "vtp_signatures",
+            "New events accepted, by OpenPGP signature status (--signatures verify or require)",
+            "status",
+            statuses(&s.signatures),
+        )?;
+        labelled(
+            &mut e,
+            "vtp_signatures_refused",
+            "Events refused for their signature (--signatures require): naked, dropped or \
+             skipped, by status",
+            "status",
+            statuses(&s.signatures_refused),
         )?;
         counter(
             &mut e,
@@ -612,6 +635,8 @@ struct Counters {
     events_duplicate: std::collections::BTreeMap<&'static str, u64>,
     naks: std::collections::BTreeMap<&'static str, u64>,
     upstream_events_invalid: u64,
+    signatures: std::collections::BTreeMap<&'static str, u64>,
+    signatures_refused: std::collections::BTreeMap<&'static str, u64>,
     deliveries: u64,
     handler_deliveries: u64,
     handler_dropped: Option<u64>,
@@ -630,6 +655,9 @@ impl From<&Snapshot> for Counters {
             // Only the reasons that occurred: the full set is on /metrics.
             naks: s.naks.iter().filter(|(_, n)| *n > 0).copied().collect(),
             upstream_events_invalid: s.upstream_invalid,
+            // Only the statuses that occurred, as naks.
+            signatures: nonzero(&s.signatures),
+            signatures_refused: nonzero(&s.signatures_refused),
             deliveries: s.forwards,
             handler_deliveries: s.handler_deliveries,
             handler_dropped: s.handler_dropped,
@@ -642,4 +670,14 @@ impl From<&Snapshot> for Counters {
             subscriber_naks: s.subscriber_naks,
         }
     }
+}
+
+/// The signature statuses counted at least once, by name.
+fn nonzero(v: &[u64; 6]) -> std::collections::BTreeMap<&'static str, u64> {
+    StatusKind::ALL
+        .iter()
+        .map(|k| k.as_str())
+        .zip(v.iter().copied())
+        .filter(|(_, n)| *n > 0)
+        .collect()
 }

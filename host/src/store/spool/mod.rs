@@ -450,6 +450,7 @@ impl Spool {
             payload,
             source: Source::Spool,
             role,
+            signature: None,
         }))
     }
 
