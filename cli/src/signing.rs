@@ -118,9 +118,11 @@ pub(crate) fn plan(a: &SignatureArgs, config: &mut Config) -> Result<Plan, Strin
         .map(|b| AuthorKey::parse(b).map_err(|e| format!("--author-key: {e}")))
         .collect::<Result<_, _>>()?;
     if a.signatures == Signatures::Require && a.trusted_keys.is_empty() {
-        return Err("--signatures require needs --trusted-keys FILE: without trusted keys no \
+        return Err(
+            "--signatures require needs --trusted-keys FILE: without trusted keys no \
                     signature can be valid, and every event would be refused"
-            .into());
+                .into(),
+        );
     }
     if !config.author_keys.is_empty() && a.trusted_keys.is_empty() {
         return Err("--author-key binds trusted keys: give them with --trusted-keys FILE".into());

@@ -500,7 +500,7 @@ pub struct Delivery {
     pub role: EventRole,
     /// Its signature status ([`crate::signature`]); `None` when signatures are off, or when
     /// the delivery was read back from a host's spool that did not record one.
-    pub signature: Option<crate::signature::Signature>,
+    pub signature: Option<Arc<crate::signature::Signature>>,
 }
 
 impl fmt::Debug for Delivery {
@@ -754,7 +754,7 @@ pub enum Event {
         /// Who sent it: the author's address and port, or the upstream's endpoint.
         remote: Remote,
         /// Its signature status (`None` with signatures off).
-        signature: Option<crate::signature::Signature>,
+        signature: Option<Arc<crate::signature::Signature>>,
     },
     /// An author's event was refused with a nak.
     Rejected {

@@ -34,8 +34,8 @@ fn harness(policy: SignaturePolicy) -> Harness {
 }
 
 fn element(payload: &[u8]) -> std::ops::Range<usize> {
-    match message::parse(payload, &Default::default()).unwrap() {
-        Message::VoEvent(ev) => ev.element,
+    match message::parse(payload, &Default::default()) {
+        Ok(Message::VoEvent(ev)) => ev.element,
         other => panic!("{other:?}"),
     }
 }
@@ -45,14 +45,19 @@ fn signed(ivorn: &str, fp: &str) -> Vec<u8> {
     let payload = event_xml(ivorn);
     let span = element(&payload);
     let armour = DigestSigner::new(fp).armour(&payload[span.clone()]);
-    append_signature(&payload, span, &armour).unwrap()
+    append_signature(&payload, span, &armour).expect("signable")
 }
 
 fn tampered(ivorn: &str) -> Vec<u8> {
     let mut p = signed(ivorn, FP_A);
     let span = element(&p);
     // A byte of the element's text: the ivorn's last character.
-    let at = span.start + p[span.clone()].iter().position(|&b| b == b'#').unwrap() + 1;
+    let at = span.start
+        + p[span.clone()]
+            .iter()
+            .position(|&b| b == b'#')
+            .expect("an ivorn")
+        + 1;
     p[at] = if p[at] == b'x' { b'y' } else { b'x' };
     p
 }

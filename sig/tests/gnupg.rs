@@ -10,8 +10,8 @@ use std::ops::Range;
 
 use vtp_core::message::{self, Message};
 use vtp_core::signature::{StatusKind, append_signature};
-use vtp_testkit::gpg::Gpg;
 use vtp_sig::{InvalidReason, Keyring, LoadError, Reason, Signer, Status, verify_payload};
+use vtp_testkit::gpg::Gpg;
 
 const GCN: &[u8] = include_bytes!("../../core/tests/data/gcn_swift_bat.xml");
 
@@ -129,7 +129,10 @@ fn gnupg_verifies_what_our_signer_signs() {
             other => panic!("{other:?}"),
         };
         let (ok, status) = gpg.verify(&signed[found.signed.clone()], &found.armour);
-        assert!(ok && status.contains("[GNUPG:] GOODSIG"), "{algo}: {status}");
+        assert!(
+            ok && status.contains("[GNUPG:] GOODSIG"),
+            "{algo}: {status}"
+        );
         // VALIDSIG <fpr> <date> <time> <expiry> <version> <reserved> <pk-algo> <hash-algo> ...
         let validsig: Vec<&str> = status
             .lines()

@@ -248,7 +248,7 @@ pub(super) struct Accepted {
     pub(super) ivorn: Arc<str>,
     pub(super) key: EventKey,
     pub(super) role: EventRole,
-    pub(super) signature: Option<Signature>,
+    pub(super) signature: Option<Arc<Signature>>,
 }
 
 impl Accepted {

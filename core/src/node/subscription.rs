@@ -214,7 +214,7 @@ impl Node {
                             ivorn,
                             key,
                             role: ev.role,
-                            signature,
+                            signature: signature.map(Arc::new),
                         };
                         let frame = self.frame_event(&accepted, payload);
                         self.persist(key, unix, evicted);

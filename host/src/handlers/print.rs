@@ -1,8 +1,8 @@
 //! [`PrintEvent`]: every event logged at INFO (`--print-event`).
 
+use crate::text::printable;
 use tracing::info;
 use vtp_core::Delivery;
-use crate::text::printable;
 
 use super::{Handler, HandlerError};
 
@@ -21,7 +21,9 @@ impl Handler for PrintEvent {
     fn handle(&self, delivery: &Delivery) -> Result<(), HandlerError> {
         let text = String::from_utf8_lossy(&delivery.payload);
         match &delivery.signature {
-            Some(s) => info!(ivorn = %delivery.ivorn, signature = %printable(&s.to_string()), "{text}"),
+            Some(s) => {
+                info!(ivorn = %delivery.ivorn, signature = %printable(&s.to_string()), "{text}")
+            }
             None => info!(ivorn = %delivery.ivorn, "{text}"),
         }
         Ok(())

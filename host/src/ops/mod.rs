@@ -122,7 +122,7 @@ pub const ROLES: [&str; 5] = ["author", "subscriber", "upstream", "submission", 
 /// submission is naked for ([`Violation::kind`]), `store_unavailable` for a new event the
 /// store cannot record now, `oversize` for an external source's record over the size bound,
 /// and `other` for any other.
-pub const NAK_REASONS: [&str; 10] = [
+pub const NAK_REASONS: [&str; 11] = [
     "framing",
     "unparsable",
     "not_an_event",
@@ -132,6 +132,7 @@ pub const NAK_REASONS: [&str; 10] = [
     "seen_quota",
     "store_unavailable",
     "oversize",
+    "signature",
     "other",
 ];
 

@@ -7,8 +7,8 @@ use std::sync::{Arc, PoisonError};
 use std::task::Waker;
 use std::time::Duration;
 
-use vtp_core::{CloseReason, ConnId, ConnRole, Event, RefusalCause, Violation};
 use vtp_core::signature::StatusKind;
+use vtp_core::{CloseReason, ConnId, ConnRole, Event, RefusalCause, Violation};
 
 use super::board::{Change, Pending, Subscriber, UpstreamState, UpstreamStatus};
 use super::{Shared, nak_index, unix_ms_now};

@@ -10,8 +10,8 @@ use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::registry::Registry;
 use serde::Serialize;
 use vtp_core::RefusalCause;
-use vtp_core::time::format_utc;
 use vtp_core::signature::StatusKind;
+use vtp_core::time::format_utc;
 
 use super::{Health, KafkaInfo, KafkaSnapshot, Metrics, ROLES, SOURCES, Snapshot, Subscriber};
 
