@@ -71,7 +71,7 @@ fn vtp_send(port: u16, file: &Path, extra: &[&str]) -> (Option<i32>, String) {
     )
 }
 
-/// Waits for the broker's "accepted event IVORN ..., signature STATUS" line; returns it.
+/// Waits for the broker's "accepted event IVORN ... signature=STATUS" line; returns it.
 fn accepted_line(b: &Broker, ivorn: &str) -> String {
     let said = format!("accepted event {ivorn} from");
     b.proc.log.wait_for(&said, |l| l.contains(&said))
@@ -120,18 +120,18 @@ fn gnupg_signatures_are_verified_tampering_inside_is_invalid_outside_is_not() {
         let at = outside.windows(5).position(|w| w == b"UTF-8").unwrap();
         outside[at..at + 5].copy_from_slice(b"utf-8");
         vec![
-            ("valid", ed_signed, format!("signature valid ({ed} ")),
+            ("valid", ed_signed, format!("signature=valid ({ed} ")),
             (
                 "rsa",
                 gpg_signed(&gpg, &rsa, &gcn_as("ivo://nasa.gsfc.gcn/SWIFT#sig1-rsa")),
-                format!("signature valid ({rsa} \"GCN test RSA <rsa@example.org>\")"),
+                format!("signature=valid ({rsa} \"GCN test RSA <rsa@example.org>\")"),
             ),
             (
                 "tampered",
                 tampered,
-                "signature invalid: bad signature".into(),
+                "signature=invalid: bad signature".into(),
             ),
-            ("outside", outside, format!("signature valid ({rsa} ")),
+            ("outside", outside, format!("signature=valid ({rsa} ")),
             (
                 "unknown",
                 gpg_signed(
@@ -139,12 +139,12 @@ fn gnupg_signatures_are_verified_tampering_inside_is_invalid_outside_is_not() {
                     &unknown,
                     &gcn_as("ivo://nasa.gsfc.gcn/SWIFT#sig1-unknown"),
                 ),
-                format!("signature unknown-key: key {unknown} is not trusted"),
+                format!("signature=unknown-key: key {unknown} is not trusted"),
             ),
             (
                 "unsigned",
                 gcn_as("ivo://nasa.gsfc.gcn/SWIFT#sig1-unsigned"),
-                "signature unsigned".into(),
+                "signature=unsigned".into(),
             ),
         ]
     };

@@ -450,9 +450,9 @@ pub fn log_event(e: &Event) {
         } => match signature {
             Some(s) => info!(
                 %conn,
-                "accepted event {ivorn} from {}, signature {}",
-                Sender(remote),
-                printable(&s.to_string())
+                signature = %printable(&s.to_string()),
+                "accepted event {ivorn} from {}",
+                Sender(remote)
             ),
             None => info!(%conn, "accepted event {ivorn} from {}", Sender(remote)),
         },
