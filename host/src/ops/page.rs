@@ -271,7 +271,7 @@ fn chart(out: &mut String, per_minute: &[u64]) {
         "<svg id=\"chart\" viewBox=\"0 0 {W} {}\" role=\"img\" \
          aria-label=\"events per minute\"><rect class=\"plot\" x=\"0\" y=\"0\" width=\"{W}\" \
          height=\"{H}\"/>",
-        H + 16.0
+        H + 20.0
     );
     if max > 0 {
         let mut d = String::new();
@@ -285,11 +285,11 @@ fn chart(out: &mut String, per_minute: &[u64]) {
         }
         let _ = write!(out, "<path class=\"bars\" d=\"{d}\"/>");
     }
-    for (x, label) in [(0, "−24 h"), (W / 2, "−12 h"), (W - 30, "now")] {
+    for (x, label) in [(0, "−24 h"), (W / 2, "−12 h"), (W - 36, "now")] {
         let _ = write!(
             out,
-            "<text class=\"label\" x=\"{x}\" y=\"{}\">{label}</text>",
-            H + 13.0
+            "<text class=\"axis\" x=\"{x}\" y=\"{}\">{label}</text>",
+            H + 15.0
         );
     }
     out.push_str("</svg>\n");
@@ -512,7 +512,7 @@ td.ivorn{font-family:monospace;word-break:break-all}\
 .ok{color:#170}.bad{color:#b00}.off,.note{color:#666}\
 svg{display:block;width:100%;height:auto;max-width:1100px}\
 .sky{fill:#0b1a33;stroke:#456}.grid{fill:none;stroke:#3a5a80;stroke-width:.6}\
-.label{fill:#789;font-size:10px}\
+.label{fill:#789;font-size:10px}.axis{fill:#666;font-size:15px}\
 .event{fill:#fc3;fill-opacity:.55;stroke:#fe8;stroke-width:.8}\
 .plot{fill:#fff;stroke:#ccc}.bars{stroke:#2364aa;stroke-width:1}\
 footer{margin-top:2em;color:#666;font-size:12px}";
