@@ -10,9 +10,9 @@
 //! error texts) is HTML-escaped and cut to [`TEXT_MAX`] characters, and every list is bounded,
 //! so the page's size is bounded whatever the peers send.
 //!
-//! [`page`] reads (the metrics, the board, the archive through the attached
-//! [`RecentEvents`](super::RecentEvents)); [`render`] is pure: the same [`PageData`] gives the
-//! same page.
+//! One function reads (the metrics, the board, the archive through the attached
+//! [`RecentEvents`](super::RecentEvents)); another, pure, renders what was read: the same
+//! data gives the same page.
 
 use std::fmt::Write as _;
 
