@@ -184,7 +184,7 @@ fn sky_map(out: &mut String, marks: &Listing) {
             let _ = write!(
                 out,
                 "<line class=\"grid\" x1=\"{x0:.1}\" y1=\"{y:.1}\" x2=\"{x1:.1}\" y2=\"{y:.1}\"/>\
-                 <text class=\"label\" x=\"{:.1}\" y=\"{:.1}\">{dec:+}°</text>",
+                 <text class=\"label\" text-anchor=\"end\" x=\"{:.1}\" y=\"{:.1}\">{dec}°</text>",
                 x0 - 4.0,
                 y + 4.0
             );
@@ -295,8 +295,9 @@ fn chart(out: &mut String, per_minute: &[u64]) {
     out.push_str("</svg>\n");
     let _ = writeln!(
         out,
-        "<p class=\"note\" id=\"rate-total\">{total} events in 24 hours; at most {max} in a \
-         minute.</p>"
+        "<p class=\"note\" id=\"rate-total\">{total} event{} in 24 hours; at most {max} in a \
+         minute.</p>",
+        if total == 1 { "" } else { "s" }
     );
 }
 
