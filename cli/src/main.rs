@@ -881,7 +881,7 @@ fn serve(
         ops_args,
         role,
         &bound,
-        &node.config().upstreams,
+        node.config(),
         (store_probe, handlers_probe),
         &filter_counters,
         &bridge,

@@ -99,3 +99,13 @@ pub fn submit_raw(port: u16, payload: &[u8]) -> (String, Option<String>) {
     s.set_read_timeout(Some(WAIT)).unwrap();
     vtp_host::testing::submit(s, payload)
 }
+
+/// The HTTP port of a process that logged "HTTP endpoint on http://127.0.0.1:PORT: ...".
+pub fn http_port(log: &Log) -> u16 {
+    let line = log.wait_for("the HTTP endpoint", |l| {
+        l.contains("HTTP endpoint on http://")
+    });
+    let addr = line.split("http://127.0.0.1:").nth(1).unwrap();
+    let digits: String = addr.chars().take_while(char::is_ascii_digit).collect();
+    digits.parse().unwrap()
+}

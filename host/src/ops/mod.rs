@@ -43,7 +43,13 @@ pub mod http;
 mod kafka;
 mod observer;
 #[cfg(feature = "http")]
+pub mod page;
+mod rate;
+mod recent;
+#[cfg(feature = "http")]
 mod render;
+#[cfg(feature = "http")]
+pub mod sky;
 pub mod stats;
 
 use std::fmt;
@@ -65,6 +71,8 @@ use board::StatusBoard;
 pub use board::{Subscriber, UpstreamState, UpstreamStatus};
 pub use kafka::{ConsumerInfo, ConsumerSnapshot, KafkaInfo, KafkaSnapshot, ProducerSnapshot};
 pub use observer::Observer;
+pub use rate::MINUTES;
+pub use recent::{PageEvent, RecentEvents, SkyPosition};
 
 /// The shared side of the node's metrics: cheap to clone, read from any thread.
 #[derive(Clone)]
@@ -75,6 +83,8 @@ pub struct Metrics(Arc<Shared>);
 pub struct NodeInfo {
     /// `broker` or `listener`.
     pub role: &'static str,
+    /// The node's IVO (`--local-ivo`), if it has one.
+    pub ivo: Option<String>,
     /// The listening sockets.
     pub listeners: Vec<ListenerInfo>,
     /// Each upstream's endpoints (as configured, tried in turn), in configuration order.
@@ -315,6 +325,8 @@ impl Metrics {
             handlers: OnceLock::new(),
             filters: OnceLock::new(),
             kafka: OnceLock::new(),
+            minutes: rate::MinuteRing::new(),
+            recent: OnceLock::new(),
         });
         let observer = Observer::new(Arc::clone(&shared));
         (Self(shared), observer)
@@ -348,6 +360,24 @@ impl Metrics {
             .0
             .kafka
             .set(kafka::KafkaProbe::new(info, ingest, publish));
+    }
+
+    /// Reads the latest events for the status page from `source` (the archive) from now on;
+    /// without one the page says the archive is off.
+    pub fn attach_recent_events(&self, source: impl RecentEvents + 'static) {
+        let _ = self.0.recent.set(Box::new(source));
+    }
+
+    /// The source of the latest events, once attached.
+    pub fn recent_events(&self) -> Option<&dyn RecentEvents> {
+        self.0.recent.get().map(|r| &**r)
+    }
+
+    /// Events accepted in each of the [`MINUTES`] minutes (24 hours) up to the minute of
+    /// `now_unix_ms` (milliseconds since the UNIX epoch), oldest first, the current minute
+    /// last.
+    pub fn per_minute(&self, now_unix_ms: u64) -> Vec<u64> {
+        self.0.minutes.per_minute(now_unix_ms)
     }
 
     /// What the node is and serves.
@@ -525,6 +555,10 @@ struct Shared {
     handlers: OnceLock<HandlersProbe>,
     filters: OnceLock<FilterSource>,
     kafka: OnceLock<kafka::KafkaProbe>,
+    /// Events accepted per minute (the status page's chart).
+    minutes: rate::MinuteRing,
+    /// The latest events (the archive), for the status page.
+    recent: OnceLock<Box<dyn RecentEvents>>,
 }
 
 /// Written by the loop only; read by anyone.

@@ -75,7 +75,9 @@ impl Observer {
                     add(&c.accepted[source], 1);
                     add(&c.received[source], 1);
                 }
-                c.last_event_unix_ms.store(unix_ms_now(), Ordering::Relaxed);
+                let now = unix_ms_now();
+                c.last_event_unix_ms.store(now, Ordering::Relaxed);
+                self.shared.minutes.record(now);
             }
             Event::Duplicate { conn, .. } => {
                 if let Some(source) = self.source(*conn) {
