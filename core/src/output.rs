@@ -499,7 +499,8 @@ pub struct Delivery {
     /// default): lets a handler pass over `test` events (`--save-event-skip-test`).
     pub role: EventRole,
     /// Its signature status ([`crate::signature`]); `None` when signatures are off, or when
-    /// the delivery was read back from a host's spool that did not record one.
+    /// the delivery was read back from a host's spool that did not record one (vtp's spool
+    /// records it from format 3 on).
     pub signature: Option<Arc<crate::signature::Signature>>,
 }
 
