@@ -440,3 +440,64 @@ fn a_key_bound_to_its_stream_cannot_sign_for_another() {
     let (code, err) = vtp_send(b.receive, &good, &[]);
     assert_eq!(code, Some(0), "{err}");
 }
+
+#[test]
+fn sighup_reads_the_trusted_keys_again() {
+    let gpg = Gpg::new();
+    let old = gpg.gen_key("Old <old@example.org>", "ed25519", "");
+    let new = gpg.gen_key("New <new@example.org>", "ed25519", "");
+    let old_file = gpg.export(&old, true);
+    let new_file = gpg.export(&new, true);
+    let dir = TempDir::new("sig6");
+    let text = |files: &[&Path]| {
+        let list: Vec<String> = files
+            .iter()
+            .map(|f| format!("{:?}", f.display().to_string()))
+            .collect();
+        format!(
+            "local-ivo = \"ivo://vtp.test/sig6\"\n\
+             receive = [\"127.0.0.1:0\"]\n\
+             broadcast = [\"127.0.0.1:0\"]\n\
+             broadcast-test-interval = 0\n\
+             signatures = \"require\"\n\
+             trusted-keys = [{}]\n",
+            list.join(", ")
+        )
+    };
+    let b = start_configured("sig6", "tokio", &dir, &text(&[&old_file]));
+    let event = write(
+        &dir,
+        "new.xml",
+        &gpg_signed(&gpg, &new, &gcn_as("ivo://nasa.gsfc.gcn/SWIFT#sig6-1")),
+    );
+    let (code, err) = vtp_send(b.receive, &event, &[]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(
+        err.contains(&format!("unknown-key: key {new} is not trusted")),
+        "{err}"
+    );
+    // The new key trusted, the old one no longer.
+    reload_config(&b, &dir, &text(&[&new_file]), 1, false);
+    b.proc.log.wait_for("the new keyring", |l| {
+        l.contains("configuration reloaded") && l.contains("(1 trusted keys)")
+    });
+    let (code, err) = vtp_send(b.receive, &event, &[]);
+    assert_eq!(code, Some(0), "{err}");
+    let by_old = write(
+        &dir,
+        "old.xml",
+        &gpg_signed(&gpg, &old, &gcn_as("ivo://nasa.gsfc.gcn/SWIFT#sig6-2")),
+    );
+    let (code, err) = vtp_send(b.receive, &by_old, &[]);
+    assert_eq!(code, Some(1), "{err}");
+    // A key file that no longer loads: the reload is refused, the running keys stay.
+    std::fs::write(&new_file, b"not a key").unwrap();
+    reload_config(&b, &dir, &text(&[&new_file]), 1, true);
+    let again = write(
+        &dir,
+        "new2.xml",
+        &gpg_signed(&gpg, &new, &gcn_as("ivo://nasa.gsfc.gcn/SWIFT#sig6-3")),
+    );
+    let (code, err) = vtp_send(b.receive, &again, &[]);
+    assert_eq!(code, Some(0), "{err}");
+}
