@@ -306,6 +306,8 @@ impl Metrics {
             handlers: OnceLock::new(),
             filters: OnceLock::new(),
             kafka: OnceLock::new(),
+            #[cfg(feature = "archive")]
+            archive: OnceLock::new(),
         });
         let observer = Observer::new(Arc::clone(&shared));
         (Self(shared), observer)
@@ -314,6 +316,18 @@ impl Metrics {
     /// Reads the store's health and commit times from `probe` from now on.
     pub fn attach_store(&self, probe: StoreProbe) {
         let _ = self.0.store.set(probe);
+    }
+
+    /// Serves the archive's API and reads its counters from now on.
+    #[cfg(feature = "archive")]
+    pub fn attach_archive(&self, archive: ArchiveAttached) {
+        let _ = self.0.archive.set(archive);
+    }
+
+    /// The archive, when one is attached.
+    #[cfg(feature = "archive")]
+    pub fn archive(&self) -> Option<&ArchiveAttached> {
+        self.0.archive.get()
     }
 
     /// Reads the handlers' drops from `probe` from now on.
@@ -514,6 +528,21 @@ struct Shared {
     handlers: OnceLock<HandlersProbe>,
     filters: OnceLock<FilterSource>,
     kafka: OnceLock<kafka::KafkaProbe>,
+    /// The archive's counters and its API (feature `archive`).
+    #[cfg(feature = "archive")]
+    archive: OnceLock<ArchiveAttached>,
+}
+
+/// What the metrics and the HTTP endpoint read from the archive.
+#[cfg(feature = "archive")]
+#[derive(Debug, Clone)]
+pub struct ArchiveAttached {
+    /// Its counters.
+    pub probe: crate::archive::ArchiveProbe,
+    /// Its read-only connections.
+    pub readers: crate::archive::Readers,
+    /// Who may read it.
+    pub access: crate::archive::Access,
 }
 
 /// Written by the loop only; read by anyone.
