@@ -14,6 +14,9 @@ use crate::{Fail, usage};
 fn dir(ops: &Operations, eventdb: Option<&Path>) -> Result<Option<PathBuf>, Fail> {
     let a = &ops.archive;
     if a.no_archive {
+        if a.archive.is_some() {
+            return Err(usage("--archive and --no-archive: give one of them"));
+        }
         return Ok(None);
     }
     match &a.archive {

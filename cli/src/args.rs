@@ -348,8 +348,7 @@ pub(crate) struct Archiving {
     /// Keep every accepted event in an SQLite archive in DIR (file archive.sqlite) and serve
     /// it on the --http endpoint (GET /api/events, /api/events/SEQ, /api/event?ivorn=). On by
     /// default when --http is given, in the --eventdb directory.
-    #[arg(long, value_name = "DIR", num_args = 0..=1, default_missing_value = "",
-          conflicts_with = "no_archive")]
+    #[arg(long, value_name = "DIR", num_args = 0..=1, default_missing_value = "")]
     pub(crate) archive: Option<PathBuf>,
     /// No archive, even with --http.
     #[arg(long)]
