@@ -3,8 +3,6 @@
 
 use std::path::{Path, PathBuf};
 
-use vtp_core::Config;
-
 use crate::args::Operations;
 use crate::{Fail, usage};
 
@@ -42,7 +40,7 @@ pub(crate) struct Opened {
 pub(crate) fn open(
     ops: &Operations,
     eventdb: Option<&Path>,
-    config: &Config,
+    config: &vtp_core::Config,
 ) -> Result<Option<Opened>, Fail> {
     use std::time::Duration;
     use vtp_host::archive::{Access, Archive, ArchiveConfig};

@@ -291,6 +291,25 @@ pub struct Row {
 }
 
 impl Row {
+    /// A row from its parts (programs embedding the archive, the benchmark).
+    pub fn new(
+        key: EventKey,
+        ivorn: String,
+        role: &'static str,
+        source: SourceInfo,
+        payload: bytes::Bytes,
+        summary: vtp_core::summary::Summary,
+    ) -> Self {
+        Self {
+            key,
+            ivorn,
+            role,
+            source,
+            payload,
+            summary,
+        }
+    }
+
     /// The row of a delivery from `source`.
     pub fn of(delivery: &Delivery, source: SourceInfo) -> Self {
         Self {
@@ -424,12 +443,18 @@ impl Readers {
         joined.unwrap_or_else(|e| Err(QueryError::Internal(format!("query task failed: {e}"))))
     }
 
-    /// Runs `f` on a reader connection on this thread (tests, the benchmark).
+    /// `GET /api/events`'s JSON for `q`, on this thread (no time bound): for programs
+    /// embedding the archive, and the benchmark.
     ///
     /// # Errors
     ///
-    /// What `f` returns.
-    pub fn run_here<T>(
+    /// [`QueryError::Internal`] when the database fails.
+    pub fn events(&self, q: &EventsQuery) -> Result<serde_json::Value, QueryError> {
+        self.run_here(|c| query::events(c, q))
+    }
+
+    /// Runs `f` on a reader connection on this thread (tests, the benchmark).
+    pub(crate) fn run_here<T>(
         &self,
         f: impl FnOnce(&Connection) -> Result<T, QueryError>,
     ) -> Result<T, QueryError> {

@@ -368,6 +368,11 @@ fn none_if_empty(e: rusqlite::Error) -> rusqlite::Result<Option<i64>> {
     }
 }
 
+/// The oldest and newest `seq`: one `MIN` and one `MAX` each (both in one `SELECT` would scan
+/// the table).
+pub(crate) const FIRST_LAST: &str =
+    "SELECT (SELECT MIN(seq) FROM events), (SELECT MAX(seq) FROM events)";
+
 /// Runs `GET /api/events`: the response's JSON.
 pub(crate) fn events(conn: &Connection, q: &EventsQuery) -> Result<Json, QueryError> {
     let mut out = Vec::new();
@@ -387,7 +392,7 @@ pub(crate) fn events(conn: &Connection, q: &EventsQuery) -> Result<Json, QueryEr
         }
     }
     let (first, last): (Option<i64>, Option<i64>) =
-        conn.query_row("SELECT MIN(seq), MAX(seq) FROM events", [], |r| {
+        conn.query_row(FIRST_LAST, [], |r| {
             Ok((r.get(0)?, r.get(1)?))
         })?;
     let next_after = out.last().map(|e| e["seq"].clone()).unwrap_or(Json::Null);

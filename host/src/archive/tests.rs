@@ -211,6 +211,19 @@ fn every_query_shape_uses_an_index() {
         "ivorn=x&stream=y&role=test",
     ] {
         let parsed = EventsQuery::parse(Some(q)).expect("valid");
+        // Every response also gives the first and last seq.
+        let first_last = a
+            .readers()
+            .run_here(|c| {
+                let mut st = c.prepare(&format!("EXPLAIN QUERY PLAN {}", query::FIRST_LAST))?;
+                let rows = st.query_map([], |r| r.get::<_, String>(3))?;
+                Ok(rows.collect::<Result<Vec<_>, _>>()?)
+            })
+            .expect("plan");
+        assert!(
+            !first_last.iter().any(|s| s.starts_with("SCAN events")),
+            "{first_last:?}"
+        );
         let plan = a
             .readers()
             .run_here(|c| {
