@@ -56,7 +56,10 @@ pub(crate) fn open(
     let token = match &ops.archive.http_token_file {
         Some(file) => {
             let text = std::fs::read_to_string(file).map_err(|e| {
-                usage(format!("--http-token-file {}: cannot read: {e}", file.display()))
+                usage(format!(
+                    "--http-token-file {}: cannot read: {e}",
+                    file.display()
+                ))
             })?;
             if text.trim().len() < 16 {
                 return Err(usage(format!(

@@ -912,12 +912,11 @@ fn serve(
     };
     #[cfg(feature = "archive")]
     if let Some(a) = &archive {
-        ops.metrics
-            .attach_archive(vtp_host::ops::ArchiveAttached {
-                probe: a.archive.probe(),
-                readers: a.archive.readers(),
-                access: a.access.clone(),
-            });
+        ops.metrics.attach_archive(vtp_host::ops::ArchiveAttached {
+            probe: a.archive.probe(),
+            readers: a.archive.readers(),
+            access: a.access.clone(),
+        });
     }
     let fx = fx.with_metrics(observer);
     let fx = run_node(runtime, node, bound, fx, shutdown, options)?;

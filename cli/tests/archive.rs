@@ -82,7 +82,10 @@ fn wait_events(port: u16, n: usize) -> Value {
         if status == 200 && v["events"].as_array().is_some_and(|e| e.len() >= n) {
             return v;
         }
-        assert!(Instant::now() < deadline, "waiting for {n} events: {status} {v}");
+        assert!(
+            Instant::now() < deadline,
+            "waiting for {n} events: {status} {v}"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
 }
@@ -119,12 +122,18 @@ fn events_sent_come_back_with_metadata_and_exact_bytes_across_a_restart() {
     assert_eq!(events.len(), 2, "{v}");
     let g = &events[0];
     assert_eq!(g["seq"], 1);
-    assert_eq!(g["ivorn"], "ivo://nasa.gsfc.gcn/SWIFT#BAT_GRB_Pos_532871-729");
+    assert_eq!(
+        g["ivorn"],
+        "ivo://nasa.gsfc.gcn/SWIFT#BAT_GRB_Pos_532871-729"
+    );
     assert_eq!(g["role"], "observation");
     assert_eq!(g["stream"], "nasa.gsfc.gcn/SWIFT");
     assert_eq!(g["source"]["kind"], "author");
     assert!(
-        g["source"]["address"].as_str().unwrap().starts_with("127.0.0.1:"),
+        g["source"]["address"]
+            .as_str()
+            .unwrap()
+            .starts_with("127.0.0.1:"),
         "{g}"
     );
     assert!(g["source"]["identity"].is_null());
@@ -143,8 +152,14 @@ fn events_sent_come_back_with_metadata_and_exact_bytes_across_a_restart() {
     assert_eq!(b64.decode(g["payload"].as_str().unwrap()).unwrap(), GCN);
     assert_eq!(events[1]["seq"], 2);
     assert!(events[1]["position"].is_null());
-    assert_eq!(b64.decode(events[1]["payload"].as_str().unwrap()).unwrap(), a1_bytes);
-    assert_eq!((v["first_seq"].clone(), v["last_seq"].clone()), (1.into(), 2.into()));
+    assert_eq!(
+        b64.decode(events[1]["payload"].as_str().unwrap()).unwrap(),
+        a1_bytes
+    );
+    assert_eq!(
+        (v["first_seq"].clone(), v["last_seq"].clone()),
+        (1.into(), 2.into())
+    );
     assert_eq!(v["next_after"], 2);
     // Without include=payload there is none.
     let (_, v) = get_json(port, "/api/events?after=1");
@@ -188,7 +203,8 @@ fn events_sent_come_back_with_metadata_and_exact_bytes_across_a_restart() {
         .collect();
     assert_eq!(seqs, [1, 2, 3], "{v}");
     assert_eq!(
-        b64.decode(v["events"][2]["payload"].as_str().unwrap()).unwrap(),
+        b64.decode(v["events"][2]["payload"].as_str().unwrap())
+            .unwrap(),
         a2_bytes
     );
     assert_eq!(get(port, "/api/events/1", "").2, GCN);
@@ -226,13 +242,16 @@ fn a_client_that_may_not_subscribe_gets_403_and_the_token_works() {
         let (status, _, body) = get(port, path, "");
         assert_eq!(status, 403, "{path}");
         let text = String::from_utf8_lossy(&body);
-        assert!(!text.contains("private") && !text.contains("VOEvent"), "{text}");
+        assert!(
+            !text.contains("private") && !text.contains("VOEvent"),
+            "{text}"
+        );
         let (status, _, _) = get(port, path, "Authorization: Bearer wrong-token\r\n");
         assert_eq!(status, 403, "{path}");
     }
-    b.proc
-        .log
-        .wait_for("the refusal's log line", |l| l.contains("archive API: refused 127.0.0.1:"));
+    b.proc.log.wait_for("the refusal's log line", |l| {
+        l.contains("archive API: refused 127.0.0.1:")
+    });
     // With the token: the event.
     let auth = format!("Authorization: Bearer {token}\r\n");
     let deadline = Instant::now() + WAIT;
@@ -262,12 +281,21 @@ fn hostile_queries_are_refused_or_capped_and_the_broker_keeps_serving() {
     for (path, want) in [
         ("/api/events?foo=1", "unknown parameter \"foo\""),
         ("/api/events?limit=1&limit=1", "given twice"),
-        ("/api/events?since=2026-13-01T00:00:00Z", "bad time in \"since\""),
+        (
+            "/api/events?since=2026-13-01T00:00:00Z",
+            "bad time in \"since\"",
+        ),
         ("/api/events?until=tomorrow", "bad time in \"until\""),
-        ("/api/events?cone=1,2", "bad cone \"1,2\": expected RA,DEC,RADIUS in degrees"),
+        (
+            "/api/events?cone=1,2",
+            "bad cone \"1,2\": expected RA,DEC,RADIUS in degrees",
+        ),
         ("/api/events?cone=1,2,-3", "bad cone"),
         ("/api/events?limit=ten", "bad limit"),
-        ("/api/events?ivorn=x'%20OR%201=1;%20DROP%20TABLE%20events;--&role=test'--", "bad role"),
+        (
+            "/api/events?ivorn=x'%20OR%201=1;%20DROP%20TABLE%20events;--&role=test'--",
+            "bad role",
+        ),
         ("/api/events/1;DROP", "bad sequence number"),
         ("/api/event?ivorn=a&x=b", "unknown parameter \"x\""),
     ] {
@@ -278,15 +306,26 @@ fn hostile_queries_are_refused_or_capped_and_the_broker_keeps_serving() {
     }
     // SQL in a value is a value: nothing matches, nothing breaks.
     let (status, v) = get_json(port, "/api/events?ivorn=x'%20OR%20'1'='1");
-    assert_eq!((status, v["events"].as_array().unwrap().len()), (200, 0), "{v}");
+    assert_eq!(
+        (status, v["events"].as_array().unwrap().len()),
+        (200, 0),
+        "{v}"
+    );
     // A huge limit is capped.
     let (status, v) = get_json(port, "/api/events?limit=1000000000000");
-    assert_eq!((status, v["events"].as_array().unwrap().len()), (200, 1), "{v}");
+    assert_eq!(
+        (status, v["events"].as_array().unwrap().len()),
+        (200, 1),
+        "{v}"
+    );
     // 33 parameters; then 10,000 (a head over the bound).
     let many = vec!["after=1"; 33].join("&");
     let (status, v) = get_json(port, &format!("/api/events?{many}"));
     assert_eq!(status, 400, "{v}");
-    let many = (0..10_000).map(|i| format!("p{i}=1")).collect::<Vec<_>>().join("&");
+    let many = (0..10_000)
+        .map(|i| format!("p{i}=1"))
+        .collect::<Vec<_>>()
+        .join("&");
     let (status, _, _) = get(port, &format!("/api/events?{many}"), "");
     assert!(matches!(status, 400 | 414 | 431), "{status}");
     // A 1 MB URL.
@@ -297,5 +336,9 @@ fn hostile_queries_are_refused_or_capped_and_the_broker_keeps_serving() {
     assert!(matches!(status, 0 | 414 | 431), "{status}");
     // Still serving.
     let (status, v) = get_json(port, "/api/events");
-    assert_eq!((status, v["events"].as_array().unwrap().len()), (200, 1), "{v}");
+    assert_eq!(
+        (status, v["events"].as_array().unwrap().len()),
+        (200, 1),
+        "{v}"
+    );
 }

@@ -81,11 +81,7 @@ pub fn summarize(bytes: &[u8]) -> Summary {
     let mut system: Option<String> = None;
     let mut want: Option<Want> = None;
     let mut text = String::new();
-    loop {
-        let event = match reader.read_event() {
-            Ok(e) => e,
-            Err(_) => break,
-        };
+    while let Ok(event) = reader.read_event() {
         match event {
             Event::Start(e) => {
                 if path.len() >= DEPTH_MAX {
@@ -103,13 +99,12 @@ pub fn summarize(bytes: &[u8]) -> Summary {
                     unit_ok = attr(&e, b"unit").is_none_or(|u| u.eq_ignore_ascii_case("deg"));
                 }
             }
-            Event::Empty(e) => {
+            Event::Empty(e)
                 if path.len() == 4
                     && e.local_name().as_ref() == b"AstroCoords"
-                    && at_position(&path, 4)
-                {
-                    system = attr(&e, b"coord_system_id");
-                }
+                    && at_position(&path, 4) =>
+            {
+                system = attr(&e, b"coord_system_id");
             }
             Event::End(_) => {
                 if let Some(w) = want.take() {
@@ -133,15 +128,11 @@ pub fn summarize(bytes: &[u8]) -> Summary {
                     break;
                 }
             }
-            Event::Text(t) => {
-                if want.is_some() && text.len() <= TEXT_MAX {
-                    text.push_str(&String::from_utf8_lossy(&t.into_inner()));
-                }
+            Event::Text(t) if want.is_some() && text.len() <= TEXT_MAX => {
+                text.push_str(&String::from_utf8_lossy(&t.into_inner()));
             }
-            Event::CData(t) => {
-                if want.is_some() && text.len() <= TEXT_MAX {
-                    text.push_str(&String::from_utf8_lossy(&t.into_inner()));
-                }
+            Event::CData(t) if want.is_some() && text.len() <= TEXT_MAX => {
+                text.push_str(&String::from_utf8_lossy(&t.into_inner()));
             }
             Event::Eof => break,
             _ => {}
@@ -278,7 +269,10 @@ mod tests {
         assert_eq!(summarize(&pos("1", "", "deg")).position, None);
         assert_eq!(summarize(&pos("1", "2", "rad")).position, None);
         assert_eq!(summarize(&event("")).position, None);
-        assert_eq!(summarize(&event("")).date.as_deref(), Some("2020-01-01T00:00:00"));
+        assert_eq!(
+            summarize(&event("")).date.as_deref(),
+            Some("2020-01-01T00:00:00")
+        );
         assert_eq!(summarize(b"").position, None);
     }
 

@@ -57,17 +57,21 @@ fn row(i: usize, size: usize, rng: &mut Rng) -> Row {
     // Uniform on the sphere.
     let ra = rng.unit() * 360.0;
     let dec = (2.0 * rng.unit() - 1.0).asin().to_degrees();
-    let mut source = SourceInfo::default();
-    source.kind = "author";
-    source.address = Some("127.0.0.1:40000".into());
-    let mut summary = Summary::default();
-    summary.author_ivorn = Some("ivo://bench.vtp/a".into());
-    summary.position = (i % 10 != 0).then_some(SkyPosition {
-        ra,
-        dec,
-        error: Some(0.05),
-        system: Some("UTC-ICRS-GEO".into()),
-    });
+    let source = SourceInfo {
+        kind: "author",
+        address: Some("127.0.0.1:40000".into()),
+        ..SourceInfo::default()
+    };
+    let summary = Summary {
+        author_ivorn: Some("ivo://bench.vtp/a".into()),
+        position: (!i.is_multiple_of(10)).then_some(SkyPosition {
+            ra,
+            dec,
+            error: Some(0.05),
+            system: Some("UTC-ICRS-GEO".into()),
+        }),
+        ..Summary::default()
+    };
     Row::new(
         EventKey::of_element(&payload),
         ivorn,
@@ -83,7 +87,9 @@ fn fill(archive: &Archive, n: usize, size: usize, seed: u64) -> Duration {
     let started = Instant::now();
     let mut i = 0;
     while i < n {
-        let chunk: Vec<Row> = (i..(i + 10_000).min(n)).map(|j| row(j, size, &mut rng)).collect();
+        let chunk: Vec<Row> = (i..(i + 10_000).min(n))
+            .map(|j| row(j, size, &mut rng))
+            .collect();
         i += chunk.len();
         archive.write_now(chunk).unwrap();
     }
@@ -99,7 +105,11 @@ fn stats(name: &str, mut times: Vec<Duration>, target_ms: f64) {
         p(0.5),
         p99,
         p(1.0),
-        if p99 <= target_ms { "met at p99" } else { "NOT met at p99" }
+        if p99 <= target_ms {
+            "met at p99"
+        } else {
+            "NOT met at p99"
+        }
     );
 }
 
@@ -157,7 +167,12 @@ fn main() {
         // counterpart is private, so build the date by hand from days since 1970.
         let (y, m, d) = civil(days);
         let s = secs % 86_400;
-        format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", s / 3600, s / 60 % 60, s % 60)
+        format!(
+            "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+            s / 3600,
+            s / 60 % 60,
+            s % 60
+        )
     };
     let mut times = Vec::new();
     for _ in 0..queries {

@@ -70,8 +70,10 @@ impl Access {
             };
         }
         if self.identity_required {
-            return Err("subscribing needs a certificate identity (--subscriber-identity) and \
-                        the HTTP listener has no TLS: use the bearer token");
+            return Err(
+                "subscribing needs a certificate identity (--subscriber-identity) and \
+                        the HTTP listener has no TLS: use the bearer token",
+            );
         }
         if !self.whitelist.allows(peer) {
             return Err("address not in --subscriber-whitelist");
@@ -133,7 +135,10 @@ pub async fn respond(
             Ok(_) => match s.parse::<u64>() {
                 Ok(seq) => {
                     let seq = i64::try_from(seq).unwrap_or(i64::MAX);
-                    readers.run(move |c| query::one(c, Some(seq), None)).await.map(xml)
+                    readers
+                        .run(move |c| query::one(c, Some(seq), None))
+                        .await
+                        .map(xml)
                 }
                 Err(_) => Err(QueryError::Bad(format!(
                     "bad sequence number {}: expected /api/events/SEQ with SEQ a whole number",
@@ -144,9 +149,10 @@ pub async fn respond(
         Route::ByIvorn => match query::params(query, &["ivorn"]) {
             Err(e) => Err(e),
             Ok(p) => match p.into_iter().next() {
-                Some((_, ivorn)) if !ivorn.is_empty() && ivorn.len() <= query::VALUE_MAX => {
-                    readers.run(move |c| query::one(c, None, Some(&ivorn))).await.map(xml)
-                }
+                Some((_, ivorn)) if !ivorn.is_empty() && ivorn.len() <= query::VALUE_MAX => readers
+                    .run(move |c| query::one(c, None, Some(&ivorn)))
+                    .await
+                    .map(xml),
                 _ => Err(QueryError::Bad(
                     "missing or bad parameter \"ivorn\": expected /api/event?ivorn=IVORN".into(),
                 )),

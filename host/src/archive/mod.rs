@@ -550,8 +550,7 @@ impl Archive {
             .write(true)
             .open(dir.join(LOCK_NAME))
             .map_err(dir_err)?;
-        if rustix::fs::flock(&lock, rustix::fs::FlockOperation::NonBlockingLockExclusive).is_err()
-        {
+        if rustix::fs::flock(&lock, rustix::fs::FlockOperation::NonBlockingLockExclusive).is_err() {
             return Err(ArchiveError::Locked { dir: dir.clone() });
         }
         let path = dir.join(FILE_NAME);
@@ -584,9 +583,11 @@ impl Archive {
         };
         writer.last_received = writer
             .conn
-            .query_row("SELECT COALESCE(MAX(received_ms), 0) FROM events", [], |r| {
-                r.get(0)
-            })
+            .query_row(
+                "SELECT COALESCE(MAX(received_ms), 0) FROM events",
+                [],
+                |r| r.get(0),
+            )
             .map_err(&err)?;
         writer.retain(unix_ms_now());
         writer.refresh_counts();

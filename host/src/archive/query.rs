@@ -51,7 +51,9 @@ impl fmt::Display for QueryError {
 impl From<rusqlite::Error> for QueryError {
     fn from(e: rusqlite::Error) -> Self {
         match e {
-            rusqlite::Error::SqliteFailure(f, _) if f.code == rusqlite::ErrorCode::OperationInterrupted => {
+            rusqlite::Error::SqliteFailure(f, _)
+                if f.code == rusqlite::ErrorCode::OperationInterrupted =>
+            {
                 Self::Internal(format!(
                     "the query took longer than {:?} and was stopped: narrow it (since/until, \
                      stream, a smaller cone)",
@@ -135,8 +137,9 @@ pub(crate) fn params<'k>(
     }
     for part in q.split('&').filter(|p| !p.is_empty()) {
         let (k, v) = part.split_once('=').unwrap_or((part, ""));
-        let k = percent_decode(k)
-            .ok_or_else(|| QueryError::Bad("a parameter name is not valid percent-encoded UTF-8".into()))?;
+        let k = percent_decode(k).ok_or_else(|| {
+            QueryError::Bad("a parameter name is not valid percent-encoded UTF-8".into())
+        })?;
         let Some(name) = known.iter().find(|n| **n == k) else {
             return Err(QueryError::Bad(format!(
                 "unknown parameter {}: known ones are {}",
@@ -237,10 +240,11 @@ fn parse_cone(v: &str) -> Result<Cone, QueryError> {
         if x.is_finite() { Ok(x) } else { Err(bad()) }
     };
     let (ra, dec, radius) = (num(ra)?, num(dec)?, num(radius)?);
-    if !(0.0..=360.0).contains(&ra)
-        || !(-90.0..=90.0).contains(&dec)
-        || !(radius > 0.0 && radius <= 180.0)
-    {
+    let valid = (0.0..=360.0).contains(&ra)
+        && (-90.0..=90.0).contains(&dec)
+        && radius > 0.0
+        && radius <= 180.0;
+    if !valid {
         return Err(bad());
     }
     Ok(Cone { ra, dec, radius })
@@ -259,28 +263,37 @@ const COLUMNS: &str = "e.seq, e.ivorn, e.role, e.received_ms, e.stream, e.source
      e.dec, e.error, e.bytes, e.key";
 
 /// The statement and its parameters for `q` (exposed for the plan test).
-pub(crate) fn statement(conn: &Connection, q: &EventsQuery) -> Result<Option<(String, Vec<Value>)>, QueryError> {
+pub(crate) fn statement(
+    conn: &Connection,
+    q: &EventsQuery,
+) -> Result<Option<(String, Vec<Value>)>, QueryError> {
     let mut lo = q.after.unwrap_or(0);
     let mut hi = i64::MAX;
     if let Some(since) = q.since {
-        let first: Option<i64> = conn.query_row(
-            "SELECT seq FROM events INDEXED BY events_received WHERE received_ms >= ?1 \
+        let first: Option<i64> = conn
+            .query_row(
+                "SELECT seq FROM events INDEXED BY events_received WHERE received_ms >= ?1 \
              ORDER BY received_ms LIMIT 1",
-            [since],
-            |r| r.get(0),
-        ).map(Some).or_else(none_if_empty)?;
+                [since],
+                |r| r.get(0),
+            )
+            .map(Some)
+            .or_else(none_if_empty)?;
         match first {
             Some(s) => lo = lo.max(s - 1),
             None => return Ok(None),
         }
     }
     if let Some(until) = q.until {
-        let last: Option<i64> = conn.query_row(
-            "SELECT seq FROM events INDEXED BY events_received WHERE received_ms < ?1 \
+        let last: Option<i64> = conn
+            .query_row(
+                "SELECT seq FROM events INDEXED BY events_received WHERE received_ms < ?1 \
              ORDER BY received_ms DESC LIMIT 1",
-            [until],
-            |r| r.get(0),
-        ).map(Some).or_else(none_if_empty)?;
+                [until],
+                |r| r.get(0),
+            )
+            .map(Some)
+            .or_else(none_if_empty)?;
         match last {
             Some(s) => hi = s,
             None => return Ok(None),
@@ -297,7 +310,10 @@ pub(crate) fn statement(conn: &Connection, q: &EventsQuery) -> Result<Option<(St
             let v = unit_vector(c.ra, c.dec);
             let r = c.radius.to_radians();
             let chord = 2.0 * (r / 2.0).sin() + 1e-6;
-            let _ = write!(sql, "SELECT {COLUMNS} FROM events_sky AS s CROSS JOIN events AS e ON e.seq = s.seq WHERE ");
+            let _ = write!(
+                sql,
+                "SELECT {COLUMNS} FROM events_sky AS s CROSS JOIN events AS e ON e.seq = s.seq WHERE "
+            );
             for (i, axis) in ["x", "y", "z"].iter().enumerate() {
                 let a = arg(Value::Real(v[i] - chord), &mut args);
                 let b = arg(Value::Real(v[i] + chord), &mut args);
@@ -313,38 +329,47 @@ pub(crate) fn statement(conn: &Connection, q: &EventsQuery) -> Result<Option<(St
         }
         (None, Some(ivorn), ..) => {
             let p = arg(Value::Text(ivorn.clone()), &mut args);
-            let _ = write!(sql, "SELECT {COLUMNS} FROM events AS e INDEXED BY events_ivorn WHERE e.ivorn = {p}");
+            let _ = write!(
+                sql,
+                "SELECT {COLUMNS} FROM events AS e INDEXED BY events_ivorn WHERE e.ivorn = {p}"
+            );
         }
         (None, None, Some(stream), _) => {
             let p = arg(Value::Text(stream.clone()), &mut args);
-            let _ = write!(sql, "SELECT {COLUMNS} FROM events AS e INDEXED BY events_stream WHERE e.stream = {p}");
+            let _ = write!(
+                sql,
+                "SELECT {COLUMNS} FROM events AS e INDEXED BY events_stream WHERE e.stream = {p}"
+            );
         }
         (None, None, None, Some(role)) => {
             let p = arg(Value::Text(role.clone()), &mut args);
-            let _ = write!(sql, "SELECT {COLUMNS} FROM events AS e INDEXED BY events_role WHERE e.role = {p}");
+            let _ = write!(
+                sql,
+                "SELECT {COLUMNS} FROM events AS e INDEXED BY events_role WHERE e.role = {p}"
+            );
         }
         (None, None, None, None) => {
             let _ = write!(sql, "SELECT {COLUMNS} FROM events AS e WHERE 1");
         }
     }
     // Residual filters (cheap: on rows the index already chose).
-    if q.cone.is_some() {
-        if let Some(ivorn) = &q.ivorn {
-            let p = arg(Value::Text(ivorn.clone()), &mut args);
-            let _ = write!(sql, " AND e.ivorn = {p}");
-        }
+    if q.cone.is_some()
+        && let Some(ivorn) = &q.ivorn
+    {
+        let p = arg(Value::Text(ivorn.clone()), &mut args);
+        let _ = write!(sql, " AND e.ivorn = {p}");
     }
-    if q.cone.is_some() || q.ivorn.is_some() {
-        if let Some(stream) = &q.stream {
-            let p = arg(Value::Text(stream.clone()), &mut args);
-            let _ = write!(sql, " AND e.stream = {p}");
-        }
+    if (q.cone.is_some() || q.ivorn.is_some())
+        && let Some(stream) = &q.stream
+    {
+        let p = arg(Value::Text(stream.clone()), &mut args);
+        let _ = write!(sql, " AND e.stream = {p}");
     }
-    if q.cone.is_some() || q.ivorn.is_some() || q.stream.is_some() {
-        if let Some(role) = &q.role {
-            let p = arg(Value::Text(role.clone()), &mut args);
-            let _ = write!(sql, " AND e.role = {p}");
-        }
+    if (q.cone.is_some() || q.ivorn.is_some() || q.stream.is_some())
+        && let Some(role) = &q.role
+    {
+        let p = arg(Value::Text(role.clone()), &mut args);
+        let _ = write!(sql, " AND e.role = {p}");
     }
     if let Some(since) = q.since {
         let p = arg(Value::Integer(since), &mut args);
@@ -357,7 +382,10 @@ pub(crate) fn statement(conn: &Connection, q: &EventsQuery) -> Result<Option<(St
     let lo_p = arg(Value::Integer(lo), &mut args);
     let hi_p = arg(Value::Integer(hi), &mut args);
     let limit = arg(Value::Integer(q.limit as i64), &mut args);
-    let _ = write!(sql, " AND e.seq > {lo_p} AND e.seq <= {hi_p} ORDER BY e.seq LIMIT {limit}");
+    let _ = write!(
+        sql,
+        " AND e.seq > {lo_p} AND e.seq <= {hi_p} ORDER BY e.seq LIMIT {limit}"
+    );
     Ok(Some((sql, args)))
 }
 
@@ -392,9 +420,7 @@ pub(crate) fn events(conn: &Connection, q: &EventsQuery) -> Result<Json, QueryEr
         }
     }
     let (first, last): (Option<i64>, Option<i64>) =
-        conn.query_row(FIRST_LAST, [], |r| {
-            Ok((r.get(0)?, r.get(1)?))
-        })?;
+        conn.query_row(FIRST_LAST, [], |r| Ok((r.get(0)?, r.get(1)?)))?;
     let next_after = out.last().map(|e| e["seq"].clone()).unwrap_or(Json::Null);
     Ok(json!({
         "events": out,
@@ -425,7 +451,9 @@ fn row_json(r: &rusqlite::Row<'_>) -> rusqlite::Result<Json> {
     let ra: Option<f64> = r.get(17)?;
     let dec: Option<f64> = r.get(18)?;
     let position = match (ra, dec) {
-        (Some(ra), Some(dec)) => json!({"ra": ra, "dec": dec, "error": r.get::<_, Option<f64>>(19)?}),
+        (Some(ra), Some(dec)) => {
+            json!({"ra": ra, "dec": dec, "error": r.get::<_, Option<f64>>(19)?})
+        }
         _ => Json::Null,
     };
     let key: Vec<u8> = r.get(21)?;

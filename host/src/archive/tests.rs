@@ -13,7 +13,11 @@ fn row(i: u64, ra_dec: Option<(f64, f64)>, size: usize) -> Row {
     Row {
         key: EventKey::of_element(&payload),
         ivorn,
-        role: if i % 2 == 0 { "observation" } else { "test" },
+        role: if i.is_multiple_of(2) {
+            "observation"
+        } else {
+            "test"
+        },
         source: SourceInfo {
             kind: "author",
             address: Some("127.0.0.1:4000".into()),
@@ -39,7 +43,9 @@ fn open(dir: &Path) -> Archive {
 
 fn list(a: &Archive, q: &str) -> serde_json::Value {
     let q = EventsQuery::parse(Some(q)).expect("valid query");
-    a.readers().run_here(|c| query::events(c, &q)).expect("query")
+    a.readers()
+        .run_here(|c| query::events(c, &q))
+        .expect("query")
 }
 
 fn seqs(v: &serde_json::Value) -> Vec<i64> {
@@ -56,7 +62,8 @@ fn writes_are_idempotent_and_seq_survives_reopen_and_retention() {
     let dir = tempdir();
     {
         let a = open(dir.path());
-        a.write_now(vec![row(1, None, 0), row(2, None, 0)]).expect("write");
+        a.write_now(vec![row(1, None, 0), row(2, None, 0)])
+            .expect("write");
         a.write_now(vec![row(1, None, 0)]).expect("redelivery");
         assert_eq!(seqs(&list(&a, "")), [1, 2]);
         assert_eq!(a.probe().rows(), 2);
@@ -113,7 +120,8 @@ fn retention_by_size_deletes_the_oldest() {
 fn retention_by_age_deletes_the_old_only() {
     let dir = tempdir();
     let a = open(dir.path());
-    a.write_now(vec![row(1, None, 0), row(2, None, 0)]).expect("write");
+    a.write_now(vec![row(1, None, 0), row(2, None, 0)])
+        .expect("write");
     drop(a);
     // Age the two rows by a day, then add a fresh one.
     {
@@ -134,7 +142,8 @@ fn retention_by_age_deletes_the_old_only() {
 fn filters_and_paging() {
     let dir = tempdir();
     let a = open(dir.path());
-    a.write_now((1..=10).map(|i| row(i, None, 0)).collect()).expect("write");
+    a.write_now((1..=10).map(|i| row(i, None, 0)).collect())
+        .expect("write");
     assert_eq!(seqs(&list(&a, "limit=3")), [1, 2, 3]);
     let v = list(&a, "limit=3&after=3");
     assert_eq!(seqs(&v), [4, 5, 6]);
@@ -240,7 +249,10 @@ fn every_query_shape_uses_an_index() {
             assert!(plan[0].contains("VIRTUAL TABLE"), "{q}: {plan:?}");
         }
         if q.is_empty() || q.starts_with("after") || q.starts_with("since") {
-            assert!(plan.iter().any(|s| s.contains("PRIMARY KEY")), "{q}: {plan:?}");
+            assert!(
+                plan.iter().any(|s| s.contains("PRIMARY KEY")),
+                "{q}: {plan:?}"
+            );
         }
         for step in &plan {
             assert!(
@@ -260,7 +272,10 @@ fn hostile_parameters() {
         ("after=-1", "bad after"),
         ("since=yesterday", "bad time in \"since\""),
         ("until=2026-12-07T09:00:00+02:00", "bad time in \"until\""),
-        ("cone=1,2", "bad cone \"1,2\": expected RA,DEC,RADIUS in degrees"),
+        (
+            "cone=1,2",
+            "bad cone \"1,2\": expected RA,DEC,RADIUS in degrees",
+        ),
         ("cone=1,2,0", "bad cone"),
         ("cone=1,91,1", "bad cone"),
         ("cone=NaN,0,1", "bad cone"),
@@ -275,7 +290,9 @@ fn hostile_parameters() {
         }
     }
     let many = vec!["limit=1"; 33].join("&");
-    assert!(matches!(EventsQuery::parse(Some(&many)), Err(QueryError::Bad(m)) if m.contains("too many")));
+    assert!(
+        matches!(EventsQuery::parse(Some(&many)), Err(QueryError::Bad(m)) if m.contains("too many"))
+    );
     let q = EventsQuery::parse(Some("limit=1000000000000")).expect("capped");
     assert_eq!(q.limit, LIMIT_MAX);
     // SQL metacharacters are values, never SQL.

@@ -508,15 +508,30 @@ fn archive_metrics(
     p: &crate::archive::ArchiveProbe,
 ) -> Result<(), fmt::Error> {
     gauge(e, "vtp_archive_rows", "Events in the archive", p.rows())?;
-    gauge(e, "vtp_archive_bytes", "Bytes the archive's database uses", p.bytes())?;
-    counter(e, "vtp_archive_inserted", "Events archived since start", p.inserted())?;
+    gauge(
+        e,
+        "vtp_archive_bytes",
+        "Bytes the archive's database uses",
+        p.bytes(),
+    )?;
+    counter(
+        e,
+        "vtp_archive_inserted",
+        "Events archived since start",
+        p.inserted(),
+    )?;
     counter(
         e,
         "vtp_archive_write_failures",
         "Events the archive failed to write (and retention passes that failed)",
         p.write_failures(),
     )?;
-    counter(e, "vtp_archive_deleted", "Events deleted by the archive's retention", p.deleted())?;
+    counter(
+        e,
+        "vtp_archive_deleted",
+        "Events deleted by the archive's retention",
+        p.deleted(),
+    )?;
     counter(
         e,
         "vtp_archive_batches",
