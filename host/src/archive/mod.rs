@@ -37,7 +37,7 @@
 //! **Reading.** Queries run on a small pool of read-only connections ([`READERS`]), on
 //! tokio's blocking threads, at most [`READERS`] at once, each bounded in time
 //! ([`QUERY_TIME_MAX`], SQLite's progress handler aborts it). Every query is parameterised
-//! and uses an index (see [`query`]).
+//! and uses an index (see the README, "Archive and query API").
 
 mod api;
 mod query;
