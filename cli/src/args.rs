@@ -26,9 +26,9 @@ pub(crate) enum Command {
     /// Run a broker: receive events from authors, relay them to subscribers, subscribe upstream.
     Broker(Box<BrokerArgs>),
     /// Submit one event to a broker and wait for its receipt (like comet-sendvo).
-    Send(SendArgs),
+    Send(Box<SendArgs>),
     /// Subscribe to brokers and handle the events they send (like pygcn's listener).
-    Listen(ListenArgs),
+    Listen(Box<ListenArgs>),
     /// Print a shell completion script to standard output, e.g.
     /// `vtp completions bash > /etc/bash_completion.d/vtp`.
     Completions {
@@ -340,6 +340,34 @@ pub(crate) struct Operations {
     /// subscribers, upstreams up); 0 turns them off.
     #[arg(long, value_name = "SECS", default_value_t = 300)]
     pub(crate) stats_interval: u64,
+    #[command(flatten)]
+    pub(crate) archive: Archiving,
+}
+
+/// The event archive and its query API (on the --http endpoint).
+#[derive(Debug, Clone, Args, Default, PartialEq, Eq)]
+pub(crate) struct Archiving {
+    /// Keep every accepted event in an SQLite archive in DIR (file archive.sqlite) and serve
+    /// it on the --http endpoint (GET /api/events, /api/events/SEQ, /api/event?ivorn=). On by
+    /// default when --http is given, in the --eventdb directory.
+    #[arg(long, value_name = "DIR", num_args = 0..=1, default_missing_value = "")]
+    pub(crate) archive: Option<PathBuf>,
+    /// No archive, even with --http.
+    #[arg(long)]
+    pub(crate) no_archive: bool,
+    /// Days an event stays in the archive; older ones are deleted (oldest first).
+    #[arg(long, value_name = "DAYS", default_value_t = 30,
+          value_parser = clap::value_parser!(u64).range(1..=36_500))]
+    pub(crate) archive_max_age: u64,
+    /// Most bytes the archive's database uses; beyond them the oldest events are deleted.
+    #[arg(long, value_name = "BYTES", default_value_t = 10 << 30,
+          value_parser = clap::value_parser!(u64).range(1_000_000..))]
+    pub(crate) archive_max_bytes: u64,
+    /// A file holding a bearer token: an HTTP request with `Authorization: Bearer TOKEN` may
+    /// read the archive from any address (scripts). Without it, only addresses allowed by
+    /// --subscriber-whitelist may.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) http_token_file: Option<PathBuf>,
 }
 
 /// `--stdout`'s record formats.

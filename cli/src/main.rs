@@ -11,6 +11,7 @@
 //! This crate is the top layer: it parses options into the core's `Config`, picks a runtime and
 //! wires the host's effects (store, handlers, logging); nothing depends on it.
 
+mod archive;
 mod args;
 mod banner;
 mod config_file;
@@ -102,8 +103,8 @@ fn main() -> ExitCode {
             init_logging(&cli.common);
             match command {
                 Command::Broker(a) => broker(*a, cli.common, argv),
-                Command::Send(a) => send(a, runtime),
-                Command::Listen(a) => listen(a, runtime),
+                Command::Send(a) => send(*a, runtime),
+                Command::Listen(a) => listen(*a, runtime),
                 Command::Config(ConfigCommand::Check { file }) => config_check(&file),
                 Command::Completions { .. } | Command::Man => Ok(()),
             }
@@ -786,7 +787,17 @@ fn serve(
     signing: signing::Plan,
 ) -> Result<(), Fail> {
     let mut bridge = kafka::Bridge::new(kafka)?;
-    let bridged = bridge.handlers();
+    #[allow(unused_mut)]
+    let mut bridged = bridge.handlers();
+    // The archive is one more handler (kept across reloads like the bridge's).
+    #[cfg(feature = "archive")]
+    let archive = archive::open(ops_args, eventdb, &config)?;
+    #[cfg(feature = "archive")]
+    if let Some(a) = &archive {
+        bridged.push(a.archive.handler());
+    }
+    #[cfg(not(feature = "archive"))]
+    archive::refuse(ops_args, eventdb)?;
     let handlers = build_handlers(handling, false, &bridged)?;
     let handler_set = handlers.as_ref().map(Handlers::handler_set);
     let spool_bytes = match (&handlers, eventdb) {
@@ -830,6 +841,14 @@ fn serve(
     let handlers_probe = handlers.as_ref().map(Handlers::probe);
     if let Some(h) = handlers {
         fx = fx.with_handlers(h);
+    }
+    #[cfg(feature = "archive")]
+    if let Some(a) = &archive {
+        // Where each event came from, noted on the loop for the archive's handler.
+        let (peers, deliveries) = (a.archive.sources(), a.archive.sources());
+        fx = fx
+            .on_event(move |e| peers.observe(e))
+            .on_delivery(move |d| deliveries.delivered(d));
     }
     let mut bound = vtp_host::net::bind_endpoints(&listeners)?;
     if let Some(tls) = client_tls {
@@ -901,6 +920,16 @@ fn serve(
         }
         _ => None,
     };
+    #[cfg(feature = "archive")]
+    if let Some(a) = &archive {
+        ops.metrics.attach_archive(vtp_host::ops::ArchiveAttached {
+            probe: a.archive.probe(),
+            readers: a.archive.readers(),
+            access: a.access.clone(),
+        });
+        // The status page's latest events and sky map.
+        ops.metrics.attach_recent_events(a.archive.readers());
+    }
     let fx = fx.with_metrics(observer);
     let fx = run_node(runtime, node, bound, fx, shutdown, options)?;
     drop(watchdog);

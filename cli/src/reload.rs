@@ -166,6 +166,9 @@ impl Reloader {
         if new.ops.http != started.ops.http {
             restart.push("--http");
         }
+        if new.ops.archive != started.ops.archive {
+            restart.push("--archive* / --http-token-file");
+        }
         if new.ops.stats_interval != started.ops.stats_interval {
             restart.push("--stats-interval");
         }

@@ -145,6 +145,7 @@ pub mod output;
 pub mod schema;
 pub mod seen;
 pub mod signature;
+pub mod summary;
 #[cfg(feature = "testing")]
 pub mod testing;
 pub mod time;

@@ -77,6 +77,8 @@
 
 #[cfg(feature = "async")]
 pub mod aio;
+#[cfg(feature = "archive")]
+pub mod archive;
 pub mod effects;
 pub mod external;
 pub mod fdlimit;

@@ -169,9 +169,9 @@ async fn serve(
             })
             .await
         };
-        let stream = match accepted {
+        let (stream, peer) = match accepted {
             None => return,
-            Some(Ok((stream, _))) => stream,
+            Some(Ok((stream, peer))) => (stream, peer),
             Some(Err(e)) => {
                 // Out of descriptors, most likely: do not spin.
                 tracing::debug!("HTTP endpoint: accept failed: {e}");
@@ -193,7 +193,7 @@ async fn serve(
             TokioIo::new(stream),
             service_fn(move |req| {
                 let metrics = metrics.clone();
-                async move { Ok::<_, Infallible>(respond(&req, &metrics).await) }
+                async move { Ok::<_, Infallible>(respond(&req, &metrics, peer).await) }
             }),
         );
         let timeout = limits.request_timeout;
@@ -214,11 +214,33 @@ impl Drop for Active {
     }
 }
 
-async fn respond(req: &Request<Incoming>, metrics: &Metrics) -> Response<Full<Bytes>> {
+async fn respond(
+    req: &Request<Incoming>,
+    metrics: &Metrics,
+    peer: SocketAddr,
+) -> Response<Full<Bytes>> {
     let path = req.uri().path();
     if path.len() > PATH_MAX {
         return text(StatusCode::URI_TOO_LONG, "path too long\n".into());
     }
+    #[cfg(feature = "archive")]
+    if path.starts_with("/api/")
+        && matches!(*req.method(), Method::GET | Method::HEAD)
+        && let Some(a) = metrics.archive()
+    {
+        let auth = req
+            .headers()
+            .get(hyper::header::AUTHORIZATION)
+            .map(HeaderValue::as_bytes);
+        let query = req.uri().query();
+        if let Some(r) =
+            crate::archive::respond(&a.readers, &a.access, path, query, peer, auth).await
+        {
+            return r;
+        }
+    }
+    #[cfg(not(feature = "archive"))]
+    let _ = peer;
     let known = matches!(path, "/" | "/metrics" | "/healthz" | "/status");
     if !known {
         return text(

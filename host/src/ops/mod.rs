@@ -327,6 +327,8 @@ impl Metrics {
             kafka: OnceLock::new(),
             minutes: rate::MinuteRing::new(),
             recent: OnceLock::new(),
+            #[cfg(feature = "archive")]
+            archive: OnceLock::new(),
         });
         let observer = Observer::new(Arc::clone(&shared));
         (Self(shared), observer)
@@ -335,6 +337,18 @@ impl Metrics {
     /// Reads the store's health and commit times from `probe` from now on.
     pub fn attach_store(&self, probe: StoreProbe) {
         let _ = self.0.store.set(probe);
+    }
+
+    /// Serves the archive's API and reads its counters from now on.
+    #[cfg(feature = "archive")]
+    pub fn attach_archive(&self, archive: ArchiveAttached) {
+        let _ = self.0.archive.set(archive);
+    }
+
+    /// The archive, when one is attached.
+    #[cfg(feature = "archive")]
+    pub fn archive(&self) -> Option<&ArchiveAttached> {
+        self.0.archive.get()
     }
 
     /// Reads the handlers' drops from `probe` from now on.
@@ -559,6 +573,21 @@ struct Shared {
     minutes: rate::MinuteRing,
     /// The latest events (the archive), for the status page.
     recent: OnceLock<Box<dyn RecentEvents>>,
+    /// The archive's counters and its API (feature `archive`).
+    #[cfg(feature = "archive")]
+    archive: OnceLock<ArchiveAttached>,
+}
+
+/// What the metrics and the HTTP endpoint read from the archive.
+#[cfg(feature = "archive")]
+#[derive(Debug, Clone)]
+pub struct ArchiveAttached {
+    /// Its counters.
+    pub probe: crate::archive::ArchiveProbe,
+    /// Its read-only connections.
+    pub readers: crate::archive::Readers,
+    /// Who may read it.
+    pub access: crate::archive::Access,
 }
 
 /// Written by the loop only; read by anyone.

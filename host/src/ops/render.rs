@@ -25,6 +25,8 @@ pub(super) fn prometheus(metrics: &Metrics) -> String {
     let snapshot = Scrape {
         s: metrics.snapshot(),
         rss: super::resident_memory_bytes(),
+        #[cfg(feature = "archive")]
+        archive: metrics.archive().map(|a| a.probe.clone()),
     };
     let mut registry = Registry::default();
     registry.register_collector(Box::new(snapshot));
@@ -39,6 +41,8 @@ pub(super) fn prometheus(metrics: &Metrics) -> String {
 struct Scrape {
     s: Snapshot,
     rss: Option<u64>,
+    #[cfg(feature = "archive")]
+    archive: Option<crate::archive::ArchiveProbe>,
 }
 
 impl Collector for Scrape {
@@ -241,6 +245,10 @@ impl Collector for Scrape {
                 "1 while the seen-index store commits",
                 u64::from(store.healthy && !store.stopped),
             )?;
+        }
+        #[cfg(feature = "archive")]
+        if let Some(a) = &self.archive {
+            archive_metrics(&mut e, a)?;
         }
         counter(
             &mut e,
@@ -493,6 +501,16 @@ impl<'a> Status<'a> {
                 commit_failures: st.commits.failed,
             }),
             last_event: s.last_event_unix.and_then(stamp_secs),
+            #[cfg(feature = "archive")]
+            archive: metrics.archive().map(|a| ArchiveJson {
+                rows: a.probe.rows(),
+                bytes: a.probe.bytes(),
+                inserted: a.probe.inserted(),
+                write_failures: a.probe.write_failures(),
+                deleted: a.probe.deleted(),
+                batches: a.probe.batches(),
+                batch_seconds_last: a.probe.batch_seconds_last(),
+            }),
             kafka: metrics
                 .kafka_info()
                 .zip(s.kafka.as_ref())
@@ -525,8 +543,71 @@ pub(super) struct Status<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(super) store: Option<StoreJson>,
     pub(super) last_event: Option<String>,
+    #[cfg(feature = "archive")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(super) archive: Option<ArchiveJson>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(super) kafka: Option<KafkaJson<'a>>,
+}
+
+/// The archive in `/status`.
+#[cfg(feature = "archive")]
+#[derive(Serialize)]
+pub(super) struct ArchiveJson {
+    rows: u64,
+    bytes: u64,
+    inserted: u64,
+    write_failures: u64,
+    deleted: u64,
+    batches: u64,
+    batch_seconds_last: f64,
+}
+
+/// The archive's lines of `/metrics`.
+#[cfg(feature = "archive")]
+fn archive_metrics(
+    e: &mut DescriptorEncoder,
+    p: &crate::archive::ArchiveProbe,
+) -> Result<(), fmt::Error> {
+    gauge(e, "vtp_archive_rows", "Events in the archive", p.rows())?;
+    gauge(
+        e,
+        "vtp_archive_bytes",
+        "Bytes the archive's database uses",
+        p.bytes(),
+    )?;
+    counter(
+        e,
+        "vtp_archive_inserted",
+        "Events archived since start",
+        p.inserted(),
+    )?;
+    counter(
+        e,
+        "vtp_archive_write_failures",
+        "Events the archive failed to write (and retention passes that failed)",
+        p.write_failures(),
+    )?;
+    counter(
+        e,
+        "vtp_archive_deleted",
+        "Events deleted by the archive's retention",
+        p.deleted(),
+    )?;
+    counter(
+        e,
+        "vtp_archive_batches",
+        "Transactions the archive's writer committed or tried",
+        p.batches(),
+    )?;
+    let m = ConstCounter::new(p.batch_seconds_total());
+    let enc = e.encode_descriptor(
+        "vtp_archive_batch_seconds",
+        "Time the archive's writer spent on its transactions",
+        None,
+        m.metric_type(),
+    )?;
+    m.encode(enc)
 }
 
 /// The Kafka bridge in `/status`.

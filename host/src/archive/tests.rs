@@ -1,0 +1,316 @@
+//! The archive's own tests: idempotent writes, sequence numbers across reopening and
+//! retention, every query shape on an index (EXPLAIN QUERY PLAN), cones at RA 0/360 and the
+//! poles, retention by age and by size.
+
+use super::query::{self, EventsQuery};
+use super::*;
+use vtp_core::summary::{SkyPosition, Summary};
+
+fn row(i: u64, ra_dec: Option<(f64, f64)>, size: usize) -> Row {
+    let ivorn = format!("ivo://test.vtp/archive#{i}");
+    let mut payload = format!("<voe:VOEvent ivorn='{ivorn}'/>").into_bytes();
+    payload.resize(payload.len().max(size), b' ');
+    Row {
+        key: EventKey::of_element(&payload),
+        ivorn,
+        role: if i.is_multiple_of(2) {
+            "observation"
+        } else {
+            "test"
+        },
+        source: SourceInfo {
+            kind: "author",
+            address: Some("127.0.0.1:4000".into()),
+            ..SourceInfo::default()
+        },
+        payload: bytes::Bytes::from(payload),
+        summary: Summary {
+            author_ivorn: Some("ivo://test.vtp/author".into()),
+            date: None,
+            position: ra_dec.map(|(ra, dec)| SkyPosition {
+                ra,
+                dec,
+                error: Some(0.1),
+                system: None,
+            }),
+        },
+        signature: None,
+        signer: None,
+    }
+}
+
+fn open(dir: &Path) -> Archive {
+    Archive::open(&ArchiveConfig::new(dir)).expect("open")
+}
+
+fn list(a: &Archive, q: &str) -> serde_json::Value {
+    let q = EventsQuery::parse(Some(q)).expect("valid query");
+    a.readers()
+        .run_here(|c| query::events(c, &q))
+        .expect("query")
+}
+
+fn seqs(v: &serde_json::Value) -> Vec<i64> {
+    v["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .map(|e| e["seq"].as_i64().expect("seq"))
+        .collect()
+}
+
+#[test]
+fn writes_are_idempotent_and_seq_survives_reopen_and_retention() {
+    let dir = tempdir();
+    {
+        let a = open(dir.path());
+        a.write_now(vec![row(1, None, 0), row(2, None, 0)])
+            .expect("write");
+        a.write_now(vec![row(1, None, 0)]).expect("redelivery");
+        assert_eq!(seqs(&list(&a, "")), [1, 2]);
+        assert_eq!(a.probe().rows(), 2);
+        // Another process may not open it meanwhile.
+        let err = Archive::open(&ArchiveConfig::new(dir.path())).expect_err("locked");
+        assert!(matches!(err, ArchiveError::Locked { .. }), "{err}");
+    }
+    {
+        let a = open(dir.path());
+        a.write_now(vec![row(3, None, 0)]).expect("write");
+        assert_eq!(seqs(&list(&a, "")), [1, 2, 3]);
+    }
+    // Retention deletes everything; the sequence goes on.
+    {
+        let mut cfg = ArchiveConfig::new(dir.path());
+        cfg.max_age = Duration::ZERO;
+        let a = Archive::open(&cfg).expect("open");
+        assert_eq!(seqs(&list(&a, "")), Vec::<i64>::new());
+        let v = list(&a, "");
+        assert!(v["first_seq"].is_null() && v["last_seq"].is_null());
+        assert!(a.probe().deleted() >= 3);
+    }
+    let a = open(dir.path());
+    a.write_now(vec![row(4, None, 0)]).expect("write");
+    assert_eq!(seqs(&list(&a, "")), [4]);
+}
+
+#[test]
+fn retention_by_size_deletes_the_oldest() {
+    let dir = tempdir();
+    {
+        let a = open(dir.path());
+        for chunk in 0..10u64 {
+            a.write_now((0..50).map(|i| row(chunk * 50 + i, None, 10_000)).collect())
+                .expect("write");
+        }
+        assert_eq!(a.probe().rows(), 500);
+    }
+    let mut cfg = ArchiveConfig::new(dir.path());
+    cfg.max_bytes = 2_000_000;
+    let a = Archive::open(&cfg).expect("open");
+    let rows = a.probe().rows();
+    assert!(rows > 50 && rows < 250, "{rows} rows left");
+    assert!(a.probe().bytes() <= 2_000_000, "{}", a.probe().bytes());
+    let v = list(&a, "limit=1000");
+    let s = seqs(&v);
+    // The newest are kept, contiguous up to the last.
+    assert_eq!(*s.last().expect("rows"), 500);
+    assert_eq!(s.len() as u64, rows);
+    assert_eq!(v["first_seq"].as_i64(), Some(501 - rows as i64));
+}
+
+#[test]
+fn retention_by_age_deletes_the_old_only() {
+    let dir = tempdir();
+    let a = open(dir.path());
+    a.write_now(vec![row(1, None, 0), row(2, None, 0)])
+        .expect("write");
+    drop(a);
+    // Age the two rows by a day, then add a fresh one.
+    {
+        let c = Connection::open(dir.path().join(FILE_NAME)).expect("sqlite");
+        c.execute("UPDATE events SET received_ms = received_ms - 86400000", [])
+            .expect("update");
+    }
+    let a = open(dir.path());
+    a.write_now(vec![row(3, None, 0)]).expect("write");
+    drop(a);
+    let mut cfg = ArchiveConfig::new(dir.path());
+    cfg.max_age = Duration::from_secs(3600);
+    let a = Archive::open(&cfg).expect("open");
+    assert_eq!(seqs(&list(&a, "")), [3]);
+}
+
+#[test]
+fn filters_and_paging() {
+    let dir = tempdir();
+    let a = open(dir.path());
+    a.write_now((1..=10).map(|i| row(i, None, 0)).collect())
+        .expect("write");
+    assert_eq!(seqs(&list(&a, "limit=3")), [1, 2, 3]);
+    let v = list(&a, "limit=3&after=3");
+    assert_eq!(seqs(&v), [4, 5, 6]);
+    assert_eq!(v["next_after"].as_i64(), Some(6));
+    assert_eq!(seqs(&list(&a, "role=test&limit=2")), [1, 3]);
+    assert_eq!(seqs(&list(&a, "ivorn=ivo://test.vtp/archive%237")), [7]);
+    assert_eq!(seqs(&list(&a, "stream=test.vtp/archive&after=8")), [9, 10]);
+    assert_eq!(seqs(&list(&a, "stream=test.vtp/other")), Vec::<i64>::new());
+    assert_eq!(seqs(&list(&a, "since=2000-01-01&limit=1")), [1]);
+    assert_eq!(seqs(&list(&a, "until=2000-01-01")), Vec::<i64>::new());
+    assert_eq!(seqs(&list(&a, "since=2999-01-01")), Vec::<i64>::new());
+    let e = &list(&a, "after=4&limit=1&include=payload")["events"][0];
+    assert_eq!(e["source"]["address"], "127.0.0.1:4000");
+    assert_eq!(e["author_ivorn"], "ivo://test.vtp/author");
+    assert!(e["position"].is_null() && e["signature"].is_null());
+    use base64::Engine as _;
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(e["payload"].as_str().expect("payload"))
+        .expect("base64");
+    assert_eq!(bytes, row(5, None, 0).payload);
+}
+
+#[test]
+fn cones_at_the_wrap_and_the_poles() {
+    let dir = tempdir();
+    let a = open(dir.path());
+    let pts = [
+        (359.9, 0.0),  // 1
+        (0.1, 0.0),    // 2
+        (180.0, 0.0),  // 3
+        (10.0, 89.9),  // 4
+        (190.0, 89.9), // 5
+        (0.0, -90.0),  // 6
+        (1.5, 0.0),    // 7
+    ];
+    a.write_now(
+        pts.iter()
+            .enumerate()
+            .map(|(i, p)| row(i as u64 + 1, Some(*p), 0))
+            .collect(),
+    )
+    .expect("write");
+    a.write_now(vec![row(99, None, 0)]).expect("no position");
+    assert_eq!(seqs(&list(&a, "cone=0,0,1")), [1, 2]);
+    assert_eq!(seqs(&list(&a, "cone=360,0,0.2")), [1, 2]);
+    assert_eq!(seqs(&list(&a, "cone=0,0,1.6")), [1, 2, 7]);
+    assert_eq!(seqs(&list(&a, "cone=100,90,0.3")), [4, 5]);
+    assert_eq!(seqs(&list(&a, "cone=123,-89.5,0.6")), [6]);
+    assert_eq!(seqs(&list(&a, "cone=0,0,180")), [1, 2, 3, 4, 5, 6, 7]);
+    assert_eq!(seqs(&list(&a, "cone=0,0,180&role=test")), [1, 3, 5, 7]);
+    let p = &list(&a, "cone=180,0,1")["events"][0]["position"];
+    assert_eq!(p["ra"], 180.0);
+    assert_eq!(p["error"], 0.1);
+}
+
+#[test]
+fn every_query_shape_uses_an_index() {
+    let dir = tempdir();
+    let a = open(dir.path());
+    a.write_now((1..=50).map(|i| row(i, Some((i as f64, 0.0)), 0)).collect())
+        .expect("write");
+    for q in [
+        "",
+        "after=10",
+        "since=2020-01-01T00:00:00Z",
+        "until=2999-01-01T00:00:00Z&after=3",
+        "since=2020-01-01&until=2999-01-01",
+        "role=observation",
+        "stream=test.vtp/archive",
+        "ivorn=ivo://test.vtp/archive%231",
+        "cone=10,0,1",
+        "cone=10,0,1&since=2020-01-01&role=test&stream=x&ivorn=y&after=3",
+        "stream=x&role=test&since=2020-01-01",
+        "ivorn=x&stream=y&role=test",
+    ] {
+        let parsed = EventsQuery::parse(Some(q)).expect("valid");
+        // Every response also gives the first and last seq.
+        let first_last = a
+            .readers()
+            .run_here(|c| {
+                let mut st = c.prepare(&format!("EXPLAIN QUERY PLAN {}", query::FIRST_LAST))?;
+                let rows = st.query_map([], |r| r.get::<_, String>(3))?;
+                Ok(rows.collect::<Result<Vec<_>, _>>()?)
+            })
+            .expect("plan");
+        assert!(
+            !first_last.iter().any(|s| s.starts_with("SCAN events")),
+            "{first_last:?}"
+        );
+        let plan = a
+            .readers()
+            .run_here(|c| {
+                let (sql, args) = query::statement(c, &parsed)?.expect("a statement");
+                let mut st = c.prepare(&format!("EXPLAIN QUERY PLAN {sql}"))?;
+                let rows = st.query_map(rusqlite::params_from_iter(args.iter()), |r| {
+                    r.get::<_, String>(3)
+                })?;
+                Ok(rows.collect::<Result<Vec<_>, _>>()?)
+            })
+            .expect("plan");
+        assert!(!plan.is_empty(), "{q}: no plan");
+        if q.starts_with("cone") {
+            assert!(plan[0].contains("VIRTUAL TABLE"), "{q}: {plan:?}");
+        }
+        if q.is_empty() || q.starts_with("after") || q.starts_with("since") {
+            assert!(
+                plan.iter().any(|s| s.contains("PRIMARY KEY")),
+                "{q}: {plan:?}"
+            );
+        }
+        for step in &plan {
+            assert!(
+                !(step.starts_with("SCAN e") || step.starts_with("SCAN events")),
+                "{q}: table scan in {plan:?}"
+            );
+        }
+    }
+}
+
+#[test]
+fn hostile_parameters() {
+    for (q, want) in [
+        ("foo=1", "unknown parameter \"foo\""),
+        ("limit=1&limit=2", "given twice"),
+        ("limit=x", "bad limit"),
+        ("after=-1", "bad after"),
+        ("since=yesterday", "bad time in \"since\""),
+        ("until=2026-12-07T09:00:00+02:00", "bad time in \"until\""),
+        (
+            "cone=1,2",
+            "bad cone \"1,2\": expected RA,DEC,RADIUS in degrees",
+        ),
+        ("cone=1,2,0", "bad cone"),
+        ("cone=1,91,1", "bad cone"),
+        ("cone=NaN,0,1", "bad cone"),
+        ("cone=inf,0,1", "bad cone"),
+        ("role=x'%20OR%201=1--", "bad role"),
+        ("include=everything", "bad include"),
+        ("ivorn=%ZZ", "not valid percent-encoded"),
+    ] {
+        match EventsQuery::parse(Some(q)) {
+            Err(QueryError::Bad(m)) => assert!(m.contains(want), "{q}: {m}"),
+            other => panic!("{q}: {other:?}"),
+        }
+    }
+    let many = vec!["limit=1"; 33].join("&");
+    assert!(
+        matches!(EventsQuery::parse(Some(&many)), Err(QueryError::Bad(m)) if m.contains("too many"))
+    );
+    let q = EventsQuery::parse(Some("limit=1000000000000")).expect("capped");
+    assert_eq!(q.limit, LIMIT_MAX);
+    // SQL metacharacters are values, never SQL.
+    let dir = tempdir();
+    let a = open(dir.path());
+    a.write_now(vec![row(1, None, 0)]).expect("write");
+    for q in [
+        "ivorn=x'%20OR%20'1'='1",
+        "stream=%22;%20DROP%20TABLE%20events;--",
+        "ivorn=%00",
+    ] {
+        assert_eq!(seqs(&list(&a, q)), Vec::<i64>::new(), "{q}");
+    }
+    assert_eq!(seqs(&list(&a, "")), [1]);
+}
+
+fn tempdir() -> crate::testutil::TempDir {
+    crate::testutil::TempDir::new("archive")
+}
