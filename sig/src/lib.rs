@@ -74,6 +74,9 @@
 //! measured 10 ms per verify by forking `gpg`. RSA time is rpgp's `rsa` 0.9 crate (big
 //! integers from `num-bigint-dig`).
 
+mod fast;
+#[cfg(test)]
+mod fast_gnupg_tests;
 mod keyring;
 mod signer;
 mod verify;
