@@ -76,7 +76,10 @@ fn rsa_ladder(gpg: &Gpg, key: &str) {
         // Valid.
         let (status, by_fast) = both(&keyring, document, &armour);
         assert_eq!(status.name(), "valid", "{digest}: {status}");
-        assert!(by_fast, "{digest}: the fast path takes a GnuPG RSA signature");
+        assert!(
+            by_fast,
+            "{digest}: the fast path takes a GnuPG RSA signature"
+        );
         // A byte of the document changed.
         let mut tampered = document.to_vec();
         tampered[100] ^= 0x20;
