@@ -10,10 +10,11 @@
 //! hash's left 16 bits are checked against the packet as rpgp checks them. The document is
 //! hashed twice (once for that check, once inside ring, whose API takes the message, not a
 //! digest): one more SHA-512 of 10 KB, 15 to 35 µs here depending on load; ring also
-//! recomputes the key's Montgomery
-//! constant each time (it offers no way to keep it). Anything else (another signature version or type, another hash, a key
-//! ring would refuse: under 2048 bits, an unusual exponent, a non-minimal encoding) is left
-//! to rpgp: [`verify`] says [`Fast::NotHandled`].
+//! recomputes the key's Montgomery constant each time (it offers no way to keep it).
+//!
+//! Anything else (another signature version or type, another hash, a key ring would refuse:
+//! under 2048 bits, an unusual exponent, a non-minimal encoding) is left to rpgp: [`verify`]
+//! says [`Fast::NotHandled`].
 
 use pgp::crypto::hash::HashAlgorithm;
 use pgp::crypto::public_key::PublicKeyAlgorithm;
