@@ -9,6 +9,8 @@ use pgp::composed::{PublicOrSecret, SignedPublicKey};
 use pgp::packet::{PublicKey, PublicSubkey};
 use pgp::types::KeyDetails;
 
+use crate::fast::RsaKey;
+
 /// The keys whose signatures can be verified: primary keys and their signing subkeys.
 ///
 /// Load it from the files `gpg --export` or `gpg --export --armor` writes ([`Keyring::load`]),
@@ -35,10 +37,47 @@ struct Entry {
     signers: Vec<Signer>,
 }
 
-/// A key that verifies signatures: the primary key, or a signing subkey.
-enum Signer {
+/// A key that verifies signatures (the primary key, or a signing subkey), with what is
+/// computed once at load rather than at each verification: its fingerprint and key id (each a
+/// SHA-1 of the key) and, for an RSA key ring can verify with, its components.
+struct Signer {
+    key: SignerKey,
+    fingerprint: pgp::types::Fingerprint,
+    key_id: pgp::types::KeyId,
+    rsa: Option<RsaKey>,
+}
+
+enum SignerKey {
     Primary(PublicKey),
     Subkey(PublicSubkey),
+}
+
+impl Signer {
+    fn new(key: SignerKey) -> Self {
+        let (fingerprint, key_id, rsa) = match &key {
+            SignerKey::Primary(k) => (k.fingerprint(), k.legacy_key_id(), RsaKey::new(k)),
+            SignerKey::Subkey(k) => (k.fingerprint(), k.legacy_key_id(), RsaKey::new(k)),
+        };
+        Self {
+            key,
+            fingerprint,
+            key_id,
+            rsa,
+        }
+    }
+
+    /// Whether a signature with these issuer subpackets names this key.
+    fn issued(
+        &self,
+        fingerprints: &[&pgp::types::Fingerprint],
+        key_ids: &[&pgp::types::KeyId],
+    ) -> bool {
+        if fingerprints.is_empty() {
+            key_ids.contains(&&self.key_id)
+        } else {
+            fingerprints.contains(&&self.fingerprint)
+        }
+    }
 }
 
 impl Keyring {
@@ -131,25 +170,26 @@ impl Keyring {
         self.keys.iter().map(|e| &e.fingerprint)
     }
 
-    /// The key that made a signature with this issuer: its fingerprint, user id and the
-    /// (sub)key to verify with.
+    /// The key that made a signature with this issuer: its fingerprint, user id, the (sub)key
+    /// to verify with, and its RSA components for the fast path.
     pub(crate) fn find(
         &self,
         fingerprints: &[&pgp::types::Fingerprint],
         key_ids: &[&pgp::types::KeyId],
-    ) -> Option<(&Fingerprint, &str, SignerRef<'_>)> {
+    ) -> Option<(&Fingerprint, &str, SignerRef<'_>, Option<&RsaKey>)> {
         self.keys.iter().find_map(|entry| {
             entry.signers.iter().find_map(|signer| {
-                let matches = match signer {
-                    Signer::Primary(k) => issued(k, fingerprints, key_ids),
-                    Signer::Subkey(k) => issued(k, fingerprints, key_ids),
-                };
-                matches.then(|| {
-                    let key = match signer {
-                        Signer::Primary(k) => SignerRef::Primary(k),
-                        Signer::Subkey(k) => SignerRef::Subkey(k),
+                signer.issued(fingerprints, key_ids).then(|| {
+                    let key = match &signer.key {
+                        SignerKey::Primary(k) => SignerRef::Primary(k),
+                        SignerKey::Subkey(k) => SignerRef::Subkey(k),
                     };
-                    (&entry.fingerprint, entry.user_id.as_str(), key)
+                    (
+                        &entry.fingerprint,
+                        entry.user_id.as_str(),
+                        key,
+                        signer.rsa.as_ref(),
+                    )
                 })
             })
         })
@@ -184,10 +224,10 @@ impl Entry {
         let user_id = user.map_or_else(String::new, |u| {
             String::from_utf8_lossy(u.id.id()).into_owned()
         });
-        let mut signers = vec![Signer::Primary(key.primary_key.clone())];
+        let mut signers = vec![Signer::new(SignerKey::Primary(key.primary_key.clone()))];
         for sub in &key.public_subkeys {
             if sub.signatures.iter().any(|s| s.key_flags().sign()) {
-                signers.push(Signer::Subkey(sub.key.clone()));
+                signers.push(Signer::new(SignerKey::Subkey(sub.key.clone())));
             }
         }
         Ok(Self {
@@ -202,18 +242,6 @@ impl Entry {
 pub(crate) enum SignerRef<'a> {
     Primary(&'a PublicKey),
     Subkey(&'a PublicSubkey),
-}
-
-fn issued(
-    key: &impl KeyDetails,
-    fingerprints: &[&pgp::types::Fingerprint],
-    key_ids: &[&pgp::types::KeyId],
-) -> bool {
-    if fingerprints.is_empty() {
-        key_ids.contains(&&key.legacy_key_id())
-    } else {
-        fingerprints.contains(&&key.fingerprint())
-    }
 }
 
 /// A key's fingerprint, in upper-case hexadecimal as `gpg --with-colons` prints it (40 digits

@@ -8,6 +8,7 @@ use pgp::crypto::hash::HashAlgorithm;
 use pgp::packet::SignatureType;
 use vtp_core::signature::{self as convention, Extracted, StatusKind};
 
+use crate::fast::{self, Fast};
 use crate::keyring::{Fingerprint, Keyring, SignerRef, cut};
 
 /// Verifies the detached signature `armour` over `signed` with the keys of `keyring`.
@@ -19,8 +20,33 @@ use crate::keyring::{Fingerprint, Keyring, SignerRef, cut};
 /// signature has no fingerprint).
 ///
 /// The creation time and the key's expiry are not checked (there is no clock here).
+///
+/// RSA signatures by keys of 2048 to 8192 bits (v4, binary document, SHA-256/384/512) are
+/// checked with ring, everything else with rpgp; both give the same verdicts (see
+/// `src/fast.rs`).
 #[must_use]
 pub fn verify(keyring: &Keyring, signed: &[u8], armour: &str) -> Status {
+    verify_by(keyring, signed, armour, Path::Fastest, &mut false)
+}
+
+/// Which implementation verifies the signature (tests compare them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Path {
+    /// ring for the RSA cases it takes, rpgp for the rest.
+    Fastest,
+    /// rpgp alone.
+    #[cfg(test)]
+    Rpgp,
+}
+
+/// [`verify`], by `path`; `by_fast` is set when the RSA fast path gave the verdict.
+pub(crate) fn verify_by(
+    keyring: &Keyring,
+    signed: &[u8],
+    armour: &str,
+    path: Path,
+    by_fast: &mut bool,
+) -> Status {
     if armour.len() > ARMOUR_LEN_MAX {
         return Status::Malformed(MalformedReason::TooLong);
     }
@@ -58,7 +84,7 @@ pub fn verify(keyring: &Keyring, signed: &[u8], armour: &str) -> Status {
     }
     let fingerprints = packet.issuer_fingerprint();
     let key_ids = packet.issuer_key_id();
-    let Some((fingerprint, user_id, key)) = keyring.find(&fingerprints, &key_ids) else {
+    let Some((fingerprint, user_id, key, rsa)) = keyring.find(&fingerprints, &key_ids) else {
         let id = match (fingerprints.first(), key_ids.first()) {
             (Some(fp), _) => format!("{fp:X}"),
             (None, Some(id)) => id.as_ref().iter().map(|b| format!("{b:02X}")).collect(),
@@ -66,16 +92,27 @@ pub fn verify(keyring: &Keyring, signed: &[u8], armour: &str) -> Status {
         };
         return Status::UnknownKey(KeyId(id));
     };
-    let checked = match key {
-        SignerRef::Primary(k) => signature.verify(k, signed),
-        SignerRef::Subkey(k) => signature.verify(k, signed),
+    let fast = match (path, rsa) {
+        (Path::Fastest, Some(rsa)) => fast::verify(rsa, packet, signed),
+        _ => Fast::NotHandled,
+    };
+    *by_fast = fast != Fast::NotHandled;
+    let checked = match (fast, key) {
+        (Fast::Valid, _) => Ok(()),
+        (Fast::Invalid(why), _) => Err(why.to_owned()),
+        (Fast::NotHandled, SignerRef::Primary(k)) => {
+            signature.verify(k, signed).map_err(|e| e.to_string())
+        }
+        (Fast::NotHandled, SignerRef::Subkey(k)) => {
+            signature.verify(k, signed).map_err(|e| e.to_string())
+        }
     };
     match checked {
         Ok(()) => Status::Valid {
             fingerprint: fingerprint.clone(),
             user_id: user_id.to_owned(),
         },
-        Err(e) => Status::Invalid(InvalidReason::BadSignature(cut(&e.to_string()))),
+        Err(e) => Status::Invalid(InvalidReason::BadSignature(cut(&e))),
     }
 }
 
