@@ -48,8 +48,9 @@
 #            signature by the convention (`vtp-bench submit --sign-key`, all signed before the
 #            timed run) to a broker with `--signatures require --trusted-keys`, once per key in
 #            SIG_KEYS ("ed25519 rsa2048"); each signed run right after the plain one on the same
-#            runtime, signed/plain from these pairs (best of each). About 1 minute for the
-#            three runtimes. Alone: WORKLOADS=signatures SYSTEMS="tokio smol mio".
+#            runtime, signed/plain from these pairs (best of each). 140 s for the three
+#            runtimes on a loaded machine (less idle; RSA signing is 2 ms per event). Alone:
+#            WORKLOADS=signatures SYSTEMS="tokio smol mio".
 # Submit, fan-out and the TLS workloads run REPEAT (3) times per system, paced PACED_REPEAT (2)
 # times, the systems taking turns; the table shows the best value of each figure (the machine may be shared, and
 # interference only ever lowers throughput and raises latency and CPU time). SYSTEMS (default
