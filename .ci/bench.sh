@@ -42,11 +42,20 @@
 #            the same broker with plain listeners, each started IDLE_STARTS (3) times and read
 #            1 s after start (lowest of the starts); VmRSS, and its private part RssAnon (the
 #            rest is file pages: the binary's code read in, shared and reclaimable).
+# Signature workload (vtp runtimes only; keys made by GnuPG, conformance/peers/setup_gnupg.sh):
+#   signatures  SIG_EVENTS (2000) distinct events from 8 authors, one connection per event,
+#            to a broker with `--signatures off`, then each event with its own detached
+#            signature by the convention (`vtp-bench submit --sign-key`, all signed before the
+#            timed run) to a broker with `--signatures require --trusted-keys`, once per key in
+#            SIG_KEYS ("ed25519 rsa2048"); each signed run right after the plain one on the same
+#            runtime, signed/plain from these pairs (best of each). 140 s for the three
+#            runtimes on a loaded machine (less idle; RSA signing is 2 ms per event). Alone:
+#            WORKLOADS=signatures SYSTEMS="tokio smol mio".
 # Submit, fan-out and the TLS workloads run REPEAT (3) times per system, paced PACED_REPEAT (2)
 # times, the systems taking turns; the table shows the best value of each figure (the machine may be shared, and
 # interference only ever lowers throughput and raises latency and CPU time). SYSTEMS (default
 # "tokio smol mio comet null") picks what runs, WORKLOADS (default "fresh submit fanout paced
-# hold fanout-tls handshake idle-tls") which workloads.
+# hold fanout-tls handshake idle-tls signatures") which workloads.
 #
 # Broker CPU is utime+stime of the broker process (the exact per-thread schedstat sums where
 # the kernel has them) sampled by vtp-bench before and after the measured phase.
@@ -77,7 +86,15 @@ HANDSHAKES="${HANDSHAKES:-2000}"
 HANDSHAKE_CLIENTS="${HANDSHAKE_CLIENTS:-8}"
 IDLE_STARTS="${IDLE_STARTS:-3}"
 SYSTEMS="${SYSTEMS:-tokio smol mio comet null}"
-WORKLOADS="${WORKLOADS:-fresh submit fanout paced hold fanout-tls handshake idle-tls}"
+WORKLOADS="${WORKLOADS:-fresh submit fanout paced hold fanout-tls handshake idle-tls signatures}"
+SIG_EVENTS="${SIG_EVENTS:-2000}"
+SIG_KEYS="${SIG_KEYS:-ed25519 rsa2048}"
+for key in $SIG_KEYS; do
+  case "$key" in
+    ed25519 | rsa2048) ;;
+    *) echo "bench: SIG_KEYS: $key is not one of ed25519 rsa2048" >&2; exit 2 ;;
+  esac
+done
 SCRAPE_INTERVAL="${SCRAPE_INTERVAL:-0.5}"
 
 # 10,000 subscribers need 10,000 descriptors in the generator and in the broker.
@@ -110,8 +127,11 @@ stop_broker() {
   wait "$broker_pid" 2>/dev/null || true
   broker_pid=""
 }
+gnupg=""
 cleanup() {
   stop_broker
+  # The signature workload's GnuPG home has an agent running.
+  [ -z "$gnupg" ] || gpgconf --homedir "$gnupg" --kill gpg-agent 2>/dev/null || true
   rm -rf "$work"
 }
 trap cleanup EXIT
@@ -127,6 +147,9 @@ venv="$(bash conformance/peers/setup.sh | tail -n 1)"
 bash .ci/tls-certs.sh "$work/pki"
 tls_files="certKey=$work/pki/server.pem:privateKey=$work/pki/server.key"
 listen=plain
+# The signature workload: `--signatures require --trusted-keys $trusted` when set, `--signatures
+# off` when `off`, the default (verify) when empty.
+trusted=""
 
 # start SYSTEM IAMALIVE: starts a fresh broker logging to $results/$run_name.log; sets
 # broker_pid, recv, bcast.
@@ -149,7 +172,12 @@ start() {
     *)
       # SYSTEM-async: the runtime with `--durability async` (receipts and forwards do not wait
       # for the store's fsync).
-      local durability=before-reply http=() receive=127.0.0.1:0 broadcast=127.0.0.1:0
+      local durability=before-reply http=() receive=127.0.0.1:0 broadcast=127.0.0.1:0 sig=()
+      case "$trusted" in
+        "") ;;
+        off) sig=(--signatures off) ;;
+        *) sig=(--signatures require --trusted-keys "$trusted") ;;
+      esac
       case "$system" in *-async) durability=async ;; esac
       case "$system" in *-http) http=(--http 127.0.0.1:0) ;; esac
       local runtime="${system%-async}"
@@ -161,7 +189,7 @@ start() {
           broadcast="tls:0:interface=127.0.0.1:$tls_files"
           ;;
       esac
-      "$bin/vtp" broker --runtime "$runtime" --durability "$durability" "${http[@]}" \
+      "$bin/vtp" broker --runtime "$runtime" --durability "$durability" "${http[@]}" "${sig[@]}" \
         --local-ivo ivo://vtp.bench/broker \
         --receive "$receive" --broadcast "$broadcast" --eventdb "$db" \
         --broadcast-test-interval 0 --iamalive-interval "$iamalive" \
@@ -228,7 +256,7 @@ run() {
 import json, sys
 r = json.load(open(sys.argv[1]))
 keys = ["submissions_per_s", "deliveries_per_s", "latency_p99_ms", "broker_cpu_us_per_event",
-        "on_time", "broker_rss_kib", "ok"]
+        "on_time", "broker_rss_kib", "naked", "sign_us_per_event", "ok"]
 print("   ", " ".join(f"{k}={r[k]}" for k in keys if k in r))
 PY
 }
@@ -292,6 +320,15 @@ args_handshake() {
 args_connect() {
   echo handshake --broadcast "127.0.0.1:$bcast" --connections "$HANDSHAKES" \
     --concurrency "$HANDSHAKE_CLIENTS" --timeout 120
+}
+args_sig_plain() {
+  echo submit --receive "127.0.0.1:$recv" --events "$SIG_EVENTS" --authors 8 --timeout 300
+}
+args_sig_ed25519() {
+  echo "$(args_sig_plain) --sign-key $work/gnupg/ed25519.sec.asc"
+}
+args_sig_rsa2048() {
+  echo "$(args_sig_plain) --sign-key $work/gnupg/rsa2048.sec.asc"
 }
 args_hold() {
   echo hold --broadcast "127.0.0.1:$bcast" --subscribers "$HOLD_SUBSCRIBERS" \
@@ -368,6 +405,32 @@ if wants idle-tls && [ "${#vtps[@]}" -gt 0 ]; then
   done
   listen=plain
 fi
+# Signatures: a key per algorithm made by GnuPG (unprotected), its public half trusted by the
+# broker of the signed runs; each signed run right after a plain one on the same runtime.
+if wants signatures && [ "${#vtps[@]}" -gt 0 ]; then
+  gpg_bin="$(bash conformance/peers/setup_gnupg.sh | tail -n 1)"
+  gnupg="$work/gnupg"
+  mkdir -m 700 "$gnupg"
+  gpg_run() {
+    GNUPGHOME="$gnupg" "$gpg_bin" --batch --no-tty --pinentry-mode loopback "$@" \
+      2>>"$results/gnupg.log"
+  }
+  for key in $SIG_KEYS; do
+    uid="vtp bench $key <bench-$key@vtp.invalid>"
+    gpg_run --passphrase '' --quick-gen-key "$uid" "$key" sign never
+    gpg_run --export --armor "$uid" >"$gnupg/$key.pub.asc"
+    gpg_run --passphrase '' --export-secret-keys --armor "$uid" >"$gnupg/$key.sec.asc"
+  done
+  for round in $(seq 1 "$REPEAT"); do
+    for system in "${vtps[@]}"; do
+      trusted=off round_from=$round workload sig-plain 60 1 "$system"
+      for key in $SIG_KEYS; do
+        trusted="$gnupg/$key.pub.asc" round_from=$round workload "sig-$key" 60 1 "$system"
+      done
+    done
+  done
+  trusted=""
+fi
 load_after="$(cut -d' ' -f1-3 /proc/loadavg)"
 
 cpu="$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n 1)"
@@ -396,7 +459,7 @@ def load(path):
 
 RUNS = {}
 for w in ("fresh", "submit", "fanout", "paced", "hold", "fanout-plain", "fanout-tls", "handshake",
-          "connect"):
+          "connect", "sig-plain", "sig-ed25519", "sig-rsa2048"):
     for s in systems:
         found = [load(p) for p in sorted(glob.glob(os.path.join(results, f"{w}.{s}.*.json")))]
         RUNS[w, s] = [r for r in found if r]
@@ -547,6 +610,38 @@ if any(RUNS.get(("handshake", s)) for s in vtps):
     row("  connect to authenticate p99 ms", {s: num(get("handshake", s, "connect_p99_ms"), 2)
                                              for s in vtps})
     completed("handshake", vtps)
+SIG_NAMES = {"ed25519": "Ed25519", "rsa2048": "RSA-2048"}
+sig_ratio = {}
+sig_cpu_ratio = {}
+if any(RUNS.get(("sig-plain", s)) for s in vtps):
+    n_sig = next((get("sig-plain", s, "events") for s in vtps if get("sig-plain", s, "events")),
+                 None)
+    head(f"signatures: {n_sig} events, 8 authors, one connection each; --signatures require "
+         "against off")
+    plain = {s: get("sig-plain", s, "submissions_per_s") for s in vtps}
+    row("  submissions/s without signatures", {s: num(plain[s]) for s in vtps})
+    plain_cpu = {s: get("sig-plain", s, "broker_cpu_us_per_event") for s in vtps}
+    row("    broker CPU us/event", {s: num(plain_cpu[s]) for s in vtps})
+    completed("sig-plain", vtps)
+    for key, name in SIG_NAMES.items():
+        if not any(RUNS.get((f"sig-{key}", s)) for s in vtps):
+            continue
+        w = f"sig-{key}"
+        signed = {s: get(w, s, "submissions_per_s") for s in vtps}
+        sig_ratio[key] = {s: ratio(signed[s], plain[s]) for s in vtps}
+        row(f"  submissions/s signed, {name}", {s: num(signed[s]) for s in vtps})
+        row("    signed / without", {s: pct(sig_ratio[key][s]) for s in vtps})
+        cpu = {s: get(w, s, "broker_cpu_us_per_event") for s in vtps}
+        row("    broker CPU us/event", {s: num(cpu[s]) for s in vtps})
+        # What the ratio would be with the broker CPU-bound on a core of its own (robust on a
+        # shared machine): events per broker CPU second, signed over without.
+        sig_cpu_ratio[key] = {s: ratio(plain_cpu[s], cpu[s]) for s in vtps}
+        row("    signed / without per broker CPU second",
+            {s: pct(sig_cpu_ratio[key][s]) for s in vtps})
+        row("    receipt p99 ms", {s: num(get(w, s, "receipt_p99_ms"), 2) for s in vtps})
+        row("    signing CPU us/event (generator, before the run)",
+            {s: num(get(w, s, "sign_us_per_event")) for s in vtps})
+        completed(w, vtps)
 head("memory")
 idle = {s: load(os.path.join(results, f"idle.{s}")) for s in systems}
 row("  idle RSS MiB", {s: num(ratio(idle[s], 1024), 1) for s in systems if idle.get(s)})
@@ -612,6 +707,10 @@ if tls_ratio:
     verdict("deliveries/s at 100 TLS subscribers >= 60% of plain TCP",
             {s: (r >= 0.6, f"{pct(r)} (per broker CPU second {pct(tls_cpu_ratio.get(s))})")
              for s in vtps if (r := tls_ratio[s]) is not None})
+for key, ratios in sig_ratio.items():
+    verdict(f"submissions/s with --signatures require >= 70% of without ({SIG_NAMES[key]})",
+            {s: (r >= 0.7, f"{pct(r)} (per broker CPU second {pct(sig_cpu_ratio[key].get(s))})")
+             for s in vtps if (r := ratios[s]) is not None})
 if rss_delta:
     verdict("idle RSS with TLS listeners <= plain + 1 MiB",
             {s: (d <= 1024, f"+{d} KiB (private +{anon_delta.get(s)} KiB)")

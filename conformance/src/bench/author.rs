@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use vtp_core::message::{self, Message, ParseLimits, TransportRole};
 
+use super::sign::SignedEvents;
 use super::{Book, EventTemplate, FRAME_MAX};
 
 /// How the authors submit.
@@ -28,6 +29,9 @@ pub(crate) struct Plan {
     pub(crate) stream: bool,
     /// Bound on each connect and on each receipt, and on the whole run.
     pub(crate) timeout: Duration,
+    /// Each event's signature, made before the run: event `n` is submitted with it appended
+    /// by the convention.
+    pub(crate) signed: Option<Arc<SignedEvents>>,
 }
 
 /// What the authors saw.
@@ -170,23 +174,40 @@ impl Ctx<'_> {
         (Instant::now() < self.deadline).then_some(n)
     }
 
-    /// Writes event `n` into `frame` and records its submission start (now).
-    fn begin(&self, n: u64, frame: &mut Vec<u8>, out: &mut Outcome) -> Instant {
-        self.template.write(n, frame);
+    /// Writes event `n` into `frame` (signed with `--sign-key`; `scratch` holds the unsigned
+    /// event meanwhile) and records its submission start (now).
+    fn begin(
+        &self,
+        n: u64,
+        frame: &mut Vec<u8>,
+        scratch: &mut Vec<u8>,
+        out: &mut Outcome,
+    ) -> Result<Instant, String> {
+        match &self.plan.signed {
+            Some(signed) => signed.write(self.template, n, scratch, frame)?,
+            None => self.template.write(n, frame),
+        }
         let start = Instant::now();
         if let Some(book) = self.book {
             book.start(n, start);
         }
         out.first_start = min_opt(out.first_start, Some(start));
-        start
+        Ok(start)
     }
 
     fn submit_loop(&self) -> Outcome {
         let mut out = Outcome::default();
         let mut frame = Vec::with_capacity(self.template.frame_len());
+        let mut scratch = Vec::new();
         let mut reply = Vec::with_capacity(1024);
         while let Some(n) = self.next_event(&mut out) {
-            let start = self.begin(n, &mut frame, &mut out);
+            let start = match self.begin(n, &mut frame, &mut scratch, &mut out) {
+                Ok(start) => start,
+                Err(e) => {
+                    out.fail(e);
+                    continue;
+                }
+            };
             match self.submit_one(&frame, &mut reply) {
                 Ok(received) => match receipt(&reply, &self.template.ivorn(n)) {
                     Receipt::Ack => {
@@ -254,8 +275,12 @@ impl Ctx<'_> {
             return out;
         }
         let mut frame = Vec::with_capacity(self.template.frame_len());
+        let mut scratch = Vec::new();
         while let Some(n) = self.next_event(&mut out) {
-            self.begin(n, &mut frame, &mut out);
+            if let Err(e) = self.begin(n, &mut frame, &mut scratch, &mut out) {
+                out.fail(e);
+                break;
+            }
             if let Err(e) = s.write_all(&frame) {
                 out.fail(format!("stream write: {e}"));
                 break;

@@ -16,6 +16,7 @@
 pub(crate) mod author;
 pub(crate) mod handshake;
 pub(crate) mod report;
+pub(crate) mod sign;
 pub(crate) mod subscribers;
 pub(crate) mod tls;
 

@@ -38,6 +38,7 @@ use std::time::{Duration, Instant};
 use clap::{Args, Parser, Subcommand};
 
 use bench::report::{Report, quantile, rate, round3};
+use bench::sign::SignedEvents;
 use bench::subscribers::{Pool, Setup, ThreadResult};
 use bench::tls::TlsClient;
 use bench::{Book, EventTemplate, ProcSample, author, handshake, proc_stat};
@@ -64,6 +65,8 @@ enum Mode {
         /// Concurrent authors.
         #[arg(long, value_name = "C", default_value_t = 8)]
         authors: usize,
+        #[command(flatten)]
+        sign: SignArgs,
         #[command(flatten)]
         common: Common,
     },
@@ -123,6 +126,52 @@ enum Mode {
         #[command(flatten)]
         common: Common,
     },
+}
+
+/// `submit --sign-key`: signed submissions.
+#[derive(Debug, Args)]
+struct SignArgs {
+    /// Sign every event with the OpenPGP secret key in FILE (what `gpg --export-secret-keys
+    /// --armor` writes): each event its own detached signature over its root element, in a
+    /// comment after it (Comet's convention). All are made before the timed run (the report
+    /// gives the signing time apart); each frame is built at submission time.
+    #[arg(long, value_name = "FILE")]
+    sign_key: Option<PathBuf>,
+    /// A file whose first line is the passphrase of --sign-key (default: the key is not
+    /// protected).
+    #[arg(long, value_name = "FILE", requires = "sign_key")]
+    sign_passphrase_file: Option<PathBuf>,
+}
+
+impl SignArgs {
+    /// Signs events `0..events` of `template` (None without --sign-key).
+    fn sign(&self, template: &EventTemplate, events: u64) -> Result<Option<SignedEvents>, String> {
+        let Some(key) = &self.sign_key else {
+            return Ok(None);
+        };
+        let passphrase = match &self.sign_passphrase_file {
+            Some(file) => {
+                let text = std::fs::read_to_string(file).map_err(|e| {
+                    format!(
+                        "--sign-passphrase-file {}: cannot read: {e}",
+                        file.display()
+                    )
+                })?;
+                text.lines().next().unwrap_or("").to_owned()
+            }
+            None => String::new(),
+        };
+        let signer = vtp_sig::Signer::load(key, &passphrase).map_err(|e| {
+            let hint = if self.sign_passphrase_file.is_none() {
+                " (if the key is protected, give --sign-passphrase-file)"
+            } else {
+                ""
+            };
+            format!("--sign-key {}: {e}{hint}", key.display())
+        })?;
+        let threads = std::thread::available_parallelism().map_or(1, usize::from);
+        SignedEvents::sign_all(template, events, &signer, threads).map(Some)
+    }
 }
 
 #[derive(Debug, Args)]
@@ -189,8 +238,9 @@ fn main() -> ExitCode {
             receive,
             events,
             authors,
+            sign,
             common,
-        } => submit(receive, events, authors, &common),
+        } => submit(receive, events, authors, &sign, &common),
         Mode::Subscribe {
             broadcast,
             subscribers,
@@ -365,9 +415,16 @@ fn span(from: Option<Instant>, to: Option<Instant>) -> Option<Duration> {
 
 // ----------------------------------------------------------------------------------- submit
 
-fn submit(receive: SocketAddr, events: u64, authors: usize, common: &Common) -> Run {
+fn submit(
+    receive: SocketAddr,
+    events: u64,
+    authors: usize,
+    sign: &SignArgs,
+    common: &Common,
+) -> Run {
     check_events(events)?;
     let template = template(common)?;
+    let signed = sign.sign(&template, events)?.map(Arc::new);
     let plan = author::Plan {
         addr: receive,
         events,
@@ -376,6 +433,7 @@ fn submit(receive: SocketAddr, events: u64, authors: usize, common: &Common) -> 
         window: None,
         stream: false,
         timeout: secs(common.timeout, "--timeout")?,
+        signed: signed.clone(),
     };
     let before = Samples::take(common.pid)?;
     let out = author::run(&plan, &template, None);
@@ -386,6 +444,7 @@ fn submit(receive: SocketAddr, events: u64, authors: usize, common: &Common) -> 
     r.put("events", events);
     r.put("authors", authors);
     r.put("event_bytes", template.frame_len() - 4);
+    put_signing(&mut r, signed.as_deref(), events);
     r.put("acked", out.acked);
     r.put("naked", out.naked);
     r.put("failed", out.failed);
@@ -400,6 +459,21 @@ fn submit(receive: SocketAddr, events: u64, authors: usize, common: &Common) -> 
     let ok = out.acked == events;
     r.put("ok", ok);
     Ok((r, ok))
+}
+
+/// What signing cost, before the timed run (`signed`: false and nulls without --sign-key).
+fn put_signing(r: &mut Report, signed: Option<&SignedEvents>, events: u64) {
+    r.put("signed", signed.is_some());
+    r.put("signed_event_bytes", signed.map(|s| s.event_bytes));
+    r.put("sign_key", signed.map(|s| s.fingerprint.as_str()));
+    r.ms("sign_wall_ms", signed.map(|s| s.wall));
+    r.put("sign_threads", signed.map(|s| s.threads));
+    r.put(
+        "sign_us_per_event",
+        signed
+            .filter(|_| events > 0)
+            .map(|s| round3(s.busy.as_secs_f64() * 1e6 / events as f64)),
+    );
 }
 
 // -------------------------------------------------------------------------------- subscribe
@@ -531,6 +605,7 @@ fn e2e(a: &E2eArgs, common: &Common) -> Run {
         window: (a.window > 0).then_some(a.window),
         stream: a.stream,
         timeout,
+        signed: None,
     };
     let before = Samples::take(common.pid)?;
     let out = if ready > 0 {
