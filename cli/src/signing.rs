@@ -206,6 +206,7 @@ fn load_signer(file: &Path, passphrase_file: Option<&Path>) -> Result<vtp_sig::S
 }
 
 /// The first line of a passphrase file (at most 4 KiB read).
+#[cfg(feature = "signatures")]
 fn passphrase(file: &Path) -> Result<String, String> {
     use std::io::Read;
     let name = file.display();

@@ -110,7 +110,8 @@ impl fmt::Debug for UtcStamp {
 ///
 /// Howard Hinnant's `civil_from_days`, in unsigned arithmetic (valid for `days >= 0`): it counts
 /// 400-year eras from 0000-03-01, so the leap day falls at the end of each computed year.
-fn civil_from_days(days: u64) -> (u64, u8, u8) {
+#[must_use]
+pub fn civil_from_days(days: u64) -> (u64, u8, u8) {
     // Days from 0000-03-01 to 1970-01-01.
     let z = days + 719_468;
     let era = z / 146_097;
@@ -123,6 +124,22 @@ fn civil_from_days(days: u64) -> (u64, u8, u8) {
     let year = era * 400 + yoe + u64::from(month <= 2);
     // `day <= 31` and `month <= 12`, so the casts are lossless.
     (year, month as u8, day as u8)
+}
+
+/// Days since 1970-01-01 of a proleptic Gregorian date from 1970 on: the inverse of
+/// [`civil_from_days`] (Howard Hinnant's `days_from_civil`). The caller checks the date (month
+/// 1 to 12, a day the month has); a year before 1970 gives 0.
+#[must_use]
+pub fn days_from_civil(year: u64, month: u8, day: u8) -> u64 {
+    let (month, day) = (u64::from(month.clamp(1, 12)), u64::from(day.max(1)));
+    // Years counted from March: January and February belong to the year before.
+    let y = year - u64::from(month <= 2);
+    let era = y / 400;
+    let yoe = y % 400;
+    let mp = (month + 9) % 12; // month from March, 0..=11
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    (era * 146_097 + doe).saturating_sub(719_468)
 }
 
 /// Writes `value` as zero-padded decimal into `out` (keeping the lowest `out.len()` digits).
@@ -269,6 +286,13 @@ mod tests {
             );
             let got = format_utc(secs);
             proptest::prop_assert_eq!(got.as_str(), want.as_str());
+        }
+
+        /// `days_from_civil` is the inverse of `civil_from_days` over years 1970 to 9999.
+        #[test]
+        fn days_from_civil_inverts_civil_from_days(days in 0u64..2_932_896) {
+            let (y, m, d) = civil_from_days(days);
+            proptest::prop_assert_eq!(days_from_civil(y, m, d), days);
         }
 
         /// Consecutive days never skip or repeat a date.

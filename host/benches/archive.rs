@@ -161,18 +161,9 @@ fn main() {
     let readers = archive.readers();
     let mut rng = Rng(7);
     let iso = |ms: i64| {
-        let secs = ms / 1000;
-        let days = secs / 86_400;
-        // 1796000000 s is 2026-11-30T...; keep it simple: format through the API's parser's
-        // counterpart is private, so build the date by hand from days since 1970.
-        let (y, m, d) = civil(days);
-        let s = secs % 86_400;
-        format!(
-            "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
-            s / 3600,
-            s / 60 % 60,
-            s % 60
-        )
+        vtp_core::time::format_utc(u64::try_from(ms / 1000).unwrap_or(0))
+            .as_str()
+            .to_owned()
     };
     let mut times = Vec::new();
     for _ in 0..queries {
@@ -233,18 +224,4 @@ fn main() {
         big as f64 / took.as_secs_f64()
     );
     let _ = std::fs::remove_dir_all(&dir);
-}
-
-/// (year, month, day) of days since 1970-01-01.
-fn civil(z: i64) -> (i64, i64, i64) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    (if m <= 2 { y + 1 } else { y }, m, d)
 }

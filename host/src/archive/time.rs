@@ -1,35 +1,14 @@
 //! UTC times of the archive's API: unix milliseconds to and from ISO 8601
 //! (`2026-12-07T09:00:00.123Z`).
 
-/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
-fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
-
-fn civil_from_days(z: i64) -> (i64, i64, i64) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    (if m <= 2 { y + 1 } else { y }, m, d)
-}
+use vtp_core::time::{civil_from_days, days_from_civil};
 
 /// `YYYY-MM-DDTHH:MM:SS.mmmZ` of unix milliseconds.
 pub(crate) fn format_ms(ms: i64) -> String {
     let secs = ms.div_euclid(1000);
     let milli = ms.rem_euclid(1000);
-    let (y, mo, d) = civil_from_days(secs.div_euclid(86_400));
+    // Received times are after 1970: an earlier one (a clock set wrong) reads as 1970-01-01.
+    let (y, mo, d) = civil_from_days(u64::try_from(secs.div_euclid(86_400)).unwrap_or(0));
     let s = secs.rem_euclid(86_400);
     format!(
         "{y:04}-{mo:02}-{d:02}T{:02}:{:02}:{:02}.{milli:03}Z",
@@ -68,7 +47,8 @@ pub(crate) fn parse_ms(s: &str) -> Result<i64, &'static str> {
     if !(1..=max_d).contains(&d) {
         return Err(WANT);
     }
-    let days = days_from_civil(y, mo, d);
+    // Checked above: 1970 <= y <= 9999, a valid month and day.
+    let days = days_from_civil(y as u64, mo as u8, d as u8) as i64;
     if b.len() == 10 {
         return Ok(days * 86_400_000);
     }
