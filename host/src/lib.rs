@@ -77,6 +77,8 @@
 
 #[cfg(feature = "async")]
 pub mod aio;
+#[cfg(feature = "catchup")]
+pub mod catchup;
 pub mod effects;
 pub mod external;
 pub mod fdlimit;
