@@ -324,6 +324,8 @@ pub(crate) struct BrokerArgs {
     pub(crate) ops: Operations,
     #[command(flatten)]
     pub(crate) kafka: crate::kafka::KafkaArgs,
+    #[command(flatten)]
+    pub(crate) catch_up: crate::catchup::CatchUpArgs,
 }
 
 /// Metrics, health and status for operators.
@@ -437,4 +439,6 @@ pub(crate) struct ListenArgs {
     pub(crate) tls: ClientTls,
     #[command(flatten)]
     pub(crate) ops: Operations,
+    #[command(flatten)]
+    pub(crate) catch_up: crate::catchup::CatchUpArgs,
 }
