@@ -1,5 +1,5 @@
-//! `--catch-up [UPSTREAM=]URL` and `--catch-up-start`: after an outage, fetch what an upstream's
-//! archive holds and this node missed (vtp-host's `catchup`, cargo feature `catchup`).
+//! `--catch-up [UPSTREAM=]URL`, `--catch-up-start` and `--catch-up-interval`: after an outage,
+//! fetch what an upstream's archive holds and this node missed (vtp-host's `catchup`, feature `catchup`).
 //!
 //! Pairing with upstreams: `vtp listen` has one upstream (its hosts are failover addresses of
 //! it), so one `--catch-up URL`. `vtp broker` takes one `--catch-up` per upstream it applies
@@ -27,6 +27,12 @@ pub(crate) struct CatchUpArgs {
     /// (the archive's newest event: no history) or `all` (everything the archive still holds).
     #[arg(long, value_name = "FROM", value_enum, default_value_t = CatchUpStart::Now)]
     pub(crate) catch_up_start: CatchUpStart,
+    /// Seconds between catch-up passes while connected (besides the one at each
+    /// (re)connection): each fetches what is newer than the last sequence number handled
+    /// (usually events that also came live, dropped as duplicates), keeping it current.
+    #[arg(long, value_name = "SECS", default_value_t = 60,
+          value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub(crate) catch_up_interval: u64,
 }
 
 /// `--catch-up-start`.
@@ -44,6 +50,7 @@ pub(crate) enum CatchUpStart {
 pub(crate) struct CatchUpPlan {
     pub(crate) urls: Vec<(usize, String)>,
     pub(crate) start: CatchUpStart,
+    pub(crate) interval: u64,
     /// The node's state directory (its `--eventdb`), set by [`CatchUps::new`].
     pub(crate) state_dir: PathBuf,
 }
@@ -72,9 +79,11 @@ pub(crate) fn plan(
         return Err("--catch-up needs a build with catch-up (cargo feature `catchup`)".into());
     }
     if filters {
-        return Err("--catch-up cannot be combined with --filter: the archive API does not \
+        return Err(
+            "--catch-up cannot be combined with --filter: the archive API does not \
                     apply XPath filters, so catch-up would hand in events the filter keeps out"
-            .into());
+                .into(),
+        );
     }
     let mut urls: Vec<(usize, String)> = Vec::new();
     for v in &a.catch_up {
@@ -128,6 +137,7 @@ pub(crate) fn plan(
     Ok(Some(CatchUpPlan {
         urls,
         start: a.catch_up_start,
+        interval: a.catch_up_interval,
         state_dir: PathBuf::new(),
     }))
 }
@@ -175,12 +185,14 @@ impl CatchUps {
         let p = self.plan.as_ref()?;
         let urls: Vec<&str> = p.urls.iter().map(|(_, u)| u.as_str()).collect();
         Some(format!(
-            "catch-up: from {} (start {} on a first run; position kept in {})",
+            "catch-up: from {} (start {} on a first run; a pass at each (re)connection and every \
+             {} s; position kept in {})",
             urls.join(", "),
             match p.start {
                 CatchUpStart::Now => "now",
                 CatchUpStart::All => "all",
             },
+            p.interval,
             p.state_dir.display()
         ))
     }
@@ -211,6 +223,7 @@ impl CatchUps {
                     CatchUpStart::Now => Start::Now,
                     CatchUpStart::All => Start::All,
                 },
+                interval: std::time::Duration::from_secs(p.interval),
             };
             self.running
                 .push((*upstream, CatchUp::spawn(settings, feeder)?));

@@ -13,8 +13,8 @@
 
 mod args;
 mod banner;
-mod config_file;
 mod catchup;
+mod config_file;
 mod kafka;
 mod ops;
 mod reload;

@@ -17,7 +17,7 @@
 //! each time [`CatchUp::reconnected`] is called (the host calls it when the upstream's
 //! subscription comes up), [`SETTLE`] after each of those (the upstream archives off its event
 //! loop, so an event accepted just before the connection may show up a moment later), and
-//! every [`INTERVAL`] (keeping the remembered position near the newest event).
+//! every [`Settings::interval`] (keeping the remembered position near the newest event).
 //!
 //! Without a state file, a first pass starts at the archive's newest event
 //! ([`Start::Now`]: from now on, no history) or at its oldest ([`Start::All`]: everything the
@@ -55,7 +55,7 @@ pub const PAGE_BYTES_MAX: u64 = 64 << 20;
 pub const TIMEOUT: Duration = Duration::from_secs(60);
 /// Delay of the pass that follows each reconnection's.
 pub const SETTLE: Duration = Duration::from_secs(5);
-/// Period of the passes while nothing else asks for one.
+/// Default period of the passes while nothing else asks for one ([`Settings::interval`]).
 pub const INTERVAL: Duration = Duration::from_secs(60);
 
 /// Where a first pass starts when no position is remembered for the URL.
@@ -85,6 +85,8 @@ pub struct Settings {
     pub state_dir: PathBuf,
     /// Where a first pass starts.
     pub start: Start,
+    /// Period of the passes while nothing else asks for one (default [`INTERVAL`]).
+    pub interval: Duration,
 }
 
 /// Counters of one catch-up, readable from any thread.
@@ -139,7 +141,9 @@ impl CatchUp {
         let stop = Arc::new(AtomicBool::new(false));
         let wanted = Arc::new(AtomicBool::new(true));
         let stats = Arc::new(Stats::default());
-        stats.position.store(position.unwrap_or(0), Ordering::Relaxed);
+        stats
+            .position
+            .store(position.unwrap_or(0), Ordering::Relaxed);
         let agent: ureq::Agent = ureq::Agent::config_builder()
             .timeout_global(Some(TIMEOUT))
             .http_status_as_error(false)
@@ -150,6 +154,7 @@ impl CatchUp {
             url,
             state,
             start: settings.start,
+            interval: settings.interval.max(Duration::from_millis(100)),
             feeder,
             agent,
             stop: Arc::clone(&stop),
@@ -216,6 +221,7 @@ struct Reader {
     url: String,
     state: PathBuf,
     start: Start,
+    interval: Duration,
     feeder: Feeder,
     agent: ureq::Agent,
     stop: Arc<AtomicBool>,
@@ -262,7 +268,7 @@ impl Reader {
     fn run(mut self) {
         let mut due = Some(Instant::now());
         let mut settle: Option<Instant> = None;
-        let mut periodic = Instant::now() + INTERVAL;
+        let mut periodic = Instant::now() + self.interval;
         while !self.stopping() {
             self.absorb_commits();
             let now = Instant::now();
@@ -275,7 +281,7 @@ impl Reader {
                 due.get_or_insert(now);
             }
             if periodic <= now {
-                periodic = now + INTERVAL;
+                periodic = now + self.interval;
                 due.get_or_insert(now);
             }
             if due.is_some_and(|t| t <= now) {
@@ -338,6 +344,9 @@ impl Reader {
         };
         let mut after = after;
         let mut first = true;
+        let began = Instant::now();
+        let from = after;
+        let mut fetched = 0u64;
         loop {
             if self.stopping() {
                 return Err(PassError::Stopped);
@@ -356,7 +365,8 @@ impl Reader {
                          again); fetching everything it holds (events handled before are \
                          dropped as duplicates)",
                         self.url,
-                        page.last_seq.map_or_else(|| "none".into(), |s| s.to_string()),
+                        page.last_seq
+                            .map_or_else(|| "none".into(), |s| s.to_string()),
                     );
                     after = 0;
                     self.fetched = Some(0);
@@ -404,9 +414,18 @@ impl Reader {
                     })?;
                 self.hand_in(ev.seq, Bytes::from(payload))?;
                 previous = ev.seq;
+                fetched += 1;
             }
             after = previous;
             if count < PAGE_EVENTS || page.next_after.is_none() {
+                if fetched > 0 {
+                    tracing::info!(
+                        "catch-up from {}: {fetched} events fetched (after seq {from}, up to seq \
+                         {after}) in {:.3} s; each is handled unless it was before",
+                        self.url,
+                        began.elapsed().as_secs_f64()
+                    );
+                }
                 return Ok(());
             }
         }
@@ -489,10 +508,14 @@ impl Reader {
                 .and_then(|v| v.get("error").and_then(|e| e.as_str()).map(str::to_owned))
                 .map_or_else(String::new, |m| format!(": {}", crate::text::printable(&m)));
             let hint = match status {
-                403 => " (this node may not read the archive: check the upstream's subscriber \
-                         whitelist or identities, or its HTTP listener's access rules)",
-                404 => " (no archive API there: is the URL the upstream's --http address, and \
-                         does it keep an archive?)",
+                403 => {
+                    " (this node may not read the archive: check the upstream's subscriber \
+                         whitelist or identities, or its HTTP listener's access rules)"
+                }
+                404 => {
+                    " (no archive API there: is the URL the upstream's --http address, and \
+                         does it keep an archive?)"
+                }
                 _ => "",
             };
             return Err(PassError::Failed(format!("HTTP {status}{detail}{hint}")));
@@ -582,7 +605,10 @@ fn write_state(path: &Path, url: &str, position: u64) -> std::io::Result<()> {
     let tmp = path.with_extension("seq.tmp");
     {
         let mut f = std::fs::File::create(&tmp)?;
-        write!(f, "# vtp catch-up position: the last archive sequence number handled\nurl {url}\nafter {position}\n")?;
+        write!(
+            f,
+            "# vtp catch-up position: the last archive sequence number handled\nurl {url}\nafter {position}\n"
+        )?;
         f.sync_all()?;
     }
     std::fs::rename(&tmp, path)?;
