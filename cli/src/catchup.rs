@@ -167,7 +167,8 @@ impl CatchUps {
         };
         Ok(Self {
             plan,
-            ..Self::default()
+            #[cfg(feature = "catchup")]
+            running: Vec::new(),
         })
     }
 

@@ -84,7 +84,8 @@ fn handled(log: &Log) -> BTreeMap<String, usize> {
     let mut n = BTreeMap::new();
     for line in log.text().lines().filter(|l| l.starts_with("{\"ivorn\":")) {
         let v: serde_json::Value = serde_json::from_str(line).unwrap();
-        *n.entry(v["ivorn"].as_str().unwrap().to_owned()).or_insert(0) += 1;
+        *n.entry(v["ivorn"].as_str().unwrap().to_owned())
+            .or_insert(0) += 1;
     }
     n
 }
@@ -96,12 +97,23 @@ fn submit(port: u16, ivorn: &str) {
 
 fn listen(upstream: u16, url: &str, db: &TempDir, saved: &TempDir) -> Proc {
     let mut cmd = Command::new(VTP);
-    cmd.args(["listen", &format!("127.0.0.1:{upstream}"), "--catch-up", url])
-        .args(["--catch-up-interval", "1", "--stdout", "jsonl", "--save-event"])
-        .arg("--eventdb")
-        .arg(db.path())
-        .arg("--save-event-directory")
-        .arg(saved.path());
+    cmd.args([
+        "listen",
+        &format!("127.0.0.1:{upstream}"),
+        "--catch-up",
+        url,
+    ])
+    .args([
+        "--catch-up-interval",
+        "1",
+        "--stdout",
+        "jsonl",
+        "--save-event",
+    ])
+    .arg("--eventdb")
+    .arg(db.path())
+    .arg("--save-event-directory")
+    .arg(saved.path());
     Proc::spawn("listen", cmd)
 }
 
@@ -132,7 +144,9 @@ fn listen_catches_up_the_events_it_missed_then_the_live_ones_each_once() {
     // A first run remembers the archive's newest event (from now on).
     wait_until("the first position", || position(&state).is_some());
     submit(b.receive, "ivo://vtp.test/author#before");
-    first.log.wait_for("the live event", |l| l.contains("author#before"));
+    first
+        .log
+        .wait_for("the live event", |l| l.contains("author#before"));
     first.terminate();
 
     let missed: Vec<String> = (1..=20)
@@ -169,9 +183,17 @@ fn listen_catches_up_the_events_it_missed_then_the_live_ones_each_once() {
 
     let counts = handled(&second.log);
     for ivorn in missed.iter().chain(&live) {
-        assert_eq!(counts.get(ivorn), Some(&1), "{ivorn} handled once: {counts:?}");
+        assert_eq!(
+            counts.get(ivorn),
+            Some(&1),
+            "{ivorn} handled once: {counts:?}"
+        );
     }
-    assert_eq!(counts.get("ivo://vtp.test/author#before"), None, "{counts:?}");
+    assert_eq!(
+        counts.get("ivo://vtp.test/author#before"),
+        None,
+        "{counts:?}"
+    );
     assert_eq!(counts.len(), 23, "{counts:?}");
     let files = std::fs::read_dir(saved.path()).unwrap().count();
     assert_eq!(files, 24, "every event saved once");
@@ -288,12 +310,15 @@ fn a_downstream_broker_catches_up_and_serves_its_subscriber_each_event_once() {
     // Nothing was forwarded twice: the next event the subscriber gets is the marker.
     submit(b.receive, "ivo://vtp.test/author#marker");
     got.push(ivorn_of(&raw.next_event()));
-    assert_eq!(&got[20..], [
-        "ivo://vtp.test/author#downlive1",
-        "ivo://vtp.test/author#downlive2",
-        "ivo://vtp.test/author#downlive3",
-        "ivo://vtp.test/author#marker",
-    ]);
+    assert_eq!(
+        &got[20..],
+        [
+            "ivo://vtp.test/author#downlive1",
+            "ivo://vtp.test/author#downlive2",
+            "ivo://vtp.test/author#downlive3",
+            "ivo://vtp.test/author#marker",
+        ]
+    );
 }
 
 /// An HTTP server answering each connection with the next of `answers` (then `rest` forever),
@@ -403,14 +428,33 @@ fn bad_catch_up_flags_are_refused_with_what_to_do() {
     let db = TempDir::new("cu-flags");
     let d = db.path().to_str().unwrap();
     let e = run(&[
-        "listen", "127.0.0.1:1", "--eventdb", d, "--catch-up", "http://127.0.0.1:2", "--filter",
+        "listen",
+        "127.0.0.1:1",
+        "--eventdb",
+        d,
+        "--catch-up",
+        "http://127.0.0.1:2",
+        "--filter",
         "//Who",
     ]);
     assert!(e.contains("cannot be combined with --filter"), "{e}");
-    let e = run(&["listen", "127.0.0.1:1", "--eventdb", d, "--catch-up", "127.0.0.1:2"]);
+    let e = run(&[
+        "listen",
+        "127.0.0.1:1",
+        "--eventdb",
+        d,
+        "--catch-up",
+        "127.0.0.1:2",
+    ]);
     assert!(e.contains("is not a URL"), "{e}");
     let two = [
-        "broker", "--eventdb", d, "--subscribe", "127.0.0.1:1", "--subscribe", "127.0.0.1:3",
+        "broker",
+        "--eventdb",
+        d,
+        "--subscribe",
+        "127.0.0.1:1",
+        "--subscribe",
+        "127.0.0.1:3",
     ];
     let e = run(&[&two[..], &["--catch-up", "http://127.0.0.1:2"]].concat());
     assert!(e.contains("say which one it is for"), "{e}");
