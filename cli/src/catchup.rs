@@ -147,7 +147,7 @@ pub(crate) fn plan(
 pub(crate) struct CatchUps {
     plan: Option<CatchUpPlan>,
     #[cfg(feature = "catchup")]
-    running: Vec<(usize, vtp_host::catchup::CatchUp)>,
+    running: Vec<(usize, String, vtp_host::catchup::CatchUp)>,
 }
 
 impl CatchUps {
@@ -227,7 +227,7 @@ impl CatchUps {
                 interval: std::time::Duration::from_secs(p.interval),
             };
             self.running
-                .push((*upstream, CatchUp::spawn(settings, feeder)?));
+                .push((*upstream, url.clone(), CatchUp::spawn(settings, feeder)?));
         }
         Ok(())
     }
@@ -251,7 +251,7 @@ impl CatchUps {
             let triggers: Vec<(usize, vtp_host::catchup::Trigger)> = self
                 .running
                 .iter()
-                .map(|(i, c)| (*i, c.trigger()))
+                .map(|(i, _, c)| (*i, c.trigger()))
                 .collect();
             Some(move |e: &vtp_core::Event| {
                 if let vtp_core::Event::PeerUp {
@@ -270,10 +270,37 @@ impl CatchUps {
         None::<fn(&vtp_core::Event)>
     }
 
+    /// Lets the metrics read the catch-ups' counters (`vtp_catchup_*`).
+    pub(crate) fn attach_metrics(&self, metrics: &vtp_host::ops::Metrics) {
+        #[cfg(feature = "catchup")]
+        if !self.running.is_empty() {
+            use std::sync::atomic::Ordering::Relaxed;
+            let list: Vec<(String, std::sync::Arc<vtp_host::catchup::Stats>)> = self
+                .running
+                .iter()
+                .map(|(_, url, c)| (url.clone(), c.stats()))
+                .collect();
+            metrics.attach_catch_up(move || {
+                list.iter()
+                    .map(|(url, s)| vtp_host::ops::CatchUpSnapshot {
+                        url: url.clone(),
+                        events: s.events.load(Relaxed),
+                        errors: s.errors.load(Relaxed),
+                        gaps: s.gaps.load(Relaxed),
+                        gap_events: s.gap_events.load(Relaxed),
+                        position: s.position.load(Relaxed),
+                    })
+                    .collect()
+            });
+        }
+        #[cfg(not(feature = "catchup"))]
+        let _ = metrics;
+    }
+
     /// Stops the readers (each writes the last position the node committed).
     pub(crate) fn finish(self) {
         #[cfg(feature = "catchup")]
-        for (_, c) in self.running {
+        for (_, _, c) in self.running {
             c.stop();
         }
     }

@@ -914,6 +914,7 @@ fn serve(
         &filter_counters,
         &bridge,
     )?;
+    catch_ups.attach_metrics(&ops.metrics);
     // systemd's WatchdogSec: pings while the loop turns, none once it stops turning.
     let watchdog = match (&notifier, watchdog) {
         (Some(n), Some(interval)) => {

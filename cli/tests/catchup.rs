@@ -96,6 +96,10 @@ fn submit(port: u16, ivorn: &str) {
 }
 
 fn listen(upstream: u16, url: &str, db: &TempDir, saved: &TempDir) -> Proc {
+    listen_with(upstream, url, db, saved, &[])
+}
+
+fn listen_with(upstream: u16, url: &str, db: &TempDir, saved: &TempDir, extra: &[&str]) -> Proc {
     let mut cmd = Command::new(VTP);
     cmd.args([
         "listen",
@@ -113,7 +117,8 @@ fn listen(upstream: u16, url: &str, db: &TempDir, saved: &TempDir) -> Proc {
     .arg("--eventdb")
     .arg(db.path())
     .arg("--save-event-directory")
-    .arg(saved.path());
+    .arg(saved.path())
+    .args(extra);
     Proc::spawn("listen", cmd)
 }
 
@@ -396,7 +401,8 @@ fn errors_and_gaps_are_logged_and_retried_never_fatal() {
     let nobody = TcpListener::bind("127.0.0.1:0").unwrap();
     let vtp_port = nobody.local_addr().unwrap().port();
     drop(nobody);
-    let l = listen(vtp_port, &url, &db, &saved);
+    let l = listen_with(vtp_port, &url, &db, &saved, &["--http", "127.0.0.1:0"]);
+    let metrics_port = http_port(&l.log);
     l.log.wait_for("the HTTP error", |l| {
         l.contains("HTTP 500: database is locked") && l.contains("retrying in")
     });
@@ -414,6 +420,17 @@ fn errors_and_gaps_are_logged_and_retried_never_fatal() {
     wait_until("the position past the gap", || position(&state) == Some(50));
     let file = saved.path().join("ivo__vtp.test_authoraftergap");
     wait_until("the saved event", || file.exists());
+    let (status, metrics) = http_get(metrics_port, "/metrics");
+    assert_eq!(status, 200);
+    for series in [
+        format!("vtp_catchup_gap_events_total{{url=\"{url}\"}} 39"),
+        format!("vtp_catchup_gaps_total{{url=\"{url}\"}} 1"),
+        format!("vtp_catchup_errors_total{{url=\"{url}\"}} 3"),
+        format!("vtp_catchup_events_total{{url=\"{url}\"}} 1"),
+        format!("vtp_catchup_position{{url=\"{url}\"}} 50"),
+    ] {
+        assert!(metrics.contains(&series), "{series} in:\n{metrics}");
+    }
 }
 
 #[test]
