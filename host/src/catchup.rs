@@ -305,7 +305,11 @@ impl Reader {
                 }
                 continue;
             }
-            self.feeder.wait_commits(TICK);
+            let waited = Instant::now();
+            if !self.feeder.wait_commits(TICK) && waited.elapsed() < TICK / 2 {
+                // The loop has stopped (the inbox is closed): wait for our own stop.
+                std::thread::park_timeout(TICK);
+            }
         }
         // What the node made durable before it stopped.
         self.absorb_commits();
@@ -336,99 +340,115 @@ impl Reader {
         }
     }
 
-    /// Fetches and hands in pages from the position until the archive has no more.
+    /// Fetches and hands in pages from the position until the archive has no more. The next
+    /// page is fetched (on a scoped thread) while this one is handed in: at most two pages
+    /// are in memory.
     fn pass(&mut self) -> Result<(), PassError> {
-        let after = match self.fetched {
+        let mut after = match self.fetched {
             Some(after) => after,
             None => self.first_position()?,
         };
-        let mut after = after;
-        let mut first = true;
+        let mut page = self.get(&page_url(&self.url, after))?;
+        if page.last_seq.unwrap_or(0) < after {
+            self.lane += 1;
+            tracing::warn!(
+                "catch-up from {}: the archive's newest event is seq {} but this node had \
+                 reached seq {after}: the archive was reset (its sequence started again); \
+                 fetching everything it holds (events handled before are dropped as \
+                 duplicates)",
+                self.url,
+                page.last_seq
+                    .map_or_else(|| "none".into(), |s| s.to_string()),
+            );
+            after = 0;
+            self.fetched = Some(0);
+            page = self.get(&page_url(&self.url, 0))?;
+        }
         let began = Instant::now();
         let from = after;
         let mut fetched = 0u64;
-        loop {
-            if self.stopping() {
-                return Err(PassError::Stopped);
-            }
-            let page = self.get(&format!(
-                "{}/api/events?after={after}&include=payload&limit={PAGE_EVENTS}",
-                self.url
-            ))?;
-            if first {
-                first = false;
-                if page.last_seq.unwrap_or(0) < after {
-                    self.lane += 1;
-                    tracing::warn!(
-                        "catch-up from {}: the archive's newest event is seq {} but this node \
-                         had reached seq {after}: the archive was reset (its sequence started \
-                         again); fetching everything it holds (events handled before are \
-                         dropped as duplicates)",
-                        self.url,
-                        page.last_seq
-                            .map_or_else(|| "none".into(), |s| s.to_string()),
-                    );
-                    after = 0;
-                    self.fetched = Some(0);
-                    continue;
+        let (agent, base, stop) = (self.agent.clone(), self.url.clone(), Arc::clone(&self.stop));
+        std::thread::scope(|scope| {
+            let (tx, rx) = std::sync::mpsc::sync_channel::<Result<Page, String>>(0);
+            match next_after(&page) {
+                Some(next) => {
+                    scope.spawn(move || prefetch(&agent, &base, next, &stop, &tx));
                 }
+                None => drop(tx),
             }
-            if let Some(oldest) = page.first_seq
-                && after.saturating_add(1) < oldest
-            {
-                let lost = oldest - after - 1;
-                self.stats.gaps.fetch_add(1, Ordering::Relaxed);
-                self.stats.gap_events.fetch_add(lost, Ordering::Relaxed);
-                tracing::warn!(
-                    "catch-up from {}: gap: events seq {}..={} ({lost}) are no longer in the \
-                     archive (its retention passed) and cannot be caught up",
-                    self.url,
-                    after + 1,
-                    oldest - 1
-                );
-            }
-            let count = page.events.len();
-            let mut previous = after;
-            for ev in page.events {
-                if ev.seq <= previous {
-                    return Err(PassError::Failed(format!(
-                        "malformed answer: event seq {} follows seq {previous} (sequence \
-                         numbers must grow past after={after})",
-                        ev.seq
-                    )));
+            loop {
+                let more = next_after(&page).is_some();
+                self.consume(page, &mut after, &mut fetched)?;
+                if !more {
+                    return Ok(());
                 }
-                let Some(b64) = ev.payload else {
-                    return Err(PassError::Failed(format!(
-                        "malformed answer: event seq {} has no \"payload\" (the server \
-                         ignored include=payload: is it a vtp archive API?)",
-                        ev.seq
-                    )));
+                page = match rx.recv() {
+                    Ok(Ok(page)) => page,
+                    Ok(Err(reason)) => return Err(PassError::Failed(reason)),
+                    Err(_) if self.stopping() => return Err(PassError::Stopped),
+                    Err(_) => {
+                        return Err(PassError::Failed("the page fetcher ended early".into()));
+                    }
                 };
-                let payload = base64::engine::general_purpose::STANDARD
-                    .decode(b64.as_bytes())
-                    .map_err(|e| {
-                        PassError::Failed(format!(
-                            "malformed answer: the payload of event seq {} is not base64 ({e})",
-                            ev.seq
-                        ))
-                    })?;
-                self.hand_in(ev.seq, Bytes::from(payload))?;
-                previous = ev.seq;
-                fetched += 1;
             }
-            after = previous;
-            if count < PAGE_EVENTS || page.next_after.is_none() {
-                if fetched > 0 {
-                    tracing::info!(
-                        "catch-up from {}: {fetched} events fetched (after seq {from}, up to seq \
-                         {after}) in {:.3} s; each is handled unless it was before",
-                        self.url,
-                        began.elapsed().as_secs_f64()
-                    );
-                }
-                return Ok(());
-            }
+        })?;
+        if fetched > 0 {
+            tracing::info!(
+                "catch-up from {}: {fetched} events fetched (after seq {from}, up to seq \
+                 {after}) in {:.3} s; each is handled unless it was before",
+                self.url,
+                began.elapsed().as_secs_f64()
+            );
         }
+        Ok(())
+    }
+
+    /// Checks one page against the position `after` (a gap is logged), hands its events in
+    /// and moves `after` to its last.
+    fn consume(&mut self, page: Page, after: &mut u64, fetched: &mut u64) -> Result<(), PassError> {
+        if let Some(oldest) = page.first_seq
+            && after.saturating_add(1) < oldest
+        {
+            let lost = oldest - *after - 1;
+            self.stats.gaps.fetch_add(1, Ordering::Relaxed);
+            self.stats.gap_events.fetch_add(lost, Ordering::Relaxed);
+            tracing::warn!(
+                "catch-up from {}: gap: events seq {}..={} ({lost}) are no longer in the \
+                 archive (its retention passed) and cannot be caught up",
+                self.url,
+                *after + 1,
+                oldest - 1
+            );
+        }
+        for ev in page.events {
+            if ev.seq <= *after {
+                return Err(PassError::Failed(format!(
+                    "malformed answer: event seq {} follows seq {after} (sequence numbers \
+                     must grow)",
+                    ev.seq
+                )));
+            }
+            let Some(b64) = ev.payload else {
+                return Err(PassError::Failed(format!(
+                    "malformed answer: event seq {} has no \"payload\" (the server ignored \
+                     include=payload: is it a vtp archive API?)",
+                    ev.seq
+                )));
+            };
+            let payload = base64::engine::general_purpose::STANDARD
+                .decode(b64.as_bytes())
+                .map_err(|e| {
+                    PassError::Failed(format!(
+                        "malformed answer: the payload of event seq {} is not base64 ({e})",
+                        ev.seq
+                    ))
+                })?;
+            drop(b64);
+            self.hand_in(ev.seq, Bytes::from(payload))?;
+            *after = ev.seq;
+            *fetched += 1;
+        }
+        Ok(())
     }
 
     /// The position of a first pass (no state file): the archive's newest event, or 0.
@@ -483,50 +503,98 @@ impl Reader {
 
     /// One bounded GET of a page, parsed.
     fn get(&self, url: &str) -> Result<Page, PassError> {
-        let mut resp = self
-            .agent
-            .get(url)
-            .header("Accept", "application/json")
-            .call()
-            .map_err(|e| PassError::Failed(format!("request failed ({e})")))?;
-        let status = resp.status().as_u16();
-        let body = resp
-            .body_mut()
-            .with_config()
-            .limit(PAGE_BYTES_MAX)
-            .read_to_vec()
-            .map_err(|e| match e {
-                ureq::Error::BodyExceedsLimit(_) => PassError::Failed(format!(
-                    "the answer is larger than {} MiB; not read",
-                    PAGE_BYTES_MAX >> 20
-                )),
-                e => PassError::Failed(format!("cannot read the answer ({e})")),
-            })?;
-        if status != 200 {
-            let detail = serde_json::from_slice::<serde_json::Value>(&body)
-                .ok()
-                .and_then(|v| v.get("error").and_then(|e| e.as_str()).map(str::to_owned))
-                .map_or_else(String::new, |m| format!(": {}", crate::text::printable(&m)));
-            let hint = match status {
-                403 => {
-                    " (this node may not read the archive: check the upstream's subscriber \
-                         whitelist or identities, or its HTTP listener's access rules)"
-                }
-                404 => {
-                    " (no archive API there: is the URL the upstream's --http address, and \
-                         does it keep an archive?)"
-                }
-                _ => "",
-            };
-            return Err(PassError::Failed(format!("HTTP {status}{detail}{hint}")));
-        }
-        serde_json::from_slice::<Page>(&body).map_err(|e| {
-            PassError::Failed(format!(
-                "malformed answer: not an events page ({e}); is the URL the upstream's \
-                 --http address?"
-            ))
-        })
+        get_page(&self.agent, url).map_err(PassError::Failed)
     }
+}
+
+/// The page of events after `after`, with their bytes.
+fn page_url(base: &str, after: u64) -> String {
+    format!("{base}/api/events?after={after}&include=payload&limit={PAGE_EVENTS}")
+}
+
+/// Where the page after `page` starts (its last event), if there may be one: a full page with
+/// a `next_after`.
+fn next_after(page: &Page) -> Option<u64> {
+    if page.events.len() < PAGE_EVENTS || page.next_after.is_none() {
+        return None;
+    }
+    page.events.last().map(|e| e.seq)
+}
+
+/// Fetches pages from `after` on into `tx` until the archive has no more, a request fails
+/// (sent as the last item), the receiver is gone or `stop` is set.
+fn prefetch(
+    agent: &ureq::Agent,
+    base: &str,
+    mut after: u64,
+    stop: &AtomicBool,
+    tx: &std::sync::mpsc::SyncSender<Result<Page, String>>,
+) {
+    while !stop.load(Ordering::Relaxed) {
+        match get_page(agent, &page_url(base, after)) {
+            Ok(page) => {
+                let next = next_after(&page);
+                if tx.send(Ok(page)).is_err() {
+                    return;
+                }
+                match next {
+                    Some(n) if n > after => after = n,
+                    // Not past `after`: the receiver finds the page malformed.
+                    _ => return,
+                }
+            }
+            Err(reason) => {
+                let _ = tx.send(Err(reason));
+                return;
+            }
+        }
+    }
+}
+
+/// One bounded GET of a page, parsed; the error says what was wrong.
+fn get_page(agent: &ureq::Agent, url: &str) -> Result<Page, String> {
+    let mut resp = agent
+        .get(url)
+        .header("Accept", "application/json")
+        .call()
+        .map_err(|e| format!("request failed ({e})"))?;
+    let status = resp.status().as_u16();
+    let body = resp
+        .body_mut()
+        .with_config()
+        .limit(PAGE_BYTES_MAX)
+        .read_to_vec()
+        .map_err(|e| match e {
+            ureq::Error::BodyExceedsLimit(_) => format!(
+                "the answer is larger than {} MiB; not read",
+                PAGE_BYTES_MAX >> 20
+            ),
+            e => format!("cannot read the answer ({e})"),
+        })?;
+    if status != 200 {
+        let detail = serde_json::from_slice::<serde_json::Value>(&body)
+            .ok()
+            .and_then(|v| v.get("error").and_then(|e| e.as_str()).map(str::to_owned))
+            .map_or_else(String::new, |m| format!(": {}", crate::text::printable(&m)));
+        let hint = match status {
+            403 => {
+                " (this node may not read the archive: check the upstream's subscriber \
+                     whitelist or identities, or its HTTP listener's access rules)"
+            }
+            404 => {
+                " (no archive API there: is the URL the upstream's --http address, and does \
+                     it keep an archive?)"
+            }
+            _ => "",
+        };
+        return Err(format!("HTTP {status}{detail}{hint}"));
+    }
+    serde_json::from_slice::<Page>(&body).map_err(|e| {
+        format!(
+            "malformed answer: not an events page ({e}); is the URL the upstream's --http \
+             address?"
+        )
+    })
 }
 
 /// `url` without trailing slashes, checked to be `http://` or `https://`.
