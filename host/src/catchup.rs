@@ -709,6 +709,41 @@ mod tests {
     }
 
     #[test]
+    fn only_a_full_page_with_next_after_has_a_next_one() {
+        let page = |n: u64, next: Option<u64>| Page {
+            events: (1..=n)
+                .map(|seq| PageEvent { seq, payload: None })
+                .collect(),
+            next_after: next,
+            first_seq: Some(1),
+            last_seq: Some(5000),
+        };
+        let full = PAGE_EVENTS as u64;
+        assert_eq!(next_after(&page(full, Some(full))), Some(full));
+        assert_eq!(
+            next_after(&page(full, None)),
+            None,
+            "next_after null: the end"
+        );
+        assert_eq!(
+            next_after(&page(full - 1, Some(full - 1))),
+            None,
+            "short: the end"
+        );
+        assert_eq!(next_after(&page(0, None)), None);
+        let parsed: Page = serde_json::from_str(
+            r#"{"events":[{"seq":7,"ivorn":"ivo://a/b#c","payload":"PHgvPg=="}],
+               "next_after":7,"first_seq":1,"last_seq":7,"extra":true}"#,
+        )
+        .expect("unknown fields are ignored");
+        assert_eq!(parsed.events[0].payload.as_deref(), Some("PHgvPg=="));
+        assert_eq!(
+            page_url("http://h", 7),
+            "http://h/api/events?after=7&include=payload&limit=1000"
+        );
+    }
+
+    #[test]
     fn urls_are_checked_and_long_ones_hashed() {
         assert_eq!(
             base_url("http://h:8080/").expect("ok"),
