@@ -12,7 +12,9 @@
 #   committed  from the listener's launch to its catch-up position (the state file) reaching
 #              the archive's newest event: every event handled and its seen-index record
 #              durable (process start-up and the first request included).
-# The listener's handler is `--stdout xml0` into /dev/null (the cheapest real handler).
+# The listener's handler is `--stdout xml0` into /dev/null (the cheapest real handler). Each
+# round also prints the CPU time the listener and the upstream spent (on a shared machine the
+# wall times above are inflated by other work; CPU time is not).
 # Needs the archive (cargo feature `archive`, `--http` on the upstream) and curl.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -37,7 +39,11 @@ log="$work/upstream.log"
 "$bin/vtp" broker --local-ivo ivo://vtp.bench/upstream --eventdb "$work/upstream" \
   --receive 127.0.0.1:0 --broadcast 127.0.0.1:0 --http 127.0.0.1:0 \
   --broadcast-test-interval 0 2>"$log" &
-pids+=("$!")
+upid=$!
+pids+=("$upid")
+tck="$(getconf CLK_TCK)"
+# cpu PID: utime + stime of the process so far, in seconds.
+cpu() { awk -v t="$tck" '{ printf "%.3f", ($14 + $15) / t }' "/proc/$1/stat"; }
 recv="" bcast="" http=""
 for _ in $(seq 1 300); do
   recv="$(sed -n 's/.*listening for authors on 127.0.0.1:\([0-9]*\).*/\1/p' "$log")"
@@ -78,6 +84,7 @@ for round in $(seq 1 "$REPEAT"); do
   db="$work/listen-$round"
   mkdir -p "$db"
   llog="$work/listen-$round.log"
+  up_before="$(cpu "$upid")"
   start="$(date +%s.%N)"
   "$bin/vtp" listen "127.0.0.1:$bcast" --eventdb "$db" --catch-up "$url" \
     --catch-up-start all --stdout xml0 >/dev/null 2>"$llog" &
@@ -88,6 +95,8 @@ for round in $(seq 1 "$REPEAT"); do
     pos="$(sed -n 's/^after \([0-9]*\)$/\1/p' "$db/$state_name" 2>/dev/null || true)"
     if [ -n "$pos" ] && [ "$pos" -ge "$newest" ]; then
       done_at="$(date +%s.%N)"
+      l_cpu="$(cpu "$lpid")"
+      up_cpu="$(python3 -c "print(f'{$(cpu "$upid") - $up_before:.3f}')")"
       break
     fi
     sleep 0.01
@@ -101,7 +110,7 @@ for round in $(seq 1 "$REPEAT"); do
   fi
   commit="$(python3 -c "print(f'{$done_at - $start:.3f}')")"
   fetch="$(sed -n 's/.*catch-up from .*: \([0-9]*\) events fetched .* in \([0-9.]*\) s.*/\1 \2/p' "$llog" | head -n 1)"
-  echo "   round $round: fetched ${fetch% *} events in ${fetch#* } s; committed ${newest} after ${commit} s from launch"
+  echo "   round $round: fetched ${fetch% *} events in ${fetch#* } s; committed ${newest} after ${commit} s from launch; CPU: listener ${l_cpu} s, upstream (API) ${up_cpu} s"
   best_fetch="$(python3 -c "a='$best_fetch'; b=${fetch#* }; print(b if not a else min(float(a), b))")"
   best_commit="$(python3 -c "a='$best_commit'; b=$commit; print(b if not a else min(float(a), b))")"
 done
