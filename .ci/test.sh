@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Every test of the project, from a fresh clone on a fresh machine: the README's test command.
 # Installs what it needs (Rust components, the Python venv with real Comet, pygcn and
-# kafka-python, stunnel, GnuPG, the tansu Kafka-protocol broker: built once per machine,
+# kafka-python, stunnel, GnuPG, Chromium, the tansu Kafka-protocol broker: built once per machine,
 # cached),
 # then runs formatting, lints and the whole test suite (unit, property, flow, socket and interop
 # tests, TLS interop included).
@@ -18,6 +18,11 @@ step "real peers: Comet 3.1.0, pygcn 1.1.3, kafka-python 3.0.12 venv; stunnel; G
 VTP_PEERS_VENV="$(bash conformance/peers/setup.sh | tail -n 1)"
 export VTP_PEERS_VENV
 echo "venv: $VTP_PEERS_VENV"
+
+step "Chromium (Debian's chromium), the status page's headless browser"
+VTP_CHROMIUM="$(bash conformance/peers/setup_chromium.sh | tail -n 1)"
+export VTP_CHROMIUM
+echo "chromium: $VTP_CHROMIUM"
 
 step "Kafka-protocol broker: tansu 0.6.0 (built once per machine into ~/.cache/vtp, 15-35 min)"
 VTP_TANSU="$(bash conformance/peers/setup_tansu.sh | tail -n 1)"

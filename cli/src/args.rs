@@ -326,6 +326,8 @@ pub(crate) struct BrokerArgs {
     pub(crate) kafka: crate::kafka::KafkaArgs,
     #[command(flatten)]
     pub(crate) catch_up: crate::catchup::CatchUpArgs,
+    #[command(flatten)]
+    pub(crate) signatures: crate::signing::SignatureArgs,
 }
 
 /// Metrics, health and status for operators.
@@ -415,6 +417,8 @@ pub(crate) struct SendArgs {
     pub(crate) help: Option<bool>,
     #[command(flatten)]
     pub(crate) tls: ClientTls,
+    #[command(flatten)]
+    pub(crate) sign: crate::signing::SignKeyArgs,
 }
 
 #[derive(Debug, Args)]
@@ -441,4 +445,6 @@ pub(crate) struct ListenArgs {
     pub(crate) ops: Operations,
     #[command(flatten)]
     pub(crate) catch_up: crate::catchup::CatchUpArgs,
+    #[command(flatten)]
+    pub(crate) signatures: crate::signing::SignatureArgs,
 }

@@ -18,6 +18,7 @@ mod config_file;
 mod kafka;
 mod ops;
 mod reload;
+mod signing;
 mod units;
 
 #[cfg(not(any(feature = "tokio", feature = "smol", feature = "mio")))]
@@ -291,6 +292,7 @@ fn broker(a: BrokerArgs, common: Common, argv: Vec<OsString>) -> Result<(), Fail
         &a.ops,
         plan.kafka,
         plan.catch_up,
+        plan.signing,
     )
 }
 
@@ -307,6 +309,8 @@ struct BrokerPlan {
     kafka: Option<kafka::KafkaPlan>,
     /// The catch-ups, when `--catch-up` asks for them.
     catch_up: Option<catchup::CatchUpPlan>,
+    /// The trusted keys and the signing key.
+    signing: signing::Plan,
 }
 
 /// Builds and checks the broker's configuration from its arguments: endpoints, whitelists,
@@ -393,6 +397,7 @@ fn broker_plan(a: &BrokerArgs, fds: bool) -> Result<BrokerPlan, Fail> {
         !config.filters.is_empty(),
     )
     .map_err(usage)?;
+    let signing = signing::plan(&a.signatures, &mut config).map_err(usage)?;
     Ok(BrokerPlan {
         config,
         listeners,
@@ -401,6 +406,7 @@ fn broker_plan(a: &BrokerArgs, fds: bool) -> Result<BrokerPlan, Fail> {
         fds,
         kafka,
         catch_up,
+        signing,
     })
 }
 
@@ -790,6 +796,7 @@ fn serve(
     ops_args: &Operations,
     kafka: Option<kafka::KafkaPlan>,
     catch_up: Option<catchup::CatchUpPlan>,
+    signing: signing::Plan,
 ) -> Result<(), Fail> {
     let mut catch_ups = catchup::CatchUps::new(catch_up, eventdb).map_err(usage)?;
     let mut bridge = kafka::Bridge::new(kafka)?;
@@ -809,6 +816,9 @@ fn serve(
     let (engine, filter_counters) = filter_engine();
     let mut node =
         Node::new(config, engine, seed(), now, unix_now()).map_err(|e| usage(config_error(&e)))?;
+    signing.log(node.config());
+    node.set_verifier(signing.verifier);
+    node.set_signer(signing.signer);
     banner::Banner {
         config: node.config(),
         listeners: &listeners,
@@ -909,7 +919,7 @@ fn serve(
         ops_args,
         role,
         &bound,
-        &node.config().upstreams,
+        node.config(),
         (store_probe, handlers_probe),
         &filter_counters,
         &bridge,
@@ -1098,6 +1108,8 @@ fn send(a: SendArgs, runtime: Runtime) -> Result<(), Fail> {
         (f, g) => f.clone().or_else(|| g.clone()),
     };
     let payload = read_event(file.as_deref())?;
+    let payload = signing::sign_submission(&a.sign, &payload)
+        .map_err(|e| usage(format!("{}: {e}", describe(file.as_deref()))))?;
     let mut config = Config::default();
     let timeout = a.timeout;
     config.timing.receipt_timeout = Duration::from_secs(timeout);
@@ -1197,6 +1209,7 @@ fn listen(a: ListenArgs, runtime: Runtime) -> Result<(), Fail> {
     config.filters = checked_filters(&a.handling.filter)?;
     config.timing.test_event_interval = None;
     config.timing.subscriber_silence = Duration::from_secs(a.silence_timeout.max(1));
+    let signing = signing::plan(&a.signatures, &mut config).map_err(usage)?;
     let eventdb: Option<PathBuf> = a.eventdb.clone();
     // One upstream (the hosts are its failover addresses): a bare --catch-up URL pairs with it.
     let catch_up = catchup::plan(
@@ -1232,6 +1245,7 @@ fn listen(a: ListenArgs, runtime: Runtime) -> Result<(), Fail> {
         &a.ops,
         None,
         catch_up,
+        signing,
     )
 }
 

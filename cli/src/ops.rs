@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use vtp_core::ListenerRole;
-use vtp_core::config::Upstream;
+use vtp_core::config::Config;
 use vtp_host::handlers::HandlersProbe;
 use vtp_host::net::Bound;
 use vtp_host::ops::stats::StatsLine;
@@ -24,12 +24,13 @@ pub(crate) struct Ops {
 }
 
 /// Starts the stats line and the HTTP endpoint for a node (`role`: `broker` or `listener`)
-/// serving `bound` with these upstreams; returns them and the observer for the effects.
+/// serving `bound` with `config` (its IVO, its upstreams); returns them and the observer for
+/// the effects.
 pub(crate) fn start(
     args: &Operations,
     role: &'static str,
     bound: &Bound,
-    upstreams: &[Upstream],
+    config: &Config,
     probes: (Option<StoreProbe>, Option<HandlersProbe>),
     filters: &FilterCounters,
     bridge: &crate::kafka::Bridge,
@@ -54,8 +55,10 @@ pub(crate) fn start(
         .collect();
     let info = NodeInfo {
         role,
+        ivo: config.local_ivo.clone(),
         listeners,
-        upstreams: upstreams
+        upstreams: config
+            .upstreams
             .iter()
             .map(|u| u.endpoints.iter().map(ToString::to_string).collect())
             .collect(),
@@ -101,7 +104,7 @@ fn http(
     let server = HttpServer::start(addr, metrics, HttpLimits::default())
         .map_err(|e| usage(format!("--http {addr}: {e}")))?;
     let addr = server.local_addr();
-    tracing::info!("HTTP endpoint on http://{addr}: /metrics, /healthz, /status");
+    tracing::info!("HTTP endpoint on http://{addr}: / (status page), /metrics, /healthz, /status");
     if !addr.ip().is_loopback() {
         tracing::warn!(
             "--http {addr} is not a loopback address: anyone who reaches it reads the metrics \

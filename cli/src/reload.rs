@@ -181,7 +181,9 @@ impl Reloader {
         let set = self.handlers.clone();
         let file = self.setup.file.display().to_string();
         let notify = self.notifier.clone().map(|n| (n, self.status.clone()));
-        Ok(Request::new(config, move |answer| {
+        let keys = plan.signing.keys;
+        let signing = (plan.signing.verifier, plan.signing.signer);
+        let request = Request::new(config, move |answer| {
             let done = match answer {
                 Ok(done) => done,
                 Err(e) => {
@@ -219,11 +221,12 @@ impl Reloader {
                     fixed_flag(*fixed)
                 );
             }
-            tracing::info!("configuration reloaded from {file}");
+            tracing::info!("configuration reloaded from {file} ({keys} trusted keys)");
             if let Some((n, status)) = &notify {
                 n.ready(status);
             }
-        }))
+        });
+        Ok(request.with_signatures(signing.0, signing.1))
     }
 
     /// The new handlers, when the broker runs a handler pool; adding handlers to a broker

@@ -35,40 +35,6 @@ fn base(name: &str) -> String {
     )
 }
 
-/// A broker on `runtime` configured by `dir/vtp.toml` (written from `text` first) alone.
-fn start(name: &str, runtime: &str, dir: &TempDir, text: &str) -> Broker {
-    let file = dir.path().join("vtp.toml");
-    std::fs::write(&file, text).unwrap();
-    let db = TempDir::new(&format!("{name}-db"));
-    let mut cmd = Command::new(VTP);
-    cmd.args(["broker", "--runtime", runtime, "--config"])
-        .arg(&file)
-        .arg("--eventdb")
-        .arg(db.path());
-    Broker::spawn(name, cmd, db)
-}
-
-/// Rewrites the configuration file, sends SIGHUP, and waits for the `n`th reload to finish
-/// (applied, or refused: `refused`).
-fn reload(b: &Broker, dir: &TempDir, text: &str, n: usize, refused: bool) {
-    std::fs::write(dir.path().join("vtp.toml"), text).unwrap();
-    let sent = Command::new("kill")
-        .arg("-HUP")
-        .arg(b.proc.child.id().to_string())
-        .status()
-        .unwrap();
-    assert!(sent.success());
-    if refused {
-        b.proc.log.wait_count("the reload refused", n, |l| {
-            l.contains("reload of") && l.contains("refused")
-        });
-    } else {
-        b.proc.log.wait_count("the reload done", n, |l| {
-            l.contains("configuration reloaded from")
-        });
-    }
-}
-
 /// True when a connection from `from` to `port` is closed without a byte (a refusal).
 fn refused(from: &str, port: u16) -> bool {
     let mut s = connect_from(ip(from), SocketAddr::new(ip("127.0.0.1"), port));
@@ -137,7 +103,7 @@ fn a_broker_from_a_config_file_serves_as_with_the_same_flags() {
         "{}receive = [\"127.0.0.1:0\"]\nauthor-whitelist = [\"127.0.0.1/32\"]\nduplicate-reply = \"nak\"\n",
         base("file-run")
     );
-    let b = start("file-run", "tokio", &dir, &text);
+    let b = start_configured("file-run", "tokio", &dir, &text);
     let mut sub = RawSubscriber::connect(loopback(b.broadcast));
     let e = event_xml("ivo://vtp.test/author#file-1");
     assert_eq!(submit_raw(b.receive, &e).0, "ack");
@@ -165,7 +131,7 @@ fn sighup_applies_a_new_whitelist_to_new_connections_while_a_subscriber_keeps_re
                 base(&name)
             )
         };
-        let b = start(&name, rt, &dir, &text("127.0.0.1/32", "127.0.0.1/32"));
+        let b = start_configured(&name, rt, &dir, &text("127.0.0.1/32", "127.0.0.1/32"));
         let mut sub = RawSubscriber::connect(loopback(b.broadcast));
         assert_eq!(
             submit_from("127.0.0.1", b.receive, "ivo://vtp.test/a#wl-1"),
@@ -174,7 +140,7 @@ fn sighup_applies_a_new_whitelist_to_new_connections_while_a_subscriber_keeps_re
         assert_eq!(sub.next_event(), event_xml("ivo://vtp.test/a#wl-1"));
         assert!(refused("127.0.0.2", b.receive), "{rt}: not whitelisted yet");
 
-        reload(&b, &dir, &text("127.0.0.2/32", "127.0.0.3/32"), 1, false);
+        reload_config(&b, &dir, &text("127.0.0.2/32", "127.0.0.3/32"), 1, false);
         assert!(refused("127.0.0.1", b.receive), "{rt}: author now refused");
         assert!(
             refused("127.0.0.1", b.broadcast),
@@ -206,25 +172,25 @@ fn sighup_with_a_broken_file_keeps_the_running_configuration_and_logs_an_error()
             "{}receive = [\"127.0.0.1:0\"]\nauthor-whitelist = [\"127.0.0.1/32\"]\n",
             base(&name)
         );
-        let b = start(&name, rt, &dir, &good);
+        let b = start_configured(&name, rt, &dir, &good);
         let mut sub = RawSubscriber::connect(loopback(b.broadcast));
         // Refused on the signal thread (the file), then by the node (iamalive over 90 s),
         // then a listener that cannot change (needs a restart, the rest applies).
-        reload(
+        reload_config(
             &b,
             &dir,
             &format!("{good}author-whitelist = [\"127.0.0.2/32\"]\n"),
             1,
             true,
         );
-        reload(
+        reload_config(
             &b,
             &dir,
             &format!("{good}authr-whitelist = [\"127.0.0.2/32\"]\n"),
             2,
             true,
         );
-        reload(
+        reload_config(
             &b,
             &dir,
             &(good.replace("127.0.0.1/32", "127.0.0.2/32") + "iamalive-interval = 100\n"),
@@ -272,7 +238,7 @@ fn sighup_with_a_broken_file_keeps_the_running_configuration_and_logs_an_error()
 
         // A new listener needs a restart: reported, the rest is applied.
         let moved = good.replace("127.0.0.1:0\"]\nauthor", "127.0.0.1:1\"]\nauthor");
-        reload(
+        reload_config(
             &b,
             &dir,
             &moved.replace("127.0.0.1/32", "127.0.0.2/32"),
@@ -308,7 +274,7 @@ fn sighup_serves_a_certificate_renewed_on_disk_to_new_handshakes() {
             key.display(),
             cert.display()
         );
-        let b = start(&name, rt, &dir, &text);
+        let b = start_configured(&name, rt, &dir, &text);
         let e = |n: u32| event_xml(&format!("ivo://vtp.test/a#tls-{n}"));
         assert_eq!(
             submit_tls(b.receive, old.client(None, None), &e(1))
@@ -324,7 +290,7 @@ fn sighup_serves_a_certificate_renewed_on_disk_to_new_handshakes() {
             std::fs::copy(from, &tmp).unwrap();
             std::fs::rename(&tmp, to).unwrap();
         }
-        reload(&b, &dir, &text, 1, false);
+        reload_config(&b, &dir, &text, 1, false);
         assert_eq!(
             submit_tls(b.receive, new.client(None, None), &e(3))
                 .unwrap()
@@ -340,7 +306,7 @@ fn sighup_serves_a_certificate_renewed_on_disk_to_new_handshakes() {
 
         // A key that does not match the certificate: refused, the renewed pair stays.
         std::fs::copy(&old.server_key, &key).unwrap();
-        reload(&b, &dir, &text, 1, true);
+        reload_config(&b, &dir, &text, 1, true);
         assert_eq!(
             submit_tls(b.receive, new.client(None, None), &e(5))
                 .unwrap()
@@ -362,7 +328,7 @@ fn sighup_changes_the_log_level() {
                 base(&name)
             )
         };
-        let b = start(&name, rt, &dir, &text(0));
+        let b = start_configured(&name, rt, &dir, &text(0));
         assert_eq!(
             submit_raw(b.receive, &event_xml("ivo://vtp.test/a#log-1")).0,
             "ack"
@@ -373,7 +339,7 @@ fn sighup_changes_the_log_level() {
             "{rt}: nothing at DEBUG before: {}",
             b.proc.log.text()
         );
-        reload(&b, &dir, &text(1), 1, false);
+        reload_config(&b, &dir, &text(1), 1, false);
         b.proc
             .log
             .wait_for("the level line", |l| l.contains("log level info -> debug"));
@@ -382,7 +348,7 @@ fn sighup_changes_the_log_level() {
             "ack"
         );
         b.proc.log.wait_for("a DEBUG line", |l| l.contains("DEBUG"));
-        reload(&b, &dir, &text(0), 2, false);
+        reload_config(&b, &dir, &text(0), 2, false);
         let before = b.proc.log.count(|l| l.contains("DEBUG"));
         assert!(b.proc.log.count(|l| l.contains("log level debug -> info")) == 1);
         assert_eq!(

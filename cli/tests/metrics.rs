@@ -67,16 +67,6 @@ fn scrape_until(port: u16, what: &str, ok: impl Fn(&str) -> bool) -> String {
     }
 }
 
-/// The HTTP port of a process that logged "HTTP endpoint on http://127.0.0.1:PORT: ...".
-fn http_port(log: &Log) -> u16 {
-    let line = log.wait_for("the HTTP endpoint", |l| {
-        l.contains("HTTP endpoint on http://")
-    });
-    let addr = line.split("http://127.0.0.1:").nth(1).unwrap();
-    let digits: String = addr.chars().take_while(char::is_ascii_digit).collect();
-    digits.parse().unwrap()
-}
-
 fn submit(port: u16, payload: &[u8]) -> String {
     submit_raw(port, payload).0
 }

@@ -11,6 +11,7 @@ use crate::endpoint::DialAddr;
 use crate::frame::FRAME_LEN_MAX_DEFAULT;
 use crate::identity::IdentityRule;
 use crate::message::ParseLimits;
+use crate::signature::AuthorKey;
 use crate::whitelist::Whitelist;
 
 /// Everything a [`Node`](crate::node::Node) needs to know at construction.
@@ -44,6 +45,9 @@ pub struct Config {
     /// Certificate identities allowed to subscribe (`--subscriber-identity`), as
     /// [`author_identities`](Self::author_identities).
     pub subscriber_identities: Vec<IdentityRule>,
+    /// Keys bound to the streams they may sign for (`--author-key`): see
+    /// [`AuthorKey`](crate::signature::AuthorKey). Empty: any trusted key signs for any stream.
+    pub author_keys: Vec<AuthorKey>,
 }
 
 impl Config {
@@ -61,6 +65,7 @@ impl Config {
             upstreams: Vec::new(),
             author_identities: Vec::new(),
             subscriber_identities: Vec::new(),
+            author_keys: Vec::new(),
         }
     }
 }
@@ -266,6 +271,8 @@ pub struct Policy {
     /// When a new event's [`Action::Deliver`](crate::Action::Deliver) is queued: with its
     /// receipt, or ahead of its record for a host that spools deliveries.
     pub delivery_timing: DeliveryTiming,
+    /// What the node does with OpenPGP signatures on incoming events (`--signatures`).
+    pub signatures: SignaturePolicy,
 }
 
 impl Default for Policy {
@@ -278,6 +285,34 @@ impl Default for Policy {
             schema: SchemaCheck::V2_0,
             durability: Durability::BeforeReply,
             delivery_timing: DeliveryTiming::WithReceipt,
+            signatures: SignaturePolicy::Verify,
+        }
+    }
+}
+
+/// What the node does with the OpenPGP signatures of new events, from authors, upstreams and
+/// external sources alike (see [`crate::signature`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SignaturePolicy {
+    /// Signatures are not looked at; deliveries carry no status.
+    Off,
+    /// Every new event's status is decided, reported and carried by its delivery; none is
+    /// refused for it.
+    Verify,
+    /// As `Verify`, and an event whose status is not `valid` is refused: an author's
+    /// submission is naked with the status and its reason, an upstream's event is acked and
+    /// dropped, an external record skipped (both reported).
+    Require,
+}
+
+impl SignaturePolicy {
+    /// The name used on the command line: `off`, `verify` or `require`.
+    #[must_use]
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Off => "off",
+            Self::Verify => "verify",
+            Self::Require => "require",
         }
     }
 }

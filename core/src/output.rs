@@ -498,6 +498,10 @@ pub struct Delivery {
     /// The event's `role` attribute ([`EventRole::Observation`] when absent, the VOEvent 2.0
     /// default): lets a handler pass over `test` events (`--save-event-skip-test`).
     pub role: EventRole,
+    /// Its signature status ([`crate::signature`]); `None` when signatures are off, or when
+    /// the delivery was read back from a host's spool that did not record one (vtp's spool
+    /// records it from format 3 on).
+    pub signature: Option<Arc<crate::signature::Signature>>,
 }
 
 impl fmt::Debug for Delivery {
@@ -508,6 +512,7 @@ impl fmt::Debug for Delivery {
             .field("payload_len", &self.payload.len())
             .field("source", &self.source)
             .field("role", &self.role)
+            .field("signature", &self.signature)
             .finish()
     }
 }
@@ -749,6 +754,8 @@ pub enum Event {
         key: EventKey,
         /// Who sent it: the author's address and port, or the upstream's endpoint.
         remote: Remote,
+        /// Its signature status (`None` with signatures off).
+        signature: Option<Arc<crate::signature::Signature>>,
     },
     /// An author's event was refused with a nak.
     Rejected {
@@ -833,6 +840,13 @@ pub enum Event {
         conn: ConnId,
         /// The broker's reason (`Meta/Result`), if any.
         reason: Option<String>,
+    },
+    /// The node's signer ([`Node::set_signer`](crate::Node::set_signer)) could not sign a
+    /// message the node originated (a test event, an authenticate reply): it went out
+    /// unsigned.
+    SigningFailed {
+        /// Why.
+        reason: String,
     },
     /// Author role: no receipt (timeout, connect failure or early close).
     SubmissionFailed {

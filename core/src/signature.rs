@@ -51,6 +51,7 @@
 
 use std::fmt;
 use std::ops::Range;
+use std::sync::Arc;
 
 /// Finds the signature of `payload` whose root element spans `element`.
 ///
@@ -264,6 +265,267 @@ impl StatusKind {
 impl fmt::Display for StatusKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
+    }
+}
+
+/// What a [`Verifier`] found about one signature; the node turns it into a [`Signature`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Verdict {
+    /// A good signature by a trusted key.
+    Valid {
+        /// The key's fingerprint, upper-case hexadecimal without spaces (the primary key's,
+        /// also when a subkey signed).
+        fingerprint: String,
+        /// The key's primary user id (empty when it has none).
+        user_id: String,
+    },
+    /// A bad or refused signature; the reason.
+    Invalid(String),
+    /// A signature by a key the verifier does not hold; the key's id or fingerprint.
+    UnknownKey(String),
+    /// Armour that does not decode to one signature; the reason.
+    Malformed(String),
+}
+
+/// The cryptography the node calls on a signed event: given the signed bytes and the armour
+/// ([`Signed::armour`]), say whether the signature is good and whose it is.
+///
+/// Implementations must be pure (no IO, no clock) and bounded in time for any input: the node
+/// calls it on its event loop, once per new signed event. The `vtp-sig` crate provides one
+/// (an OpenPGP keyring). Set one with [`Node::set_verifier`](crate::Node::set_verifier).
+pub trait Verifier: fmt::Debug + Send {
+    /// Verifies the detached signature `armour` over `signed`.
+    fn verify(&self, signed: &[u8], armour: &str) -> Verdict;
+}
+
+/// Signs on behalf of the node: the test events it originates and its authenticate replies
+/// ([`Node::set_signer`](crate::Node::set_signer)), by the convention.
+pub trait EventSigner: fmt::Debug + Send {
+    /// An ASCII-armoured detached signature over `signed` (the root element's bytes).
+    ///
+    /// # Errors
+    ///
+    /// A text saying why the signature could not be made; the node then sends the message
+    /// unsigned and reports it.
+    fn sign(&self, signed: &[u8]) -> Result<String, String>;
+}
+
+/// Who made a good signature.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct SignerId {
+    /// The key's fingerprint, upper-case hexadecimal.
+    pub fingerprint: Arc<str>,
+    /// The key's primary user id (may be empty).
+    pub user_id: Arc<str>,
+}
+
+/// An event's signature status as the node decided it: the status, who signed (for `valid`
+/// and `invalid-signer`) and why (for the other statuses but `unsigned`).
+///
+/// Cheap to clone (shared strings): every [`Delivery`](crate::Delivery) of the event carries
+/// one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Signature {
+    /// The status.
+    pub status: StatusKind,
+    /// The signer of a `valid` or `invalid-signer` signature.
+    pub signer: Option<SignerId>,
+    /// Why the status is not `valid`: the verifier's or the convention's reason, the unknown
+    /// key's id, or the binding that refused the signer. `None` for `valid` and `unsigned`.
+    pub detail: Option<Arc<str>>,
+}
+
+impl Signature {
+    /// The status of an event without a signature.
+    #[must_use]
+    pub const fn unsigned() -> Self {
+        Self {
+            status: StatusKind::Unsigned,
+            signer: None,
+            detail: None,
+        }
+    }
+
+    /// A status without a signer, with its reason.
+    #[must_use]
+    pub fn with_detail(status: StatusKind, detail: &str) -> Self {
+        Self {
+            status,
+            signer: None,
+            detail: Some(Arc::from(detail)),
+        }
+    }
+}
+
+impl fmt::Display for Signature {
+    /// `valid (FINGERPRINT "USER ID")`, `unsigned`, or the status and its reason.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.status.as_str())?;
+        if let Some(signer) = &self.signer {
+            write!(f, " ({} {:?})", signer.fingerprint, &*signer.user_id)?;
+        }
+        if let Some(detail) = &self.detail {
+            write!(f, ": {detail}")?;
+        }
+        Ok(())
+    }
+}
+
+/// A binding of a key to the streams it may sign for (`--author-key IVO_PREFIX=FINGERPRINT`).
+///
+/// An event whose IVORN starts with a bound prefix must be signed by a key bound to a prefix
+/// it starts with; a bound key signing an event outside all its prefixes is refused too. A
+/// valid signature a binding refuses is `invalid-signer`: impersonation refused. Events under
+/// no bound prefix, signed by unbound keys, are checked by the keyring alone.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuthorKey {
+    /// The IVORN prefix, e.g. `ivo://nasa.gsfc.gcn/SWIFT`: matches that IVORN and every IVORN
+    /// that continues it at a `/`, `#` or `?` (or any IVORN it is a prefix of when it ends
+    /// with one of those).
+    pub prefix: String,
+    /// The key's fingerprint, upper-case hexadecimal without spaces (40 or 64 digits).
+    pub fingerprint: String,
+}
+
+impl AuthorKey {
+    /// Reads `IVO_PREFIX=FINGERPRINT`; the fingerprint may hold spaces and lower-case digits
+    /// (as `gpg --fingerprint` prints it).
+    ///
+    /// # Errors
+    ///
+    /// A text naming what is wrong: no `=`, a prefix that is not `ivo://` and an authority,
+    /// or a fingerprint that is not 40 or 64 hexadecimal digits.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let Some((prefix, fingerprint)) = text.split_once('=') else {
+            return Err(format!(
+                "`{text}` is not IVO_PREFIX=FINGERPRINT (e.g. ivo://nasa.gsfc.gcn/SWIFT=0123...)"
+            ));
+        };
+        let prefix = prefix.trim();
+        let authority = prefix.strip_prefix("ivo://").unwrap_or("");
+        if authority.is_empty() || authority.starts_with(['/', '#', '?']) {
+            return Err(format!(
+                "`{prefix}` is not an IVORN prefix: it must start with ivo:// and an authority"
+            ));
+        }
+        let fingerprint: String = fingerprint
+            .chars()
+            .filter(|c| !c.is_whitespace())
+            .map(|c| c.to_ascii_uppercase())
+            .collect();
+        let hex = fingerprint.chars().all(|c| c.is_ascii_hexdigit());
+        if !hex || !(fingerprint.len() == 40 || fingerprint.len() == 64) {
+            return Err(format!(
+                "`{fingerprint}` is not a key fingerprint: expected 40 (v4) or 64 (v6) \
+                 hexadecimal digits, as `gpg --fingerprint` prints"
+            ));
+        }
+        Ok(Self {
+            prefix: prefix.to_owned(),
+            fingerprint,
+        })
+    }
+
+    /// True when `ivorn` is under this binding's prefix.
+    #[must_use]
+    pub fn covers(&self, ivorn: &str) -> bool {
+        let p = self.prefix.as_str();
+        match ivorn.strip_prefix(p) {
+            None => false,
+            Some(rest) => {
+                rest.is_empty() || p.ends_with(['/', '#', '?']) || rest.starts_with(['/', '#', '?'])
+            }
+        }
+    }
+}
+
+/// The binding rule of [`AuthorKey`] for a valid signature by `fingerprint` on `ivorn`:
+/// `Err` with the reason when the bindings refuse the signer.
+///
+/// # Errors
+///
+/// The reason, naming the prefix the event falls under or the streams the key is bound to.
+pub fn check_binding(bindings: &[AuthorKey], ivorn: &str, fingerprint: &str) -> Result<(), String> {
+    let mut covering = bindings.iter().filter(|b| b.covers(ivorn)).peekable();
+    if covering.peek().is_some() {
+        let mut prefixes = Vec::new();
+        for b in covering {
+            if b.fingerprint.eq_ignore_ascii_case(fingerprint) {
+                return Ok(());
+            }
+            if !prefixes.contains(&b.prefix.as_str()) {
+                prefixes.push(b.prefix.as_str());
+            }
+        }
+        return Err(format!(
+            "key {fingerprint} may not sign for {} (bound to other keys)",
+            prefixes.join(", ")
+        ));
+    }
+    let own: Vec<&str> = bindings
+        .iter()
+        .filter(|b| b.fingerprint.eq_ignore_ascii_case(fingerprint))
+        .map(|b| b.prefix.as_str())
+        .collect();
+    if own.is_empty() {
+        Ok(())
+    } else {
+        Err(format!(
+            "key {fingerprint} may sign only for {}",
+            own.join(", ")
+        ))
+    }
+}
+
+/// The signature status of `payload` (root element at `element`, IVORN `ivorn`): the
+/// convention ([`extract`]), then `verifier` (none: every signature is `unknown-key`, with
+/// that reason), then the `bindings` ([`check_binding`]). Pure; the node's one way to decide a
+/// status.
+pub fn status_of(
+    payload: &[u8],
+    element: Range<usize>,
+    ivorn: &str,
+    verifier: Option<&dyn Verifier>,
+    bindings: &[AuthorKey],
+) -> Signature {
+    let signed = match extract(payload, element) {
+        Extracted::Signed(signed) => signed,
+        Extracted::Unsigned => return Signature::unsigned(),
+        Extracted::Malformed(reason) => {
+            return Signature::with_detail(StatusKind::Malformed, &reason.to_string());
+        }
+    };
+    let Some(verifier) = verifier else {
+        return Signature::with_detail(StatusKind::UnknownKey, "no trusted keys are configured");
+    };
+    match verifier.verify(&payload[signed.signed], &signed.armour) {
+        Verdict::Valid {
+            fingerprint,
+            user_id,
+        } => {
+            let signer = Some(SignerId {
+                fingerprint: Arc::from(fingerprint.as_str()),
+                user_id: Arc::from(user_id.as_str()),
+            });
+            match check_binding(bindings, ivorn, &fingerprint) {
+                Ok(()) => Signature {
+                    status: StatusKind::Valid,
+                    signer,
+                    detail: None,
+                },
+                Err(reason) => Signature {
+                    status: StatusKind::InvalidSigner,
+                    signer,
+                    detail: Some(Arc::from(reason.as_str())),
+                },
+            }
+        }
+        Verdict::Invalid(reason) => Signature::with_detail(StatusKind::Invalid, &reason),
+        Verdict::UnknownKey(id) => {
+            Signature::with_detail(StatusKind::UnknownKey, &format!("key {id} is not trusted"))
+        }
+        Verdict::Malformed(reason) => Signature::with_detail(StatusKind::Malformed, &reason),
     }
 }
 

@@ -176,3 +176,79 @@ mod tests {
         assert_eq!(e.live.load(Ordering::Relaxed), 1);
     }
 }
+
+/// A [`Verifier`](crate::signature::Verifier) for tests, without cryptography: the
+/// "signature" [`DigestSigner`] makes is the signer's fingerprint and the SHA-256 of the signed
+/// bytes, in an armour. It is good when the digest matches the bytes and the fingerprint is
+/// one of `keys`: enough to test what the node does with each status (the real OpenPGP
+/// verifier is the `vtp-sig` crate's, tested against GnuPG).
+#[derive(Debug, Default, Clone)]
+pub struct DigestVerifier {
+    /// Trusted fingerprints and their user ids.
+    pub keys: Vec<(String, String)>,
+}
+
+impl crate::signature::Verifier for DigestVerifier {
+    fn verify(&self, signed: &[u8], armour: &str) -> crate::signature::Verdict {
+        use crate::signature::Verdict;
+        let field = |name: &str| {
+            armour
+                .lines()
+                .find_map(|l| l.strip_prefix(name))
+                .map(str::to_owned)
+        };
+        let (Some(fingerprint), Some(digest)) = (field("FP:"), field("SHA256:")) else {
+            return Verdict::Malformed("no FP: and SHA256: lines".into());
+        };
+        let Some((_, user_id)) = self.keys.iter().find(|(fp, _)| *fp == fingerprint) else {
+            return Verdict::UnknownKey(fingerprint);
+        };
+        if digest != crate::EventKey::of_element(signed).to_hex() {
+            return Verdict::Invalid("digest mismatch".into());
+        }
+        Verdict::Valid {
+            fingerprint,
+            user_id: user_id.clone(),
+        }
+    }
+}
+
+/// The [`EventSigner`](crate::signature::EventSigner) of [`DigestVerifier`]'s signatures, as
+/// `fingerprint`; with `fail` set it refuses every message.
+#[derive(Debug, Default, Clone)]
+pub struct DigestSigner {
+    /// The fingerprint it signs as.
+    pub fingerprint: String,
+    /// Refuse to sign (to test the node's fallback).
+    pub fail: bool,
+}
+
+impl DigestSigner {
+    /// A signer as `fingerprint`.
+    #[must_use]
+    pub fn new(fingerprint: &str) -> Self {
+        Self {
+            fingerprint: fingerprint.to_owned(),
+            fail: false,
+        }
+    }
+
+    /// The armour for `signed`.
+    #[must_use]
+    pub fn armour(&self, signed: &[u8]) -> String {
+        format!(
+            "-----BEGIN PGP SIGNATURE-----\n\nFP:{}\nSHA256:{}\n-----END PGP SIGNATURE-----",
+            self.fingerprint,
+            crate::EventKey::of_element(signed).to_hex()
+        )
+    }
+}
+
+impl crate::signature::EventSigner for DigestSigner {
+    fn sign(&self, signed: &[u8]) -> Result<String, String> {
+        if self.fail {
+            return Err("test signer refuses".into());
+        }
+        Ok(self.armour(signed))
+    }
+}

@@ -107,6 +107,20 @@ pub enum Violation {
         /// The bound.
         max: u64,
     },
+    /// The node requires valid signatures
+    /// ([`SignaturePolicy::Require`](crate::config::SignaturePolicy::Require)) and this new
+    /// event's is not: an author's submission is naked
+    /// (`Event rejected: a valid OpenPGP signature is required; this event's signature is
+    /// <status>: <reason>`); an upstream's event is acked and dropped, an external record
+    /// skipped, both reported with the event's IVORN.
+    Signature {
+        /// The connection it arrived on.
+        on: ConnRole,
+        /// The event's IVORN.
+        ivorn: String,
+        /// The event's status, and its reason.
+        signature: crate::signature::Signature,
+    },
     /// An upstream sent an ack or a nak, though we send it nothing to answer: ignored.
     UnsolicitedReceipt {
         /// `Ack` or `Nak`.
@@ -126,7 +140,7 @@ pub enum Violation {
 
 impl Violation {
     /// Every value [`Violation::kind`] returns.
-    pub const KINDS: [&'static str; 13] = [
+    pub const KINDS: [&'static str; 14] = [
         "framing",
         "unparsable",
         "not_an_event",
@@ -137,6 +151,7 @@ impl Violation {
         "seen_quota",
         "store_unavailable",
         "oversize",
+        "signature",
         "unsolicited_receipt",
         "not_our_receipt",
         "other",
@@ -157,6 +172,7 @@ impl Violation {
             Self::SeenQuota => "seen_quota",
             Self::StoreUnavailable => "store_unavailable",
             Self::Oversize { .. } => "oversize",
+            Self::Signature { .. } => "signature",
             Self::UnsolicitedReceipt { .. } => "unsolicited_receipt",
             Self::NotOurReceipt { .. } => "not_our_receipt",
         }
@@ -221,6 +237,25 @@ impl fmt::Display for Violation {
                 f,
                 "Event rejected: {len} bytes, over the limit of {max} bytes for one event"
             ),
+            Self::Signature {
+                on: ConnRole::Intake,
+                signature,
+                ..
+            } => write!(
+                f,
+                "Event rejected: a valid OpenPGP signature is required; this event's signature is {}",
+                Status(signature)
+            ),
+            Self::Signature {
+                on,
+                ivorn,
+                signature,
+            } => write!(
+                f,
+                "event {ivorn} from {} dropped: a valid OpenPGP signature is required; its signature is {}",
+                peer(*on),
+                Status(signature)
+            ),
             Self::UnsolicitedReceipt { role } => write!(
                 f,
                 "upstream sent an unsolicited {} receipt, ignored",
@@ -241,6 +276,19 @@ impl fmt::Display for Violation {
 
 impl std::error::Error for Violation {}
 
+/// A status and its reason, without the signer (a nak names no key the node trusts).
+struct Status<'a>(&'a crate::signature::Signature);
+
+impl fmt::Display for Status<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.0.status.as_str())?;
+        match &self.0.detail {
+            Some(detail) => write!(f, ": {detail}"),
+            None => Ok(()),
+        }
+    }
+}
+
 /// Who is at the far end of a connection with this role, as the log texts name them.
 fn peer(on: ConnRole) -> &'static str {
     match on {
@@ -256,6 +304,7 @@ fn peer(on: ConnRole) -> &'static str {
 mod tests {
     use super::*;
     use crate::ivoid::IvoidError;
+    use crate::signature::{Signature, StatusKind};
 
     /// One row per variant (and per branch of its text): the exact text, as sent or logged.
     #[test]
@@ -372,6 +421,26 @@ mod tests {
             (
                 Violation::Oversize { len: 5, max: 4 },
                 "Event rejected: 5 bytes, over the limit of 4 bytes for one event".into(),
+            ),
+            (
+                Violation::Signature {
+                    on: ConnRole::Intake,
+                    ivorn: "ivo://a.b/c#1".into(),
+                    signature: Signature::with_detail(StatusKind::Invalid, "bad signature"),
+                },
+                "Event rejected: a valid OpenPGP signature is required; this event's signature \
+                 is invalid: bad signature"
+                    .into(),
+            ),
+            (
+                Violation::Signature {
+                    on: ConnRole::External,
+                    ivorn: "ivo://a.b/c#1".into(),
+                    signature: Signature::unsigned(),
+                },
+                "event ivo://a.b/c#1 from external source dropped: a valid OpenPGP signature is \
+                 required; its signature is unsigned"
+                    .into(),
             ),
             (
                 Violation::UnsolicitedReceipt {

@@ -96,6 +96,7 @@ fn main() {
                 key: r.key,
                 payload: Bytes::from(vec![b'x'; 10_000]),
                 source: Source::Spool,
+                signature: None,
                 role: vtp_core::message::EventRole::Observation,
             };
             let t = Instant::now();

@@ -445,8 +445,20 @@ pub fn log_event(e: &Event) {
             conn,
             ivorn,
             remote,
+            signature,
             ..
-        } => info!(%conn, "accepted event {ivorn} from {}", Sender(remote)),
+        } => match signature {
+            Some(s) => info!(
+                %conn,
+                signature = %printable(&s.to_string()),
+                "accepted event {ivorn} from {}",
+                Sender(remote)
+            ),
+            None => info!(%conn, "accepted event {ivorn} from {}", Sender(remote)),
+        },
+        Event::SigningFailed { reason } => {
+            warn!("cannot sign a message this node originates (sent unsigned): {reason}")
+        }
         Event::Rejected {
             conn,
             reason,

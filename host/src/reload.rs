@@ -32,6 +32,7 @@ use std::time::Instant;
 use vtp_core::Config;
 use vtp_core::driver::{Driver, Effects};
 use vtp_core::node::{ConfigError, Reconfigured};
+use vtp_core::signature::{EventSigner, Verifier};
 
 /// A value a reload replaces while readers keep taking the current one (a listener's TLS
 /// configuration, read at every accept). Cloning shares it.
@@ -71,7 +72,15 @@ pub type Finish = Box<dyn FnOnce(Result<Reconfigured, ConfigError>) + Send>;
 pub struct Request {
     config: Config,
     finish: Finish,
+    /// New verifier and signer, taken with the configuration ([`Request::with_signatures`]).
+    signatures: Option<Signatures>,
 }
+
+/// A verifier and a signer for the node ([`Node::set_verifier`], [`Node::set_signer`]).
+///
+/// [`Node::set_verifier`]: vtp_core::Node::set_verifier
+/// [`Node::set_signer`]: vtp_core::Node::set_signer
+type Signatures = (Option<Box<dyn Verifier>>, Option<Box<dyn EventSigner>>);
 
 impl Request {
     /// A reload to `config`; `finish` runs on the loop with [`Node::reconfigure`]'s answer:
@@ -86,7 +95,20 @@ impl Request {
         Self {
             config,
             finish: Box::new(finish),
+            signatures: None,
         }
+    }
+
+    /// The node also takes this verifier (trusted keys read again) and signer, when it takes
+    /// the configuration; a refused configuration keeps the running ones too.
+    #[must_use]
+    pub fn with_signatures(
+        mut self,
+        verifier: Option<Box<dyn Verifier>>,
+        signer: Option<Box<dyn EventSigner>>,
+    ) -> Self {
+        self.signatures = Some((verifier, signer));
+        self
     }
 }
 
@@ -169,8 +191,19 @@ impl fmt::Debug for Reloads {
 /// Applies `request` on the loop: the node takes the new configuration (or refuses it), its
 /// output is dispatched, and the request's `finish` gets the answer.
 pub fn apply(driver: &mut Driver, request: Request, now: Instant, fx: &mut impl Effects) {
-    let Request { config, finish } = request;
-    let answer = driver.with_node(fx, |node| node.reconfigure(config, now));
+    let Request {
+        config,
+        finish,
+        signatures,
+    } = request;
+    let answer = driver.with_node(fx, |node| {
+        let answer = node.reconfigure(config, now);
+        if let (Ok(_), Some((verifier, signer))) = (&answer, signatures) {
+            node.set_verifier(verifier);
+            node.set_signer(signer);
+        }
+        answer
+    });
     finish(answer);
 }
 

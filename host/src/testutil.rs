@@ -54,6 +54,7 @@ pub(crate) fn delivery(ivorn: &str, payload: &[u8]) -> Delivery {
         payload: Bytes::copy_from_slice(payload),
         source: Source::Author(conn),
         role: EventRole::Observation,
+        signature: None,
     }
 }
 

@@ -85,3 +85,31 @@ pub use signer::{Signer, SignerError};
 pub use verify::{
     ARMOUR_LEN_MAX, InvalidReason, KeyId, MalformedReason, Status, verify, verify_payload,
 };
+
+/// The node's verifier ([`vtp_core::Node::set_verifier`]): [`verify`] with this keyring.
+impl vtp_core::signature::Verifier for Keyring {
+    fn verify(&self, signed: &[u8], armour: &str) -> vtp_core::signature::Verdict {
+        use vtp_core::signature::Verdict;
+        match verify(self, signed, armour) {
+            Status::Valid {
+                fingerprint,
+                user_id,
+            } => Verdict::Valid {
+                fingerprint: fingerprint.as_str().to_owned(),
+                user_id,
+            },
+            Status::Invalid(reason) => Verdict::Invalid(reason.to_string()),
+            Status::UnknownKey(id) => Verdict::UnknownKey(id.to_string()),
+            Status::Malformed(reason) => Verdict::Malformed(reason.to_string()),
+            // `verify` never says it (only `verify_payload` does); an armour is not nothing.
+            Status::Unsigned => Verdict::Malformed("no signature in the armour".into()),
+        }
+    }
+}
+
+/// The node's signer ([`vtp_core::Node::set_signer`]): [`Signer::sign`].
+impl vtp_core::signature::EventSigner for Signer {
+    fn sign(&self, signed: &[u8]) -> Result<String, String> {
+        Self::sign(self, signed).map_err(|e| e.to_string())
+    }
+}

@@ -5,7 +5,9 @@
 //! - [`read_frame`], [`write_frame`], [`loopback`]: VTP frames over std sockets
 //!   (the raw author and subscriber, which parse what they read, are `vtp_host::testing`'s);
 //! - [`voevent`]: a minimal VOEvent 2.0 document;
-//! - [`kafka`]: a tansu Kafka-protocol broker on loopback and the kafka-python helper scripts.
+//! - [`gpg`]: GnuPG in a private home (keys, exports, detached signatures, verification);
+//! - [`kafka`]: a tansu Kafka-protocol broker on loopback and the kafka-python helper scripts;
+//! - [`browser`]: headless Chromium, for the status page.
 //!
 //! Waiting is always on something observable (a log line, bytes on a socket) with a bounded
 //! deadline ([`WAIT`] unless told otherwise), never a fixed sleep. Every helper panics on
@@ -25,6 +27,8 @@
     reason = "test helpers: a failure is a panic with its message"
 )]
 
+pub mod browser;
+pub mod gpg;
 pub mod kafka;
 mod process;
 pub mod setup;

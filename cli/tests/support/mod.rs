@@ -99,3 +99,47 @@ pub fn submit_raw(port: u16, payload: &[u8]) -> (String, Option<String>) {
     s.set_read_timeout(Some(WAIT)).unwrap();
     vtp_host::testing::submit(s, payload)
 }
+
+/// The HTTP port of a process that logged "HTTP endpoint on http://127.0.0.1:PORT: ...".
+pub fn http_port(log: &Log) -> u16 {
+    let line = log.wait_for("the HTTP endpoint", |l| {
+        l.contains("HTTP endpoint on http://")
+    });
+    let addr = line.split("http://127.0.0.1:").nth(1).unwrap();
+    let digits: String = addr.chars().take_while(char::is_ascii_digit).collect();
+    digits.parse().unwrap()
+}
+
+/// A broker on `runtime` configured by `dir/vtp.toml` (written from `text` first) alone.
+pub fn start_configured(name: &str, runtime: &str, dir: &TempDir, text: &str) -> Broker {
+    let file = dir.path().join("vtp.toml");
+    std::fs::write(&file, text).unwrap();
+    let db = TempDir::new(&format!("{name}-db"));
+    let mut cmd = Command::new(VTP);
+    cmd.args(["broker", "--runtime", runtime, "--config"])
+        .arg(&file)
+        .arg("--eventdb")
+        .arg(db.path());
+    Broker::spawn(name, cmd, db)
+}
+
+/// Rewrites the configuration file, sends SIGHUP, and waits for the `n`th reload to finish
+/// (applied, or refused: `refused`).
+pub fn reload_config(b: &Broker, dir: &TempDir, text: &str, n: usize, refused: bool) {
+    std::fs::write(dir.path().join("vtp.toml"), text).unwrap();
+    let sent = Command::new("kill")
+        .arg("-HUP")
+        .arg(b.proc.child.id().to_string())
+        .status()
+        .unwrap();
+    assert!(sent.success());
+    if refused {
+        b.proc.log.wait_count("the reload refused", n, |l| {
+            l.contains("reload of") && l.contains("refused")
+        });
+    } else {
+        b.proc.log.wait_count("the reload done", n, |l| {
+            l.contains("configuration reloaded from")
+        });
+    }
+}

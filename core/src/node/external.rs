@@ -19,6 +19,7 @@ use crate::seen::{EventKey, Seen, SeenSource};
 use crate::violation::Violation;
 
 use super::durability::Held;
+use super::feed::Accepted;
 use super::{Kind, Node};
 
 /// Why [`Node::handle_external`] did not take a record.
@@ -212,6 +213,17 @@ impl Node {
         self.check_event(payload, &ev, on)
             .map_err(|v| (Some(ev.ivorn.to_string()), v))?;
         let key = EventKey::of_element(&payload[ev.element.clone()]);
+        let signature = self
+            .check_signature(payload, &ev, &key)
+            .map_err(|signature| {
+                let ivorn = ev.ivorn.to_string();
+                let violation = Violation::Signature {
+                    on,
+                    ivorn: ivorn.clone(),
+                    signature,
+                };
+                (Some(ivorn), violation)
+            })?;
         let remote = self.remote(conn).ok_or((None, Violation::SeenQuota))?;
         let unix = self.clock.unix_secs_at(now);
         let seen = self
@@ -235,11 +247,17 @@ impl Node {
                 if let Some(Kind::External(s)) = self.conns.get_mut(&conn).map(|c| &mut c.kind) {
                     s.received += 1;
                 }
-                let source = Source::External(conn);
-                let frame = self.frame_event(&source, &ivorn, key, ev.role, payload);
+                let accepted = Accepted {
+                    source: Source::External(conn),
+                    ivorn,
+                    key,
+                    role: ev.role,
+                    signature: signature.map(Arc::new),
+                };
+                let frame = self.frame_event(&accepted, payload);
                 self.persist(key, unix, evicted);
                 if let Some(frame) = frame {
-                    self.accept_event(conn, source, ivorn, key, frame, &ev, remote);
+                    self.accept_event(conn, accepted, frame, &ev, remote);
                 }
                 Ok(())
             }

@@ -14,6 +14,7 @@ use crate::frame;
 use crate::message::{self, EventRole, Message, TransportRole, VoEvent};
 use crate::output::{Action, CloseReason, ConnId, ConnRole, Delivery, Event, Remote, Source};
 use crate::seen::{EventKey, Seen, SeenSource};
+use crate::signature::Signature;
 use crate::time::format_utc;
 
 use super::durability::Held;
@@ -89,18 +90,11 @@ impl Node {
     /// [`DeliveryTiming::BeforeRecord`] also queues its delivery now, ahead of the `Persist`
     /// (never held). `None` only if the payload cannot be framed, which cannot happen: it came
     /// through a frame.
-    pub(super) fn frame_event(
-        &mut self,
-        source: &Source,
-        ivorn: &Arc<str>,
-        key: EventKey,
-        role: EventRole,
-        payload: &[u8],
-    ) -> Option<Bytes> {
+    pub(super) fn frame_event(&mut self, accepted: &Accepted, payload: &[u8]) -> Option<Bytes> {
         let frame = frame::encode(payload).ok()?;
         if self.config.policy.delivery_timing == DeliveryTiming::BeforeRecord {
             self.actions
-                .push_back(Action::Deliver(delivery(source, ivorn, key, role, &frame)));
+                .push_back(Action::Deliver(accepted.delivery(&frame)));
         }
         Some(frame)
     }
@@ -109,13 +103,10 @@ impl Node {
     /// forward to every feed whose filters pass, then deliver to the handlers (unless already
     /// delivered ahead), at once or held behind its persist. Every feed shares the one framed
     /// `Bytes`.
-    #[allow(clippy::too_many_arguments)]
     pub(super) fn accept_event(
         &mut self,
         conn: ConnId,
-        source: Source,
-        ivorn: Arc<str>,
-        key: EventKey,
+        accepted: Accepted,
         frame: Bytes,
         ev: &VoEvent<'_>,
         remote: Remote,
@@ -131,17 +122,17 @@ impl Node {
         } else {
             self.fan_out(&frame, &frame[frame::PREFIX_LEN..], ev.element.clone());
         }
+        if self.config.policy.delivery_timing == DeliveryTiming::WithReceipt {
+            self.actions
+                .push_back(Action::Deliver(accepted.delivery(&frame)));
+        }
         self.events.push_back(Event::Accepted {
             conn,
-            ivorn: ivorn.clone(),
-            key,
+            ivorn: accepted.ivorn,
+            key: accepted.key,
             remote,
+            signature: accepted.signature,
         });
-        if self.config.policy.delivery_timing == DeliveryTiming::WithReceipt {
-            self.actions.push_back(Action::Deliver(delivery(
-                &source, &ivorn, key, ev.role, &frame,
-            )));
-        }
         self.hold(mark);
     }
 
@@ -227,6 +218,7 @@ impl Node {
         }
         let ts = self.stamp(now);
         let frame = message::build_test_event(&local_ivo, ts.as_str(), &self.config.product);
+        let frame = self.sign_own(frame);
         let payload = frame.slice(frame::PREFIX_LEN..);
         // Test events skip the handlers and the store (Comet) and go through filters. They do
         // enter the seen-index: in a cyclic mesh our own test event comes back through a
@@ -249,19 +241,26 @@ impl Node {
     }
 }
 
-/// The delivery of a new event whose framed bytes are `frame`: the payload shares them.
-fn delivery(
-    source: &Source,
-    ivorn: &Arc<str>,
-    key: EventKey,
-    role: EventRole,
-    frame: &Bytes,
-) -> Delivery {
-    Delivery {
-        ivorn: ivorn.clone(),
-        key,
-        payload: frame.slice(frame::PREFIX_LEN..),
-        source: source.clone(),
-        role,
+/// A new event, as accepted: what its delivery and its [`Event::Accepted`] carry.
+#[derive(Debug)]
+pub(super) struct Accepted {
+    pub(super) source: Source,
+    pub(super) ivorn: Arc<str>,
+    pub(super) key: EventKey,
+    pub(super) role: EventRole,
+    pub(super) signature: Option<Arc<Signature>>,
+}
+
+impl Accepted {
+    /// The delivery of this event, whose framed bytes are `frame`: the payload shares them.
+    fn delivery(&self, frame: &Bytes) -> Delivery {
+        Delivery {
+            ivorn: self.ivorn.clone(),
+            key: self.key,
+            payload: frame.slice(frame::PREFIX_LEN..),
+            source: self.source.clone(),
+            role: self.role,
+            signature: self.signature.clone(),
+        }
     }
 }

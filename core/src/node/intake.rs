@@ -14,6 +14,7 @@ use crate::seen::{EventKey, Seen, SeenSource};
 use crate::violation::Violation;
 
 use super::Node;
+use super::feed::Accepted;
 
 /// The nak reason for an author's new event while the store's commits fail (see
 /// [`Node::handle_store_status`]): the event was not recorded; the author may send it again.
@@ -43,6 +44,17 @@ impl Node {
         if self.refuses_for_store(&key) {
             return self.reject(conn, &ev.ivorn, Violation::StoreUnavailable, now);
         }
+        let signature = match self.check_signature(payload, &ev, &key) {
+            Ok(signature) => signature,
+            Err(signature) => {
+                let violation = Violation::Signature {
+                    on: ConnRole::Intake,
+                    ivorn: ev.ivorn.to_string(),
+                    signature,
+                };
+                return self.reject(conn, &ev.ivorn, violation, now);
+            }
+        };
         let Some(remote) = self.remote(conn) else {
             return;
         };
@@ -79,13 +91,20 @@ impl Node {
             Seen::New { evicted } => {
                 let ivorn: Arc<str> = Arc::from(ev.ivorn.as_ref());
                 let source = Source::Author(conn);
-                let frame = self.frame_event(&source, &ivorn, key, ev.role, payload);
+                let accepted = Accepted {
+                    source,
+                    ivorn,
+                    key,
+                    role: ev.role,
+                    signature: signature.map(Arc::new),
+                };
+                let frame = self.frame_event(&accepted, payload);
                 self.persist(key, unix, evicted);
                 let mark = self.actions.len();
                 self.ack(conn, &ev.ivorn, now);
                 self.end_intake(conn, mark, now);
                 if let Some(frame) = frame {
-                    self.accept_event(conn, source, ivorn, key, frame, &ev, remote);
+                    self.accept_event(conn, accepted, frame, &ev, remote);
                 }
             }
         }

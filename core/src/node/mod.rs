@@ -112,6 +112,7 @@ mod feed;
 mod filters;
 mod intake;
 mod reconfigure;
+mod signatures;
 mod submission;
 mod subscription;
 
@@ -174,6 +175,10 @@ pub struct Node {
     replying: BTreeSet<ConnId>,
     /// False while the store reports failing commits ([`Node::handle_store_status`]).
     store_healthy: bool,
+    /// Verifies signed events ([`Node::set_verifier`]).
+    verifier: Option<Box<dyn crate::signature::Verifier>>,
+    /// Signs what the node originates ([`Node::set_signer`]).
+    signer: Option<Box<dyn crate::signature::EventSigner>>,
 }
 
 #[derive(Debug)]
@@ -300,6 +305,8 @@ impl Node {
             commits: Vec::new(),
             replying: BTreeSet::new(),
             store_healthy: true,
+            verifier: None,
+            signer: None,
             config,
         })
     }

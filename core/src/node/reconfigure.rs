@@ -61,7 +61,7 @@ impl Node {
     /// |---|---|
     /// | whitelists, identities, connection limits, handshake and intake deadlines, frame limit | connections accepted from now on; open ones are kept as they are |
     /// | the node's own filters | the next authenticate reply to each upstream (at the next connection, or when an upstream asks again) |
-    /// | policy switches (duplicate reply, subscriber nak, versions, schema, invalid filters) | the next message they concern |
+    /// | policy switches (duplicate reply, subscriber nak, versions, schema, invalid filters, signatures), author-key bindings | the next message they concern |
     /// | iamalive period, test-event interval, prune interval | at once: the pending tick is brought forward when the new period is shorter |
     /// | retention, silence, receipt and violation settings, parse limits | the next time they are checked |
     /// | local IVOID, product, upstreams, back-off, seen-index sizes, durability, delivery timing | not at run time: [`Fixed`] |

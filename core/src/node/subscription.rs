@@ -13,6 +13,7 @@ use crate::output::{Action, CloseReason, ConnId, ConnRole, Event, Remote, Source
 use crate::seen::{EventKey, Seen, SeenSource};
 use crate::violation::Violation;
 
+use super::feed::Accepted;
 use super::{Kind, Node, TimerKey};
 
 #[derive(Debug)]
@@ -134,6 +135,7 @@ impl Node {
                         ts.as_str(),
                         &filters,
                     );
+                    let frame = self.sign_own(frame);
                     self.actions.push_back(Action::Authenticate { conn, frame });
                 }
                 TransportRole::Ack | TransportRole::Nak => {
@@ -164,6 +166,21 @@ impl Node {
                     return;
                 }
                 let key = EventKey::of_element(&payload[ev.element.clone()]);
+                let signature = match self.check_signature(payload, &ev, &key) {
+                    Ok(signature) => signature,
+                    Err(signature) => {
+                        let mark = self.actions.len();
+                        self.ack(conn, &ev.ivorn, now);
+                        self.hold(mark);
+                        let violation = Violation::Signature {
+                            on: ConnRole::Subscription,
+                            ivorn: ev.ivorn.to_string(),
+                            signature,
+                        };
+                        self.report_fault(conn, violation, false, now);
+                        return;
+                    }
+                };
                 let unix = self.clock.unix_secs_at(now);
                 let source = match self.conns.get(&conn).map(|c| &c.kind) {
                     Some(Kind::Subscription(s)) => SeenSource::Upstream(s.upstream),
@@ -192,14 +209,20 @@ impl Node {
                     }
                     Seen::New { evicted } => {
                         let ivorn: Arc<str> = Arc::from(ev.ivorn.as_ref());
-                        let source = Source::Upstream(conn);
-                        let frame = self.frame_event(&source, &ivorn, key, ev.role, payload);
+                        let accepted = Accepted {
+                            source: Source::Upstream(conn),
+                            ivorn,
+                            key,
+                            role: ev.role,
+                            signature: signature.map(Arc::new),
+                        };
+                        let frame = self.frame_event(&accepted, payload);
                         self.persist(key, unix, evicted);
                         let mark = self.actions.len();
                         self.ack(conn, &ev.ivorn, now);
                         self.hold(mark);
                         if let Some(frame) = frame {
-                            self.accept_event(conn, source, ivorn, key, frame, &ev, remote);
+                            self.accept_event(conn, accepted, frame, &ev, remote);
                         }
                     }
                 }

@@ -277,3 +277,130 @@ proptest! {
         }
     }
 }
+
+const FP_A: &str = "0123456789ABCDEF0123456789ABCDEF01234567";
+const FP_B: &str = "89ABCDEF0123456789ABCDEF0123456789ABCDEF";
+
+fn bind(prefix: &str, fp: &str) -> AuthorKey {
+    AuthorKey::parse(&format!("{prefix}={fp}")).unwrap()
+}
+
+#[test]
+fn author_keys_parse_as_gpg_prints_fingerprints_and_refuse_the_rest_with_a_reason() {
+    let k = AuthorKey::parse(
+        "ivo://nasa.gsfc.gcn/SWIFT = 0123 4567 89ab cdef 0123  4567 89AB CDEF 0123 4567",
+    )
+    .unwrap();
+    assert_eq!(k.prefix, "ivo://nasa.gsfc.gcn/SWIFT");
+    assert_eq!(k.fingerprint, FP_A);
+    for (bad, says) in [
+        ("ivo://a.b/c", "IVO_PREFIX=FINGERPRINT"),
+        (
+            "http://a.b/c=0123456789ABCDEF0123456789ABCDEF01234567",
+            "must start with ivo://",
+        ),
+        (
+            "ivo://=0123456789ABCDEF0123456789ABCDEF01234567",
+            "must start with ivo://",
+        ),
+        ("ivo://a.b/c=0123", "40 (v4) or 64 (v6)"),
+        (
+            "ivo://a.b/c=0123456789ABCDEF0123456789ABCDEF0123456G",
+            "hexadecimal",
+        ),
+    ] {
+        let e = AuthorKey::parse(bad).unwrap_err();
+        assert!(e.contains(says), "{bad}: {e}");
+    }
+}
+
+#[test]
+fn a_prefix_covers_its_own_streams_only() {
+    let k = bind("ivo://nasa.gsfc.gcn/SWIFT", FP_A);
+    assert!(k.covers("ivo://nasa.gsfc.gcn/SWIFT"));
+    assert!(k.covers("ivo://nasa.gsfc.gcn/SWIFT#BAT_GRB_Pos_1"));
+    assert!(k.covers("ivo://nasa.gsfc.gcn/SWIFT/sub#1"));
+    assert!(!k.covers("ivo://nasa.gsfc.gcn/SWIFTX#1"));
+    assert!(!k.covers("ivo://nasa.gsfc.gcn/Fermi#1"));
+    let authority = bind("ivo://nasa.gsfc.gcn/", FP_A);
+    assert!(authority.covers("ivo://nasa.gsfc.gcn/Fermi#1"));
+}
+
+#[test]
+fn bindings_refuse_impersonation_both_ways() {
+    let bindings = [bind("ivo://nasa.gsfc.gcn/SWIFT", FP_A)];
+    // The bound key on its stream; anyone's key on unbound streams.
+    assert!(check_binding(&bindings, "ivo://nasa.gsfc.gcn/SWIFT#1", FP_A).is_ok());
+    assert!(check_binding(&bindings, "ivo://other.org/x#1", FP_B).is_ok());
+    assert!(check_binding(&[], "ivo://nasa.gsfc.gcn/SWIFT#1", FP_B).is_ok());
+    // Another key on the bound stream, and the bound key elsewhere.
+    let e = check_binding(&bindings, "ivo://nasa.gsfc.gcn/SWIFT#1", FP_B).unwrap_err();
+    assert!(
+        e.contains("may not sign for ivo://nasa.gsfc.gcn/SWIFT"),
+        "{e}"
+    );
+    let e = check_binding(&bindings, "ivo://other.org/x#1", FP_A).unwrap_err();
+    assert!(
+        e.contains("may sign only for ivo://nasa.gsfc.gcn/SWIFT"),
+        "{e}"
+    );
+    // Two keys bound to one stream: either signs.
+    let two = [bind("ivo://a.b/c", FP_A), bind("ivo://a.b/c", FP_B)];
+    assert!(check_binding(&two, "ivo://a.b/c#1", FP_B).is_ok());
+}
+
+#[test]
+fn status_of_walks_convention_verifier_and_bindings() {
+    use crate::testing::{DigestSigner, DigestVerifier};
+    let payload = EVENT.as_bytes();
+    let span = element(payload);
+    let ivorn = "ivo://example.org/s#1";
+    let verifier = DigestVerifier {
+        keys: vec![(FP_A.into(), "Alice <a@example.org>".into())],
+    };
+    let v: Option<&dyn Verifier> = Some(&verifier);
+    assert_eq!(
+        status_of(payload, span.clone(), ivorn, v, &[]),
+        Signature::unsigned()
+    );
+    let sign = |fp: &str, bytes: &[u8]| {
+        let armour = DigestSigner::new(fp).armour(&bytes[span.clone()]);
+        append_signature(bytes, span.clone(), &armour).unwrap()
+    };
+    let good = sign(FP_A, payload);
+    let s = status_of(&good, span.clone(), ivorn, v, &[]);
+    assert_eq!(s.status, StatusKind::Valid);
+    assert_eq!(&*s.signer.as_ref().unwrap().fingerprint, FP_A);
+    assert_eq!(
+        s.to_string(),
+        format!("valid ({FP_A} \"Alice <a@example.org>\")")
+    );
+    // No verifier: unknown key, saying why.
+    let s = status_of(&good, span.clone(), ivorn, None, &[]);
+    assert_eq!(s.status, StatusKind::UnknownKey);
+    assert!(s.to_string().contains("no trusted keys"), "{s}");
+    // An unknown key, a tampered element, a malformed comment, a refused binding.
+    let s = status_of(&sign(FP_B, payload), span.clone(), ivorn, v, &[]);
+    assert_eq!(s.status, StatusKind::UnknownKey);
+    let mut tampered = good.clone();
+    let at = span.start + 20;
+    tampered[at] ^= 1;
+    let s = status_of(&tampered, span.clone(), ivorn, v, &[]);
+    assert_eq!(s.status, StatusKind::Invalid);
+    let broken = with_comment(" BEGIN PGP SIGNATURE but nothing else ");
+    let s = status_of(broken.as_bytes(), span.clone(), ivorn, v, &[]);
+    assert_eq!(s.status, StatusKind::Malformed);
+    let s = status_of(
+        &good,
+        span.clone(),
+        ivorn,
+        v,
+        &[bind("ivo://example.org/s", FP_B)],
+    );
+    assert_eq!(s.status, StatusKind::InvalidSigner);
+    assert!(
+        s.to_string()
+            .starts_with(&format!("invalid-signer ({FP_A}")),
+        "{s}"
+    );
+}

@@ -98,6 +98,11 @@ impl Command {
     /// its timeout, [`HandlerError::Stopped`] if it was killed (or not started) because the
     /// pool is shutting down.
     pub fn run(&self, payload: Bytes) -> Result<(), HandlerError> {
+        self.run_with(payload, &SignatureEnv::default())
+    }
+
+    /// [`run`](Self::run), with the event's signature status in the program's environment.
+    fn run_with(&self, payload: Bytes, env: &SignatureEnv) -> Result<(), HandlerError> {
         let stopped = || HandlerError::Stopped {
             program: self.program.clone(),
         };
@@ -107,7 +112,11 @@ impl Command {
             if groups.stopped {
                 return Err(stopped());
             }
-            let child = process::Command::new(&self.program)
+            let mut command = process::Command::new(&self.program);
+            for name in SignatureEnv::NAMES {
+                command.env_remove(name);
+            }
+            let child = command
                 .args(&self.args)
                 .process_group(0)
                 .stdin(Stdio::piped())
@@ -116,6 +125,7 @@ impl Command {
                 .env_remove(crate::notify::NOTIFY_SOCKET)
                 .env_remove(crate::notify::WATCHDOG_USEC)
                 .env_remove(crate::notify::WATCHDOG_PID)
+                .envs(env.set())
                 .spawn()
                 .map_err(|source| HandlerError::Spawn {
                     program: self.program.clone(),
@@ -365,7 +375,7 @@ impl Handler for Command {
     }
 
     fn handle(&self, delivery: &Delivery) -> Result<(), HandlerError> {
-        self.run(delivery.payload.clone())
+        self.run_with(delivery.payload.clone(), &SignatureEnv::of(delivery))
     }
 
     /// Kills every run in progress with its process group; no run starts after this.
@@ -515,6 +525,42 @@ const OUTPUT_GRACE: Duration = Duration::from_secs(1);
 
 /// Longest pause between two checks of a running [`Command`].
 const WAIT_PAUSE_MAX: Duration = Duration::from_millis(20);
+
+/// The signature variables of a `--cmd` program's environment: `VTP_SIGNATURE` (the status:
+/// `valid`, `invalid`, `unknown-key`, `unsigned`, `malformed` or `invalid-signer`),
+/// `VTP_SIGNER` (the signer's fingerprint, for `valid` and `invalid-signer`),
+/// `VTP_SIGNER_UID` (its user id) and `VTP_SIGNATURE_DETAIL` (why the status is not `valid`).
+/// None is set when signatures are off; vtp's own values never leak from its environment.
+#[derive(Debug, Default)]
+struct SignatureEnv(Vec<(&'static str, String)>);
+
+impl SignatureEnv {
+    const NAMES: [&'static str; 4] = [
+        "VTP_SIGNATURE",
+        "VTP_SIGNER",
+        "VTP_SIGNER_UID",
+        "VTP_SIGNATURE_DETAIL",
+    ];
+
+    fn of(delivery: &Delivery) -> Self {
+        let mut vars = Vec::new();
+        if let Some(s) = &delivery.signature {
+            vars.push((Self::NAMES[0], s.status.as_str().to_owned()));
+            if let Some(signer) = &s.signer {
+                vars.push((Self::NAMES[1], signer.fingerprint.to_string()));
+                vars.push((Self::NAMES[2], printable(&signer.user_id).into_owned()));
+            }
+            if let Some(detail) = &s.detail {
+                vars.push((Self::NAMES[3], printable(detail).into_owned()));
+            }
+        }
+        Self(vars)
+    }
+
+    fn set(&self) -> impl Iterator<Item = (&'static str, &str)> {
+        self.0.iter().map(|(k, v)| (*k, v.as_str()))
+    }
+}
 
 #[cfg(test)]
 mod tests {

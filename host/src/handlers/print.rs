@@ -1,5 +1,6 @@
 //! [`PrintEvent`]: every event logged at INFO (`--print-event`).
 
+use crate::text::printable;
 use tracing::info;
 use vtp_core::Delivery;
 
@@ -18,7 +19,13 @@ impl Handler for PrintEvent {
     }
 
     fn handle(&self, delivery: &Delivery) -> Result<(), HandlerError> {
-        info!(ivorn = %delivery.ivorn, "{}", String::from_utf8_lossy(&delivery.payload));
+        let text = String::from_utf8_lossy(&delivery.payload);
+        match &delivery.signature {
+            Some(s) => {
+                info!(ivorn = %delivery.ivorn, signature = %printable(&s.to_string()), "{text}")
+            }
+            None => info!(ivorn = %delivery.ivorn, "{text}"),
+        }
         Ok(())
     }
 }

@@ -138,7 +138,8 @@ impl Handler for Stdout {
     }
 }
 
-/// `{"ivorn":…,"role":…,"received":…,"xml":…}` and a newline.
+/// `{"ivorn":…,"role":…,"received":…,"xml":…}` and a newline; with signatures on,
+/// `"signature":STATUS` (and `"signer":FINGERPRINT` when there is one) after `received`.
 fn json_line(d: &Delivery, now: SystemTime) -> Vec<u8> {
     let since = now.duration_since(UNIX_EPOCH).unwrap_or_default();
     let stamp = format_utc(since.as_secs());
@@ -156,6 +157,14 @@ fn json_line(d: &Delivery, now: SystemTime) -> Vec<u8> {
     json_string(d.role.as_str(), &mut out);
     out.push_str(",\"received\":");
     json_string(&received, &mut out);
+    if let Some(s) = &d.signature {
+        out.push_str(",\"signature\":");
+        json_string(s.status.as_str(), &mut out);
+        if let Some(signer) = &s.signer {
+            out.push_str(",\"signer\":");
+            json_string(&signer.fingerprint, &mut out);
+        }
+    }
     match std::str::from_utf8(&d.payload) {
         Ok(xml) => {
             out.push_str(",\"xml\":");

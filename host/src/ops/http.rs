@@ -1,5 +1,6 @@
-//! The operator endpoint (`--http ADDR:PORT`): `GET /metrics` (Prometheus text),
-//! `GET /healthz` (200 or 503 with the reason) and `GET /status` (JSON).
+//! The operator endpoint (`--http ADDR:PORT`): `GET /` (the status page, HTML: see
+//! [`super::page`]), `GET /metrics` (Prometheus text), `GET /healthz` (200 or 503 with the
+//! reason) and `GET /status` (JSON).
 //!
 //! # Theory of operation
 //!
@@ -16,6 +17,12 @@
 //! `header_read_timeout` and the whole exchange finish within `request_timeout`, or the
 //! connection is dropped. Only `GET` and `HEAD` are served (405 otherwise, with `Allow`); a
 //! request body is never read; unknown paths get 404.
+//!
+//! The status page shows what peers wrote (IVORNs, streams), escaped; it is served with a
+//! Content-Security-Policy that allows no script, no external asset and no frame
+//! ([`PAGE_CSP`]), so even a mistake in the escaping could not run anything. It is rendered
+//! (and the archive read) on tokio's blocking pool, so a slow archive never holds the other
+//! requests.
 
 use std::convert::Infallible;
 use std::future::{Future, poll_fn};
@@ -31,7 +38,10 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::Incoming;
-use hyper::header::{ALLOW, CACHE_CONTROL, CONTENT_TYPE, HeaderValue};
+use hyper::header::{
+    ALLOW, CACHE_CONTROL, CONTENT_SECURITY_POLICY, CONTENT_TYPE, HeaderValue, REFERRER_POLICY,
+    X_CONTENT_TYPE_OPTIONS,
+};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
@@ -65,6 +75,10 @@ impl Default for HttpLimits {
         }
     }
 }
+
+/// The status page's Content-Security-Policy: inline styles and `data:` images, nothing else.
+pub const PAGE_CSP: &str = "default-src 'none'; style-src 'unsafe-inline'; img-src data:; \
+                            base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
 
 /// Longest path served, in bytes (longer ones get 414).
 pub const PATH_MAX: usize = 256;
@@ -209,7 +223,7 @@ async fn respond(req: &Request<Incoming>, metrics: &Metrics) -> Response<Full<By
     if !known {
         return text(
             StatusCode::NOT_FOUND,
-            "not found: try /metrics, /healthz or /status\n".into(),
+            "not found: try / (the status page), /metrics, /healthz or /status\n".into(),
         );
     }
     if !matches!(*req.method(), Method::GET | Method::HEAD) {
@@ -246,11 +260,33 @@ async fn respond(req: &Request<Incoming>, metrics: &Metrics) -> Response<Full<By
                 .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
             r
         }
-        _ => text(
-            StatusCode::OK,
-            "vtp: GET /metrics (Prometheus), /healthz, /status (JSON)\n".into(),
-        ),
+        _ => page(metrics).await,
     }
+}
+
+/// The status page (`/`).
+async fn page(metrics: &Metrics) -> Response<Full<Bytes>> {
+    let health = health(metrics).await;
+    let m = metrics.clone();
+    let now = super::unix_ms_now();
+    let rendered = tokio::task::spawn_blocking(move || super::page::page(&m, &health, now)).await;
+    let Ok(body) = rendered else {
+        tracing::warn!("HTTP endpoint: the status page could not be rendered");
+        return text(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "the status page could not be rendered (see the node's log)\n".into(),
+        );
+    };
+    let mut r = text(StatusCode::OK, body);
+    let h = r.headers_mut();
+    h.insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/html; charset=utf-8"),
+    );
+    h.insert(CONTENT_SECURITY_POLICY, HeaderValue::from_static(PAGE_CSP));
+    h.insert(X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    h.insert(REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    r
 }
 
 /// The node's health; a loop idle for a while is woken first and given

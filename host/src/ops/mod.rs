@@ -43,7 +43,13 @@ pub mod http;
 mod kafka;
 mod observer;
 #[cfg(feature = "http")]
+pub mod page;
+mod rate;
+mod recent;
+#[cfg(feature = "http")]
 mod render;
+#[cfg(feature = "http")]
+pub mod sky;
 pub mod stats;
 
 use std::fmt;
@@ -55,6 +61,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use vtp_core::RefusalCause;
 #[cfg(doc)]
 use vtp_core::Violation;
+#[cfg(doc)]
+use vtp_core::signature::StatusKind;
 
 use crate::handlers::HandlersProbe;
 use crate::store::{CommitSnapshot, StoreProbe};
@@ -63,6 +71,8 @@ use board::StatusBoard;
 pub use board::{Subscriber, UpstreamState, UpstreamStatus};
 pub use kafka::{ConsumerInfo, ConsumerSnapshot, KafkaInfo, KafkaSnapshot, ProducerSnapshot};
 pub use observer::Observer;
+pub use rate::MINUTES;
+pub use recent::{PageEvent, RecentEvents, SkyPosition};
 
 /// The shared side of the node's metrics: cheap to clone, read from any thread.
 #[derive(Clone)]
@@ -73,6 +83,8 @@ pub struct Metrics(Arc<Shared>);
 pub struct NodeInfo {
     /// `broker` or `listener`.
     pub role: &'static str,
+    /// The node's IVO (`--local-ivo`), if it has one.
+    pub ivo: Option<String>,
     /// The listening sockets.
     pub listeners: Vec<ListenerInfo>,
     /// Each upstream's endpoints (as configured, tried in turn), in configuration order.
@@ -140,7 +152,7 @@ pub const ROLES: [&str; 5] = ["author", "subscriber", "upstream", "submission", 
 /// submission is naked for ([`Violation::kind`]), `store_unavailable` for a new event the
 /// store cannot record now, `oversize` for an external source's record over the size bound,
 /// and `other` for any other.
-pub const NAK_REASONS: [&str; 10] = [
+pub const NAK_REASONS: [&str; 11] = [
     "framing",
     "unparsable",
     "not_an_event",
@@ -150,6 +162,7 @@ pub const NAK_REASONS: [&str; 10] = [
     "seen_quota",
     "store_unavailable",
     "oversize",
+    "signature",
     "other",
 ];
 
@@ -178,6 +191,12 @@ pub struct Snapshot {
     pub naks: Vec<(&'static str, u64)>,
     /// Invalid events from upstreams, acked and dropped.
     pub upstream_invalid: u64,
+    /// New events accepted, by signature status ([`StatusKind::ALL`] order; all zero with
+    /// signatures off).
+    pub signatures: [u64; 6],
+    /// Events refused for their signature (`--signatures require`), by status: naked, dropped
+    /// (upstreams: those reported, see [`Violation`]'s log limit) or skipped.
+    pub signatures_refused: [u64; 6],
     /// Events queued for subscribers (one per event per subscriber).
     pub forwards: u64,
     /// Events handed to the handlers (`--print-event`, `--save-event`, `--cmd`).
@@ -329,6 +348,8 @@ impl Metrics {
             filters: OnceLock::new(),
             kafka: OnceLock::new(),
             catch_up: OnceLock::new(),
+            minutes: rate::MinuteRing::new(),
+            recent: OnceLock::new(),
         });
         let observer = Observer::new(Arc::clone(&shared));
         (Self(shared), observer)
@@ -372,6 +393,24 @@ impl Metrics {
         let _ = self.0.catch_up.set(Box::new(source));
     }
 
+    /// Reads the latest events for the status page from `source` (the archive) from now on;
+    /// without one the page says the archive is off.
+    pub fn attach_recent_events(&self, source: impl RecentEvents + 'static) {
+        let _ = self.0.recent.set(Box::new(source));
+    }
+
+    /// The source of the latest events, once attached.
+    pub fn recent_events(&self) -> Option<&dyn RecentEvents> {
+        self.0.recent.get().map(|r| &**r)
+    }
+
+    /// Events accepted in each of the [`MINUTES`] minutes (24 hours) up to the minute of
+    /// `now_unix_ms` (milliseconds since the UNIX epoch), oldest first, the current minute
+    /// last.
+    pub fn per_minute(&self, now_unix_ms: u64) -> Vec<u64> {
+        self.0.minutes.per_minute(now_unix_ms)
+    }
+
     /// What the node is and serves.
     pub fn info(&self) -> &NodeInfo {
         &self.0.info
@@ -403,6 +442,8 @@ impl Metrics {
                 .map(|(reason, n)| (reason, load(n)))
                 .collect(),
             upstream_invalid: load(&c.upstream_invalid),
+            signatures: std::array::from_fn(|i| load(&c.signatures[i])),
+            signatures_refused: std::array::from_fn(|i| load(&c.signatures_refused[i])),
             forwards: load(&c.forwards),
             handler_deliveries: load(&c.handler_deliveries),
             handler_dropped: s.handlers.get().map(HandlersProbe::dropped),
@@ -547,6 +588,10 @@ struct Shared {
     filters: OnceLock<FilterSource>,
     kafka: OnceLock<kafka::KafkaProbe>,
     catch_up: OnceLock<CatchUpSource>,
+    /// Events accepted per minute (the status page's chart).
+    minutes: rate::MinuteRing,
+    /// The latest events (the archive), for the status page.
+    recent: OnceLock<Box<dyn RecentEvents>>,
 }
 
 /// Written by the loop only; read by anyone.
@@ -559,6 +604,8 @@ struct Counters {
     /// Records of external sources skipped, by kind of fault ([`NAK_REASONS`]).
     external_skipped: [AtomicU64; NAK_REASONS.len()],
     upstream_invalid: AtomicU64,
+    signatures: [AtomicU64; 6],
+    signatures_refused: [AtomicU64; 6],
     forwards: AtomicU64,
     handler_deliveries: AtomicU64,
     connections: [AtomicU64; 5],

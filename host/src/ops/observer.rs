@@ -7,6 +7,7 @@ use std::sync::{Arc, PoisonError};
 use std::task::Waker;
 use std::time::Duration;
 
+use vtp_core::signature::StatusKind;
 use vtp_core::{CloseReason, ConnId, ConnRole, Event, RefusalCause, Violation};
 
 use super::board::{Change, Pending, Subscriber, UpstreamState, UpstreamStatus};
@@ -64,12 +65,19 @@ impl Observer {
                 reason,
                 ..
             } => self.retrying(*upstream, endpoint, *delay, reason),
-            Event::Accepted { conn, .. } => {
+            Event::Accepted {
+                conn, signature, ..
+            } => {
+                if let Some(s) = signature {
+                    add(&c.signatures[status_index(s.status)], 1);
+                }
                 if let Some(source) = self.source(*conn) {
                     add(&c.accepted[source], 1);
                     add(&c.received[source], 1);
                 }
-                c.last_event_unix_ms.store(unix_ms_now(), Ordering::Relaxed);
+                let now = unix_ms_now();
+                c.last_event_unix_ms.store(now, Ordering::Relaxed);
+                self.shared.minutes.record(now);
             }
             Event::Duplicate { conn, .. } => {
                 if let Some(source) = self.source(*conn) {
@@ -77,8 +85,12 @@ impl Observer {
                     add(&c.received[source], 1);
                 }
             }
-            Event::Rejected { reason, .. } => self.nak(reason.kind()),
+            Event::Rejected { reason, .. } => {
+                self.refused_signature(reason);
+                self.nak(reason.kind());
+            }
             Event::ExternalSkipped { reason, .. } => {
+                self.refused_signature(reason);
                 add(&c.external_skipped[nak_index(reason.kind())], 1);
                 add(&c.received[2], 1);
             }
@@ -244,14 +256,28 @@ impl Observer {
         add(&c.received[0], 1);
     }
 
+    /// Counts an event refused for its signature (`--signatures require`), by its status.
+    fn refused_signature(&self, reason: &Violation) {
+        if let Violation::Signature { signature, .. } = reason {
+            add(
+                &self.shared.counters.signatures_refused[status_index(signature.status)],
+                1,
+            );
+        }
+    }
+
     fn violation(&self, conn: ConnId, detail: &Violation) {
         let c = &self.shared.counters;
         add(&c.violations, 1);
+        self.refused_signature(detail);
         match (self.conns.get(&conn).map(|(role, _)| role), detail) {
             // A framing error on an intake is naked without a `Rejected` event.
             (Some(ConnRole::Intake), Violation::Frame(_)) => self.nak(detail.kind()),
             // An upstream's invalid event: acked and dropped.
-            (Some(ConnRole::Subscription), Violation::BadIvorn { .. } | Violation::SeenQuota) => {
+            (
+                Some(ConnRole::Subscription),
+                Violation::BadIvorn { .. } | Violation::SeenQuota | Violation::Signature { .. },
+            ) => {
                 add(&c.upstream_invalid, 1);
                 add(&c.received[1], 1);
             }
@@ -291,4 +317,12 @@ fn add(counter: &AtomicU64, n: u64) {
 
 fn sub(counter: &AtomicU64, n: u64) {
     counter.fetch_sub(n, Ordering::Relaxed);
+}
+
+/// The index of a signature status in [`StatusKind::ALL`] (the metrics' order).
+fn status_index(status: StatusKind) -> usize {
+    StatusKind::ALL
+        .iter()
+        .position(|s| *s == status)
+        .unwrap_or(0)
 }

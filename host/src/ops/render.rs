@@ -10,9 +10,12 @@ use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::registry::Registry;
 use serde::Serialize;
 use vtp_core::RefusalCause;
+use vtp_core::signature::StatusKind;
 use vtp_core::time::format_utc;
 
-use super::{Health, KafkaInfo, KafkaSnapshot, Metrics, ROLES, SOURCES, Snapshot, Subscriber};
+use super::{
+    Health, KafkaInfo, KafkaSnapshot, Metrics, ROLES, SOURCES, Snapshot, Subscriber, UpstreamStatus,
+};
 
 /// Subscribers listed in `/status` at most (the count is always given).
 pub const STATUS_SUBSCRIBERS_MAX: usize = 10_000;
@@ -71,6 +74,28 @@ impl Collector for Scrape {
             "Naks sent to authors, by the kind of fault",
             "reason",
             s.naks.clone(),
+        )?;
+        let statuses = |v: &[u64; 6]| {
+            StatusKind::ALL
+                .iter()
+                .map(|k| k.as_str())
+                .zip(v.iter().copied())
+                .collect()
+        };
+        labelled(
+            &mut e,
+            "vtp_signatures",
+            "New events accepted, by OpenPGP signature status (--signatures verify or require)",
+            "status",
+            statuses(&s.signatures),
+        )?;
+        labelled(
+            &mut e,
+            "vtp_signatures_refused",
+            "Events refused for their signature (--signatures require): naked, dropped or \
+             skipped, by status",
+            "status",
+            statuses(&s.signatures_refused),
         )?;
         counter(
             &mut e,
@@ -424,66 +449,102 @@ fn family(
 
 /// The `/status` body.
 pub(super) fn status(metrics: &Metrics, health: &Health) -> String {
-    let s = metrics.snapshot();
-    let (subscribers, count, upstreams) = metrics.status(STATUS_SUBSCRIBERS_MAX);
-    let info = metrics.info();
-    let body = Status {
-        version: env!("CARGO_PKG_VERSION"),
-        role: info.role,
-        uptime_seconds: s.uptime.as_secs_f64(),
-        health: health.to_string(),
-        healthy: *health == Health::Ok,
-        listeners: info
-            .listeners
-            .iter()
-            .map(|l| Listener {
-                serves: l.serves,
-                address: &l.address,
-                tls: l.tls,
-            })
-            .collect(),
-        subscribers: Subscribers {
-            count,
-            listed: subscribers.len(),
-            list: subscribers.iter().map(SubscriberJson::from).collect(),
-        },
-        upstreams: info
-            .upstreams
-            .iter()
-            .zip(&upstreams)
-            .zip(&s.upstreams)
-            .enumerate()
-            .map(|(index, ((endpoints, u), counts))| UpstreamJson {
-                index,
-                endpoints,
-                state: u.state.as_str(),
-                since: stamp_ms(u.since_unix_ms),
-                last_error: u.last_error.as_deref(),
-                next_endpoint: u.next_endpoint.as_deref(),
-                retry_at: u.retry_at_unix_ms.and_then(stamp_ms),
-                last_event: counts.last_event_unix.and_then(stamp_secs),
-                reconnects: counts.reconnects,
-            })
-            .collect(),
-        counters: Counters::from(&s),
-        connections: ROLES
-            .iter()
-            .zip(s.connections)
-            .map(|(r, n)| (*r, n))
-            .collect(),
-        store: s.store.as_ref().map(|st| StoreJson {
-            healthy: st.healthy && !st.stopped,
-            commits: st.commits.count(),
-            commit_failures: st.commits.failed,
-        }),
-        last_event: s.last_event_unix.and_then(stamp_secs),
-        kafka: metrics
-            .kafka_info()
-            .zip(s.kafka.as_ref())
-            .map(|(info, k)| KafkaJson::new(info, k)),
-    };
+    let reading = Reading::take(metrics, STATUS_SUBSCRIBERS_MAX);
+    let body = Status::new(metrics, &reading, health);
     // Serialising plain data to a String cannot fail.
     serde_json::to_string_pretty(&body).unwrap_or_default() + "\n"
+}
+
+/// Every number and the board, read once: what [`Status`] is made of.
+pub(super) struct Reading {
+    s: Snapshot,
+    subscribers: Vec<Subscriber>,
+    count: usize,
+    upstreams: Vec<UpstreamStatus>,
+}
+
+impl Reading {
+    /// Reads `metrics` now, listing at most `subscribers_max` subscribers.
+    pub(super) fn take(metrics: &Metrics, subscribers_max: usize) -> Self {
+        let (subscribers, count, upstreams) = metrics.status(subscribers_max);
+        Self {
+            s: metrics.snapshot(),
+            subscribers,
+            count,
+            upstreams,
+        }
+    }
+}
+
+impl<'a> Status<'a> {
+    /// The status of the node `metrics` describes, from `reading`: the `/status` JSON and the
+    /// status page's data.
+    pub(super) fn new(metrics: &'a Metrics, reading: &'a Reading, health: &Health) -> Self {
+        let Reading {
+            s,
+            subscribers,
+            count,
+            upstreams,
+        } = reading;
+        let count = *count;
+        let info = metrics.info();
+        Status {
+            version: env!("CARGO_PKG_VERSION"),
+            role: info.role,
+            ivo: info.ivo.as_deref(),
+            uptime_seconds: s.uptime.as_secs_f64(),
+            health: health.to_string(),
+            healthy: *health == Health::Ok,
+            listeners: info
+                .listeners
+                .iter()
+                .map(|l| Listener {
+                    serves: l.serves,
+                    address: &l.address,
+                    tls: l.tls,
+                })
+                .collect(),
+            subscribers: Subscribers {
+                count,
+                listed: subscribers.len(),
+                list: subscribers.iter().map(SubscriberJson::from).collect(),
+            },
+            upstreams: info
+                .upstreams
+                .iter()
+                .zip(upstreams)
+                .zip(&s.upstreams)
+                .enumerate()
+                .map(|(index, ((endpoints, u), counts))| UpstreamJson {
+                    index,
+                    endpoints,
+                    state: u.state.as_str(),
+                    since: stamp_ms(u.since_unix_ms),
+                    last_error: u.last_error.as_deref(),
+                    next_endpoint: u.next_endpoint.as_deref(),
+                    retry_at: u.retry_at_unix_ms.and_then(stamp_ms),
+                    last_event: counts.last_event_unix.and_then(stamp_secs),
+                    reconnects: counts.reconnects,
+                })
+                .collect(),
+            counters: Counters::from(s),
+            connections: ROLES
+                .iter()
+                .zip(s.connections)
+                .map(|(r, n)| (*r, n))
+                .collect(),
+            store: s.store.as_ref().map(|st| StoreJson {
+                healthy: st.healthy && !st.stopped,
+                commits: st.commits.count(),
+                commit_failures: st.commits.failed,
+            }),
+            last_event: s.last_event_unix.and_then(stamp_secs),
+            kafka: metrics
+                .kafka_info()
+                .zip(s.kafka.as_ref())
+                .map(|(info, k)| KafkaJson::new(info, k)),
+        }
+    }
 }
 
 fn stamp_ms(ms: u64) -> Option<String> {
@@ -495,61 +556,62 @@ fn stamp_secs(secs: f64) -> Option<String> {
 }
 
 #[derive(Serialize)]
-struct Status<'a> {
-    version: &'static str,
-    role: &'static str,
-    uptime_seconds: f64,
-    healthy: bool,
-    health: String,
-    listeners: Vec<Listener<'a>>,
-    subscribers: Subscribers<'a>,
-    upstreams: Vec<UpstreamJson<'a>>,
-    counters: Counters,
-    connections: std::collections::BTreeMap<&'static str, u64>,
+pub(super) struct Status<'a> {
+    pub(super) version: &'static str,
+    pub(super) role: &'static str,
+    pub(super) ivo: Option<&'a str>,
+    pub(super) uptime_seconds: f64,
+    pub(super) healthy: bool,
+    pub(super) health: String,
+    pub(super) listeners: Vec<Listener<'a>>,
+    pub(super) subscribers: Subscribers<'a>,
+    pub(super) upstreams: Vec<UpstreamJson<'a>>,
+    pub(super) counters: Counters,
+    pub(super) connections: std::collections::BTreeMap<&'static str, u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    store: Option<StoreJson>,
-    last_event: Option<String>,
+    pub(super) store: Option<StoreJson>,
+    pub(super) last_event: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    kafka: Option<KafkaJson<'a>>,
+    pub(super) kafka: Option<KafkaJson<'a>>,
 }
 
 /// The Kafka bridge in `/status`.
 #[derive(Serialize)]
-struct KafkaJson<'a> {
-    bootstrap: &'a [String],
-    security: &'static str,
+pub(super) struct KafkaJson<'a> {
+    pub(super) bootstrap: &'a [String],
+    pub(super) security: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
-    sasl_mechanism: Option<&'static str>,
+    pub(super) sasl_mechanism: Option<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    consumer: Option<ConsumerJson<'a>>,
+    pub(super) consumer: Option<ConsumerJson<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    producer: Option<ProducerJson<'a>>,
+    pub(super) producer: Option<ProducerJson<'a>>,
 }
 
 #[derive(Serialize)]
-struct ConsumerJson<'a> {
-    topics: &'a [String],
-    group: &'a str,
-    start: &'static str,
-    up: bool,
-    lag: u64,
-    records: u64,
+pub(super) struct ConsumerJson<'a> {
+    pub(super) topics: &'a [String],
+    pub(super) group: &'a str,
+    pub(super) start: &'static str,
+    pub(super) up: bool,
+    pub(super) lag: u64,
+    pub(super) records: u64,
     /// Only the reasons that occurred.
-    skipped: std::collections::BTreeMap<&'static str, u64>,
-    oversize: u64,
-    commits: u64,
-    errors: u64,
+    pub(super) skipped: std::collections::BTreeMap<&'static str, u64>,
+    pub(super) oversize: u64,
+    pub(super) commits: u64,
+    pub(super) errors: u64,
 }
 
 #[derive(Serialize)]
-struct ProducerJson<'a> {
-    topic: &'a str,
-    up: bool,
-    published: u64,
-    backlog: u64,
-    backlog_bytes: u64,
-    overflow: u64,
-    errors: u64,
+pub(super) struct ProducerJson<'a> {
+    pub(super) topic: &'a str,
+    pub(super) up: bool,
+    pub(super) published: u64,
+    pub(super) backlog: u64,
+    pub(super) backlog_bytes: u64,
+    pub(super) overflow: u64,
+    pub(super) errors: u64,
 }
 
 impl<'a> KafkaJson<'a> {
@@ -592,28 +654,28 @@ impl<'a> KafkaJson<'a> {
 }
 
 #[derive(Serialize)]
-struct Listener<'a> {
-    serves: &'static str,
-    address: &'a str,
-    tls: bool,
+pub(super) struct Listener<'a> {
+    pub(super) serves: &'static str,
+    pub(super) address: &'a str,
+    pub(super) tls: bool,
 }
 
 #[derive(Serialize)]
-struct Subscribers<'a> {
+pub(super) struct Subscribers<'a> {
     /// Connected now.
-    count: usize,
+    pub(super) count: usize,
     /// Listed below (at most [`STATUS_SUBSCRIBERS_MAX`]).
-    listed: usize,
-    list: Vec<SubscriberJson<'a>>,
+    pub(super) listed: usize,
+    pub(super) list: Vec<SubscriberJson<'a>>,
 }
 
 #[derive(Serialize)]
-struct SubscriberJson<'a> {
-    conn: u64,
-    address: Option<String>,
-    identity: Option<&'a str>,
-    filters: Vec<&'a str>,
-    connected_since: Option<String>,
+pub(super) struct SubscriberJson<'a> {
+    pub(super) conn: u64,
+    pub(super) address: Option<String>,
+    pub(super) identity: Option<&'a str>,
+    pub(super) filters: Vec<&'a str>,
+    pub(super) connected_since: Option<String>,
 }
 
 impl<'a> From<&'a Subscriber> for SubscriberJson<'a> {
@@ -632,38 +694,40 @@ impl<'a> From<&'a Subscriber> for SubscriberJson<'a> {
 }
 
 #[derive(Serialize)]
-struct UpstreamJson<'a> {
-    index: usize,
-    endpoints: &'a [String],
-    state: &'static str,
-    since: Option<String>,
-    last_error: Option<&'a str>,
-    next_endpoint: Option<&'a str>,
-    retry_at: Option<String>,
-    last_event: Option<String>,
-    reconnects: u64,
+pub(super) struct UpstreamJson<'a> {
+    pub(super) index: usize,
+    pub(super) endpoints: &'a [String],
+    pub(super) state: &'static str,
+    pub(super) since: Option<String>,
+    pub(super) last_error: Option<&'a str>,
+    pub(super) next_endpoint: Option<&'a str>,
+    pub(super) retry_at: Option<String>,
+    pub(super) last_event: Option<String>,
+    pub(super) reconnects: u64,
 }
 
 #[derive(Serialize)]
-struct StoreJson {
-    healthy: bool,
-    commits: u64,
-    commit_failures: u64,
+pub(super) struct StoreJson {
+    pub(super) healthy: bool,
+    pub(super) commits: u64,
+    pub(super) commit_failures: u64,
 }
 
 #[derive(Serialize)]
-struct Counters {
-    events_received: std::collections::BTreeMap<&'static str, u64>,
-    events_accepted: std::collections::BTreeMap<&'static str, u64>,
-    events_duplicate: std::collections::BTreeMap<&'static str, u64>,
-    naks: std::collections::BTreeMap<&'static str, u64>,
-    upstream_events_invalid: u64,
-    deliveries: u64,
-    handler_deliveries: u64,
-    handler_dropped: Option<u64>,
-    refusals: std::collections::BTreeMap<&'static str, u64>,
-    protocol_violations: u64,
-    subscriber_naks: u64,
+pub(super) struct Counters {
+    pub(super) events_received: std::collections::BTreeMap<&'static str, u64>,
+    pub(super) events_accepted: std::collections::BTreeMap<&'static str, u64>,
+    pub(super) events_duplicate: std::collections::BTreeMap<&'static str, u64>,
+    pub(super) naks: std::collections::BTreeMap<&'static str, u64>,
+    pub(super) upstream_events_invalid: u64,
+    pub(super) signatures: std::collections::BTreeMap<&'static str, u64>,
+    pub(super) signatures_refused: std::collections::BTreeMap<&'static str, u64>,
+    pub(super) deliveries: u64,
+    pub(super) handler_deliveries: u64,
+    pub(super) handler_dropped: Option<u64>,
+    pub(super) refusals: std::collections::BTreeMap<&'static str, u64>,
+    pub(super) protocol_violations: u64,
+    pub(super) subscriber_naks: u64,
 }
 
 impl From<&Snapshot> for Counters {
@@ -676,6 +740,9 @@ impl From<&Snapshot> for Counters {
             // Only the reasons that occurred: the full set is on /metrics.
             naks: s.naks.iter().filter(|(_, n)| *n > 0).copied().collect(),
             upstream_events_invalid: s.upstream_invalid,
+            // Only the statuses that occurred, as naks.
+            signatures: nonzero(&s.signatures),
+            signatures_refused: nonzero(&s.signatures_refused),
             deliveries: s.forwards,
             handler_deliveries: s.handler_deliveries,
             handler_dropped: s.handler_dropped,
@@ -688,4 +755,14 @@ impl From<&Snapshot> for Counters {
             subscriber_naks: s.subscriber_naks,
         }
     }
+}
+
+/// The signature statuses counted at least once, by name.
+fn nonzero(v: &[u64; 6]) -> std::collections::BTreeMap<&'static str, u64> {
+    StatusKind::ALL
+        .iter()
+        .map(|k| k.as_str())
+        .zip(v.iter().copied())
+        .filter(|(_, n)| *n > 0)
+        .collect()
 }

@@ -119,6 +119,13 @@ fn the_counts_follow_the_node_s_events() {
     assert_eq!(s.subscribers(), 2);
     assert_eq!(s.connections[0], 0, "the authors are gone");
     assert!(s.last_event_unix.is_some());
+    let per_minute = rig.metrics.per_minute(unix_ms_now());
+    assert_eq!(per_minute.len(), MINUTES);
+    assert_eq!(
+        per_minute.iter().sum::<u64>(),
+        2,
+        "the accepted events, in the chart's minutes"
+    );
     assert!(s.loop_turns >= 6);
     assert!(s.loop_idle < Duration::from_secs(5));
 

@@ -895,7 +895,8 @@ impl fmt::Debug for SeenStore {
 }
 
 /// Displays an error and its chain of causes, `: `-separated, for one-line logs.
-pub(crate) struct ErrorChain<'a>(pub(crate) &'a (dyn std::error::Error + 'static));
+#[derive(Debug)]
+pub struct ErrorChain<'a>(pub &'a (dyn std::error::Error + 'static));
 
 impl fmt::Display for ErrorChain<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

@@ -182,6 +182,10 @@ impl StoreWorker {
             })
     }
 
+    #[allow(
+        clippy::result_large_err,
+        reason = "the job comes back by value on the rare refusal, as it went in"
+    )]
     fn send_job(&mut self, job: impl FnOnce(u64) -> Job) -> Result<u64, (SendError, Job)> {
         let seq = self.next_seq + 1;
         let job = job(seq);

@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! segment header (32 bytes): [0..8]   b"VTPSPOOL"
-//!                            [8..12]  u32 LE format version (2; 1 is read too)
+//!                            [8..12]  u32 LE format version (3; 1 and 2 are read too)
 //!                            [12..16] CRC-32 (LE) of bytes 16..32
 //!                            [16..24] u64 LE segment number (as in the file name)
 //!                            [24..32] u64 LE first id: every entry in the segment has an id at
@@ -12,33 +12,47 @@
 //!                            [5]      an entry's event role: 1 observation, 2 prediction,
 //!                                     3 utility, 4 test; 0 not recorded (always 0 in a done
 //!                                     record, and in every record of a version 1 segment)
-//!                            [6..8]   zero
+//!                            [6]      an entry's signature flag: 1 when its body holds a
+//!                                     signature block (version 3), else 0
+//!                            [7]      zero
 //!                            [8..12]  u32 LE body length
 //!                            [12..16] CRC-32 (LE) of the body
 //!                            [16..24] u64 LE: the entry's id (entry), the number of ids (done)
 //! entry body:                [0..32]  event key
-//!                            [32..34] u16 LE ivorn length, then the ivorn (UTF-8), then the
-//!                                     payload as received (the rest of the body)
+//!                            [32..34] u16 LE ivorn length, then the ivorn (UTF-8), then, when
+//!                                     the signature flag is set, u16 LE block length and the
+//!                                     signature block, then the payload as received (the rest
+//!                                     of the body)
+//! signature block:           [0]      status: 1 valid, 2 invalid, 3 unknown-key, 4 unsigned,
+//!                                     5 malformed, 6 invalid-signer
+//!                            then three UTF-8 strings, each after its u16 LE length: the
+//!                            signer's fingerprint and user id (both empty without a signer)
+//!                            and the detail (empty without one); each string at most
+//!                            [`SIGNATURE_TEXT_MAX`] bytes
 //! done body:                 u64 LE ids of entries whose handlers have all run
 //! ```
 //!
-//! Version 2 added the role byte. A version 1 segment (from vtp before it) is read as it is:
-//! an entry without a recorded role gets it from its payload when it is read back. Appends
-//! never go to a version 1 segment (a new one is started), so that a vtp that only knows
-//! version 1 refuses the newer segments by their header (clearly, naming the file) instead of
-//! taking their role bytes for damage.
+//! Version 2 added the role byte, version 3 the signature block (the status `--cmd` and the
+//! other handlers get, `Delivery::signature`). Older segments are read as they are: an entry
+//! without a recorded role gets it from its payload when it is read back, one without a
+//! signature block has no status (`None`). Appends never go to an older segment (a new one is
+//! started), so that a vtp that only knows an older version refuses the newer segments by
+//! their header (clearly, naming the file) instead of taking their bytes for damage.
 //!
 //! The head has its own checksum so that a damaged body costs that record only: its length
 //! still says where the next record starts. A head that does not check out (zeros past the
 //! last record, a write cut short, damage) ends what can be read of the segment.
 
+use std::sync::Arc;
+
 use vtp_core::EventKey;
 use vtp_core::message::EventRole;
+use vtp_core::signature::{Signature, SignerId, StatusKind};
 
 /// First bytes of every spool segment.
 const MAGIC: [u8; 8] = *b"VTPSPOOL";
 /// The format version written.
-pub(crate) const VERSION: u32 = 2;
+pub(crate) const VERSION: u32 = 3;
 /// The oldest version read.
 const VERSION_OLDEST: u32 = 1;
 /// Length of a segment header.
@@ -49,6 +63,13 @@ pub(crate) const HEAD_LEN: usize = 24;
 pub(crate) const DONE_IDS_MAX: usize = 8192;
 /// Bytes of an entry body before the ivorn: the key and the ivorn's length.
 const ENTRY_FIXED: usize = 34;
+/// Longest text of a signature block (fingerprint, user id, detail): longer ones are cut at a
+/// character boundary (a keyring's user ids are at most 1 KiB).
+pub(crate) const SIGNATURE_TEXT_MAX: usize = 1024;
+/// The first version with signature blocks.
+pub(crate) const VERSION_SIGNATURES: u32 = 3;
+/// The first version with role bytes.
+pub(crate) const VERSION_ROLES: u32 = 2;
 
 /// What kind of record a head introduces.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -69,6 +90,8 @@ pub(crate) struct Head {
     pub(crate) id: u64,
     /// An entry's role byte (0: not recorded; see [`role_of`]).
     pub(crate) role: u8,
+    /// An entry's body holds a signature block.
+    pub(crate) signed: bool,
 }
 
 /// The header of a new segment.
@@ -123,26 +146,91 @@ pub(crate) fn check_header(bytes: &[u8]) -> Header {
     }
 }
 
-/// Bytes an entry record of this event takes: head and body. `None` if it cannot be spooled
-/// (an ivorn longer than 65,535 bytes, or a body over 4 GiB).
-pub(crate) fn entry_len(ivorn: &str, payload_len: usize) -> Option<usize> {
+/// Bytes an entry record of this event takes: head and body, with a signature block of
+/// `block` bytes (0: none). `None` if it cannot be spooled (an ivorn longer than 65,535 bytes,
+/// or a body over 4 GiB).
+pub(crate) fn entry_len(ivorn: &str, block: usize, payload_len: usize) -> Option<usize> {
     u16::try_from(ivorn.len()).ok()?;
-    let body = ENTRY_FIXED + ivorn.len() + payload_len;
+    let block = if block > 0 { 2 + block } else { 0 };
+    let body = ENTRY_FIXED + ivorn.len() + block + payload_len;
     u32::try_from(body).ok()?;
     Some(HEAD_LEN + body)
 }
 
+/// The signature block of `signature` (see the module docs).
+pub(crate) fn encode_signature(signature: &Signature) -> Vec<u8> {
+    let status = StatusKind::ALL
+        .iter()
+        .position(|k| *k == signature.status)
+        .map_or(0, |i| i as u8 + 1);
+    let (fingerprint, user_id) = signature
+        .signer
+        .as_ref()
+        .map_or(("", ""), |s| (&*s.fingerprint, &*s.user_id));
+    let detail = signature.detail.as_deref().unwrap_or("");
+    let mut out = Vec::with_capacity(7 + fingerprint.len() + user_id.len() + detail.len());
+    out.push(status);
+    for text in [fingerprint, user_id, detail] {
+        let text = cut(text, SIGNATURE_TEXT_MAX);
+        out.extend_from_slice(&(text.len() as u16).to_le_bytes());
+        out.extend_from_slice(text.as_bytes());
+    }
+    out
+}
+
+/// The signature a block records; `None` if it does not parse.
+pub(crate) fn decode_signature(block: &[u8]) -> Option<Signature> {
+    let (&status, mut rest) = block.split_first()?;
+    let status = *StatusKind::ALL.get(usize::from(status).checked_sub(1)?)?;
+    let mut texts = [""; 3];
+    for text in &mut texts {
+        let len = usize::from(u16::from_le_bytes(rest.get(..2)?.try_into().ok()?));
+        *text = std::str::from_utf8(rest.get(2..2 + len)?).ok()?;
+        rest = &rest[2 + len..];
+    }
+    if !rest.is_empty() {
+        return None;
+    }
+    let [fingerprint, user_id, detail] = texts;
+    Some(Signature {
+        status,
+        signer: (!fingerprint.is_empty()).then(|| SignerId {
+            fingerprint: Arc::from(fingerprint),
+            user_id: Arc::from(user_id),
+        }),
+        detail: (!detail.is_empty()).then(|| Arc::from(detail)),
+    })
+}
+
+/// `text` cut to at most `max` bytes, at a character boundary.
+fn cut(text: &str, max: usize) -> &str {
+    if text.len() <= max {
+        return text;
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
+}
+
 /// Appends an entry record to `out`, with the role byte `role` ([`role_byte`], or 0 for a
-/// version 1 segment); false (nothing appended) if it cannot be spooled ([`entry_len`]).
+/// version 1 segment) and the signature block `block` ([`encode_signature`]; empty for none,
+/// and for a segment older than version 3); false (nothing appended) if it cannot be spooled
+/// ([`entry_len`]).
 pub(crate) fn encode_entry(
     id: u64,
     key: &EventKey,
     role: u8,
+    block: &[u8],
     ivorn: &str,
     payload: &[u8],
     out: &mut Vec<u8>,
 ) -> bool {
-    let Some(len) = entry_len(ivorn, payload.len()) else {
+    let Some(len) = entry_len(ivorn, block.len(), payload.len()) else {
+        return false;
+    };
+    let Ok(block_len) = u16::try_from(block.len()) else {
         return false;
     };
     let start = out.len();
@@ -151,8 +239,12 @@ pub(crate) fn encode_entry(
     out.extend_from_slice(&key.0);
     out.extend_from_slice(&(ivorn.len() as u16).to_le_bytes());
     out.extend_from_slice(ivorn.as_bytes());
+    if !block.is_empty() {
+        out.extend_from_slice(&block_len.to_le_bytes());
+        out.extend_from_slice(block);
+    }
     out.extend_from_slice(payload);
-    finish(&mut out[start..], Kind::Entry, id, role);
+    finish(&mut out[start..], Kind::Entry, id, role, !block.is_empty());
     true
 }
 
@@ -164,7 +256,7 @@ pub(crate) fn encode_done(ids: &[u64], out: &mut Vec<u8>) {
     for id in ids {
         out.extend_from_slice(&id.to_le_bytes());
     }
-    finish(&mut out[start..], Kind::Done, ids.len() as u64, 0);
+    finish(&mut out[start..], Kind::Done, ids.len() as u64, 0, false);
 }
 
 /// The role byte of an entry (see the module docs).
@@ -194,13 +286,14 @@ pub(crate) fn role_of(byte: u8) -> Option<EventRole> {
 const ROLE_BYTE_MAX: u8 = 4;
 
 /// Fills in the head of the record in `rec` (head and body).
-fn finish(rec: &mut [u8], kind: Kind, id: u64, role: u8) {
+fn finish(rec: &mut [u8], kind: Kind, id: u64, role: u8, signed: bool) {
     let (head, body) = rec.split_at_mut(HEAD_LEN);
     head[4] = match kind {
         Kind::Entry => 1,
         Kind::Done => 2,
     };
     head[5] = role;
+    head[6] = u8::from(signed);
     let len = u32::try_from(body.len()).expect("checked by the caller");
     head[8..12].copy_from_slice(&len.to_le_bytes());
     head[12..16].copy_from_slice(&crc32fast::hash(body).to_le_bytes());
@@ -211,13 +304,14 @@ fn finish(rec: &mut [u8], kind: Kind, id: u64, role: u8) {
 
 /// The head in `bytes`, or `None` if it does not check out.
 pub(crate) fn decode_head(bytes: &[u8; HEAD_LEN]) -> Option<Head> {
-    if bytes[..4] != crc32fast::hash(&bytes[4..]).to_le_bytes() || bytes[6..8] != [0; 2] {
+    if bytes[..4] != crc32fast::hash(&bytes[4..]).to_le_bytes() || bytes[7] != 0 {
         return None;
     }
     let role = bytes[5];
-    let kind = match (bytes[4], role) {
-        (1, 0..=ROLE_BYTE_MAX) => Kind::Entry,
-        (2, 0) => Kind::Done,
+    let signed = bytes[6];
+    let kind = match (bytes[4], role, signed) {
+        (1, 0..=ROLE_BYTE_MAX, 0..=1) => Kind::Entry,
+        (2, 0, 0) => Kind::Done,
         _ => return None,
     };
     let len = u32::from_le_bytes(bytes[8..12].try_into().expect("4 bytes"));
@@ -232,11 +326,17 @@ pub(crate) fn decode_head(bytes: &[u8; HEAD_LEN]) -> Option<Head> {
         body_crc,
         id,
         role,
+        signed: signed == 1,
     })
 }
 
-/// An entry body's key, ivorn and the offset of its payload; `None` if it does not parse.
-pub(crate) fn decode_entry(body: &[u8]) -> Option<(EventKey, &str, usize)> {
+/// An entry body's key, ivorn, signature (when `signed`: its head's flag) and the offset of
+/// its payload; `None` if it does not parse. A signature block that does not parse costs the
+/// status only (`None`), not the event.
+pub(crate) fn decode_entry(
+    body: &[u8],
+    signed: bool,
+) -> Option<(EventKey, &str, Option<Signature>, usize)> {
     if body.len() < ENTRY_FIXED {
         return None;
     }
@@ -244,7 +344,14 @@ pub(crate) fn decode_entry(body: &[u8]) -> Option<(EventKey, &str, usize)> {
     let ivorn_len = usize::from(u16::from_le_bytes([body[32], body[33]]));
     let ivorn = body.get(ENTRY_FIXED..ENTRY_FIXED + ivorn_len)?;
     let ivorn = std::str::from_utf8(ivorn).ok()?;
-    Some((key, ivorn, ENTRY_FIXED + ivorn_len))
+    let mut at = ENTRY_FIXED + ivorn_len;
+    let mut signature = None;
+    if signed {
+        let len = usize::from(u16::from_le_bytes(body.get(at..at + 2)?.try_into().ok()?));
+        signature = decode_signature(body.get(at + 2..at + 2 + len)?);
+        at += 2 + len;
+    }
+    Some((key, ivorn, signature, at))
 }
 
 /// The ids in a done body.
@@ -273,11 +380,12 @@ mod tests {
             42,
             &key,
             4,
+            &[],
             "ivo://a/b#1",
             b"<xml/>",
             &mut buf
         ));
-        assert_eq!(buf.len(), entry_len("ivo://a/b#1", 6).unwrap());
+        assert_eq!(buf.len(), entry_len("ivo://a/b#1", 0, 6).unwrap());
         let head = head_of(&buf);
         assert_eq!(head.kind, Kind::Entry);
         assert_eq!(head.id, 42);
@@ -285,7 +393,9 @@ mod tests {
         assert_eq!(head.len as usize, buf.len() - HEAD_LEN);
         let body = &buf[HEAD_LEN..];
         assert_eq!(head.body_crc, crc32fast::hash(body));
-        let (k, ivorn, at) = decode_entry(body).unwrap();
+        assert!(!head.signed);
+        let (k, ivorn, signature, at) = decode_entry(body, false).unwrap();
+        assert_eq!(signature, None);
         assert_eq!(
             (k, ivorn, &body[at..]),
             (key, "ivo://a/b#1", &b"<xml/>"[..])
@@ -308,7 +418,7 @@ mod tests {
     fn zeros_and_any_flipped_bit_of_a_head_do_not_decode() {
         assert_eq!(decode_head(&[0; HEAD_LEN]), None);
         let mut buf = Vec::new();
-        encode_entry(1, &EventKey([1; 32]), 1, "ivo://a/b#1", b"x", &mut buf);
+        encode_entry(1, &EventKey([1; 32]), 1, &[], "ivo://a/b#1", b"x", &mut buf);
         for bit in 0..HEAD_LEN * 8 {
             let mut head: [u8; HEAD_LEN] = buf[..HEAD_LEN].try_into().unwrap();
             head[bit / 8] ^= 1 << (bit % 8);
@@ -328,7 +438,7 @@ mod tests {
         }
         assert_eq!(role_of(0), None);
         let mut buf = Vec::new();
-        encode_entry(1, &EventKey([1; 32]), 0, "ivo://a/b#1", b"x", &mut buf);
+        encode_entry(1, &EventKey([1; 32]), 0, &[], "ivo://a/b#1", b"x", &mut buf);
         assert_eq!(head_of(&buf).role, 0);
         // A role byte beyond the known ones, or one on a done record, is damage.
         let mut done = Vec::new();
@@ -346,17 +456,90 @@ mod tests {
     #[test]
     fn what_cannot_be_spooled_is_refused() {
         let long = "x".repeat(70_000);
-        assert_eq!(entry_len(&long, 0), None);
+        assert_eq!(entry_len(&long, 0, 0), None);
         let mut buf = Vec::new();
         assert!(!encode_entry(
             1,
             &EventKey([0; 32]),
             1,
+            &[],
             &long,
             b"",
             &mut buf
         ));
         assert!(buf.is_empty());
+    }
+
+    #[test]
+    fn a_signature_block_round_trips_with_its_entry_and_cuts_long_texts() {
+        use vtp_core::signature::{Signature, SignerId, StatusKind};
+        let long_uid = "é".repeat(SIGNATURE_TEXT_MAX); // 2 bytes each: cut at a boundary
+        for signature in [
+            Signature::unsigned(),
+            Signature::with_detail(StatusKind::Invalid, "bad signature"),
+            Signature {
+                status: StatusKind::Valid,
+                signer: Some(SignerId {
+                    fingerprint: Arc::from("0123456789ABCDEF0123456789ABCDEF01234567"),
+                    user_id: Arc::from("GCN <gcn@example.org>"),
+                }),
+                detail: None,
+            },
+            Signature {
+                status: StatusKind::InvalidSigner,
+                signer: Some(SignerId {
+                    fingerprint: Arc::from("89AB"),
+                    user_id: Arc::from(long_uid.as_str()),
+                }),
+                detail: Some(Arc::from("key 89AB may sign only for ivo://a.b/c")),
+            },
+        ] {
+            let block = encode_signature(&signature);
+            let mut buf = Vec::new();
+            assert!(encode_entry(
+                7,
+                &EventKey([3; 32]),
+                1,
+                &block,
+                "ivo://a/b#1",
+                b"<x/>",
+                &mut buf
+            ));
+            assert_eq!(buf.len(), entry_len("ivo://a/b#1", block.len(), 4).unwrap());
+            let head = head_of(&buf);
+            assert!(head.signed);
+            let (_, ivorn, got, at) = decode_entry(&buf[HEAD_LEN..], true).unwrap();
+            assert_eq!(
+                (ivorn, &buf[HEAD_LEN + at..]),
+                ("ivo://a/b#1", &b"<x/>"[..])
+            );
+            let got = got.expect("a signature");
+            assert_eq!(got.status, signature.status);
+            assert_eq!(got.detail, signature.detail);
+            match (&got.signer, &signature.signer) {
+                (Some(g), Some(s)) => {
+                    assert_eq!(g.fingerprint, s.fingerprint);
+                    assert!(s.user_id.starts_with(&*g.user_id));
+                    assert!(g.user_id.len() <= SIGNATURE_TEXT_MAX);
+                }
+                (None, None) => {}
+                other => panic!("{other:?}"),
+            }
+        }
+        // A damaged block costs the status, not the event; a damaged flag byte, the record.
+        let mut bad = vec![9u8];
+        bad.extend_from_slice(&[0; 6]);
+        assert_eq!(decode_signature(&bad), None);
+        assert_eq!(decode_signature(&[1, 0, 0, 0, 0, 0, 0, 1]), None);
+        let mut head: [u8; HEAD_LEN] = {
+            let mut buf = Vec::new();
+            encode_entry(1, &EventKey([1; 32]), 1, &[], "ivo://a/b#1", b"x", &mut buf);
+            buf[..HEAD_LEN].try_into().unwrap()
+        };
+        head[6] = 2;
+        let crc = crc32fast::hash(&head[4..]);
+        head[..4].copy_from_slice(&crc.to_le_bytes());
+        assert_eq!(decode_head(&head), None);
     }
 
     #[test]

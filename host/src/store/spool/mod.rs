@@ -98,6 +98,8 @@ pub(crate) struct Loc {
     body_crc: u32,
     /// The entry's role byte (0: not recorded).
     role: u8,
+    /// The entry's body holds a signature block.
+    signed: bool,
 }
 
 impl Loc {
@@ -303,7 +305,13 @@ impl Spool {
         };
         let start = self.segments.back().map_or(0, |s| s.tail);
         for d in entries {
-            let len = format::entry_len(&d.ivorn, d.payload.len());
+            // An older segment (when no new one could be started) records no signature, and
+            // a version 1 segment no role either.
+            let block = match &d.signature {
+                Some(s) if version >= format::VERSION_SIGNATURES => format::encode_signature(s),
+                _ => Vec::new(),
+            };
+            let len = format::entry_len(&d.ivorn, block.len(), d.payload.len());
             let fits = len.is_some_and(|l| self.bytes + (self.buf.len() + l) as u64 <= self.cap);
             if !fits {
                 if len.is_some() {
@@ -323,12 +331,19 @@ impl Spool {
             let id = self.next_id;
             self.next_id += 1;
             let at = start + self.buf.len() as u64;
-            // A version 1 segment (when no new one could be started) records no role.
             let role = match version {
-                format::VERSION => format::role_byte(d.role),
+                v if v >= format::VERSION_ROLES => format::role_byte(d.role),
                 _ => 0,
             };
-            format::encode_entry(id, &d.key, role, &d.ivorn, &d.payload, &mut self.buf);
+            format::encode_entry(
+                id,
+                &d.key,
+                role,
+                &block,
+                &d.ivorn,
+                &d.payload,
+                &mut self.buf,
+            );
             let head: &[u8; HEAD_LEN] = self.buf[(at - start) as usize..][..HEAD_LEN]
                 .try_into()
                 .expect("a head");
@@ -438,7 +453,8 @@ impl Spool {
         if crc32fast::hash(&body) != loc.body_crc {
             return Ok(None);
         }
-        let Some((key, ivorn, payload_at)) = format::decode_entry(&body) else {
+        let Some((key, ivorn, signature, payload_at)) = format::decode_entry(&body, loc.signed)
+        else {
             return Ok(None);
         };
         let ivorn: Arc<str> = Arc::from(ivorn);
@@ -450,6 +466,7 @@ impl Spool {
             payload,
             source: Source::Spool,
             role,
+            signature: signature.map(Arc::new),
         }))
     }
 
@@ -854,6 +871,7 @@ fn loc(segment: u64, at: u64, h: &Head) -> Loc {
         len: h.len,
         body_crc: h.body_crc,
         role: h.role,
+        signed: h.signed,
     }
 }
 
@@ -872,7 +890,7 @@ fn damaged_ivorn(file: &File, at: u64, h: &Head) -> Option<String> {
     let len = (h.len as usize).min(34 + usize::from(u16::MAX));
     let mut body = vec![0u8; len];
     file.read_exact_at(&mut body, at + HEAD_LEN as u64).ok()?;
-    format::decode_entry(&body).map(|(_, ivorn, _)| ivorn.to_owned())
+    format::decode_entry(&body, h.signed).map(|(_, ivorn, _, _)| ivorn.to_owned())
 }
 
 /// Ivorns (or ids) of damaged entries for a log line, at most 16.

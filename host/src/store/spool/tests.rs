@@ -196,7 +196,7 @@ fn a_write_cut_short_at_the_tail_is_dropped_and_appends_go_on_after_the_rest() {
 #[test]
 fn at_the_cap_entries_are_not_spooled_and_the_first_refusal_is_logged() {
     let tmp = TempDir::new("spool-cap");
-    let one = format::entry_len(&event(0).ivorn, event(0).payload.len()).unwrap() as u64;
+    let one = format::entry_len(&event(0).ivorn, 0, event(0).payload.len()).unwrap() as u64;
     let cap = HEADER_LEN + 3 * one;
     let mut spool = open(tmp.path(), cap);
     let (w, logs) = capture_logs(|| spool.write(events(0..5), &[], false));
@@ -220,7 +220,7 @@ fn at_the_cap_entries_are_not_spooled_and_the_first_refusal_is_logged() {
 #[test]
 fn segments_are_deleted_oldest_first_once_all_their_entries_are_done() {
     let tmp = TempDir::new("spool-segments");
-    let one = format::entry_len(&event(0).ivorn, event(0).payload.len()).unwrap() as u64;
+    let one = format::entry_len(&event(0).ivorn, 0, event(0).payload.len()).unwrap() as u64;
     let mut spool = open(tmp.path(), SPOOL_BYTES_DEFAULT).with_segment_bytes(HEADER_LEN + 2 * one);
     // Two entries a segment: 1-2, 3-4, 5-6.
     for i in 0..3 {
@@ -393,7 +393,13 @@ fn a_version_1_spool_loads_its_roles_from_the_payloads_and_is_never_appended_to(
     let old = [event_with_role(0, Some("test")), event_with_role(1, None)];
     for (d, id) in old.iter().zip(1..) {
         assert!(format::encode_entry(
-            id, &d.key, 0, &d.ivorn, &d.payload, &mut file
+            id,
+            &d.key,
+            0,
+            &[],
+            &d.ivorn,
+            &d.payload,
+            &mut file
         ));
     }
     fs::write(tmp.path().join(segment_name(1)), &file).unwrap();
@@ -410,7 +416,10 @@ fn a_version_1_spool_loads_its_roles_from_the_payloads_and_is_never_appended_to(
     let seg2 = fs::read(tmp.path().join(segment_name(2))).unwrap();
     assert!(matches!(
         format::check_header(&seg2[..HEADER_LEN as usize]),
-        Header::Ours { version: 2, .. }
+        Header::Ours {
+            version: format::VERSION,
+            ..
+        }
     ));
     drop(spool);
 
@@ -424,4 +433,54 @@ fn a_version_1_spool_loads_its_roles_from_the_payloads_and_is_never_appended_to(
     for ((_, d), original) in back.iter().zip(&old) {
         assert_eq!((&d.ivorn, &d.payload), (&original.ivorn, &original.payload));
     }
+}
+
+#[test]
+fn signature_statuses_survive_a_restart_and_a_version_2_segment_is_read_without_them() {
+    use vtp_core::signature::{Signature, SignerId, StatusKind};
+    let tmp = TempDir::new("spool-v3");
+    // Segment 1 as a vtp before signatures wrote it: format version 2, roles, no blocks.
+    let mut file = format::header(1, 1).to_vec();
+    file[8..12].copy_from_slice(&2u32.to_le_bytes());
+    let d = event_with_role(0, Some("test"));
+    assert!(format::encode_entry(
+        1,
+        &d.key,
+        format::role_byte(d.role),
+        &[],
+        &d.ivorn,
+        &d.payload,
+        &mut file
+    ));
+    fs::write(tmp.path().join(segment_name(1)), &file).unwrap();
+
+    let valid = Signature {
+        status: StatusKind::Valid,
+        signer: Some(SignerId {
+            fingerprint: "0123456789ABCDEF0123456789ABCDEF01234567".into(),
+            user_id: "GCN <gcn@example.org>".into(),
+        }),
+        detail: None,
+    };
+    let mut signed = event(1);
+    signed.signature = Some(Arc::new(valid.clone()));
+    let mut unsigned = event(2);
+    unsigned.signature = Some(Arc::new(Signature::unsigned()));
+    let off = event(3);
+    let mut spool = open(tmp.path(), SPOOL_BYTES_DEFAULT);
+    spool.write(vec![signed, unsigned, off], &[], false);
+    drop(spool);
+
+    let mut spool = open(tmp.path(), SPOOL_BYTES_DEFAULT);
+    let back = drain(&mut spool);
+    let statuses: Vec<Option<Signature>> = back
+        .iter()
+        .map(|(_, d)| d.signature.as_deref().cloned())
+        .collect();
+    assert_eq!(
+        statuses,
+        [None, Some(valid), Some(Signature::unsigned()), None],
+        "the version 2 entry has none; then as written"
+    );
+    assert_eq!(back[0].1.role, EventRole::Test);
 }
