@@ -26,9 +26,9 @@ pub(crate) enum Command {
     /// Run a broker: receive events from authors, relay them to subscribers, subscribe upstream.
     Broker(Box<BrokerArgs>),
     /// Submit one event to a broker and wait for its receipt (like comet-sendvo).
-    Send(SendArgs),
+    Send(Box<SendArgs>),
     /// Subscribe to brokers and handle the events they send (like pygcn's listener).
-    Listen(ListenArgs),
+    Listen(Box<ListenArgs>),
     /// Print a shell completion script to standard output, e.g.
     /// `vtp completions bash > /etc/bash_completion.d/vtp`.
     Completions {

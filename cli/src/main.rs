@@ -103,8 +103,8 @@ fn main() -> ExitCode {
             init_logging(&cli.common);
             match command {
                 Command::Broker(a) => broker(*a, cli.common, argv),
-                Command::Send(a) => send(a, runtime),
-                Command::Listen(a) => listen(a, runtime),
+                Command::Send(a) => send(*a, runtime),
+                Command::Listen(a) => listen(*a, runtime),
                 Command::Config(ConfigCommand::Check { file }) => config_check(&file),
                 Command::Completions { .. } | Command::Man => Ok(()),
             }
