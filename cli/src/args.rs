@@ -325,6 +325,8 @@ pub(crate) struct BrokerArgs {
     #[command(flatten)]
     pub(crate) kafka: crate::kafka::KafkaArgs,
     #[command(flatten)]
+    pub(crate) catch_up: crate::catchup::CatchUpArgs,
+    #[command(flatten)]
     pub(crate) signatures: crate::signing::SignatureArgs,
 }
 
@@ -469,6 +471,8 @@ pub(crate) struct ListenArgs {
     pub(crate) tls: ClientTls,
     #[command(flatten)]
     pub(crate) ops: Operations,
+    #[command(flatten)]
+    pub(crate) catch_up: crate::catchup::CatchUpArgs,
     #[command(flatten)]
     pub(crate) signatures: crate::signing::SignatureArgs,
 }

@@ -480,7 +480,7 @@ pub(crate) fn plan(a: &KafkaArgs, _local_ivo: Option<&str>) -> Result<Option<Kaf
 }
 
 impl Bridge {
-    /// Starts the publisher (if any); the ingest starts with [`Bridge::attach`].
+    /// Starts the publisher (if any); the ingest starts with [`Bridge::start`].
     ///
     /// # Errors
     ///
@@ -586,39 +586,32 @@ impl Bridge {
         Vec::new()
     }
 
-    /// Gives the loop the ingest's inbox and the effects its commits, and starts reading.
+    /// The name of the ingest's external source, if it reads Kafka (`kafka TOPICS`).
+    pub(crate) fn source_name(&self) -> Option<String> {
+        #[cfg(feature = "kafka")]
+        if let Some(settings) = &self.ingest {
+            return Some(format!("kafka {}", settings.topics.join(",")));
+        }
+        None
+    }
+
+    /// Starts reading, into the loop's inbox through `feeder` (the source of
+    /// [`source_name`](Self::source_name)).
     ///
     /// # Errors
     ///
     /// The ingest thread cannot be started.
     #[cfg(feature = "kafka")]
-    pub(crate) fn attach(
-        &mut self,
-        bound: vtp_host::net::Bound,
-        fx: vtp_host::effects::HostEffects,
-        pending_max: usize,
-    ) -> std::io::Result<(vtp_host::net::Bound, vtp_host::effects::HostEffects)> {
-        let Some(settings) = self.ingest.take() else {
-            return Ok((bound, fx));
-        };
-        let name = format!("kafka {}", settings.topics.join(","));
-        let (inbox, mut feeders, commits) =
-            vtp_host::external::channel(std::slice::from_ref(&name), pending_max);
-        let Some(feeder) = feeders.pop() else {
-            return Ok((bound, fx));
-        };
-        self.running = Some(vtp_host::kafka::Ingest::spawn(settings, feeder)?);
-        Ok((bound.with_externals(inbox), fx.with_externals(commits)))
+    pub(crate) fn start(&mut self, feeder: vtp_host::external::Feeder) -> std::io::Result<()> {
+        if let Some(settings) = self.ingest.take() {
+            self.running = Some(vtp_host::kafka::Ingest::spawn(settings, feeder)?);
+        }
+        Ok(())
     }
 
     #[cfg(not(feature = "kafka"))]
-    pub(crate) fn attach(
-        &mut self,
-        bound: vtp_host::net::Bound,
-        fx: vtp_host::effects::HostEffects,
-        _pending_max: usize,
-    ) -> std::io::Result<(vtp_host::net::Bound, vtp_host::effects::HostEffects)> {
-        Ok((bound, fx))
+    pub(crate) fn start(&mut self, _feeder: vtp_host::external::Feeder) -> std::io::Result<()> {
+        Ok(())
     }
 
     /// Stops reading (committing what is durable) and gives the publisher `grace` to send

@@ -14,6 +14,7 @@
 mod archive;
 mod args;
 mod banner;
+mod catchup;
 mod config_file;
 mod kafka;
 mod ops;
@@ -291,6 +292,7 @@ fn broker(a: BrokerArgs, common: Common, argv: Vec<OsString>) -> Result<(), Fail
         reload,
         &a.ops,
         plan.kafka,
+        plan.catch_up,
         plan.signing,
     )
 }
@@ -306,6 +308,8 @@ struct BrokerPlan {
     fds: Option<FdPlan>,
     /// The Kafka bridge, when a Kafka flag asks for it.
     kafka: Option<kafka::KafkaPlan>,
+    /// The catch-ups, when `--catch-up` asks for them.
+    catch_up: Option<catchup::CatchUpPlan>,
     /// The trusted keys and the signing key.
     signing: signing::Plan,
 }
@@ -387,6 +391,13 @@ fn broker_plan(a: &BrokerArgs, fds: bool) -> Result<BrokerPlan, Fail> {
     options.outbox.bytes_max = a.outbox_bytes;
     let client_tls = client_tls(&a.tls, &config.upstreams)?;
     let kafka = kafka::plan(&a.kafka, a.local_ivo.as_deref()).map_err(usage)?;
+    let catch_up = catchup::plan(
+        &a.catch_up,
+        &a.subscribe,
+        PORT_SUBSCRIBE,
+        !config.filters.is_empty(),
+    )
+    .map_err(usage)?;
     let signing = signing::plan(&a.signatures, &mut config).map_err(usage)?;
     Ok(BrokerPlan {
         config,
@@ -395,6 +406,7 @@ fn broker_plan(a: &BrokerArgs, fds: bool) -> Result<BrokerPlan, Fail> {
         options,
         fds,
         kafka,
+        catch_up,
         signing,
     })
 }
@@ -784,8 +796,10 @@ fn serve(
     reload: Option<reload::Setup>,
     ops_args: &Operations,
     kafka: Option<kafka::KafkaPlan>,
+    catch_up: Option<catchup::CatchUpPlan>,
     signing: signing::Plan,
 ) -> Result<(), Fail> {
+    let mut catch_ups = catchup::CatchUps::new(catch_up, eventdb).map_err(usage)?;
     let mut bridge = kafka::Bridge::new(kafka)?;
     #[allow(unused_mut)]
     let mut bridged = bridge.handlers();
@@ -827,6 +841,9 @@ fn serve(
         kafka: bridge.banner(),
     }
     .log();
+    if let Some(line) = catch_ups.banner() {
+        tracing::info!("{line}");
+    }
     if let Some(fds) = fds {
         fds.log(&node.config().limits);
     }
@@ -854,7 +871,28 @@ fn serve(
     if let Some(tls) = client_tls {
         bound = bound.with_client_tls(tls);
     }
-    let (mut bound, fx) = bridge.attach(bound, fx, node.config().limits.external_pending_max)?;
+    // External sources (the Kafka ingest, the catch-ups) share the loop's one inbox.
+    let names: Vec<String> = bridge
+        .source_name()
+        .into_iter()
+        .chain(catch_ups.source_names())
+        .collect();
+    if !names.is_empty() {
+        let (inbox, feeders, commits) =
+            vtp_host::external::channel(&names, node.config().limits.external_pending_max);
+        let mut feeders = feeders.into_iter();
+        if bridge.source_name().is_some()
+            && let Some(feeder) = feeders.next()
+        {
+            bridge.start(feeder)?;
+        }
+        catch_ups.start(&mut feeders)?;
+        bound = bound.with_externals(inbox);
+        fx = fx.with_externals(commits);
+    }
+    if let Some(hook) = catch_ups.on_event() {
+        fx = fx.on_event(hook);
+    }
     // systemd's Type=notify: ready once bound and the seen-index is loaded.
     let notifier = vtp_host::notify::Notifier::from_env()
         .map_err(|e| Fail(status::RUNTIME, format!("$NOTIFY_SOCKET: {e}")))?
@@ -905,6 +943,7 @@ fn serve(
         &filter_counters,
         &bridge,
     )?;
+    catch_ups.attach_metrics(&ops.metrics);
     // systemd's WatchdogSec: pings while the loop turns, none once it stops turning.
     let watchdog = match (&notifier, watchdog) {
         (Some(n), Some(interval)) => {
@@ -937,6 +976,7 @@ fn serve(
         n.stopping();
     }
     drop(ops);
+    catch_ups.finish();
     fx.finish(Duration::from_secs(5));
     bridge.finish(Duration::from_secs(5));
     filter_counters.log();
@@ -1200,6 +1240,17 @@ fn listen(a: ListenArgs, runtime: Runtime) -> Result<(), Fail> {
     config.timing.subscriber_silence = Duration::from_secs(a.silence_timeout.max(1));
     let signing = signing::plan(&a.signatures, &mut config).map_err(usage)?;
     let eventdb: Option<PathBuf> = a.eventdb.clone();
+    // One upstream (the hosts are its failover addresses): a bare --catch-up URL pairs with it.
+    let catch_up = catchup::plan(
+        &a.catch_up,
+        &[a.hosts.join(",")],
+        PORT_SUBSCRIBE,
+        !config.filters.is_empty(),
+    )
+    .map_err(usage)?;
+    if catch_up.is_some() && eventdb.is_none() {
+        return Err(usage(catchup::NEEDS_EVENTDB));
+    }
     let mut handling = a.handling;
     if !handling.print_event
         && !handling.save_event
@@ -1222,6 +1273,7 @@ fn listen(a: ListenArgs, runtime: Runtime) -> Result<(), Fail> {
         None,
         &a.ops,
         None,
+        catch_up,
         signing,
     )
 }

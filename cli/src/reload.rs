@@ -163,6 +163,9 @@ impl Reloader {
         if new.kafka != started.kafka {
             restart.push("--kafka-* / --gcn-kafka (the Kafka bridge)");
         }
+        if new.catch_up != started.catch_up {
+            restart.push("--catch-up / --catch-up-start");
+        }
         if new.ops.http != started.ops.http {
             restart.push("--http");
         }

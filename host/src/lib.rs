@@ -79,6 +79,8 @@
 pub mod aio;
 #[cfg(feature = "archive")]
 pub mod archive;
+#[cfg(feature = "catchup")]
+pub mod catchup;
 pub mod effects;
 pub mod external;
 pub mod fdlimit;

@@ -120,6 +120,26 @@ pub struct FilterCounts {
 /// A source of [`FilterCounts`], read at each scrape.
 pub type FilterSource = Box<dyn Fn() -> FilterCounts + Send + Sync>;
 
+/// Reads the catch-ups' counters ([`Metrics::attach_catch_up`]).
+pub type CatchUpSource = Box<dyn Fn() -> Vec<CatchUpSnapshot> + Send + Sync>;
+
+/// One catch-up's counters (`--catch-up URL`, [`crate::catchup`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CatchUpSnapshot {
+    /// The archive API it reads.
+    pub url: String,
+    /// Events fetched and handed to the node (new or duplicate).
+    pub events: u64,
+    /// Failed requests and malformed answers (each retried).
+    pub errors: u64,
+    /// Gaps found (events the archive no longer held).
+    pub gaps: u64,
+    /// Events lost in those gaps.
+    pub gap_events: u64,
+    /// The last sequence number committed.
+    pub position: u64,
+}
+
 /// Where accepted events come from, as the metrics' `source` label says it.
 pub const SOURCES: [&str; 3] = ["author", "upstream", "external"];
 
@@ -207,6 +227,8 @@ pub struct Snapshot {
     pub loop_idle: Duration,
     /// The Kafka bridge, when it runs.
     pub kafka: Option<KafkaSnapshot>,
+    /// The catch-ups, one per `--catch-up` URL (empty when none runs).
+    pub catch_up: Vec<CatchUpSnapshot>,
 }
 
 impl Snapshot {
@@ -325,6 +347,7 @@ impl Metrics {
             handlers: OnceLock::new(),
             filters: OnceLock::new(),
             kafka: OnceLock::new(),
+            catch_up: OnceLock::new(),
             minutes: rate::MinuteRing::new(),
             recent: OnceLock::new(),
             #[cfg(feature = "archive")]
@@ -374,6 +397,14 @@ impl Metrics {
             .0
             .kafka
             .set(kafka::KafkaProbe::new(info, ingest, publish));
+    }
+
+    /// Reads the catch-ups' counters through `source` from now on.
+    pub fn attach_catch_up(
+        &self,
+        source: impl Fn() -> Vec<CatchUpSnapshot> + Send + Sync + 'static,
+    ) {
+        let _ = self.0.catch_up.set(Box::new(source));
     }
 
     /// Reads the latest events for the status page from `source` (the archive) from now on;
@@ -461,6 +492,7 @@ impl Metrics {
                     .collect(),
                 ..k.read()
             }),
+            catch_up: s.catch_up.get().map(|f| f()).unwrap_or_default(),
         }
     }
 
@@ -569,6 +601,7 @@ struct Shared {
     handlers: OnceLock<HandlersProbe>,
     filters: OnceLock<FilterSource>,
     kafka: OnceLock<kafka::KafkaProbe>,
+    catch_up: OnceLock<CatchUpSource>,
     /// Events accepted per minute (the status page's chart).
     minutes: rate::MinuteRing,
     /// The latest events (the archive), for the status page.

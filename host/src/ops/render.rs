@@ -267,6 +267,9 @@ impl Collector for Scrape {
         if let Some(k) = &s.kafka {
             kafka(&mut e, k)?;
         }
+        if !s.catch_up.is_empty() {
+            catch_up(&mut e, &s.catch_up)?;
+        }
         // No `process_open_fds`: listing /proc/self/fd takes ~10 ms with 10,000 connections.
         if let Some(rss) = self.rss {
             gauge(
@@ -375,6 +378,49 @@ fn gauge(e: &mut DescriptorEncoder, name: &str, help: &str, v: u64) -> Result<()
     let m = ConstGauge::new(i64::try_from(v).unwrap_or(i64::MAX));
     let enc = e.encode_descriptor(name, help, None, m.metric_type())?;
     m.encode(enc)
+}
+
+/// The catch-ups' series, one per URL.
+fn catch_up(e: &mut DescriptorEncoder, c: &[super::CatchUpSnapshot]) -> Result<(), fmt::Error> {
+    let each = |f: fn(&super::CatchUpSnapshot) -> u64| -> Vec<(&str, u64)> {
+        c.iter().map(|x| (x.url.as_str(), f(x))).collect()
+    };
+    labelled(
+        e,
+        "vtp_catchup_events",
+        "Events fetched from an upstream's archive and handed to the node (new or duplicate)",
+        "url",
+        each(|x| x.events),
+    )?;
+    labelled(
+        e,
+        "vtp_catchup_errors",
+        "Failed catch-up requests and malformed answers (each retried)",
+        "url",
+        each(|x| x.errors),
+    )?;
+    labelled(
+        e,
+        "vtp_catchup_gaps",
+        "Gaps found by catch-up: missed events the archive no longer held",
+        "url",
+        each(|x| x.gaps),
+    )?;
+    labelled(
+        e,
+        "vtp_catchup_gap_events",
+        "Events lost in catch-up gaps (the archive's retention passed)",
+        "url",
+        each(|x| x.gap_events),
+    )?;
+    family(
+        e,
+        "vtp_catchup_position",
+        "The last archive sequence number handled and committed",
+        MetricType::Gauge,
+        "url",
+        each(|x| x.position),
+    )
 }
 
 /// A counter with one label.
