@@ -44,7 +44,7 @@ mod query;
 mod time;
 
 pub use api::{Access, respond};
-pub use query::{Cone, EventsQuery, LIMIT_DEFAULT, LIMIT_MAX, QueryError};
+pub use query::{Cone, EventsQuery, LIMIT_DEFAULT, LIMIT_MAX, QueryError, Recent};
 
 use std::collections::{HashMap, VecDeque};
 use std::fs::File;
@@ -465,6 +465,16 @@ impl Readers {
         self.run_here(|c| query::events(c, q))
     }
 
+    /// The latest `limit` events, newest first; with `positioned`, only those with a position
+    /// among the newest 10,000 (the status page's table and sky map), on this thread.
+    ///
+    /// # Errors
+    ///
+    /// [`QueryError::Internal`] when the database fails.
+    pub fn recent(&self, limit: usize, positioned: bool) -> Result<Vec<Recent>, QueryError> {
+        self.run_here(|c| query::recent(c, limit, positioned))
+    }
+
     /// Runs `f` on a reader connection on this thread (tests, the benchmark).
     pub(crate) fn run_here<T>(
         &self,
@@ -482,19 +492,6 @@ impl Readers {
             .unwrap_or_else(PoisonError::into_inner)
             .push(conn);
         out
-    }
-}
-
-/// The status page's latest events and sky-map marks come from the archive.
-impl crate::ops::RecentEvents for Readers {
-    fn latest(&self, limit: usize) -> Result<Vec<crate::ops::PageEvent>, String> {
-        self.run_here(|c| query::recent(c, limit, false))
-            .map_err(|e| e.to_string())
-    }
-
-    fn positioned(&self, limit: usize) -> Result<Vec<crate::ops::PageEvent>, String> {
-        self.run_here(|c| query::recent(c, limit, true))
-            .map_err(|e| e.to_string())
     }
 }
 

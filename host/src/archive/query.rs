@@ -513,13 +513,33 @@ pub(crate) fn one(
 /// bounded walk down the primary key, whatever the share of events with a position).
 pub(crate) const RECENT_WINDOW: i64 = 10_000;
 
+/// One of the latest events, for the status page (the operator endpoint turns it into its
+/// `PageEvent`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Recent {
+    /// The sequence number.
+    pub seq: u64,
+    /// When it was received, in unix milliseconds.
+    pub received_ms: i64,
+    /// Its IVORN.
+    pub ivorn: String,
+    /// Its role.
+    pub role: String,
+    /// Its stream.
+    pub stream: String,
+    /// Its position (RA, Dec, error radius in degrees), if it has one.
+    pub position: Option<(f64, f64, Option<f64>)>,
+    /// Its signature status, with the signer's fingerprint when there is one.
+    pub signature: Option<String>,
+}
+
 /// The latest `limit` events, newest first, for the status page; with `positioned`, those with
 /// a position among the newest [`RECENT_WINDOW`].
 pub(crate) fn recent(
     conn: &Connection,
     limit: usize,
     positioned: bool,
-) -> Result<Vec<crate::ops::PageEvent>, QueryError> {
+) -> Result<Vec<Recent>, QueryError> {
     let limit = i64::try_from(limit.min(LIMIT_MAX)).unwrap_or(0);
     let sql = if positioned {
         "SELECT seq, received_ms, ivorn, role, stream, ra, dec, error, signature, signer \
@@ -532,11 +552,7 @@ pub(crate) fn recent(
     let mut stmt = conn.prepare_cached(sql)?;
     let rows = stmt.query_map(rusqlite::params![limit, RECENT_WINDOW], |r| {
         let position = match (r.get::<_, Option<f64>>(5)?, r.get::<_, Option<f64>>(6)?) {
-            (Some(ra), Some(dec)) => Some(crate::ops::SkyPosition {
-                ra,
-                dec,
-                error: r.get(7)?,
-            }),
+            (Some(ra), Some(dec)) => Some((ra, dec, r.get(7)?)),
             _ => None,
         };
         let signature = match (
@@ -546,9 +562,9 @@ pub(crate) fn recent(
             (Some(status), Some(signer)) => Some(format!("{status} ({signer})")),
             (status, _) => status,
         };
-        Ok(crate::ops::PageEvent {
+        Ok(Recent {
             seq: u64::try_from(r.get::<_, i64>(0)?).unwrap_or(0),
-            received_unix_ms: r.get(1)?,
+            received_ms: r.get(1)?,
             ivorn: r.get(2)?,
             role: r.get(3)?,
             stream: r.get(4)?,

@@ -66,3 +66,36 @@ where
         self(limit)
     }
 }
+
+/// The status page's latest events and sky-map marks come from the archive.
+#[cfg(feature = "archive")]
+impl RecentEvents for crate::archive::Readers {
+    fn latest(&self, limit: usize) -> Result<Vec<PageEvent>, String> {
+        page_events(self.recent(limit, false))
+    }
+
+    fn positioned(&self, limit: usize) -> Result<Vec<PageEvent>, String> {
+        page_events(self.recent(limit, true))
+    }
+}
+
+#[cfg(feature = "archive")]
+fn page_events(
+    rows: Result<Vec<crate::archive::Recent>, crate::archive::QueryError>,
+) -> Result<Vec<PageEvent>, String> {
+    let rows = rows.map_err(|e| e.to_string())?;
+    Ok(rows
+        .into_iter()
+        .map(|r| PageEvent {
+            seq: r.seq,
+            received_unix_ms: r.received_ms,
+            ivorn: r.ivorn,
+            role: r.role,
+            stream: r.stream,
+            position: r
+                .position
+                .map(|(ra, dec, error)| SkyPosition { ra, dec, error }),
+            signature: r.signature,
+        })
+        .collect())
+}
