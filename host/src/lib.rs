@@ -90,6 +90,7 @@ pub mod kafka;
 pub mod net;
 pub mod notify;
 pub mod ops;
+mod ratelog;
 pub mod reload;
 pub mod shutdown;
 pub mod store;

@@ -115,7 +115,19 @@ pub async fn respond(
         },
     };
     if let Err(why) = access.check(peer.ip(), authorization) {
-        tracing::warn!("archive API: refused {peer} ({path}): {why}");
+        REFUSALS
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .note(
+                std::time::Instant::now(),
+                || tracing::warn!("archive API: refused {peer} ({path}): {why}"),
+                |n| {
+                    tracing::warn!(
+                        "archive API: {n} more refused requests not logged (more than \
+                         {REFUSALS_LOGGED_PER_SEC} a second)"
+                    );
+                },
+            );
         return Some(error(
             StatusCode::FORBIDDEN,
             "this client may not read the archive: it may read it from an address allowed to \
@@ -169,6 +181,13 @@ pub async fn respond(
         }
     })
 }
+
+/// Most refused requests logged a second (each with its client); beyond it, a count.
+pub(crate) const REFUSALS_LOGGED_PER_SEC: u32 = 10;
+
+/// The refused requests' log lines, across every connection.
+static REFUSALS: std::sync::Mutex<crate::ratelog::RateLog> =
+    std::sync::Mutex::new(crate::ratelog::RateLog::new(REFUSALS_LOGGED_PER_SEC));
 
 fn json_ok(body: &serde_json::Value) -> Response<Full<Bytes>> {
     let mut r = Response::new(Full::new(Bytes::from(body.to_string())));

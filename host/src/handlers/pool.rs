@@ -11,6 +11,8 @@ use std::time::{Duration, Instant};
 use tracing::{error, info, warn};
 use vtp_core::Delivery;
 
+use crate::ratelog::RateLog;
+
 use super::{Handler, HandlerError};
 use crate::store::ErrorChain;
 
@@ -569,43 +571,36 @@ pub const DROP_LOGS_PER_SEC: u32 = 10;
 /// Rate limit for the WARN lines about dropped deliveries: the first [`DROP_LOGS_PER_SEC`] of
 /// each one-second window name their ivorn; the rest are counted and reported as one line when
 /// the next window opens (or at [`flush`](Self::flush)).
-#[derive(Debug, Default)]
-struct DropLog {
-    window: Option<Instant>,
-    logged: u32,
-    suppressed: u64,
+#[derive(Debug)]
+struct DropLog(RateLog);
+
+impl Default for DropLog {
+    fn default() -> Self {
+        Self(RateLog::new(DROP_LOGS_PER_SEC))
+    }
 }
 
 impl DropLog {
     /// Notes one drop at `now`: calls `log` with the ivorn if this window still has room.
     fn note(&mut self, ivorn: &str, now: Instant, log: impl FnOnce(&str)) {
-        match self.window {
-            Some(start) if now.saturating_duration_since(start) < Duration::from_secs(1) => {}
-            _ => {
-                self.flush("dropped");
-                self.window = Some(now);
-                self.logged = 0;
-            }
-        }
-        if self.logged < DROP_LOGS_PER_SEC {
-            self.logged += 1;
-            log(ivorn);
-        } else {
-            self.suppressed += 1;
-        }
+        self.0
+            .note(now, || log(ivorn), |n| Self::report("dropped", n));
     }
 
     /// Reports the drops counted but not logged so far, if any.
     fn flush(&mut self, what: &str) {
-        if self.suppressed > 0 {
-            warn!(
-                suppressed = self.suppressed,
-                "{what}: {} more events not handed to the handlers (ivorns not logged: \
-                 more than {DROP_LOGS_PER_SEC} a second)",
-                self.suppressed
-            );
-            self.suppressed = 0;
+        let n = self.0.take_suppressed();
+        if n > 0 {
+            Self::report(what, n);
         }
+    }
+
+    fn report(what: &str, suppressed: u64) {
+        warn!(
+            suppressed,
+            "{what}: {suppressed} more events not handed to the handlers (ivorns not logged: \
+             more than {DROP_LOGS_PER_SEC} a second)"
+        );
     }
 }
 
