@@ -51,6 +51,8 @@ pub(crate) struct CatchUpPlan {
     pub(crate) urls: Vec<(usize, String)>,
     pub(crate) start: CatchUpStart,
     pub(crate) interval: u64,
+    /// `--tls-ca`: the CA certificates an `https://` archive is verified against.
+    pub(crate) tls_ca: Option<PathBuf>,
     /// The node's state directory (its `--eventdb`), set by [`CatchUps::new`].
     pub(crate) state_dir: PathBuf,
 }
@@ -71,6 +73,7 @@ pub(crate) fn plan(
     subscribe: &[String],
     default_port: u16,
     filters: bool,
+    tls_ca: Option<&std::path::Path>,
 ) -> Result<Option<CatchUpPlan>, String> {
     if a.catch_up.is_empty() {
         return Ok(None);
@@ -138,6 +141,7 @@ pub(crate) fn plan(
         urls,
         start: a.catch_up_start,
         interval: a.catch_up_interval,
+        tls_ca: tls_ca.map(std::path::Path::to_path_buf),
         state_dir: PathBuf::new(),
     }))
 }
@@ -225,6 +229,7 @@ impl CatchUps {
                     CatchUpStart::All => Start::All,
                 },
                 interval: std::time::Duration::from_secs(p.interval),
+                tls_ca: p.tls_ca.clone(),
             };
             self.running
                 .push((*upstream, url.clone(), CatchUp::spawn(settings, feeder)?));

@@ -396,6 +396,7 @@ fn broker_plan(a: &BrokerArgs, fds: bool) -> Result<BrokerPlan, Fail> {
         &a.subscribe,
         PORT_SUBSCRIBE,
         !config.filters.is_empty(),
+        a.tls.tls_ca.as_deref(),
     )
     .map_err(usage)?;
     let signing = signing::plan(&a.signatures, &mut config).map_err(usage)?;
@@ -1246,6 +1247,7 @@ fn listen(a: ListenArgs, runtime: Runtime) -> Result<(), Fail> {
         &[a.hosts.join(",")],
         PORT_SUBSCRIBE,
         !config.filters.is_empty(),
+        a.tls.tls_ca.as_deref(),
     )
     .map_err(usage)?;
     if catch_up.is_some() && eventdb.is_none() {

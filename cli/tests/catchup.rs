@@ -9,6 +9,7 @@
 #![cfg(feature = "catchup")]
 #![allow(clippy::unwrap_used)]
 
+mod peers;
 mod support;
 
 use std::collections::BTreeMap;
@@ -477,4 +478,49 @@ fn bad_catch_up_flags_are_refused_with_what_to_do() {
     assert!(e.contains("say which one it is for"), "{e}");
     let e = run(&[&two[..], &["--catch-up", "127.0.0.1:9=http://127.0.0.1:2"]].concat());
     assert!(e.contains("is not an upstream"), "{e}");
+}
+
+/// An `https://` archive (the upstream's API behind stunnel, with a test CA's certificate) is
+/// read when `--tls-ca` names that CA, and refused (logged, retried) without it: the default
+/// roots do not know a private CA.
+#[test]
+fn an_https_archive_is_verified_against_tls_ca() {
+    let (b, http) = upstream("cu-https");
+    let certs = peers::Certs::new("cu-https-certs");
+    let tunnel = peers::Stunnel::server(
+        "cu-https-tls",
+        http,
+        &certs.path("server.pem"),
+        &certs.path("server.key"),
+    );
+    for i in 0..3 {
+        submit(b.receive, &format!("ivo://vtp.test/author#https-{i}"));
+    }
+    wait_until("3 events archived", || archive_last_seq(http) >= 3);
+    let url = format!("https://localhost:{}", tunnel.port);
+
+    // Without --tls-ca: the certificate is not trusted; logged and retried, never fatal.
+    let db = TempDir::new("cu-https-db0");
+    let saved = TempDir::new("cu-https-saved0");
+    let untrusted = listen_with(b.broadcast, &url, &db, &saved, &["--catch-up-start", "all"]);
+    untrusted.log.wait_for("the refused certificate", |l| {
+        l.contains("catch-up") && l.to_lowercase().contains("certificate")
+    });
+    drop(untrusted);
+
+    // With it: the three events.
+    let db = TempDir::new("cu-https-db");
+    let saved = TempDir::new("cu-https-saved");
+    let trusted = listen_with(
+        b.broadcast,
+        &url,
+        &db,
+        &saved,
+        &["--catch-up-start", "all", "--tls-ca", &certs.arg("ca.pem")],
+    );
+    wait_until("3 events caught up over https", || {
+        (0..3).all(|i| {
+            handled(&trusted.log).contains_key(&format!("ivo://vtp.test/author#https-{i}"))
+        })
+    });
 }

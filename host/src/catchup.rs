@@ -87,6 +87,9 @@ pub struct Settings {
     pub start: Start,
     /// Period of the passes while nothing else asks for one (default [`INTERVAL`]).
     pub interval: Duration,
+    /// CA certificates (PEM) an `https://` archive must be signed by (`--tls-ca`); without,
+    /// Mozilla's root certificates (webpki-roots).
+    pub tls_ca: Option<PathBuf>,
 }
 
 /// Counters of one catch-up, readable from any thread.
@@ -144,7 +147,12 @@ impl CatchUp {
         stats
             .position
             .store(position.unwrap_or(0), Ordering::Relaxed);
+        let roots = match &settings.tls_ca {
+            Some(file) => ureq::tls::RootCerts::new_with_certs(&ca_certificates(file)?),
+            None => ureq::tls::RootCerts::WebPki,
+        };
         let agent: ureq::Agent = ureq::Agent::config_builder()
+            .tls_config(ureq::tls::TlsConfig::builder().root_certs(roots).build())
             .timeout_global(Some(TIMEOUT))
             .http_status_as_error(false)
             .user_agent(concat!("vtp/", env!("CARGO_PKG_VERSION")))
@@ -552,6 +560,41 @@ fn prefetch(
 }
 
 /// One bounded GET of a page, parsed; the error says what was wrong.
+/// Largest `--tls-ca` file read (1 MiB).
+const CA_FILE_MAX: u64 = 1 << 20;
+
+/// The certificates of a PEM file (`--tls-ca`).
+///
+/// # Errors
+///
+/// The file cannot be read, is over [`CA_FILE_MAX`], or holds no PEM certificate.
+fn ca_certificates(file: &Path) -> std::io::Result<Vec<ureq::tls::Certificate<'static>>> {
+    use std::io::Read;
+    let name = file.display();
+    let invalid = |what: String| std::io::Error::new(std::io::ErrorKind::InvalidData, what);
+    let mut pem = Vec::new();
+    std::fs::File::open(file)
+        .and_then(|f| f.take(CA_FILE_MAX + 1).read_to_end(&mut pem))
+        .map_err(|e| invalid(format!("--tls-ca {name}: cannot read: {e}")))?;
+    if pem.len() as u64 > CA_FILE_MAX {
+        return Err(invalid(format!(
+            "--tls-ca {name}: over 1 MiB: not a CA file?"
+        )));
+    }
+    let certs: Vec<_> = ureq::tls::parse_pem(&pem)
+        .filter_map(|item| match item {
+            Ok(ureq::tls::PemItem::Certificate(c)) => Some(c),
+            _ => None,
+        })
+        .collect();
+    if certs.is_empty() {
+        return Err(invalid(format!(
+            "--tls-ca {name}: no PEM certificate (-----BEGIN CERTIFICATE-----) in it"
+        )));
+    }
+    Ok(certs)
+}
+
 fn get_page(agent: &ureq::Agent, url: &str) -> Result<Page, String> {
     let mut resp = agent
         .get(url)
