@@ -7,6 +7,9 @@
 //! written as in its `--subscribe` (`--catch-up broker.example.org=https://broker.example.org`).
 //! Each catch-up's position is kept in the state directory (`--eventdb`) under its URL.
 
+// The flags' doc comments are `--help` text, written for a terminal: a URL is not a link.
+#![allow(rustdoc::bare_urls)]
+
 use std::path::{Path, PathBuf};
 
 use clap::{Args, ValueEnum};

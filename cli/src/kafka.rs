@@ -558,7 +558,7 @@ impl Bridge {
         None
     }
 
-    /// Lets the metrics read the bridge's counters (after [`Bridge::attach`]).
+    /// Lets the metrics read the bridge's counters (after [`Bridge::start`]).
     pub(crate) fn attach_metrics(&self, metrics: &vtp_host::ops::Metrics) {
         #[cfg(feature = "kafka")]
         if let Some(info) = &self.info {

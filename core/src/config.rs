@@ -46,7 +46,7 @@ pub struct Config {
     /// [`author_identities`](Self::author_identities).
     pub subscriber_identities: Vec<IdentityRule>,
     /// Keys bound to the streams they may sign for (`--author-key`): see
-    /// [`AuthorKey`](crate::signature::AuthorKey). Empty: any trusted key signs for any stream.
+    /// [`AuthorKey`]. Empty: any trusted key signs for any stream.
     pub author_keys: Vec<AuthorKey>,
 }
 

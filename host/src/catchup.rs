@@ -14,7 +14,7 @@
 //! already handled comes back as a duplicate.
 //!
 //! A pass fetches pages from the position until the archive has no more; it runs at start,
-//! each time [`CatchUp::reconnected`] is called (the host calls it when the upstream's
+//! each time [`Trigger::reconnected`] is called (the host calls it when the upstream's
 //! subscription comes up), [`SETTLE`] after each of those (the upstream archives off its event
 //! loop, so an event accepted just before the connection may show up a moment later), and
 //! every [`Settings::interval`] (keeping the remembered position near the newest event).
