@@ -62,7 +62,9 @@
 #
 # SYSTEM-http (tokio-http, smol-http, mio-http) is that runtime with `--http 127.0.0.1:0`,
 # scraped (GET /metrics, then GET /status) every SCRAPE_INTERVAL (0.5) s during the run: the
-# cost of the metrics and of their endpoint, e.g. SYSTEMS="mio mio-http" WORKLOADS=fanout.
+# cost of the metrics and of their endpoint, and of the event archive `--http` turns on (with
+# the handler spool it needs), e.g. SYSTEMS="mio mio-http" WORKLOADS=fanout. SYSTEM-metrics is
+# the same with `--no-archive`: SYSTEMS="mio mio-metrics mio-http" tells the archive's share.
 #
 # Settings shared by every broker: --local-ivo ivo://vtp.bench/broker, receive and broadcast
 # on 127.0.0.1 (Comet through conformance/peers/comet_twistd.py), author and subscriber
@@ -179,9 +181,13 @@ start() {
         *) sig=(--signatures require --trusted-keys "$trusted") ;;
       esac
       case "$system" in *-async) durability=async ;; esac
-      case "$system" in *-http) http=(--http 127.0.0.1:0) ;; esac
+      case "$system" in
+        *-http) http=(--http 127.0.0.1:0) ;;
+        *-metrics) http=(--http 127.0.0.1:0 --no-archive) ;;
+      esac
       local runtime="${system%-async}"
       runtime="${runtime%-http}"
+      runtime="${runtime%-metrics}"
       case "$listen" in
         tls-broadcast) broadcast="tls:0:interface=127.0.0.1:$tls_files" ;;
         tls-both)
@@ -209,7 +215,7 @@ start() {
       bcast="$(sed -n 's/.*listening for subscribers on \(tls:\)\{0,1\}127.0.0.1:\([0-9]*\).*/\2/p' "$log")"
     fi
     if [ -n "$recv" ] && [ -n "$bcast" ]; then
-      case "$system" in *-http) scrape "$log" ;; esac
+      case "$system" in *-http | *-metrics) scrape "$log" ;; esac
       return 0
     fi
     kill -0 "$broker_pid" 2>/dev/null || break
