@@ -613,3 +613,118 @@ fn edge_nodes_on_kafka_serve_every_event_once_and_an_edge_restart_loses_nothing(
         b2.proc.log.text()
     );
 }
+
+/// The `kill -9` proof of exactly-once to a subscriber that stays connected to a second vtp:
+/// node A ingests from Kafka and archives (`--http`); node B subscribes to A with `--catch-up`
+/// on A's archive; a raw subscriber stays on B throughout. A is killed while 1,000 records are
+/// produced, then restarted: what A had made durable but not yet forwarded when it died (its
+/// handler spool hands it to the archive after the restart) B fetches from the archive, and B's
+/// seen-index drops what arrives twice. The subscriber gets every record exactly once.
+#[test]
+fn kill_9_of_the_ingesting_node_loses_nothing_for_a_subscriber_of_a_catching_up_node() {
+    let k = Tansu::start();
+    let topic = "gcn.classic.voevent.CRASH2";
+    k.create_topic(topic, 2);
+    let (a_port, a_http) = (free_port(), free_port());
+    let a_db = TempDir::new("k6-a-db");
+    let mut a_args = ingest_args(&k, topic, "k6");
+    a_args.extend(["--http".to_owned(), format!("127.0.0.1:{a_http}")]);
+    let a1 = broker_on("k6-a", a_port, &a_args, TempDir(a_db.path().to_owned()));
+    let b_args: Vec<String> = [
+        "--subscribe",
+        &format!("127.0.0.1:{a_port}"),
+        "--catch-up",
+        &format!("http://127.0.0.1:{a_http}"),
+        "--catch-up-interval",
+        "1",
+    ]
+    .map(String::from)
+    .to_vec();
+    let b = broker("k6-b", &b_args);
+    b.proc
+        .log
+        .wait_for("B subscribed to A", |l| l.contains("connected to upstream"));
+    let mut sub = RawSubscriber::connect(loopback(b.broadcast));
+
+    let ivorn = |i: usize| format!("ivo://vtp.test/author#k6-{i:04}");
+    let mut producer = Producing::start(&k);
+    for i in 0..500 {
+        producer.send(
+            topic,
+            Some(i32::try_from(i % 2).unwrap()),
+            &event_xml(&ivorn(i)),
+        );
+    }
+    let got = Arc::new(Mutex::new(Vec::new()));
+    let reader = {
+        let got = Arc::clone(&got);
+        std::thread::spawn(move || {
+            // B stays up: the subscriber reads until the end marker, across the quiet while A
+            // is down (a read that times out is retried, up to a deadline).
+            let deadline = Instant::now() + 3 * LONG;
+            loop {
+                let Some(e) = sub.try_next_event() else {
+                    assert!(Instant::now() < deadline, "no end marker from B");
+                    continue;
+                };
+                let i = ivorn_of(&e);
+                let end = i.ends_with("#k6-end");
+                got.lock().unwrap().push(i);
+                if end {
+                    return;
+                }
+            }
+        })
+    };
+    let deadline = Instant::now() + LONG;
+    while got.lock().unwrap().len() < 100 {
+        assert!(Instant::now() < deadline, "no 100 events before the kill");
+        std::thread::park_timeout(Duration::from_millis(1));
+    }
+    let Broker { mut proc, .. } = a1;
+    proc.child.kill().unwrap();
+    for i in 500..1000 {
+        producer.send(
+            topic,
+            Some(i32::try_from(i % 2).unwrap()),
+            &event_xml(&ivorn(i)),
+        );
+    }
+    assert_eq!(producer.finish().len(), 1000);
+    let _a2 = broker_on("k6-a", a_port, &a_args, a_db);
+    wait_committed(
+        &k,
+        "k6",
+        topic,
+        &BTreeMap::from([(0, Some(500)), (1, Some(500))]),
+    );
+    // Once B has every record (live or caught up), an end marker closes the stream.
+    let deadline = Instant::now() + LONG;
+    loop {
+        let have: BTreeSet<String> = got.lock().unwrap().iter().cloned().collect();
+        if (0..1000).all(|i| have.contains(&ivorn(i))) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "B's subscriber is missing {} records\n{}",
+            (0..1000).filter(|i| !have.contains(&ivorn(*i))).count(),
+            b.proc.log.text()
+        );
+        std::thread::park_timeout(Duration::from_millis(20));
+    }
+    let mut end = Producing::start(&k);
+    end.send(topic, Some(0), &event_xml("ivo://vtp.test/author#k6-end"));
+    end.finish();
+    reader.join().unwrap();
+    let got = std::mem::take(&mut *got.lock().unwrap());
+    let mut seen = BTreeSet::new();
+    let twice: Vec<&String> = got.iter().filter(|i| !seen.insert(*i)).collect();
+    assert!(twice.is_empty(), "forwarded twice: {twice:?}");
+    assert_eq!(got.len(), 1001, "every record once, and the end marker");
+    let caught_up = b
+        .proc
+        .log
+        .count(|l| l.contains("catch-up") && l.contains("fetched"));
+    eprintln!("k6: B's catch-up passes that fetched events: {caught_up}");
+}
