@@ -74,12 +74,14 @@ for t in bench.ingest bench.paced bench.publish; do
 done
 
 # vtp NAME ARGS...: starts a release vtp broker logging to $work/NAME.log; sets vtp_pid,
-# recv, bcast, http.
+# recv, bcast, http. `--http` is for reading the metrics; the archive it would turn on is left
+# out (`--no-archive`): this measures the bridge (`SYSTEMS=mio-http` in bench.sh measures the
+# archive).
 vtp() {
   local name="$1" log="$work/$1.log"
   shift
   "$bin/vtp" broker --local-ivo "ivo://vtp.bench/$name" --eventdb "$work/db-$name" \
-    --broadcast-test-interval 0 --http 127.0.0.1:0 \
+    --broadcast-test-interval 0 --http 127.0.0.1:0 --no-archive \
     --author-whitelist 127.0.0.0/8 --subscriber-whitelist 127.0.0.0/8 \
     --author-connections-per-address 100000 --subscriber-connections-per-address 100000 \
     "$@" 2>"$log" &
