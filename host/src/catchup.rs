@@ -35,7 +35,6 @@ use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
@@ -44,7 +43,7 @@ use serde::Deserialize;
 use vtp_core::Position;
 use vtp_core::backoff::{Backoff, BackoffConfig};
 
-use crate::external::{Closed, Feeder};
+use crate::external::{Closed, Feeder, Worker};
 
 /// Events asked for per page (the API's cap).
 pub const PAGE_EVENTS: usize = 1000;
@@ -112,9 +111,8 @@ pub struct Stats {
 /// A running catch-up: stops (writing the last committed position) when dropped.
 #[derive(Debug)]
 pub struct CatchUp {
-    stop: Arc<AtomicBool>,
+    worker: Worker,
     wanted: Arc<AtomicBool>,
-    handle: Option<JoinHandle<()>>,
     stats: Arc<Stats>,
 }
 
@@ -141,7 +139,6 @@ impl CatchUp {
         let url = base_url(&settings.url)?;
         let state = state_path(&settings.state_dir, &url);
         let position = read_state(&state)?;
-        let stop = Arc::new(AtomicBool::new(false));
         let wanted = Arc::new(AtomicBool::new(true));
         let stats = Arc::new(Stats::default());
         stats
@@ -158,14 +155,14 @@ impl CatchUp {
             .user_agent(concat!("vtp/", env!("CARGO_PKG_VERSION")))
             .build()
             .into();
-        let reader = Reader {
+        let mut reader = Reader {
             url,
             state,
             start: settings.start,
             interval: settings.interval.max(Duration::from_millis(100)),
             feeder,
             agent,
-            stop: Arc::clone(&stop),
+            stop: Arc::default(),
             wanted: Arc::clone(&wanted),
             stats: Arc::clone(&stats),
             committed: position,
@@ -173,13 +170,13 @@ impl CatchUp {
             lane: 0,
             backoff: Backoff::new(BACKOFF, u64::from(std::process::id())),
         };
-        let handle = std::thread::Builder::new()
-            .name("vtp-catch-up".into())
-            .spawn(move || reader.run())?;
+        let worker = Worker::spawn("vtp-catch-up", move |stop| {
+            reader.stop = stop;
+            reader.run();
+        })?;
         Ok(Self {
-            stop,
+            worker,
             wanted,
-            handle: Some(handle),
             stats,
         })
     }
@@ -195,21 +192,8 @@ impl CatchUp {
     }
 
     /// Stops it and waits for its thread (which writes the last committed position).
-    pub fn stop(mut self) {
-        self.halt();
-    }
-
-    fn halt(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(h) = self.handle.take() {
-            let _ = h.join();
-        }
-    }
-}
-
-impl Drop for CatchUp {
-    fn drop(&mut self) {
-        self.halt();
+    pub fn stop(self) {
+        self.worker.stop();
     }
 }
 

@@ -18,6 +18,7 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::fmt;
 use std::future::poll_fn;
+use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
@@ -25,6 +26,55 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use vtp_core::driver::{Driver, Effects};
 use vtp_core::{ConnId, ExternalError, Position, Violation};
+
+/// The thread of a source's reader (the Kafka consumer, a catch-up): started with a stop flag
+/// it watches; asked to stop, and joined, by [`Worker::stop`] or when dropped.
+#[derive(Debug)]
+pub struct Worker {
+    stop: Arc<AtomicBool>,
+    handle: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Worker {
+    /// Runs `body` on a thread named `name`, with the stop flag it must watch.
+    ///
+    /// # Errors
+    ///
+    /// The thread cannot be started.
+    pub fn spawn(
+        name: &str,
+        body: impl FnOnce(Arc<AtomicBool>) + Send + 'static,
+    ) -> std::io::Result<Self> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = Arc::clone(&stop);
+        let handle = std::thread::Builder::new()
+            .name(name.to_owned())
+            .spawn(move || body(flag))?;
+        Ok(Self {
+            stop,
+            handle: Some(handle),
+        })
+    }
+
+    /// Asks the thread to stop and waits for it (it finishes what it must first, such as a
+    /// last commit).
+    pub fn stop(mut self) {
+        self.halt();
+    }
+
+    fn halt(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        self.halt();
+    }
+}
 
 /// Most records handed to the node per loop turn.
 pub const BATCH: usize = 256;

@@ -25,7 +25,7 @@ use vtp_core::backoff::{Backoff, BackoffConfig};
 use vtp_core::{Position, Violation};
 use vtp_kafka::{Consumer, Item, StartFrom};
 
-use crate::external::{Closed, Feeder};
+use crate::external::{Closed, Feeder, Worker};
 
 /// Most partitions (lanes) one ingest follows.
 pub const LANES_MAX: usize = 65_536;
@@ -63,8 +63,7 @@ pub struct IngestStats {
 /// A running ingest: stops (committing what it can) when dropped.
 #[derive(Debug)]
 pub struct Ingest {
-    stop: Arc<AtomicBool>,
-    handle: Option<JoinHandle<()>>,
+    worker: Worker,
     stats: Arc<IngestStats>,
 }
 
@@ -75,17 +74,12 @@ impl Ingest {
     ///
     /// The thread cannot be started.
     pub fn spawn(settings: IngestSettings, feeder: Feeder) -> std::io::Result<Self> {
-        let stop = Arc::new(AtomicBool::new(false));
         let stats = Arc::new(IngestStats::default());
-        let (s, st) = (Arc::clone(&stop), Arc::clone(&stats));
-        let handle = std::thread::Builder::new()
-            .name("vtp-kafka-ingest".into())
-            .spawn(move || Reader::new(settings, feeder, s, st).run())?;
-        Ok(Self {
-            stop,
-            handle: Some(handle),
-            stats,
-        })
+        let st = Arc::clone(&stats);
+        let worker = Worker::spawn("vtp-kafka-ingest", move |stop| {
+            Reader::new(settings, feeder, stop, st).run();
+        })?;
+        Ok(Self { worker, stats })
     }
 
     /// Its counters.
@@ -94,21 +88,8 @@ impl Ingest {
     }
 
     /// Stops it and waits for its thread (which commits what the node has made durable).
-    pub fn stop(mut self) {
-        self.halt();
-    }
-
-    fn halt(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(h) = self.handle.take() {
-            let _ = h.join();
-        }
-    }
-}
-
-impl Drop for Ingest {
-    fn drop(&mut self) {
-        self.halt();
+    pub fn stop(self) {
+        self.worker.stop();
     }
 }
 
