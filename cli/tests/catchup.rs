@@ -22,24 +22,6 @@ use std::time::{Duration, Instant};
 
 use support::*;
 
-/// The port of a broker's `--http` listener, from its log.
-fn http_port(log: &Log) -> u16 {
-    let rest = log.wait_after("HTTP endpoint on http://");
-    rest.split(':').nth(1).unwrap().trim().parse().unwrap()
-}
-
-/// `GET path` on 127.0.0.1:port (HTTP/1.0: the answer ends with the connection).
-fn http_get(port: u16, path: &str) -> (u16, String) {
-    let mut s = TcpStream::connect(loopback(port)).unwrap();
-    s.set_read_timeout(Some(WAIT)).unwrap();
-    write!(s, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").unwrap();
-    let mut text = String::new();
-    s.read_to_string(&mut text).unwrap();
-    let status = text.split(' ').nth(1).unwrap().parse().unwrap();
-    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_owned());
-    (status, body.unwrap_or_default())
-}
-
 /// The archive's newest sequence number (`last_seq`), 0 when empty.
 fn archive_last_seq(port: u16) -> u64 {
     let (status, body) = http_get(port, "/api/events?limit=1");

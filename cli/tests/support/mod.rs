@@ -110,6 +110,41 @@ pub fn http_port(log: &Log) -> u16 {
     digits.parse().unwrap()
 }
 
+/// `GET path` on 127.0.0.1:port (HTTP/1.0: the answer ends with the connection): the status
+/// and the body.
+pub fn http_get(port: u16, path: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut s = TcpStream::connect(loopback(port)).unwrap();
+    s.set_read_timeout(Some(WAIT)).unwrap();
+    write!(s, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    let status = text.split(' ').nth(1).unwrap().parse().unwrap();
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_owned());
+    (status, body.unwrap_or_default())
+}
+
+/// The IVORNs an archive holds (`GET /api/events`, paged), in sequence order.
+pub fn archived_ivorns(port: u16) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut after = 0;
+    loop {
+        let (status, body) = http_get(port, &format!("/api/events?after={after}&limit=1000"));
+        assert_eq!(status, 200, "GET /api/events: {body}");
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        let events = v["events"].as_array().unwrap();
+        out.extend(
+            events
+                .iter()
+                .map(|e| e["ivorn"].as_str().unwrap().to_owned()),
+        );
+        match v["next_after"].as_u64() {
+            Some(n) if !events.is_empty() => after = n,
+            _ => return out,
+        }
+    }
+}
+
 /// A broker on `runtime` configured by `dir/vtp.toml` (written from `text` first) alone.
 pub fn start_configured(name: &str, runtime: &str, dir: &TempDir, text: &str) -> Broker {
     let file = dir.path().join("vtp.toml");
