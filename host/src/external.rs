@@ -372,19 +372,20 @@ impl Inbox {
         for _ in 0..BATCH {
             let (conn, item) = {
                 let mut s = self.0.lock();
-                match s.queue.front() {
-                    Some((i, _)) if !s.sources[*i].blocked => {}
+                let conn = match s.queue.front() {
+                    Some((i, _)) if !s.sources[*i].blocked => s.sources[*i].conn,
                     _ => break,
-                }
+                };
+                // Every source was opened above; one that was not keeps its records queued.
+                let Some(conn) = conn else {
+                    break;
+                };
                 let Some((i, item)) = s.queue.pop_front() else {
                     break;
                 };
                 if let Item::Record { payload, .. } = &item {
                     s.bytes -= payload.len();
                 }
-                let Some(conn) = s.sources[i].conn else {
-                    break;
-                };
                 (conn, (i, item))
             };
             self.0.changed.notify_all();

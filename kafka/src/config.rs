@@ -209,6 +209,10 @@ pub struct Bounds {
     pub producer_queue_max: usize,
     /// Bytes of record values in one produce request (default 1 MiB).
     pub produce_request_max: usize,
+    /// How long a hole in a partition's offsets is waited for before the consumer moves past
+    /// it (default 5 s). A broker may show a later batch before an earlier one (tansu does
+    /// under concurrent produce requests); a hole that stays is a compacted or deleted batch.
+    pub gap_wait: Duration,
 }
 
 impl Default for Bounds {
@@ -220,6 +224,7 @@ impl Default for Bounds {
             fetch_wait: Duration::from_millis(500),
             producer_queue_max: 10_000,
             produce_request_max: 1 << 20,
+            gap_wait: Duration::from_secs(5),
         }
     }
 }

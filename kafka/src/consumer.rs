@@ -18,6 +18,13 @@
 //! - a leader error (not leader, unknown partition, broker gone) marks the metadata stale,
 //!   and the next poll refreshes it;
 //! - an offset out of range restarts the partition per [`StartFrom`];
+//! - a hole at a partition's position (the fetch returned a batch that begins after it) is
+//!   waited for, never stepped over at once: a broker may show a later batch before an
+//!   earlier one, or (tansu 0.6.0) answer a fetch from the middle of a batch with the later
+//!   batches only. Meanwhile the consumer looks back for the batch that holds the position
+//!   (fetching from 1, 2, 4 ... offsets before it, or from the end of a batch seen before
+//!   it), and after [`Bounds::gap_wait`](crate::Bounds::gap_wait) it moves past the hole
+//!   with a warning (a compacted or deleted batch);
 //! - a response over the response bound makes the consumer fetch one partition per request
 //!   for a while; a single partition's record that still does not fit is returned as
 //!   [`Oversize`] and skipped;
@@ -53,6 +60,8 @@ const OFFSET_FETCH: VersionRange = VersionRange { min: 1, max: 7 };
 const OFFSET_COMMIT: VersionRange = VersionRange { min: 2, max: 8 };
 /// Polls during which partitions are fetched one per request after an oversize response.
 const SPLIT_POLLS: u32 = 16;
+/// The pause between fetches while a hole in a partition is waited for.
+const GAP_PACE: Duration = Duration::from_millis(20);
 
 /// Where a partition without a committed offset starts.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -88,6 +97,22 @@ struct PartState {
     leader: i32,
     position: Option<i64>,
     high_watermark: Option<i64>,
+    /// The last fetch found no batch holding `position`, but a later one.
+    gap: Option<Gap>,
+}
+
+/// A hole at a partition's position, being waited for (see [`Bounds::gap_wait`]).
+///
+/// [`Bounds::gap_wait`]: crate::Bounds::gap_wait
+#[derive(Debug)]
+struct Gap {
+    since: Instant,
+    /// Where the next fetch starts: the position, or before it while looking for the batch
+    /// that holds the position (a broker may return only batches that begin at or after the
+    /// fetch offset, as tansu 0.6.0 does).
+    fetch_at: i64,
+    /// How far before the position the last look went back (0: not looking; -1: gave up).
+    back: i64,
 }
 
 type Key = (Arc<str>, i32);
@@ -349,6 +374,10 @@ impl Consumer {
             }
         }
         self.split_polls = self.split_polls.saturating_sub(1);
+        if items.is_empty() && self.parts.values().any(|s| s.gap.is_some()) {
+            // A fetch past a hole returns at once: pace the wait for it.
+            std::thread::sleep(wait.min(GAP_PACE));
+        }
         Ok(items)
     }
 
@@ -405,6 +434,7 @@ impl Consumer {
                     leader,
                     position: None,
                     high_watermark: None,
+                    gap: None,
                 });
         }
         self.next_refresh = Some(Instant::now() + self.refresh_every);
@@ -517,12 +547,15 @@ impl Consumer {
         let bounds = self.cluster.config.bounds;
         let mut topics: BTreeMap<Arc<str>, Vec<FetchPartition>> = BTreeMap::new();
         for key in keys {
-            let Some(position) = self.parts.get(key).and_then(|s| s.position) else {
+            let Some(s) = self.parts.get(key) else {
+                continue;
+            };
+            let Some(position) = s.position else {
                 continue;
             };
             let mut p = FetchPartition::default();
             p.partition = key.1;
-            p.fetch_offset = position;
+            p.fetch_offset = s.gap.as_ref().map_or(position, |g| g.fetch_at);
             p.partition_max_bytes = clamp_i32(bounds.fetch_max);
             topics.entry(key.0.clone()).or_default().push(p);
         }
@@ -582,6 +615,16 @@ impl Consumer {
                 let Some(position) = s.position else { continue };
                 match ResponseError::try_from_code(p.error_code) {
                     None => {}
+                    Some(ResponseError::OffsetOutOfRange)
+                        if s.gap.as_ref().is_some_and(|g| g.fetch_at < position) =>
+                    {
+                        // Looked back past the log's start: wait at the position instead.
+                        if let Some(g) = &mut s.gap {
+                            g.fetch_at = position;
+                            g.back = -1;
+                        }
+                        continue;
+                    }
                     Some(ResponseError::OffsetOutOfRange) => {
                         tracing::warn!(topic = %topic, partition = p.partition_index, position,
                             "kafka offset out of range: restarting the partition");
@@ -613,16 +656,139 @@ impl Consumer {
                 .map_err(|reason| {
                     Error::bad_frame(&addr, format!("{topic}/{}: {reason}", p.partition_index))
                 })?;
-                if let Some(next) = decoded.next_offset {
-                    s.position = Some(position.max(next));
-                }
                 items.extend(decoded.items);
+                match decoded.next_offset {
+                    Some(next) if next > position => {
+                        s.position = Some(next);
+                        if let Some(g) = s.gap.take() {
+                            tracing::debug!(topic = %topic, partition = p.partition_index, position,
+                                waited_ms = g.since.elapsed().as_millis() as u64,
+                                "kafka partition: the hole at the position filled");
+                        }
+                    }
+                    _ => {
+                        if let Some(hole_end) = decoded.gap {
+                            on_hole(
+                                &topic,
+                                p.partition_index,
+                                s,
+                                position,
+                                hole_end,
+                                decoded.boundary,
+                                bounds.gap_wait,
+                            );
+                        } else if let (Some(g), Some(b)) = (&mut s.gap, decoded.boundary) {
+                            g.fetch_at = g.fetch_at.max(b);
+                        }
+                    }
+                }
             }
         }
         Ok(())
     }
 }
 
+/// The fetch at `position` found no batch holding it but one that begins at `hole_end`: wait
+/// for the hole to fill (looking for the batch that holds the position meanwhile), and after
+/// `gap_wait` move past it with a warning.
+fn on_hole(
+    topic: &str,
+    partition: i32,
+    s: &mut PartState,
+    position: i64,
+    hole_end: i64,
+    boundary: Option<i64>,
+    gap_wait: Duration,
+) {
+    let now = Instant::now();
+    let g = s.gap.get_or_insert_with(|| {
+        tracing::debug!(
+            topic,
+            partition,
+            position,
+            hole_end,
+            "kafka partition: no batch holds the position yet; waiting for it"
+        );
+        Gap {
+            since: now,
+            fetch_at: position,
+            back: 0,
+        }
+    });
+    if now.duration_since(g.since) >= gap_wait {
+        tracing::warn!(
+            topic,
+            partition,
+            first = position,
+            last = hole_end - 1,
+            waited_ms = gap_wait.as_millis() as u64,
+            "kafka partition: offsets missing from the log (compacted or deleted, or never \
+             written by the broker): moving past them"
+        );
+        s.position = Some(hole_end);
+        s.gap = None;
+        return;
+    }
+    g.fetch_at = match boundary {
+        // A batch ends at or before the position: fetch from there.
+        Some(b) => b,
+        None if g.back >= 0 => {
+            g.back = (g.back * 2).max(1);
+            (position - g.back).max(0)
+        }
+        None => position,
+    };
+}
+
 fn clamp_i32(n: usize) -> i32 {
     i32::try_from(n).unwrap_or(i32::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn part(position: i64) -> PartState {
+        PartState {
+            leader: 1,
+            position: Some(position),
+            high_watermark: None,
+            gap: None,
+        }
+    }
+
+    const WAIT: Duration = Duration::from_secs(60);
+
+    #[test]
+    fn a_hole_is_waited_for_looking_back_for_the_batch_that_holds_the_position() {
+        let mut s = part(20);
+        // Nothing at or before the position came back: look back 1, 2, 4 ... offsets.
+        let mut looked = Vec::new();
+        for _ in 0..4 {
+            on_hole("t", 0, &mut s, 20, 62, None, WAIT);
+            looked.push(s.gap.as_ref().unwrap().fetch_at);
+        }
+        assert_eq!(looked, [19, 18, 16, 12]);
+        // A batch ending before the position came back: fetch from its end.
+        on_hole("t", 0, &mut s, 20, 62, Some(17), WAIT);
+        assert_eq!(s.gap.as_ref().unwrap().fetch_at, 17);
+        // A batch ends at the position: wait there for the next one to be written.
+        on_hole("t", 0, &mut s, 20, 62, Some(20), WAIT);
+        assert_eq!(s.gap.as_ref().unwrap().fetch_at, 20);
+        assert_eq!(s.position, Some(20), "never moved past the hole meanwhile");
+        // Looking back never goes below offset 0.
+        let mut s = part(1);
+        for _ in 0..5 {
+            on_hole("t", 0, &mut s, 1, 9, None, WAIT);
+            assert!(s.gap.as_ref().unwrap().fetch_at >= 0);
+        }
+    }
+
+    #[test]
+    fn a_hole_that_stays_past_the_wait_is_passed() {
+        let mut s = part(4);
+        on_hole("t", 0, &mut s, 4, 10, None, Duration::ZERO);
+        assert_eq!(s.position, Some(10));
+        assert!(s.gap.is_none());
+    }
 }

@@ -90,11 +90,23 @@ const RECORD_MIN: usize = 7;
 #[derive(Debug, Default)]
 pub(crate) struct Decoded {
     pub(crate) items: Vec<Item>,
-    /// The offset to fetch next (after the last complete batch), if any batch was complete.
+    /// The offset to read next: the end of the last batch decoded, when that is past `from`.
     pub(crate) next_offset: Option<i64>,
+    /// The base offset of a batch that begins after the offset expected next (`next_offset`,
+    /// else `from`): the offsets between are missing from this response. Decoding stopped
+    /// there.
+    pub(crate) gap: Option<i64>,
+    /// The largest batch end at or below `from`: a batch boundary before the position (for a
+    /// consumer looking for the batch that holds `from`).
+    pub(crate) boundary: Option<i64>,
 }
 
-/// Decodes every complete batch of `raw`, skipping records below `from`.
+/// Decodes the complete batches of `raw` that hold offsets from `from` on, in one contiguous
+/// run: batches that end at or before `from` are skipped (their end is kept as
+/// [`Decoded::boundary`]); a batch that begins after the offset expected next ends the run
+/// ([`Decoded::gap`]), since a broker may show a later batch before an earlier one is visible
+/// (tansu 0.6.0 does under concurrent produce requests), or may not return the batch holding a
+/// position in its middle (tansu again). The caller decides when a gap is a real hole.
 pub(crate) fn decode(
     topic: &Arc<str>,
     partition: i32,
@@ -104,6 +116,7 @@ pub(crate) fn decode(
     value_max: usize,
 ) -> Result<Decoded, String> {
     let mut out = Decoded::default();
+    let mut expected = from;
     while raw.len() >= 12 {
         let base_offset = i64::from_be_bytes(raw[0..8].try_into().unwrap_or_default());
         let batch_len = i32::from_be_bytes(raw[8..12].try_into().unwrap_or_default());
@@ -114,6 +127,10 @@ pub(crate) fn decode(
         };
         if raw.len() - 12 < batch_len {
             break; // the last batch is cut off at the fetch size: fetch it again later
+        }
+        if base_offset > expected {
+            out.gap = Some(base_offset);
+            break;
         }
         let batch = raw.split_to(12 + batch_len);
         if batch_len < BATCH_OVERHEAD {
@@ -133,9 +150,14 @@ pub(crate) fn decode(
         let batch_end = base_offset
             .saturating_add(i64::from(last_delta))
             .saturating_add(1);
+        if batch_end <= from {
+            out.boundary = out.boundary.max(Some(batch_end));
+            continue; // records already had
+        }
+        let start = std::mem::replace(&mut expected, batch_end);
         out.next_offset = Some(batch_end);
-        if attributes & (1 << 5) != 0 || batch_end <= from {
-            continue; // a control batch (transaction markers), or records already had
+        if attributes & (1 << 5) != 0 {
+            continue; // a control batch (transaction markers)
         }
         let compression = attributes & 7;
         let room = if compression == 0 {
@@ -158,7 +180,7 @@ pub(crate) fn decode(
         let set = RecordBatchDecoder::decode_with_custom_compression(&mut batch, Some(decompress))
             .map_err(|e| format!("batch at offset {base_offset}: {e}"))?;
         for r in set.records {
-            if r.offset < from {
+            if r.offset < start {
                 continue;
             }
             let value = r.value.unwrap_or_default();
@@ -316,7 +338,7 @@ mod tests {
                 producer_epoch: -1,
                 timestamp_type: TimestampType::Creation,
                 offset: base + i as i64,
-                sequence: -1,
+                sequence: i as i32, // offset - sequence constant: one batch
                 timestamp: 1_700_000_000_000 + i as i64,
                 key: Some(Bytes::from(format!("k{i}"))),
                 value: Some(Bytes::copy_from_slice(v)),
@@ -367,6 +389,44 @@ mod tests {
         let raw = batch(10, &[b"a", b"b", b"c"], Compression::Zstd);
         let d = decode(&topic(), 0, raw, 12, 1 << 20, 1 << 10).unwrap();
         assert_eq!(offsets(&d), [12]);
+    }
+
+    #[test]
+    fn a_batch_after_a_hole_ends_the_run_and_names_the_hole() {
+        let mut raw = BytesMut::new();
+        raw.extend_from_slice(&batch(0, &[b"a", b"b"], Compression::None));
+        raw.extend_from_slice(&batch(2, &[b"c"], Compression::None));
+        raw.extend_from_slice(&batch(9, &[b"j"], Compression::None));
+        let d = decode(&topic(), 0, raw.freeze(), 0, 1 << 20, 1 << 10).unwrap();
+        assert_eq!(offsets(&d), [0, 1, 2]);
+        assert_eq!((d.next_offset, d.gap, d.boundary), (Some(3), Some(9), None));
+    }
+
+    #[test]
+    fn a_first_batch_after_the_position_is_a_hole_with_nothing_decoded() {
+        let raw = batch(7, &[b"h", b"i"], Compression::None);
+        let d = decode(&topic(), 0, raw, 4, 1 << 20, 1 << 10).unwrap();
+        assert!(d.items.is_empty());
+        assert_eq!((d.next_offset, d.gap, d.boundary), (None, Some(7), None));
+    }
+
+    #[test]
+    fn batches_before_the_position_give_the_boundary() {
+        let mut raw = BytesMut::new();
+        raw.extend_from_slice(&batch(0, &[b"a", b"b"], Compression::None));
+        raw.extend_from_slice(&batch(2, &[b"c", b"d"], Compression::None));
+        raw.extend_from_slice(&batch(6, &[b"g"], Compression::None));
+        let d = decode(&topic(), 0, raw.freeze(), 5, 1 << 20, 1 << 10).unwrap();
+        assert!(d.items.is_empty());
+        assert_eq!((d.next_offset, d.gap, d.boundary), (None, Some(6), Some(4)));
+        // The batch holding the position is decoded from the position on.
+        let mut raw = BytesMut::new();
+        raw.extend_from_slice(&batch(0, &[b"a", b"b"], Compression::None));
+        raw.extend_from_slice(&batch(2, &[b"c", b"d", b"e", b"f"], Compression::Zstd));
+        raw.extend_from_slice(&batch(6, &[b"g"], Compression::None));
+        let d = decode(&topic(), 0, raw.freeze(), 5, 1 << 20, 1 << 10).unwrap();
+        assert_eq!(offsets(&d), [5, 6]);
+        assert_eq!((d.next_offset, d.gap, d.boundary), (Some(7), None, Some(2)));
     }
 
     #[test]

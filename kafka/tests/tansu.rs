@@ -322,6 +322,41 @@ fn a_zstd_producer_batch_is_read_back_by_our_consumer() {
     );
 }
 
+/// A committed offset in the middle of a batch (the node commits what is durable, record by
+/// record) resumes at that record. tansu 0.6.0 answers a fetch from the middle of a batch
+/// with the batches that begin after it only; the consumer finds the batch that holds the
+/// position by looking back, instead of taking the next batch and losing the rest of this one.
+#[test]
+fn a_commit_in_the_middle_of_a_batch_resumes_at_the_next_record_of_that_batch() {
+    let broker = Tansu::start();
+    let topic = "vtp.mid";
+    broker.create_topic(topic, 1);
+    let mut producer = Producer::new(config(&broker)).unwrap();
+    let mut produce = |range: std::ops::Range<i64>| {
+        for i in range.clone() {
+            producer
+                .send(topic, None, Bytes::from(format!("m{i}")))
+                .unwrap();
+        }
+        let d = producer.flush(DEADLINE).unwrap();
+        let offsets: Vec<i64> = d.iter().map(|d| d.result.unwrap()).collect();
+        assert_eq!(offsets, range.collect::<Vec<_>>(), "{d:?}");
+    };
+    produce(0..10); // one batch: 0..=9
+    produce(10..15); // one batch: 10..=14
+    let mut first = Consumer::new(config(&broker), "mid", &[topic], StartFrom::Earliest).unwrap();
+    assert_eq!(poll_exactly(&mut first, 15).len(), 15);
+    first.commit(&[(topic, 0, 4)]).unwrap();
+    drop(first);
+
+    let mut resumed = Consumer::new(config(&broker), "mid", &[topic], StartFrom::Earliest).unwrap();
+    let offsets: Vec<i64> = poll_exactly(&mut resumed, 11)
+        .iter()
+        .map(|i| i.position().2)
+        .collect();
+    assert_eq!(offsets, (4..15).collect::<Vec<_>>());
+}
+
 #[test]
 fn a_glob_subscription_takes_matching_topics_only_and_finds_new_ones() {
     let broker = Tansu::start();
