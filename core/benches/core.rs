@@ -199,6 +199,8 @@ struct BrokerFigures {
     allocs_per_event: f64,
     bytes_per_event: f64,
     ns_per_event: f64,
+    /// Every call of [`submit_one`], warm-up included (what callgrind counts).
+    submissions: usize,
 }
 
 /// One author submission at a time (accept, input, drain) on a broker with `feeds` feeds.
@@ -246,6 +248,7 @@ fn broker_bench(feeds: usize, events: usize) -> BrokerFigures {
         allocs_per_event: alloc_count as f64 / events as f64,
         bytes_per_event: alloc_bytes as f64 / events as f64,
         ns_per_event: ns_per(times[times.len() / 2], 1),
+        submissions: frames.len(),
     }
 }
 
@@ -292,6 +295,8 @@ struct AckFigures {
     parse_ns: f64,
     handled_ns: f64,
     allocs_per_ack: f64,
+    /// Acks given to the node over every call of [`feed_acks`] (what callgrind counts).
+    acks_fed: usize,
 }
 
 /// A subscriber's ack: `message::parse` alone on the pygcn ack, and the whole
@@ -342,6 +347,7 @@ fn ack_bench() -> AckFigures {
         parse_ns: ns_per(parse, iterations),
         handled_ns: ns_per(times[times.len() / 2], feeds),
         allocs_per_ack: alloc_count as f64 / acks as f64,
+        acks_fed: RUNS * rounds * feeds,
     }
 }
 
@@ -383,11 +389,13 @@ fn main() {
             "broker, 0 feeds: {:.2} allocs/event, {:.0} bytes/event, {:.0} ns/event",
             b.allocs_per_event, b.bytes_per_event, b.ns_per_event
         );
+        println!("submit_one calls: {}", b.submissions);
         return;
     }
     let a = ack_bench();
     if only("ack") {
         print_ack(&a);
+        println!("acks fed by feed_acks: {}", a.acks_fed);
         return;
     }
     let p = parse_bench();

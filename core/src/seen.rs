@@ -43,8 +43,6 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::fmt;
 use std::net::IpAddr;
 
-use sha2::{Digest, Sha256};
-
 use crate::output::Peer;
 /// The identity of one event: SHA-256 of its `VOEvent` element bytes.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -53,7 +51,10 @@ pub struct EventKey(pub [u8; 32]);
 impl EventKey {
     /// Hashes the bytes of a `VOEvent` element (the span reported by the message parser).
     pub fn of_element(element: &[u8]) -> Self {
-        Self(Sha256::digest(element).into())
+        let digest = ring::digest::digest(&ring::digest::SHA256, element);
+        let mut key = [0; 32];
+        key.copy_from_slice(digest.as_ref());
+        Self(key)
     }
 
     /// Lower-case hex, 64 characters: the form used in logs and stores.
@@ -391,6 +392,29 @@ mod tests {
 
     fn author(n: u8) -> SeenSource {
         SeenSource::Author(IpAddr::from([10, 0, 0, n]))
+    }
+
+    #[test]
+    fn an_event_key_is_the_sha256_of_the_element() {
+        // FIPS 180-2's examples: one block, two blocks, and a million bytes (many blocks,
+        // where an assembly implementation takes its multi-block path).
+        let cases: [(&[u8], &str); 3] = [
+            (
+                b"abc",
+                "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad",
+            ),
+            (
+                b"abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq",
+                "248d6a61d20638b8e5c026930c3e6039a33ce45964ff2167f6ecedd419db06c1",
+            ),
+            (
+                &[b'a'; 1_000_000],
+                "cdc76e5c9914fb9281a1c7e284d73e67f1809a48a497200e046d39ccc7112cd0",
+            ),
+        ];
+        for (bytes, hex) in cases {
+            assert_eq!(EventKey::of_element(bytes).to_hex(), hex);
+        }
     }
 
     #[test]
