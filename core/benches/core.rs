@@ -119,6 +119,10 @@ fn unique_event(i: usize) -> Bytes {
 fn broker(now: Instant) -> Node {
     let mut config = Config::new(Some(LOCAL.into()));
     config.timing.test_event_interval = None;
+    // Every simulated peer is one address: lift the per-address limits (as the vtp-bench
+    // workloads do).
+    config.limits.author_connections_per_address = usize::MAX;
+    config.limits.subscriber_connections_per_address = usize::MAX;
     Node::new(
         config,
         Box::new(NoFilterEngine),
