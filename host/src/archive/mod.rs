@@ -751,7 +751,7 @@ impl Writer {
                     self.counters
                         .inserted
                         .fetch_add(inserted, Ordering::Relaxed);
-                    self.refresh_counts();
+                    self.after_batch(inserted);
                     Ok(())
                 }
                 Err(e) => {
@@ -843,6 +843,17 @@ impl Writer {
         Ok(inserted)
     }
 
+    /// The size figures after a batch: the row count grows by what was inserted (counting
+    /// the table reads all of it: at open and after retention only, not per batch, which at a
+    /// million rows would cost more than the batch), the bytes from the page counts.
+    fn after_batch(&self, inserted: u64) {
+        self.counters.rows.fetch_add(inserted, Ordering::Relaxed);
+        self.counters
+            .bytes
+            .store(self.used_bytes().unwrap_or(0), Ordering::Relaxed);
+    }
+
+    /// The size figures counted afresh (at open and after retention).
     fn refresh_counts(&self) {
         let rows: i64 = self
             .conn
@@ -857,11 +868,12 @@ impl Writer {
     }
 
     fn used_bytes(&self) -> rusqlite::Result<u64> {
-        let pages: i64 = self.conn.query_row("PRAGMA page_count", [], |r| r.get(0))?;
-        let free: i64 = self
-            .conn
-            .query_row("PRAGMA freelist_count", [], |r| r.get(0))?;
-        let size: i64 = self.conn.query_row("PRAGMA page_size", [], |r| r.get(0))?;
+        let pragma = |sql: &str| -> rusqlite::Result<i64> {
+            self.conn.prepare_cached(sql)?.query_row([], |r| r.get(0))
+        };
+        let pages = pragma("PRAGMA page_count")?;
+        let free = pragma("PRAGMA freelist_count")?;
+        let size = pragma("PRAGMA page_size")?;
         Ok(u64::try_from((pages - free) * size).unwrap_or(0))
     }
 

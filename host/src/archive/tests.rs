@@ -77,6 +77,10 @@ fn writes_are_idempotent_and_seq_survives_reopen_and_retention() {
         let a = open(dir.path());
         a.write_now(vec![row(3, None, 0)]).expect("write");
         assert_eq!(seqs(&list(&a, "")), [1, 2, 3]);
+        // Counted at open, then by what each batch inserted (a redelivery adds nothing).
+        a.write_now(vec![row(3, None, 0), row(2, None, 0)])
+            .expect("redelivery");
+        assert_eq!(a.probe().rows(), 3);
     }
     // Retention deletes everything; the sequence goes on.
     {
