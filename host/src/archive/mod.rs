@@ -69,6 +69,11 @@ pub const MAX_BYTES_DEFAULT: u64 = 10 << 30;
 pub const BATCH_MAX: usize = 512;
 /// Rows waiting for the writer at most (a handler call beyond it waits).
 pub const QUEUE_MAX: usize = 4096;
+/// Under load (the last commit ended less than this ago), how long the writer gathers rows
+/// before it commits: fewer, larger transactions, each one `fsync`, at the price of this much
+/// more delay before an event is archived (never before it is acked or forwarded). Idle, an
+/// event is committed at once.
+pub const LINGER: Duration = Duration::from_millis(10);
 /// Most rows deleted by retention in one transaction.
 pub const RETENTION_BATCH: usize = 1000;
 /// How often retention runs.
@@ -711,6 +716,7 @@ struct Writer {
 impl Writer {
     fn serve(mut self, rx: &Receiver<Option<Job>>) {
         let mut last_retention = Instant::now();
+        let mut last_commit: Option<Instant> = None;
         let mut stopping = false;
         while !stopping {
             let first = match rx.recv_timeout(RETENTION_EVERY) {
@@ -724,8 +730,15 @@ impl Writer {
                 Err(RecvTimeoutError::Disconnected) => return,
             };
             let mut batch = vec![first];
+            let gather_until = last_commit
+                .is_some_and(|t| t.elapsed() < LINGER)
+                .then(|| Instant::now() + LINGER);
             while batch.len() < BATCH_MAX {
-                match rx.try_recv() {
+                let next = match gather_until {
+                    Some(until) => rx.recv_timeout(until.saturating_duration_since(Instant::now())),
+                    None => rx.try_recv().map_err(|_| RecvTimeoutError::Timeout),
+                };
+                match next {
                     Ok(Some(job)) => batch.push(job),
                     Ok(None) => {
                         stopping = true;
@@ -737,6 +750,7 @@ impl Writer {
             let started = Instant::now();
             let now = unix_ms_now().max(self.last_received);
             let outcome = self.insert(&batch, now);
+            last_commit = Some(Instant::now());
             let micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
             self.counters.batches.fetch_add(1, Ordering::Relaxed);
             self.counters
@@ -957,33 +971,48 @@ impl Handler for ArchiveHandler {
     }
 
     fn handle(&self, delivery: &Delivery) -> Result<(), HandlerError> {
-        let source = self.sources.take(delivery);
-        let row = Row::of(delivery, source);
+        self.handle_batch(&[delivery]).pop().unwrap_or(Ok(()))
+    }
+
+    fn batches(&self) -> bool {
+        true
+    }
+
+    /// Queues every row, then waits for each: the writer takes what is queued in one
+    /// transaction, so a batch costs one commit (one `fsync`) rather than one per event.
+    fn handle_batch(&self, deliveries: &[&Delivery]) -> Vec<Result<(), HandlerError>> {
+        let failed = |why: &str| Err(HandlerError::Other(Box::new(WriteFailed(why.into()))));
         let Some(tx) = &self.tx else {
-            return Err(HandlerError::Other(Box::new(WriteFailed(
-                "archive closed".into(),
-            ))));
+            return deliveries
+                .iter()
+                .map(|_| failed("archive closed"))
+                .collect();
         };
-        let (rtx, rrx) = mpsc::sync_channel(1);
-        if tx
-            .send(Some(Job {
-                row,
-                reply: Some(rtx),
-            }))
-            .is_err()
-        {
-            self.counters.write_failures.fetch_add(1, Ordering::Relaxed);
-            return Err(HandlerError::Other(Box::new(WriteFailed(
-                "the archive writer has stopped".into(),
-            ))));
-        }
-        match rrx.recv() {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(HandlerError::Other(Box::new(WriteFailed(e)))),
-            Err(_) => Err(HandlerError::Other(Box::new(WriteFailed(
-                "the archive writer has stopped".into(),
-            )))),
-        }
+        let waits: Vec<Option<Receiver<Result<(), String>>>> = deliveries
+            .iter()
+            .map(|delivery| {
+                let source = self.sources.take(delivery);
+                let row = Row::of(delivery, source);
+                let (rtx, rrx) = mpsc::sync_channel(1);
+                let job = Job {
+                    row,
+                    reply: Some(rtx),
+                };
+                if tx.send(Some(job)).is_err() {
+                    self.counters.write_failures.fetch_add(1, Ordering::Relaxed);
+                    return None;
+                }
+                Some(rrx)
+            })
+            .collect();
+        waits
+            .into_iter()
+            .map(|wait| match wait.map(|rrx| rrx.recv()) {
+                Some(Ok(Ok(()))) => Ok(()),
+                Some(Ok(Err(e))) => Err(HandlerError::Other(Box::new(WriteFailed(e)))),
+                None | Some(Err(_)) => failed("the archive writer has stopped"),
+            })
+            .collect()
     }
 }
 

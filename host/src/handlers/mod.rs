@@ -43,7 +43,9 @@ mod save;
 mod stdout;
 
 pub use command::{Command, STDERR_TAIL_MAX};
-pub use pool::{DROP_LOGS_PER_SEC, HandlerSet, Handlers, HandlersProbe, QUEUE_BYTES_DEFAULT};
+pub use pool::{
+    BATCH_MAX, DROP_LOGS_PER_SEC, HandlerSet, Handlers, HandlersProbe, QUEUE_BYTES_DEFAULT,
+};
 pub(crate) use pool::{Feed, Refused};
 pub use print::PrintEvent;
 pub use save::SaveEvent;
@@ -61,6 +63,20 @@ pub trait Handler: Send + Sync + 'static {
     ///
     /// Any [`HandlerError`]; the pool logs it at WARN and carries on.
     fn handle(&self, delivery: &Delivery) -> Result<(), HandlerError>;
+
+    /// Whether [`handle_batch`](Self::handle_batch) does better than one
+    /// [`handle`](Self::handle) after another (the archive: one transaction, one `fsync`, for
+    /// the lot). When every handler of the pool says so, a worker takes up to
+    /// [`BATCH_MAX`] queued deliveries at once. The default: `false`.
+    fn batches(&self) -> bool {
+        false
+    }
+
+    /// Handles several events: one result per delivery, in order. The default calls
+    /// [`handle`](Self::handle) on each.
+    fn handle_batch(&self, deliveries: &[&Delivery]) -> Vec<Result<(), HandlerError>> {
+        deliveries.iter().map(|d| self.handle(d)).collect()
+    }
 
     /// Ends work in progress now: called (from another thread) when [`Handlers::shutdown`]
     /// gives up waiting, just before the process moves on to exit. A handler that starts

@@ -609,50 +609,101 @@ fn event_bytes(delivery: &Delivery) -> usize {
     delivery.ivorn.len() + delivery.payload.len()
 }
 
-/// A worker: takes deliveries until the queue is closed and empty, or shutdown gives up.
+/// Most deliveries a worker takes at once, when every handler [batches](Handler::batches).
+pub const BATCH_MAX: usize = 64;
+
+/// A worker: takes deliveries until the queue is closed and empty, or shutdown gives up. One
+/// at a time, or as many as wait (up to [`BATCH_MAX`]) when every handler handles batches:
+/// then a handler that waits for a disk (the archive) pays one `fsync` for the lot, not one
+/// each, while the other workers are busy too.
 fn serve(rx: &Mutex<Receiver<Item>>, shared: &Shared) {
+    let mut items: Vec<Item> = Vec::new();
     loop {
         if shared.abandon.load(Ordering::Acquire) {
             return;
         }
-        // The lock is only held while waiting; a poisoned lock still guards a usable receiver.
-        let next = rx.lock().unwrap_or_else(PoisonError::into_inner).recv();
-        let Ok(item) = next else {
-            return;
+        let batch_max = if shared.current().iter().all(|h| h.batches()) {
+            BATCH_MAX
+        } else {
+            1
         };
-        if shared.abandon.load(Ordering::Acquire) {
-            shared.abandon_one(&item);
-            return;
-        }
-        let delivery = &item.delivery;
-        let mut stopped = false;
-        let handlers = shared.current();
-        for handler in handlers.iter() {
-            match panic::catch_unwind(AssertUnwindSafe(|| handler.handle(delivery))) {
-                Ok(Ok(())) => {}
-                // Logged once by the handler itself; not done, like a stopped run.
-                Ok(Err(HandlerError::OutputClosed)) => stopped = true,
-                Ok(Err(e)) => {
-                    stopped |= matches!(e, HandlerError::Stopped { .. });
-                    warn!(
-                        handler = handler.name(),
-                        ivorn = %delivery.ivorn,
-                        "{}",
-                        ErrorChain(&e)
-                    );
+        {
+            // The lock is only held while taking; a poisoned lock still guards a usable
+            // receiver.
+            let rx = rx.lock().unwrap_or_else(PoisonError::into_inner);
+            let Ok(first) = rx.recv() else {
+                return;
+            };
+            items.push(first);
+            while items.len() < batch_max {
+                match rx.try_recv() {
+                    Ok(item) => items.push(item),
+                    Err(_) => break,
                 }
-                Err(_) => error!(
-                    handler = handler.name(),
-                    ivorn = %delivery.ivorn,
-                    "handler panicked (a bug in the handler); the next handlers still run"
-                ),
             }
         }
-        shared.release(event_bytes(delivery));
-        // A run cut short by the shutdown is not done: the event is handled again after the
-        // next start.
-        if let Some(done) = shared.spool_done.get() {
-            done(item.spool.filter(|_| !stopped));
+        if shared.abandon.load(Ordering::Acquire) {
+            for item in &items {
+                shared.abandon_one(item);
+            }
+            return;
+        }
+        let deliveries: Vec<&Delivery> = items.iter().map(|i| &i.delivery).collect();
+        let mut stopped = vec![false; items.len()];
+        let handlers = shared.current();
+        for handler in handlers.iter() {
+            let results = panic::catch_unwind(AssertUnwindSafe(|| match deliveries.as_slice() {
+                [one] => vec![handler.handle(one)],
+                many => handler.handle_batch(many),
+            }));
+            let Ok(mut results) = results else {
+                error!(
+                    handler = handler.name(),
+                    events = deliveries.len(),
+                    first_ivorn = %deliveries[0].ivorn,
+                    "handler panicked (a bug in the handler); the next handlers still run"
+                );
+                continue;
+            };
+            if results.len() != deliveries.len() {
+                error!(
+                    handler = handler.name(),
+                    events = deliveries.len(),
+                    results = results.len(),
+                    "handler gave a result per event for some events only (a bug in the \
+                     handler); the others count as not handled"
+                );
+            }
+            results.resize_with(deliveries.len(), || {
+                Err(HandlerError::Other("no result from the handler".into()))
+            });
+            for ((result, delivery), stopped) in
+                results.into_iter().zip(&deliveries).zip(&mut stopped)
+            {
+                match result {
+                    Ok(()) => {}
+                    // Logged once by the handler itself; not done, like a stopped run.
+                    Err(HandlerError::OutputClosed) => *stopped = true,
+                    Err(e) => {
+                        *stopped |= matches!(e, HandlerError::Stopped { .. });
+                        warn!(
+                            handler = handler.name(),
+                            ivorn = %delivery.ivorn,
+                            "{}",
+                            ErrorChain(&e)
+                        );
+                    }
+                }
+            }
+        }
+        drop(deliveries);
+        for (item, stopped) in items.drain(..).zip(stopped) {
+            shared.release(event_bytes(&item.delivery));
+            // A run cut short by the shutdown is not done: the event is handled again after
+            // the next start.
+            if let Some(done) = shared.spool_done.get() {
+                done(item.spool.filter(|_| !stopped));
+            }
         }
     }
 }
@@ -877,6 +928,97 @@ mod tests {
             self.0.fetch_add(1, Ordering::SeqCst);
             Ok(())
         }
+    }
+
+    /// Handles batches: records each batch's size; its first call waits for `gate` (so that
+    /// deliveries queue behind it); fails the events whose ivorn contains `bad`.
+    struct Batcher {
+        sizes: Mutex<Vec<usize>>,
+        started: Mutex<Sender<()>>,
+        gate: Mutex<Receiver<()>>,
+    }
+
+    impl Handler for Batcher {
+        fn name(&self) -> &str {
+            "batcher"
+        }
+
+        fn handle(&self, d: &Delivery) -> Result<(), HandlerError> {
+            self.handle_batch(&[d]).pop().unwrap()
+        }
+
+        fn batches(&self) -> bool {
+            true
+        }
+
+        fn handle_batch(&self, ds: &[&Delivery]) -> Vec<Result<(), HandlerError>> {
+            let first = {
+                let mut sizes = self.sizes.lock().unwrap();
+                sizes.push(ds.len());
+                sizes.len() == 1
+            };
+            if first {
+                let _ = self.started.lock().unwrap().send(());
+                let _ = self.gate.lock().unwrap().recv();
+            }
+            ds.iter()
+                .map(|d| {
+                    if d.ivorn.contains("bad") {
+                        Err(HandlerError::Other("refused".into()))
+                    } else {
+                        Ok(())
+                    }
+                })
+                .collect()
+        }
+    }
+
+    fn batcher() -> (Arc<Batcher>, Receiver<()>, Sender<()>) {
+        let (started_tx, started_rx) = mpsc::channel();
+        let (gate_tx, gate_rx) = mpsc::channel();
+        let b = Arc::new(Batcher {
+            sizes: Mutex::new(Vec::new()),
+            started: Mutex::new(started_tx),
+            gate: Mutex::new(gate_rx),
+        });
+        (b, started_rx, gate_tx)
+    }
+
+    #[test]
+    fn a_worker_takes_what_waits_as_one_batch_when_every_handler_batches() {
+        let (b, started, gate) = batcher();
+        let pool = Handlers::new(vec![b.clone()], 1, 100);
+        assert!(pool.dispatch(delivery("ivo://a/b#0", b"")));
+        started.recv_timeout(Duration::from_secs(30)).unwrap();
+        for i in 1..=70 {
+            let ivorn = if i == 5 {
+                "ivo://a/b#bad".to_owned()
+            } else {
+                format!("ivo://a/b#{i}")
+            };
+            assert!(pool.dispatch(delivery(&ivorn, b"")));
+        }
+        gate.send(()).unwrap();
+        assert!(pool.shutdown(Duration::from_secs(30)));
+        // One, then BATCH_MAX of the 70 that waited, then the rest (a failed event in a
+        // batch is that event's failure alone).
+        assert_eq!(*b.sizes.lock().unwrap(), [1, BATCH_MAX, 70 - BATCH_MAX]);
+    }
+
+    #[test]
+    fn with_a_handler_that_does_not_batch_every_delivery_goes_alone() {
+        let (b, started, gate) = batcher();
+        let counting = Arc::new(Counting::default());
+        let pool = Handlers::new(vec![b.clone(), counting.clone()], 1, 100);
+        assert!(pool.dispatch(delivery("ivo://a/b#0", b"")));
+        started.recv_timeout(Duration::from_secs(30)).unwrap();
+        for i in 1..=5 {
+            assert!(pool.dispatch(delivery(&format!("ivo://a/b#{i}"), b"")));
+        }
+        gate.send(()).unwrap();
+        assert!(pool.shutdown(Duration::from_secs(30)));
+        assert_eq!(*b.sizes.lock().unwrap(), [1; 6]);
+        assert_eq!(counting.0.load(Ordering::SeqCst), 6);
     }
 
     #[test]
