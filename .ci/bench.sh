@@ -7,7 +7,8 @@
 #
 #   bash .ci/bench.sh
 #
-# About 5 minutes on 2 cores (Comet is the slow part), plus the release build. Every broker
+# Some minutes per workload on 2 cores (Comet, the signatures' RSA signing and the
+# instructions workload's valgrind are the slow parts), plus the release build. Every broker
 # is started fresh for each run (new event database, no state carried over) and stopped right
 # after it; everything listens on 127.0.0.1 only; every run is bounded by a timeout; every
 # process is killed on exit. Each run's output and JSON line stay in target/bench-results/

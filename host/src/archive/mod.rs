@@ -9,8 +9,10 @@
 //! It builds the row (the core's [`summary`](vtp_core::summary) of the bytes: Who, position,
 //! stream) and passes it to the archive's writer thread, then waits until the transaction
 //! holding it is committed (group commit: the writer takes whatever has queued, up to
-//! [`BATCH_MAX`] rows, in one transaction), so that a handler call that returns `Ok` means
-//! "archived" and the spool's done mark follows it. The event key (sha256) is unique: a
+//! [`BATCH_MAX`] rows, in one transaction; under load it gathers rows for up to [`LINGER`]
+//! first, and the handler pool hands the archive batches of deliveries, so that a busy
+//! archive makes one `fsync` per dozens of events rather than per one or two), so that a
+//! handler call that returns `Ok` means "archived" and the spool's done mark follows it. The event key (sha256) is unique: a
 //! redelivery after a crash inserts nothing. A slow or failing disk only slows the handler
 //! workers; acks and forwards never wait for handlers. Each failed batch is counted
 //! ([`ArchiveProbe::write_failures`]) and logged, and each of its events returns an error
