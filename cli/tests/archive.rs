@@ -9,7 +9,6 @@ mod support;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -60,20 +59,6 @@ fn http_port(log: &Log) -> u16 {
     digits.parse().unwrap()
 }
 
-fn vtp_send(port: u16, file: &std::path::Path) {
-    let out = Command::new(VTP)
-        .args(["send", &format!("127.0.0.1:{port}")])
-        .arg(file)
-        .output()
-        .unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 /// Polls `/api/events` until it lists `n` events (bounded by [`WAIT`]).
 fn wait_events(port: u16, n: usize) -> Value {
     let deadline = Instant::now() + WAIT;
@@ -113,10 +98,10 @@ fn events_sent_come_back_with_metadata_and_exact_bytes_across_a_restart() {
     ];
     let mut b = Broker::start("archive-a", &args);
     let port = http_port(&b.proc.log);
-    vtp_send(b.receive, &gcn);
-    vtp_send(b.receive, &a1);
+    vtp_send_ok(b.receive, &gcn);
+    vtp_send_ok(b.receive, &a1);
     // The same event again: a duplicate, archived once.
-    vtp_send(b.receive, &a1);
+    vtp_send_ok(b.receive, &a1);
     let v = wait_events(port, 2);
     let events = v["events"].as_array().unwrap();
     assert_eq!(events.len(), 2, "{v}");
@@ -195,7 +180,7 @@ fn events_sent_come_back_with_metadata_and_exact_bytes_across_a_restart() {
     drop(b);
     let b = Broker::start_with_db("archive-b", &args, db);
     let port = http_port(&b.proc.log);
-    vtp_send(b.receive, &a2);
+    vtp_send_ok(b.receive, &a2);
     let v = wait_events(port, 3);
     let seqs: Vec<i64> = v["events"]
         .as_array()
@@ -234,7 +219,7 @@ fn a_client_that_may_not_subscribe_gets_403_and_the_token_works() {
         ],
     );
     let port = http_port(&b.proc.log);
-    vtp_send(b.receive, &a1);
+    vtp_send_ok(b.receive, &a1);
     for path in [
         "/api/events",
         "/api/events?include=payload",
@@ -278,7 +263,7 @@ fn hostile_queries_are_refused_or_capped_and_the_broker_keeps_serving() {
         &["--broadcast-test-interval", "0", "--http", "127.0.0.1:0"],
     );
     let port = http_port(&b.proc.log);
-    vtp_send(b.receive, &a1);
+    vtp_send_ok(b.receive, &a1);
     wait_events(port, 1);
     for (path, want) in [
         ("/api/events?foo=1", "unknown parameter \"foo\""),

@@ -11,19 +11,6 @@ use std::process::Command;
 
 use support::*;
 
-fn vtp_send(port: u16, file: &std::path::Path, extra: &[&str]) -> (Option<i32>, String) {
-    let out = Command::new(VTP)
-        .args(["send", &format!("127.0.0.1:{port}")])
-        .arg(file)
-        .args(extra)
-        .output()
-        .unwrap();
-    (
-        out.status.code(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
 fn write_event(dir: &TempDir, name: &str, ivorn: &str) -> (std::path::PathBuf, Vec<u8>) {
     let bytes = event_xml(ivorn);
     let p = dir.path().join(name);

@@ -15,7 +15,7 @@ mod support;
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
@@ -37,21 +37,6 @@ fn wait_until(what: &str, f: impl Fn() -> bool) {
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
         std::thread::park_timeout(Duration::from_millis(20));
     }
-}
-
-/// The catch-up state file of `url` in `dir`, as vtp names it.
-fn state_file(dir: &Path, url: &str) -> PathBuf {
-    let name: String = url
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '.' || c == '-' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
-    dir.join(format!("catch-up-{name}.seq"))
 }
 
 /// The position in a state file (`after N`), if it exists.
@@ -125,7 +110,7 @@ fn listen_catches_up_the_events_it_missed_then_the_live_ones_each_once() {
     let (b, http) = upstream("cu-up1");
     let url = format!("http://127.0.0.1:{http}");
     let (db, saved) = (TempDir::new("cu-ldb"), TempDir::new("cu-saved"));
-    let state = state_file(db.path(), &url);
+    let state = vtp_host::catchup::state_path(db.path(), &url);
 
     let mut first = listen(b.broadcast, &url, &db, &saved);
     subscribers_connected(&b, 1);
@@ -255,7 +240,7 @@ fn a_downstream_broker_catches_up_and_serves_its_subscriber_each_event_once() {
     gate.set(true);
     let d = Broker::start("cu-down", &args);
     subscribers_connected(&b, 1);
-    let state = state_file(d.db.path(), &url);
+    let state = vtp_host::catchup::state_path(d.db.path(), &url);
     wait_until("the first position", || position(&state).is_some());
     let Broker { mut proc, db, .. } = d;
     proc.terminate();
@@ -381,7 +366,7 @@ fn errors_and_gaps_are_logged_and_retried_never_fatal() {
     );
     let url = format!("http://127.0.0.1:{port}");
     let (db, saved) = (TempDir::new("cu-edb"), TempDir::new("cu-esaved"));
-    let state = state_file(db.path(), &url);
+    let state = vtp_host::catchup::state_path(db.path(), &url);
     std::fs::write(&state, "after 10\n").unwrap();
     // No VTP upstream there: catch-up runs at start all the same.
     let nobody = TcpListener::bind("127.0.0.1:0").unwrap();

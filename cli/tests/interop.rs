@@ -29,20 +29,6 @@ const GCN: &str = concat!(
 
 // ------------------------------------------------------------------------------- vtp side
 
-/// `vtp send 127.0.0.1:<port> <file>`: exit code and stderr.
-fn vtp_send(port: u16, file: &Path) -> (Option<i32>, String) {
-    let out = Command::new(VTP)
-        .args(["send", &format!("127.0.0.1:{port}")])
-        .arg(file)
-        .args(["--timeout", "10"])
-        .output()
-        .unwrap();
-    (
-        out.status.code(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
 /// The filter of tests 5 and 6: matches `event_xml`'s author, not the GCN fixture's.
 const AUTHOR_FILTER: &str = "//Who[AuthorIVORN='ivo://vtp.test/author']";
 
@@ -80,22 +66,22 @@ fn vtp_send_to_comet_broker_gets_ack_and_comets_nak_reasons() {
     let c = CometBroker::start("i2-comet");
     let files = TempDir::new("i2-files");
     let (good, _) = write_event(&files, "good.xml", "ivo://vtp.test/author#send-1");
-    let (code, err) = vtp_send(c.receive, &good);
+    let (code, err) = vtp_send(c.receive, &good, &[]);
     assert_eq!(code, Some(0), "vtp send: {err}");
     assert!(err.contains("event acknowledged by"), "{err}");
     c.proc.log.wait_for("Comet took it", |l| {
         l.contains("VOEvent ivo://vtp.test/author#send-1 received from")
     });
     // The real GCN notice goes through Comet's schema validation too.
-    let (code, err) = vtp_send(c.receive, Path::new(GCN));
+    let (code, err) = vtp_send(c.receive, Path::new(GCN), &[]);
     assert_eq!(code, Some(0), "vtp send (GCN fixture): {err}");
 
     // Comet naks a duplicate and an invalid IVOID; vtp send exits 1 and shows the reason.
-    let (code, err) = vtp_send(c.receive, &good);
+    let (code, err) = vtp_send(c.receive, &good, &[]);
     assert_eq!(code, Some(1), "{err}");
     assert!(err.contains("Previously seen by this broker"), "{err}");
     let (bad, _) = write_event(&files, "bad.xml", "ivo://a2#x");
-    let (code, err) = vtp_send(c.receive, &bad);
+    let (code, err) = vtp_send(c.receive, &bad, &[]);
     assert_eq!(code, Some(1), "{err}");
     assert!(err.contains("Invalid IVOID"), "{err}");
 }
@@ -116,7 +102,7 @@ fn vtp_broker_delivers_the_authors_exact_bytes_to_comet_and_pygcn() {
         .into_iter()
         .enumerate()
     {
-        let (code, err) = vtp_send(b.receive, file);
+        let (code, err) = vtp_send(b.receive, file, &[]);
         assert_eq!(code, Some(0), "vtp send {}: {err}", file.display());
         assert!(
             pygcn.received(n + 1) == *bytes,
@@ -290,9 +276,9 @@ fn comet_subscribers_xpath_filter_reaches_vtp_and_is_honoured() {
     let files = TempDir::new("i6-files");
     let (matching, matching_bytes) =
         write_event(&files, "match.xml", "ivo://vtp.test/author#filtered-1");
-    let (code, err) = vtp_send(b.receive, &matching);
+    let (code, err) = vtp_send(b.receive, &matching, &[]);
     assert_eq!(code, Some(0), "{err}");
-    let (code, err) = vtp_send(b.receive, Path::new(GCN));
+    let (code, err) = vtp_send(b.receive, Path::new(GCN), &[]);
     assert_eq!(code, Some(0), "{err}");
     // Barrier 1: the plain subscriber has both.
     assert_eq!(plain.next_event(), matching_bytes);

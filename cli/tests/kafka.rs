@@ -199,22 +199,6 @@ fn broker(name: &str, extra: &[String]) -> Broker {
     broker_on(name, 0, extra, TempDir::new(name))
 }
 
-/// `vtp send` of `file` to 127.0.0.1:`port`; panics unless it is acknowledged.
-fn vtp_send(port: u16, file: &std::path::Path) {
-    let out = Command::new(VTP)
-        .args(["send", &format!("127.0.0.1:{port}")])
-        .arg(file)
-        .args(["--timeout", "10"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "vtp send {}: {}",
-        file.display(),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 /// Sends `signal` (`STOP`, `CONT`) to a process the test started.
 fn signal(proc: &Proc, signal: &str) {
     let ok = Command::new("kill")
@@ -320,7 +304,7 @@ fn an_event_from_comet_sendvo_is_published_once_with_its_ivorn_as_key() {
     assert_eq!(code, Some(0), "comet-sendvo:\n{out}");
     assert!(out.contains("Event was sent successfully"), "{out}");
     let (next, next_bytes) = write_event(&files, "next.xml", "ivo://vtp.test/author#k2-next");
-    vtp_send(b.receive, &next);
+    vtp_send_ok(b.receive, &next);
 
     let records = consume(&k, "vtp.out", 2, 30);
     let keys: Vec<String> = records
@@ -580,7 +564,7 @@ fn edge_nodes_on_kafka_serve_every_event_once_and_an_edge_restart_loses_nothing(
     let ivorn = |i: usize| format!("ivo://vtp.test/author#k4-{i:02}");
     let send = |i: usize| {
         let (file, _) = write_event(&files, &format!("{i}.xml"), &ivorn(i));
-        vtp_send(a.receive, &file);
+        vtp_send_ok(a.receive, &file);
     };
     let accepted = |n: usize, who: &Broker| {
         who.proc.log.wait_count("accepted from kafka", n, |l| {

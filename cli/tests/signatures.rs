@@ -56,21 +56,6 @@ fn write(dir: &TempDir, name: &str, bytes: &[u8]) -> PathBuf {
     p
 }
 
-/// `vtp send` of `file` with `extra` arguments: exit code and stderr.
-fn vtp_send(port: u16, file: &Path, extra: &[&str]) -> (Option<i32>, String) {
-    let out = Command::new(VTP)
-        .args(["send", &format!("127.0.0.1:{port}")])
-        .arg(file)
-        .args(["--timeout", "10"])
-        .args(extra)
-        .output()
-        .unwrap();
-    (
-        out.status.code(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
 /// Waits for the broker's "accepted event IVORN ... signature=STATUS" line; returns it.
 fn accepted_line(b: &Broker, ivorn: &str) -> String {
     let said = format!("accepted event {ivorn} from");

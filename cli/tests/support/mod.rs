@@ -6,7 +6,7 @@
 #![allow(dead_code, unreachable_pub, clippy::unwrap_used)]
 
 use std::net::TcpStream;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 // Each test binary uses its own subset.
@@ -91,6 +91,26 @@ pub fn write_event(dir: &TempDir, name: &str, ivorn: &str) -> (PathBuf, Vec<u8>)
     let p = dir.path().join(name);
     std::fs::write(&p, &bytes).unwrap();
     (p, bytes)
+}
+
+/// `vtp send 127.0.0.1:PORT FILE EXTRA...`: its exit code and standard error.
+pub fn vtp_send(port: u16, file: &Path, extra: &[&str]) -> (Option<i32>, String) {
+    let out = Command::new(VTP)
+        .args(["send", &format!("127.0.0.1:{port}")])
+        .arg(file)
+        .args(extra)
+        .output()
+        .unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// [`vtp_send`] that must be acked (exit 0); the test fails with its standard error if not.
+pub fn vtp_send_ok(port: u16, file: &Path) {
+    let (code, err) = vtp_send(port, file, &[]);
+    assert_eq!(code, Some(0), "vtp send {}: {err}", file.display());
 }
 
 /// Submits `payload` over raw TCP and returns the reply's role and Result text.
