@@ -5,7 +5,9 @@
 //! The core hands each accepted event to the runtime as an [`Action::Deliver`](vtp_core::Action::Deliver); the runtime
 //! passes the [`Delivery`] to [`Handlers::dispatch`], which never blocks: it puts the delivery on
 //! a bounded queue and returns. A fixed pool of worker threads takes deliveries from the queue
-//! and runs every [`Handler`] on each, in the order given. A failing handler is logged at WARN
+//! and runs every [`Handler`] on each, in the order given (a worker takes up to [`BATCH_MAX`]
+//! waiting deliveries at once when every handler [batches](Handler::batches), as the archive
+//! does; otherwise one at a time). A failing handler is logged at WARN
 //! and the others still run; a panicking one is caught and logged at ERROR. The queue is bounded
 //! by count and by bytes (the ivorn and payload of every delivery queued or being handled). When
 //! it is full (handlers too slow or stuck) the delivery is dropped *for the handlers only*,
