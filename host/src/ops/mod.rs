@@ -123,7 +123,7 @@ pub type FilterSource = Box<dyn Fn() -> FilterCounts + Send + Sync>;
 /// Reads the catch-ups' counters ([`Metrics::attach_catch_up`]).
 pub type CatchUpSource = Box<dyn Fn() -> Vec<CatchUpSnapshot> + Send + Sync>;
 
-/// One catch-up's counters (`--catch-up URL`, [`crate::catchup`]).
+/// One catch-up's counters (`--catch-up URL`, the `catchup` module).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct CatchUpSnapshot {
     /// The archive API it reads.
