@@ -726,7 +726,14 @@ if instr_submit is not None or instr_ack is not None:
                  f"{num(instr_submit)} per 10 KB submission (0 feeds), "
                  f"{num(instr_ack)} per subscriber ack (100 feeds)")
 
-width = max(len(label) for label, _ in rows) + 2
+# Rows no system has a figure for (a workload not run, a comparison with a system not run) say
+# nothing: left out, and so is a heading left with no rows.
+def says(cells):
+    return cells is None or any(c not in ("", "-") for c in cells)
+rows = [r for r in rows if says(r[1])]
+rows = [r for i, r in enumerate(rows)
+        if r[1] is not None or (i + 1 < len(rows) and rows[i + 1][1] is not None)]
+width = max([len(label) for label, cells in rows if cells is not None] + [0]) + 2
 col = max(12, *(len(names[s]) + 2 for s in systems))
 print()
 print(f"vtp side-by-side benchmark, {datetime.date.today().isoformat()}, {secs} s")
@@ -746,6 +753,8 @@ for note in notes:
 print()
 print("targets, per vtp runtime")
 def verdict(name, values):
+    if not values:
+        return
     parts = []
     for s in vtps:
         v = values.get(s)
