@@ -25,14 +25,8 @@ REPEAT="${REPEAT:-3}"
 cargo build --locked --release -p vtp-cli -p vtp-conformance --bins 2>&1 | tail -n 1 >&2
 bin="$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')/release"
 
-work="$(mktemp -d "${TMPDIR:-/tmp}/vtp-bench-catchup.XXXXXX")"
-pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
+. .ci/lib.sh
+scratch vtp-bench-catchup
 
 # The upstream: receive, broadcast, HTTP (archive), all on ephemeral loopback ports.
 log="$work/upstream.log"
@@ -46,9 +40,7 @@ tck="$(getconf CLK_TCK)"
 cpu() { awk -v t="$tck" '{ printf "%.3f", ($14 + $15) / t }' "/proc/$1/stat"; }
 recv="" bcast="" http=""
 for _ in $(seq 1 300); do
-  recv="$(sed -n 's/.*listening for authors on 127.0.0.1:\([0-9]*\).*/\1/p' "$log")"
-  bcast="$(sed -n 's/.*listening for subscribers on 127.0.0.1:\([0-9]*\).*/\1/p' "$log")"
-  http="$(sed -n 's/.*HTTP endpoint on http:\/\/127.0.0.1:\([0-9]*\).*/\1/p' "$log")"
+  vtp_ports "$log"
   [ -n "$recv" ] && [ -n "$bcast" ] && [ -n "$http" ] && break
   sleep 0.05
 done

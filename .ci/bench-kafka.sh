@@ -37,14 +37,8 @@ PACED_EVENTS="${PACED_EVENTS:-1000}"
 PACED_RATE="${PACED_RATE:-100}"
 WORKLOADS="${WORKLOADS:-ingest latency publish}"
 
-work="$(mktemp -d "${TMPDIR:-/tmp}/vtp-bench-kafka.XXXXXX")"
-pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
+. .ci/lib.sh
+scratch vtp-bench-kafka
 
 echo "== building (release)" >&2
 cargo build --locked --release -p vtp-cli --bin vtp -p vtp-conformance --bin vtp-bench 2>&1 \
@@ -89,9 +83,7 @@ vtp() {
   pids+=("$vtp_pid")
   recv="" bcast="" http=""
   for _ in $(seq 1 300); do
-    recv="$(sed -n 's/.*listening for authors on 127.0.0.1:\([0-9]*\).*/\1/p' "$log")"
-    bcast="$(sed -n 's/.*listening for subscribers on 127.0.0.1:\([0-9]*\).*/\1/p' "$log")"
-    http="$(sed -n 's/.*HTTP endpoint on http:\/\/127.0.0.1:\([0-9]*\).*/\1/p' "$log")"
+    vtp_ports "$log"
     if [ -n "$bcast" ] && [ -n "$http" ]; then
       case " $* " in *" --receive "*) [ -n "$recv" ] && return 0 ;; *) return 0 ;; esac
     fi

@@ -35,17 +35,11 @@ WINDOW="${WINDOW:-10}"
 
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 
-work="$(mktemp -d "${TMPDIR:-/tmp}/vtp-bench-scrape.XXXXXX")"
+. .ci/lib.sh
+scratch vtp-bench-scrape
 results="${BENCH_RESULTS:-${CARGO_TARGET_DIR:-$repo/target}/bench-scrape}"
 rm -rf "$results"
 mkdir -p "$results"
-pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 echo "== building (release)" >&2
@@ -113,9 +107,7 @@ for system in $SYSTEMS; do
   pids+=("$broker")
   recv="" bcast="" http=""
   for _ in $(seq 1 200); do
-    recv="$(sed -n 's/.*listening for authors on 127.0.0.1:\([0-9]*\).*/\1/p' "$log")"
-    bcast="$(sed -n 's/.*listening for subscribers on 127.0.0.1:\([0-9]*\).*/\1/p' "$log")"
-    http="$(sed -n 's/.*HTTP endpoint on http:\/\/127.0.0.1:\([0-9]*\).*/\1/p' "$log")"
+    vtp_ports "$log"
     [ -n "$recv" ] && [ -n "$bcast" ] && [ -n "$http" ] && break
     sleep 0.05
   done

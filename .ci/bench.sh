@@ -78,6 +78,7 @@
 # limits are lifted: every generated peer is on 127.0.0.1.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. .ci/lib.sh
 repo="$PWD"
 
 SUBMIT_EVENTS="${SUBMIT_EVENTS:-1000}"
@@ -216,8 +217,8 @@ start() {
       recv="$(sed -n 's/.*VOEventReceiverFactory (WhitelistingFactory) starting on \([0-9]*\).*/\1/p' "$log")"
       bcast="$(sed -n 's/.*VOEventBroadcasterFactory (WhitelistingFactory) starting on \([0-9]*\).*/\1/p' "$log")"
     else
-      recv="$(sed -n 's/.*listening for authors on \(tls:\)\{0,1\}127.0.0.1:\([0-9]*\).*/\2/p' "$log")"
-      bcast="$(sed -n 's/.*listening for subscribers on \(tls:\)\{0,1\}127.0.0.1:\([0-9]*\).*/\2/p' "$log")"
+      recv="$(listening_port "$log" authors)"
+      bcast="$(listening_port "$log" subscribers)"
     fi
     if [ -n "$recv" ] && [ -n "$bcast" ]; then
       case "$system" in *-http | *-metrics) scrape "$log" ;; esac
@@ -236,7 +237,7 @@ start() {
 scrape() {
   local port=""
   for _ in $(seq 1 100); do
-    port="$(sed -n 's/.*HTTP endpoint on http:\/\/127.0.0.1:\([0-9]*\).*/\1/p' "$1")"
+    port="$(listening_port "$1" http)"
     [ -n "$port" ] && break
     sleep 0.05
   done

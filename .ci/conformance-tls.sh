@@ -14,14 +14,8 @@ cd "$(dirname "$0")/.."
 cargo build --locked -p vtp-cli --bin vtp
 cargo build --locked -p vtp-conformance --bin vtp-conformance
 bin=target/debug
-work="$(mktemp -d "${TMPDIR:-/tmp}/vtp-tls-conformance.XXXXXX")"
-pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
+. .ci/lib.sh
+scratch vtp-tls-conformance
 
 bash .ci/tls-certs.sh "$work"
 
@@ -43,7 +37,7 @@ for rt in tokio smol mio; do
   pids+=($!)
 done
 
-port() { sed -n "s/.*listening for $2 on tls:127.0.0.1:\([0-9]*\).*/\1/p" "$work/broker-$1.log"; }
+port() { listening_port "$work/broker-$1.log" "$2"; }
 runs=()
 for i in 0 1 2; do
   rt=(tokio smol mio)

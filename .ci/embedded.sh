@@ -7,6 +7,7 @@
 #   EMBEDDED_FEATURES=mio,tls ...   # the same build with TLS (default features: mio)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. .ci/lib.sh
 target="$(rustc -vV | sed -n 's/^host: //p')"
 
 RUSTFLAGS="-C target-feature=+crt-static" \
@@ -29,7 +30,7 @@ if [ "$(id -u)" = 0 ]; then jail=(chroot "$root"); else jail=(unshare -r chroot 
   --receive 127.0.0.1:0 --broadcast 127.0.0.1:0 --eventdb /eventdb \
   --iamalive-interval 1 --receive-timeout 2 --broadcast-test-interval 0 2>"$log" &
 pid=$!
-port() { sed -n "s/.*listening for $1 on 127.0.0.1:\([0-9]*\).*/\1/p" "$log" | head -n 1; }
+port() { listening_port "$log" "$1"; }
 for _ in $(seq 1 100); do
   [ -n "$(port authors)" ] && [ -n "$(port subscribers)" ] && break
   kill -0 "$pid" 2>/dev/null || { cat "$log"; echo "the chrooted broker exited"; exit 1; }

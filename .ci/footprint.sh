@@ -7,6 +7,7 @@
 #   bash .ci/footprint.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. .ci/lib.sh
 target="$(rustc -vV | sed -n 's/^host: //p')"
 
 echo "== building"
@@ -62,7 +63,7 @@ for build in tokio smol mio mio-static tokio+tls smol+tls mio+tls mio-static+tls
   pid=$!
   port=""
   for _ in $(seq 1 100); do
-    port="$(sed -n 's/.*listening for subscribers on \(tls:\)\{0,1\}127.0.0.1:\([0-9]*\).*/\2/p' "$log" | head -n 1)"
+    port="$(listening_port "$log" subscribers)"
     [ -n "$port" ] && break
     sleep 0.05
   done
