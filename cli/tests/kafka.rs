@@ -21,7 +21,7 @@ mod support;
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
 use std::net::TcpStream;
-use std::process::{Child, ChildStdin, Command, Stdio};
+use std::process::{Child, ChildStdin, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -199,14 +199,16 @@ fn broker(name: &str, extra: &[String]) -> Broker {
     broker_on(name, 0, extra, TempDir::new(name))
 }
 
-/// Sends `signal` (`STOP`, `CONT`) to a process the test started.
-fn signal(proc: &Proc, signal: &str) {
-    let ok = Command::new("kill")
-        .arg(format!("-{signal}"))
-        .arg(proc.child.id().to_string())
-        .status()
-        .unwrap();
-    assert!(ok.success(), "kill -{signal} {}", proc.name);
+/// Waits until a subscriber's reader has put `n` events in `got`, then kills `broker` with
+/// SIGKILL (in the middle of its ingest) and reaps it; its event database stays.
+fn kill9_after(got: &Mutex<Vec<String>>, n: usize, broker: &mut Broker) {
+    let deadline = Instant::now() + LONG;
+    while got.lock().unwrap().len() < n {
+        assert!(Instant::now() < deadline, "no {n} events before the kill");
+        std::thread::park_timeout(Duration::from_millis(1));
+    }
+    broker.proc.child.kill().unwrap();
+    let _ = broker.proc.child.wait();
 }
 
 /// A raw subscriber connected to 127.0.0.1:`port` as soon as a broker there speaks (a
@@ -400,7 +402,7 @@ fn kill_9_while_ingesting_forwards_no_record_twice_and_commits_every_durable_one
     let db = TempDir::new("k3-db");
     let mut args = ingest_args(&k, topic, "k3");
     args.push("-v".into());
-    let a1 = broker_on("k3-node", port, &args, TempDir(db.path().to_owned()));
+    let mut a1 = broker_on("k3-node", port, &args, TempDir(db.path().to_owned()));
     let mut sub = RawSubscriber::connect(loopback(port));
 
     let ivorn = |i: usize| format!("ivo://vtp.test/author#k3-{i:04}");
@@ -419,14 +421,7 @@ fn kill_9_while_ingesting_forwards_no_record_twice_and_commits_every_durable_one
             }
         })
     };
-    let deadline = Instant::now() + LONG;
-    while got.lock().unwrap().len() < 100 {
-        assert!(Instant::now() < deadline, "no 100 events before the kill");
-        std::thread::park_timeout(Duration::from_millis(1));
-    }
-    let Broker { mut proc, .. } = a1;
-    proc.child.kill().unwrap();
-    let _ = proc.child.wait();
+    kill9_after(&got, 100, &mut a1);
     for i in 500..1000 {
         producer.send(topic, Some(partition(i)), &event_xml(&ivorn(i)));
     }
@@ -434,10 +429,10 @@ fn kill_9_while_ingesting_forwards_no_record_twice_and_commits_every_durable_one
     let mut got = std::mem::take(&mut *got.lock().unwrap());
     let first_life = got.len();
 
-    signal(&k.proc, "STOP");
+    k.proc.signal("STOP");
     let a2 = broker_on("k3-node", port, &args, db);
     let mut sub = subscribe_when_up(port);
-    signal(&k.proc, "CONT");
+    k.proc.signal("CONT");
     let placed = producer.finish();
     assert_eq!(placed.len(), 1000);
     wait_committed(
@@ -465,7 +460,7 @@ fn kill_9_while_ingesting_forwards_no_record_twice_and_commits_every_durable_one
     let mut seen = BTreeSet::new();
     let twice: Vec<&String> = got.iter().filter(|i| !seen.insert(*i)).collect();
     assert!(twice.is_empty(), "forwarded twice: {twice:?}");
-    let log1 = proc.log.text();
+    let log1 = a1.proc.log.text();
     let log2 = a2.proc.log.text();
     let missing: Vec<String> = (0..1000).map(ivorn).filter(|i| !seen.contains(i)).collect();
     let unknown: Vec<&String> = missing
@@ -584,10 +579,10 @@ fn edge_nodes_on_kafka_serve_every_event_once_and_an_edge_restart_loses_nothing(
     }
     accepted(EVENTS, &c);
 
-    signal(&k.proc, "STOP");
+    k.proc.signal("STOP");
     let b2 = broker_on("k4-b", b_port, &b_args, b_db);
     wait_count("B's subscribers back", &reconnected, SUBS);
-    signal(&k.proc, "CONT");
+    k.proc.signal("CONT");
 
     let want: Vec<String> = (0..EVENTS).map(ivorn).collect();
     for (n, s) in subs.into_iter().enumerate() {
@@ -622,7 +617,7 @@ fn kill_9_of_the_ingesting_node_loses_nothing_for_a_subscriber_of_a_catching_up_
     let a_db = TempDir::new("k6-a-db");
     let mut a_args = ingest_args(&k, topic, "k6");
     a_args.extend(["--http".to_owned(), format!("127.0.0.1:{a_http}")]);
-    let a1 = broker_on("k6-a", a_port, &a_args, TempDir(a_db.path().to_owned()));
+    let mut a1 = broker_on("k6-a", a_port, &a_args, TempDir(a_db.path().to_owned()));
     let b_args: Vec<String> = [
         "--subscribe",
         &format!("127.0.0.1:{a_port}"),
@@ -669,13 +664,7 @@ fn kill_9_of_the_ingesting_node_loses_nothing_for_a_subscriber_of_a_catching_up_
             }
         })
     };
-    let deadline = Instant::now() + LONG;
-    while got.lock().unwrap().len() < 100 {
-        assert!(Instant::now() < deadline, "no 100 events before the kill");
-        std::thread::park_timeout(Duration::from_millis(1));
-    }
-    let Broker { mut proc, .. } = a1;
-    proc.child.kill().unwrap();
+    kill9_after(&got, 100, &mut a1);
     for i in 500..1000 {
         producer.send(
             topic,

@@ -93,15 +93,6 @@ fn recv_skipping_pings(s: &UnixDatagram, pings: &mut usize) -> String {
     }
 }
 
-fn hup(pid: u32) {
-    let sent = Command::new("kill")
-        .arg("-HUP")
-        .arg(pid.to_string())
-        .status()
-        .unwrap();
-    assert!(sent.success());
-}
-
 #[test]
 fn watchdog_pings_while_the_loop_turns_and_a_reload_is_bracketed_by_reloading_and_ready() {
     for rt in RUNTIMES {
@@ -143,7 +134,7 @@ fn watchdog_pings_while_the_loop_turns_and_a_reload_is_bracketed_by_reloading_an
         assert!(pings >= 6, "{rt}: {pings} pings in 1.6 s");
 
         // A reload: RELOADING=1 with the monotonic time, then READY=1 once applied.
-        hup(b.proc.child.id());
+        b.proc.signal("HUP");
         let reloading = recv_skipping_pings(&sock, &mut pings);
         assert!(
             reloading.starts_with("RELOADING=1\nMONOTONIC_USEC=")
@@ -165,7 +156,7 @@ fn watchdog_pings_while_the_loop_turns_and_a_reload_is_bracketed_by_reloading_an
 
         // A broken file: refused, and still READY=1 (systemd must not wait for ever).
         std::fs::write(&config, "receive = [\n").unwrap();
-        hup(b.proc.child.id());
+        b.proc.signal("HUP");
         let reloading = recv_skipping_pings(&sock, &mut pings);
         assert!(reloading.starts_with("RELOADING=1\n"), "{rt}: {reloading}");
         let refused = recv_skipping_pings(&sock, &mut pings);

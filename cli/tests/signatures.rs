@@ -240,28 +240,20 @@ fn gpg_verifies_what_vtp_send_signs_and_a_broker_signs_its_test_events() {
     let file = write(&dir, "gcn.xml", GCN);
     // A wrong passphrase is refused before anything is sent, saying what to do.
     let wrong = write(&dir, "wrong", b"other words\n");
-    let (code, err) = vtp_send(
-        b.receive,
-        &file,
-        &[
+    let send_signed = |passphrase: &Path| {
+        let passphrase = passphrase.to_str().unwrap();
+        let args = [
             "--sign-key",
             secret.to_str().unwrap(),
             "--sign-passphrase-file",
-            wrong.to_str().unwrap(),
-        ],
-    );
+            passphrase,
+        ];
+        vtp_send(b.receive, &file, &args)
+    };
+    let (code, err) = send_signed(&wrong);
     assert_eq!(code, Some(2), "{err}");
     assert!(err.contains("cannot unlock the secret key"), "{err}");
-    let (code, err) = vtp_send(
-        b.receive,
-        &file,
-        &[
-            "--sign-key",
-            secret.to_str().unwrap(),
-            "--sign-passphrase-file",
-            pass.to_str().unwrap(),
-        ],
-    );
+    let (code, err) = send_signed(&pass);
     assert_eq!(code, Some(0), "{err}");
     // What the broker received and saved, gpg verifies: the element against the armour.
     let deadline = std::time::Instant::now() + WAIT;

@@ -206,6 +206,17 @@ impl Proc {
             .status();
         self.wait_status()
     }
+
+    /// Sends the signal `name` (`HUP`, `STOP`, `CONT`, ...) to the child; panics if `kill`
+    /// fails.
+    pub fn signal(&self, name: &str) {
+        let sent = Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .unwrap();
+        assert!(sent.success(), "kill -{name} {}", self.name);
+    }
 }
 
 impl Drop for Proc {

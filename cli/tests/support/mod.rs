@@ -182,12 +182,7 @@ pub fn start_configured(name: &str, runtime: &str, dir: &TempDir, text: &str) ->
 /// (applied, or refused: `refused`).
 pub fn reload_config(b: &Broker, dir: &TempDir, text: &str, n: usize, refused: bool) {
     std::fs::write(dir.path().join("vtp.toml"), text).unwrap();
-    let sent = Command::new("kill")
-        .arg("-HUP")
-        .arg(b.proc.child.id().to_string())
-        .status()
-        .unwrap();
-    assert!(sent.success());
+    b.proc.signal("HUP");
     if refused {
         b.proc.log.wait_count("the reload refused", n, |l| {
             l.contains("reload of") && l.contains("refused")
