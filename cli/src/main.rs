@@ -849,6 +849,20 @@ fn serve(
         fds.log(&node.config().limits);
     }
     let mut fx = HostEffects::new();
+    if cfg!(feature = "signatures") {
+        // Authors' signatures are verified beside the event loop, which goes on meanwhile
+        // (whatever the policy now: a reload may turn verification on).
+        let threads = vtp_host::verify::default_threads();
+        let pool = vtp_host::verify::VerifyPool::spawn(threads).map_err(|e| {
+            Fail(
+                status::RUNTIME,
+                format!("cannot start a verify thread: {e}"),
+            )
+        })?;
+        node.set_verify_offload(vtp_host::verify::QUEUE_MAX + threads);
+        fx = fx.with_verify_pool(pool);
+        tracing::debug!("signatures of authors' submissions verified on {threads} thread(s)");
+    }
     let mut store_probe = None;
     if let Some(dir) = eventdb {
         // The error says what is wrong: a lock held by another vtp, or the OS error.

@@ -27,6 +27,7 @@ use crate::node::{Node, SubmitError};
 use crate::outbox::{Outbox, OutboxLimits};
 use crate::output::{Action, CloseReason, ConnId, Delivery, Event, ListenerRole, Peer};
 use crate::seen::{EventKey, SeenRecord};
+use crate::signature::{Verdict, VerifyJob};
 
 /// A durable-store operation (from [`Action::Persist`], [`Action::Forget`], [`Action::Expire`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -95,6 +96,21 @@ pub trait Effects {
     /// ([`Action::Commit`]): the host may commit `next_offset` to that source (a Kafka
     /// consumer group's offset). Default: nothing (a host without external sources).
     fn commit(&mut self, _conn: ConnId, _lane: u32, _next_offset: u64) {}
+    /// Verify a signature off the event loop ([`Action::Verify`]): `Ok` if the effects took
+    /// the job (they run [`VerifyJob::run`] elsewhere, give the verdict back through
+    /// [`Effects::take_verdicts`] and wake the runtime with the durability waker), `Err` with
+    /// the job to have the driver run it in place. Must not block. Default: `Err` (in place).
+    ///
+    /// # Errors
+    ///
+    /// The job, when the effects do not take it.
+    fn verify(&mut self, job: VerifyJob) -> Result<(), VerifyJob> {
+        Err(job)
+    }
+    /// Moves the verdicts reached since the last call into `out`, as (job number, verdict).
+    /// Called on every durability wake-up; must be cheap and must not block. Default:
+    /// nothing (no job is ever taken).
+    fn take_verdicts(&mut self, _out: &mut Vec<(u64, Verdict)>) {}
     /// Application news.
     fn event(&mut self, event: Event);
 }
@@ -172,6 +188,8 @@ pub struct Driver {
     durable: u64,
     /// The last [`Effects::store_healthy`] passed to the node.
     store_healthy: bool,
+    /// Verdicts taken from the effects, reused between wake-ups.
+    verdicts: Vec<(u64, Verdict)>,
 }
 
 impl Driver {
@@ -186,6 +204,7 @@ impl Driver {
             persists: 0,
             durable: 0,
             store_healthy: true,
+            verdicts: Vec::new(),
         }
     }
 
@@ -340,6 +359,14 @@ impl Driver {
     pub fn handle_durable(&mut self, fx: &mut impl Effects) {
         let now = self.node.last_now();
         self.sync_store_health(now, fx);
+        if self.node.verifying() > 0 {
+            let mut verdicts = std::mem::take(&mut self.verdicts);
+            fx.take_verdicts(&mut verdicts);
+            for (id, verdict) in verdicts.drain(..) {
+                self.node.handle_verdict(id, verdict, now);
+            }
+            self.verdicts = verdicts;
+        }
         self.dispatch(fx);
     }
 
@@ -540,6 +567,13 @@ impl Driver {
                 fx.store(StoreOp::Expire { before_unix_secs });
             }
             Action::Deliver(d) => fx.deliver(d),
+            Action::Verify(job) => {
+                if let Err(job) = fx.verify(job) {
+                    let verdict = job.run();
+                    let now = self.node.last_now();
+                    self.node.handle_verdict(job.id(), verdict, now);
+                }
+            }
             Action::DropDuplicate { conn, key } => fx.duplicate(conn, key),
             Action::Commit {
                 conn,

@@ -615,6 +615,12 @@ pub enum Action {
     /// [`DeliveryTiming::BeforeRecord`](crate::config::DeliveryTiming::BeforeRecord) it comes
     /// just before the event's `Persist`, never held; otherwise with the receipt.
     Deliver(Delivery),
+    /// Verify a signature off the event loop and hand the verdict back with
+    /// [`Node::handle_verdict`](crate::Node::handle_verdict) (the [`Driver`](crate::driver::Driver)
+    /// does both through [`Effects::verify`](crate::driver::Effects::verify)). Only a node
+    /// told it may ([`Node::set_verify_offload`](crate::Node::set_verify_offload)) asks; the
+    /// author's receipt waits for the verdict.
+    Verify(crate::signature::VerifyJob),
 }
 
 impl Action {
@@ -634,7 +640,8 @@ impl Action {
             | Self::Forget(_)
             | Self::Expire { .. }
             | Self::Commit { .. }
-            | Self::Deliver(_) => None,
+            | Self::Deliver(_)
+            | Self::Verify(_) => None,
         }
     }
 }
@@ -668,6 +675,7 @@ impl fmt::Debug for Action {
                 "Commit {{ conn: {conn}, lane: {lane}, next_offset: {next_offset} }}"
             ),
             Self::Deliver(d) => write!(f, "Deliver({d:?})"),
+            Self::Verify(job) => write!(f, "Verify({job:?})"),
         }
     }
 }

@@ -292,9 +292,10 @@ pub enum Verdict {
 /// ([`Signed::armour`]), say whether the signature is good and whose it is.
 ///
 /// Implementations must be pure (no IO, no clock) and bounded in time for any input: the node
-/// calls it on its event loop, once per new signed event. The `vtp-sig` crate provides one
+/// calls it on its event loop, once per new signed event, or hands it to the host to call on
+/// another thread ([`VerifyJob`], [`Node::set_verify_offload`](crate::Node::set_verify_offload)). The `vtp-sig` crate provides one
 /// (an OpenPGP keyring). Set one with [`Node::set_verifier`](crate::Node::set_verifier).
-pub trait Verifier: fmt::Debug + Send {
+pub trait Verifier: fmt::Debug + Send + Sync {
     /// Verifies the detached signature `armour` over `signed`.
     fn verify(&self, signed: &[u8], armour: &str) -> Verdict;
 }
@@ -499,7 +500,19 @@ pub fn status_of(
     let Some(verifier) = verifier else {
         return Signature::with_detail(StatusKind::UnknownKey, "no trusted keys are configured");
     };
-    match verifier.verify(&payload[signed.signed], &signed.armour) {
+    status_from_verdict(
+        verifier.verify(&payload[signed.signed], &signed.armour),
+        ivorn,
+        bindings,
+    )
+}
+
+/// The status a [`Verifier`]'s `verdict` gives an event with IVORN `ivorn`, after the
+/// `bindings` ([`check_binding`]): the second half of [`status_of`], for a verdict reached
+/// elsewhere ([`VerifyJob`]).
+#[must_use]
+pub fn status_from_verdict(verdict: Verdict, ivorn: &str, bindings: &[AuthorKey]) -> Signature {
+    match verdict {
         Verdict::Valid {
             fingerprint,
             user_id,
@@ -528,6 +541,65 @@ pub fn status_of(
         Verdict::Malformed(reason) => Signature::with_detail(StatusKind::Malformed, &reason),
     }
 }
+
+/// One signature for the host to verify off the event loop ([`Action::Verify`]): the signed
+/// bytes, the armour and the verifier to run. Run it anywhere ([`VerifyJob::run`] is pure) and
+/// hand the verdict back with [`Node::handle_verdict`] under [`VerifyJob::id`].
+///
+/// [`Action::Verify`]: crate::Action::Verify
+/// [`Node::handle_verdict`]: crate::Node::handle_verdict
+#[derive(Clone)]
+pub struct VerifyJob {
+    pub(crate) id: u64,
+    pub(crate) verifier: Arc<dyn Verifier>,
+    pub(crate) signed: bytes::Bytes,
+    pub(crate) armour: String,
+}
+
+impl VerifyJob {
+    /// A job: `verifier` on `signed` and `armour`, its verdict handed back under `id`. The node
+    /// makes its own; this is for tests and for hosts that drive a verifier themselves.
+    #[must_use]
+    pub fn new(id: u64, verifier: Arc<dyn Verifier>, signed: bytes::Bytes, armour: String) -> Self {
+        Self {
+            id,
+            verifier,
+            signed,
+            armour,
+        }
+    }
+
+    /// The number the verdict is handed back under.
+    #[must_use]
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// Verifies: the verifier on the signed bytes and the armour. Pure and bounded, like
+    /// [`Verifier::verify`]; may run on any thread.
+    #[must_use]
+    pub fn run(&self) -> Verdict {
+        self.verifier.verify(&self.signed, &self.armour)
+    }
+}
+
+impl fmt::Debug for VerifyJob {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("VerifyJob")
+            .field("id", &self.id)
+            .field("signed_len", &self.signed.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Jobs are the same job when their numbers are.
+impl PartialEq for VerifyJob {
+    fn eq(&self, other: &Self) -> bool {
+        self.id == other.id
+    }
+}
+
+impl Eq for VerifyJob {}
 
 /// Longest signature comment accepted, `<!--` through `-->`: 64 KiB. An armoured signature by
 /// a 4096-bit RSA key is under 1 KiB; the bound leaves room for headers and keeps the armour

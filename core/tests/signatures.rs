@@ -352,3 +352,264 @@ fn the_node_signs_its_test_events_and_authenticate_replies() {
             .any(|e| matches!(e, Event::SigningFailed { reason } if reason.contains("refuses")))
     );
 }
+
+/// The `Verify` jobs among `actions`.
+fn jobs(actions: &[Action]) -> Vec<vtp_core::signature::VerifyJob> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Verify(job) => Some(job.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Runs each job and hands its verdict back, then collects what the node did.
+fn answer(h: &mut Harness, jobs: &[vtp_core::signature::VerifyJob]) -> Vec<Action> {
+    for job in jobs {
+        let now = h.now;
+        h.node.handle_verdict(job.id(), job.run(), now);
+    }
+    h.drain();
+    std::mem::take(&mut h.actions)
+}
+
+#[test]
+fn offloaded_verification_holds_the_receipt_and_decides_as_in_place() {
+    let cases = [
+        (signed("ivo://example.org/s#v", FP_A), "ack", None),
+        (tampered("ivo://example.org/s#t"), "nak", Some("invalid")),
+        (
+            signed(
+                "ivo://example.org/s#k",
+                "FFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFF",
+            ),
+            "nak",
+            Some("unknown-key"),
+        ),
+    ];
+    for (payload, receipt, reason) in cases {
+        // In place, the reference.
+        let mut inline = harness(SignaturePolicy::Require);
+        let reference = submit(&mut inline, &payload);
+        assert_eq!(reference.receipt, receipt);
+        assert!(jobs(&reference.actions).is_empty());
+
+        let mut h = harness(SignaturePolicy::Require);
+        h.node.set_verify_offload(8);
+        let (_, feed) = h.connect_upstream_and_feed();
+        let author = h.accept(ListenerRole::Receive);
+        h.take();
+        h.input(author, &framed(&payload));
+        h.drain();
+        let parked = std::mem::take(&mut h.actions);
+        let waiting = jobs(&parked);
+        assert_eq!(waiting.len(), 1, "{parked:?}");
+        assert!(frames_to(&parked, author).is_empty(), "no receipt yet");
+        assert!(forwards(&parked).is_empty() && delivered(&parked).is_empty());
+        assert_eq!(h.node.verifying(), 1);
+        // More bytes from the author while it waits are ignored, like after a receipt.
+        h.input(author, b"junk");
+        h.drain();
+        assert!(frames_to(&h.take(), author).is_empty());
+
+        let done = answer(&mut h, &waiting);
+        assert_eq!(h.node.verifying(), 0);
+        let frames = frames_to(&done, author);
+        assert_eq!(frames.len(), 1, "{done:?}");
+        let t = transport(&frames[0]);
+        assert_eq!(t.role.as_str(), receipt);
+        if let Some(reason) = reason {
+            let text = t.result.map(|r| r.into_owned()).unwrap_or_default();
+            assert!(text.contains(reason), "{text}");
+            assert_eq!(Some(text), reference.nak_reason);
+            assert!(forwards(&done).is_empty());
+        } else {
+            assert_eq!(forwards(&done), vec![feed]);
+            let d = delivered(&done);
+            assert_eq!(d.len(), 1);
+            assert_eq!(
+                d[0].signature.as_ref().map(|s| s.status),
+                Some(StatusKind::Valid)
+            );
+        }
+        assert!(closed(&done, author).is_some(), "the intake ends: {done:?}");
+    }
+}
+
+#[test]
+fn offload_leaves_unsigned_events_and_duplicates_in_place_and_is_bounded() {
+    let mut h = harness(SignaturePolicy::Require);
+    h.node.set_verify_offload(1);
+    // Unsigned: decided at once, no job.
+    let out = submit(&mut h, &event_xml("ivo://example.org/s#u"));
+    assert_eq!(out.receipt, "nak");
+    assert!(jobs(&out.actions).is_empty());
+    // The first signed submission is parked; the second, beyond the bound, verified in place.
+    let first = submit(&mut h, &signed("ivo://example.org/s#1", FP_A));
+    assert_eq!(first.receipt, "");
+    let waiting = jobs(&first.actions);
+    assert_eq!(waiting.len(), 1);
+    let second = submit(&mut h, &signed("ivo://example.org/s#2", FP_A));
+    assert_eq!(second.receipt, "ack");
+    assert!(jobs(&second.actions).is_empty());
+    let done = answer(&mut h, &waiting);
+    let acks = done.iter().filter(|a| matches!(a, Action::Ack { .. }));
+    assert_eq!(acks.count(), 1, "{done:?}");
+    assert_eq!(delivered(&done).len(), 1, "{done:?}");
+    // A duplicate of an accepted event is not verified again.
+    let again = submit(&mut h, &signed("ivo://example.org/s#2", FP_A));
+    assert_eq!(again.receipt, "ack");
+    assert!(jobs(&again.actions).is_empty());
+}
+
+#[test]
+fn an_author_gone_before_the_verdict_gets_nothing_and_nothing_is_accepted() {
+    let mut h = harness(SignaturePolicy::Verify);
+    h.node.set_verify_offload(8);
+    let (_, feed) = h.connect_upstream_and_feed();
+    let author = h.accept(ListenerRole::Receive);
+    h.take();
+    let payload = signed("ivo://example.org/s#gone", FP_A);
+    h.input(author, &framed(&payload));
+    h.drain();
+    let waiting = jobs(&h.take());
+    assert_eq!(waiting.len(), 1);
+    let now = h.now;
+    h.node
+        .handle_closed(author, vtp_core::CloseReason::IntakeDeadline, now);
+    h.drain();
+    h.take();
+    let done = answer(&mut h, &waiting);
+    assert!(done.is_empty(), "{done:?}");
+    assert_eq!(h.node.verifying(), 0);
+    // Not accepted: the same event submitted again is new, and forwarded.
+    let again = submit(&mut h, &payload);
+    let waiting = jobs(&again.actions);
+    let done = answer(&mut h, &waiting);
+    assert_eq!(forwards(&done), vec![feed]);
+    // An unknown job number is ignored.
+    let now = h.now;
+    h.node.handle_verdict(
+        9_999,
+        vtp_core::signature::Verdict::Invalid("x".into()),
+        now,
+    );
+    h.drain();
+    assert!(h.take().is_empty());
+}
+
+#[test]
+fn a_half_closed_author_still_gets_its_receipt_after_the_verdict() {
+    let mut h = harness(SignaturePolicy::Require);
+    h.node.set_verify_offload(8);
+    let author = h.accept(ListenerRole::Receive);
+    h.take();
+    h.input(author, &framed(&signed("ivo://example.org/s#h", FP_A)));
+    h.drain();
+    let waiting = jobs(&h.take());
+    let now = h.now;
+    h.node
+        .handle_closed(author, vtp_core::CloseReason::PeerClosed, now);
+    let done = answer(&mut h, &waiting);
+    let frames = frames_to(&done, author);
+    assert_eq!(frames.len(), 1, "{done:?}");
+    assert_eq!(transport(&frames[0]).role.as_str(), "ack");
+}
+
+/// Effects that keep the `Verify` jobs they are given (`take`: true) or give them back for the
+/// driver to run in place, and hand back the verdicts the test puts in `verdicts`.
+#[derive(Default)]
+struct Offload {
+    take: bool,
+    jobs: Vec<vtp_core::signature::VerifyJob>,
+    verdicts: Vec<(u64, vtp_core::signature::Verdict)>,
+}
+
+impl vtp_core::driver::Effects for Offload {
+    fn store(&mut self, _: vtp_core::driver::StoreOp) {}
+    fn deliver(&mut self, _: vtp_core::Delivery) {}
+    fn event(&mut self, _: Event) {}
+    fn verify(
+        &mut self,
+        job: vtp_core::signature::VerifyJob,
+    ) -> Result<(), vtp_core::signature::VerifyJob> {
+        if self.take {
+            self.jobs.push(job);
+            Ok(())
+        } else {
+            Err(job)
+        }
+    }
+    fn take_verdicts(&mut self, out: &mut Vec<(u64, vtp_core::signature::Verdict)>) {
+        out.append(&mut self.verdicts);
+    }
+}
+
+#[test]
+fn the_driver_verifies_in_place_or_through_its_effects_with_the_same_receipts() {
+    use vtp_core::driver::Driver;
+    use vtp_core::outbox::OutboxLimits;
+    for take in [false, true] {
+        let mut c = broker_config();
+        c.policy.signatures = SignaturePolicy::Require;
+        let t0 = origin();
+        let mut node = vtp_core::Node::new(
+            c,
+            Box::new(vtp_core::filter::NoFilterEngine),
+            7,
+            t0,
+            std::time::Duration::from_secs(UNIX0),
+        )
+        .expect("config");
+        node.set_verifier(Some(verifier()));
+        node.set_verify_offload(8);
+        let mut d = Driver::new(node, OutboxLimits::default());
+        let fx = &mut Offload {
+            take,
+            ..Offload::default()
+        };
+        let mut authors = Vec::new();
+        for payload in [
+            signed("ivo://example.org/s#d1", FP_A),
+            tampered("ivo://example.org/s#d2"),
+        ] {
+            let a = d
+                .handle_accept(ListenerRole::Receive, peer(), t0, fx)
+                .expect("accepted");
+            d.handle_input(a, &framed(&payload), t0, fx);
+            d.handle_wakeup(t0, fx);
+            authors.push(a);
+        }
+        let mut wires = vec![Vec::new(); authors.len()];
+        let flush = |d: &mut Driver, fx: &mut Offload, wires: &mut Vec<Vec<u8>>| {
+            while let Some(c) = d.poll_writable() {
+                if let Some(i) = authors.iter().position(|&a| a == c) {
+                    let _ = d.flush(c, &mut wires[i], t0, fx);
+                }
+            }
+        };
+        flush(&mut d, fx, &mut wires);
+        if take {
+            assert_eq!(fx.jobs.len(), 2);
+            assert!(
+                wires.iter().all(Vec::is_empty),
+                "receipts wait for the verdicts"
+            );
+            assert_eq!(d.node().verifying(), 2);
+            // Verdicts come back in any order.
+            let jobs = std::mem::take(&mut fx.jobs);
+            fx.verdicts = jobs.iter().rev().map(|j| (j.id(), j.run())).collect();
+            d.handle_durable(fx);
+            flush(&mut d, fx, &mut wires);
+        }
+        assert_eq!(d.node().verifying(), 0);
+        let text: Vec<String> = wires
+            .iter()
+            .map(|w| String::from_utf8_lossy(w).into_owned())
+            .collect();
+        assert!(text[0].contains("role=\"ack\""), "take {take}: {}", text[0]);
+        assert!(text[1].contains("role=\"nak\""), "take {take}: {}", text[1]);
+        assert!(text[1].contains("invalid"), "take {take}: {}", text[1]);
+    }
+}

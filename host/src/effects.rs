@@ -40,6 +40,7 @@ use std::task::Waker;
 use std::time::Duration;
 
 use vtp_core::driver::{Effects, StoreOp};
+use vtp_core::signature::{Verdict, VerifyJob};
 use vtp_core::{
     CloseClass, CloseReason, ConnId, ConnRole, Delivery, Event, EventKey, Remote, SeenLevel,
 };
@@ -48,6 +49,7 @@ use crate::external::Commits;
 use crate::handlers::Handlers;
 use crate::ops::Observer;
 use crate::store::{SendError, StoreWorker};
+use crate::verify::VerifyPool;
 
 /// A callback that sees every node event (after it is logged).
 pub type EventHook = Box<dyn FnMut(&Event) + Send>;
@@ -76,6 +78,8 @@ pub struct HostEffects {
     metrics: Option<Observer>,
     /// Where external sources' commits go ([`crate::external`]).
     externals: Option<Commits>,
+    /// Verifies signatures off the event loop ([`crate::verify`]).
+    verify: Option<VerifyPool>,
 }
 
 impl std::fmt::Debug for HostEffects {
@@ -103,6 +107,13 @@ impl HostEffects {
     pub fn with_store(mut self, store: StoreWorker) -> Self {
         self.store = Some(store);
         self.link_spool();
+        self
+    }
+
+    /// Verify the signatures the node hands out ([`Effects::verify`]) on these threads. Tell
+    /// the node it may ([`vtp_core::Node::set_verify_offload`]).
+    pub fn with_verify_pool(mut self, pool: VerifyPool) -> Self {
+        self.verify = Some(pool);
         self
     }
 
@@ -273,6 +284,9 @@ impl Effects for HostEffects {
         if let Some(m) = &mut self.metrics {
             m.set_waker(&waker);
         }
+        if let Some(pool) = &self.verify {
+            pool.set_waker(waker.clone());
+        }
         if let Some(store) = &self.store {
             store.set_waker(waker);
         }
@@ -327,6 +341,19 @@ impl Effects for HostEffects {
     fn heartbeat(&mut self) {
         if let Some(m) = &mut self.metrics {
             m.heartbeat();
+        }
+    }
+
+    fn verify(&mut self, job: VerifyJob) -> Result<(), VerifyJob> {
+        match &self.verify {
+            Some(pool) => pool.submit(job),
+            None => Err(job),
+        }
+    }
+
+    fn take_verdicts(&mut self, out: &mut Vec<(u64, Verdict)>) {
+        if let Some(pool) = &self.verify {
+            pool.take(out);
         }
     }
 

@@ -100,6 +100,7 @@ pub mod text;
 #[cfg(feature = "tls")]
 pub mod tls;
 pub mod transport;
+pub mod verify;
 
 #[cfg(test)]
 mod testutil;

@@ -257,7 +257,7 @@ impl Node {
                 let frame = self.frame_event(&accepted, payload);
                 self.persist(key, unix, evicted);
                 if let Some(frame) = frame {
-                    self.accept_event(conn, accepted, frame, &ev, remote);
+                    self.accept_event(conn, accepted, frame, ev.element.clone(), remote);
                 }
                 Ok(())
             }

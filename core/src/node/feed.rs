@@ -11,7 +11,7 @@ use bytes::Bytes;
 
 use crate::config::{DeliveryTiming, InvalidFilters, SubscriberNak};
 use crate::frame;
-use crate::message::{self, EventRole, Message, TransportRole, VoEvent};
+use crate::message::{self, EventRole, Message, TransportRole};
 use crate::output::{Action, CloseReason, ConnId, ConnRole, Delivery, Event, Remote, Source};
 use crate::seen::{EventKey, Seen, SeenSource};
 use crate::signature::Signature;
@@ -108,19 +108,18 @@ impl Node {
         conn: ConnId,
         accepted: Accepted,
         frame: Bytes,
-        ev: &VoEvent<'_>,
+        element: Range<usize>,
         remote: Remote,
     ) {
         let mark = self.actions.len();
         if self.holding() {
-            let element = ev.element.clone();
             let fan_out = Held::FanOut {
                 frame: frame.clone(),
                 element,
             };
             self.held.push_back((self.persists, fan_out));
         } else {
-            self.fan_out(&frame, &frame[frame::PREFIX_LEN..], ev.element.clone());
+            self.fan_out(&frame, &frame[frame::PREFIX_LEN..], element);
         }
         if self.config.policy.delivery_timing == DeliveryTiming::WithReceipt {
             self.actions

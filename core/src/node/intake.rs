@@ -21,6 +21,15 @@ use super::feed::Accepted;
 pub const NAK_STORE_UNAVAILABLE: &str =
     "Event rejected: storage unavailable at this broker; not recorded, try again later";
 
+/// A new event from an author, checked and with its signature decided.
+pub(super) struct NewEvent<'a> {
+    pub(super) ivorn: &'a str,
+    pub(super) role: crate::message::EventRole,
+    pub(super) element: std::ops::Range<usize>,
+    pub(super) key: EventKey,
+    pub(super) signature: Option<crate::signature::Signature>,
+}
+
 impl Node {
     pub(super) fn intake_frame(&mut self, conn: ConnId, payload: &[u8], now: Instant) {
         let msg = match message::parse(payload, &self.config.limits.parse) {
@@ -44,6 +53,9 @@ impl Node {
         if self.refuses_for_store(&key) {
             return self.reject(conn, &ev.ivorn, Violation::StoreUnavailable, now);
         }
+        if self.verify_later(conn, payload, &ev, key) {
+            return;
+        }
         let signature = match self.check_signature(payload, &ev, &key) {
             Ok(signature) => signature,
             Err(signature) => {
@@ -55,6 +67,32 @@ impl Node {
                 return self.reject(conn, &ev.ivorn, violation, now);
             }
         };
+        let event = NewEvent {
+            ivorn: &ev.ivorn,
+            role: ev.role,
+            element: ev.element.clone(),
+            key,
+            signature,
+        };
+        self.intake_accept(conn, payload, event, now);
+    }
+
+    /// The rest of an author's submission once its signature is decided (here, or by
+    /// [`Node::handle_verdict`]): dedup, then ack or nak, persist, forward.
+    pub(super) fn intake_accept(
+        &mut self,
+        conn: ConnId,
+        payload: &[u8],
+        event: NewEvent<'_>,
+        now: Instant,
+    ) {
+        let NewEvent {
+            ivorn,
+            role,
+            element,
+            key,
+            signature,
+        } = event;
         let Some(remote) = self.remote(conn) else {
             return;
         };
@@ -67,21 +105,21 @@ impl Node {
         let seen = self.seen.check_and_insert(key, unix, source);
         self.note_seen_level();
         match seen {
-            Seen::Refused => self.reject(conn, &ev.ivorn, Violation::SeenQuota, now),
+            Seen::Refused => self.reject(conn, ivorn, Violation::SeenQuota, now),
             Seen::Duplicate => {
                 self.actions.push_back(Action::DropDuplicate { conn, key });
                 self.events.push_back(Event::Duplicate {
                     conn,
                     key,
-                    ivorn: Arc::from(ev.ivorn.as_ref()),
+                    ivorn: Arc::from(ivorn),
                     remote,
                 });
                 let mark = self.actions.len();
                 match self.config.policy.duplicate_reply {
-                    DuplicateReply::Ack => self.ack(conn, &ev.ivorn, now),
+                    DuplicateReply::Ack => self.ack(conn, ivorn, now),
                     DuplicateReply::Nak => self.nak(
                         conn,
-                        &ev.ivorn,
+                        ivorn,
                         "Event rejected: Previously seen by this broker",
                         now,
                     ),
@@ -89,22 +127,20 @@ impl Node {
                 self.end_intake(conn, mark, now);
             }
             Seen::New { evicted } => {
-                let ivorn: Arc<str> = Arc::from(ev.ivorn.as_ref());
-                let source = Source::Author(conn);
                 let accepted = Accepted {
-                    source,
-                    ivorn,
+                    source: Source::Author(conn),
+                    ivorn: Arc::from(ivorn),
                     key,
-                    role: ev.role,
+                    role,
                     signature: signature.map(Arc::new),
                 };
                 let frame = self.frame_event(&accepted, payload);
                 self.persist(key, unix, evicted);
                 let mark = self.actions.len();
-                self.ack(conn, &ev.ivorn, now);
+                self.ack(conn, ivorn, now);
                 self.end_intake(conn, mark, now);
                 if let Some(frame) = frame {
-                    self.accept_event(conn, accepted, frame, &ev, remote);
+                    self.accept_event(conn, accepted, frame, element, remote);
                 }
             }
         }
@@ -112,7 +148,7 @@ impl Node {
 
     /// True when the event `key` would need a persist the store cannot make now: the store
     /// reports failing commits, replies wait for durability, and the event is not a duplicate.
-    fn refuses_for_store(&self, key: &EventKey) -> bool {
+    pub(super) fn refuses_for_store(&self, key: &EventKey) -> bool {
         !self.store_healthy
             && self.config.policy.durability == Durability::BeforeReply
             && !self.seen.contains(key)
@@ -152,7 +188,7 @@ impl Node {
         Ok(())
     }
 
-    fn reject(&mut self, conn: ConnId, ivorn: &str, reason: Violation, now: Instant) {
+    pub(super) fn reject(&mut self, conn: ConnId, ivorn: &str, reason: Violation, now: Instant) {
         self.nak(conn, ivorn, &reason.to_string(), now);
         let remote = self
             .remote(conn)

@@ -176,7 +176,14 @@ pub struct Node {
     /// False while the store reports failing commits ([`Node::handle_store_status`]).
     store_healthy: bool,
     /// Verifies signed events ([`Node::set_verifier`]).
-    verifier: Option<Box<dyn crate::signature::Verifier>>,
+    verifier: Option<Arc<dyn crate::signature::Verifier>>,
+    /// Most author submissions whose signature the host may be verifying at once
+    /// ([`Node::set_verify_offload`]); 0: every signature is verified in place.
+    verify_offload: usize,
+    /// Author submissions waiting for the verdict on their signature, by job number.
+    verifying: HashMap<u64, signatures::Parked>,
+    /// The number of the next [`Action::Verify`].
+    next_verify: u64,
     /// Signs what the node originates ([`Node::set_signer`]).
     signer: Option<Box<dyn crate::signature::EventSigner>>,
 }
@@ -306,6 +313,9 @@ impl Node {
             replying: BTreeSet::new(),
             store_healthy: true,
             verifier: None,
+            verify_offload: 0,
+            verifying: HashMap::new(),
+            next_verify: 0,
             signer: None,
             config,
         })

@@ -2,21 +2,147 @@
 //! signature on the messages it originates (test events, authenticate replies).
 
 use std::ops::Range;
+use std::sync::Arc;
+use std::time::Instant;
 
 use bytes::Bytes;
 
 use crate::config::SignaturePolicy;
 use crate::frame;
-use crate::message::VoEvent;
-use crate::signature::{self, EventSigner, Signature, StatusKind, Verifier};
+use crate::message::{EventRole, VoEvent};
+use crate::output::{Action, ConnId};
+use crate::seen::EventKey;
+use crate::signature::{
+    self, EventSigner, Extracted, Signature, StatusKind, Verdict, Verifier, VerifyJob,
+};
+use crate::violation::Violation;
 
 use super::Node;
+
+/// An author's submission waiting for the verdict on its signature ([`Action::Verify`]):
+/// what the rest of its intake needs, the payload copied out of the input.
+#[derive(Debug)]
+pub(super) struct Parked {
+    conn: ConnId,
+    payload: Bytes,
+    ivorn: Arc<str>,
+    role: EventRole,
+    element: Range<usize>,
+    key: EventKey,
+}
 
 impl Node {
     /// Sets the verifier of signed events (a keyring), or removes it: from the next event on.
     /// Without one, every signed event's status is `unknown-key`. Call again to reload keys.
     pub fn set_verifier(&mut self, verifier: Option<Box<dyn Verifier>>) {
-        self.verifier = verifier;
+        self.verifier = verifier.map(Arc::from);
+    }
+
+    /// Lets the node hand the verification of authors' signed submissions to the host, up to
+    /// `max_pending` at once ([`Action::Verify`]; 0, the default: every signature is verified
+    /// in place, on the event loop). The host runs each job where it likes and hands the
+    /// verdict back with [`Node::handle_verdict`]; meanwhile the author's receipt waits, as it
+    /// waits for the store. Beyond `max_pending`, signatures are verified in place again, so
+    /// the jobs in flight stay bounded. Events from upstreams and external sources are always
+    /// verified in place (their order is kept).
+    pub fn set_verify_offload(&mut self, max_pending: usize) {
+        self.verify_offload = max_pending;
+    }
+
+    /// Author submissions whose verdict the node waits for ([`Node::set_verify_offload`]).
+    #[must_use]
+    pub fn verifying(&self) -> usize {
+        self.verifying.len()
+    }
+
+    /// The verdict of the [`Action::Verify`] numbered `id`: the submission's intake goes on
+    /// (receipt, forward, handlers) as if the signature had been verified in place. An unknown
+    /// `id`, or a submission whose author has gone, is ignored (nothing was accepted).
+    pub fn handle_verdict(&mut self, id: u64, verdict: Verdict, now: Instant) {
+        self.advance(now);
+        let Some(p) = self.verifying.remove(&id) else {
+            return;
+        };
+        self.replying.remove(&p.conn);
+        if !self.conns.contains_key(&p.conn) {
+            return;
+        }
+        if self.refuses_for_store(&p.key) {
+            return self.reject(p.conn, &p.ivorn, Violation::StoreUnavailable, now);
+        }
+        let signature = if self.seen.contains(&p.key) {
+            None
+        } else {
+            let s = signature::status_from_verdict(verdict, &p.ivorn, &self.config.author_keys);
+            if self.config.policy.signatures == SignaturePolicy::Require
+                && s.status != StatusKind::Valid
+            {
+                let violation = Violation::Signature {
+                    on: crate::output::ConnRole::Intake,
+                    ivorn: p.ivorn.to_string(),
+                    signature: s,
+                };
+                return self.reject(p.conn, &p.ivorn, violation, now);
+            }
+            Some(s)
+        };
+        let event = super::intake::NewEvent {
+            ivorn: &p.ivorn,
+            role: p.role,
+            element: p.element,
+            key: p.key,
+            signature,
+        };
+        self.intake_accept(p.conn, &p.payload, event, now);
+    }
+
+    /// Parks an author's new signed submission while the host verifies its signature, when
+    /// the node may ([`Node::set_verify_offload`]): true if it did (the intake goes on in
+    /// [`Node::handle_verdict`]). Unsigned and malformed ones are decided in place (no
+    /// cryptography).
+    pub(super) fn verify_later(
+        &mut self,
+        conn: ConnId,
+        payload: &[u8],
+        ev: &VoEvent<'_>,
+        key: EventKey,
+    ) -> bool {
+        if self.verify_offload == 0
+            || self.verifying.len() >= self.verify_offload
+            || self.config.policy.signatures == SignaturePolicy::Off
+            || self.seen.contains(&key)
+        {
+            return false;
+        }
+        let Some(verifier) = self.verifier.clone() else {
+            return false;
+        };
+        let Extracted::Signed(found) = signature::extract(payload, ev.element.clone()) else {
+            return false;
+        };
+        let payload = Bytes::copy_from_slice(payload);
+        let id = self.next_verify;
+        self.next_verify += 1;
+        self.actions.push_back(Action::Verify(VerifyJob {
+            id,
+            verifier,
+            signed: payload.slice(found.signed),
+            armour: found.armour,
+        }));
+        self.verifying.insert(
+            id,
+            Parked {
+                conn,
+                payload,
+                ivorn: Arc::from(ev.ivorn.as_ref()),
+                role: ev.role,
+                element: ev.element.clone(),
+                key,
+            },
+        );
+        // Like a receipt held for the store: later input ignored, a half-close survived.
+        self.replying.insert(conn);
+        true
     }
 
     /// Sets the signer of the messages the node originates (its test events and authenticate

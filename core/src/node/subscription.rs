@@ -222,7 +222,7 @@ impl Node {
                         self.ack(conn, &ev.ivorn, now);
                         self.hold(mark);
                         if let Some(frame) = frame {
-                            self.accept_event(conn, accepted, frame, &ev, remote);
+                            self.accept_event(conn, accepted, frame, ev.element.clone(), remote);
                         }
                     }
                 }
