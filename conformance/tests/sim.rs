@@ -36,9 +36,16 @@ fn report(failures: &[Failure]) -> String {
 fn fixed_seeds() {
     let start = Instant::now();
     let mut failures = Vec::new();
+    let (mut verifying_seeds, mut verified) = (0, 0);
     for seed in 0..FIXED_SEEDS {
+        if Options::swarm(seed).verify_lag.is_some() {
+            verifying_seeds += 1;
+        }
         match sim::run(seed) {
-            Ok(summary) => eprintln!("{summary}"),
+            Ok(summary) => {
+                eprintln!("{summary}");
+                verified += summary.verified;
+            }
             Err(f) => {
                 eprintln!("{f}");
                 failures.push(f);
@@ -50,6 +57,11 @@ fn fixed_seeds() {
         start.elapsed().as_secs_f64()
     );
     assert!(failures.is_empty(), "\n{}", report(&failures));
+    // The fixed seeds cover the signature path off the loop, and it runs.
+    assert!(
+        verifying_seeds > 0 && verified > 0,
+        "{verifying_seeds} seeds, {verified} verified"
+    );
 }
 
 #[test]

@@ -10,10 +10,11 @@
 //!   subscribers dropped, subscriptions back after healing, and delivery along undisturbed
 //!   paths.
 
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use vtp_core::{CloseReason, ConnId, Event};
+use vtp_core::{CloseReason, ConnId, Event, ListenerRole, RefusalCause};
 
 use super::Violation;
 use super::filter;
@@ -50,6 +51,7 @@ impl Sim {
         }
         self.absorb_commits(h);
         self.schedule_store_commit(h);
+        self.schedule_verified(h);
         // Every event handed to the handlers was made durable in the store first, once.
         let fx = &self.hosts[h].fx;
         if fx.persisted != fx.handled {
@@ -60,6 +62,19 @@ impl Sim {
             };
             self.fail(v);
         }
+    }
+
+    /// Connections host `h` holds open on its `listener` from the host at `ip`.
+    fn open_from(&self, h: HostId, ip: Option<IpAddr>, listener: ListenerRole) -> usize {
+        self.links
+            .iter()
+            .filter(|l| {
+                l.listener == listener
+                    && l.ends[SERVER].host == h
+                    && l.ends[SERVER].open
+                    && Some(self.hosts[l.ends[CLIENT].host].ip) == ip
+            })
+            .count()
     }
 
     fn observe(&mut self, h: HostId, event: Event) {
@@ -123,10 +138,36 @@ impl Sim {
                 node: name(),
                 detail: detail.to_string(),
             }),
-            Event::Refused { reason, .. } => self.fail(Violation::Refused {
-                node: name(),
+            Event::Refused {
+                listener,
+                peer,
+                cause,
                 reason,
-            }),
+            } => {
+                // What the per-address limit promises: an author that dialled again and again
+                // through a long partition connects all at once when it heals, and what is over
+                // its share is refused. Anything else is a failure.
+                let limit = self.hosts[h].driver.as_ref().map_or(usize::MAX, |d| {
+                    let limits = &d.node().config().limits;
+                    match listener {
+                        ListenerRole::Receive => limits.author_connections_per_address,
+                        ListenerRole::Broadcast => limits.subscriber_connections_per_address,
+                    }
+                });
+                let held = self.open_from(h, peer.ip(), listener);
+                if cause == RefusalCause::PerAddress && held >= limit {
+                    trace!(
+                        self,
+                        "{}: refused over the per-address limit ({held} held)",
+                        name()
+                    );
+                } else {
+                    self.fail(Violation::Refused {
+                        node: name(),
+                        reason,
+                    });
+                }
+            }
             Event::ExternalSkipped {
                 conn, at, reason, ..
             } => self.source_skipped(h, conn, at, reason.to_string()),

@@ -312,6 +312,39 @@ impl Sim {
         }
     }
 
+    /// Host `h`'s verify jobs are done: their verdicts go back to its node.
+    pub(crate) fn verified(&mut self, h: HostId, incarnation: u32) {
+        if self.hosts[h].incarnation != incarnation {
+            return;
+        }
+        trace!(
+            self,
+            "{}: {} signatures verified",
+            self.hosts[h].name,
+            self.hosts[h].fx.jobs.len()
+        );
+        self.verified += self.hosts[h].fx.jobs.len();
+        self.drive(h, |d, fx, _| {
+            fx.run_jobs();
+            d.handle_durable(fx);
+        });
+        self.poll_host(h);
+    }
+
+    /// Schedules the verdicts of host `h`'s verify jobs, when it has some.
+    pub(crate) fn schedule_verified(&mut self, h: HostId) {
+        let Some(lag) = self.options.verify_lag else {
+            return;
+        };
+        let fx = &mut self.hosts[h].fx;
+        if fx.jobs.is_empty() || fx.verify_due {
+            return;
+        }
+        fx.verify_due = true;
+        let incarnation = self.hosts[h].incarnation;
+        self.schedule(self.now + lag, Timed::Verified(h, incarnation));
+    }
+
     /// Schedules host `h`'s group commit when its store holds something not durable.
     pub(crate) fn schedule_store_commit(&mut self, h: HostId) {
         let Some(lag) = self.options.store_lag else {

@@ -26,6 +26,11 @@
 //!   committed; the broker's effects commit it to the group. In those seeds every store
 //!   commits in groups a few milliseconds late, and a restart loses what was not durable;
 //!   consuming brokers also crash now and then right after reading records.
+//! - **Signatures verified off the loop** (a third of the seeds, [`Options::verify_lag`]):
+//!   authors sign every event (the core's test double), and every node hands the verification
+//!   of authors' signed submissions to its effects ([`vtp_core::Action::Verify`]), which give
+//!   each verdict back a little later; the receipts wait for them, and a restart loses the
+//!   verdicts not back yet.
 //! - **Links** are TCP connections: ordered byte pipes with latency and a bounded window, that
 //!   cut every write at random boundaries ("one read is one frame" is the classic framing bug).
 //!   Nodes dial addresses such as `broker-3:8099`: the simulator resolves the host name to
@@ -196,6 +201,8 @@ pub struct Summary {
     pub log_reads: usize,
     /// Commits consuming brokers made to their groups.
     pub log_commits: usize,
+    /// Signatures verified off a node's loop and handed back ([`Options::verify_lag`]).
+    pub verified: usize,
     /// A hash of every step (what, where, when): equal fingerprints mean identical runs.
     pub fingerprint: u64,
 }
@@ -205,7 +212,7 @@ impl fmt::Display for Summary {
         write!(
             f,
             "seed={:#018x}: {} steps, {:.0} s virtual, {} events ({} accepted), {} deliveries, \
-             {} faults, {} connections, {} log reads, {} commits",
+             {} faults, {} connections, {} log reads, {} commits, {} verified off the loop",
             self.seed,
             self.steps,
             self.virtual_time.as_secs_f64(),
@@ -215,7 +222,8 @@ impl fmt::Display for Summary {
             self.faults,
             self.links,
             self.log_reads,
-            self.log_commits
+            self.log_commits,
+            self.verified
         )
     }
 }

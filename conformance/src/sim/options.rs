@@ -70,6 +70,11 @@ pub struct Options {
     /// Every node's store makes what it is handed durable in group commits, this long after
     /// the first record of a group (`None`: at once); a restart loses what was not durable.
     pub store_lag: Option<Duration>,
+    /// Authors sign every event (the core's test double), and brokers verify authors' signed
+    /// submissions through their effects, off the event loop (at most 8 at once, the rest in
+    /// place), each verdict coming back this long later; a restart loses the verdicts not
+    /// back yet (`None`: no signatures, every event as before).
+    pub verify_lag: Option<Duration>,
 }
 
 /// A Kafka-like log: topics of partitions of records, appended during the fault phase and
@@ -244,8 +249,21 @@ impl Options {
             steps_max: STEPS_MAX,
             log: None,
             store_lag: None,
+            verify_lag: None,
         }
         .with_log_drawn(seed)
+        .with_verify_drawn(seed)
+    }
+
+    /// A third of the seeds sign their events and verify them off the loop, with a verdict
+    /// lag of 0.5 to 20 ms. Drawn from a stream of its own, like the log.
+    fn with_verify_drawn(mut self, seed: u64) -> Self {
+        let mut rng = Rng::new(seed ^ 0x7665_7269_6679_2121);
+        if rng.ratio(1, 3) {
+            self.verify_lag =
+                Some(rng.duration(Duration::from_micros(500), Duration::from_millis(20)));
+        }
+        self
     }
 
     /// A quarter of the seeds get a log (and stores that lag, so that commits wait for

@@ -7,9 +7,13 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
+
 use vtp_core::config::{DuplicateReply, InvalidFilters, Upstream};
 use vtp_core::driver::{Driver, Effects, StoreOp};
 use vtp_core::endpoint::{DialAddr, PORT_SUBSCRIBE};
+use vtp_core::signature::{Verdict, VerifyJob};
+use vtp_core::testing::{DigestSigner, DigestVerifier};
 use vtp_core::{Config, ConnId, Delivery, Event, EventKey, Node};
 
 use super::kafka::Consumer;
@@ -55,6 +59,16 @@ pub(crate) struct Recorder {
     pub(crate) commit_due: bool,
     /// Positions the node let its external source commit: source, lane, next offset.
     pub(crate) commits: Vec<(ConnId, u32, u64)>,
+    /// Signatures are verified here, off the node's loop ([`Options::verify_lag`]).
+    ///
+    /// [`Options::verify_lag`]: super::Options::verify_lag
+    pub(crate) verifies: bool,
+    /// Verify jobs taken and not run yet; a crash loses them.
+    pub(crate) jobs: Vec<VerifyJob>,
+    /// Verdicts run and not handed back yet.
+    pub(crate) verdicts: Vec<(u64, Verdict)>,
+    /// A round of verdicts is scheduled.
+    pub(crate) verify_due: bool,
 }
 
 impl Recorder {
@@ -75,7 +89,18 @@ impl Recorder {
         self.handed = 0;
         self.durable = 0;
         self.commit_due = false;
+        self.jobs.clear();
+        self.verdicts.clear();
+        self.verify_due = false;
         lost
+    }
+
+    /// Runs every job taken so far; their verdicts go back at the next look.
+    pub(crate) fn run_jobs(&mut self) {
+        for job in self.jobs.drain(..) {
+            self.verdicts.push((job.id(), job.run()));
+        }
+        self.verify_due = false;
     }
 
     fn apply(&mut self, op: StoreOp) {
@@ -118,6 +143,19 @@ impl Effects for Recorder {
 
     fn commit(&mut self, conn: ConnId, lane: u32, next_offset: u64) {
         self.commits.push((conn, lane, next_offset));
+    }
+
+    fn verify(&mut self, job: VerifyJob) -> Result<(), VerifyJob> {
+        if self.verifies {
+            self.jobs.push(job);
+            Ok(())
+        } else {
+            Err(job)
+        }
+    }
+
+    fn take_verdicts(&mut self, out: &mut Vec<(u64, Verdict)>) {
+        out.append(&mut self.verdicts);
     }
 
     fn event(&mut self, event: Event) {
@@ -298,6 +336,7 @@ impl Sim {
         let driver = self.new_driver(config.clone());
         let fx = Recorder {
             grouped: self.options.store_lag.is_some(),
+            verifies: self.options.verify_lag.is_some(),
             ..Recorder::default()
         };
         self.hosts.push(Host {
@@ -323,7 +362,7 @@ impl Sim {
     pub(crate) fn new_driver(&mut self, config: Config) -> Driver {
         let seed = self.rng.next_u64();
         let unix_now = UNIX0 + (self.now - self.t0);
-        let node = Node::new(
+        let mut node = Node::new(
             config,
             Box::new(SubstringEngine::fail_closed()),
             seed,
@@ -331,6 +370,12 @@ impl Sim {
             unix_now,
         )
         .expect("the simulator builds valid configurations");
+        if self.options.verify_lag.is_some() {
+            node.set_verifier(Some(Box::new(DigestVerifier {
+                keys: vec![(SIGNER.into(), "sim author".into())],
+            })));
+            node.set_verify_offload(VERIFY_PENDING_MAX);
+        }
         Driver::new(node, self.options.outbox)
     }
 
@@ -347,7 +392,10 @@ impl Sim {
                 tags.push(t);
             }
         }
-        let payload = filter::event_payload(&ivorn, &tags);
+        let mut payload = filter::event_payload(&ivorn, &tags);
+        if self.options.verify_lag.is_some() {
+            payload = signed(&payload);
+        }
         let id = self.events.len();
         self.by_ivorn.insert(ivorn.clone(), id);
         self.events.push(SimEvent {
@@ -365,6 +413,23 @@ impl Sim {
             .filter(|&h| self.hosts[h].kind == kind)
             .collect()
     }
+}
+
+/// The fingerprint of the key every author signs with when the run verifies signatures.
+const SIGNER: &str = "5111AAAA5111AAAA5111AAAA5111AAAA5111AAAA";
+/// Verify jobs a node hands out at once; beyond, it verifies in place.
+const VERIFY_PENDING_MAX: usize = 8;
+
+/// `payload` signed by [`SIGNER`] by the convention (the core's test double).
+fn signed(payload: &Bytes) -> Bytes {
+    let element = match vtp_core::message::parse(payload, &Default::default()) {
+        Ok(vtp_core::message::Message::VoEvent(ev)) => ev.element,
+        other => panic!("the simulator's event does not parse: {other:?}"),
+    };
+    let armour = DigestSigner::new(SIGNER).armour(&payload[element.clone()]);
+    vtp_core::signature::append_signature(payload, element, &armour)
+        .expect("the simulator's event takes a signature")
+        .into()
 }
 
 /// 10.0.0.x, one per host.

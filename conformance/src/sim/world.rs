@@ -67,6 +67,8 @@ pub(crate) enum Timed {
     MuteDial(HostId),
     /// A host's store commits a group (the host's incarnation then).
     StoreCommit(HostId, u32),
+    /// A host's verify jobs are done (the host's incarnation then).
+    Verified(HostId, u32),
     /// A consumer polls the log (if this is still the poll it has scheduled).
     Poll(HostId, Instant),
     /// A consuming broker crashes and restarts (during the fault phase only).
@@ -145,6 +147,8 @@ pub struct Sim {
     /// Log records handed to consumers, and commits they made.
     pub(crate) log_reads: usize,
     pub(crate) log_commits: usize,
+    /// Verify jobs run and handed back to a node.
+    pub(crate) verified: usize,
     pub(crate) fingerprint: u64,
     pub(crate) failure: Option<Violation>,
 }
@@ -181,6 +185,7 @@ impl Sim {
             log: None,
             log_reads: 0,
             log_commits: 0,
+            verified: 0,
             fingerprint: 0xcbf2_9ce4_8422_2325,
             failure: None,
         };
@@ -236,6 +241,7 @@ impl Sim {
             links: self.links.len(),
             log_reads: self.log_reads,
             log_commits: self.log_commits,
+            verified: self.verified,
             fingerprint: self.fingerprint,
         })
     }
@@ -360,6 +366,7 @@ impl Sim {
             }
             Timed::MuteDial(h) => self.mute_dial(h),
             Timed::StoreCommit(h, incarnation) => self.commit_store(h, incarnation),
+            Timed::Verified(h, incarnation) => self.verified(h, incarnation),
             Timed::Poll(h, at) => self.poll_source(h, at),
             Timed::Crash(h) => {
                 if self.phase == Phase::Faults {
