@@ -55,6 +55,10 @@ pub(crate) struct CatchUpPlan {
     pub(crate) start: CatchUpStart,
     pub(crate) interval: u64,
     /// `--tls-ca`: the CA certificates an `https://` archive is verified against.
+    #[cfg_attr(
+        not(feature = "catchup"),
+        allow(dead_code, reason = "read where catch-ups run (feature catchup)")
+    )]
     pub(crate) tls_ca: Option<PathBuf>,
     /// The node's state directory (its `--eventdb`), set by [`CatchUps::new`].
     pub(crate) state_dir: PathBuf,
