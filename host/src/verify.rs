@@ -189,12 +189,18 @@ mod tests {
         got
     }
 
-    #[test]
-    fn verdicts_come_back_by_job_number_and_wake_the_loop() {
+    /// A [`Test`] verifier and the gate it waits on.
+    fn gated() -> (Arc<Mutex<()>>, Arc<dyn Verifier>) {
         let gate = Arc::new(Mutex::new(()));
-        let verifier: Arc<dyn Verifier> = Arc::new(Test {
+        let verifier = Arc::new(Test {
             gate: Arc::clone(&gate),
         });
+        (gate, verifier)
+    }
+
+    #[test]
+    fn verdicts_come_back_by_job_number_and_wake_the_loop() {
+        let (_gate, verifier) = gated();
         let pool = VerifyPool::spawn(2).unwrap();
         let wakes = Arc::new(Count(AtomicUsize::new(0)));
         pool.set_waker(Waker::from(Arc::clone(&wakes)));
@@ -214,10 +220,7 @@ mod tests {
 
     #[test]
     fn a_full_queue_gives_the_job_back() {
-        let gate = Arc::new(Mutex::new(()));
-        let verifier: Arc<dyn Verifier> = Arc::new(Test {
-            gate: Arc::clone(&gate),
-        });
+        let (gate, verifier) = gated();
         let pool = VerifyPool::spawn(1).unwrap();
         let held = lock(&gate);
         // One job in the thread (blocked on the gate), QUEUE_MAX in the queue, then refusals.
