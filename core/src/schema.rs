@@ -19,7 +19,7 @@
 //!   (`Reference`, `AstroCoordSystem`: no child and no character at all, not even whitespace),
 //!   or simple content of a typed value.
 //!
-//! The check is one streaming quick-xml pass over the `VOEvent` element, with a stack of at most
+//! The check is one streaming pass over the `VOEvent` element, with a stack of at most
 //! eight frames (the deepest element the schema allows, `C1` in
 //! `WhereWhen/ObsDataLocation/ObservationLocation/AstroCoords/Position2D/Value2`, is at depth
 //! 8, and any element below a simple or empty type is refused before it is pushed). It stops
@@ -62,6 +62,11 @@
 //!
 //! # Where it runs
 //!
+//! The pass has two drivers: [`validate_voevent_2_0`] reads the element with quick-xml itself,
+//! and [`parse_and_validate`] feeds the validator the message parser's tokens (a
+//! `message::Sink`), so a node reads each byte of a submission once; the differential tests
+//! and the fuzz corpus replay hold the two to the same verdict.
+//!
 //! The broker applies it to author submissions only, after the IVOID and version checks,
 //! when [`Policy::schema`](crate::config::Policy::schema) is
 //! [`SchemaCheck::V2_0`](crate::config::SchemaCheck::V2_0) (the default) and the packet is in
@@ -77,7 +82,7 @@ use std::ops::Range;
 
 use encoding_rs::Encoding;
 
-use crate::message::{ParseLimits, VOEVENT_2_0_NS};
+use crate::message::{Message, ParseError, ParseLimits, VOEVENT_2_0_NS};
 
 use xml::declared_encoding;
 use xsd::{Type, VOEVENT};
@@ -116,20 +121,42 @@ pub fn validate_voevent_2_0(
             reason: "the element span lies outside the payload".to_owned(),
         });
     };
-    Validator {
-        xml,
-        encoding: declared_encoding(payload),
-        limits,
-        frames: [Frame::ROOT; DEPTH_MAX],
-        depth: 0,
-        done: false,
-        bindings: Vec::new(),
-        text: Collected::Empty,
-        text_len: 0,
-        tag_attrs: [(&[], &[]); TAG_ATTRS_KEPT],
-        tag_attrs_len: 0,
-    }
-    .run()
+    Validator::new(xml, declared_encoding(payload), limits).run()
+}
+
+/// [`message::parse`](crate::message::parse) and, for a VOEvent,
+/// [`validate_voevent_2_0`] on its element, in one pass: the validator is fed the parser's
+/// tokens instead of reading the element again.
+///
+/// The message (or the parse error) is exactly `parse`'s, and the schema verdict exactly what
+/// `validate_voevent_2_0(payload, element, limits)` returns (the differential tests and the
+/// fuzz corpus replay check both). A node that validates every author's submission reads
+/// each byte of it once this way.
+///
+/// # Errors
+///
+/// Exactly those of [`parse`](crate::message::parse).
+pub fn parse_and_validate<'a>(
+    payload: &'a [u8],
+    limits: &ParseLimits,
+) -> Result<Validated<'a>, ParseError> {
+    let mut validator = Validator::new(payload, declared_encoding(payload), limits);
+    let message = crate::message::parse_with(payload, limits, &mut validator)?;
+    let schema = match message {
+        Message::VoEvent(_) => Some(validator.finish()),
+        _ => None,
+    };
+    Ok(Validated { message, schema })
+}
+
+/// What [`parse_and_validate`] read.
+#[derive(Debug)]
+pub struct Validated<'a> {
+    /// The message, as [`parse`](crate::message::parse) returns it.
+    pub message: Message<'a>,
+    /// For a VOEvent, [`validate_voevent_2_0`]'s verdict on its element; `None` for a
+    /// Transport message.
+    pub schema: Option<Result<(), SchemaError>>,
 }
 
 /// Why a packet is not valid VOEvent 2.0.
@@ -385,6 +412,35 @@ struct Validator<'a, 'l> {
     tag_attrs: [(&'a [u8], &'a [u8]); TAG_ATTRS_KEPT],
     /// Number of attributes of the tag being opened (may exceed [`TAG_ATTRS_KEPT`]).
     tag_attrs_len: usize,
+    /// Fed by the parser ([`parse_and_validate`]): the attributes of the next tag are
+    /// arriving, before the tag itself.
+    receiving: bool,
+    /// Fed by the parser: why an attribute of the next tag could not be declared, reported
+    /// when the tag opens (where a validator reading the element itself finds it).
+    declare_failed: Option<SchemaError>,
+    /// Fed by the parser: the first violation, after which tokens are ignored.
+    failed: Option<SchemaError>,
+}
+
+impl<'a, 'l> Validator<'a, 'l> {
+    fn new(xml: &'a [u8], encoding: Option<&'static Encoding>, limits: &'l ParseLimits) -> Self {
+        Validator {
+            xml,
+            encoding,
+            limits,
+            frames: [Frame::ROOT; DEPTH_MAX],
+            depth: 0,
+            done: false,
+            bindings: Vec::new(),
+            text: Collected::Empty,
+            text_len: 0,
+            tag_attrs: [(&[], &[]); TAG_ATTRS_KEPT],
+            tag_attrs_len: 0,
+            receiving: false,
+            declare_failed: None,
+            failed: None,
+        }
+    }
 }
 
 #[cfg(test)]

@@ -15,7 +15,7 @@ mod common;
 use common::*;
 use vtp_core::config::{AcceptVersions, SchemaCheck};
 use vtp_core::message::{self, Message, ParseLimits, TransportRole};
-use vtp_core::schema::validate_voevent_2_0;
+use vtp_core::schema::{parse_and_validate, validate_voevent_2_0};
 use vtp_core::{Config, ListenerRole};
 
 const DATA: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/schema");
@@ -33,15 +33,23 @@ const DEVIATIONS: &[(&str, &str)] = &[(
 )];
 
 /// vtp's verdict on a payload, as the receiver reaches it: `Err(message)` when refused.
+///
+/// Both ways the receiver can reach it must agree: `parse` then `validate_voevent_2_0` on the
+/// element, and the single pass of `parse_and_validate` (what a node runs).
 fn vtp_verdict(bytes: &[u8]) -> Result<(), String> {
     let limits = ParseLimits::default();
-    match message::parse(bytes, &limits) {
-        Err(e) => Err(format!("(parse) {e}")),
-        Ok(Message::VoEvent(ev)) => {
-            validate_voevent_2_0(bytes, ev.element, &limits).map_err(|e| e.to_string())
+    let single = parse_and_validate(bytes, &limits);
+    let verdict = match message::parse(bytes, &limits) {
+        Err(e) => {
+            assert_eq!(single.as_ref().err(), Some(&e), "parse error");
+            return Err(format!("(parse) {e}"));
         }
-        Ok(other) => Err(format!("not a VOEvent: {other:?}")),
-    }
+        Ok(Message::VoEvent(ev)) => validate_voevent_2_0(bytes, ev.element, &limits),
+        Ok(other) => return Err(format!("not a VOEvent: {other:?}")),
+    };
+    let single = single.expect("parse_and_validate parses what parse does");
+    assert_eq!(single.schema.as_ref(), Some(&verdict), "single pass");
+    verdict.map_err(|e| e.to_string())
 }
 
 /// The data rows of a TSV file: the first two fields and the rest of the line.

@@ -52,7 +52,7 @@ mod build;
 mod parse;
 
 /// Reference resolution, shared with the schema validator (one reading of `&...;`).
-pub(crate) use parse::{char_piece, is_ws, resolve_ref};
+pub(crate) use parse::{Sink, char_piece, is_ws, parse_with, resolve_ref};
 
 use std::borrow::Cow;
 use std::fmt;

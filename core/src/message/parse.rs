@@ -65,6 +65,54 @@ pub fn parse<'a>(payload: &'a [u8], limits: &ParseLimits) -> Result<Message<'a>,
     parser.run_checked()
 }
 
+/// [`parse`], with `sink` fed the tokens of a VOEvent's root element as the pass reads them
+/// (see [`Sink`]): the schema check runs inside the parser's one pass instead of reading the
+/// element again. The result is exactly [`parse`]'s; a Transport message feeds nothing.
+///
+/// # Errors
+///
+/// Exactly those of [`parse`].
+pub(crate) fn parse_with<'a>(
+    payload: &'a [u8],
+    limits: &ParseLimits,
+    sink: &mut dyn Sink<'a>,
+) -> Result<Message<'a>, ParseError> {
+    let mut parser = Parser::new(payload, limits, Keep::All, Path::Fast)?;
+    // The fast path reads Transport messages only, and gives up on a VOEvent before its first
+    // token: the sink sees every token of a VOEvent from the quick-xml pass.
+    if let Some(message) = parser.run_plain() {
+        return Ok(message);
+    }
+    if !parser.chars_checked {
+        parser.check_chars(false)?;
+    }
+    parser.run(Some(sink))
+}
+
+/// What the parser's pass tells a checker of a VOEvent's root element ([`parse_with`]): its
+/// tokens in document order, from the root's start tag to its end tag, nothing before or
+/// after it. Each start tag comes as its attributes ([`Sink::attribute`], in order) and then
+/// the tag itself ([`Sink::open`]); a self-closing tag is followed by a [`Sink::close`].
+///
+/// The sink sees only what the parser accepted so far: when the parse fails later, the
+/// parse's error is the verdict and whatever the sink concluded is ignored. A sink keeps its
+/// own errors (the first one, typically) and may ignore everything after it.
+pub(crate) trait Sink<'a> {
+    /// One attribute of the start tag being read: its qualified name and its raw value
+    /// (between the quotes, references unresolved).
+    fn attribute(&mut self, name: &'a [u8], raw: &'a [u8]);
+    /// A start tag, whose attributes were just given: `tag` is the bytes between `<` and `>`
+    /// (or `/>` when `empty`).
+    fn open(&mut self, tag: &'a [u8], empty: bool);
+    /// The end of the innermost open element.
+    fn close(&mut self);
+    /// Character data: a text run (never empty) or a CDATA section's content (maybe empty).
+    fn characters(&mut self, raw: Cow<'a, [u8]>);
+    /// A character reference or predefined entity, resolved to `c`; `len` is its length in
+    /// the payload (`&amp;` is 5).
+    fn reference(&mut self, c: char, len: usize);
+}
+
 /// [`parse`] for a node routing messages: the same verdict, the same VOEvent, and the same
 /// Transport message except that its `response` and `timestamp` are always `None`.
 ///
@@ -181,22 +229,33 @@ struct Parser<'a, 'l> {
 
 /// Where the pass is in the document: what both tokenizers (quick-xml's and the plain one)
 /// feed the shared per-event handlers.
-struct Walk<'a> {
+struct Walk<'a, 's> {
     phase: Phase,
     /// Number of open elements.
     depth: usize,
     root: Option<Root<'a>>,
     /// The root element's span in `body`.
     span: Range<usize>,
+    /// Where a VOEvent's tokens go ([`parse_with`]).
+    sink: Option<&'s mut dyn Sink<'a>>,
 }
 
-impl Walk<'_> {
-    fn new() -> Self {
+impl<'a, 's> Walk<'a, 's> {
+    fn new(sink: Option<&'s mut dyn Sink<'a>>) -> Self {
         Self {
             phase: Phase::Prolog,
             depth: 0,
             root: None,
             span: 0..0,
+            sink,
+        }
+    }
+
+    /// The sink while the root element is open (and only for a VOEvent).
+    fn sink(&mut self) -> Option<&mut (dyn Sink<'a> + 's)> {
+        match (&self.root, self.phase) {
+            (Some(Root::VoEvent(_)), Phase::Root) => self.sink.as_deref_mut(),
+            _ => None,
         }
     }
 }
@@ -235,10 +294,10 @@ impl<'a, 'l> Parser<'a, 'l> {
         if !self.chars_checked {
             self.check_chars(false)?;
         }
-        self.run()
+        self.run(None)
     }
 
-    fn run(&mut self) -> Result<Message<'a>, ParseError> {
+    fn run(&mut self, sink: Option<&mut dyn Sink<'a>>) -> Result<Message<'a>, ParseError> {
         let mut reader = Reader::from_reader(self.body);
         let config = reader.config_mut();
         config.check_comments = true;
@@ -248,7 +307,7 @@ impl<'a, 'l> Parser<'a, 'l> {
         config.expand_empty_elements = false;
         config.trim_text(false);
 
-        let mut walk = Walk::new();
+        let mut walk = Walk::new(sink);
         let mut first = true;
         loop {
             let start = position(&reader);
@@ -264,10 +323,13 @@ impl<'a, 'l> Parser<'a, 'l> {
                 Event::Text(text) => self.on_text(&mut walk, start, text.into_inner())?,
                 Event::CData(cdata) => match walk.phase {
                     Phase::Root => {
+                        let raw = cdata.into_inner();
+                        if let Some(sink) = walk.sink() {
+                            sink.characters(raw.clone());
+                        }
                         if let Some(Root::Transport(acc)) = &mut walk.root
                             && acc.capturing_at(walk.depth)
                         {
-                            let raw = cdata.into_inner();
                             let len = raw.len();
                             let piece = if acc.keeps_text() {
                                 normalize_newlines(self.decode(raw, self.base + start)?)
@@ -286,6 +348,9 @@ impl<'a, 'l> Parser<'a, 'l> {
                     let c = resolve_ref(&reference, self.base + start)?;
                     match walk.phase {
                         Phase::Root => {
+                            if let Some(sink) = walk.sink() {
+                                sink.reference(c, reference.len() + 2);
+                            }
                             if let Some(Root::Transport(acc)) = &mut walk.root
                                 && acc.capturing_at(walk.depth)
                             {
@@ -334,7 +399,7 @@ impl<'a, 'l> Parser<'a, 'l> {
     /// A start tag (`empty`: a self-closing one) spanning `start..end` of `body`.
     fn on_tag(
         &mut self,
-        walk: &mut Walk<'a>,
+        walk: &mut Walk<'a, '_>,
         start: usize,
         end: usize,
         empty: bool,
@@ -355,7 +420,7 @@ impl<'a, 'l> Parser<'a, 'l> {
                 walk.span.start = start;
                 let root = match self.known_root(tag) {
                     Some(root) => root,
-                    None => self.open_root(tag, at)?,
+                    None => self.open_root(tag, at, walk.sink.as_deref_mut())?,
                 };
                 walk.root = Some(root);
                 walk.phase = Phase::Root;
@@ -363,7 +428,13 @@ impl<'a, 'l> Parser<'a, 'l> {
             Some(Root::Transport(acc)) => {
                 self.transport_child(acc, tag, at, walk.depth, empty)?;
             }
-            Some(Root::VoEvent(_)) => self.check_tag(tag, at)?,
+            Some(Root::VoEvent(_)) => self.check_tag(tag, at, walk.sink.as_deref_mut())?,
+        }
+        if let Some(sink) = walk.sink() {
+            sink.open(tag, empty);
+            if empty {
+                sink.close();
+            }
         }
         if empty {
             walk.depth -= 1;
@@ -376,13 +447,21 @@ impl<'a, 'l> Parser<'a, 'l> {
     }
 
     /// An end tag spanning `start..end` of `body`, already matched to its start tag.
-    fn on_end(&mut self, walk: &mut Walk<'a>, start: usize, end: usize) -> Result<(), ParseError> {
+    fn on_end(
+        &mut self,
+        walk: &mut Walk<'a, '_>,
+        start: usize,
+        end: usize,
+    ) -> Result<(), ParseError> {
         if walk.depth == 0 {
             // quick-xml already refuses unmatched end tags; kept as a guard.
             return Err(self.malformed(start, "end tag without a start tag"));
         }
         if let Some(Root::Transport(acc)) = &mut walk.root {
             acc.close(walk.depth);
+        }
+        if let Some(sink) = walk.sink() {
+            sink.close();
         }
         walk.depth -= 1;
         if walk.depth == 0 {
@@ -395,12 +474,17 @@ impl<'a, 'l> Parser<'a, 'l> {
     /// Character data `raw` (no markup, no reference) starting at `start` of `body`.
     fn on_text(
         &mut self,
-        walk: &mut Walk<'a>,
+        walk: &mut Walk<'a, '_>,
         start: usize,
         raw: Cow<'a, [u8]>,
     ) -> Result<(), ParseError> {
         match walk.phase {
             Phase::Root => {
+                if let Some(sink) = walk.sink()
+                    && !raw.is_empty()
+                {
+                    sink.characters(raw.clone());
+                }
                 if let Some(Root::Transport(acc)) = &mut walk.root
                     && acc.capturing_at(walk.depth)
                 {
@@ -430,7 +514,7 @@ impl<'a, 'l> Parser<'a, 'l> {
     }
 
     /// The end of the document: the message, or what is missing.
-    fn finish(&self, walk: Walk<'a>) -> Result<Message<'a>, ParseError> {
+    fn finish(&self, walk: Walk<'a, '_>) -> Result<Message<'a>, ParseError> {
         if walk.depth > 0 {
             return Err(self.malformed(self.body.len(), "element not closed at end of input"));
         }
@@ -460,19 +544,35 @@ impl<'a, 'l> Parser<'a, 'l> {
         tag.ok_or_else(|| self.malformed(start, "unexpected tag bounds"))
     }
 
-    /// Checks a tag's name and attributes without keeping anything.
-    fn check_tag(&mut self, tag: &'a [u8], at: usize) -> Result<(), ParseError> {
+    /// Checks a tag's name and attributes, passing the attributes to `sink`.
+    fn check_tag(
+        &mut self,
+        tag: &'a [u8],
+        at: usize,
+        mut sink: Option<&mut (dyn Sink<'a> + '_)>,
+    ) -> Result<(), ParseError> {
         let (name, attrs) = split_name(tag, at)?;
         scan_attrs(
             attrs,
             at + name.len(),
             self.limits.attrs_max,
             &mut self.keys,
-            |_, _, _| Ok(()),
+            |key, value, _| {
+                if let Some(sink) = sink.as_deref_mut() {
+                    sink.attribute(key, value);
+                }
+                Ok(())
+            },
         )
     }
 
-    fn open_root(&mut self, tag: &'a [u8], at: usize) -> Result<Root<'a>, ParseError> {
+    /// Reads the root's start tag; a VOEvent's attributes go to `sink` too.
+    fn open_root(
+        &mut self,
+        tag: &'a [u8],
+        at: usize,
+        mut sink: Option<&mut (dyn Sink<'a> + '_)>,
+    ) -> Result<Root<'a>, ParseError> {
         let (name, attrs) = split_name(tag, at)?;
         let (prefix, local) = split_qname(name);
         let is_voevent = match local {
@@ -491,6 +591,9 @@ impl<'a, 'l> Parser<'a, 'l> {
             self.limits.attrs_max,
             &mut self.keys,
             |key, value, at| {
+                if let Some(sink) = sink.as_deref_mut() {
+                    sink.attribute(key, value);
+                }
                 match key {
                     b"ivorn" => ivorn = Some((value, at)),
                     b"role" => role = Some((value, at)),

@@ -13,7 +13,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Instant;
 
-use crate::message::{self, Message};
+use crate::message::Message;
 use crate::output::{Action, ConnId, ConnRole, Event, Position, Remote, Source};
 use crate::seen::{EventKey, Seen, SeenSource};
 use crate::violation::Violation;
@@ -203,14 +203,14 @@ impl Node {
         now: Instant,
     ) -> Result<(), (Option<String>, Violation)> {
         let on = ConnRole::External;
-        let ev = match message::parse(payload, &self.config.limits.parse) {
-            Ok(Message::VoEvent(ev)) => ev,
-            Ok(Message::Transport(t)) => {
+        let (ev, schema) = match self.parse_event(payload) {
+            Ok((Message::VoEvent(ev), schema)) => (ev, schema),
+            Ok((Message::Transport(t), _)) => {
                 return Err((None, Violation::UnexpectedTransport { role: t.role }));
             }
             Err(error) => return Err((None, Violation::Unparsable { on, error })),
         };
-        self.check_event(payload, &ev, on)
+        self.check_event(payload, &ev, schema, on)
             .map_err(|v| (Some(ev.ivorn.to_string()), v))?;
         let key = EventKey::of_element(&payload[ev.element.clone()]);
         let signature = self

@@ -7,9 +7,9 @@ use std::time::Instant;
 
 use crate::config::{AcceptVersions, DuplicateReply, Durability, SchemaCheck};
 use crate::ivoid;
-use crate::message::{self, Message, VoEvent, VoEventNamespace};
+use crate::message::{self, Message, ParseError, VoEvent, VoEventNamespace};
 use crate::output::{Action, CloseReason, ConnId, ConnRole, Event, Remote, Source};
-use crate::schema;
+use crate::schema::{self, SchemaError};
 use crate::seen::{EventKey, Seen, SeenSource};
 use crate::violation::Violation;
 
@@ -32,8 +32,8 @@ pub(super) struct NewEvent<'a> {
 
 impl Node {
     pub(super) fn intake_frame(&mut self, conn: ConnId, payload: &[u8], now: Instant) {
-        let msg = match message::parse(payload, &self.config.limits.parse) {
-            Ok(m) => m,
+        let (msg, schema) = match self.parse_event(payload) {
+            Ok(read) => read,
             Err(error) => {
                 let on = ConnRole::Intake;
                 return self.reject(conn, "", Violation::Unparsable { on, error }, now);
@@ -46,7 +46,7 @@ impl Node {
                 return self.reject(conn, "", violation, now);
             }
         };
-        if let Err(violation) = self.check_event(payload, &ev, ConnRole::Intake) {
+        if let Err(violation) = self.check_event(payload, &ev, schema, ConnRole::Intake) {
             return self.reject(conn, &ev.ivorn, violation, now);
         }
         let key = EventKey::of_element(&payload[ev.element.clone()]);
@@ -154,12 +154,29 @@ impl Node {
             && !self.seen.contains(key)
     }
 
+    /// Parses an author's or an external source's payload, with the schema check in the same
+    /// pass when the policy asks for one: the message, and for a VOEvent the schema's verdict
+    /// (`None` when not checked), for [`Node::check_event`].
+    pub(super) fn parse_event<'a>(
+        &self,
+        payload: &'a [u8],
+    ) -> Result<(Message<'a>, Option<Result<(), SchemaError>>), ParseError> {
+        let limits = &self.config.limits.parse;
+        if self.config.policy.schema == SchemaCheck::V2_0 {
+            let read = schema::parse_and_validate(payload, limits)?;
+            Ok((read.message, read.schema))
+        } else {
+            Ok((message::parse(payload, limits)?, None))
+        }
+    }
+
     /// Receiver checks on an author's event (docs/protocol.md §4.1), or an external source's
-    /// (`on`): IVOID, version, then schema.
+    /// (`on`): IVOID, version, then schema (`schema`: the verdict of [`Node::parse_event`]).
     pub(super) fn check_event(
         &self,
         payload: &[u8],
         ev: &VoEvent<'_>,
+        schema: Option<Result<(), SchemaError>>,
         on: ConnRole,
     ) -> Result<(), Violation> {
         if let Err(error) = ivoid::check_event_ivorn(&ev.ivorn) {
@@ -181,9 +198,10 @@ impl Node {
         // namespace-less packets pass without one (there is no schema for them here).
         if self.config.policy.schema == SchemaCheck::V2_0 && ev.namespace == VoEventNamespace::V2_0
         {
-            let limits = &self.config.limits.parse;
-            schema::validate_voevent_2_0(payload, ev.element.clone(), limits)
-                .map_err(Violation::Schema)?;
+            let verdict = schema.unwrap_or_else(|| {
+                schema::validate_voevent_2_0(payload, ev.element.clone(), &self.config.limits.parse)
+            });
+            verdict.map_err(Violation::Schema)?;
         }
         Ok(())
     }

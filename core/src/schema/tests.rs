@@ -4,15 +4,24 @@
 use proptest::prelude::*;
 
 use super::lexical::{is_any_uri, is_date_time, is_ncname, parse_float};
-use super::{SchemaError, validate_voevent_2_0};
-use crate::message::ParseLimits;
+use super::{SchemaError, parse_and_validate, validate_voevent_2_0};
+use crate::message::{Message, ParseLimits};
 
 const V2: &str = "http://www.ivoa.net/xml/VOEvent/v2.0";
 const GCN: &[u8] = include_bytes!("../../tests/data/gcn_swift_bat.xml");
 
-/// Validates a whole payload that is one root element.
+/// Validates a whole payload that is one root element; where the parser accepts it as a
+/// VOEvent, the single pass ([`parse_and_validate`]) must give the same verdict.
 fn check(xml: &str) -> Result<(), SchemaError> {
-    validate_voevent_2_0(xml.as_bytes(), 0..xml.len(), &ParseLimits::default())
+    let limits = ParseLimits::default();
+    let verdict = validate_voevent_2_0(xml.as_bytes(), 0..xml.len(), &limits);
+    if let Ok(read) = parse_and_validate(xml.as_bytes(), &limits)
+        && let Message::VoEvent(ev) = read.message
+    {
+        assert_eq!(ev.element, 0..xml.len(), "{xml}");
+        assert_eq!(read.schema.as_ref(), Some(&verdict), "{xml}");
+    }
+    verdict
 }
 
 /// A packet with the given body, and `extra` attributes on the root.

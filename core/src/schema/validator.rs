@@ -14,7 +14,7 @@ use super::lexical::{is_any_uri, is_date_time, is_ncname, is_xml_space, parse_fl
 use super::xml::{excerpt, lossy, resolve_ref, scan_attrs, split_qname, split_tag};
 use super::xsd::{Content, Enumeration, Particle, Type, Value};
 use super::{Binding, Collected, DEPTH_MAX, Frame, SchemaError, Validator, XML_NS};
-use crate::message::VOEVENT_2_0_NS;
+use crate::message::{Sink, VOEVENT_2_0_NS};
 
 impl<'a> Validator<'a, '_> {
     pub(super) fn run(mut self) -> Result<(), SchemaError> {
@@ -59,13 +59,7 @@ impl<'a> Validator<'a, '_> {
                 Event::Eof => break,
             }
         }
-        if self.done {
-            Ok(())
-        } else {
-            Err(SchemaError::Malformed {
-                reason: "the VOEvent element is not closed".to_owned(),
-            })
-        }
+        self.finish()
     }
 
     /// Handles a start tag spanning `start..end` of `xml`.
@@ -78,15 +72,26 @@ impl<'a> Validator<'a, '_> {
             .ok_or_else(|| SchemaError::Malformed {
                 reason: "unexpected tag bounds".to_owned(),
             })?;
+        self.check_not_done()?;
+        // Declarations on this tag apply to its own name and attributes.
+        self.declare(split_tag(tag).1, self.depth + 1)?;
+        self.open_tag(tag)
+    }
+
+    fn check_not_done(&self) -> Result<(), SchemaError> {
         if self.done {
             return Err(SchemaError::Malformed {
                 reason: "an element follows the VOEvent element".to_owned(),
             });
         }
+        Ok(())
+    }
+
+    /// Handles a start tag (the bytes between `<` and `>` or `/>`) whose attributes were
+    /// declared ([`Self::declare`]).
+    fn open_tag(&mut self, tag: &'a [u8]) -> Result<(), SchemaError> {
         let (name, attrs) = split_tag(tag);
         let depth = self.depth + 1;
-        // Declarations on this tag apply to its own name and attributes.
-        self.declare(attrs, depth)?;
         let (prefix, local) = split_qname(name);
         let frame = if self.depth == 0 {
             let namespace = self
@@ -122,34 +127,48 @@ impl<'a> Validator<'a, '_> {
     /// Records the namespace declarations among `attrs`, made by the element at `depth`, and
     /// keeps every attribute in `tag_attrs` for [`Self::attributes`].
     fn declare(&mut self, attrs: &'a [u8], depth: usize) -> Result<(), SchemaError> {
-        let encoding = self.encoding;
-        let bindings = &mut self.bindings;
-        let (kept, len) = (&mut self.tag_attrs, &mut self.tag_attrs_len);
-        *len = 0;
+        self.tag_attrs_len = 0;
         let mut failed = None;
         scan_attrs(attrs, |key, raw| {
-            if let Some(slot) = kept.get_mut(*len) {
-                *slot = (key, raw);
-            }
-            *len += 1;
-            let prefix = match key.strip_prefix(b"xmlns") {
-                Some([]) => &key[..0],
-                Some([b':', prefix @ ..]) => prefix,
-                _ => return true,
-            };
-            match value_of(encoding, raw) {
-                Ok(uri) => {
-                    bindings.push(Binding { depth, prefix, uri });
-                    true
-                }
-                Err(e) => {
-                    failed = Some(e);
-                    false
-                }
-            }
+            self.declare_one(key, raw, depth)
+                .map_err(|e| failed = Some(e))
+                .is_ok()
         })
         .map_err(malformed)?;
         failed.map_or(Ok(()), Err)
+    }
+
+    /// One attribute of the tag being opened at `depth`, for [`Self::declare`]: kept, and
+    /// bound when it declares a namespace.
+    fn declare_one(
+        &mut self,
+        key: &'a [u8],
+        raw: &'a [u8],
+        depth: usize,
+    ) -> Result<(), SchemaError> {
+        if let Some(slot) = self.tag_attrs.get_mut(self.tag_attrs_len) {
+            *slot = (key, raw);
+        }
+        self.tag_attrs_len += 1;
+        let prefix = match key.strip_prefix(b"xmlns") {
+            Some([]) => &key[..0],
+            Some([b':', prefix @ ..]) => prefix,
+            _ => return Ok(()),
+        };
+        let uri = value_of(self.encoding, raw)?;
+        self.bindings.push(Binding { depth, prefix, uri });
+        Ok(())
+    }
+
+    /// The verdict once the parser's pass is over ([`super::parse_and_validate`]).
+    pub(super) fn finish(self) -> Result<(), SchemaError> {
+        match self.failed {
+            Some(e) => Err(e),
+            None if self.done => Ok(()),
+            None => Err(SchemaError::Malformed {
+                reason: "the VOEvent element is not closed".to_owned(),
+            }),
+        }
     }
 
     /// Checks a child element against the open element's content model; returns its frame.
@@ -596,4 +615,66 @@ pub(super) fn check_value(ty: Value, value: &str) -> Result<(), Expected> {
         ),
     };
     if ok { Ok(()) } else { Err(expected) }
+}
+
+/// The validator fed by the parser's pass ([`super::parse_and_validate`]): the same steps as
+/// [`Validator::run`] takes on quick-xml's events, stopping at the first violation.
+impl<'a> Sink<'a> for Validator<'a, '_> {
+    fn attribute(&mut self, name: &'a [u8], raw: &'a [u8]) {
+        if self.failed.is_some() {
+            return;
+        }
+        if !self.receiving {
+            self.receiving = true;
+            self.tag_attrs_len = 0;
+            self.declare_failed = None;
+        }
+        // `declare` stops at the first failure, and so does this.
+        if self.declare_failed.is_none()
+            && let Err(e) = self.declare_one(name, raw, self.depth + 1)
+        {
+            self.declare_failed = Some(e);
+        }
+    }
+
+    fn open(&mut self, tag: &'a [u8], _empty: bool) {
+        if self.failed.is_some() {
+            return;
+        }
+        if !std::mem::take(&mut self.receiving) {
+            self.tag_attrs_len = 0;
+            self.declare_failed = None;
+        }
+        let opened = self
+            .check_not_done()
+            .and_then(|()| self.declare_failed.take().map_or(Ok(()), Err))
+            .and_then(|()| self.open_tag(tag));
+        if let Err(e) = opened {
+            self.failed = Some(e);
+        }
+    }
+
+    fn close(&mut self) {
+        if self.failed.is_none()
+            && let Err(e) = Validator::close(self)
+        {
+            self.failed = Some(e);
+        }
+    }
+
+    fn characters(&mut self, raw: Cow<'a, [u8]>) {
+        if self.failed.is_none()
+            && let Err(e) = Validator::characters(self, raw)
+        {
+            self.failed = Some(e);
+        }
+    }
+
+    fn reference(&mut self, c: char, len: usize) {
+        if self.failed.is_none()
+            && let Err(e) = self.piece(crate::message::char_piece(c), len)
+        {
+            self.failed = Some(e);
+        }
+    }
 }

@@ -6,11 +6,11 @@
 //! exactly the result of the default limits; and every accepted Transport message, rebuilt with
 //! [`build_transport`], parses back to the same values.
 
-use vtp_core::EventKey;
 use vtp_core::message::{
     self, EventRole, Message, ParseError, ParseLimits, Transport, VOEVENT_1_1_NS, VOEVENT_2_0_NS,
     VoEvent, VoEventNamespace, build_transport,
 };
+use vtp_core::{EventKey, schema};
 
 /// Limits small enough that fuzzed inputs hit every one of them.
 pub(crate) const TIGHT: ParseLimits = ParseLimits {
@@ -40,6 +40,30 @@ pub(crate) fn message_parse(data: &[u8]) {
     }
     if let Ok(Message::Transport(t)) = &full {
         round_trip(t);
+    }
+    single_pass(data, &full, &loose);
+    single_pass(data, &tight, &TIGHT);
+}
+
+/// The parse with the schema check in its pass gives `parse`'s result, and for a VOEvent the
+/// verdict of the schema check reading the element on its own.
+fn single_pass(data: &[u8], parsed: &Result<Message<'_>, ParseError>, limits: &ParseLimits) {
+    let single = schema::parse_and_validate(data, limits);
+    match (parsed, single) {
+        (Err(e), Err(single)) => assert_eq!(*e, single, "single pass: another parse error"),
+        (Ok(message), Ok(single)) => {
+            assert_eq!(*message, single.message, "single pass: another message");
+            let alone = match message {
+                Message::VoEvent(ev) => Some(schema::validate_voevent_2_0(
+                    data,
+                    ev.element.clone(),
+                    limits,
+                )),
+                _ => None,
+            };
+            assert_eq!(single.schema, alone, "single pass: another schema verdict");
+        }
+        (parsed, single) => panic!("single pass: {single:?} where parse gave {parsed:?}"),
     }
 }
 

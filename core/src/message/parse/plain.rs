@@ -36,7 +36,7 @@ impl<'a> Parser<'a, '_> {
             return None;
         }
         self.check_chars(true).ok()?;
-        let mut walk = Walk::new();
+        let mut walk = Walk::new(None);
         // The names of the open elements: (offset, length) in `body`.
         let mut open = [(0usize, 0usize); PLAIN_DEPTH_MAX];
         let mut open_len = 0;
