@@ -7,6 +7,7 @@ use std::path::Path;
 
 use pgp::composed::{ArmorOptions, Deserializable, DetachedSignature, SignedSecretKey};
 use pgp::crypto::hash::HashAlgorithm;
+use pgp::crypto::public_key::PublicKeyAlgorithm;
 use pgp::types::{KeyDetails, Password};
 
 use crate::keyring::{Fingerprint, KEY_FILE_LEN_MAX, cut};
@@ -14,9 +15,10 @@ use crate::keyring::{Fingerprint, KEY_FILE_LEN_MAX, cut};
 /// A secret key that signs VOEvents: what `gpg --export-secret-keys [--armor]` writes.
 ///
 /// Signs with the primary key (GnuPG's default for `--quick-gen-key ... sign`), or with its
-/// first signing subkey when the primary key may not sign; always with SHA-512 (GnuPG's
-/// choice for Ed25519 and for RSA keys since 2.1), as a binary-document signature with the
-/// issuer fingerprint, so every GnuPG from 1.4 on verifies it.
+/// first signing subkey when the primary key may not sign, as a binary-document signature
+/// with the issuer fingerprint, so every GnuPG from 1.4 on verifies it. The digest is the one
+/// GnuPG 2.2 chooses for the key (`digest_for`): SHA-256 for an Ed25519 key, SHA-512 for
+/// RSA.
 pub struct Signer {
     key: SignedSecretKey,
     passphrase: Password,
@@ -90,14 +92,14 @@ impl Signer {
                 rng,
                 &self.key.primary_key,
                 &self.passphrase,
-                HashAlgorithm::Sha512,
+                digest_for(self.key.primary_key.algorithm()),
                 signed,
             ),
             Some(sub) => DetachedSignature::sign_binary_data(
                 rng,
                 &sub.key,
                 &self.passphrase,
-                HashAlgorithm::Sha512,
+                digest_for(sub.key.algorithm()),
                 signed,
             ),
         }
@@ -157,4 +159,16 @@ pub enum SignerError {
     /// Signing failed.
     #[error("cannot sign: {0}")]
     Sign(String),
+}
+
+/// The digest GnuPG 2.2 signs with by default for a key of `algorithm`: for an Ed25519 key
+/// the hash that matches the curve's size (SHA-256), for RSA the first of the key's
+/// preferences (SHA-512 in every key GnuPG 2.1 and later makes); SHA-512 for anything else. SHA-256 is also the digest that CPUs hash in hardware (x86 SHA
+/// extensions, ARMv8's SHA2 instructions), so every receiver verifies such a signature of a
+/// 10 KB event in a few microseconds less than with SHA-512.
+fn digest_for(algorithm: PublicKeyAlgorithm) -> HashAlgorithm {
+    match algorithm {
+        PublicKeyAlgorithm::EdDSALegacy | PublicKeyAlgorithm::Ed25519 => HashAlgorithm::Sha256,
+        _ => HashAlgorithm::Sha512,
+    }
 }

@@ -165,14 +165,30 @@ fn gnupg_verifies_what_our_signer_signs() {
             "{algo}: {status}"
         );
         // VALIDSIG <fpr> <date> <time> <expiry> <version> <reserved> <pk-algo> <hash-algo> ...
-        let validsig: Vec<&str> = status
-            .lines()
-            .find_map(|l| l.strip_prefix("[GNUPG:] VALIDSIG "))
-            .expect("VALIDSIG line")
-            .split(' ')
-            .collect();
-        assert_eq!(validsig[0], key);
-        assert_eq!(validsig[7], "10", "{algo}: SHA-512 expected: {status}");
+        let validsig = |status: &str| -> Vec<String> {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix("[GNUPG:] VALIDSIG "))
+                .expect("VALIDSIG line")
+                .split(' ')
+                .map(str::to_owned)
+                .collect()
+        };
+        let ours = validsig(&status);
+        assert_eq!(ours[0], key);
+        // The digest is GnuPG's own choice for the key: SHA-256 (8) for Ed25519, SHA-512 (10)
+        // for RSA.
+        let gpg_armour =
+            gpg.detach_sign(&key, &GCN[element.clone()], &["--passphrase", passphrase]);
+        let (gpg_ok, gpg_status) = gpg.verify(&GCN[element.clone()], &gpg_armour);
+        assert!(gpg_ok, "{gpg_status}");
+        let want = if algo == "ed25519" { "8" } else { "10" };
+        assert_eq!(
+            validsig(&gpg_status)[7],
+            want,
+            "{algo}: gpg's own: {gpg_status}"
+        );
+        assert_eq!(ours[7], want, "{algo}: digest: {status}");
         // And we agree.
         let keyring = keyring(&gpg, &key, true);
         assert_eq!(verify_payload(&keyring, &signed, element).name(), "valid");
