@@ -27,7 +27,9 @@
 //! address.
 //!
 //! **Sequence numbers.** `seq` is the table's `INTEGER PRIMARY KEY AUTOINCREMENT`: monotonic,
-//! never reused, kept across restarts and retention (SQLite's `sqlite_sequence`). The received
+//! never reused, kept across restarts and retention (SQLite's `sqlite_sequence`). It follows
+//! the order events were accepted: the handler queues its rows from
+//! [`Handler::queue_batch`], which the pool calls in the order its workers take deliveries. The received
 //! time is the writer's clock, never earlier than the previous row's, so that a time range is
 //! a sequence range.
 //!
@@ -61,7 +63,7 @@ use rusqlite::{Connection, OpenFlags, params};
 use vtp_core::message::EventRole;
 use vtp_core::{ConnId, Delivery, Event, EventKey, Remote, Source};
 
-use crate::handlers::{Handler, HandlerError};
+use crate::handlers::{Handler, HandlerError, Queued};
 
 /// Default of `--archive-max-age`: 30 days, like the seen-index.
 pub const MAX_AGE_DEFAULT: Duration = Duration::from_secs(30 * 86_400);
@@ -980,15 +982,27 @@ impl Handler for ArchiveHandler {
         true
     }
 
-    /// Queues every row, then waits for each: the writer takes what is queued in one
-    /// transaction, so a batch costs one commit (one `fsync`) rather than one per event.
     fn handle_batch(&self, deliveries: &[&Delivery]) -> Vec<Result<(), HandlerError>> {
-        let failed = |why: &str| Err(HandlerError::Other(Box::new(WriteFailed(why.into()))));
+        match self.queue_batch(deliveries) {
+            Some(rest) => rest(),
+            None => Vec::new(),
+        }
+    }
+
+    /// Queues every row in the order the pool's workers take them (so the sequence numbers
+    /// follow the order events were accepted, however many workers there are), then, later,
+    /// waits for each: the writer takes what is queued in one transaction, so a batch costs
+    /// one commit (one `fsync`) rather than one per event.
+    fn queue_batch(&self, deliveries: &[&Delivery]) -> Option<Queued> {
+        fn failed(why: &str) -> Result<(), HandlerError> {
+            Err(HandlerError::Other(Box::new(WriteFailed(why.into()))))
+        }
         let Some(tx) = &self.tx else {
-            return deliveries
+            let results = deliveries
                 .iter()
                 .map(|_| failed("archive closed"))
                 .collect();
+            return Some(Box::new(move || results));
         };
         let waits: Vec<Option<Receiver<Result<(), String>>>> = deliveries
             .iter()
@@ -1007,14 +1021,16 @@ impl Handler for ArchiveHandler {
                 Some(rrx)
             })
             .collect();
-        waits
-            .into_iter()
-            .map(|wait| match wait.map(|rrx| rrx.recv()) {
-                Some(Ok(Ok(()))) => Ok(()),
-                Some(Ok(Err(e))) => Err(HandlerError::Other(Box::new(WriteFailed(e)))),
-                None | Some(Err(_)) => failed("the archive writer has stopped"),
-            })
-            .collect()
+        Some(Box::new(move || {
+            waits
+                .into_iter()
+                .map(|wait| match wait.map(|rrx| rrx.recv()) {
+                    Some(Ok(Ok(()))) => Ok(()),
+                    Some(Ok(Err(e))) => Err(HandlerError::Other(Box::new(WriteFailed(e)))),
+                    None | Some(Err(_)) => failed("the archive writer has stopped"),
+                })
+                .collect()
+        }))
     }
 }
 

@@ -80,12 +80,31 @@ pub trait Handler: Send + Sync + 'static {
         deliveries.iter().map(|d| self.handle(d)).collect()
     }
 
+    /// Queues `deliveries` now, for a handler whose work must follow the order events were
+    /// accepted (the archive: its sequence numbers are that order), and returns what finishes
+    /// the job later: waiting for it and giving one result per delivery, in order.
+    ///
+    /// The pool calls it from the worker that took `deliveries`, before that worker lets
+    /// another take any: so calls come in the pool's queue order, whatever the number of
+    /// workers. It must not wait long (a bounded queue's send, no disk); the rest runs
+    /// afterwards, in this handler's turn among the others, in place of
+    /// [`handle_batch`](Self::handle_batch). The default: `None`, nothing queued (then
+    /// `handle_batch` or `handle` runs as usual).
+    fn queue_batch(&self, deliveries: &[&Delivery]) -> Option<Queued> {
+        let _ = deliveries;
+        None
+    }
+
     /// Ends work in progress now: called (from another thread) when [`Handlers::shutdown`]
     /// gives up waiting, just before the process moves on to exit. A handler that starts
     /// processes kills them here; calls to [`handle`](Self::handle) still running should return
     /// soon, and later ones should do nothing. The default does nothing.
     fn stop(&self) {}
 }
+
+/// The rest of a job a handler queued in order ([`Handler::queue_batch`]): waits for it and
+/// gives one result per delivery.
+pub type Queued = Box<dyn FnOnce() -> Vec<Result<(), HandlerError>> + Send>;
 
 /// Why a handler could not be set up or failed on an event.
 #[derive(Debug, thiserror::Error)]

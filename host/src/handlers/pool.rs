@@ -13,7 +13,7 @@ use vtp_core::Delivery;
 
 use crate::ratelog::RateLog;
 
-use super::{Handler, HandlerError};
+use super::{Handler, HandlerError, Queued};
 use crate::store::ErrorChain;
 
 /// Default for [`Handlers::with_queue_bytes`]: most event bytes the pool holds (64 MiB).
@@ -622,17 +622,21 @@ fn serve(rx: &Mutex<Receiver<Item>>, shared: &Shared) {
         if shared.abandon.load(Ordering::Acquire) {
             return;
         }
-        let batch_max = if shared.current().iter().all(|h| h.batches()) {
-            BATCH_MAX
-        } else {
-            1
-        };
-        {
-            // The lock is only held while taking; a poisoned lock still guards a usable
-            // receiver.
+        let mut queued: Vec<Option<Queued>> = Vec::new();
+        let handlers = {
+            // The lock is held while taking, and while the handlers that keep the queue's
+            // order queue what was taken; a poisoned lock still guards a usable receiver.
             let rx = rx.lock().unwrap_or_else(PoisonError::into_inner);
             let Ok(first) = rx.recv() else {
                 return;
+            };
+            // The handlers as they are once there is work (they may have been replaced
+            // while this worker waited).
+            let handlers = shared.current();
+            let batch_max = if handlers.iter().all(|h| h.batches()) {
+                BATCH_MAX
+            } else {
+                1
             };
             items.push(first);
             while items.len() < batch_max {
@@ -641,8 +645,18 @@ fn serve(rx: &Mutex<Receiver<Item>>, shared: &Shared) {
                     Err(_) => break,
                 }
             }
-        }
-        if shared.abandon.load(Ordering::Acquire) {
+            if !shared.abandon.load(Ordering::Acquire) {
+                let deliveries: Vec<&Delivery> = items.iter().map(|i| &i.delivery).collect();
+                queued.extend(handlers.iter().map(|handler| {
+                    // A panic here is the handler's bug: it runs as usual below, unordered.
+                    panic::catch_unwind(AssertUnwindSafe(|| handler.queue_batch(&deliveries)))
+                        .ok()
+                        .flatten()
+                }));
+            }
+            handlers
+        };
+        if shared.abandon.load(Ordering::Acquire) && queued.is_empty() {
             for item in &items {
                 shared.abandon_one(item);
             }
@@ -650,12 +664,13 @@ fn serve(rx: &Mutex<Receiver<Item>>, shared: &Shared) {
         }
         let deliveries: Vec<&Delivery> = items.iter().map(|i| &i.delivery).collect();
         let mut stopped = vec![false; items.len()];
-        let handlers = shared.current();
-        for handler in handlers.iter() {
-            let results = panic::catch_unwind(AssertUnwindSafe(|| match deliveries.as_slice() {
-                [one] => vec![handler.handle(one)],
-                many => handler.handle_batch(many),
-            }));
+        for (handler, queued) in handlers.iter().zip(queued) {
+            let results =
+                panic::catch_unwind(AssertUnwindSafe(|| match (queued, deliveries.as_slice()) {
+                    (Some(rest), _) => rest(),
+                    (None, [one]) => vec![handler.handle(one)],
+                    (None, many) => handler.handle_batch(many),
+                }));
             let Ok(mut results) = results else {
                 error!(
                     handler = handler.name(),
@@ -1003,6 +1018,56 @@ mod tests {
         // One, then BATCH_MAX of the 70 that waited, then the rest (a failed event in a
         // batch is that event's failure alone).
         assert_eq!(*b.sizes.lock().unwrap(), [1, BATCH_MAX, 70 - BATCH_MAX]);
+    }
+
+    /// Records the order of what it queues; finishing takes a while, longer for some
+    /// batches, so that workers overtake each other.
+    struct InOrder {
+        queued: Arc<Mutex<Vec<Arc<str>>>>,
+    }
+
+    impl Handler for InOrder {
+        fn name(&self) -> &str {
+            "in-order"
+        }
+
+        fn handle(&self, d: &Delivery) -> Result<(), HandlerError> {
+            self.handle_batch(&[d]).pop().unwrap()
+        }
+
+        fn batches(&self) -> bool {
+            true
+        }
+
+        fn queue_batch(&self, ds: &[&Delivery]) -> Option<Queued> {
+            let mut queued = self.queued.lock().unwrap();
+            queued.extend(ds.iter().map(|d| Arc::clone(&d.ivorn)));
+            let slow = queued.len().is_multiple_of(3);
+            let n = ds.len();
+            Some(Box::new(move || {
+                thread::sleep(Duration::from_micros(if slow { 2_000 } else { 50 }));
+                (0..n).map(|_| Ok(())).collect()
+            }))
+        }
+    }
+
+    #[test]
+    fn a_handler_that_queues_sees_the_pools_order_whatever_the_workers() {
+        let handler = Arc::new(InOrder {
+            queued: Arc::default(),
+        });
+        let pool = Handlers::new(vec![handler.clone()], 4, 10_000);
+        let ivorns: Vec<String> = (0..600).map(|i| format!("ivo://a/b#{i}")).collect();
+        for (i, ivorn) in ivorns.iter().enumerate() {
+            assert!(pool.dispatch(delivery(ivorn, b"")));
+            if i.is_multiple_of(7) {
+                thread::sleep(Duration::from_micros(300));
+            }
+        }
+        assert!(pool.shutdown(Duration::from_secs(60)));
+        let queued = handler.queued.lock().unwrap();
+        let queued: Vec<&str> = queued.iter().map(|i| &**i).collect();
+        assert_eq!(queued, ivorns);
     }
 
     #[test]
