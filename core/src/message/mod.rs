@@ -7,10 +7,10 @@
 //! quick-xml pass and classifies it by the *local name* of its root element (`VOEvent` or
 //! `Transport`; a namespace prefix and the namespace URI are ignored, docs/protocol.md §2.2). It
 //! returns borrowed views ([`Cow`] into the payload) and allocates only where a value needs
-//! unescaping, decoding or concatenation. A plain Transport message (what every peer sends: no
-//! comment, CDATA, reference in text or processing instruction) takes a fast path with a tokenizer
-//! of its own and the same checks, and no allocation; anything else, and anything the fast path
-//! would refuse, is read by quick-xml, whose verdict is the one returned. [`parse_routing`]
+//! unescaping, decoding or concatenation. A Transport message or a VOEvent without processing
+//! instructions, DOCTYPE or unusual tags (what every peer sends) takes a fast path with a
+//! tokenizer of its own and the same checks, and no allocation; anything else, and anything the
+//! fast path would refuse, is read by quick-xml, whose verdict is the one returned. [`parse_routing`]
 //! is [`parse()`] without extracting what a node never reads.
 //!
 //! - For a **VOEvent** it extracts the root's attributes and the byte span of the root element

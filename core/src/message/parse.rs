@@ -45,8 +45,8 @@ use transport::TransportAcc;
 ///
 /// This function never panics, whatever the bytes.
 ///
-/// Implementation note: a plain Transport message (no comment, CDATA, reference in text or
-/// processing instruction; the shape every peer sends) is read by a small tokenizer of its
+/// Implementation note: a Transport message or a VOEvent without processing instructions,
+/// DOCTYPE or unusual tags (the shapes every peer sends) is read by a small tokenizer of its
 /// own instead of quick-xml, feeding the same checks; anything else, and anything it would
 /// refuse, is read again by quick-xml, so the verdict is always quick-xml's.
 ///
@@ -59,7 +59,7 @@ use transport::TransportAcc;
 /// `Origin` on a Transport message).
 pub fn parse<'a>(payload: &'a [u8], limits: &ParseLimits) -> Result<Message<'a>, ParseError> {
     let mut parser = Parser::new(payload, limits, Keep::All, Path::Fast)?;
-    if let Some(message) = parser.run_plain() {
+    if let Some(message) = parser.run_plain(None) {
         return Ok(message);
     }
     parser.run_checked()
@@ -78,11 +78,11 @@ pub(crate) fn parse_with<'a>(
     sink: &mut dyn Sink<'a>,
 ) -> Result<Message<'a>, ParseError> {
     let mut parser = Parser::new(payload, limits, Keep::All, Path::Fast)?;
-    // The fast path reads Transport messages only, and gives up on a VOEvent before its first
-    // token: the sink sees every token of a VOEvent from the quick-xml pass.
-    if let Some(message) = parser.run_plain() {
+    if let Some(message) = parser.run_plain(Some(&mut *sink)) {
         return Ok(message);
     }
+    // The fast path gave up, maybe after feeding the sink: the quick-xml pass starts again.
+    sink.reset();
     if !parser.chars_checked {
         parser.check_chars(false)?;
     }
@@ -111,6 +111,9 @@ pub(crate) trait Sink<'a> {
     /// A character reference or predefined entity, resolved to `c`; `len` is its length in
     /// the payload (`&amp;` is 5).
     fn reference(&mut self, c: char, len: usize);
+    /// Forget every token so far: the pass starts again from the payload's beginning (the
+    /// fast path gave up, and quick-xml reads the payload).
+    fn reset(&mut self);
 }
 
 /// [`parse`] for a node routing messages: the same verdict, the same VOEvent, and the same
@@ -129,7 +132,7 @@ pub fn parse_routing<'a>(
     limits: &ParseLimits,
 ) -> Result<Message<'a>, ParseError> {
     let mut parser = Parser::new(payload, limits, Keep::Routing, Path::Fast)?;
-    if let Some(message) = parser.run_plain() {
+    if let Some(message) = parser.run_plain(None) {
         return Ok(message);
     }
     parser.run_checked()
@@ -150,7 +153,7 @@ pub(crate) fn parse_full<'a>(
 pub(crate) fn parse_plain<'a>(payload: &'a [u8], limits: &ParseLimits) -> Option<Message<'a>> {
     Parser::new(payload, limits, Keep::All, Path::Fast)
         .ok()?
-        .run_plain()
+        .run_plain(None)
 }
 
 /// What to extract from a Transport message.
@@ -253,10 +256,8 @@ impl<'a, 's> Walk<'a, 's> {
 
     /// The sink while the root element is open (and only for a VOEvent).
     fn sink(&mut self) -> Option<&mut (dyn Sink<'a> + 's)> {
-        match (&self.root, self.phase) {
-            (Some(Root::VoEvent(_)), Phase::Root) => self.sink.as_deref_mut(),
-            _ => None,
-        }
+        let sink = self.sink.as_deref_mut()?;
+        (self.phase == Phase::Root && matches!(self.root, Some(Root::VoEvent(_)))).then_some(sink)
     }
 }
 
@@ -321,53 +322,8 @@ impl<'a, 'l> Parser<'a, 'l> {
                 Event::Empty(_) => self.on_tag(&mut walk, start, end, true)?,
                 Event::End(_) => self.on_end(&mut walk, start, end)?,
                 Event::Text(text) => self.on_text(&mut walk, start, text.into_inner())?,
-                Event::CData(cdata) => match walk.phase {
-                    Phase::Root => {
-                        let raw = cdata.into_inner();
-                        if let Some(sink) = walk.sink() {
-                            sink.characters(raw.clone());
-                        }
-                        if let Some(Root::Transport(acc)) = &mut walk.root
-                            && acc.capturing_at(walk.depth)
-                        {
-                            let len = raw.len();
-                            let piece = if acc.keeps_text() {
-                                normalize_newlines(self.decode(raw, self.base + start)?)
-                            } else {
-                                Cow::Borrowed("")
-                            };
-                            acc.push_text(piece, len, self.limits)?;
-                        }
-                    }
-                    Phase::Prolog => {
-                        return Err(self.malformed(start, "CDATA before the root element"));
-                    }
-                    Phase::Epilog => return Err(ParseError::TrailingContent),
-                },
-                Event::GeneralRef(reference) => {
-                    let c = resolve_ref(&reference, self.base + start)?;
-                    match walk.phase {
-                        Phase::Root => {
-                            if let Some(sink) = walk.sink() {
-                                sink.reference(c, reference.len() + 2);
-                            }
-                            if let Some(Root::Transport(acc)) = &mut walk.root
-                                && acc.capturing_at(walk.depth)
-                            {
-                                let piece = if acc.keeps_text() {
-                                    char_piece(c)
-                                } else {
-                                    Cow::Borrowed("")
-                                };
-                                acc.push_text(piece, reference.len() + 2, self.limits)?;
-                            }
-                        }
-                        Phase::Prolog => {
-                            return Err(self.malformed(start, "reference before the root element"));
-                        }
-                        Phase::Epilog => return Err(ParseError::TrailingContent),
-                    }
-                }
+                Event::CData(cdata) => self.on_cdata(&mut walk, start, cdata.into_inner())?,
+                Event::GeneralRef(reference) => self.on_reference(&mut walk, start, &reference)?,
                 Event::Decl(decl) => {
                     if !first || start != 0 {
                         return Err(self.malformed(
@@ -511,6 +467,66 @@ impl<'a, 'l> Parser<'a, 'l> {
             }
         }
         Ok(())
+    }
+
+    /// A CDATA section's content `raw`; the section starts at `start` of `body`.
+    fn on_cdata(
+        &mut self,
+        walk: &mut Walk<'a, '_>,
+        start: usize,
+        raw: Cow<'a, [u8]>,
+    ) -> Result<(), ParseError> {
+        match walk.phase {
+            Phase::Root => {
+                if let Some(sink) = walk.sink() {
+                    sink.characters(raw.clone());
+                }
+                if let Some(Root::Transport(acc)) = &mut walk.root
+                    && acc.capturing_at(walk.depth)
+                {
+                    let len = raw.len();
+                    let piece = if acc.keeps_text() {
+                        normalize_newlines(self.decode(raw, self.base + start)?)
+                    } else {
+                        Cow::Borrowed("")
+                    };
+                    acc.push_text(piece, len, self.limits)?;
+                }
+                Ok(())
+            }
+            Phase::Prolog => Err(self.malformed(start, "CDATA before the root element")),
+            Phase::Epilog => Err(ParseError::TrailingContent),
+        }
+    }
+
+    /// A reference in text, `&name;`, at `start` of `body`.
+    fn on_reference(
+        &mut self,
+        walk: &mut Walk<'a, '_>,
+        start: usize,
+        name: &[u8],
+    ) -> Result<(), ParseError> {
+        let c = resolve_ref(name, self.base + start)?;
+        match walk.phase {
+            Phase::Root => {
+                if let Some(sink) = walk.sink() {
+                    sink.reference(c, name.len() + 2);
+                }
+                if let Some(Root::Transport(acc)) = &mut walk.root
+                    && acc.capturing_at(walk.depth)
+                {
+                    let piece = if acc.keeps_text() {
+                        char_piece(c)
+                    } else {
+                        Cow::Borrowed("")
+                    };
+                    acc.push_text(piece, name.len() + 2, self.limits)?;
+                }
+                Ok(())
+            }
+            Phase::Prolog => Err(self.malformed(start, "reference before the root element")),
+            Phase::Epilog => Err(ParseError::TrailingContent),
+        }
     }
 
     /// The end of the document: the message, or what is missing.

@@ -670,6 +670,14 @@ impl<'a> Sink<'a> for Validator<'a, '_> {
         }
     }
 
+    fn reset(&mut self) {
+        let bindings = std::mem::take(&mut self.bindings);
+        *self = Validator::new(self.xml, self.encoding, self.limits);
+        // Keep the allocation.
+        self.bindings = bindings;
+        self.bindings.clear();
+    }
+
     fn reference(&mut self, c: char, len: usize) {
         if self.failed.is_none()
             && let Err(e) = self.piece(crate::message::char_piece(c), len)

@@ -1,57 +1,75 @@
-//! The fast path of [`parse`](super::parse): plain Transport messages without quick-xml.
+//! The fast path of [`parse`](super::parse): the Transport messages and VOEvents peers send,
+//! without quick-xml.
 
 use std::borrow::Cow;
 
-use super::{Parser, Path, Root, TransportAcc, Walk, is_ws, split_qname};
+use super::{Parser, Path, Root, Sink, TransportAcc, Walk, is_ws, split_qname};
 use crate::message::{Message, TransportRole};
 
 impl<'a> Parser<'a, '_> {
-    /// The fast path for a plain Transport message: the pass of [`Parser::run`], with the
-    /// same per-event handlers, but tokenized here instead of by quick-xml, for a subset of
-    /// XML only.
+    /// The fast path: the pass of [`Parser::run`], with the same per-event handlers (and
+    /// `sink`, for a VOEvent), but tokenized here instead of by quick-xml, for a subset of XML
+    /// only.
     ///
     /// Returns `None`, leaving the payload to [`Parser::run`], outside that subset and on any
-    /// error: a root other than `Transport`; a comment, processing instruction, CDATA section
-    /// or DOCTYPE; a reference in text (references in attribute values are fine); an end tag
-    /// other than exactly `</name>`; a `>` inside an attribute value; more than
-    /// [`PLAIN_DEPTH_MAX`] open elements; invalid characters. On that subset the tokens are
-    /// quick-xml's, so a `Some` is the message [`Parser::run`] returns (the differential tests
-    /// in `message::plain_tests` check that on mutated messages of every peer).
+    /// error: a root other than `Transport` or `VOEvent`; a processing instruction or DOCTYPE;
+    /// a comment with `--` inside or ending in `-`; an end tag other than exactly `</name>`; a
+    /// `>` inside an attribute value; a `&` in text without its `;` before the next tag; more
+    /// than [`PLAIN_DEPTH_MAX`] open elements; invalid characters. On that subset the tokens
+    /// are quick-xml's (text runs, references, CDATA sections, comments, tags), so a `Some` is
+    /// the message [`Parser::run`] returns, and the sink saw the tokens it would have seen
+    /// (the differential tests in `message::plain_tests` check both on mutated messages of
+    /// every peer and on mutated VOEvents). After a `None` the sink may have seen some tokens:
+    /// the caller resets it.
     ///
     /// Implementation note: quick-xml's event loop, and an allocation for each open element
     /// name, were most of the cost of a subscriber's ack, which a broker parses once per
     /// subscriber per event. The plain pass also skips what it knows: the root start tags and
     /// XML declarations that peers send ([`KNOWN_ROOTS`], [`COMMON_DECLARATIONS`]).
-    pub(super) fn run_plain(&mut self) -> Option<Message<'a>> {
+    pub(super) fn run_plain(&mut self, sink: Option<&mut dyn Sink<'a>>) -> Option<Message<'a>> {
         let body = self.body;
         let mut pos = self.decl_end;
-        // Decide before reading the payload's characters: a VOEvent goes to quick-xml.
+        // Decide before reading the payload's characters.
         let lt = pos + body[pos..].iter().position(|&b| !is_ws(b))?;
         let name = body.get(lt + 1..)?;
         let name = &name[..name
             .iter()
             .position(|&b| is_ws(b) || b == b'>' || b == b'/')
             .unwrap_or(name.len())];
-        if body[lt] != b'<' || split_qname(name).1 != b"Transport" {
+        let transport = match split_qname(name).1 {
+            b"Transport" => true,
+            b"VOEvent" => false,
+            _ => return None,
+        };
+        if body[lt] != b'<' {
             return None;
         }
-        self.check_chars(true).ok()?;
-        let mut walk = Walk::new(None);
+        // The hints pay for a small Transport message, not for a VOEvent's many line ends.
+        self.check_chars(transport).ok()?;
+        let mut walk = Walk::new(sink);
         // The names of the open elements: (offset, length) in `body`.
         let mut open = [(0usize, 0usize); PLAIN_DEPTH_MAX];
         let mut open_len = 0;
         while pos < body.len() {
             if body[pos] != b'<' {
                 let end = memchr::memchr2(b'<', b'&', &body[pos..]).map_or(body.len(), |i| pos + i);
-                if body.get(end) == Some(&b'&') {
-                    return None;
+                if end > pos {
+                    self.on_text(&mut walk, pos, Cow::Borrowed(&body[pos..end]))
+                        .ok()?;
                 }
-                self.on_text(&mut walk, pos, Cow::Borrowed(&body[pos..end]))
-                    .ok()?;
                 pos = end;
+                if body.get(pos) == Some(&b'&') {
+                    // A reference, `&name;`, within this run of text.
+                    let run = &body[pos + 1..];
+                    let run = &run[..memchr::memchr(b'<', run).unwrap_or(run.len())];
+                    let semi = memchr::memchr(b';', run)?;
+                    self.on_reference(&mut walk, pos, &run[..semi]).ok()?;
+                    pos += semi + 2;
+                }
                 continue;
             }
-            match body.get(pos + 1)? {
+            let rest = &body[pos..];
+            match rest.get(1)? {
                 b'/' => {
                     let (at, len) = *open[..open_len].last()?;
                     let name = &body[at..at + len];
@@ -63,6 +81,23 @@ impl<'a> Parser<'a, '_> {
                     self.on_end(&mut walk, pos, end).ok()?;
                     open_len -= 1;
                     pos = end;
+                }
+                b'!' if rest.starts_with(b"<!--") => {
+                    // A comment, as quick-xml (checking comments) accepts it: no `--` inside,
+                    // not ending in `-`. Anything else is left to quick-xml.
+                    let content = &rest[4..];
+                    let close = memchr::memmem::find(content, b"-->")?;
+                    let content = &content[..close];
+                    if content.ends_with(b"-") || memchr::memmem::find(content, b"--").is_some() {
+                        return None;
+                    }
+                    pos += 4 + close + 3;
+                }
+                b'!' if rest.starts_with(b"<![CDATA[") => {
+                    let close = memchr::memmem::find(&rest[9..], b"]]>")?;
+                    let raw = &body[pos + 9..pos + 9 + close];
+                    self.on_cdata(&mut walk, pos, Cow::Borrowed(raw)).ok()?;
+                    pos += 9 + close + 3;
                 }
                 b'!' | b'?' => return None,
                 _ => {
@@ -153,5 +188,5 @@ pub(crate) const COMMON_DECLARATIONS: [&[u8]; 4] = [
 ];
 
 /// Open elements the fast path of [`parse`](super::parse) keeps track of; deeper documents go
-/// to quick-xml.
-const PLAIN_DEPTH_MAX: usize = 8;
+/// to quick-xml. (A VOEvent's deepest element is at depth 8.)
+const PLAIN_DEPTH_MAX: usize = 16;
