@@ -471,6 +471,11 @@ for line in sys.stdin:
       callgrind_annotate "$results/callgrind.$what" 2>/dev/null \
         | awk '/PROGRAM TOTALS/ { gsub(",", "", $1); print $1 }' >"$results/instructions.$what"
     done
+    # The event's SHA-256 (the event key), inclusive: the part a CPU with SHA extensions does
+    # in a few microseconds.
+    callgrind_annotate --inclusive=yes "$results/callgrind.submit" 2>/dev/null \
+      | awk '/EventKey::of_element/ && !seen { gsub(",", "", $1); print $1; seen = 1 }' \
+      >"$results/instructions.submit-sha256"
   else
     echo "bench: the instructions workload needs valgrind (Debian: valgrind); skipped" >&2
   fi
@@ -710,21 +715,24 @@ if rss_delta:
     row("  TLS - plain idle RSS KiB", {s: num(rss_delta[s]) for s in rss_delta})
     row("    of which private (RssAnon) KiB", {s: num(anon_delta.get(s)) for s in rss_delta})
 
-def instructions(what, calls_label):
-    """Instructions per call of the core benchmark's counted function (callgrind)."""
+def instructions(what, calls_label, run=None):
+    """Instructions per call of the core benchmark's counted function (callgrind), in the
+    benchmark run `run` (default: `what`)."""
     try:
         with open(os.path.join(results, f"instructions.{what}")) as f:
             total = int(f.read().strip())
-        with open(os.path.join(results, f"core-{what}.txt")) as f:
+        with open(os.path.join(results, f"core-{run or what}.txt")) as f:
             calls = next(int(l.rsplit(":", 1)[1]) for l in f if l.startswith(calls_label))
     except (OSError, ValueError, StopIteration):
         return None
     return total / calls if calls else None
 instr_submit = instructions("submit", "submit_one calls")
+instr_sha = instructions("submit-sha256", "submit_one calls", "submit")
 instr_ack = instructions("ack", "acks fed by feed_acks")
 if instr_submit is not None or instr_ack is not None:
     notes.append("core instructions (callgrind; machine-independent; SHA-256 in software): "
-                 f"{num(instr_submit)} per 10 KB submission (0 feeds), "
+                 f"{num(instr_submit)} per 10 KB submission (0 feeds; "
+                 f"{num(instr_sha)} of them the event's SHA-256), "
                  f"{num(instr_ack)} per subscriber ack (100 feeds)")
 
 # Rows no system has a figure for (a workload not run, a comparison with a system not run) say

@@ -1,5 +1,5 @@
 //! Subscriber filters: the hook through which the node asks "does this event pass?", and
-//! [`XPathEngine`], Comet's XPath 1.0 filters evaluated with xee (cargo feature `xpath`, on
+//! `XPathEngine`, Comet's XPath 1.0 filters evaluated with xee (cargo feature `xpath`, on
 //! by default).
 //!
 //! Comet lets a subscriber send XPath 1.0 expressions in its `authenticate` reply
@@ -20,7 +20,7 @@
 //!
 //! # Comet's semantics
 //!
-//! [`XPathEngine`] reproduces what Comet does with lxml (docs/protocol.md §3.3, §7.1 item 11):
+//! `XPathEngine` reproduces what Comet does with lxml (docs/protocol.md §3.3, §7.1 item 11):
 //!
 //! - **Syntax**: an expression compiles exactly when `lxml.etree.XPath(expr)` does (the XPath
 //!   1.0 grammar with libxml2's habits, see [`xpath1`]). A syntax error is a refused filter:
@@ -55,7 +55,7 @@
 //!    checked against two more limits: its size and its nesting depth.
 //! 3. The engine builds **xee's syntax tree directly** from the lowered form and compiles it:
 //!    xee's text parser, whose time is exponential in nesting, is never used. Compiled
-//!    programs are not `Send`; they live in a per-thread cache (see [`XPathEngine`]).
+//!    programs are not `Send`; they live in a per-thread cache (see `XPathEngine`).
 //! 4. Per event, `evaluate` scans the frame payload once (no tree): size, element depth, a
 //!    DOCTYPE, the declared encoding, and counts (nodes, depth, fan-out, names, text) from
 //!    which it bounds each filter's cost on *this* event; a filter over budget is false without
