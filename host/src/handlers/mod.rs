@@ -7,7 +7,10 @@
 //! a bounded queue and returns. A fixed pool of worker threads takes deliveries from the queue
 //! and runs every [`Handler`] on each, in the order given (a worker takes up to [`BATCH_MAX`]
 //! waiting deliveries at once when every handler [batches](Handler::batches), as the archive
-//! does; otherwise one at a time). A failing handler is logged at WARN
+//! does; otherwise one at a time). A handler whose work must follow the order of acceptance
+//! (the archive's sequence numbers) queues it from [`Handler::queue_batch`], which the worker
+//! calls before any other worker may take the next deliveries, and finishes it in its turn
+//! among the others. A failing handler is logged at WARN
 //! and the others still run; a panicking one is caught and logged at ERROR. The queue is bounded
 //! by count and by bytes (the ivorn and payload of every delivery queued or being handled). When
 //! it is full (handlers too slow or stuck) the delivery is dropped *for the handlers only*,
