@@ -435,26 +435,7 @@ impl<'a, 'l> Parser<'a, 'l> {
         raw: Cow<'a, [u8]>,
     ) -> Result<(), ParseError> {
         match walk.phase {
-            Phase::Root => {
-                if let Some(sink) = walk.sink()
-                    && !raw.is_empty()
-                {
-                    sink.characters(raw.clone());
-                }
-                if let Some(Root::Transport(acc)) = &mut walk.root
-                    && acc.capturing_at(walk.depth)
-                {
-                    let len = raw.len();
-                    let mut piece = Cow::Borrowed("");
-                    if acc.keeps_text() {
-                        piece = self.decode(raw, self.base + start)?;
-                        if self.has_cr {
-                            piece = normalize_newlines(piece);
-                        }
-                    }
-                    acc.push_text(piece, len, self.limits)?;
-                }
-            }
+            Phase::Root => self.root_characters(walk, start, raw, false)?,
             Phase::Prolog => {
                 if !is_all_ws(&raw) {
                     return Err(self.malformed(start, "text before the root element"));
@@ -469,6 +450,38 @@ impl<'a, 'l> Parser<'a, 'l> {
         Ok(())
     }
 
+    /// Character data inside the root element, a text run or (`cdata`) a CDATA section's
+    /// content, at `start` of `body`: to the sink, and to a Transport message's capture.
+    fn root_characters(
+        &mut self,
+        walk: &mut Walk<'a, '_>,
+        start: usize,
+        raw: Cow<'a, [u8]>,
+        cdata: bool,
+    ) -> Result<(), ParseError> {
+        // An empty CDATA section is a piece of text for the schema check (lxml makes it a text
+        // node); an empty text run is nothing.
+        if let Some(sink) = walk.sink()
+            && (cdata || !raw.is_empty())
+        {
+            sink.characters(raw.clone());
+        }
+        if let Some(Root::Transport(acc)) = &mut walk.root
+            && acc.capturing_at(walk.depth)
+        {
+            let len = raw.len();
+            let mut piece = Cow::Borrowed("");
+            if acc.keeps_text() {
+                piece = self.decode(raw, self.base + start)?;
+                if self.has_cr {
+                    piece = normalize_newlines(piece);
+                }
+            }
+            acc.push_text(piece, len, self.limits)?;
+        }
+        Ok(())
+    }
+
     /// A CDATA section's content `raw`; the section starts at `start` of `body`.
     fn on_cdata(
         &mut self,
@@ -477,23 +490,7 @@ impl<'a, 'l> Parser<'a, 'l> {
         raw: Cow<'a, [u8]>,
     ) -> Result<(), ParseError> {
         match walk.phase {
-            Phase::Root => {
-                if let Some(sink) = walk.sink() {
-                    sink.characters(raw.clone());
-                }
-                if let Some(Root::Transport(acc)) = &mut walk.root
-                    && acc.capturing_at(walk.depth)
-                {
-                    let len = raw.len();
-                    let piece = if acc.keeps_text() {
-                        normalize_newlines(self.decode(raw, self.base + start)?)
-                    } else {
-                        Cow::Borrowed("")
-                    };
-                    acc.push_text(piece, len, self.limits)?;
-                }
-                Ok(())
-            }
+            Phase::Root => self.root_characters(walk, start, raw, true),
             Phase::Prolog => Err(self.malformed(start, "CDATA before the root element")),
             Phase::Epilog => Err(ParseError::TrailingContent),
         }
