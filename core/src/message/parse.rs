@@ -579,7 +579,8 @@ impl<'a, 'l> Parser<'a, 'l> {
         )
     }
 
-    /// Reads the root's start tag; a VOEvent's attributes go to `sink` too.
+    /// Reads the root's start tag; a VOEvent's attributes go to `sink` too (a Transport
+    /// message's do not: the sink is for a VOEvent's element).
     fn open_root(
         &mut self,
         tag: &'a [u8],
@@ -604,7 +605,7 @@ impl<'a, 'l> Parser<'a, 'l> {
             self.limits.attrs_max,
             &mut self.keys,
             |key, value, at| {
-                if let Some(sink) = sink.as_deref_mut() {
+                if is_voevent && let Some(sink) = sink.as_deref_mut() {
                     sink.attribute(key, value);
                 }
                 match key {
