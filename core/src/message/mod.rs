@@ -4,13 +4,15 @@
 //! # Theory of operation
 //!
 //! [`parse`] reads a payload (one XML document, the body of one frame) in a single streaming
-//! quick-xml pass and classifies it by the *local name* of its root element (`VOEvent` or
+//! pass and classifies it by the *local name* of its root element (`VOEvent` or
 //! `Transport`; a namespace prefix and the namespace URI are ignored, docs/protocol.md §2.2). It
 //! returns borrowed views ([`Cow`] into the payload) and allocates only where a value needs
 //! unescaping, decoding or concatenation. A Transport message or a VOEvent without processing
 //! instructions, DOCTYPE or unusual tags (what every peer sends) takes a fast path with a
 //! tokenizer of its own and the same checks, and no allocation; anything else, and anything the
-//! fast path would refuse, is read by quick-xml, whose verdict is the one returned. [`parse_routing`]
+//! fast path would refuse, is read by quick-xml, whose verdict is the one returned. The schema
+//! check of an author's VOEvent runs inside the same pass
+//! ([`schema::parse_and_validate`](crate::schema::parse_and_validate)). [`parse_routing`]
 //! is [`parse()`] without extracting what a node never reads.
 //!
 //! - For a **VOEvent** it extracts the root's attributes and the byte span of the root element
