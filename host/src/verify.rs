@@ -90,9 +90,14 @@ impl VerifyPool {
         })
     }
 
-    /// Wake `waker` after each verdict.
+    /// Wake `waker` when a verdict arrives and none was waiting to be taken ([`Self::take`]
+    /// takes them all): once per batch, not per verdict. Woken at once if verdicts wait.
     pub fn set_waker(&self, waker: Waker) {
-        *lock(&self.shared.waker) = Some(waker);
+        let waiting = !lock(&self.shared.done).is_empty();
+        *lock(&self.shared.waker) = Some(waker.clone());
+        if waiting {
+            waker.wake();
+        }
     }
 
     /// Moves the verdicts reached so far into `out`.
@@ -123,9 +128,14 @@ fn work(rx: &Mutex<Receiver<VerifyJob>>, shared: &Shared) {
         };
         let verdict = catch_unwind(AssertUnwindSafe(|| job.run()))
             .unwrap_or_else(|_| Verdict::Malformed("the verifier failed on this signature".into()));
-        lock(&shared.done).push((job.id(), verdict));
-        let waker = lock(&shared.waker).clone();
-        if let Some(w) = waker {
+        let first = {
+            let mut done = lock(&shared.done);
+            done.push((job.id(), verdict));
+            done.len() == 1
+        };
+        // Verdicts waiting already had their wake-up, and the owner takes them all at once:
+        // only the first since the last take wakes it (one wake-up, one syscall, per batch).
+        if first && let Some(w) = lock(&shared.waker).clone() {
             w.wake();
         }
     }
@@ -216,6 +226,50 @@ mod tests {
         assert!(matches!(&got[2], (3, Verdict::Malformed(why)) if why.contains("failed")));
         assert!(matches!(got[3], (4, Verdict::Valid { .. })));
         assert!(wakes.0.load(Ordering::SeqCst) >= 1);
+    }
+
+    #[test]
+    fn verdicts_waiting_to_be_taken_wake_the_loop_once() {
+        let (gate, verifier) = gated();
+        let pool = VerifyPool::spawn(1).unwrap();
+        let wakes = Arc::new(Count(AtomicUsize::new(0)));
+        pool.set_waker(Waker::from(Arc::clone(&wakes)));
+        let held = lock(&gate);
+        for id in 0..3 {
+            pool.submit(job(id, b"good", &verifier)).unwrap();
+        }
+        drop(held);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while lock(&pool.shared.done).len() < 3 {
+            assert!(Instant::now() < deadline, "verdicts never came");
+            thread::yield_now();
+        }
+        assert_eq!(
+            wakes.0.load(Ordering::SeqCst),
+            1,
+            "one wake-up for three verdicts"
+        );
+        let mut got = Vec::new();
+        pool.take(&mut got);
+        assert_eq!(got.len(), 3);
+        // Taken: the next verdict wakes the loop again.
+        pool.submit(job(3, b"good", &verifier)).unwrap();
+        assert_eq!(wait_for(&pool, 1).len(), 1);
+        // (The wake-up follows the verdict: the take may come between the two.)
+        while wakes.0.load(Ordering::SeqCst) < 2 {
+            assert!(Instant::now() < deadline, "no second wake-up");
+            thread::yield_now();
+        }
+        assert_eq!(wakes.0.load(Ordering::SeqCst), 2);
+        // A waker set while verdicts wait is woken at once.
+        pool.submit(job(4, b"good", &verifier)).unwrap();
+        while lock(&pool.shared.done).is_empty() {
+            assert!(Instant::now() < deadline, "verdict never came");
+            thread::yield_now();
+        }
+        let late = Arc::new(Count(AtomicUsize::new(0)));
+        pool.set_waker(Waker::from(Arc::clone(&late)));
+        assert_eq!(late.0.load(Ordering::SeqCst), 1);
     }
 
     #[test]
