@@ -393,16 +393,25 @@ fn errors_and_gaps_are_logged_and_retried_never_fatal() {
     wait_until("the position past the gap", || position(&state) == Some(50));
     let file = saved.path().join("ivo__vtp.test_authoraftergap");
     wait_until("the saved event", || file.exists());
-    let (status, metrics) = http_get(metrics_port, "/metrics");
-    assert_eq!(status, 200);
-    for series in [
+    let series = [
         format!("vtp_catchup_gap_events_total{{url=\"{url}\"}} 39"),
         format!("vtp_catchup_gaps_total{{url=\"{url}\"}} 1"),
         format!("vtp_catchup_errors_total{{url=\"{url}\"}} 3"),
         format!("vtp_catchup_events_total{{url=\"{url}\"}} 1"),
         format!("vtp_catchup_position{{url=\"{url}\"}} 50"),
-    ] {
-        assert!(metrics.contains(&series), "{series} in:\n{metrics}");
+    ];
+    // The position gauge follows the state file's write (CI once read 10 just after the file
+    // said 50): wait for the metrics too.
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let (status, metrics) = http_get(metrics_port, "/metrics");
+        assert_eq!(status, 200);
+        let missing: Vec<&String> = series.iter().filter(|s| !metrics.contains(*s)).collect();
+        if missing.is_empty() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{missing:?} in:\n{metrics}");
+        std::thread::park_timeout(Duration::from_millis(20));
     }
 }
 
