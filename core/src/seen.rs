@@ -99,7 +99,8 @@ pub enum Seen {
     /// First sighting: the key was inserted. If the index was full, an entry was evicted to
     /// make room (see the [module docs](self)) and is returned so the store can forget it.
     New {
-        /// The entry evicted to make room, if any.
+        /// The entry evicted to make room, if any and if the store holds it: a test event's
+        /// entry ([`SeenSource::Local`]), which the store never had, is evicted silently.
         evicted: Option<EventKey>,
     },
     /// Already in the index: a duplicate.
@@ -169,6 +170,16 @@ pub struct SeenIndex {
 struct Entry {
     unix_secs: u64,
     source: SeenSource,
+    /// The store holds a record of it: every entry but a test event's ([`SeenSource::Local`]
+    /// at insertion, even when counted under [`SeenSource::Other`]).
+    stored: bool,
+}
+
+impl Entry {
+    /// Whether this is the entry a queue's pair `(unix_secs, source)` stands for.
+    fn is(&self, unix_secs: u64, source: SeenSource) -> bool {
+        self.unix_secs == unix_secs && self.source == source
+    }
 }
 
 #[derive(Debug, Default)]
@@ -195,6 +206,7 @@ impl SeenIndex {
         if self.entries.contains_key(&key) {
             return Seen::Duplicate;
         }
+        let stored = source != SeenSource::Local;
         let source = if self.sources.contains_key(&source) || self.sources.len() < self.sources_max
         {
             source
@@ -213,12 +225,19 @@ impl SeenIndex {
             } else {
                 Some(source)
             };
-            evicted = victim.and_then(|v| self.evict_oldest(v));
-            if evicted.is_none() {
+            let Some((old, old_stored)) = victim.and_then(|v| self.evict_oldest(v)) else {
                 return Seen::Refused;
-            }
+            };
+            evicted = old_stored.then_some(old);
         }
-        self.entries.insert(key, Entry { unix_secs, source });
+        self.entries.insert(
+            key,
+            Entry {
+                unix_secs,
+                source,
+                stored,
+            },
+        );
         let q = self.sources.entry(source).or_default();
         q.order.push_back(SeenRecord { key, unix_secs });
         q.live += 1;
@@ -264,11 +283,11 @@ impl SeenIndex {
                     break;
                 }
                 q.order.pop_front();
-                let entry = Entry {
-                    unix_secs: front.unix_secs,
-                    source,
-                };
-                if self.entries.get(&front.key) == Some(&entry) {
+                if self
+                    .entries
+                    .get(&front.key)
+                    .is_some_and(|e| e.is(front.unix_secs, source))
+                {
                     self.entries.remove(&front.key);
                     q.live -= 1;
                     removed += 1;
@@ -339,18 +358,19 @@ impl SeenIndex {
         best.map(|b| b.1)
     }
 
-    fn evict_oldest(&mut self, source: SeenSource) -> Option<EventKey> {
+    /// Evicts the oldest live entry of `source`: its key, and whether the store holds it.
+    fn evict_oldest(&mut self, source: SeenSource) -> Option<(EventKey, bool)> {
         let q = self.sources.get_mut(&source)?;
         let mut evicted = None;
         while let Some(front) = q.order.pop_front() {
-            let entry = Entry {
-                unix_secs: front.unix_secs,
-                source,
-            };
-            if self.entries.get(&front.key) == Some(&entry) {
+            if let Some(entry) = self
+                .entries
+                .get(&front.key)
+                .filter(|e| e.is(front.unix_secs, source))
+            {
+                evicted = Some((front.key, entry.stored));
                 self.entries.remove(&front.key);
                 q.live -= 1;
-                evicted = Some(front.key);
                 break;
             }
         }
@@ -370,11 +390,9 @@ impl SeenIndex {
         if q.order.len() > 2 * q.live + 64 {
             let entries = &self.entries;
             q.order.retain(|r| {
-                entries.get(&r.key)
-                    == Some(&Entry {
-                        unix_secs: r.unix_secs,
-                        source,
-                    })
+                entries
+                    .get(&r.key)
+                    .is_some_and(|e| e.is(r.unix_secs, source))
             });
         }
     }
@@ -445,6 +463,29 @@ mod tests {
         );
         assert!(!idx.contains(&key(1)));
         assert_eq!(idx.len(), 2);
+    }
+
+    #[test]
+    fn a_test_events_entry_is_evicted_without_a_forget() {
+        // The store never had a test event's record: evicting it asks nothing of the store.
+        let mut idx = SeenIndex::new(2, 8);
+        let _ = idx.check_and_insert(key(1), 1, SeenSource::Local);
+        let _ = idx.check_and_insert(key(2), 2, SeenSource::Local);
+        assert_eq!(
+            idx.check_and_insert(key(3), 3, SeenSource::Local),
+            Seen::New { evicted: None }
+        );
+        assert!(!idx.contains(&key(1)));
+        // Stored entries are reported when they go, test events' never.
+        let mut reported = Vec::new();
+        for n in 4..10 {
+            if let Seen::New { evicted: Some(old) } = idx.check_and_insert(key(n), n.into(), A) {
+                reported.push(old);
+            }
+        }
+        // key(2) went silently for key(4); then the author's own oldest, each reported.
+        assert!(!idx.contains(&key(2)));
+        assert_eq!(reported, [key(4), key(5), key(6), key(7), key(8)]);
     }
 
     #[test]

@@ -40,7 +40,7 @@ use vtp_core::testing::SubstringEngine;
 use vtp_core::whitelist::Whitelist;
 use vtp_core::{
     Action, CloseReason, Config, ConnId, ConnRole, Event, EventKey, ListenerRole, Node, Peer,
-    Violation,
+    SubmitError, Violation,
 };
 
 use super::Bytes;
@@ -464,6 +464,8 @@ struct Sim {
     persisted: BTreeMap<EventKey, u64>,
     /// Keys delivered while their record lives.
     delivered: BTreeSet<EventKey>,
+    /// `Op::Shutdown` has run: the node refuses submissions.
+    shut_down: bool,
     tally: Tally,
 }
 
@@ -506,6 +508,7 @@ impl Sim {
             elapsed: Duration::ZERO,
             persisted: BTreeMap::new(),
             delivered: BTreeSet::new(),
+            shut_down: false,
             tally: Tally::default(),
         };
         sim.settle();
@@ -586,11 +589,20 @@ impl Sim {
             }
             Op::SubmitCanned(id) => {
                 let payload = canned_payload(0, id);
-                self.node
-                    .submit(submit_addr(), &payload, now)
-                    .expect("a canned event is a valid submission");
+                let submitted = self.node.submit(submit_addr(), &payload, now);
+                if self.shut_down {
+                    assert!(
+                        matches!(submitted, Err(SubmitError::ShuttingDown)),
+                        "a submission after shutdown: {submitted:?}"
+                    );
+                } else {
+                    submitted.expect("a canned event is a valid submission");
+                }
             }
-            Op::Shutdown => self.node.shutdown(now),
+            Op::Shutdown => {
+                self.shut_down = true;
+                self.node.shutdown(now);
+            }
         }
         self.settle();
     }
