@@ -231,6 +231,26 @@ fn voevents() -> Vec<Vec<u8>> {
 }
 
 #[test]
+fn a_text_of_many_references_is_read_by_the_fast_path() {
+    // 20,000 references in one description (read once: the name search stops at the `;`), and
+    // one without its `;` before the next tag (left to quick-xml, which refuses it).
+    let gcn = String::from_utf8(GCN.to_vec()).expect("UTF-8 fixture");
+    let many = "a &amp; b &#x3C; ".repeat(10_000);
+    let payload = gcn.replacen(
+        "<Who>",
+        &format!("<Who><Description>{many}</Description>"),
+        1,
+    );
+    let limits = ParseLimits::default();
+    assert!(parse_plain(payload.as_bytes(), &limits).is_some());
+    assert_agree(payload.as_bytes(), &limits).expect("agree");
+    let broken = gcn.replacen("<Who>", "<Who><Description>a &amp b</Description>", 1);
+    assert!(parse_plain(broken.as_bytes(), &limits).is_none());
+    assert!(parse(broken.as_bytes(), &limits).is_err());
+    assert_agree(broken.as_bytes(), &limits).expect("agree");
+}
+
+#[test]
 fn the_fast_path_reads_voevents_and_the_schema_check_agrees() {
     let limits = ParseLimits::default();
     let (mut fast, mut refused) = (Vec::new(), Vec::new());

@@ -59,11 +59,16 @@ impl<'a> Parser<'a, '_> {
                 }
                 pos = end;
                 if body.get(pos) == Some(&b'&') {
-                    // A reference, `&name;`, within this run of text.
-                    let run = &body[pos + 1..];
-                    let run = &run[..memchr::memchr(b'<', run).unwrap_or(run.len())];
-                    let semi = memchr::memchr(b';', run)?;
-                    self.on_reference(&mut walk, pos, &run[..semi]).ok()?;
+                    // A reference, `&name;`: its name ends at the first `;`, and a `<` first
+                    // leaves the payload to quick-xml. The search stops at whichever comes
+                    // first, so a text of many references is read once (looking for the next
+                    // `<` at each one would read a long text once per reference).
+                    let rest = &body[pos + 1..];
+                    let semi = memchr::memchr2(b';', b'<', rest)?;
+                    if rest[semi] != b';' {
+                        return None;
+                    }
+                    self.on_reference(&mut walk, pos, &rest[..semi]).ok()?;
                     pos += semi + 2;
                 }
                 continue;
