@@ -97,6 +97,39 @@ fn writes_are_idempotent_and_seq_survives_reopen_and_retention() {
     assert_eq!(seqs(&list(&a, "")), [4]);
 }
 
+fn page_size(dir: &Path) -> i64 {
+    rusqlite::Connection::open(dir.join(FILE_NAME))
+        .expect("database")
+        .query_row("PRAGMA page_size", [], |r| r.get(0))
+        .expect("page size")
+}
+
+#[test]
+fn a_new_archive_has_8_kib_pages_and_an_older_one_keeps_its_own() {
+    let new = tempdir();
+    open(new.path())
+        .write_now(vec![row(1, Some((1.0, 2.0)), 10_240)])
+        .expect("write");
+    assert_eq!(page_size(new.path()), PAGE_SIZE);
+    // An archive made with SQLite's default 4 KiB pages (before this change) opens, takes
+    // rows and answers with its pages as they are.
+    let old = tempdir();
+    {
+        let c = rusqlite::Connection::open(old.path().join(FILE_NAME)).expect("database");
+        c.pragma_update(None, "page_size", 4096).expect("page size");
+        c.pragma_update(None, "journal_mode", "WAL").expect("WAL");
+        c.execute_batch(SCHEMA).expect("schema");
+    }
+    {
+        let a = open(old.path());
+        a.write_now(vec![row(1, Some((1.0, 2.0)), 10_240), row(2, None, 0)])
+            .expect("write");
+        assert_eq!(seqs(&list(&a, "")), [1, 2]);
+        assert_eq!(seqs(&list(&a, "cone=1,2,1")), [1]);
+    }
+    assert_eq!(page_size(old.path()), 4096);
+}
+
 #[test]
 fn retention_by_size_deletes_the_oldest() {
     let dir = tempdir();
