@@ -163,5 +163,5 @@ pub use output::{
     Action, CloseClass, CloseReason, ConnId, ConnRole, Delivery, Event, ListenerRole, Peer,
     Position, RefusalCause, RefusalCounts, Remote, Source,
 };
-pub use seen::{EventKey, SeenLevel, SeenRecord};
+pub use seen::{ElementHash, EventKey, SeenLevel, SeenRecord};
 pub use violation::Violation;

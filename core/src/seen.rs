@@ -44,6 +44,46 @@ use std::fmt;
 use std::net::IpAddr;
 
 use crate::output::Peer;
+/// The SHA-256 state after an element's bytes: the [`EventKey`] is its end, and an OpenPGP
+/// signature made with SHA-256 over the same element (Comet's convention signs exactly the
+/// element) hashes those bytes first, then its own trailer. A verifier continues this state
+/// ([`ElementHash::finish_with`]) instead of reading the 10 KB again
+/// ([`Verifier::verify_element`](crate::signature::Verifier::verify_element)).
+#[derive(Clone)]
+pub struct ElementHash(ring::digest::Context);
+
+impl ElementHash {
+    /// Hashes the bytes of a `VOEvent` element.
+    #[must_use]
+    pub fn of(element: &[u8]) -> Self {
+        let mut context = ring::digest::Context::new(&ring::digest::SHA256);
+        context.update(element);
+        Self(context)
+    }
+
+    /// The event's key: SHA-256 of the element.
+    #[must_use]
+    pub fn key(&self) -> EventKey {
+        EventKey(self.finish_with(&[]))
+    }
+
+    /// SHA-256 of the element followed by `tail`.
+    #[must_use]
+    pub fn finish_with(&self, tail: &[u8]) -> [u8; 32] {
+        let mut context = self.0.clone();
+        context.update(tail);
+        let mut out = [0; 32];
+        out.copy_from_slice(context.finish().as_ref());
+        out
+    }
+}
+
+impl fmt::Debug for ElementHash {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ElementHash(SHA-256)")
+    }
+}
+
 /// The identity of one event: SHA-256 of its `VOEvent` element bytes.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct EventKey(pub [u8; 32]);
@@ -51,10 +91,7 @@ pub struct EventKey(pub [u8; 32]);
 impl EventKey {
     /// Hashes the bytes of a `VOEvent` element (the span reported by the message parser).
     pub fn of_element(element: &[u8]) -> Self {
-        let digest = ring::digest::digest(&ring::digest::SHA256, element);
-        let mut key = [0; 32];
-        key.copy_from_slice(digest.as_ref());
-        Self(key)
+        ElementHash::of(element).key()
     }
 
     /// Lower-case hex, 64 characters: the form used in logs and stores.

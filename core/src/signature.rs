@@ -53,6 +53,8 @@ use std::fmt;
 use std::ops::Range;
 use std::sync::Arc;
 
+use crate::seen::ElementHash;
+
 /// Finds the signature of `payload` whose root element spans `element`.
 ///
 /// The bytes outside the element are read as XML "misc" items: a byte order mark, whitespace,
@@ -298,6 +300,15 @@ pub enum Verdict {
 pub trait Verifier: fmt::Debug + Send + Sync {
     /// Verifies the detached signature `armour` over `signed`.
     fn verify(&self, signed: &[u8], armour: &str) -> Verdict;
+
+    /// [`Verifier::verify`], where `element` is the SHA-256 state after exactly the bytes of
+    /// `signed` (the event key's hash): a verifier may continue it for a SHA-256 signature
+    /// instead of hashing `signed` again. The verdict must be the one `verify` gives; by
+    /// default it is `verify`'s.
+    fn verify_element(&self, signed: &[u8], armour: &str, element: &ElementHash) -> Verdict {
+        let _ = element;
+        self.verify(signed, armour)
+    }
 }
 
 /// Signs on behalf of the node: the test events it originates and its authenticate replies
@@ -554,6 +565,9 @@ pub struct VerifyJob {
     pub(crate) verifier: Arc<dyn Verifier>,
     pub(crate) signed: bytes::Bytes,
     pub(crate) armour: String,
+    /// The SHA-256 state after `signed`, when the node has it (the event key's hash); boxed,
+    /// as ring's state is a few hundred bytes and an `Action` carries the job.
+    pub(crate) element: Option<Box<ElementHash>>,
 }
 
 impl VerifyJob {
@@ -566,6 +580,7 @@ impl VerifyJob {
             verifier,
             signed,
             armour,
+            element: None,
         }
     }
 
@@ -575,11 +590,17 @@ impl VerifyJob {
         self.id
     }
 
-    /// Verifies: the verifier on the signed bytes and the armour. Pure and bounded, like
+    /// Verifies: the verifier on the signed bytes and the armour (continuing the event key's
+    /// hash when the node made the job, [`Verifier::verify_element`]). Pure and bounded, like
     /// [`Verifier::verify`]; may run on any thread.
     #[must_use]
     pub fn run(&self) -> Verdict {
-        self.verifier.verify(&self.signed, &self.armour)
+        match &self.element {
+            Some(element) => self
+                .verifier
+                .verify_element(&self.signed, &self.armour, element),
+            None => self.verifier.verify(&self.signed, &self.armour),
+        }
     }
 }
 

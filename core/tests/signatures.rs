@@ -613,3 +613,69 @@ fn the_driver_verifies_in_place_or_through_its_effects_with_the_same_receipts() 
         assert!(text[1].contains("invalid"), "take {take}: {}", text[1]);
     }
 }
+
+/// A verifier that records, for each call, whether it was given the element's hash and that
+/// the hash was of exactly the signed bytes.
+#[derive(Debug)]
+struct Recording {
+    inner: DigestVerifier,
+    calls: std::sync::Arc<std::sync::Mutex<Vec<&'static str>>>,
+}
+
+impl vtp_core::signature::Verifier for Recording {
+    fn verify(&self, signed: &[u8], armour: &str) -> vtp_core::signature::Verdict {
+        self.calls.lock().expect("calls").push("verify");
+        self.inner.verify(signed, armour)
+    }
+
+    fn verify_element(
+        &self,
+        signed: &[u8],
+        armour: &str,
+        element: &vtp_core::ElementHash,
+    ) -> vtp_core::signature::Verdict {
+        let right = element.key() == vtp_core::EventKey::of_element(signed)
+            && element.finish_with(b"tail") == {
+                let mut all = signed.to_vec();
+                all.extend_from_slice(b"tail");
+                vtp_core::EventKey::of_element(&all).0
+            };
+        self.calls
+            .lock()
+            .expect("calls")
+            .push(if right { "element" } else { "wrong element" });
+        self.inner.verify(signed, armour)
+    }
+}
+
+#[test]
+fn an_offloaded_job_hands_the_verifier_the_event_keys_hash_of_the_signed_bytes() {
+    let calls = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let mut h = harness(SignaturePolicy::Require);
+    h.node.set_verifier(Some(Box::new(Recording {
+        inner: *verifier(),
+        calls: std::sync::Arc::clone(&calls),
+    })));
+    h.node.set_verify_offload(8);
+    let author = h.accept(ListenerRole::Receive);
+    h.take();
+    h.input(author, &framed(&signed("ivo://example.org/s#e", FP_A)));
+    h.drain();
+    let waiting = jobs(&std::mem::take(&mut h.actions));
+    assert_eq!(waiting.len(), 1);
+    let done = answer(&mut h, &waiting);
+    assert_eq!(transport(&frames_to(&done, author)[0]).role.as_str(), "ack");
+    assert_eq!(*calls.lock().expect("calls"), ["element"]);
+    // A job made by a host (no hash) asks `verify`.
+    let job = vtp_core::signature::VerifyJob::new(
+        7,
+        std::sync::Arc::new(Recording {
+            inner: *verifier(),
+            calls: std::sync::Arc::clone(&calls),
+        }),
+        Bytes::from_static(b"<VOEvent/>"),
+        String::new(),
+    );
+    let _ = job.run();
+    assert_eq!(*calls.lock().expect("calls"), ["element", "verify"]);
+}

@@ -18,10 +18,11 @@
 
 use pgp::crypto::hash::HashAlgorithm;
 use pgp::crypto::public_key::PublicKeyAlgorithm;
-use pgp::packet::{Signature, SignatureType, SignatureVersion};
-use pgp::types::{KeyDetails, KeyVersion, PublicParams, SignatureBytes};
+use pgp::packet::{Signature, SignatureConfig, SignatureType, SignatureVersion};
+use pgp::types::{KeyDetails, KeyVersion, PublicParams, SignatureBytes, VerifyingKey};
 use ring::signature::{self as ring_sig, RsaPublicKeyComponents};
 use rsa::traits::PublicKeyParts;
+use vtp_core::ElementHash;
 
 /// An RSA public key ring verifies with, taken from the key at load: the modulus and the
 /// exponent, big-endian, no leading zero (ring's encoding).
@@ -129,26 +130,19 @@ pub(crate) fn verify(key: &RsaKey, signature: &Signature, signed: &[u8]) -> Fast
     if s.len() > key.len() {
         return Fast::NotHandled;
     }
-    // What rpgp hashes: the document, the signature's hashed data (serialised by rpgp, which
-    // refuses unknown critical subpackets), and the v4 trailer.
-    let mut collect: Box<dyn digest::DynDigest + Send> = Box::new(Collect(Vec::new()));
-    let Ok(len) = config.hash_signature_data(&mut collect) else {
+    // What rpgp hashes: the document, then the signature's tail.
+    let Some(tail) = hashed_tail(config) else {
         return Fast::NotHandled;
     };
-    let Ok(trailer) = config.trailer(len) else {
-        return Fast::NotHandled;
-    };
-    let hashed = collect.finalize_reset();
-    let mut message = Vec::with_capacity(signed.len() + hashed.len() + trailer.len());
+    let mut message = Vec::with_capacity(signed.len() + tail.len());
     message.extend_from_slice(signed);
-    message.extend_from_slice(&hashed);
-    message.extend_from_slice(&trailer);
+    message.extend_from_slice(&tail);
 
     // rpgp checks the left 16 bits of the hash before the public-key operation: so do we,
     // with rpgp's own hasher.
     hasher.update(&message);
     if hasher.finalize().get(..2) != Some(left16.as_slice()) {
-        return Fast::Invalid("the hash's left 16 bits do not match the signature packet");
+        return Fast::Invalid(LEFT16_MISMATCH);
     }
     // OpenPGP allows a signature shorter than the modulus (leading zeros dropped); ring wants
     // it at the modulus length, as rpgp pads it for the `rsa` crate.
@@ -163,6 +157,55 @@ pub(crate) fn verify(key: &RsaKey, signature: &Signature, signed: &[u8]) -> Fast
         Err(_) => Fast::Invalid("RSA signature does not verify"),
     }
 }
+
+/// What rpgp hashes after the document for a v4 signature: the signature's hashed data
+/// (serialised by rpgp, which refuses unknown critical subpackets) and the v4 trailer. `None`
+/// when rpgp cannot serialise them (rpgp's own verification then decides).
+fn hashed_tail(config: &SignatureConfig) -> Option<Vec<u8>> {
+    let mut collect: Box<dyn digest::DynDigest + Send> = Box::new(Collect(Vec::new()));
+    let len = config.hash_signature_data(&mut collect).ok()?;
+    let trailer = config.trailer(len).ok()?;
+    let mut tail = collect.finalize_reset().into_vec();
+    tail.extend_from_slice(&trailer);
+    Some(tail)
+}
+
+/// Verifies a v4 signature of a binary document made with SHA-256 by a v4 key, continuing
+/// `element` (the SHA-256 state after exactly the signed bytes: the event key's hash) with the
+/// signature's tail instead of hashing the document again, then checking the left 16 bits
+/// and the digest with the key as rpgp's `Signature::verify` does after its own hashing (the
+/// key's `VerifyingKey::verify`: Ed25519, ECDSA, RSA with the `rsa` crate...). `None` for any
+/// other case (rpgp, or the RSA path, decides).
+///
+/// The caller has matched the signature's issuer to the key (as rpgp does before verifying).
+pub(crate) fn verify_continued(
+    key: &impl VerifyingKey,
+    signature: &Signature,
+    element: &ElementHash,
+) -> Option<Result<(), String>> {
+    let config = signature.config()?;
+    if config.version() != SignatureVersion::V4
+        || config.typ != SignatureType::Binary
+        || config.hash_alg != HashAlgorithm::Sha256
+        || key.version() != KeyVersion::V4
+    {
+        return None;
+    }
+    let (Some(bytes), Some(left16)) = (signature.signature(), signature.signed_hash_value()) else {
+        return None;
+    };
+    let digest = element.finish_with(&hashed_tail(config)?);
+    if digest[..2] != left16[..] {
+        return Some(Err(LEFT16_MISMATCH.to_owned()));
+    }
+    Some(
+        key.verify(HashAlgorithm::Sha256, &digest, bytes)
+            .map_err(|e| e.to_string()),
+    )
+}
+
+/// Why a signature whose hash does not start as its packet says is invalid.
+const LEFT16_MISMATCH: &str = "the hash's left 16 bits do not match the signature packet";
 
 /// A "digest" that keeps its input, to get the bytes rpgp hashes for the signature's part.
 #[derive(Clone)]

@@ -105,27 +105,43 @@ pub use keyring::{
 };
 pub use signer::{Signer, SignerError};
 pub use verify::{
-    ARMOUR_LEN_MAX, InvalidReason, KeyId, MalformedReason, Status, verify, verify_payload,
+    ARMOUR_LEN_MAX, InvalidReason, KeyId, MalformedReason, Status, verify, verify_element,
+    verify_payload,
 };
 
-/// The node's verifier ([`vtp_core::Node::set_verifier`]): [`verify`] with this keyring.
+/// The node's verifier ([`vtp_core::Node::set_verifier`]): [`verify`] (or [`verify_element`],
+/// continuing the event key's hash) with this keyring.
 impl vtp_core::signature::Verifier for Keyring {
     fn verify(&self, signed: &[u8], armour: &str) -> vtp_core::signature::Verdict {
-        use vtp_core::signature::Verdict;
-        match verify(self, signed, armour) {
-            Status::Valid {
-                fingerprint,
-                user_id,
-            } => Verdict::Valid {
-                fingerprint: fingerprint.as_str().to_owned(),
-                user_id,
-            },
-            Status::Invalid(reason) => Verdict::Invalid(reason.to_string()),
-            Status::UnknownKey(id) => Verdict::UnknownKey(id.to_string()),
-            Status::Malformed(reason) => Verdict::Malformed(reason.to_string()),
-            // `verify` never says it (only `verify_payload` does); an armour is not nothing.
-            Status::Unsigned => Verdict::Malformed("no signature in the armour".into()),
-        }
+        verdict(verify(self, signed, armour))
+    }
+
+    fn verify_element(
+        &self,
+        signed: &[u8],
+        armour: &str,
+        element: &vtp_core::ElementHash,
+    ) -> vtp_core::signature::Verdict {
+        verdict(verify_element(self, signed, armour, element))
+    }
+}
+
+/// The core's verdict for a status.
+fn verdict(status: Status) -> vtp_core::signature::Verdict {
+    use vtp_core::signature::Verdict;
+    match status {
+        Status::Valid {
+            fingerprint,
+            user_id,
+        } => Verdict::Valid {
+            fingerprint: fingerprint.as_str().to_owned(),
+            user_id,
+        },
+        Status::Invalid(reason) => Verdict::Invalid(reason.to_string()),
+        Status::UnknownKey(id) => Verdict::UnknownKey(id.to_string()),
+        Status::Malformed(reason) => Verdict::Malformed(reason.to_string()),
+        // `verify` never says it (only `verify_payload` does); an armour is not nothing.
+        Status::Unsigned => Verdict::Malformed("no signature in the armour".into()),
     }
 }
 

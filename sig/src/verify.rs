@@ -6,6 +6,7 @@ use std::ops::Range;
 use pgp::composed::{Deserializable, DetachedSignature};
 use pgp::crypto::hash::HashAlgorithm;
 use pgp::packet::SignatureType;
+use vtp_core::ElementHash;
 use vtp_core::signature::{self as convention, Extracted, StatusKind};
 
 use crate::fast::{self, Fast};
@@ -26,7 +27,28 @@ use crate::keyring::{Fingerprint, Keyring, SignerRef, cut};
 /// `src/fast.rs`).
 #[must_use]
 pub fn verify(keyring: &Keyring, signed: &[u8], armour: &str) -> Status {
-    verify_by(keyring, signed, armour, Path::Fastest, &mut false)
+    verify_by(keyring, signed, armour, None, Path::Fastest, &mut false)
+}
+
+/// [`verify`], where `element` is the SHA-256 state after exactly the bytes of `signed` (the
+/// event key's hash, [`ElementHash`]): a SHA-256 signature by a key other than RSA (Ed25519,
+/// GnuPG's default for new keys) continues it instead of hashing `signed` again. The same
+/// status as [`verify`].
+#[must_use]
+pub fn verify_element(
+    keyring: &Keyring,
+    signed: &[u8],
+    armour: &str,
+    element: &ElementHash,
+) -> Status {
+    verify_by(
+        keyring,
+        signed,
+        armour,
+        Some(element),
+        Path::Fastest,
+        &mut false,
+    )
 }
 
 /// Which implementation verifies the signature (tests compare them).
@@ -39,11 +61,13 @@ pub(crate) enum Path {
     Rpgp,
 }
 
-/// [`verify`], by `path`; `by_fast` is set when the RSA fast path gave the verdict.
+/// [`verify`], by `path`, continuing `element` when given ([`verify_element`]); `by_fast` is
+/// set when the RSA fast path or the continued hash gave the verdict.
 pub(crate) fn verify_by(
     keyring: &Keyring,
     signed: &[u8],
     armour: &str,
+    element: Option<&ElementHash>,
     path: Path,
     by_fast: &mut bool,
 ) -> Status {
@@ -96,14 +120,25 @@ pub(crate) fn verify_by(
         (Path::Fastest, Some(rsa)) => fast::verify(rsa, packet, signed),
         _ => Fast::NotHandled,
     };
-    *by_fast = fast != Fast::NotHandled;
-    let checked = match (fast, key) {
-        (Fast::Valid, _) => Ok(()),
-        (Fast::Invalid(why), _) => Err(why.to_owned()),
-        (Fast::NotHandled, SignerRef::Primary(k)) => {
+    // Not RSA (or RSA the fast path does not take): continue the element's hash if given.
+    let continued = match (path, fast == Fast::NotHandled, element, &key) {
+        (Path::Fastest, true, Some(element), SignerRef::Primary(k)) => {
+            fast::verify_continued(*k, packet, element)
+        }
+        (Path::Fastest, true, Some(element), SignerRef::Subkey(k)) => {
+            fast::verify_continued(*k, packet, element)
+        }
+        _ => None,
+    };
+    *by_fast = fast != Fast::NotHandled || continued.is_some();
+    let checked = match (fast, continued, key) {
+        (Fast::Valid, _, _) => Ok(()),
+        (Fast::Invalid(why), _, _) => Err(why.to_owned()),
+        (Fast::NotHandled, Some(checked), _) => checked,
+        (Fast::NotHandled, None, SignerRef::Primary(k)) => {
             signature.verify(k, signed).map_err(|e| e.to_string())
         }
-        (Fast::NotHandled, SignerRef::Subkey(k)) => {
+        (Fast::NotHandled, None, SignerRef::Subkey(k)) => {
             signature.verify(k, signed).map_err(|e| e.to_string())
         }
     };

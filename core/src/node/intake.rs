@@ -10,7 +10,7 @@ use crate::ivoid;
 use crate::message::{self, Message, ParseError, VoEvent, VoEventNamespace};
 use crate::output::{Action, CloseReason, ConnId, ConnRole, Event, Remote, Source};
 use crate::schema::{self, SchemaError};
-use crate::seen::{EventKey, Seen, SeenSource};
+use crate::seen::{ElementHash, EventKey, Seen, SeenSource};
 use crate::violation::Violation;
 
 use super::Node;
@@ -49,11 +49,12 @@ impl Node {
         if let Err(violation) = self.check_event(payload, &ev, schema, ConnRole::Intake) {
             return self.reject(conn, &ev.ivorn, violation, now);
         }
-        let key = EventKey::of_element(&payload[ev.element.clone()]);
+        let hash = ElementHash::of(&payload[ev.element.clone()]);
+        let key = hash.key();
         if self.refuses_for_store(&key) {
             return self.reject(conn, &ev.ivorn, Violation::StoreUnavailable, now);
         }
-        if self.verify_later(conn, payload, &ev, key) {
+        if self.verify_later(conn, payload, &ev, key, hash) {
             return;
         }
         let signature = match self.check_signature(payload, &ev, &key) {

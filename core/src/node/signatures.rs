@@ -11,7 +11,7 @@ use crate::config::SignaturePolicy;
 use crate::frame;
 use crate::message::{EventRole, VoEvent};
 use crate::output::{Action, ConnId};
-use crate::seen::EventKey;
+use crate::seen::{ElementHash, EventKey};
 use crate::signature::{
     self, EventSigner, Extracted, Signature, StatusKind, Verdict, Verifier, VerifyJob,
 };
@@ -106,6 +106,7 @@ impl Node {
         payload: &[u8],
         ev: &VoEvent<'_>,
         key: EventKey,
+        hash: ElementHash,
     ) -> bool {
         if self.verify_offload == 0
             || self.verifying.len() >= self.verify_offload
@@ -128,6 +129,7 @@ impl Node {
             verifier,
             signed: payload.slice(found.signed),
             armour: found.armour,
+            element: Some(Box::new(hash)),
         }));
         self.verifying.insert(
             id,
