@@ -79,7 +79,7 @@ pub fn summarize(bytes: &[u8]) -> Summary {
 
 /// [`summarize`]; `skip` skips the subtrees where nothing is wanted (tests compare it with
 /// reading every element).
-fn read(bytes: &[u8], skip: bool) -> Summary {
+pub(crate) fn read(bytes: &[u8], skip: bool) -> Summary {
     let bytes = &bytes[..bytes.len().min(BYTES_MAX)];
     let mut reader = Reader::from_reader(bytes);
     reader.config_mut().trim_text(false);

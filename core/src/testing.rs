@@ -252,3 +252,10 @@ impl crate::signature::EventSigner for DigestSigner {
         Ok(self.armour(signed))
     }
 }
+
+/// [`summarize`](crate::summary::summarize) reading every element, without passing over the
+/// subtrees where nothing is wanted: the reference the fuzz body compares it with.
+#[must_use]
+pub fn summarize_every_element(bytes: &[u8]) -> crate::summary::Summary {
+    crate::summary::read(bytes, false)
+}

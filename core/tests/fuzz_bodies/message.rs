@@ -43,6 +43,32 @@ pub(crate) fn message_parse(data: &[u8]) {
     }
     single_pass(data, &full, &loose);
     single_pass(data, &tight, &TIGHT);
+    summary(data, &full);
+}
+
+/// The archive's summary: bounded values, and, for a payload the parser accepts within the
+/// summary's depth (reading every element stops at it, skipping reads on), the same summary as
+/// reading every element.
+fn summary(data: &[u8], parsed: &Result<Message<'_>, ParseError>) {
+    let fast = vtp_core::summary::summarize(data);
+    for text in [&fast.author_ivorn, &fast.date].into_iter().flatten() {
+        assert!(!text.is_empty() && text.len() <= vtp_core::summary::TEXT_MAX);
+    }
+    if let Some(p) = &fast.position {
+        assert!((0.0..360.0).contains(&p.ra) && (-90.0..=90.0).contains(&p.dec));
+        assert!(p.error.is_none_or(|e| e.is_finite() && e >= 0.0));
+    }
+    let shallow = ParseLimits {
+        depth_max: vtp_core::summary::DEPTH_MAX - 1,
+        ..ParseLimits::default()
+    };
+    if parsed.is_ok() && message::parse(data, &shallow).is_ok() {
+        assert_eq!(
+            fast,
+            vtp_core::testing::summarize_every_element(data),
+            "summary: skipping subtrees changed it"
+        );
+    }
 }
 
 /// The parse with the schema check in its pass gives `parse`'s result, and for a VOEvent the
