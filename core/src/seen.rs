@@ -44,6 +44,7 @@ use std::fmt;
 use std::net::IpAddr;
 
 use crate::output::Peer;
+
 /// The SHA-256 state after an element's bytes: the [`EventKey`] is its end, and an OpenPGP
 /// signature made with SHA-256 over the same element (Comet's convention signs exactly the
 /// element) hashes those bytes first, then its own trailer. A verifier continues this state

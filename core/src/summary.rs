@@ -358,7 +358,7 @@ mod tests {
     }
 
     #[test]
-    fn a_deep_subtree_outside_what_is_wanted_no_longer_hides_the_position() {
+    fn a_deep_subtree_where_nothing_is_wanted_no_longer_hides_the_position() {
         // Reading every element stops at DEPTH_MAX inside What; skipping What reads on.
         let deep = format!("<What>{}{}</What>", "<a>".repeat(40), "</a>".repeat(40));
         let bytes = pos("10", "20", "deg");
