@@ -492,11 +492,13 @@ pub fn check_binding(bindings: &[AuthorKey], ivorn: &str, fingerprint: &str) -> 
 
 /// The signature status of `payload` (root element at `element`, IVORN `ivorn`): the
 /// convention ([`extract`]), then `verifier` (none: every signature is `unknown-key`, with
-/// that reason), then the `bindings` ([`check_binding`]). Pure; the node's one way to decide a
+/// that reason; given the element's `hash`, the event key's SHA-256 state, through
+/// [`Verifier::verify_element`]), then the `bindings` ([`check_binding`]). Pure; the node's one way to decide a
 /// status.
 pub fn status_of(
     payload: &[u8],
     element: Range<usize>,
+    hash: Option<&ElementHash>,
     ivorn: &str,
     verifier: Option<&dyn Verifier>,
     bindings: &[AuthorKey],
@@ -511,11 +513,12 @@ pub fn status_of(
     let Some(verifier) = verifier else {
         return Signature::with_detail(StatusKind::UnknownKey, "no trusted keys are configured");
     };
-    status_from_verdict(
-        verifier.verify(&payload[signed.signed], &signed.armour),
-        ivorn,
-        bindings,
-    )
+    let signed_bytes = &payload[signed.signed];
+    let verdict = match hash {
+        Some(hash) => verifier.verify_element(signed_bytes, &signed.armour, hash),
+        None => verifier.verify(signed_bytes, &signed.armour),
+    };
+    status_from_verdict(verdict, ivorn, bindings)
 }
 
 /// The status a [`Verifier`]'s `verdict` gives an event with IVORN `ivorn`, after the

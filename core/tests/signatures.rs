@@ -312,8 +312,14 @@ fn the_node_signs_its_test_events_and_authenticate_replies() {
         })
         .expect("a test event");
     let payload = &test_event[4..];
-    let status =
-        vtp_core::signature::status_of(payload, element(payload), "", Some(&*verifier()), &[]);
+    let status = vtp_core::signature::status_of(
+        payload,
+        element(payload),
+        None,
+        "",
+        Some(&*verifier()),
+        &[],
+    );
     assert_eq!(
         status.status,
         StatusKind::Valid,
@@ -678,4 +684,24 @@ fn an_offloaded_job_hands_the_verifier_the_event_keys_hash_of_the_signed_bytes()
     );
     let _ = job.run();
     assert_eq!(*calls.lock().expect("calls"), ["element", "verify"]);
+}
+
+#[test]
+fn in_place_verification_of_authors_and_upstreams_hands_the_hash_too() {
+    let calls = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let mut h = harness(SignaturePolicy::Require);
+    h.node.set_verifier(Some(Box::new(Recording {
+        inner: *verifier(),
+        calls: std::sync::Arc::clone(&calls),
+    })));
+    // An author, verified on the loop (no offload).
+    let reply = submit(&mut h, &signed("ivo://example.org/s#p", FP_A));
+    assert_eq!(reply.receipt, "ack");
+    // An upstream's event.
+    let (upstream, feed) = h.connect_upstream_and_feed();
+    let good = signed("ivo://example.org/s#u", FP_B);
+    h.input(upstream, &framed(&good));
+    let actions = h.take();
+    assert_eq!(&frames_to(&actions, feed)[0][4..], &good[..]);
+    assert_eq!(*calls.lock().expect("calls"), ["element", "element"]);
 }

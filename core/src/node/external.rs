@@ -15,7 +15,7 @@ use std::time::Instant;
 
 use crate::message::Message;
 use crate::output::{Action, ConnId, ConnRole, Event, Position, Remote, Source};
-use crate::seen::{EventKey, Seen, SeenSource};
+use crate::seen::{ElementHash, Seen, SeenSource};
 use crate::violation::Violation;
 
 use super::durability::Held;
@@ -212,9 +212,10 @@ impl Node {
         };
         self.check_event(payload, &ev, schema, on)
             .map_err(|v| (Some(ev.ivorn.to_string()), v))?;
-        let key = EventKey::of_element(&payload[ev.element.clone()]);
+        let hash = ElementHash::of(&payload[ev.element.clone()]);
+        let key = hash.key();
         let signature = self
-            .check_signature(payload, &ev, &key)
+            .check_signature(payload, &ev, &hash, &key)
             .map_err(|signature| {
                 let ivorn = ev.ivorn.to_string();
                 let violation = Violation::Signature {

@@ -54,10 +54,10 @@ impl Node {
         if self.refuses_for_store(&key) {
             return self.reject(conn, &ev.ivorn, Violation::StoreUnavailable, now);
         }
-        if self.verify_later(conn, payload, &ev, key, hash) {
+        if self.verify_later(conn, payload, &ev, key, &hash) {
             return;
         }
-        let signature = match self.check_signature(payload, &ev, &key) {
+        let signature = match self.check_signature(payload, &ev, &hash, &key) {
             Ok(signature) => signature,
             Err(signature) => {
                 let violation = Violation::Signature {

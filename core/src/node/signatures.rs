@@ -106,7 +106,7 @@ impl Node {
         payload: &[u8],
         ev: &VoEvent<'_>,
         key: EventKey,
-        hash: ElementHash,
+        hash: &ElementHash,
     ) -> bool {
         if self.verify_offload == 0
             || self.verifying.len() >= self.verify_offload
@@ -129,7 +129,7 @@ impl Node {
             verifier,
             signed: payload.slice(found.signed),
             armour: found.armour,
-            element: Some(Box::new(hash)),
+            element: Some(Box::new(hash.clone())),
         }));
         self.verifying.insert(
             id,
@@ -155,13 +155,19 @@ impl Node {
     }
 
     /// The signature status of a new event, `None` with [`SignaturePolicy::Off`].
-    pub(super) fn signature_of(&self, payload: &[u8], ev: &VoEvent<'_>) -> Option<Signature> {
+    pub(super) fn signature_of(
+        &self,
+        payload: &[u8],
+        ev: &VoEvent<'_>,
+        hash: &ElementHash,
+    ) -> Option<Signature> {
         if self.config.policy.signatures == SignaturePolicy::Off {
             return None;
         }
         Some(signature::status_of(
             payload,
             ev.element.clone(),
+            Some(hash),
             &ev.ivorn,
             self.verifier.as_deref(),
             &self.config.author_keys,
@@ -174,12 +180,13 @@ impl Node {
         &self,
         payload: &[u8],
         ev: &VoEvent<'_>,
-        key: &crate::seen::EventKey,
+        hash: &ElementHash,
+        key: &EventKey,
     ) -> Result<Option<Signature>, Signature> {
         if self.seen.contains(key) {
             return Ok(None);
         }
-        match self.signature_of(payload, ev) {
+        match self.signature_of(payload, ev, hash) {
             Some(s)
                 if self.config.policy.signatures == SignaturePolicy::Require
                     && s.status != StatusKind::Valid =>

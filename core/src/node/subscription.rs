@@ -10,7 +10,7 @@ use crate::endpoint::DialAddr;
 use crate::ivoid;
 use crate::message::{self, Message, TransportRole};
 use crate::output::{Action, CloseReason, ConnId, ConnRole, Event, Remote, Source};
-use crate::seen::{EventKey, Seen, SeenSource};
+use crate::seen::{ElementHash, Seen, SeenSource};
 use crate::violation::Violation;
 
 use super::feed::Accepted;
@@ -165,8 +165,9 @@ impl Node {
                     );
                     return;
                 }
-                let key = EventKey::of_element(&payload[ev.element.clone()]);
-                let signature = match self.check_signature(payload, &ev, &key) {
+                let hash = ElementHash::of(&payload[ev.element.clone()]);
+                let key = hash.key();
+                let signature = match self.check_signature(payload, &ev, &hash, &key) {
                     Ok(signature) => signature,
                     Err(signature) => {
                         let mark = self.actions.len();

@@ -360,7 +360,7 @@ fn status_of_walks_convention_verifier_and_bindings() {
     };
     let v: Option<&dyn Verifier> = Some(&verifier);
     assert_eq!(
-        status_of(payload, span.clone(), ivorn, v, &[]),
+        status_of(payload, span.clone(), None, ivorn, v, &[]),
         Signature::unsigned()
     );
     let sign = |fp: &str, bytes: &[u8]| {
@@ -368,7 +368,7 @@ fn status_of_walks_convention_verifier_and_bindings() {
         append_signature(bytes, span.clone(), &armour).unwrap()
     };
     let good = sign(FP_A, payload);
-    let s = status_of(&good, span.clone(), ivorn, v, &[]);
+    let s = status_of(&good, span.clone(), None, ivorn, v, &[]);
     assert_eq!(s.status, StatusKind::Valid);
     assert_eq!(&*s.signer.as_ref().unwrap().fingerprint, FP_A);
     assert_eq!(
@@ -376,23 +376,24 @@ fn status_of_walks_convention_verifier_and_bindings() {
         format!("valid ({FP_A} \"Alice <a@example.org>\")")
     );
     // No verifier: unknown key, saying why.
-    let s = status_of(&good, span.clone(), ivorn, None, &[]);
+    let s = status_of(&good, span.clone(), None, ivorn, None, &[]);
     assert_eq!(s.status, StatusKind::UnknownKey);
     assert!(s.to_string().contains("no trusted keys"), "{s}");
     // An unknown key, a tampered element, a malformed comment, a refused binding.
-    let s = status_of(&sign(FP_B, payload), span.clone(), ivorn, v, &[]);
+    let s = status_of(&sign(FP_B, payload), span.clone(), None, ivorn, v, &[]);
     assert_eq!(s.status, StatusKind::UnknownKey);
     let mut tampered = good.clone();
     let at = span.start + 20;
     tampered[at] ^= 1;
-    let s = status_of(&tampered, span.clone(), ivorn, v, &[]);
+    let s = status_of(&tampered, span.clone(), None, ivorn, v, &[]);
     assert_eq!(s.status, StatusKind::Invalid);
     let broken = with_comment(" BEGIN PGP SIGNATURE but nothing else ");
-    let s = status_of(broken.as_bytes(), span.clone(), ivorn, v, &[]);
+    let s = status_of(broken.as_bytes(), span.clone(), None, ivorn, v, &[]);
     assert_eq!(s.status, StatusKind::Malformed);
     let s = status_of(
         &good,
         span.clone(),
+        None,
         ivorn,
         v,
         &[bind("ivo://example.org/s", FP_B)],
