@@ -625,7 +625,27 @@ fn the_driver_verifies_in_place_or_through_its_effects_with_the_same_receipts() 
 #[derive(Debug)]
 struct Recording {
     inner: DigestVerifier,
-    calls: std::sync::Arc<std::sync::Mutex<Vec<&'static str>>>,
+    calls: Calls,
+}
+
+/// What a [`Recording`] verifier was asked, call by call.
+type Calls = std::sync::Arc<std::sync::Mutex<Vec<&'static str>>>;
+
+impl Recording {
+    fn new(calls: &Calls) -> Self {
+        Self {
+            inner: *verifier(),
+            calls: std::sync::Arc::clone(calls),
+        }
+    }
+}
+
+/// A `require` harness whose verifier records its calls.
+fn recording_harness() -> (Harness, Calls) {
+    let calls = Calls::default();
+    let mut h = harness(SignaturePolicy::Require);
+    h.node.set_verifier(Some(Box::new(Recording::new(&calls))));
+    (h, calls)
 }
 
 impl vtp_core::signature::Verifier for Recording {
@@ -656,12 +676,7 @@ impl vtp_core::signature::Verifier for Recording {
 
 #[test]
 fn an_offloaded_job_hands_the_verifier_the_event_keys_hash_of_the_signed_bytes() {
-    let calls = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-    let mut h = harness(SignaturePolicy::Require);
-    h.node.set_verifier(Some(Box::new(Recording {
-        inner: *verifier(),
-        calls: std::sync::Arc::clone(&calls),
-    })));
+    let (mut h, calls) = recording_harness();
     h.node.set_verify_offload(8);
     let author = h.accept(ListenerRole::Receive);
     h.take();
@@ -675,10 +690,7 @@ fn an_offloaded_job_hands_the_verifier_the_event_keys_hash_of_the_signed_bytes()
     // A job made by a host (no hash) asks `verify`.
     let job = vtp_core::signature::VerifyJob::new(
         7,
-        std::sync::Arc::new(Recording {
-            inner: *verifier(),
-            calls: std::sync::Arc::clone(&calls),
-        }),
+        std::sync::Arc::new(Recording::new(&calls)),
         Bytes::from_static(b"<VOEvent/>"),
         String::new(),
     );
@@ -688,12 +700,7 @@ fn an_offloaded_job_hands_the_verifier_the_event_keys_hash_of_the_signed_bytes()
 
 #[test]
 fn in_place_verification_of_authors_and_upstreams_hands_the_hash_too() {
-    let calls = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-    let mut h = harness(SignaturePolicy::Require);
-    h.node.set_verifier(Some(Box::new(Recording {
-        inner: *verifier(),
-        calls: std::sync::Arc::clone(&calls),
-    })));
+    let (mut h, calls) = recording_harness();
     // An author, verified on the loop (no offload).
     let reply = submit(&mut h, &signed("ivo://example.org/s#p", FP_A));
     assert_eq!(reply.receipt, "ack");
