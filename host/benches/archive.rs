@@ -2,7 +2,8 @@
 //! events spread over 30 days, the time of a time-range page of 100 events and of a 1° cone
 //! search (each the whole `GET /api/events` answer, JSON built, on one reader connection;
 //! p50/p99/max of ARCHIVE_QUERIES (200) queries); then the bytes on disk per 10 KB event
-//! (ARCHIVE_BIG (10,000) real 10 KB GCN-sized events). Run with
+//! (ARCHIVE_BIG (10,000) real 10 KB GCN-sized events) and the writer's CPU per event, for them
+//! and for ARCHIVE_COMMITS_OF_18 (5,000) more handed to it 18 at a time. Run with
 //! `cargo bench -p vtp-host --features archive --bench archive`; the database goes under
 //! `CARGO_TARGET_TMPDIR` (or `VTP_BENCH_DIR`) and is removed at the end.
 //!
@@ -83,11 +84,16 @@ fn row(i: usize, size: usize, rng: &mut Rng) -> Row {
 }
 
 fn fill(archive: &Archive, n: usize, size: usize, seed: u64) -> Duration {
+    fill_by(archive, n, size, seed, 10_000)
+}
+
+/// [`fill`], handing the writer `chunk` rows at a time (it commits what it has been handed).
+fn fill_by(archive: &Archive, n: usize, size: usize, seed: u64, chunk: usize) -> Duration {
     let mut rng = Rng(seed);
     let started = Instant::now();
     let mut i = 0;
     while i < n {
-        let chunk: Vec<Row> = (i..(i + 10_000).min(n))
+        let chunk: Vec<Row> = (i..(i + chunk).min(n))
             .map(|j| row(j, size, &mut rng))
             .collect();
         i += chunk.len();
@@ -111,6 +117,28 @@ fn stats(name: &str, mut times: Vec<Duration>, target_ms: f64) {
             "NOT met at p99"
         }
     );
+}
+
+/// CPU time so far of this process's archive writer threads (`vtp-archive`), from their
+/// schedstat (Linux); zero where that cannot be read.
+fn writer_cpu() -> Duration {
+    let mut ns = 0u64;
+    for task in std::fs::read_dir("/proc/self/task")
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+        if comm.trim() == "vtp-archive" {
+            let stat = std::fs::read_to_string(task.path().join("schedstat")).unwrap_or_default();
+            ns += stat
+                .split_whitespace()
+                .next()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0);
+        }
+    }
+    Duration::from_nanos(ns)
 }
 
 fn dir_bytes(dir: &Path) -> u64 {
@@ -213,15 +241,32 @@ fn main() {
     );
 
     let archive = Archive::open(&ArchiveConfig::new(dir.join("big"))).unwrap();
+    let cpu = writer_cpu();
     let took = fill(&archive, big, 10_240, 3);
+    let cpu = writer_cpu().saturating_sub(cpu);
     drop(archive);
     let bytes = dir_bytes(&dir.join("big"));
     println!(
         "{big} events of 10 KB: {:.0} bytes on disk per event ({:.2}x the event), archived at \
-         {:.0} events/s",
+         {:.0} events/s, writer CPU {:.1} us per event",
         bytes as f64 / big as f64,
         bytes as f64 / big as f64 / 10_240.0,
-        big as f64 / took.as_secs_f64()
+        big as f64 / took.as_secs_f64(),
+        cpu.as_secs_f64() * 1e6 / big as f64
+    );
+    // As in the fan-out benchmark, where a commit holds about 18 events: the writer's CPU per
+    // event then counts the pages each commit writes again (index leaves, the sky index).
+    let small = env("ARCHIVE_COMMITS_OF_18", 5_000);
+    let archive = Archive::open(&ArchiveConfig::new(dir.join("by18"))).unwrap();
+    let cpu = writer_cpu();
+    let took = fill_by(&archive, small, 10_240, 5, 18);
+    let cpu = writer_cpu().saturating_sub(cpu);
+    drop(archive);
+    println!(
+        "{small} events of 10 KB handed 18 at a time: archived at {:.0} events/s, writer CPU \
+         {:.1} us per event",
+        small as f64 / took.as_secs_f64(),
+        cpu.as_secs_f64() * 1e6 / small.max(1) as f64
     );
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -535,14 +535,17 @@ CREATE TABLE IF NOT EXISTS events (
     cy REAL,
     cz REAL,
     bytes INTEGER NOT NULL,
-    payload BLOB NOT NULL
+    payload BLOB NOT NULL,
+    cell INTEGER
 );
 CREATE INDEX IF NOT EXISTS events_received ON events(received_ms);
 CREATE INDEX IF NOT EXISTS events_ivorn ON events(ivorn, seq);
 CREATE INDEX IF NOT EXISTS events_stream ON events(stream, seq);
 CREATE INDEX IF NOT EXISTS events_role ON events(role, seq);
-CREATE VIRTUAL TABLE IF NOT EXISTS events_sky USING rtree(seq, x0, x1, y0, y1, z0, z1);
 ";
+
+/// The sky index, made after [`Writer::add_sky_cells`] has given an older archive its cells.
+const SKY_INDEX: &str = "CREATE INDEX IF NOT EXISTS events_cell ON events(cell, seq);";
 
 fn sqlite(path: &Path) -> impl Fn(rusqlite::Error) -> ArchiveError + '_ {
     move |source| ArchiveError::Sqlite {
@@ -602,6 +605,8 @@ impl Archive {
             .map_err(&err)?;
         conn.busy_timeout(Duration::from_secs(5)).map_err(&err)?;
         conn.execute_batch(SCHEMA).map_err(&err)?;
+        Writer::add_sky_cells(&conn, &path).map_err(&err)?;
+        conn.execute_batch(SKY_INDEX).map_err(&err)?;
         let mut readers = Vec::with_capacity(READERS);
         for _ in 0..READERS {
             let r = Connection::open_with_flags(
@@ -727,6 +732,41 @@ struct Writer {
 }
 
 impl Writer {
+    /// Gives an archive made before the sky cells (its cone searches went through an R*Tree,
+    /// `events_sky`) a `cell` for each event with a position, from its `ra` and `dec`, and
+    /// drops the R*Tree, in one transaction: a crash halfway leaves the old archive as it was.
+    /// Nothing to do on an archive that has the column.
+    fn add_sky_cells(conn: &Connection, path: &Path) -> rusqlite::Result<()> {
+        let has_cell: bool = conn.query_row(
+            "SELECT COUNT(*) FROM pragma_table_info('events') WHERE name = 'cell'",
+            [],
+            |r| r.get::<_, i64>(0).map(|n| n > 0),
+        )?;
+        if has_cell {
+            return Ok(());
+        }
+        let started = Instant::now();
+        let tx = conn.unchecked_transaction()?;
+        tx.execute_batch("ALTER TABLE events ADD COLUMN cell INTEGER")?;
+        let n = tx.execute(
+            &format!(
+                "UPDATE events SET cell = {} WHERE ra IS NOT NULL AND dec IS NOT NULL",
+                query::SKY_CELL_SQL
+            ),
+            [],
+        )?;
+        tx.execute_batch("DROP TABLE IF EXISTS events_sky")?;
+        tx.execute_batch(SKY_INDEX)?;
+        tx.commit()?;
+        tracing::info!(
+            "archive `{}`: the sky index of {n} positioned events moved from the R*Tree to \
+             1-degree cells in {:.1} s (done once)",
+            path.display(),
+            started.elapsed().as_secs_f64()
+        );
+        Ok(())
+    }
+
     fn serve(mut self, rx: &Receiver<Option<Job>>) {
         let mut last_retention = Instant::now();
         let mut last_commit: Option<Instant> = None;
@@ -813,13 +853,10 @@ impl Writer {
                 "INSERT INTO events (key, ivorn, role, received_ms, stream, \
                  source_kind, source_address, source_identity, source_upstream, source_name, \
                  source_topic, source_partition, source_offset, signature, signer, \
-                 author_ivorn, date, ra, dec, error, coord_system, cx, cy, cz, bytes, payload) \
+                 author_ivorn, date, ra, dec, error, coord_system, cx, cy, cz, bytes, payload, \
+                 cell) \
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, \
-                 ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26)",
-            )?;
-            let mut sky = tx.prepare_cached(
-                "INSERT INTO events_sky (seq, x0, x1, y0, y1, z0, z1) \
-                 VALUES (?1, ?2, ?2, ?3, ?3, ?4, ?4)",
+                 ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27)",
             )?;
             // Checked first: an ignored INSERT would still use up a sequence number.
             let mut exists = tx.prepare_cached("SELECT 1 FROM events WHERE key = ?1")?;
@@ -857,13 +894,9 @@ impl Writer {
                     v.map(|v| v[2]),
                     r.payload.len() as i64,
                     &r.payload[..],
+                    p.map(|p| query::sky_cell(p.ra, p.dec)),
                 ])?;
-                if n == 1 {
-                    inserted += 1;
-                    if let Some(v) = v {
-                        sky.execute(params![tx.last_insert_rowid(), v[0], v[1], v[2]])?;
-                    }
-                }
+                inserted += n as u64;
             }
         }
         tx.commit()?;
@@ -953,7 +986,6 @@ impl Writer {
     /// Deletes every row with `seq <= hi` (a bounded number: the caller picks `hi`).
     fn delete_through(&mut self, hi: i64) -> rusqlite::Result<u64> {
         let tx = self.conn.transaction()?;
-        tx.execute("DELETE FROM events_sky WHERE seq <= ?1", params![hi])?;
         let n = tx.execute("DELETE FROM events WHERE seq <= ?1", params![hi])?;
         tx.commit()?;
         Ok(n as u64)

@@ -1,9 +1,10 @@
 //! The archive's queries: parameters parsed and checked, then one parameterised statement per
 //! shape, each driven by an index (no scan of the events table):
 //!
-//! - `cone`: the R*Tree `events_sky` of unit vectors (a box around the cone's cap: each
-//!   coordinate within the chord of the radius, right at RA 0/360 and at the poles since it
-//!   is in 3-D), then the exact test `dot(p, c) >= cos(radius)` on the row;
+//! - `cone`: the sky cells of `events_cell` (1° by 1° in declination and right ascension, see
+//!   [`sky_cell`]): the cells that may hold a point of the cone become a few ranges of cell
+//!   numbers ([`cone_cells`]: right across RA 0/360, every RA at a pole), each a range search
+//!   of the index, then the exact test `dot(p, c) >= cos(radius)` on the row;
 //! - `ivorn`, `stream`, `role`: their `(column, seq)` indexes;
 //! - otherwise the primary key (`seq`).
 //!
@@ -256,6 +257,84 @@ pub(crate) fn unit_vector(ra: f64, dec: f64) -> [f64; 3] {
     [dec.cos() * ra.cos(), dec.cos() * ra.sin(), dec.sin()]
 }
 
+/// Declination bands of the sky index, 1° each from -90.
+const BANDS: i64 = 180;
+/// Right-ascension bins of a band, 1° each from 0.
+const BINS: i64 = 360;
+
+/// The sky index's cell of a position in degrees (RA 0..360, Dec -90..=90): `band * 360 +
+/// bin`, the band `trunc(dec + 90)` and the bin `trunc(ra)`, each clamped to its range.
+/// [`SKY_CELL_SQL`] is the same in SQL (an archive made before the index gets its cells from
+/// it), with SQLite's `CAST` truncating as Rust's `as` does.
+pub(crate) fn sky_cell(ra: f64, dec: f64) -> i64 {
+    let band = ((dec + 90.0) as i64).clamp(0, BANDS - 1);
+    let bin = (ra as i64).clamp(0, BINS - 1);
+    band * BINS + bin
+}
+
+/// [`sky_cell`] of the row's `ra` and `dec` columns, in SQL.
+pub(crate) const SKY_CELL_SQL: &str = "MIN(MAX(CAST(dec + 90 AS INTEGER), 0), 179) * 360 + \
+     MIN(MAX(CAST(ra AS INTEGER), 0), 359)";
+
+/// The tolerance of the exact test on `cos(radius)` (a point on the cone's edge is in it).
+const COS_SLACK: f64 = 1e-12;
+
+/// The ranges of [`sky_cell`] numbers that hold every position the cone's exact test accepts:
+/// sorted, disjoint, inclusive. The bands the cone's declinations cross, each with the RA
+/// bins within the cone's largest RA half-width `asin(sin r / cos dec)` of its centre (every
+/// bin when the cone holds a pole), split at RA 0/360; adjacent ranges merged (a whole band
+/// follows on from the next).
+pub(crate) fn cone_cells(c: &Cone) -> Vec<[i64; 2]> {
+    // The largest angle the exact test accepts (far more than the radius for a cone of a
+    // few micro-degrees: the slack is on the cosine), and more than the test's rounding
+    // (a dot product within 3e-16 is an angle within 2e-10 rad there).
+    let r = (c.radius.to_radians().cos() - COS_SLACK)
+        .max(-1.0)
+        .acos()
+        .to_degrees()
+        + 1e-7;
+    let (low, high) = (c.dec - r, c.dec + r);
+    let band = |d: f64| ((d + 90.0).floor() as i64).clamp(0, BANDS - 1);
+    let half = if low <= -90.0 || high >= 90.0 {
+        180.0
+    } else {
+        let s = r.to_radians().sin() / c.dec.to_radians().cos();
+        if s >= 1.0 {
+            180.0
+        } else {
+            s.asin().to_degrees() + 1e-7
+        }
+    };
+    let mut bins: Vec<[i64; 2]> = Vec::with_capacity(2);
+    if half >= 180.0 {
+        bins.push([0, BINS - 1]);
+    } else {
+        let ra = c.ra.rem_euclid(360.0);
+        let (lo, hi) = (ra - half, ra + half);
+        let bin = |a: f64| (a.floor() as i64).clamp(0, BINS - 1);
+        if lo < 0.0 {
+            bins.push([0, bin(hi)]);
+            bins.push([bin(lo + 360.0), BINS - 1]);
+        } else if hi >= 360.0 {
+            bins.push([0, bin(hi - 360.0)]);
+            bins.push([bin(lo), BINS - 1]);
+        } else {
+            bins.push([bin(lo), bin(hi)]);
+        }
+    }
+    let mut out: Vec<[i64; 2]> = Vec::new();
+    for b in band(low)..=band(high) {
+        for [x, y] in &bins {
+            let (x, y) = (b * BINS + x, b * BINS + y);
+            match out.last_mut() {
+                Some(last) if x <= last[1] + 1 => last[1] = last[1].max(y),
+                _ => out.push([x, y]),
+            }
+        }
+    }
+    out
+}
+
 /// The columns every listing reads.
 const COLUMNS: &str = "e.seq, e.ivorn, e.role, e.received_ms, e.stream, e.source_kind, \
      e.source_address, e.source_identity, e.source_upstream, e.source_name, e.source_topic, \
@@ -308,23 +387,28 @@ pub(crate) fn statement(
     match (&q.cone, &q.ivorn, &q.stream, &q.role) {
         (Some(c), ..) => {
             let v = unit_vector(c.ra, c.dec);
-            let r = c.radius.to_radians();
-            let chord = 2.0 * (r / 2.0).sin() + 1e-6;
+            let ranges = cone_cells(c)
+                .iter()
+                .map(|[a, b]| format!("[{a},{b}]"))
+                .collect::<Vec<_>>()
+                .join(",");
+            let cells = arg(Value::Text(format!("[{ranges}]")), &mut args);
+            // One range search of the cell index per element of the JSON array (the statement
+            // is the same for every cone).
             let _ = write!(
                 sql,
-                "SELECT {COLUMNS} FROM events_sky AS s CROSS JOIN events AS e ON e.seq = s.seq WHERE "
+                "SELECT {COLUMNS} FROM json_each({cells}) AS r CROSS JOIN events AS e \
+                 INDEXED BY events_cell ON e.cell BETWEEN r.value ->> 0 AND r.value ->> 1 WHERE "
             );
-            for (i, axis) in ["x", "y", "z"].iter().enumerate() {
-                let a = arg(Value::Real(v[i] - chord), &mut args);
-                let b = arg(Value::Real(v[i] + chord), &mut args);
-                let _ = write!(sql, "s.{axis}1 >= {a} AND s.{axis}0 <= {b} AND ");
-            }
             let (x, y, z) = (
                 arg(Value::Real(v[0]), &mut args),
                 arg(Value::Real(v[1]), &mut args),
                 arg(Value::Real(v[2]), &mut args),
             );
-            let cos = arg(Value::Real(r.cos() - 1e-12), &mut args);
+            let cos = arg(
+                Value::Real(c.radius.to_radians().cos() - COS_SLACK),
+                &mut args,
+            );
             let _ = write!(sql, "e.cx * {x} + e.cy * {y} + e.cz * {z} >= {cos}");
         }
         (None, Some(ivorn), ..) => {

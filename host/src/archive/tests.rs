@@ -1,6 +1,7 @@
 //! The archive's own tests: idempotent writes, sequence numbers across reopening and
 //! retention, every query shape on an index (EXPLAIN QUERY PLAN), cones at RA 0/360 and the
-//! poles, retention by age and by size.
+//! poles, the sky cells of a cone against the exact test, an older archive's R*Tree moved to
+//! cells, retention by age and by size.
 
 use super::query::{self, EventsQuery};
 use super::*;
@@ -238,6 +239,209 @@ fn cones_at_the_wrap_and_the_poles() {
     assert_eq!(p["error"], 0.1);
 }
 
+/// A deterministic stream of numbers in [0, 1) (splitmix64).
+struct Unit(u64);
+
+impl Unit {
+    fn next(&mut self) -> f64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        (z ^ (z >> 31)) as f64 / 2f64.powi(64)
+    }
+}
+
+/// RA (0..360) and Dec of a unit vector, as the summary keeps a position.
+fn ra_dec(v: [f64; 3]) -> (f64, f64) {
+    let ra = v[1].atan2(v[0]).to_degrees().rem_euclid(360.0);
+    let ra = if ra >= 360.0 { ra - 360.0 } else { ra };
+    (ra, v[2].clamp(-1.0, 1.0).asin().to_degrees())
+}
+
+#[test]
+fn the_cells_of_a_cone_hold_every_point_the_exact_test_accepts() {
+    let mut u = Unit(17);
+    let mut edge = 0;
+    for i in 0..4000 {
+        // Centres anywhere, at the poles and on RA 0/360 too; radii from 1e-6 to 180 degrees.
+        // Some a hair from a cell's edge, where a few micro-degrees decide the cell.
+        let near_edge =
+            |u: &mut Unit, whole: f64| (u.next() * whole).floor() + (u.next() - 0.5) * 2e-4;
+        let ra = match i % 5 {
+            0 => 0.0,
+            1 => 360.0,
+            2 => near_edge(&mut u, 360.0).rem_euclid(360.0),
+            _ => u.next() * 360.0,
+        };
+        let dec = match i % 7 {
+            0 => 90.0,
+            1 => -90.0,
+            2 => 89.999,
+            3 => (near_edge(&mut u, 180.0) - 90.0).clamp(-90.0, 90.0),
+            _ => (2.0 * u.next() - 1.0).asin().to_degrees(),
+        };
+        let radius = 10f64.powf(-6.0 + u.next() * (180f64.log10() + 6.0));
+        let cone = query::Cone { ra, dec, radius };
+        let cells = query::cone_cells(&cone);
+        assert!(!cells.is_empty(), "{cone:?}");
+        for w in cells.windows(2) {
+            assert!(
+                w[0][1] + 1 < w[1][0],
+                "{cone:?}: not sorted and disjoint: {cells:?}"
+            );
+        }
+        assert!(
+            cells
+                .iter()
+                .all(|[a, b]| 0 <= *a && a <= b && *b < 180 * 360),
+            "{cone:?}: {cells:?}"
+        );
+        // Points around the cone's edge (most just inside or just outside) and inside it.
+        let c = query::unit_vector(ra, dec);
+        let e1 = {
+            let t = if c[2].abs() < 0.9 {
+                [0.0, 0.0, 1.0]
+            } else {
+                [1.0, 0.0, 0.0]
+            };
+            let d = t[0] * c[0] + t[1] * c[1] + t[2] * c[2];
+            let v = [t[0] - d * c[0], t[1] - d * c[1], t[2] - d * c[2]];
+            let n = (v[0] * v[0] + v[1] * v[1] + v[2] * v[2]).sqrt();
+            [v[0] / n, v[1] / n, v[2] / n]
+        };
+        let e2 = [
+            c[1] * e1[2] - c[2] * e1[1],
+            c[2] * e1[0] - c[0] * e1[2],
+            c[0] * e1[1] - c[1] * e1[0],
+        ];
+        let cos = radius.to_radians().cos() - 1e-12;
+        // The largest angle that test accepts: past the radius, far past it for tiny cones.
+        let accepted = cos.max(-1.0).acos();
+        for j in 0..60 {
+            let d = match j % 3 {
+                0 => radius.to_radians() * u.next(),
+                1 => radius.to_radians() * (1.0 + (u.next() - 0.5) * 1e-6),
+                _ => accepted * (1.0 + (u.next() - 0.5) * 1e-6),
+            };
+            let t = u.next() * std::f64::consts::TAU;
+            let p: [f64; 3] = std::array::from_fn(|k| {
+                d.cos() * c[k] + d.sin() * (t.cos() * e1[k] + t.sin() * e2[k])
+            });
+            // Stored as RA/Dec, tested on the unit vector of those (as the archive does).
+            let (pra, pdec) = ra_dec(p);
+            let v = query::unit_vector(pra, pdec);
+            if v[0] * c[0] + v[1] * c[1] + v[2] * c[2] < cos {
+                continue;
+            }
+            if d >= radius.to_radians() {
+                edge += 1;
+            }
+            let cell = query::sky_cell(pra, pdec);
+            assert!(
+                cells.iter().any(|[a, b]| (*a..=*b).contains(&cell)),
+                "{cone:?}: point ({pra}, {pdec}) in cell {cell} outside {cells:?}"
+            );
+        }
+    }
+    // The test reached the edge: points the exact test takes on or just past the radius.
+    assert!(edge > 1000, "{edge}");
+}
+
+#[test]
+fn the_sql_cell_is_the_rust_cell() {
+    let c = rusqlite::Connection::open_in_memory().expect("sqlite");
+    let mut st = c
+        .prepare(&format!(
+            "SELECT {} FROM (SELECT ?1 AS ra, ?2 AS dec)",
+            query::SKY_CELL_SQL
+        ))
+        .expect("statement");
+    let mut u = Unit(5);
+    let mut points = vec![
+        (0.0, -90.0),
+        (0.0, 90.0),
+        (359.999_999_999_999_94, 89.999_999_999_999_99),
+        (0.999_999_999_999_999_9, -0.000_000_000_000_1),
+        (180.0, 0.0),
+        (1e-300, -89.999_999_999_999_99),
+    ];
+    points.extend((0..2000).map(|_| (u.next() * 360.0, u.next() * 180.0 - 90.0)));
+    for (ra, dec) in points {
+        let sql: i64 = st
+            .query_row(rusqlite::params![ra, dec], |r| r.get(0))
+            .expect("row");
+        assert_eq!(sql, query::sky_cell(ra, dec), "({ra}, {dec})");
+    }
+}
+
+#[test]
+fn an_archive_with_the_older_r_tree_gets_its_cells_at_open() {
+    let dir = tempdir();
+    let pts = [
+        (359.9, 0.0),
+        (0.1, 0.0),
+        (180.0, 0.0),
+        (10.0, 89.9),
+        (0.0, -90.0),
+    ];
+    {
+        let a = open(dir.path());
+        a.write_now(
+            pts.iter()
+                .enumerate()
+                .map(|(i, p)| row(i as u64 + 1, Some(*p), 0))
+                .collect(),
+        )
+        .expect("write");
+        a.write_now(vec![row(9, None, 0)]).expect("no position");
+    }
+    // The archive as the sessions before the cells made it: no `cell`, an R*Tree.
+    {
+        let c = rusqlite::Connection::open(dir.path().join(FILE_NAME)).expect("sqlite");
+        c.execute_batch(
+            "DROP INDEX events_cell; ALTER TABLE events DROP COLUMN cell; \
+             CREATE VIRTUAL TABLE events_sky USING rtree(seq, x0, x1, y0, y1, z0, z1); \
+             INSERT INTO events_sky SELECT seq, cx, cx, cy, cy, cz, cz FROM events \
+             WHERE cx IS NOT NULL;",
+        )
+        .expect("the older schema");
+    }
+    let a = open(dir.path());
+    assert_eq!(seqs(&list(&a, "cone=0,0,1")), [1, 2]);
+    assert_eq!(seqs(&list(&a, "cone=100,90,0.3")), [4]);
+    assert_eq!(seqs(&list(&a, "cone=0,0,180")), [1, 2, 3, 4, 5]);
+    let (sky, cells) = a
+        .readers()
+        .run_here(|c| {
+            let sky: i64 = c.query_row(
+                "SELECT COUNT(*) FROM sqlite_schema WHERE name = 'events_sky'",
+                [],
+                |r| r.get(0),
+            )?;
+            let mut st = c.prepare("SELECT ra, dec, cell FROM events ORDER BY seq")?;
+            let cells = st
+                .query_map([], |r| {
+                    Ok((
+                        r.get::<_, Option<f64>>(0)?,
+                        r.get::<_, Option<f64>>(1)?,
+                        r.get::<_, Option<i64>>(2)?,
+                    ))
+                })?
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok((sky, cells))
+        })
+        .expect("schema");
+    assert_eq!(sky, 0, "the R*Tree is dropped");
+    for (ra, dec, cell) in cells {
+        assert_eq!(cell, ra.zip(dec).map(|(ra, dec)| query::sky_cell(ra, dec)));
+    }
+    // New events get theirs on insert.
+    a.write_now(vec![row(10, Some((0.5, 0.2)), 0)])
+        .expect("write");
+    assert_eq!(seqs(&list(&a, "cone=0,0,1")), [1, 2, 7]);
+}
+
 #[test]
 fn every_query_shape_uses_an_index() {
     let dir = tempdir();
@@ -285,7 +489,12 @@ fn every_query_shape_uses_an_index() {
             .expect("plan");
         assert!(!plan.is_empty(), "{q}: no plan");
         if q.starts_with("cone") {
-            assert!(plan[0].contains("VIRTUAL TABLE"), "{q}: {plan:?}");
+            // The cell ranges (a JSON array), each a range search of the sky cells' index.
+            assert!(plan[0].starts_with("SCAN r VIRTUAL TABLE"), "{q}: {plan:?}");
+            assert!(
+                plan[1].starts_with("SEARCH e USING INDEX events_cell (cell>? AND cell<?)"),
+                "{q}: {plan:?}"
+            );
         }
         if q.is_empty() || q.starts_with("after") || q.starts_with("since") {
             assert!(
