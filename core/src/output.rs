@@ -502,6 +502,10 @@ pub struct Delivery {
     /// the delivery was read back from a host's spool that did not record one (vtp's spool
     /// records it from format 3 on).
     pub signature: Option<Arc<crate::signature::Signature>>,
+    /// Where the event's `Who` and `WhereWhen` are in `payload`, as the parser found them
+    /// ([`crate::summary::summarize_spans`] reads only those); `None` when not known (a
+    /// delivery read back from a host's spool, or one an embedder made).
+    pub spans: Option<Arc<crate::summary::Spans>>,
 }
 
 impl fmt::Debug for Delivery {
@@ -513,6 +517,7 @@ impl fmt::Debug for Delivery {
             .field("source", &self.source)
             .field("role", &self.role)
             .field("signature", &self.signature)
+            .field("spans", &self.spans)
             .finish()
     }
 }

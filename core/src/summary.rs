@@ -18,6 +18,8 @@
 //! (e.g. `UTC-FK5-GEO`, `UTC-ICRS-GEO`) is reported as written; FK5 and ICRS differ by far less
 //! than any alert's error circle, so the position is used as is.
 
+use std::ops::Range;
+
 use quick_xml::Reader;
 use quick_xml::events::Event;
 
@@ -77,13 +79,60 @@ pub fn summarize(bytes: &[u8]) -> Summary {
     read(bytes, true)
 }
 
+/// Where the root's `Who` and `WhereWhen` children are in an event's payload, as the parser
+/// found them when it accepted the event ([`crate::message::VoEvent::spans`]): each from the
+/// `<` of its start tag through the `>` of its end tag, `None` when the root has none.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Spans {
+    /// The root's `Who`.
+    pub who: Option<Range<usize>>,
+    /// The root's `WhereWhen`.
+    pub where_when: Option<Range<usize>>,
+}
+
+/// [`summarize`] of a payload the parser accepted, reading only the `Who` and `WhereWhen`
+/// that `spans` locates (a few hundred bytes of a 10 KB GCN notice; the rest is what
+/// [`summarize`] would pass over). The same summary as [`summarize`] on the whole payload
+/// for every well-formed event: each wanted value lies inside one of these two elements.
+/// Spans that do not fit the payload give [`summarize`]'s answer.
+pub fn summarize_spans(bytes: &[u8], spans: &Spans) -> Summary {
+    let fits = |r: &Option<Range<usize>>| {
+        r.as_ref()
+            .is_none_or(|r| r.start <= r.end && r.end <= bytes.len().min(BYTES_MAX))
+    };
+    if !fits(&spans.who) || !fits(&spans.where_when) {
+        return summarize(bytes);
+    }
+    let part = |r: &Option<Range<usize>>| {
+        r.as_ref()
+            .map(|r| read_child(&bytes[r.clone()]))
+            .unwrap_or_default()
+    };
+    let who = part(&spans.who);
+    let where_when = part(&spans.where_when);
+    Summary {
+        author_ivorn: who.author_ivorn,
+        date: who.date,
+        position: where_when.position,
+    }
+}
+
 /// [`summarize`]; `skip` skips the subtrees where nothing is wanted (tests compare it with
 /// reading every element).
 pub(crate) fn read(bytes: &[u8], skip: bool) -> Summary {
+    read_from(bytes, skip, Vec::new())
+}
+
+/// [`read`] of one child of the root (`bytes` is that element), as if the root were open.
+fn read_child(bytes: &[u8]) -> Summary {
+    read_from(bytes, true, vec![b"VOEvent".to_vec()])
+}
+
+/// [`read`] with the elements of `path` already open.
+fn read_from(bytes: &[u8], skip: bool, mut path: Vec<Vec<u8>>) -> Summary {
     let bytes = &bytes[..bytes.len().min(BYTES_MAX)];
     let mut reader = Reader::from_reader(bytes);
     reader.config_mut().trim_text(false);
-    let mut path: Vec<Vec<u8>> = Vec::new();
     let mut out = Summary::default();
     let (mut c1, mut c2, mut err): (Option<String>, Option<String>, Option<String>) =
         (None, None, None);
@@ -355,6 +404,81 @@ mod tests {
             positions += usize::from(fast.position.is_some());
         }
         assert!(positions >= 10, "only {positions} positions in the corpus");
+    }
+
+    #[test]
+    fn the_spans_the_parser_finds_give_the_whole_event_s_summary() {
+        let (mut compared, mut positions) = (0, 0);
+        for (name, bytes) in corpus() {
+            let Ok(crate::message::Message::VoEvent(ev)) =
+                crate::message::parse(&bytes, &Default::default())
+            else {
+                continue;
+            };
+            let whole = summarize(&bytes);
+            // Two `Who` or two `WhereWhen` (not valid VOEvent 2.0): read whole, as documented.
+            let Some(spans) = ev.spans else {
+                continue;
+            };
+            for (span, tag) in [(&spans.who, "Who"), (&spans.where_when, "WhereWhen")] {
+                if let Some(span) = span {
+                    let text = String::from_utf8_lossy(&bytes[span.clone()]);
+                    assert!(
+                        text.starts_with('<') && text.ends_with('>'),
+                        "{name}: {text}"
+                    );
+                    assert!(text.contains(tag), "{name}: {text}");
+                }
+            }
+            assert_eq!(summarize_spans(&bytes, &spans), whole, "{name}");
+            compared += 1;
+            positions += usize::from(whole.position.is_some());
+        }
+        assert!(compared > 50, "only {compared} events");
+        assert!(positions >= 10, "only {positions} positions");
+    }
+
+    #[test]
+    fn spans_of_a_prefixed_an_empty_a_repeated_and_a_missing_child() {
+        let parse = |xml: &str| match crate::message::parse(xml.as_bytes(), &Default::default()) {
+            Ok(crate::message::Message::VoEvent(ev)) => ev.spans,
+            other => panic!("{xml}: {other:?}"),
+        };
+        let head = "\u{feff}<?xml version='1.0'?><voe:VOEvent xmlns:voe='http://www.ivoa.net/xml/VOEvent/v2.0' \
+                    ivorn='ivo://a/b#c' role='test' version='2.0'>";
+        let xml = format!(
+            "{head}<Who><AuthorIVORN>ivo://a/b</AuthorIVORN></Who><What/><voe:WhereWhen/></voe:VOEvent>"
+        );
+        let spans = parse(&xml).expect("spans");
+        let who = spans.who.clone().expect("Who");
+        assert_eq!(
+            &xml.as_bytes()[who.clone()],
+            b"<Who><AuthorIVORN>ivo://a/b</AuthorIVORN></Who>"
+        );
+        assert_eq!(
+            &xml.as_bytes()[spans.where_when.clone().expect("WhereWhen")],
+            b"<voe:WhereWhen/>"
+        );
+        assert_eq!(
+            summarize_spans(xml.as_bytes(), &spans)
+                .author_ivorn
+                .as_deref(),
+            Some("ivo://a/b")
+        );
+        let none = parse(&format!("{head}<What><Who/></What></voe:VOEvent>")).expect("spans");
+        assert_eq!(none, Spans::default());
+        assert_eq!(
+            parse(&format!("{head}<Who/><Who/></voe:VOEvent>")),
+            None,
+            "two Who: the spans say nothing"
+        );
+        // Spans that do not fit the payload: the whole event is read.
+        let bytes = pos("10", "20", "deg");
+        let wrong = Spans {
+            who: None,
+            where_when: Some(0..bytes.len() + 1),
+        };
+        assert_eq!(summarize_spans(&bytes, &wrong), summarize(&bytes));
     }
 
     #[test]

@@ -98,6 +98,7 @@ fn main() {
                 source: Source::Spool,
                 signature: None,
                 role: vtp_core::message::EventRole::Observation,
+                spans: None,
             };
             let t = Instant::now();
             fx.deliver(d);

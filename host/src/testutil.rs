@@ -55,6 +55,7 @@ pub(crate) fn delivery(ivorn: &str, payload: &[u8]) -> Delivery {
         source: Source::Author(conn),
         role: EventRole::Observation,
         signature: None,
+        spans: None,
     }
 }
 

@@ -137,6 +137,10 @@ pub struct VoEvent<'a> {
     /// Byte span of the root element in the payload: from the '<' of the start tag through the
     /// '>' of the end tag (or of a self-closing start tag). Dedup key & signed bytes use it.
     pub element: Range<usize>,
+    /// Where the root's `Who` and `WhereWhen` children are in the payload, for
+    /// [`crate::summary::summarize_spans`]; `None` when the root has more than one of either
+    /// (not a valid VOEvent 2.0; [`crate::summary::summarize`] then reads the whole event).
+    pub spans: Option<crate::summary::Spans>,
 }
 
 /// The `role` of a VOEvent (VOE2 §3.1.2).

@@ -25,6 +25,7 @@ mod plain;
 mod text;
 mod transport;
 
+use crate::summary::Spans;
 use attrs::{Keys, scan_attrs};
 use encoding::sniff_bom;
 use names::{check_name, declares_prefix, split_name, split_qname};
@@ -241,6 +242,55 @@ struct Walk<'a, 's> {
     span: Range<usize>,
     /// Where a VOEvent's tokens go ([`parse_with`]).
     sink: Option<&'s mut dyn Sink<'a>>,
+    /// The root's `Who` and `WhereWhen` children, as spans of `body` ([`VoEvent::spans`]).
+    who: Child,
+    where_when: Child,
+    /// The root's child open now, when it is one of those two: which, and where it starts.
+    open_child: Option<(Part, usize)>,
+}
+
+/// A child of a VOEvent's root that [`VoEvent::spans`] locates.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Part {
+    Who,
+    WhereWhen,
+}
+
+/// Where the root's one child of a kind is in `body`, as far as the pass has read.
+#[derive(Clone, Default)]
+enum Child {
+    #[default]
+    Absent,
+    At(Range<usize>),
+    /// More than one: the spans say nothing.
+    Repeated,
+}
+
+impl Child {
+    fn found(&mut self, span: Range<usize>) {
+        *self = match self {
+            Child::Absent => Child::At(span),
+            _ => Child::Repeated,
+        };
+    }
+}
+
+/// Which of [`Part`] a tag's content (name first) opens, by its local name.
+fn part_of(tag: &[u8]) -> Option<Part> {
+    let name_end = tag
+        .iter()
+        .position(|&b| is_ws(b) || b == b'/')
+        .unwrap_or(tag.len());
+    let name = &tag[..name_end];
+    let local = name
+        .iter()
+        .rposition(|&b| b == b':')
+        .map_or(name, |colon| &name[colon + 1..]);
+    match local {
+        b"Who" => Some(Part::Who),
+        b"WhereWhen" => Some(Part::WhereWhen),
+        _ => None,
+    }
 }
 
 impl<'a, 's> Walk<'a, 's> {
@@ -251,6 +301,17 @@ impl<'a, 's> Walk<'a, 's> {
             root: None,
             span: 0..0,
             sink,
+            who: Child::Absent,
+            where_when: Child::Absent,
+            open_child: None,
+        }
+    }
+
+    /// Notes a child of the root spanning `span` of `body`.
+    fn found(&mut self, part: Part, span: Range<usize>) {
+        match part {
+            Part::Who => self.who.found(span),
+            Part::WhereWhen => self.where_when.found(span),
         }
     }
 
@@ -384,7 +445,18 @@ impl<'a, 'l> Parser<'a, 'l> {
             Some(Root::Transport(acc)) => {
                 self.transport_child(acc, tag, at, walk.depth, empty)?;
             }
-            Some(Root::VoEvent(_)) => self.check_tag(tag, at, walk.sink.as_deref_mut())?,
+            Some(Root::VoEvent(_)) => {
+                self.check_tag(tag, at, walk.sink.as_deref_mut())?;
+                if walk.depth == 2
+                    && let Some(part) = part_of(tag)
+                {
+                    if empty {
+                        walk.found(part, start..end);
+                    } else {
+                        walk.open_child = Some((part, start));
+                    }
+                }
+            }
         }
         if let Some(sink) = walk.sink() {
             sink.open(tag, empty);
@@ -418,6 +490,11 @@ impl<'a, 'l> Parser<'a, 'l> {
         }
         if let Some(sink) = walk.sink() {
             sink.close();
+        }
+        if walk.depth == 2
+            && let Some((part, from)) = walk.open_child.take()
+        {
+            walk.found(part, from..end);
         }
         walk.depth -= 1;
         if walk.depth == 0 {
@@ -532,6 +609,14 @@ impl<'a, 'l> Parser<'a, 'l> {
             return Err(self.malformed(self.body.len(), "element not closed at end of input"));
         }
         let element = self.base + walk.span.start..self.base + walk.span.end;
+        let in_payload = |child: Child| match child {
+            Child::Absent => Some(None),
+            Child::At(span) => Some(Some(self.base + span.start..self.base + span.end)),
+            Child::Repeated => None,
+        };
+        let spans = in_payload(walk.who)
+            .zip(in_payload(walk.where_when))
+            .map(|(who, where_when)| Spans { who, where_when });
         match walk.root {
             None => Err(ParseError::NoRoot),
             Some(Root::VoEvent(head)) => Ok(Message::VoEvent(VoEvent {
@@ -542,6 +627,7 @@ impl<'a, 'l> Parser<'a, 'l> {
                 namespace: VoEventNamespace::classify(head.namespace_uri.as_deref()),
                 namespace_uri: head.namespace_uri,
                 element,
+                spans,
             })),
             Some(Root::Transport(acc)) => acc.finish().map(Message::Transport),
         }

@@ -254,6 +254,7 @@ impl Node {
                     key,
                     role: ev.role,
                     signature: signature.map(Arc::new),
+                    spans: ev.spans.clone().map(Arc::new),
                 };
                 let frame = self.frame_event(&accepted, payload);
                 self.persist(key, unix, evicted);

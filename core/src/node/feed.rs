@@ -248,6 +248,7 @@ pub(super) struct Accepted {
     pub(super) key: EventKey,
     pub(super) role: EventRole,
     pub(super) signature: Option<Arc<Signature>>,
+    pub(super) spans: Option<Arc<crate::summary::Spans>>,
 }
 
 impl Accepted {
@@ -260,6 +261,7 @@ impl Accepted {
             source: self.source.clone(),
             role: self.role,
             signature: self.signature.clone(),
+            spans: self.spans.clone(),
         }
     }
 }

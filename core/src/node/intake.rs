@@ -26,6 +26,7 @@ pub(super) struct NewEvent<'a> {
     pub(super) ivorn: &'a str,
     pub(super) role: crate::message::EventRole,
     pub(super) element: std::ops::Range<usize>,
+    pub(super) spans: Option<crate::summary::Spans>,
     pub(super) key: EventKey,
     pub(super) signature: Option<crate::signature::Signature>,
 }
@@ -72,6 +73,7 @@ impl Node {
             ivorn: &ev.ivorn,
             role: ev.role,
             element: ev.element.clone(),
+            spans: ev.spans.clone(),
             key,
             signature,
         };
@@ -91,6 +93,7 @@ impl Node {
             ivorn,
             role,
             element,
+            spans,
             key,
             signature,
         } = event;
@@ -134,6 +137,7 @@ impl Node {
                     key,
                     role,
                     signature: signature.map(Arc::new),
+                    spans: spans.map(Arc::new),
                 };
                 let frame = self.frame_event(&accepted, payload);
                 self.persist(key, unix, evicted);

@@ -28,6 +28,7 @@ pub(super) struct Parked {
     ivorn: Arc<str>,
     role: EventRole,
     element: Range<usize>,
+    spans: Option<crate::summary::Spans>,
     key: EventKey,
 }
 
@@ -90,6 +91,7 @@ impl Node {
             ivorn: &p.ivorn,
             role: p.role,
             element: p.element,
+            spans: p.spans,
             key: p.key,
             signature,
         };
@@ -139,6 +141,7 @@ impl Node {
                 ivorn: Arc::from(ev.ivorn.as_ref()),
                 role: ev.role,
                 element: ev.element.clone(),
+                spans: ev.spans.clone(),
                 key,
             },
         );

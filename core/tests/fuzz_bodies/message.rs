@@ -69,6 +69,16 @@ fn summary(data: &[u8], parsed: &Result<Message<'_>, ParseError>) {
             "summary: skipping subtrees changed it"
         );
     }
+    // An accepted event's Who and WhereWhen, where the parser located them, summarise it.
+    if let Ok(Message::VoEvent(ev)) = parsed
+        && let Some(spans) = &ev.spans
+    {
+        assert_eq!(
+            vtp_core::summary::summarize_spans(data, spans),
+            fast,
+            "summary: the parser's spans changed it"
+        );
+    }
 }
 
 /// The parse with the schema check in its pass gives `parse`'s result, and for a VOEvent the

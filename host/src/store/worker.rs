@@ -171,6 +171,10 @@ impl StoreWorker {
     ///
     /// As [`send`](Self::send), and [`SendError::Stopped`] without a spool; the delivery is
     /// handed back.
+    #[allow(
+        clippy::result_large_err,
+        reason = "the delivery comes back by value on the rare refusal, as it went in"
+    )]
     pub(crate) fn send_spool(&mut self, delivery: Delivery) -> Result<u64, (SendError, Delivery)> {
         if !self.spool {
             return Err((SendError::Stopped, delivery));

@@ -467,6 +467,8 @@ impl Spool {
             source: Source::Spool,
             role,
             signature: signature.map(Arc::new),
+            // Not kept on disk: a delivery read back is summarised from its bytes.
+            spans: None,
         }))
     }
 
