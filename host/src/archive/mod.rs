@@ -333,7 +333,12 @@ impl Row {
             role: role_name(delivery.role),
             source,
             payload: delivery.payload.clone(),
-            summary: vtp_core::summary::summarize(&delivery.payload),
+            // Only the `Who` and `WhereWhen` the parser located, when it did (the bulk of an
+            // event, its `What`, is not read again).
+            summary: match &delivery.spans {
+                Some(spans) => vtp_core::summary::summarize_spans(&delivery.payload, spans.as_ref()),
+                None => vtp_core::summary::summarize(&delivery.payload),
+            },
             signature: delivery.signature.as_ref().map(|s| s.status.as_str()),
             signer: delivery
                 .signature
