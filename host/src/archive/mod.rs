@@ -336,7 +336,9 @@ impl Row {
             // Only the `Who` and `WhereWhen` the parser located, when it did (the bulk of an
             // event, its `What`, is not read again).
             summary: match &delivery.spans {
-                Some(spans) => vtp_core::summary::summarize_spans(&delivery.payload, spans.as_ref()),
+                Some(spans) => {
+                    vtp_core::summary::summarize_spans(&delivery.payload, spans.as_ref())
+                }
                 None => vtp_core::summary::summarize(&delivery.payload),
             },
             signature: delivery.signature.as_ref().map(|s| s.status.as_str()),

@@ -206,6 +206,21 @@ fn filters_and_paging() {
     assert_eq!(bytes, row(5, None, 0).payload);
 }
 
+/// Archives an event at each of `points` (RA, Dec), numbered from 1, then event `unplaced`
+/// without a position.
+fn write_points(a: &Archive, points: &[(f64, f64)], unplaced: u64) {
+    a.write_now(
+        points
+            .iter()
+            .enumerate()
+            .map(|(i, p)| row(i as u64 + 1, Some(*p), 0))
+            .collect(),
+    )
+    .expect("write");
+    a.write_now(vec![row(unplaced, None, 0)])
+        .expect("no position");
+}
+
 #[test]
 fn cones_at_the_wrap_and_the_poles() {
     let dir = tempdir();
@@ -219,14 +234,7 @@ fn cones_at_the_wrap_and_the_poles() {
         (0.0, -90.0),  // 6
         (1.5, 0.0),    // 7
     ];
-    a.write_now(
-        pts.iter()
-            .enumerate()
-            .map(|(i, p)| row(i as u64 + 1, Some(*p), 0))
-            .collect(),
-    )
-    .expect("write");
-    a.write_now(vec![row(99, None, 0)]).expect("no position");
+    write_points(&a, &pts, 99);
     assert_eq!(seqs(&list(&a, "cone=0,0,1")), [1, 2]);
     assert_eq!(seqs(&list(&a, "cone=360,0,0.2")), [1, 2]);
     assert_eq!(seqs(&list(&a, "cone=0,0,1.6")), [1, 2, 7]);
@@ -387,14 +395,7 @@ fn an_archive_with_the_older_r_tree_gets_its_cells_at_open() {
     ];
     {
         let a = open(dir.path());
-        a.write_now(
-            pts.iter()
-                .enumerate()
-                .map(|(i, p)| row(i as u64 + 1, Some(*p), 0))
-                .collect(),
-        )
-        .expect("write");
-        a.write_now(vec![row(9, None, 0)]).expect("no position");
+        write_points(&a, &pts, 9);
     }
     // The archive as the sessions before the cells made it: no `cell`, an R*Tree.
     {
