@@ -275,18 +275,9 @@ impl Child {
     }
 }
 
-/// Which of [`Part`] a tag's content (name first) opens, by its local name.
-fn part_of(tag: &[u8]) -> Option<Part> {
-    let name_end = tag
-        .iter()
-        .position(|&b| is_ws(b) || b == b'/')
-        .unwrap_or(tag.len());
-    let name = &tag[..name_end];
-    let local = name
-        .iter()
-        .rposition(|&b| b == b':')
-        .map_or(name, |colon| &name[colon + 1..]);
-    match local {
+/// Which of [`Part`] an element of qualified name `name` is, by its local name.
+fn part_of(name: &[u8]) -> Option<Part> {
+    match split_qname(name).1 {
         b"Who" => Some(Part::Who),
         b"WhereWhen" => Some(Part::WhereWhen),
         _ => None,
@@ -446,9 +437,9 @@ impl<'a, 'l> Parser<'a, 'l> {
                 self.transport_child(acc, tag, at, walk.depth, empty)?;
             }
             Some(Root::VoEvent(_)) => {
-                self.check_tag(tag, at, walk.sink.as_deref_mut())?;
+                let name = self.check_tag(tag, at, walk.sink.as_deref_mut())?;
                 if walk.depth == 2
-                    && let Some(part) = part_of(tag)
+                    && let Some(part) = part_of(name)
                 {
                     if empty {
                         walk.found(part, start..end);
@@ -643,13 +634,13 @@ impl<'a, 'l> Parser<'a, 'l> {
         tag.ok_or_else(|| self.malformed(start, "unexpected tag bounds"))
     }
 
-    /// Checks a tag's name and attributes, passing the attributes to `sink`.
+    /// Checks a tag's name and attributes, passing the attributes to `sink`; the name.
     fn check_tag(
         &mut self,
         tag: &'a [u8],
         at: usize,
         mut sink: Option<&mut (dyn Sink<'a> + '_)>,
-    ) -> Result<(), ParseError> {
+    ) -> Result<&'a [u8], ParseError> {
         let (name, attrs) = split_name(tag, at)?;
         scan_attrs(
             attrs,
@@ -662,7 +653,8 @@ impl<'a, 'l> Parser<'a, 'l> {
                 }
                 Ok(())
             },
-        )
+        )?;
+        Ok(name)
     }
 
     /// Reads the root's start tag; a VOEvent's attributes go to `sink` too (a Transport
